@@ -1,0 +1,43 @@
+"""``ctirealm bench``: the main job — build the store, run the benchmark under pytest, write reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .common import add_store_options, open_store
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="run the benchmark (cases and rules) with pytest and write reports/"
+    )
+    add_store_options(parser)
+    parser.add_argument("--report-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--workers", default="auto", help="pytest-xdist workers (default auto)")
+    parser.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                        help="extra arguments passed to pytest (after --)")
+    parser.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    args.report_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(args, quiet=False)  # build once, before the workers start
+    info = {"store": str(store.path), "hash": store.meta["hash"], "rows": store.rows,
+            "window": store.meta["window"]}
+    (args.report_dir / "telemetry.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    command = [sys.executable, "-m", "pytest", "-n", str(args.workers),
+               f"--junitxml={args.report_dir / 'junit.xml'}",
+               f"--realm-telemetry={args.telemetry}"]
+    if args.cache_dir:
+        command.append(f"--realm-cache-dir={args.cache_dir}")
+    if args.rows is not None or args.scale is not None:
+        command.append(f"--realm-rows={sum(store.rows.values())}")
+    extra = [a for a in args.pytest_args if a != "--"]
+    print("+", " ".join(command + extra), flush=True)
+    code = subprocess.call(command + extra, env=os.environ.copy())
+    return 0 if code == 5 else code  # 5: nothing collected yet is not a failure of the bench

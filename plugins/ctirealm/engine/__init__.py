@@ -1,0 +1,56 @@
+"""Run KQL: the `Engine` protocol, `LocalEngine` (DuckDB), results and errors.
+
+Every engine is read-only, bounded in time and rows, and raises only
+`EngineError` subclasses. Users' own tests call this API directly::
+
+    from ctirealm.engine import LocalEngine
+    engine = LocalEngine.from_tables(tables={"T": [{"x": 1}]}, schemas={"T": [("x", "long")]})
+    engine.query("T | where x > 0").to_dicts()
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from .errors import (
+    EngineError,
+    KqlRuntimeError,
+    KqlSemanticError,
+    KqlSyntaxError,
+    KqlUnsupportedError,
+    QueryTimeout,
+    ReadOnlyViolation,
+    ResourceLimitExceeded,
+)
+from .guard import check_read_only
+from .local import LocalEngine
+from .result import QueryResult
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What scoring, tools and Sigma evaluation need from an engine."""
+
+    def query(
+        self, kql: str, *, limit: int | None = None, timeout: float | None = None
+    ) -> QueryResult: ...
+
+    def tables(self) -> list[str]: ...
+
+    def schema(self, table: str) -> list[tuple[str, str]]: ...
+
+
+__all__ = [
+    "Engine",
+    "EngineError",
+    "KqlRuntimeError",
+    "KqlSemanticError",
+    "KqlSyntaxError",
+    "KqlUnsupportedError",
+    "LocalEngine",
+    "QueryResult",
+    "QueryTimeout",
+    "ReadOnlyViolation",
+    "ResourceLimitExceeded",
+    "check_read_only",
+]

@@ -1,0 +1,366 @@
+"""LocalEngine: KQL on an embedded DuckDB store through duckdb-kql.
+
+One layer over duckdb-kql: it translates KQL to DuckDB SQL (cached, with
+``now()`` pinned to the dataset clock and writes disabled) and executes it on
+a connection that cannot reach files or the network and cannot be
+reconfigured, under a time limit, a row limit and a memory limit. Every
+failure becomes an `EngineError` subclass naming the line:column and
+construct.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import duckdb_kql
+from duckdb_kql import errors as kql_errors
+from duckdb_kql.types import kusto_type
+
+from ..telemetry.schema import DUCKDB_TYPES, TableSchema, coerce_row, parse_datetime
+from .errors import (
+    EngineError,
+    KqlRuntimeError,
+    KqlSemanticError,
+    KqlSyntaxError,
+    KqlUnsupportedError,
+    QueryTimeout,
+    ReadOnlyViolation,
+    ResourceLimitExceeded,
+)
+from .guard import check_read_only
+from .result import QueryResult
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_ROWS = 100_000
+DEFAULT_MEMORY_LIMIT = "2GB"
+_CACHE_SIZE = 2048
+
+SchemaLike = TableSchema | Sequence[tuple[str, str]] | Sequence[Sequence[str]]
+
+
+def _as_schema(name: str, spec: SchemaLike) -> TableSchema:
+    if isinstance(spec, TableSchema):
+        return spec
+    columns = tuple((str(c), str(t)) for c, t in spec)
+    if not columns:
+        raise ValueError(f"table {name!r}: schema has no columns")
+    for column, kind in columns:
+        if kind not in DUCKDB_TYPES:
+            raise ValueError(f"table {name!r}, column {column!r}: unknown Kusto type {kind!r}")
+    return TableSchema(name, columns, columns[0][0], columns[0][0])
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _locate(kql: str, name: str) -> tuple[int | None, int | None]:
+    """Line and column (1-based) of the first use of identifier *name* in *kql*."""
+    match = re.search(rf"(?<![\w.$]){re.escape(name)}(?!\w)", kql)
+    if not match:
+        return None, None
+    before = kql[: match.start()]
+    return before.count("\n") + 1, match.start() - (before.rfind("\n") + 1) + 1
+
+
+class LocalEngine:
+    """Runs KQL over a DuckDB database, read-only.
+
+    Build one with `LocalEngine.open` (a store built by ``ctirealm telemetry
+    build``) or `LocalEngine.from_tables` (small in-memory tables, for tests).
+    """
+
+    def __init__(
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        schemas: Mapping[str, TableSchema],
+        *,
+        now: datetime | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_rows: int = DEFAULT_MAX_ROWS,
+    ) -> None:
+        self._con = connection
+        self._schemas = dict(schemas)
+        self._column_names = {t: s.column_names for t, s in self._schemas.items()}
+        self.now = parse_datetime(now) if now is not None else None
+        self.timeout = timeout
+        self.max_rows = max_rows
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- construction ---------------------------------------------------------
+
+    @staticmethod
+    def _lock_down(con: duckdb.DuckDBPyConnection, memory_limit: str, threads: int | None) -> None:
+        con.execute("SET TimeZone='UTC'")
+        con.execute(f"SET memory_limit='{memory_limit}'")
+        if threads:
+            con.execute(f"SET threads={int(threads)}")
+        con.execute("SET enable_external_access=false")
+        con.execute("SET autoinstall_known_extensions=false")
+        con.execute("SET autoload_known_extensions=false")
+        con.execute("SET lock_configuration=true")
+
+    @classmethod
+    def open(
+        cls,
+        store_path: str | Path,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        threads: int | None = None,
+        now: datetime | str | None = None,
+    ) -> LocalEngine:
+        """Open a store file read-only. Its sidecar ``.meta.json`` gives schemas and clock."""
+        path = Path(store_path)
+        meta_path = path.with_suffix(".meta.json")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no telemetry store here (run `ctirealm telemetry build`)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        con = duckdb.connect(
+            str(path), read_only=True, config={"enable_external_access": "false"}
+        )
+        cls._lock_down(con, memory_limit, threads)
+        schemas: dict[str, TableSchema] = {}
+        for name, spec in meta.get("schemas", {}).items():
+            schemas[name] = TableSchema(
+                name, tuple((c, t) for c, t in spec["columns"]), spec["id_column"],
+                spec["time_column"],
+            )
+        if not schemas:  # a DuckDB file made elsewhere: read the catalog
+            rows = con.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "ORDER BY table_name, ordinal_position"
+            ).fetchall()
+            grouped: dict[str, list[tuple[str, str]]] = {}
+            for table, column, data_type in rows:
+                grouped.setdefault(table, []).append((column, kusto_type(data_type)))
+            schemas = {t: _as_schema(t, cols) for t, cols in grouped.items()}
+        clock = now if now is not None else meta.get("now")
+        return cls(con, schemas, now=clock, timeout=timeout, max_rows=max_rows)
+
+    @classmethod
+    def from_tables(
+        cls,
+        tables: Mapping[str, Iterable[Mapping[str, Any]]],
+        schemas: Mapping[str, SchemaLike],
+        *,
+        now: datetime | str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    ) -> LocalEngine:
+        """Small in-memory tables: ``tables={name: [row dicts]}``, ``schemas={name: [(column, kusto_type)]}``.
+
+        Values are coerced per column type exactly as the store builder does.
+        ``now`` pins ``now()``/``ago()``; without it the wall clock is used.
+        """
+        con = duckdb.connect(":memory:", config={"enable_external_access": "false"})
+        resolved = {name: _as_schema(name, spec) for name, spec in schemas.items()}
+        unknown = sorted(set(tables) - set(resolved))
+        if unknown:
+            raise ValueError(f"rows given for tables without a schema: {unknown}")
+        for name, schema in resolved.items():
+            columns = ", ".join(f"{_quote(c)} {DUCKDB_TYPES[t]}" for c, t in schema.columns)
+            con.execute(f"CREATE TABLE {_quote(name)} ({columns})")
+            rows = []
+            for i, row in enumerate(tables.get(name, ())):
+                try:
+                    rows.append(coerce_row(schema, dict(row)))
+                except (KeyError, ValueError) as exc:
+                    raise ValueError(f"table {name!r}, row {i}: {exc.args[0]}") from exc
+            if rows:
+                marks = ", ".join("?" for _ in schema.columns)
+                con.executemany(f"INSERT INTO {_quote(name)} VALUES ({marks})", rows)
+        cls._lock_down(con, memory_limit, None)
+        clock = now if now is not None else datetime.now(UTC)
+        return cls(con, resolved, now=clock, timeout=timeout, max_rows=max_rows)
+
+    # -- catalogue ------------------------------------------------------------
+
+    def tables(self) -> list[str]:
+        """Table names, sorted."""
+        return sorted(self._schemas)
+
+    def schema(self, table: str) -> list[tuple[str, str]]:
+        """``(column, kusto_type)`` pairs of *table*; `KqlSemanticError` if unknown."""
+        try:
+            return list(self._schemas[table].columns)
+        except KeyError:
+            raise KqlSemanticError(
+                f"unknown table {table!r}; tables are: {', '.join(self.tables())}",
+                construct=table,
+            ) from None
+
+    def table_schema(self, table: str) -> TableSchema:
+        self.schema(table)
+        return self._schemas[table]
+
+    # -- queries --------------------------------------------------------------
+
+    def translate(self, kql: str) -> Any:
+        """KQL -> DuckDB SQL (a ``str`` carrying ``.parameters``), cached."""
+        check_read_only(kql)
+        cached = self._cache.get(kql)
+        if cached is not None:
+            self._cache.move_to_end(kql)
+            return cached
+        try:
+            sql = duckdb_kql.to_sql(
+                kql,
+                schema=self._column_names,
+                query_now=self.now,
+                allow_write=False,
+            )
+        except kql_errors.KqlSyntaxError as exc:
+            first = exc.diagnostics[0] if exc.diagnostics else None
+            line = first.span.line if first else None
+            column = first.span.column + 1 if first else None
+            message = first.message if first else str(exc)
+            raise KqlSyntaxError(message, line=line, column=column) from None
+        except kql_errors.KqlUnsupportedError as exc:
+            line = exc.span.line if exc.span else None
+            column = exc.span.column + 1 if exc.span else None
+            if str(exc.construct).startswith(("ingestion command", "database command")):
+                raise ReadOnlyViolation(str(exc), construct=exc.construct) from None
+            hint = f" ({exc.hint})" if exc.hint else ""
+            raise KqlUnsupportedError(
+                f"{exc.construct} is not supported{hint}",
+                construct=str(exc.construct), line=line, column=column,
+            ) from None
+        except kql_errors.KqlSchemaError as exc:
+            line, column = _locate(kql, exc.name)
+            hint = f": {exc.hint}" if exc.hint else ""
+            raise KqlSemanticError(
+                f"{exc.name!r}{hint}", construct=exc.name, line=line, column=column
+            ) from None
+        except kql_errors.KqlError as exc:
+            raise KqlSemanticError(str(exc)) from None
+        except RecursionError:
+            raise KqlUnsupportedError("query is nested too deeply", construct="nesting") from None
+        self._cache[kql] = sql
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return sql
+
+    def query(
+        self, kql: str, *, limit: int | None = None, timeout: float | None = None
+    ) -> QueryResult:
+        """Run *kql*. At most *limit* rows (default: the engine's ``max_rows``) come back."""
+        if not isinstance(kql, str):
+            raise KqlSyntaxError(f"query must be text, got {type(kql).__name__}")
+        if not kql.strip():
+            raise KqlSyntaxError("empty query")
+        sql = self.translate(kql)
+        cap = self.max_rows if limit is None else max(0, min(int(limit), self.max_rows))
+        seconds = self.timeout if timeout is None else float(timeout)
+        params = dict(sql.parameters) if getattr(sql, "parameters", None) else None
+        with self._lock:
+            fired = threading.Event()
+
+            def interrupt() -> None:
+                fired.set()
+                self._con.interrupt()
+
+            timer = threading.Timer(seconds, interrupt)
+            started = time.perf_counter()
+            timer.start()
+            try:
+                cursor = self._con.execute(str(sql), params)
+                description = cursor.description or []
+                raw = cursor.fetchmany(cap + 1) if cap else cursor.fetchmany(1)
+            except duckdb.InterruptException:
+                raise QueryTimeout(
+                    f"query exceeded its time limit of {seconds:g} s and was stopped",
+                    construct="timeout",
+                ) from None
+            except duckdb.OutOfMemoryException:
+                raise ResourceLimitExceeded(
+                    "query needed more memory than the engine allows; filter earlier, "
+                    "project fewer columns, or summarize",
+                    construct="memory",
+                ) from None
+            except duckdb.PermissionException as exc:
+                raise ReadOnlyViolation(
+                    f"the query tried to reach files or the network: {_first_line(exc)}"
+                ) from None
+            except (duckdb.BinderException, duckdb.CatalogException) as exc:
+                raise _semantic_error(kql, exc) from None
+            except duckdb.Error as exc:
+                if fired.is_set():
+                    raise QueryTimeout(
+                        f"query exceeded its time limit of {seconds:g} s and was stopped",
+                        construct="timeout",
+                    ) from None
+                raise KqlRuntimeError(_first_line(exc)) from None
+            finally:
+                timer.cancel()
+                timer.join()
+            elapsed = time.perf_counter() - started
+        truncated = len(raw) > cap
+        columns = [(d[0], kusto_type(d[1])) for d in description]
+        rows = [_convert_row(r, columns) for r in raw[:cap]]
+        return QueryResult(columns, rows, truncated=truncated, elapsed=elapsed, sql=str(sql))
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
+_TABLE = re.compile(r"Table with name (\S+) does not exist")
+_FUNCTION = re.compile(r"Function with name (\S+) does not exist")
+
+
+def _semantic_error(kql: str, exc: duckdb.Error) -> EngineError:
+    text = str(exc)
+    for pattern, what in ((_COLUMN, "column"), (_TABLE, "table"), (_FUNCTION, "function")):
+        match = pattern.search(text)
+        if match:
+            name = match.group(1).strip('"!')
+            line, column = _locate(kql, name)
+            if line is None and what == "function":
+                return KqlUnsupportedError(
+                    f"function {name!r} is not available in this engine", construct=name
+                )
+            return KqlSemanticError(
+                f"unknown {what} {name!r}", construct=name, line=line, column=column
+            )
+    return KqlSemanticError(_first_line(exc))
+
+
+def _convert_row(row: tuple[Any, ...], columns: list[tuple[str, str]]) -> tuple[Any, ...]:
+    out = []
+    for value, (_, kind) in zip(row, columns, strict=True):
+        if value is None:
+            out.append(None)
+        elif kind == "dynamic" and isinstance(value, str):
+            try:
+                out.append(json.loads(value))
+            except json.JSONDecodeError:
+                out.append(value)
+        elif isinstance(value, datetime) and value.tzinfo is None:
+            out.append(value.replace(tzinfo=UTC))
+        else:
+            out.append(value)
+    return tuple(out)

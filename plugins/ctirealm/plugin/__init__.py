@@ -1,0 +1,89 @@
+"""The pytest plugin's core: options and ini keys, and the shared telemetry store and engine.
+
+Collectors for ``cases/`` and ``rules/`` live in sibling hook modules, each
+registered as its own ``pytest11`` entry point; they reach the store through
+`session_store`, so every worker builds (or waits for) the same cached store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ..engine import LocalEngine
+from ..telemetry.dataset import Dataset
+from ..telemetry.store import Store, build_store
+
+_STORE = pytest.StashKey[Store]()
+_ENGINE = pytest.StashKey[LocalEngine]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ctirealm", "ctirealm detection-engineering benchmark")
+    group.addoption("--realm-telemetry", metavar="DIR", default=None,
+                    help="telemetry folder (default: ini realm_telemetry, else <rootdir>/telemetry)")
+    group.addoption("--realm-cases", metavar="DIR", default=None,
+                    help="cases folder (default: ini realm_cases, else <rootdir>/cases)")
+    group.addoption("--realm-cache-dir", metavar="DIR", default=None,
+                    help="where built stores are cached (default: $CTIREALM_CACHE_DIR or ~/.cache/ctirealm)")
+    group.addoption("--realm-rows", metavar="N", type=int, default=None,
+                    help="size of the generated benign background (default: dataset.yaml)")
+    group.addoption("--realm-timeout", metavar="SECONDS", type=float, default=None,
+                    help="per-query time limit (default: ini realm_query_timeout, 30)")
+    parser.addini("realm_telemetry", "telemetry folder, relative to rootdir", default="telemetry")
+    parser.addini("realm_cases", "cases folder, relative to rootdir", default="cases")
+    parser.addini("realm_query_timeout", "per-query time limit in seconds", default="30")
+
+
+def _path_option(config: pytest.Config, option: str, ini: str) -> Path:
+    value = config.getoption(option)
+    if value:
+        return Path(value).resolve()
+    return (Path(config.rootpath) / str(config.getini(ini))).resolve()
+
+
+def telemetry_root(config: pytest.Config) -> Path:
+    return _path_option(config, "--realm-telemetry", "realm_telemetry")
+
+
+def cases_root(config: pytest.Config) -> Path:
+    return _path_option(config, "--realm-cases", "realm_cases")
+
+
+def session_store(config: pytest.Config) -> Store:
+    """The session's store, built on first use (xdist workers share the cache and its lock)."""
+    if _STORE not in config.stash:
+        cache = config.getoption("--realm-cache-dir")
+        config.stash[_STORE] = build_store(
+            Dataset.load(telemetry_root(config)),
+            cache_dir=Path(cache) if cache else None,
+            rows=config.getoption("--realm-rows"),
+        )
+    return config.stash[_STORE]
+
+
+def session_engine(config: pytest.Config) -> LocalEngine:
+    """One read-only engine per process on the session's store."""
+    if _ENGINE not in config.stash:
+        timeout = config.getoption("--realm-timeout") or float(config.getini("realm_query_timeout"))
+        config.stash[_ENGINE] = session_store(config).engine(timeout=timeout)
+    return config.stash[_ENGINE]
+
+
+@pytest.fixture(scope="session")
+def realm_store(pytestconfig: pytest.Config) -> Store:
+    """The built telemetry store: path, metadata and labels."""
+    return session_store(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def realm_engine(pytestconfig: pytest.Config) -> LocalEngine:
+    """A read-only engine over the telemetry store (override it to use another engine)."""
+    return session_engine(pytestconfig)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    engine = config.stash.get(_ENGINE, None)
+    if engine is not None:
+        engine.close()

@@ -1,0 +1,1 @@
+"""Telemetry: table schemas, loading event files, the benign generator, the DuckDB store, labels."""

@@ -1,0 +1,55 @@
+"""Event labels: which events are attacks (and of which simulation) and which are hard negatives.
+
+Labels are written beside the store (``<hash>.labels.json``), never into a
+table, so no query can read them. Events not listed are generated background.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Kind = Literal["attack", "hard_negative", "benign"]
+
+
+@dataclass
+class Labels:
+    """``{table: {event_id: {"kind": ..., "group": simulation or source folder}}}``."""
+
+    events: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+
+    def add(self, table: str, event_id: str, kind: Kind, group: str) -> None:
+        self.events.setdefault(table, {})[str(event_id)] = {"kind": kind, "group": group}
+
+    def kind(self, table: str, event_id: object) -> Kind:
+        entry = self.events.get(table, {}).get(str(event_id))
+        return entry["kind"] if entry else "benign"  # type: ignore[return-value]
+
+    def group(self, table: str, event_id: object) -> str | None:
+        entry = self.events.get(table, {}).get(str(event_id))
+        return entry["group"] if entry else None
+
+    def ids(self, kind: Kind, table: str | None = None, group: str | None = None) -> list[str]:
+        """Ids of events of *kind*, optionally in one table and one simulation/source folder."""
+        tables: Iterable[str] = [table] if table else sorted(self.events)
+        return [
+            event_id
+            for t in tables
+            for event_id, entry in sorted(self.events.get(t, {}).items())
+            if entry["kind"] == kind and (group is None or entry["group"] == group)
+        ]
+
+    def simulations(self) -> list[str]:
+        return sorted(
+            {e["group"] for t in self.events.values() for e in t.values() if e["kind"] == "attack"}
+        )
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.events, sort_keys=True, indent=0), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Labels:
+        return cls(json.loads(path.read_text(encoding="utf-8")))

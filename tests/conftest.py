@@ -1,0 +1,45 @@
+"""Shared fixtures for the project's own tests: tiny telemetry folders built in tmp dirs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["pytester"]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_telemetry(tmp_path: Path) -> Callable[..., Path]:
+    """A telemetry folder with the real schemas and window, plus the given event files.
+
+    ``make_telemetry(attack={"sim1": {"DeviceProcessEvents": [rows]}}, benign={...})``
+    """
+
+    def make(attack: dict | None = None, benign: dict | None = None, name: str = "telemetry") -> Path:
+        root = tmp_path / name
+        shutil.copytree(ROOT / "telemetry" / "schemas", root / "schemas")
+        shutil.copy(ROOT / "telemetry" / "dataset.yaml", root / "dataset.yaml")
+        for kind, groups in (("attack", attack or {}), ("benign", benign or {})):
+            for group, tables in groups.items():
+                for table, rows in tables.items():
+                    write_jsonl(root / kind / group / f"{table}.jsonl", rows)
+        return root
+
+    return make
+
+
+def process_event(report_id: int, command: str, when: str = "2026-03-05T10:00:00Z", **extra) -> dict:
+    return {"Timestamp": when, "TimeGenerated": when, "DeviceName": "web01.corp.example",
+            "ProcessCommandLine": command, "FileName": command.split()[0], "ReportId": report_id,
+            **extra}
