@@ -202,6 +202,11 @@ class LocalEngine:
                 construct=table,
             ) from None
 
+    @property
+    def schemas(self) -> dict[str, TableSchema]:
+        """Every table's schema (id and time columns included), by name."""
+        return dict(self._schemas)
+
     def table_schema(self, table: str) -> TableSchema:
         self.schema(table)
         return self._schemas[table]
@@ -215,39 +220,7 @@ class LocalEngine:
         if cached is not None:
             self._cache.move_to_end(kql)
             return cached
-        try:
-            sql = duckdb_kql.to_sql(
-                kql,
-                schema=self._column_names,
-                query_now=self.now,
-                allow_write=False,
-            )
-        except kql_errors.KqlSyntaxError as exc:
-            first = exc.diagnostics[0] if exc.diagnostics else None
-            line = first.span.line if first else None
-            column = first.span.column + 1 if first else None
-            message = first.message if first else str(exc)
-            raise KqlSyntaxError(message, line=line, column=column) from None
-        except kql_errors.KqlUnsupportedError as exc:
-            line = exc.span.line if exc.span else None
-            column = exc.span.column + 1 if exc.span else None
-            if str(exc.construct).startswith(("ingestion command", "database command")):
-                raise ReadOnlyViolation(str(exc), construct=exc.construct) from None
-            hint = f" ({exc.hint})" if exc.hint else ""
-            raise KqlUnsupportedError(
-                f"{exc.construct} is not supported{hint}",
-                construct=str(exc.construct), line=line, column=column,
-            ) from None
-        except kql_errors.KqlSchemaError as exc:
-            line, column = _locate(kql, exc.name)
-            hint = f": {exc.hint}" if exc.hint else ""
-            raise KqlSemanticError(
-                f"{exc.name!r}{hint}", construct=exc.name, line=line, column=column
-            ) from None
-        except kql_errors.KqlError as exc:
-            raise KqlSemanticError(str(exc)) from None
-        except RecursionError:
-            raise KqlUnsupportedError("query is nested too deeply", construct="nesting") from None
+        sql = translate_kql(kql, schema=self._column_names, now=self.now)
         self._cache[kql] = sql
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
@@ -320,6 +293,49 @@ class LocalEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def translate_kql(kql: str, *, schema: Mapping[str, Sequence[str]], now: datetime | None) -> Any:
+    """KQL -> DuckDB SQL through duckdb-kql, writes disabled, every failure an `EngineError`.
+
+    *schema* maps table names to column names; *now* pins ``now()``/``ago()``.
+    The read-only check and the rewrites of `rewrite` run first.
+    """
+    check_read_only(kql)
+    try:
+        sql = duckdb_kql.to_sql(
+            kql,
+            schema=schema,  # type: ignore[arg-type]
+            query_now=now,
+            allow_write=False,
+        )
+    except kql_errors.KqlSyntaxError as exc:
+        first = exc.diagnostics[0] if exc.diagnostics else None
+        line = first.span.line if first else None
+        column = first.span.column + 1 if first else None
+        message = first.message if first else str(exc)
+        raise KqlSyntaxError(message, line=line, column=column) from None
+    except kql_errors.KqlUnsupportedError as exc:
+        line = exc.span.line if exc.span else None
+        column = exc.span.column + 1 if exc.span else None
+        if str(exc.construct).startswith(("ingestion command", "database command")):
+            raise ReadOnlyViolation(str(exc), construct=exc.construct) from None
+        hint = f" ({exc.hint})" if exc.hint else ""
+        raise KqlUnsupportedError(
+            f"{exc.construct} is not supported{hint}",
+            construct=str(exc.construct), line=line, column=column,
+        ) from None
+    except kql_errors.KqlSchemaError as exc:
+        line, column = _locate(kql, exc.name)
+        hint = f": {exc.hint}" if exc.hint else ""
+        raise KqlSemanticError(
+            f"{exc.name!r}{hint}", construct=exc.name, line=line, column=column
+        ) from None
+    except kql_errors.KqlError as exc:
+        raise KqlSemanticError(str(exc)) from None
+    except RecursionError:
+        raise KqlUnsupportedError("query is nested too deeply", construct="nesting") from None
+    return sql
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,239 @@
+"""Built-in agents: ``null`` (submits nothing), ``oracle`` (the reference solution), ``baseline``.
+
+``oracle`` proves every case is solvable through the tools; ``baseline`` is a
+deterministic, model-free analyst that really uses the tools, to put a floor
+under any agent worth running.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..attack import extract_technique_ids
+from ..cases import Case, CaseSet
+from ..tools.toolbox import Toolbox
+from .base import Task
+
+
+def _rows(result_text: str) -> list[dict[str, Any]]:
+    """Rows of a Kusto-JSON tool result as dicts (empty on error text)."""
+    if result_text.startswith("Error"):
+        return []
+    table = json.loads(result_text)["Tables"][0]
+    names = [c["ColumnName"] for c in table["Columns"]]
+    return [dict(zip(names, row, strict=True)) for row in table["Rows"]]
+
+
+class NullAgent:
+    """Does nothing and submits nothing: every case scores zero."""
+
+    name = "null"
+
+    def run(self, task: Task, tools: Toolbox) -> None:
+        return None
+
+
+class OracleAgent:
+    """Walks the workflow with the ground truth and submits each case's reference solution."""
+
+    name = "oracle"
+
+    def __init__(self, cases: CaseSet) -> None:
+        self.cases = cases
+
+    def run(self, task: Task, tools: Toolbox) -> dict[str, Any]:
+        case = self.cases.cases[task.case_id]
+        root = Path(case.path).resolve().parents[2]
+        if "list_cti_report_tags" in tools.names:
+            tags = {t["tag"]: t["count"] for t in json.loads(tools.list_cti_report_tags())}
+            retrieved: set[str] = set()
+            for report_id in case.reports:
+                if report_id in retrieved:
+                    continue
+                report = self.cases.reports[report_id]
+                # The rarest tag fetches the fewest unrelated reports.
+                tag = min(report.tags, key=lambda t: (tags.get(t, 0), t))
+                for found in json.loads(tools.get_cti_reports_by_tag(tag=tag)):
+                    retrieved.add(found["id"])
+        truth = case.ground_truth
+        tools.say(f"The objective maps to ATT&CK {', '.join(truth.techniques)}; the evidence is in "
+                  f"{', '.join(truth.tables)}.")
+        for table in truth.tables:
+            tools.get_table_schema(table_name=table)
+            tools.sample_table_data(table_name=table, rows=3)
+        kql = (root / str(case.solution.kql)).read_text(encoding="utf-8").strip()
+        sigma = (root / str(case.solution.sigma)).read_text(encoding="utf-8")
+        tools.execute_kql_query(query=f"{truth.tables[0]} | summarize count()")
+        rows = _rows(tools.execute_kql_query(query=kql))
+        tools.say(f"Final query returns {len(rows)} rows (first 10 shown).")
+        return {"sigma_rule": sigma, "kql_query": kql, "query_results": rows}
+
+
+# -- baseline -------------------------------------------------------------------
+
+#: Words that place an objective on a platform, and that platform's tables (data, not branches).
+PLATFORM_WORDS: dict[str, tuple[str, ...]] = {
+    "aks": ("kubernetes", "k8s", "pod", "cluster", "namespace", "kubectl", "service account",
+            "serviceaccount", "rbac", "clusterrole", "daemonset", "cronjob", "webhook", "admission",
+            "kube-", "kubelet", "container image", "api server"),
+    "cloud": ("azure", "entra", "sign-in", "signin", "tenant", "subscription", "key vault",
+              "graph", "mailbox", "inbox", "storage", "blob", "consent", "service principal",
+              "role assignment", "office", "m365", "oauth", "password spray"),
+}
+#: Per platform: objective words -> tables that record them, most specific first.
+TABLE_HINTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "linux": {"file": ("DeviceFileEvents",), "writ": ("DeviceFileEvents",),
+              "dropp": ("DeviceFileEvents",), "": ("DeviceProcessEvents", "DeviceFileEvents")},
+    "aks": {"": ("AKSAudit", "AKSAuditAdmin")},
+    "cloud": {"service principal": ("AADServicePrincipalSignInLogs", "AuditLogs"),
+              "sign-in": ("SigninLogs",), "signin": ("SigninLogs",), "password": ("SigninLogs",),
+              "consent": ("AuditLogs",), "application": ("AuditLogs",),
+              "role assignment": ("AzureActivity",), "key vault": ("AzureDiagnostics",),
+              "secret": ("AzureDiagnostics",), "graph": ("MicrosoftGraphActivityLogs",),
+              "mailbox": ("OfficeActivity",), "inbox": ("OfficeActivity",),
+              "blob": ("StorageBlobLogs",), "storage": ("StorageBlobLogs",),
+              "": ("SigninLogs", "AuditLogs")},
+}
+
+
+def candidate_tables(objective: str) -> list[str]:
+    """Tables worth exploring for an objective: platform first, then hints in the text."""
+    lowered = objective.lower()
+    hits = {p: sum(lowered.count(w) for w in words) for p, words in PLATFORM_WORDS.items()}
+    platform = max(hits, key=lambda p: (hits[p], p)) if any(hits.values()) else "linux"
+    tables = [t for hint, ts in TABLE_HINTS[platform].items() if hint and hint in lowered for t in ts]
+    tables += list(TABLE_HINTS[platform][""])
+    return list(dict.fromkeys(tables))
+
+
+#: The string column a baseline filter goes on, per table.
+SEARCH_COLUMN = {
+    "DeviceProcessEvents": "ProcessCommandLine", "DeviceFileEvents": "FolderPath",
+    "AKSAudit": "RequestUri", "AKSAuditAdmin": "RequestUri", "SigninLogs": "AppDisplayName",
+    "AADServicePrincipalSignInLogs": "ServicePrincipalName", "AuditLogs": "OperationName",
+    "AzureActivity": "OperationNameValue", "AzureDiagnostics": "OperationName",
+    "MicrosoftGraphActivityLogs": "RequestUri", "OfficeActivity": "Operation",
+    "StorageBlobLogs": "OperationName",
+}
+SIGMA_LOGSOURCE = {
+    "DeviceProcessEvents": {"product": "linux", "category": "process_creation"},
+    "DeviceFileEvents": {"product": "linux", "category": "file_event"},
+    "AKSAudit": {"product": "kubernetes", "service": "audit"},
+    "AKSAuditAdmin": {"product": "kubernetes", "service": "audit_admin"},
+    "SigninLogs": {"product": "azure", "service": "signinlogs"},
+    "AADServicePrincipalSignInLogs": {"product": "azure", "service": "serviceprincipalsignins"},
+    "AuditLogs": {"product": "azure", "service": "auditlogs"},
+    "AzureActivity": {"product": "azure", "service": "activitylogs"},
+    "AzureDiagnostics": {"product": "azure", "service": "keyvault"},
+    "MicrosoftGraphActivityLogs": {"product": "azure", "service": "graphactivitylogs"},
+    "OfficeActivity": {"product": "m365", "service": "audit"},
+    "StorageBlobLogs": {"product": "azure", "service": "storagebloblogs"},
+}
+_STOP = set("""a an and the to of in on by for from with that this which into or as is are be
+write detection rule detect identify monitoring monitor events event activity using use via
+their its any new such when where who what than then through suspicious malicious potential
+attempts attempt attacker attackers adversary adversaries""".split())
+_TERM = re.compile(r"[A-Za-z0-9_./:-]{3,}")
+
+
+def _terms(objective: str) -> list[str]:
+    """Concrete terms of the objective, most specific (paths, flags, dotted names) first."""
+    found = []
+    for token in _TERM.findall(objective):
+        token = token.strip(".:,-")
+        if len(token) < 3 or token.lower() in _STOP:
+            continue
+        found.append(token)
+    ranked = sorted(dict.fromkeys(found), key=lambda t: (-(("/" in t) + ("." in t) + ("-" in t)
+                                                           + (":" in t)), -len(t)))
+    return ranked
+
+
+def _kql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class BaselineAgent:
+    """A deterministic analyst without a model: overlap-driven reading, keyword-driven KQL."""
+
+    name = "baseline"
+
+    def run(self, task: Task, tools: Toolbox) -> dict[str, Any] | None:
+        objective = task.objective
+        words = {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z-]+", objective)} - _STOP
+        techniques: list[str] = []
+        if "list_cti_report_tags" in tools.names:
+            tags = [t["tag"] for t in json.loads(tools.list_cti_report_tags())]
+            chosen = [t for t in tags if set(t.lower().split()) & words][:2] or tags[:1]
+            best: tuple[int, dict[str, Any]] | None = None
+            for tag in chosen:
+                for report in json.loads(tools.get_cti_reports_by_tag(tag=tag)):
+                    text = (report["title"] + " " + report["content"]).lower()
+                    overlap = sum(text.count(w) for w in words if len(w) > 3)
+                    if best is None or overlap > best[0]:
+                        best = (overlap, report)
+            if best is not None:
+                techniques = extract_technique_ids(best[1]["content"])[:3]
+        tables = candidate_tables(objective)[:2]
+        tools.say(f"Candidate techniques: {', '.join(techniques) or 'none found'}. "
+                  f"Candidate tables: {', '.join(tables)}.")
+        for table in tables:
+            tools.get_table_schema(table_name=table)
+            tools.sample_table_data(table_name=table, rows=5)
+        terms = _terms(objective)[:6]
+        if not terms:
+            return None
+        rows: list[dict[str, Any]] = []
+        final, table, column = "", tables[0], SEARCH_COLUMN[tables[0]]
+        for candidate in tables:
+            column = SEARCH_COLUMN[candidate]
+            # Broad first, then narrower: any of the terms, one term, two terms together.
+            attempts = [f"{column} has_any ({', '.join(_kql_string(t) for t in terms[:4])})",
+                        f"{column} contains {_kql_string(terms[0])}"]
+            if len(terms) > 1:
+                attempts.append(" and ".join(f"{column} contains {_kql_string(t)}"
+                                             for t in terms[:2]))
+            for condition in attempts:
+                query = f"{candidate}\n| where {condition}"
+                found = _rows(tools.execute_kql_query(query=query))
+                if found and (not rows or len(found) <= len(rows)):
+                    rows, final, table = found, query, candidate
+            if rows:
+                break
+        column = SEARCH_COLUMN[table]
+        if not rows:
+            return None
+        counts = Counter(str(r.get(column, "")) for r in rows)
+        tools.say(f"Final query matched {len(rows)} shown rows; most common {column}: "
+                  f"{counts.most_common(1)[0][0][:120]}")
+        sigma = {
+            "title": f"Baseline detection: {objective[:60]}",
+            "status": "experimental",
+            "description": objective,
+            "author": "ctirealm baseline",
+            "tags": [f"attack.{t.lower()}" for t in techniques],
+            "logsource": SIGMA_LOGSOURCE[table],
+            "detection": {"selection": {f"{column}|contains": terms[:2]}, "condition": "selection"},
+            "level": "medium",
+        }
+        return {"sigma_rule": yaml.safe_dump(sigma, sort_keys=False), "kql_query": final,
+                "query_results": rows}
+
+
+def builtin_agent(name: str, cases: CaseSet) -> Any:
+    if name == "null":
+        return NullAgent()
+    if name == "oracle":
+        return OracleAgent(cases)
+    if name == "baseline":
+        return BaselineAgent()
+    raise ValueError(f"unknown built-in agent {name!r}; built-ins: baseline, oracle, null")
+
+
+__all__ = ["BaselineAgent", "NullAgent", "OracleAgent", "builtin_agent", "Case"]

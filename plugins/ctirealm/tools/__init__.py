@@ -1,0 +1,17 @@
+"""The agent toolbox (the reference's nine tools) and the trajectory it records."""
+
+from .toolbox import (
+    ALL_TOOLS,
+    SPECS,
+    VARIANTS,
+    AgentStopped,
+    Toolbox,
+    ToolSpec,
+    validate_output,
+)
+from .trajectory import Step, Submission, ToolCall, Trajectory
+
+__all__ = [
+    "ALL_TOOLS", "SPECS", "VARIANTS", "AgentStopped", "Step", "Submission", "ToolCall",
+    "ToolSpec", "Toolbox", "Trajectory", "validate_output",
+]
