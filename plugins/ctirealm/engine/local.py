@@ -26,6 +26,7 @@ from duckdb_kql import errors as kql_errors
 from duckdb_kql.types import kusto_type
 
 from ..telemetry.schema import DUCKDB_TYPES, TableSchema, coerce_row, parse_datetime
+from . import rewrite
 from .errors import (
     EngineError,
     KqlRuntimeError,
@@ -38,6 +39,8 @@ from .errors import (
 )
 from .guard import check_read_only
 from .result import QueryResult
+
+rewrite.install()
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_ROWS = 100_000
@@ -167,6 +170,13 @@ class LocalEngine:
         """
         con = duckdb.connect(":memory:", config={"enable_external_access": "false"})
         resolved = {name: _as_schema(name, spec) for name, spec in schemas.items()}
+        folded: dict[str, str] = {}
+        for name in resolved:
+            if folded.setdefault(name.lower(), name) != name:
+                raise ValueError(
+                    f"tables {folded[name.lower()]!r} and {name!r} differ only in case; "
+                    "the store's identifiers are case-insensitive, so keep one spelling"
+                )
         unknown = sorted(set(tables) - set(resolved))
         if unknown:
             raise ValueError(f"rows given for tables without a schema: {unknown}")
@@ -310,21 +320,9 @@ def translate_kql(kql: str, *, schema: Mapping[str, Sequence[str]], now: datetim
             allow_write=False,
         )
     except kql_errors.KqlSyntaxError as exc:
-        first = exc.diagnostics[0] if exc.diagnostics else None
-        line = first.span.line if first else None
-        column = first.span.column + 1 if first else None
-        message = first.message if first else str(exc)
-        raise KqlSyntaxError(message, line=line, column=column) from None
+        raise _syntax_error(kql, exc) from None
     except kql_errors.KqlUnsupportedError as exc:
-        line = exc.span.line if exc.span else None
-        column = exc.span.column + 1 if exc.span else None
-        if str(exc.construct).startswith(("ingestion command", "database command")):
-            raise ReadOnlyViolation(str(exc), construct=exc.construct) from None
-        hint = f" ({exc.hint})" if exc.hint else ""
-        raise KqlUnsupportedError(
-            f"{exc.construct} is not supported{hint}",
-            construct=str(exc.construct), line=line, column=column,
-        ) from None
+        raise _unsupported_error(kql, exc) from None
     except kql_errors.KqlSchemaError as exc:
         line, column = _locate(kql, exc.name)
         hint = f": {exc.hint}" if exc.hint else ""
@@ -338,12 +336,74 @@ def translate_kql(kql: str, *, schema: Mapping[str, Sequence[str]], now: datetim
     return sql
 
 
+#: Query operators a ``|`` can introduce (to name a misspelt one in syntax errors).
+_OPERATORS = frozenset("""
+as consume count distinct evaluate extend externaldata facet find fork getschema invoke
+join limit lookup make-series mv-apply mv-expand order parse parse-kv parse-where
+partition print project project-away project-keep project-rename project-reorder range
+reduce render sample sample-distinct scan search serialize sort summarize take top
+top-hitters top-nested union where
+""".split())
+
+
+def _syntax_error(kql: str, exc: kql_errors.KqlSyntaxError) -> KqlSyntaxError:
+    """The parser's first diagnostic; a misspelt operator after ``|`` is named as such."""
+    first = exc.diagnostics[0] if exc.diagnostics else None
+    if first is None:
+        return KqlSyntaxError(str(exc))
+    line, column = first.span.line, first.span.column + 1
+    lines = kql.split("\n")
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    after = re.match(r"\|\s*([A-Za-z_][\w-]*)", text[column - 1:])
+    if after and after.group(1) not in _OPERATORS:
+        word = after.group(1)
+        return KqlSyntaxError(
+            f"unknown query operator {word!r} after '|'",
+            construct=word, line=line, column=column + after.start(1),
+        )
+    return KqlSyntaxError(first.message, line=line, column=column)
+
+
+def _unsupported_error(kql: str, exc: kql_errors.KqlUnsupportedError) -> EngineError:
+    """duckdb-kql's refusal, told apart: writes, external data, unknown functions, gaps."""
+    construct = str(exc.construct)
+    line = exc.span.line if exc.span else None
+    column = exc.span.column + 1 if exc.span else None
+    if construct.startswith(("ingestion command", "database command")):
+        return ReadOnlyViolation(str(exc), construct=construct)
+    if "ExternalData" in construct:
+        return ReadOnlyViolation(
+            "externaldata reads files or URLs, which this engine never does; "
+            "put the values in a `datatable` or a `let` instead",
+            construct="externaldata", line=line, column=column,
+        )
+    if construct.startswith("function:"):
+        name = construct.split(":", 1)[1]
+        if (
+            construct.startswith("function:")
+            and not rewrite.is_kusto_function(name)
+            and "no DuckDB mapping" in (exc.hint or "")
+        ):
+            if line is None:
+                line, column = _locate(kql, name)
+            return KqlSemanticError(
+                f"unknown function {name!r}: Kusto has no function of that name",
+                construct=name, line=line, column=column,
+            )
+    hint = f" ({exc.hint})" if exc.hint else ""
+    return KqlUnsupportedError(
+        f"{construct} is not supported{hint}", construct=construct, line=line, column=column
+    )
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
+_COLUMN = re.compile(
+    r'Referenced column "([^"]+)" not found|Column "([^"]+)" referenced that exists in the SELECT'
+)
 _TABLE = re.compile(r"Table with name (\S+) does not exist")
 _FUNCTION = re.compile(r"Function with name (\S+) does not exist")
 
@@ -353,7 +413,7 @@ def _semantic_error(kql: str, exc: duckdb.Error) -> EngineError:
     for pattern, what in ((_COLUMN, "column"), (_TABLE, "table"), (_FUNCTION, "function")):
         match = pattern.search(text)
         if match:
-            name = match.group(1).strip('"!')
+            name = next(g for g in match.groups() if g).strip('"!')
             line, column = _locate(kql, name)
             if line is None and what == "function":
                 return KqlUnsupportedError(

@@ -52,8 +52,17 @@ def cases_root(config: pytest.Config) -> Path:
 
 
 def session_store(config: pytest.Config) -> Store:
-    """The session's store, built on first use (xdist workers share the cache and its lock)."""
+    """The session's store, built on first use.
+
+    Under xdist the controller builds it before starting workers and hands each
+    worker the path, so all workers read the very same store even if telemetry
+    files change during the run.
+    """
     if _STORE not in config.stash:
+        handed = getattr(config, "workerinput", {}).get("realm_store")
+        if handed:
+            config.stash[_STORE] = Store.open(Path(handed))
+            return config.stash[_STORE]
         cache = config.getoption("--realm-cache-dir")
         config.stash[_STORE] = build_store(
             Dataset.load(telemetry_root(config)),
@@ -81,6 +90,13 @@ def realm_store(pytestconfig: pytest.Config) -> Store:
 def realm_engine(pytestconfig: pytest.Config) -> LocalEngine:
     """A read-only engine over the telemetry store (override it to use another engine)."""
     return session_engine(pytestconfig)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: object) -> None:
+    """xdist controller: build the store once, pass its path to the worker being started."""
+    config = node.config  # type: ignore[attr-defined]
+    node.workerinput["realm_store"] = str(session_store(config).path)  # type: ignore[attr-defined]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

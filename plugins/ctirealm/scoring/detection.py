@@ -69,19 +69,23 @@ def _id_columns(columns: list[str], families: dict[str, list[str]]) -> dict[str,
 
 
 def fetch_events(
-    engine: Engine, schemas: Mapping[str, TableSchema], ids: Mapping[str, tuple[str, ...]]
+    engine: Engine, schemas: Mapping[str, TableSchema], ids: Mapping[str, tuple[str, ...]],
+    *, ids_only: bool = False,
 ) -> list[dict[str, Any]]:
-    """The full rows of the given events (``{table: ids}``), each with ``__table__``/``__id__``."""
+    """The rows of the given events (``{table: ids}``), each with ``__table__``/``__id__``."""
     rows = []
     for table, wanted in sorted(ids.items()):
-        if not wanted:
-            continue
         schema = schemas[table]
         is_number = schema.type_of(schema.id_column) in ("long", "int")
-        literals = ", ".join(w if is_number and w.lstrip("-").isdigit() else
+        if is_number:
+            wanted = tuple(w for w in wanted if w.lstrip("-").isdigit())
+        if not wanted:
+            continue
+        literals = ", ".join(w if is_number else
                              "'" + w.replace("\\", "\\\\").replace("'", "\\'") + "'"
                              for w in wanted)
-        result = engine.query(f"{table} | where {schema.id_column} in ({literals})",
+        project = f" | project {schema.id_column}" if ids_only else ""
+        result = engine.query(f"{table} | where {schema.id_column} in ({literals}){project}",
                               limit=len(wanted) + 1)
         for row in result.to_dicts():
             row["__table__"], row["__id__"] = table, canonical(row[schema.id_column])
@@ -134,9 +138,13 @@ def evaluate_query(
     except EngineError as exc:
         outcome.error = str(exc)
         return outcome
-    families = _id_families(schemas)
+    # Only the id columns of tables the query reads count: a SigninLogs row's CorrelationId is
+    # not a StorageBlobLogs event id.
+    read = [t for t in schemas if re.search(rf"(?<![\w.]){re.escape(t)}(?!\w)", kql)]
+    families = _id_families({t: schemas[t] for t in read})
     id_cols = _id_columns(result.column_names, families)
     rows = result.to_dicts()
+    existing = _existing_ids(engine, schemas, rows, id_cols, families, labels)
     outcome.rows = len(rows)
     matched: set[tuple[str, str]] = set()
     false_events: set[tuple[str, str]] = set()
@@ -152,8 +160,14 @@ def evaluate_query(
                 continue
             key = canonical(value)
             tables = families[family]
+            if all(labels.kind(t, key) == "benign" for t in tables) and (family, key) not in existing:
+                continue  # a value in an id-named column that is no event id of the tables read
+            # The same id may sit in two tables (an AKS write is in AKSAudit and AKSAuditAdmin):
+            # prefer the table the case expects, then any labelled one.
+            wanted = [t for t in tables if (t, key) in expected]
             labelled = [t for t in tables if labels.kind(t, key) != "benign"]
-            events.append((labelled[0] if labelled else "|".join(tables), key))
+            chosen = (wanted or labelled or ["|".join(tables)])[0]
+            events.append((chosen, key))
         if events:
             for event in events:
                 if event in expected:
@@ -203,6 +217,29 @@ def evaluate_query(
     outcome.hard_negatives_matched = sum(
         1 for t, i in false_events if labels.kind(t, i) == "hard_negative")
     return outcome
+
+
+def _existing_ids(engine: Engine, schemas: Mapping[str, TableSchema], rows: list[dict[str, Any]],
+                  id_cols: dict[str, str], families: dict[str, list[str]],
+                  labels: Labels) -> set[tuple[str, str]]:
+    """(family, id) pairs among unlabelled result values that really are event ids of a table read."""
+    wanted: dict[str, set[str]] = {}
+    for row in rows:
+        for column, family in id_cols.items():
+            value = row.get(column)
+            if value is None:
+                continue
+            key = canonical(value)
+            if all(labels.kind(t, key) == "benign" for t in families[family]):
+                wanted.setdefault(family, set()).add(key)
+    found: set[tuple[str, str]] = set()
+    for family, keys in wanted.items():
+        for table in families[family]:
+            for chunk_start in range(0, len(keys), 5000):
+                chunk = sorted(keys)[chunk_start:chunk_start + 5000]
+                for row in fetch_events(engine, schemas, {table: tuple(chunk)}, ids_only=True):
+                    found.add((family, row["__id__"]))
+    return found
 
 
 def _trim(row: dict[str, Any], width: int = 160) -> dict[str, Any]:

@@ -1,0 +1,432 @@
+"""How much real-world KQL the local engine runs: a measurement over a public hunting-query corpus.
+
+The corpus (``{source_path, query, tables, license}`` per line) holds 1,476 public
+hunting and example queries. Each is measured in two tiers:
+
+* **Tier A, execution.** Queries reading only the benchmark's 12 tables run on a
+  telemetry store with those tables (``rows=0`` by default: empty tables with
+  full schemas, enough to measure translation and binding).
+* **Tier B, translation.** Every query in scope is translated to SQL by the
+  engine's own translation path. Tables outside the 12 get a stand-in column
+  list (every identifier the query mentions), so ``join``/``union``/``lookup``
+  column rules resolve; the measure is then which KQL *constructs* the engine
+  understands, independent of the tables a query happens to read.
+
+Out of scope, counted with a reason: text that is not a KQL query (workbook
+JSON, template placeholders), data from outside the store (``externaldata``,
+watchlists, other workspaces or clusters), stored functions and parsers of the
+authors' own workspace.
+
+Several queries pasted into one file (a Sentinel and an Advanced Hunting version
+one after the other) are split where the parser finds a new statement at the
+start of a line after a blank or comment line, and measured as separate queries.
+
+Usage::
+
+    python benchmarks/kql_corpus.py                 # with the engine's rewrites
+    python benchmarks/kql_corpus.py --baseline      # duckdb-kql alone, for comparison
+    python benchmarks/kql_corpus.py --json out.json --show 'ProjectReorder'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb_kql
+
+from ctirealm.engine import EngineError, LocalEngine
+from ctirealm.engine import rewrite as engine_rewrite
+from ctirealm.engine.local import translate_kql
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS = Path("/work/shared/data/kql_corpus/public_hunting_queries.jsonl")
+
+TABLES = frozenset({
+    "DeviceProcessEvents", "DeviceFileEvents", "AKSAudit", "AKSAuditAdmin", "AzureActivity",
+    "AzureDiagnostics", "SigninLogs", "AADServicePrincipalSignInLogs", "AuditLogs",
+    "MicrosoftGraphActivityLogs", "OfficeActivity", "StorageBlobLogs",
+})
+
+#: (pattern over the query with comments removed, reason). First match wins.
+OUT_OF_SCOPE: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\A\s*[{\[]"), "not a query: workbook or JSON text"),
+    (re.compile(r"\{[A-Za-z_][\w:.-]*\}"), "not a query: template placeholder {...}"),
+    (re.compile(r"\bexternal_?data\b", re.I), "externaldata: reads a URL"),
+    (re.compile(r"\b_GetWatchlist\b"), "watchlist (_GetWatchlist): workspace data"),
+    (re.compile(r"\b(?:workspace|app|cluster|adx|arg)\s*\(", re.I),
+     "cross-resource query: workspace()/app()/cluster()"),
+    (re.compile(r"\b_(?:ASim|Im)_?\w*|\bim[A-Z]\w+\s*\(", re.I), "ASIM parser: workspace function"),
+    (re.compile(r"\binvoke\s+(?!\w+\s*\(\s*\)\s*$)"), "invoke of a stored function"),
+]
+
+#: Stored functions of other workspaces seen in the corpus (no definition in the query).
+FOREIGN_FUNCTIONS = frozenset({
+    "FileProfile", "DeviceFromIP", "SeenBy", "AssignedIPAddresses", "AccountInfo",
+})
+
+_COMMENT = re.compile(r"//[^\n]*")
+_IDENT = re.compile(r"(?<![\w.$])[A-Za-z_][\w]*")
+
+
+def strip_comments(text: str) -> str:
+    """Remove ``//`` comments outside string literals (good enough to classify text)."""
+    out, i, quote = [], 0, ""
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            out.append(ch)
+            if ch == "\\" and quote in "'\"" and i + 1 < len(text):
+                out.append(text[i + 1])
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"`":
+            quote = ch
+            out.append(ch)
+        elif text.startswith("//", i):
+            j = text.find("\n", i)
+            i = len(text) if j < 0 else j
+            continue
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def split_queries(text: str) -> list[str]:
+    """Split a file holding several queries, at statements the parser finds after the end."""
+    parts: list[str] = []
+    rest = text
+    for _ in range(20):
+        diagnostics = duckdb_kql.validate(rest) if rest.strip() else []
+        if not diagnostics:
+            break
+        first = diagnostics[0]
+        lines = rest.split("\n")
+        line = first.span.line - 1
+        before = [ln.strip() for ln in lines[max(0, line - 1):line]]
+        starts_statement = (
+            "expecting {<EOF>, ';'}" in first.message
+            and first.span.column == 0
+            and line > 0
+            and all(not b or b.startswith("//") for b in before)
+        )
+        if not starts_statement:
+            break
+        parts.append("\n".join(lines[:line]))
+        rest = "\n".join(lines[line:])
+    parts.append(rest)
+    return [p for p in parts if strip_comments(p).strip()]
+
+
+_QUERY_START = re.compile(
+    r"^\s*(?:let|print|datatable|union|search|range|declare|set|find|evaluate|\(|[A-Za-z_][\w.]*\s*$)",
+    re.I,
+)
+
+
+def out_of_scope(query: str) -> str | None:
+    """Why *query* cannot be measured against this engine's world, or None."""
+    code = strip_comments(query)
+    if "|" not in code and not _QUERY_START.match(code):
+        return "not a query: prose or command lines"
+    for pattern, reason in OUT_OF_SCOPE:
+        if pattern.search(code):
+            return reason
+    for name in FOREIGN_FUNCTIONS:
+        if re.search(rf"\b{name}\s*\(", code):
+            return f"stored function {name}(): workspace function"
+    return None
+
+
+def tables_read(query: str, listed: list[str]) -> set[str]:
+    """Tables a query reads: the corpus' own list plus any of the 12 named in the text."""
+    code = strip_comments(query)
+    found = {t for t in listed}
+    found |= {t for t in TABLES if re.search(rf"(?<![\w.]){t}\b", code)}
+    return found
+
+
+_SOURCE_POSITION = re.compile(
+    r"(?:^|[(=,;]|\b(?:union|join|lookup)\b(?:\s+\w+\s*=\s*\w+)*)\s*([A-Za-z_]\w*)\b",
+    re.M,
+)
+
+
+def stand_in_schema(
+    query: str, listed: list[str], real: Mapping[str, list[str]]
+) -> dict[str, list[str]]:
+    """The 12 real schemas, plus a stand-in column list for every other table the query names.
+
+    Candidate tables are the corpus' own list and every identifier in a source
+    position (line start, after ``(``, ``=``, ``,``, ``union``, ``join``,
+    ``lookup``). A stand-in table has every identifier of the query as a column.
+    """
+    code = strip_comments(query)
+    columns = _stand_in_columns(query)
+    schema = dict(real)
+    folded = {name.lower() for name in schema}
+    for name in [*listed, *_SOURCE_POSITION.findall(code)]:
+        if name.lower() not in folded and name[:1].isupper():
+            schema[name] = columns
+            folded.add(name.lower())
+    return schema
+
+
+@dataclass
+class Outcome:
+    """One measured query."""
+
+    source: str
+    query: str
+    tier: str
+    ok: bool
+    kind: str = ""
+    construct: str = ""
+    message: str = ""
+    reason: str = ""  # out of scope
+
+
+@dataclass
+class Report:
+    """Everything one run measured."""
+
+    total_texts: int = 0
+    queries: int = 0
+    out_of_scope: Counter[str] = field(default_factory=Counter)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def tier(self, name: str) -> list[Outcome]:
+        return [o for o in self.outcomes if o.tier == name]
+
+
+def _construct(exc: EngineError) -> str:
+    construct = exc.construct or ""
+    if not construct:
+        construct = re.sub(r"\d+", "N", exc.message)[:70]
+    return construct
+
+
+def _stand_in_columns(query: str) -> list[str]:
+    seen: dict[str, None] = {}
+    for name in _IDENT.findall(strip_comments(query)):
+        if name.lower() not in seen:
+            seen.setdefault(name, None)
+    # DuckDB folds case: keep one spelling per name.
+    out: dict[str, str] = {}
+    for name in seen:
+        out.setdefault(name.lower(), name)
+    return list(out.values())
+
+
+def measure(
+    corpus: Path, store_path: Path, *, now: Any, show: str | None = None
+) -> Report:
+    """Run the three tiers over *corpus*."""
+    report = Report()
+    engine = LocalEngine.open(store_path, timeout=10.0)
+    real = {t: [c for c, _ in engine.schema(t)] for t in engine.tables()}
+    types = {c.lower(): k for t in engine.tables() for c, k in engine.schema(t)}
+    for line in corpus.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        report.total_texts += 1
+        for query in split_queries(record["query"]):
+            report.queries += 1
+            reason = out_of_scope(query)
+            if reason:
+                report.out_of_scope[reason] += 1
+                continue
+            tables = tables_read(query, record.get("tables") or [])
+            # Tier B: translation with stand-in schemas.
+            schema = stand_in_schema(query, record.get("tables") or [], real)
+            outcome = _run(record["source_path"], query, "B",
+                           lambda q, s=schema: translate_kql(q, schema=s, now=now))
+            reason = _not_measurable(outcome, real)
+            if reason:
+                report.out_of_scope[reason] += 1
+                continue
+            report.outcomes.append(outcome)
+            # Tier C: execution on empty stand-in tables.
+            if outcome.ok:
+                report.outcomes.append(_run(
+                    record["source_path"], query, "C",
+                    lambda q, s=schema: _execute_on_stand_ins(q, s, real, types, now),
+                ))
+            # Tier A: execution on the store, when every table read is one of the 12.
+            if tables and tables <= TABLES:
+                report.outcomes.append(_run(
+                    record["source_path"], query, "A", lambda q: engine.query(q, limit=10)
+                ))
+            if show:
+                for o in report.outcomes[-3:]:
+                    if o.query is query and not o.ok and (
+                        show in o.message or show in f"{o.kind}: {o.construct}"
+                    ):
+                        print(f"--- [{o.tier}] {record['source_path']}\n{o.message}\n{query}\n")
+    engine.close()
+    return report
+
+
+def _run(source: str, query: str, tier: str, action: Any) -> Outcome:
+    outcome = Outcome(source, query, tier, True)
+    try:
+        action(query)
+    except EngineError as exc:
+        outcome.ok = False
+        outcome.kind, outcome.construct = exc.kind, _construct(exc)
+        outcome.message = str(exc)
+    return outcome
+
+
+_TIME_NAME = re.compile(r"(?:Time|Timestamp|Date|DateTime|Generated)$")
+
+
+def _stand_in_type(column: str, types: Mapping[str, str]) -> str:
+    """A stand-in column's type: the 12 schemas' type for that name, else guessed by name."""
+    known = types.get(column.lower())
+    if known:
+        return known
+    if _TIME_NAME.search(column):
+        return "datetime"
+    return "dynamic"
+
+
+def _execute_on_stand_ins(
+    query: str,
+    schema: Mapping[str, list[str]],
+    real: Mapping[str, list[str]],
+    types: Mapping[str, str],
+    now: Any,
+) -> None:
+    """Run *query* on empty tables: the 12 with their schemas, stand-ins typed by name."""
+    schemas: dict[str, list[tuple[str, str]]] = {}
+    for table, columns in schema.items():
+        if table in real:
+            schemas[table] = [(c, types[c.lower()]) for c in columns]
+        else:
+            schemas[table] = [(c, _stand_in_type(c, types)) for c in columns]
+    with LocalEngine.from_tables(tables={}, schemas=schemas, now=now, timeout=10.0) as eng:
+        eng.query(query, limit=10)
+
+
+_CASE_CLASH = re.compile(r"columns '([^']+)' and '([^']+)' differ only in case")
+
+
+def _not_measurable(outcome: Outcome, real: Mapping[str, list[str]]) -> str | None:
+    """Failures that say nothing about the engine: text without a query, stand-in artefacts."""
+    if outcome.ok:
+        return None
+    if outcome.construct == "statement" and "no query statement" in outcome.message:
+        return "not a query: only let statements"
+    clash = _CASE_CLASH.search(outcome.message)
+    if clash:
+        real_columns = {c for cols in real.values() for c in cols}
+        if not set(clash.groups()) <= real_columns:
+            return "stand-in schema artefact: two columns differ only in case"
+    return None
+
+
+def _share(n: int, d: int) -> str:
+    return f"{n}/{d} ({100.0 * n / d:.1f}%)" if d else "0/0"
+
+
+def print_report(report: Report, *, top: int = 20) -> dict[str, Any]:
+    """Print the figures; return them as a dict (the ``--json`` output)."""
+    in_scope = report.tier("B")
+    a = report.tier("A")
+    figures: dict[str, Any] = {
+        "texts": report.total_texts,
+        "queries_after_split": report.queries,
+        "out_of_scope": dict(report.out_of_scope.most_common()),
+        "tier_a": {"in_scope": len(a), "ok": sum(o.ok for o in a)},
+        "tier_b": {"in_scope": len(in_scope), "ok": sum(o.ok for o in in_scope)},
+    }
+    print(f"corpus texts: {report.total_texts}; queries after splitting: {report.queries}")
+    print(f"out of scope: {sum(report.out_of_scope.values())}")
+    for reason, n in report.out_of_scope.most_common():
+        print(f"  {n:5d}  {reason}")
+    print(f"\ntier A (reads only the 12 tables; executed): {_share(sum(o.ok for o in a), len(a))}")
+    for o in a:
+        if not o.ok:
+            print(f"  FAIL {o.source}: {o.message[:150]}")
+    c = report.tier("C")
+    figures["tier_c"] = {"in_scope": len(c), "ok": sum(o.ok for o in c)}
+    print(
+        f"\ntier C (tier B's translated queries, executed on empty stand-in tables): "
+        f"{_share(sum(o.ok for o in c), len(c))}"
+    )
+    c_constructs = Counter((o.kind, o.construct) for o in c if not o.ok)
+    for (kind, construct), n in c_constructs.most_common(top):
+        print(f"  {n:5d}  {kind}: {construct}")
+    figures["tier_c"]["by_construct"] = [
+        {"kind": k, "construct": x, "count": n} for (k, x), n in c_constructs.most_common(top)
+    ]
+    print(
+        f"\ntier B (every query in scope; translated): "
+        f"{_share(sum(o.ok for o in in_scope), len(in_scope))}"
+    )
+    kinds = Counter(o.kind for o in in_scope if not o.ok)
+    print("failures by kind:")
+    for kind, n in kinds.most_common():
+        print(f"  {n:5d}  {kind}")
+    constructs = Counter((o.kind, o.construct) for o in in_scope if not o.ok)
+    print(f"failures by construct (top {top}):")
+    for (kind, construct), n in constructs.most_common(top):
+        print(f"  {n:5d}  {kind}: {construct}")
+    figures["tier_b"]["by_kind"] = dict(kinds.most_common())
+    figures["tier_b"]["by_construct"] = [
+        {"kind": k, "construct": c, "count": n} for (k, c), n in constructs.most_common(top)
+    ]
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--store", type=Path, help="a built store (default: build rows=0)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="measure duckdb-kql without the engine's rewrites")
+    parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--show", help="print failing queries whose error contains this text")
+    args = parser.parse_args(argv)
+    if args.baseline:
+        engine_rewrite.uninstall()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.store:
+            store_path = args.store
+            meta = json.loads(store_path.with_suffix(".meta.json").read_text(encoding="utf-8"))
+            now = meta["now"]
+        else:
+            from ctirealm.telemetry.dataset import Dataset
+            from ctirealm.telemetry.store import build_store
+
+            store = build_store(Dataset.load(ROOT / "telemetry"), rows=0, cache_dir=Path(tmp))
+            store_path, now = store.path, store.meta["now"]
+        from ctirealm.telemetry.schema import parse_datetime
+
+        report = measure(args.corpus, store_path, now=parse_datetime(now), show=args.show)
+    figures = print_report(report, top=args.top)
+    figures["rewrites"] = not args.baseline
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    print(f"\n{figures['seconds']} s")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sigma: parse, validate (SigmaHQ validators, offline), convert to KQL, evaluate over telemetry."""
