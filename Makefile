@@ -23,11 +23,11 @@ bench: $(STAMP)
 
 ## make test: the project's own tests
 test: $(STAMP)
-	$(BIN)/ruff check plugins tests benchmarks
+	$(BIN)/ruff check plugins tests benchmarks examples
 	$(BIN)/python -m pytest tests -n 2
 
 lint: $(STAMP)
-	$(BIN)/ruff check plugins tests benchmarks
+	$(BIN)/ruff check plugins tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) reports .ctirealm-cache

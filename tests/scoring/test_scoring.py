@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.conftest import ROOT
 
 from ctirealm.cases import load_cases
 from ctirealm.engine import LocalEngine
@@ -14,7 +15,6 @@ from ctirealm.scoring.strict import technique_jaccard
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
 from ctirealm.tools import Step, Submission, ToolCall, Trajectory
-from tests.conftest import ROOT
 
 MINI = ROOT / "tests" / "fixtures" / "mini"
 SIGMA = "title: t\nlogsource: {product: linux, category: process_creation}\n" + "#" * 40

@@ -32,7 +32,7 @@ def _bench(args: argparse.Namespace) -> int:
     (args.report_dir / "telemetry.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     command = [sys.executable, "-m", "pytest", "-n", str(args.workers),
                f"--junitxml={args.report_dir / 'junit.xml'}",
-               f"--realm-telemetry={args.telemetry}"]
+               f"--realm-telemetry={args.telemetry}", f"--realm-report-dir={args.report_dir.resolve()}"]
     if args.cache_dir:
         command.append(f"--realm-cache-dir={args.cache_dir}")
     if args.rows is not None or args.scale is not None:
@@ -40,4 +40,9 @@ def _bench(args: argparse.Namespace) -> int:
     extra = [a for a in args.pytest_args if a != "--"]
     print("+", " ".join(command + extra), flush=True)
     code = subprocess.call(command + extra, env=os.environ.copy())
-    return 0 if code == 5 else code  # 5: nothing collected yet is not a failure of the bench
+    print(f"reports: {args.report_dir}/ (results.json, score.html, summary.md, junit.xml)")
+    # A checkpoint below its pass ratio fails its item but is a result, not a broken run:
+    # the bench succeeds unless pytest itself broke or --realm-min-score was not met.
+    if code == 1 and not any(a.startswith("--realm-min-score") for a in extra):
+        return 0
+    return 0 if code == 5 else code

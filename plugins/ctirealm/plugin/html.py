@@ -65,8 +65,9 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     if score is None:
         return
     link = _score_link(session.config, "")
-    text = (f"ctirealm normalised score <b>{float(score):.3f}</b> (95% CI {float(low):.3f}–{float(high):.3f}) "
-            f"for agent {html.escape(str(results.get('run', {}).get('agent', '')))}")
+    agent = html.escape(str(results.get("run", {}).get("agent", "")))
+    text = (f"ctirealm normalised score <b>{float(score):.3f}</b> "
+            f"(95% CI {float(low):.3f}–{float(high):.3f}) for agent {agent}")
     if link:
         text += f' · <a href="{html.escape(link)}">score report</a>'
     prefix.append(f"<p>{text}</p>")

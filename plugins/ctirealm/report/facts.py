@@ -178,8 +178,10 @@ def _lost(score: float | None, maximum: float) -> float:
 
 
 def why_points_were_lost(case: dict[str, Any], facts: CaseFacts) -> tuple[list[str], list[str]]:
-    """Plain sentences, one per checkpoint that lost points; and notes (unscored checkpoints, errors)."""
+    """Plain sentences, one per checkpoint that lost points, the biggest loss first; and notes
+    (unscored checkpoints, errors)."""
     sentences: list[str] = []
+    losses: list[tuple[float, str]] = []
     notes: list[str] = []
     checkpoints = case["checkpoints"]
     if case["status"] != "submitted" and checkpoints and all(
@@ -196,8 +198,9 @@ def why_points_were_lost(case: dict[str, Any], facts: CaseFacts) -> tuple[list[s
         if lost < 0.005:
             continue
         head = f"{checkpoint_label(name)} ({checkpoint_code(name)}) lost {lost:.2f} of {fmt_max(cp['max'])}: "
-        sentences.append(head + _explain(name, cp, facts, case))
-    return sentences, _error_notes(case, notes)
+        losses.append((lost, head + _explain(name, cp, facts, case)))
+    losses.sort(key=lambda pair: -pair[0])
+    return [s for _, s in losses], _error_notes(case, notes)
 
 
 def _error_notes(case: dict[str, Any], notes: list[str]) -> list[str]:
@@ -275,7 +278,8 @@ def _explain_detection(det: dict[str, Any] | None, details: dict[str, Any], mess
     if det["fp"]:
         text += f" and {plural(det['fp'], 'benign event')} (false positives"
         if det["hard_negatives_matched"]:
-            text += f", {det['hard_negatives_matched']} of them hard negatives: benign look-alikes of the attack"
+            text += (f", {det['hard_negatives_matched']} of them hard negatives: "
+                     "benign look-alikes of the attack")
         text += ")"
     else:
         text += " with no false positives"
@@ -300,10 +304,15 @@ def matched_attack_rows(case: dict[str, Any], limit: int = 3) -> list[dict[str, 
     return rows
 
 
-def compact_row(row: dict[str, Any], limit: int = 10, width: int = 140) -> list[tuple[str, str]]:
-    """The non-empty columns of an event row, values shortened, for display."""
+_TELLING = re.compile(r"time|commandline|filename|uri|url|operation|verb|request|resource|caller|identity|"
+                     r"user|account|activity|object|properties|ip|app|device|status|id$", re.IGNORECASE)
+
+
+def compact_row(row: dict[str, Any], limit: int = 12, width: int = 140) -> list[tuple[str, str]]:
+    """The telling non-empty columns of an event row (command lines, URIs, identities first)."""
     out = []
-    for key, value in row.items():
+    ordered = sorted(row.items(), key=lambda kv: (not _TELLING.search(str(kv[0])),))
+    for key, value in ordered:
         if value in (None, "", [], {}):
             continue
         if isinstance(value, str):

@@ -15,7 +15,7 @@ import hashlib
 import html as _html
 import os
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -78,7 +78,7 @@ def tag(name: str, *children: Any, **attrs: Any) -> Markup:
 # -- templates -----------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template(name: str) -> str:
     return resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
 
@@ -268,8 +268,8 @@ def _overview(results: dict[str, Any], facts: list[CaseFacts]) -> Markup:
     status_rows = [(tag("dt", k.replace("_", " ")), tag("dd", str(v))) for k, v in statuses.items()]
     runs_card = tag("div", tag("div", "Case runs", class_="k"),
                     tag("div", str(len(facts)), class_="v"),
-                    tag("div", plural(len({f.id for f in facts}), "case") + f" × {plural(run['epochs'], 'epoch')}",
-                        class_="d"),
+                    tag("div", plural(len({f.id for f in facts}), "case")
+                        + f" × {plural(run['epochs'], 'epoch')}", class_="d"),
                     tag("dl", status_rows) if status_rows else None, class_="card")
     outcome_rows = [(tag("dt", _outcome_badge(o)), tag("dd", str(n))) for o, n in outcomes.items()]
     outcome_card = tag("div", tag("div", "Final detections", class_="k"),
@@ -367,7 +367,8 @@ def _rules(rules: list[dict[str, Any]]) -> Markup:
         rows.append(tag("tr",
                         tag("td", tag("code", rule["path"])),
                         tag("td", rule["title"]),
-                        tag("td", tag("span", rule["status"], class_=f"badge {tone}"), data_sort=rule["status"]),
+                        tag("td", tag("span", rule["status"], class_=f"badge {tone}"),
+                            data_sort=rule["status"]),
                         tag("td", "" if rule["tp"] is None else str(rule["tp"]), class_="num"),
                         tag("td", "" if rule["fp"] is None else str(rule["fp"]), class_="num"),
                         tag("td", describe_expected(rule["expected"])),
@@ -623,10 +624,12 @@ def _pair_section(pair: Any) -> Markup:
                                             tag("th", b.key, class_="num"), tag("th", "Δ", class_="num"))),
                    tag("tbody", [tag("tr", tag("td", p), tag("td", fmt_score(x, 3), class_="num"),
                                      tag("td", fmt_score(y, 3), class_="num"),
-                                     tag("td", _delta(None if x is None or y is None else y - x), class_="num"))
+                                     tag("td", _delta(None if x is None or y is None else y - x),
+                                         class_="num"))
                                  for p, (x, y) in pair.platform_means.items()]))
     sections = [tag("div", tag("section", tag("h2", "By checkpoint"), cp_table, class_="panel"),
-                    tag("section", tag("h2", "By platform"), pl_table, class_="panel"), class_="grid2 charts")]
+                    tag("section", tag("h2", "By platform"), pl_table, class_="panel"),
+                    class_="grid2 charts")]
     sections.append(_delta_table("Regressions", pair.regressions, names, a.key, b.key,
                                  "No case scored lower."))
     sections.append(_delta_table("Improvements", pair.improvements, names, a.key, b.key,
@@ -649,15 +652,16 @@ def _pair_section(pair: Any) -> Markup:
 def _delta_table(title: str, deltas: list[Any], names: list[str], a: str, b: str, empty: str) -> Markup:
     if not deltas:
         return tag("section", tag("h2", f"{title} (0)"), tag("p", empty, class_="empty"), class_="panel")
-    head = [tag("th", "Case"), tag("th", a, class_="num"), tag("th", b, class_="num"),
+    head = [tag("th", "Case"), tag("th", "Platform"), tag("th", a, class_="num"), tag("th", b, class_="num"),
             tag("th", "Δ", class_="num")]
     head += [tag("th", checkpoint_code(n), tag("br"), tag("small", checkpoint_label(n)), class_="num")
              for n in names]
     head += [tag("th", "KQL TP/FP"), tag("th", "Status")]
     rows = []
     for d in deltas:
-        cells = [tag("td", tag("b", d.case), tag("br"), tag("small", d.platform, class_="notes")),
-                 tag("td", fmt_score(d.before, 3), class_="num"), tag("td", fmt_score(d.after, 3), class_="num"),
+        cells = [tag("td", tag("b", d.case)), tag("td", d.platform),
+                 tag("td", fmt_score(d.before, 3), class_="num"),
+                 tag("td", fmt_score(d.after, 3), class_="num"),
                  tag("td", _delta(d.delta), class_="num", data_sort=f"{d.delta:.6f}")]
         for n in names:
             x, y = d.checkpoints.get(n, (None, None))
@@ -676,7 +680,8 @@ def _delta_table(title: str, deltas: list[Any], names: list[str], a: str, b: str
 def _rule_changes(pair: Any) -> Markup:
     rows = [tag("tr", tag("td", tag("code", c.path)), tag("td", f"{c.before} → {c.after}"),
                 tag("td", c.tpfp_before + " → " + c.tpfp_after),
-                tag("td", tag("span", c.kind, class_="badge " + ("bad" if c.kind == "regression" else "good"))))
+                tag("td", tag("span", c.kind,
+                              class_="badge " + ("bad" if c.kind in ("regression", "removed") else "good"))))
             for c in pair.rule_changes]
     head = tag("tr", tag("th", "Rule"), tag("th", "Status"), tag("th", "TP/FP"), tag("th", "Change"))
     return tag("section", tag("h2", f"Rule changes ({len(rows)})"),

@@ -48,7 +48,8 @@ def _require(container: dict[str, Any], key: str, kind: type | tuple[type, ...],
     value = container[key]
     if not isinstance(value, kind):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise ResultsError(f"{source}: {where}.{key} should be {names}, not {type(value).__name__}")
+        label = key if where == "the file" else f"{where}.{key}"
+        raise ResultsError(f"{source}: {label} should be {names}, not {type(value).__name__}")
     return value
 
 

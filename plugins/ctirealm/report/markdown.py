@@ -32,7 +32,7 @@ _SPECIAL = re.compile(r"([\\`*\[\]|<>#~])")
 
 def md(text: object, width: int = 0) -> str:
     """One line of escaped Markdown text (safe in a table cell), shortened to ``width``."""
-    value = " ".join(printable(text).split())
+    value = printable(" ".join(str(text).split()))
     if width and len(value) > width:
         value = value[:width - 1].rstrip() + "…"
     return _SPECIAL.sub(r"\\\1", value)

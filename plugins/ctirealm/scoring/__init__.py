@@ -79,7 +79,8 @@ def score_case(
     elif problems:
         checkpoints.append(CheckpointScore(
             "C4_kql_detection", 0.0, weight,
-            f"no detection credit: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
+            f"no detection credit: {problems[0]}"
+            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
             {"provenance": problems, **detection.to_dict()}))
     else:
         checkpoints.append(CheckpointScore(
