@@ -312,7 +312,10 @@ def _execute_on_stand_ins(
 ) -> None:
     """Run *query* on empty tables: the 12 with their schemas, stand-ins typed by name."""
     schemas: dict[str, list[tuple[str, str]]] = {}
+    code = strip_comments(query)
     for table, columns in schema.items():
+        if table in real and not re.search(rf"(?<![\w.]){table}\b", code):
+            continue
         if table in real:
             schemas[table] = [(c, types[c.lower()]) for c in columns]
         else:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from report_helpers import console_messages, needs_chromium, non_white_share, raw
 
-from ctirealm.report import render_html, write_reports
+from ctirealm.report import check_results, render_html, write_reports
 from ctirealm.report.html import esc, tag
 
 Load = Callable[[str], dict[str, Any]]
@@ -47,10 +50,11 @@ def test_hostile_agent_output_is_shown_as_text(results: Load) -> None:
 
 def test_the_overview_and_a_case_carry_what_a_reader_needs(results: Load) -> None:
     page = render_html(results("baseline"))
-    for text in ("Normalised score", "0.279", "95% CI 0.000 – 0.827", "Score by platform",
+    for text in ("Normalised score", "0.237", "95% CI 0.000 – 0.703", "Score by platform",
                  "Score by checkpoint", "Checkpoints × cases", 'href="#case-linux_001-e1"',
                  "Why points were lost", "Queries run (6)", "Final submission", "Sigma rule", "KQL query",
-                 "Matched attack events (1)", "Benign events matched — false positives (2)",
+                 "Attack events the final KQL matched (1)", "Benign events it matched — false positives (2)",
+                 "attack · DeviceProcessEvents · 418275039461",
                  "Detection rules", "cron_from_web_shell.yml", "1 of 2 rules passed the gate",
                  "crontab /tmp/.c-7e21a9", "hard_negative · DeviceProcessEvents · 611928374650"):
         assert text in page, text
@@ -103,3 +107,45 @@ def test_an_empty_run_renders(tmp_path: Path, chromium: Callable[..., Any]) -> N
     run = chromium(page.as_uri(), "--dump-dom")
     assert run.returncode == 0 and console_messages(run.stderr) == []
     assert "No cases ran in this run." in run.stdout
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
+    ["</pre>", "<script>x</script>", '"><svg onload=alert(1)>', "&amp;", "]]>", "\u2028"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(title=_TEXT, query=_TEXT, error=_TEXT, agent=_TEXT)
+def test_any_agent_text_is_escaped(title: str, query: str, error: str, agent: str) -> None:
+    document = raw("baseline")
+    document["run"]["agent"] = agent
+    case = document["cases"][1]
+    case["title"], case["objective"] = title, title
+    case["trajectory"]["queries"].append({"query": query, "ok": False, "rows": None, "error": error})
+    page = render_html(check_results(document))
+    for text in (title, query, error, agent):
+        assert esc(text) in page
+    parser = _Elements()
+    parser.feed(page)
+    assert parser.tags <= _OWN_TAGS, parser.tags - _OWN_TAGS
+    assert parser.scripts == 1 and not parser.handlers
+
+
+_OWN_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "div", "h1", "h2", "h3", "p", "span",
+             "main", "footer", "script", "section", "dl", "dt", "dd", "small", "svg", "rect", "g", "line",
+             "circle", "text", "table", "thead", "tbody", "tr", "th", "td", "a", "br", "i", "b", "button",
+             "details", "summary", "pre", "ul", "li", "code"}
+
+
+class _Elements(HTMLParser):
+    """The element names of a page, its script elements and any on* handler attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+        self.scripts = 0
+        self.handlers: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.scripts += tag == "script"
+        self.handlers += [name for name, _ in attrs if name.startswith("on")]

@@ -61,7 +61,7 @@ def test_compare_cli_text_html_and_exit_status(tmp_path: Path, capsys: pytest.Ca
     a, b = str(DATA / "oracle.json"), str(DATA / "baseline.json")
     assert main(["report", "compare", a, b, "--html", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "B vs A: score 1.000 → 0.279 (-0.721); 2 regressed" in text
+    assert "B vs A: score 0.993 → 0.237 (-0.755); 2 regressed" in text
     page = out.read_text(encoding="utf-8")
     assert page.index("Regressions (2)") < page.index("Improvements (0)")
     assert main(["report", "compare", a, b, "--fail-on-regression"]) == 1
@@ -83,7 +83,7 @@ def test_step_summary_is_appended(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     written = write_reports(raw("oracle"), tmp_path / "reports")
     text = step.read_text(encoding="utf-8")
     assert written["step_summary"] == step
-    assert text.startswith("earlier step\n## ctirealm score: **1.000**")
+    assert text.startswith("earlier step\n## ctirealm score: **0.993**")
     monkeypatch.setenv("CTIREALM_STEP_SUMMARY", "0")
     write_reports(raw("oracle"), tmp_path / "reports")
     assert step.read_text(encoding="utf-8") == text
@@ -108,7 +108,7 @@ def test_cli_regenerates_reports(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert {"score.html", "summary.md", "coverage.json"} <= {p.name for p in source.parent.iterdir()}
     assert main(["report", str(source), "--out", str(tmp_path / "elsewhere")]) == 0
     assert (tmp_path / "elsewhere" / "score.html").is_file()
-    assert "normalised score 1.000" in capsys.readouterr().out
+    assert "oracle: normalised score 0.993" in capsys.readouterr().out
 
 
 def test_markdown_escapes_agent_text(results: Load) -> None:
@@ -145,12 +145,15 @@ def test_why_points_were_lost_in_plain_sentences(results: Load) -> None:
         "KQL detection (C4) lost 3.00 of 5: the final KQL query matched 1 of 2 attack events and 2 benign "
         "events (false positives, 2 of them hard negatives: benign look-alikes of the attack); "
         "precision 0.33, recall 0.50, F1 0.40.",
+        "Sigma quality (C4) lost 1.50 of 1.5: syntax (parsing and validators) scored 0.00 of 1; the converted "
+        "Sigma rule matched 0 of 2 attack events with no false positives; precision 0.00, recall 0.00, "
+        "F1 0.00. Scorer notes: 12 validator issues; converted to DeviceProcessEvents.",
         "Data sources (C2) lost 0.50 of 1: it explored 1 of 1 relevant table; also explored "
         "DeviceFileEvents, which lowers the Jaccard score.",
         "Query iteration (C3) lost 0.25 of 0.5: only 1 distinct query returned rows (of 6 run); "
         "two are needed for full credit.",
     ]
-    assert facts.notes == ["Sigma quality was not scored: no Sigma scorer."]
+    assert facts.notes == []
     assert facts.outcome == "attempted"
 
 
@@ -158,3 +161,12 @@ def test_comparison_html_escapes_labels(results: Load) -> None:
     hostile = '<script>alert(1)</script>'
     page = render_comparison_html(compare_results([results("oracle"), results("errors")], labels=[hostile, "b"]))
     assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_a_rules_gate_run_without_cases(tmp_path: Path) -> None:
+    written = write_reports({**raw("empty"), "rules": raw("baseline")["rules"]}, tmp_path)
+    summary = written["markdown"].read_text(encoding="utf-8")
+    assert summary.startswith("## ctirealm rules gate\n\n### Detection rules: 1 of 2 rules passed")
+    assert summary.index("❌ failed") < summary.index("✅ passed")  # failing rules first
+    page = written["html"].read_text(encoding="utf-8")
+    assert "Rules gate" in page and "1 of 2 rules passed the gate" in page and "Normalised score" not in page

@@ -8,6 +8,7 @@
 ``command:"argv"``     any program speaking the JSON-lines protocol
 ``openai:<model>``     a tool-calling loop through the openai SDK
 ``replay:<dir>``       trajectories recorded by an earlier run
+``inspect:<log>``      Inspect AI logs (file or folder) of CTI-REALM runs
 =====================  ===================================================
 """
 
@@ -56,11 +57,21 @@ def _openai(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
                                   if k in ("base_url", "temperature", "api_key")})
 
 
+def _inspect(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
+    from ..interop.inspect_log import InspectLogAgent, InspectLogError
+
+    try:
+        return InspectLogAgent(target)
+    except InspectLogError as exc:
+        raise AgentSpecError(f"inspect agent: {exc}") from exc
+
+
 FACTORIES: dict[str, Callable[[str, CaseSet, dict[str, Any]], Any]] = {
     "python": _python,
     "command": _command,
     "openai": _openai,
     "replay": lambda target, cases, options: ReplayAgent(target),
+    "inspect": _inspect,
 }
 
 
@@ -73,7 +84,7 @@ def resolve_agent(spec: str, cases: CaseSet, **options: Any) -> Any:
     if not sep or kind not in FACTORIES:
         raise AgentSpecError(
             f"unknown agent {spec!r}; use baseline, oracle, null, python:mod:attr, "
-            'command:"argv", openai:<model> or replay:<dir>'
+            'command:"argv", openai:<model>, replay:<dir> or inspect:<log>'
         )
     try:
         return FACTORIES[kind](target.strip().strip('"'), cases, options)

@@ -169,8 +169,10 @@ class BaselineAgent:
         words = {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z-]+", objective)} - _STOP
         techniques: list[str] = []
         if "list_cti_report_tags" in tools.names:
-            tags = [t["tag"] for t in json.loads(tools.list_cti_report_tags())]
-            chosen = [t for t in tags if set(t.lower().split()) & words][:2] or tags[:1]
+            counts = {t["tag"]: t["count"] for t in json.loads(tools.list_cti_report_tags())}
+            # The most specific tags that share a word with the objective come first.
+            overlapping = [t for t in counts if set(t.lower().split()) & words]
+            chosen = sorted(overlapping, key=lambda t: (counts[t], t))[:2] or list(counts)[:1]
             best: tuple[int, dict[str, Any]] | None = None
             for tag in chosen:
                 for report in json.loads(tools.get_cti_reports_by_tag(tag=tag)):

@@ -18,6 +18,9 @@ import yaml
 from ..attack import Attack, load_attack
 
 PLATFORMS = ("linux", "aks", "cloud")
+#: ``source`` values of cases imported from the upstream dataset: their attack events
+#: may be empty (the upstream ground truth is regex patterns, not event ids).
+IMPORTED_SOURCES = ("cti-realm",)
 DIFFICULTIES = ("easy", "medium", "hard")
 _CASE_ID = re.compile(r"^(linux|aks|cloud)_\d{3}$")
 _REPORT_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -66,6 +69,12 @@ class Case:
     naive_kql: tuple[str, ...] = ()
     solution: Solution = field(default_factory=lambda: Solution(None, None))
     path: str = ""
+    source: str = "ctirealm"
+
+    @property
+    def imported(self) -> bool:
+        """Whether the case was imported from the upstream CTI-REALM dataset (``source: cti-realm``)."""
+        return self.source in IMPORTED_SOURCES
 
     @property
     def group(self) -> str:
@@ -187,9 +196,15 @@ def parse_case(
             re.compile(str(pattern))
         except re.error as exc:
             raise CaseError(path, f"ground_truth.regex_patterns.{column}", f"invalid regex: {exc}") from exc
+    source = str(doc.get("source") or "ctirealm")
+    if source != "ctirealm" and source not in IMPORTED_SOURCES:
+        raise CaseError(path, "source", f"{source!r} is not one of ctirealm, "
+                        + ", ".join(IMPORTED_SOURCES))
     attack_events = _id_map(truth.get("attack_events"), path, "ground_truth.attack_events", tables)
-    if not any(attack_events.values()):
-        raise CaseError(path, "ground_truth.attack_events", "at least one attack event is required")
+    if not any(attack_events.values()) and source not in IMPORTED_SOURCES:
+        raise CaseError(path, "ground_truth.attack_events",
+                        "at least one attack event is required (only cases imported from the "
+                        "upstream dataset, marked `source: cti-realm`, may have none)")
     hard_negatives = _id_map(truth.get("hard_negatives"), path, "ground_truth.hard_negatives", tables)
     solution = doc.get("solution") or {}
     if not isinstance(solution, dict):
@@ -215,6 +230,7 @@ def parse_case(
         naive_kql=tuple(naive),
         solution=Solution(solution.get("sigma"), solution.get("kql")),
         path=str(path),
+        source=source,
     )
 
 

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("files", nargs="+", metavar="RESULTS.json",
                         help="a results file (or a report folder holding results.json); "
                              "or 'compare' followed by two or more")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="report folder (default: the results file's folder)")
     parser.add_argument("--html", type=Path, default=None, metavar="OUT",
                         help="compare: also write the comparison as a self-contained HTML page")
@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _report(args: argparse.Namespace) -> int:
     if args.files[0] == "compare":
         return _compare(args, args.files[1:])
+    if args.html or args.fail_on_regression or args.threshold is not None:
+        print(f"usage: {USAGE}\nctirealm report: --html, --fail-on-regression and --threshold apply to "
+              "'compare'", file=sys.stderr)
+        return 2
     if len(args.files) != 1:
         print(f"usage: {USAGE}\nctirealm report: give one results file, or 'compare' and two or more",
               file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``ctirealm telemetry build|info``: build the store, describe it."""
+"""``ctirealm telemetry build|info|push``: build the store, describe it, push it to a cluster."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_store_options(info)
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(handler=_info)
+    from .push import add_push
+
+    add_push(sub)
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -45,6 +45,9 @@ rewrite.install()
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_ROWS = 100_000
 DEFAULT_MEMORY_LIMIT = "2GB"
+#: Longest query text accepted: translation runs before the time limit applies,
+#: and a megabyte of KQL (twenty thousand hashes in a list) translates in ~3 s.
+MAX_QUERY_CHARS = 1_000_000
 _CACHE_SIZE = 2048
 
 SchemaLike = TableSchema | Sequence[tuple[str, str]] | Sequence[Sequence[str]]
@@ -73,6 +76,30 @@ def _locate(kql: str, name: str) -> tuple[int | None, int | None]:
         return None, None
     before = kql[: match.start()]
     return before.count("\n") + 1, match.start() - (before.rfind("\n") + 1) + 1
+
+
+def _kusto_string_views(con: duckdb.DuckDBPyConnection, schemas: Mapping[str, TableSchema]) -> None:
+    """Shadow each table with a view where a missing ``string`` value reads as ``""``.
+
+    Kusto has no null strings: a string column without a value holds ``""``, so
+    ``s == ""`` matches it, ``summarize by s`` groups it with ``""`` and a join
+    on ``s`` matches other empty values. The store keeps such a value as NULL;
+    these temporary views (qualified by database, so they cannot recurse) make
+    every query see Kusto's value. Other types keep their nulls, as in Kusto.
+    """
+    database = con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    for name, schema in schemas.items():
+        if not any(kind == "string" for _, kind in schema.columns):
+            continue
+        select = ", ".join(
+            f"coalesce({_quote(column)}, '') AS {_quote(column)}" if kind == "string"
+            else _quote(column)
+            for column, kind in schema.columns
+        )
+        con.execute(
+            f"CREATE TEMP VIEW {_quote(name)} AS SELECT {select} "
+            f"FROM {_quote(database)}.main.{_quote(name)}"
+        )
 
 
 class LocalEngine:
@@ -133,7 +160,6 @@ class LocalEngine:
         con = duckdb.connect(
             str(path), read_only=True, config={"enable_external_access": "false"}
         )
-        cls._lock_down(con, memory_limit, threads)
         schemas: dict[str, TableSchema] = {}
         for name, spec in meta.get("schemas", {}).items():
             schemas[name] = TableSchema(
@@ -149,6 +175,8 @@ class LocalEngine:
             for table, column, data_type in rows:
                 grouped.setdefault(table, []).append((column, kusto_type(data_type)))
             schemas = {t: _as_schema(t, cols) for t, cols in grouped.items()}
+        _kusto_string_views(con, schemas)
+        cls._lock_down(con, memory_limit, threads)
         clock = now if now is not None else meta.get("now")
         return cls(con, schemas, now=clock, timeout=timeout, max_rows=max_rows)
 
@@ -192,6 +220,7 @@ class LocalEngine:
             if rows:
                 marks = ", ".join("?" for _ in schema.columns)
                 con.executemany(f"INSERT INTO {_quote(name)} VALUES ({marks})", rows)
+        _kusto_string_views(con, resolved)
         cls._lock_down(con, memory_limit, None)
         clock = now if now is not None else datetime.now(UTC)
         return cls(con, resolved, now=clock, timeout=timeout, max_rows=max_rows)
@@ -244,6 +273,12 @@ class LocalEngine:
             raise KqlSyntaxError(f"query must be text, got {type(kql).__name__}")
         if not kql.strip():
             raise KqlSyntaxError("empty query")
+        if len(kql) > MAX_QUERY_CHARS:
+            raise ResourceLimitExceeded(
+                f"query text is {len(kql):,} characters; the limit is {MAX_QUERY_CHARS:,} "
+                "(keep long indicator lists short, or split the query)",
+                construct="query size",
+            )
         sql = self.translate(kql)
         cap = self.max_rows if limit is None else max(0, min(int(limit), self.max_rows))
         seconds = self.timeout if timeout is None else float(timeout)

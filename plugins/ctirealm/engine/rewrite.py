@@ -215,6 +215,52 @@ def _render_indexof(node: ir.FunctionCall) -> str | None:
     )
 
 
+def _render_bin_timespan(node: ir.FunctionCall) -> str | None:
+    """``bin(t, size)`` where *size* is a timespan *expression* (``timespan(1d)``, ``2 * 1h``).
+
+    duckdb-kql bins by time only when the size is a timespan literal and
+    otherwise bins numerically, which fails to bind on a datetime. The rendering
+    is duckdb-kql's own datetime binning (epoch-based, as Kusto's).
+    """
+    if len(node.args) != 2:
+        return None
+    value, size = node.args
+    if isinstance(size, ir.Literal) or not _translate._is_timespan_expr(size):
+        return None
+    v, r = _translate.render_expr(value), _translate.render_expr(size)
+    floored = f"floor(epoch({v}) / epoch({r})) * epoch({r})"
+    if _translate._is_timespan_expr(value):
+        return f"to_seconds(CAST({floored} AS BIGINT))"
+    return f"to_timestamp({floored}) AT TIME ZONE 'UTC'"
+
+
+#: Largest string `strrep` may build (the time and memory limits do not reach
+#: inside one DuckDB ``repeat`` call, so the size is checked before it runs).
+STRREP_MAX_BYTES = 16 * 1024 * 1024
+
+
+def _render_strrep(node: ir.FunctionCall) -> str | None:
+    """``strrep(value, multiplier[, delimiter])``; Kusto repeats at most 1024 times.
+
+    duckdb-kql mapped it to ``repeat(value, n)`` without Kusto's cap and without
+    the delimiter form. A result over `STRREP_MAX_BYTES` is refused at run time.
+    """
+    if len(node.args) not in (2, 3):
+        return None
+    value = _translate.render_kql_tostring(node.args[0])
+    times = f"least(CAST({_translate.render_expr(node.args[1])} AS BIGINT), 1024)"
+    delimiter = (
+        _translate.render_kql_tostring(node.args[2]) if len(node.args) == 3 else "''"
+    )
+    return (
+        f"list_transform([{{'v': {value}, 'n': {times}, 'd': {delimiter}}}], lambda _rp: "
+        "CASE WHEN _rp.n < 1 THEN '' "
+        f"WHEN (strlen(_rp.v) + strlen(_rp.d)) * _rp.n > {STRREP_MAX_BYTES} THEN "
+        f"error('strrep result exceeds the engine limit of {STRREP_MAX_BYTES} bytes') "
+        "ELSE repeat(_rp.v || _rp.d, _rp.n - 1) || _rp.v END)[1]"
+    )
+
+
 def _render_bag_keys(node: ir.FunctionCall) -> str | None:
     """``bag_keys(bag)``: the keys of a property bag as a dynamic array; null otherwise."""
     if len(node.args) != 1:
@@ -294,6 +340,9 @@ _NEW_FORMS: dict[str, Callable[[ir.FunctionCall], str | None]] = {
 _WIDENED_FORMS: dict[str, Callable[[ir.FunctionCall], str | None]] = {
     "split": _render_split,
     "indexof": _render_indexof,
+    "bin": _render_bin_timespan,
+    "floor": _render_bin_timespan,
+    "strrep": _render_strrep,
 }
 
 #: Scalar rows: arities for the new special forms (so arity errors name them).
@@ -484,13 +533,44 @@ def _lower_mv_expand_target(
     return lower_target
 
 
-def _has_placeholder(node: Any) -> bool:
+def _render_range(source: ir.RangeSource) -> str:
+    """``range x from a to b step s`` as DuckDB's streaming ``generate_series`` table function.
+
+    duckdb-kql renders it as ``UNNEST(generate_series(...))``, one *list* value
+    holding every element: ``range x from 1 to 1000000000 step 1`` then builds
+    an 8 GB list inside a single function call, which neither the memory limit
+    nor an interrupt stops. The table function yields the same rows (both ends
+    inclusive, same overloads for numbers and datetimes) a vector at a time.
+    """
+    bounds = [source.start, source.stop, source.step]
+    temporal = any(
+        _translate._is_datetime_expr(e) or _translate._is_timespan_expr(e) for e in bounds
+    )
+    rendered = ", ".join(
+        _translate.render_expr(e) if temporal else f"CAST({_translate.render_expr(e)} AS BIGINT)"
+        for e in bounds
+    )
+    name = _translate.quote_ident(source.name)
+    return f"SELECT {name} FROM generate_series({rendered}) AS _range({name})"
+
+
+def _inspect(node: Any) -> bool:
+    """Whether *node* holds a placeholder; refuses references to other databases.
+
+    The engine's world is the store's tables: ``database("x").T`` (DuckDB's own
+    catalogs included) is refused rather than resolved.
+    """
     if isinstance(node, _ColumnPlaceholder):
         return True
+    if isinstance(node, ir.TableRef) and node.database is not None:
+        raise KqlUnsupportedError(
+            f"database({node.database!r})",
+            hint="this engine has one database; name its tables directly",
+        )
     if isinstance(node, (list, tuple)):
-        return any(_has_placeholder(n) for n in node)
+        return any([_inspect(n) for n in node])
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        return any(_has_placeholder(getattr(node, f.name)) for f in dataclasses.fields(node))
+        return any([_inspect(getattr(node, f.name)) for f in dataclasses.fields(node)])
     return False
 
 
@@ -538,7 +618,7 @@ def _resolve_query(query: ir.Query, schema: dict[str, list[str]]) -> ir.Query:
 
 def _emit(original: Callable[..., Any]) -> Callable[..., Any]:
     def to_sql(query: ir.Query, schema: Any = None) -> Any:
-        if _translate._NAMES_STATE.get() is None and _has_placeholder(query):
+        if _translate._NAMES_STATE.get() is None and _inspect(query):
             query = _resolve_query(query, dict(schema or {}))
         return original(query, schema)
 
@@ -570,6 +650,7 @@ def install() -> None:
     _SAVED["lower_head"] = _lower._lower_head
     _SAVED["lower_mv_expand_target"] = _lower._lower_mv_expand_target
     _SAVED["to_sql"] = _translate.to_sql
+    _SAVED["render_range"] = _translate.render_range
 
     for name, render in _NEW_FORMS.items():
         forms.setdefault(name, render)
@@ -579,7 +660,7 @@ def install() -> None:
     for spec in _NEW_SCALARS:
         _functions.SCALAR_FUNCTIONS.setdefault(spec.name, spec)
     _SAVED["widened_scalars"] = {}
-    for name, arities in (("indexof", (2, 3, 4, 5)), ("split", (2, 3))):
+    for name, arities in (("indexof", (2, 3, 4, 5)), ("split", (2, 3)), ("strrep", (2, 3))):
         spec = _functions.SCALAR_FUNCTIONS[name]
         _SAVED["widened_scalars"][name] = spec
         _functions.SCALAR_FUNCTIONS[name] = dataclasses.replace(spec, arities=arities)
@@ -589,6 +670,7 @@ def install() -> None:
     _lower._lower_head = _lower_head(_SAVED["lower_head"])
     _lower._lower_mv_expand_target = _lower_mv_expand_target(_SAVED["lower_mv_expand_target"])
     _translate.to_sql = _emit(_SAVED["to_sql"])
+    _translate.render_range = _render_range
 
 
 def _widened(
@@ -627,6 +709,7 @@ def uninstall() -> None:
     _lower._lower_head = _SAVED["lower_head"]
     _lower._lower_mv_expand_target = _SAVED["lower_mv_expand_target"]
     _translate.to_sql = _SAVED["to_sql"]
+    _translate.render_range = _SAVED["render_range"]
     _SAVED.clear()
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from ..engine import LocalEngine
+from ..engine import Engine
 from ..telemetry.dataset import Dataset
+from ..telemetry.schema import TableSchema
 from ..telemetry.store import Store, build_store
 
 _STORE = pytest.StashKey[Store]()
-_ENGINE = pytest.StashKey[LocalEngine]()
+_ENGINE = pytest.StashKey[Engine]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,11 +73,45 @@ def session_store(config: pytest.Config) -> Store:
     return config.stash[_STORE]
 
 
-def session_engine(config: pytest.Config) -> LocalEngine:
-    """One read-only engine per process on the session's store."""
+def engine_spec(config: pytest.Config) -> str:
+    """``--realm-engine``: ``local`` (default) or a ``kusto://HOST[:PORT]/DATABASE`` URL."""
+    try:
+        value = config.getoption("--realm-engine")
+    except ValueError:  # the cases plugin (which adds the option) is disabled
+        value = None
+    return str(value or "local").strip()
+
+
+def session_engine(config: pytest.Config) -> Engine:
+    """One read-only engine per process: on the session's store, or on a Kusto endpoint.
+
+    With ``--realm-engine kusto://...`` queries go to the cluster; the local
+    store still provides the schemas (id and time columns), the clock and the
+    labels, which are never sent anywhere.
+    """
     if _ENGINE not in config.stash:
         timeout = config.getoption("--realm-timeout") or float(config.getini("realm_query_timeout"))
-        config.stash[_ENGINE] = session_store(config).engine(timeout=timeout)
+        store = session_store(config)
+        spec = engine_spec(config)
+        if spec == "local":
+            config.stash[_ENGINE] = store.engine(timeout=timeout)
+        elif spec == "kusto" or spec.startswith(("kusto:", "https:", "http:")):
+            from ..engine.kusto import KustoEngine
+
+            schemas = {
+                name: TableSchema(name, tuple((c, t) for c, t in spec["columns"]),
+                                  spec["id_column"], spec["time_column"])
+                for name, spec in store.meta["schemas"].items()
+            }
+            try:
+                config.stash[_ENGINE] = KustoEngine.connect(
+                    None if spec == "kusto" else spec, schemas=schemas, now=store.now,
+                    timeout=timeout)
+            except (ValueError, ImportError) as exc:
+                raise pytest.UsageError(f"--realm-engine {spec}: {exc}") from None
+        else:
+            raise pytest.UsageError(
+                f"--realm-engine {spec!r}: use local or kusto://HOST[:PORT]/DATABASE")
     return config.stash[_ENGINE]
 
 
@@ -87,7 +122,7 @@ def realm_store(pytestconfig: pytest.Config) -> Store:
 
 
 @pytest.fixture(scope="session")
-def realm_engine(pytestconfig: pytest.Config) -> LocalEngine:
+def realm_engine(pytestconfig: pytest.Config) -> Engine:
     """A read-only engine over the telemetry store (override it to use another engine)."""
     return session_engine(pytestconfig)
 
@@ -101,5 +136,6 @@ def pytest_configure_node(node: object) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     engine = config.stash.get(_ENGINE, None)
-    if engine is not None:
-        engine.close()
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()

@@ -327,6 +327,9 @@ class RuleItem(pytest.Item):
                 f"background{_examples_text(result)}")
 
     # reporting ------------------------------------------------------------------------------
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, f"{self.path.name}::{self.name}"
+
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: Any = None) -> str:
         if isinstance(excinfo.value, (RuleCheckFailed, SigmaRuleError)):

@@ -259,7 +259,7 @@ def format_comparison(comparison: Comparison) -> str:
     """Plain text for a terminal or CI log: runs, then per pair regressions first."""
     lines = ["Runs"]
     base = comparison.runs[0]
-    rows = [["", "results", "agent", "scoring", "dataset", "cases", "score", "95% CI", "Δ vs A"]]
+    rows = [["", "results", "agent", "scoring", "dataset", "runs", "score", "95% CI", "Δ vs A"]]
     for run in comparison.runs:
         rows.append([run.key, run.label, run.agent, run.scoring, run.dataset, str(run.cases),
                      f"{run.score:.3f}", f"{run.ci[0]:.3f}–{run.ci[1]:.3f}",

@@ -252,14 +252,15 @@ def _explain(name: str, cp: dict[str, Any], facts: CaseFacts, case: dict[str, An
     if name == "C4_kql_detection":
         return _explain_detection(case["detection"].get("kql"), details, message, "final KQL query")
     if name == "C4_sigma_quality":
-        prefix = ""
-        if "syntax" in details:
-            prefix = (f"syntax scored {float(details.get('syntax') or 0):.2f} and the converted rule's "
-                      f"executed F1 {float(details.get('executed_f1') or 0):.2f}; ")
+        syntax = details.get("syntax")
+        parts = [] if syntax is None else [f"syntax (parsing and validators) scored {float(syntax):.2f} of 1"]
         sigma = case["detection"].get("sigma")
         if sigma is not None:
-            return prefix + _explain_detection(sigma, details, message, "converted Sigma rule")
-        return prefix + message + "."
+            parts.append(_explain_detection(sigma, details, message, "converted Sigma rule").rstrip("."))
+        elif syntax is None:
+            parts.append(message)
+        extra = message.split("; ", 1)[1] if "; " in message and syntax is not None else ""
+        return "; ".join(parts) + "." + (f" Scorer notes: {extra}." if extra else "")
     return message + "."
 
 
@@ -288,17 +289,21 @@ def _explain_detection(det: dict[str, Any] | None, details: dict[str, Any], mess
     return text + f"; precision {det['precision']:.2f}, recall {det['recall']:.2f}, F1 {det['f1']:.2f}."
 
 
-def matched_attack_rows(case: dict[str, Any], limit: int = 3) -> list[dict[str, Any]]:
-    """Rows of the submitted query results that are matched attack events (by their id value)."""
+def matched_attack_rows(case: dict[str, Any], limit: int = 3) -> list[tuple[str, dict[str, Any]]]:
+    """(``Table:id``, row) for submitted result rows that are matched attack events (by their id value)."""
     submission = case["trajectory"].get("submission")
     det = case["detection"].get("kql")
     if not submission or not det:
         return []
-    ids = {m.split(":", 1)[-1] for m in det["matched_attack"]}
-    rows = []
+    ids = {m.split(":", 1)[-1]: m for m in det["matched_attack"]}
+    rows: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
     for row in submission["query_results"]:
-        if any(str(v) in ids for v in row.values() if isinstance(v, (str, int))):
-            rows.append(row)
+        hit = next((str(v) for v in row.values()
+                    if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) in ids), None)
+        if hit is not None and hit not in seen:
+            seen.add(hit)
+            rows.append((ids[hit], row))
             if len(rows) >= limit:
                 break
     return rows

@@ -228,6 +228,11 @@ def render_html(results: dict[str, Any], *, trajectories: Path | None = None,
     facts = [case_facts(c) for c in results["cases"]]
     names = checkpoint_names(results)
     sub = Markup("".join(tag("span", s) for s in _run_line(run)))
+    if not facts and results["rules"]:  # a rules-gate run: no benchmark score to show
+        passed = sum(1 for r in results["rules"] if rule_passed(r) is True)
+        return _page(title=f"ctirealm rules gate · {passed}/{len(results['rules'])} passed",
+                     heading="Rules gate", subheading=sub, body=_rules(results["rules"]),
+                     footer=_footer(results))
     body = [
         _overview(results, facts),
         _charts(results, names),
@@ -317,8 +322,10 @@ def _heat(facts: list[CaseFacts], names: list[str]) -> Markup:
     head = [tag("th", "Case"), tag("th", "Platform")]
     head += [tag("th", checkpoint_code(n), tag("br"), tag("small", checkpoint_label(n)), class_="num",
                  title=n) for n in names]
-    head += [tag("th", "Score", class_="num"), tag("th", "KQL TP/FP", class_="num"), tag("th", "Detection"),
-             tag("th", "Status")]
+    head += [tag("th", "Score", class_="num"),
+             tag("th", "KQL", tag("br"), tag("small", "TP / FP"), class_="num"),
+             tag("th", "Sigma", tag("br"), tag("small", "TP / FP"), class_="num"),
+             tag("th", "Detection"), tag("th", "Status")]
     rows = []
     for f in facts:
         case = f.data
@@ -336,12 +343,11 @@ def _heat(facts: list[CaseFacts], names: list[str]) -> Markup:
                              data_sort="" if value is None else f"{value:.4f}",
                              title=f"{checkpoint_label(name)}: {fmt_score(cp['score'])} of "
                                    f"{fmt_max(cp['max'])} — {cp['message']}"))
-        kql = case["detection"].get("kql")
-        tpfp = "" if kql is None else ("error" if kql.get("error") else f"{kql['tp']} / {kql['fp']}")
         cells += [tag("td", tag("a", f"{case['normalized_score']:.3f}", href=href),
                       class_=f"cell {heat_class(case['normalized_score'])}", data_target=f.anchor,
                       data_sort=f"{case['normalized_score']:.6f}"),
-                  tag("td", tpfp, class_="num"),
+                  tag("td", _tpfp(case["detection"].get("kql")), class_="num"),
+                  tag("td", _tpfp(case["detection"].get("sigma")), class_="num"),
                   tag("td", _outcome_badge(f.outcome), data_sort=f.outcome),
                   tag("td", _status_badge(case["status"]), data_sort=case["status"])]
         rows.append(tag("tr", cells))
@@ -356,6 +362,12 @@ def _heat(facts: list[CaseFacts], names: list[str]) -> Markup:
                tag("div", tag("table", tag("thead", tag("tr", head)), tag("tbody", rows),
                               class_="heat sortable"), class_="scroll"),
                legend, class_="panel", id="heat")
+
+
+def _tpfp(det: dict[str, Any] | None) -> str:
+    if det is None:
+        return ""
+    return "error" if det.get("error") else f"{det['tp']} / {det['fp']}"
 
 
 def _rules(rules: list[dict[str, Any]]) -> Markup:
@@ -502,7 +514,7 @@ def _queries(case: dict[str, Any]) -> Markup:
 
 def _detection_stats(det: dict[str, Any] | None, label: str) -> Markup:
     if det is None:
-        return tag("p", f"{label}: not executed.", class_="notes")
+        return tag("p", f"{label}: no execution result in this run.", class_="notes")
     if det.get("error"):
         return tag("p", tag("b", f"{label} failed: "), tag("span", det["error"], class_="err"))
     items = [("TP", det["tp"]), ("FP", det["fp"]), ("missed", det["fn"]),
@@ -545,7 +557,7 @@ def _events(case: dict[str, Any]) -> Markup:
     if kql is None or kql.get("error"):
         return Markup("")
     attack = matched_attack_rows(case)
-    attack_html = [_event(r, f"attack event {i}") for i, r in enumerate(attack, 1)]
+    attack_html = [_event(row, "attack · " + " · ".join(event.split(":", 1))) for event, row in attack]
     if not attack_html and kql["matched_attack"]:
         attack_html = [tag("p", tag("span", _chips(kql["matched_attack"][:8], "hit"), class_="chips"))]
     fps = kql["false_positive_examples"][:3]
@@ -555,11 +567,11 @@ def _events(case: dict[str, Any]) -> Markup:
     missed = kql["missed_attack"]
     return tag("div",
                tag("div",
-                   tag("div", tag("h3", f"Matched attack events ({kql['tp']})"),
+                   tag("div", tag("h3", f"Attack events the final KQL matched ({kql['tp']})"),
                        attack_html or tag("p", "None.", class_="empty"),
                        missed and tag("p", tag("b", "Missed: "),
                                       tag("span", _chips(missed[:8], "miss"), class_="chips"))),
-                   tag("div", tag("h3", f"Benign events matched — false positives ({kql['fp']})"),
+                   tag("div", tag("h3", f"Benign events it matched — false positives ({kql['fp']})"),
                        fp_html or tag("p", "None.", class_="empty")),
                    class_="grid2"))
 
@@ -581,7 +593,7 @@ def render_comparison_html(comparison: Any) -> str:
     runs = comparison.runs
     base = runs[0]
     head = tag("tr", tag("th", ""), tag("th", "Run"), tag("th", "Agent"), tag("th", "Scoring"),
-               tag("th", "Dataset"), tag("th", "Cases", class_="num"), tag("th", "Score", class_="num"),
+               tag("th", "Dataset"), tag("th", "Case runs", class_="num"), tag("th", "Score", class_="num"),
                tag("th", "95% CI", class_="num"), tag("th", "Δ vs A", class_="num"))
     rows = []
     for run in runs:

@@ -53,6 +53,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     names = checkpoint_names(results)
     low, high = summary["ci95"]
     dataset = run["dataset"]
+    if not facts and results["rules"]:  # a rules-gate run: no benchmark score to show
+        lines = ["## ctirealm rules gate", ""] + _rules(results["rules"])
+        return "\n".join(lines + [f"<sub>results format {results['format']}</sub>", ""])
     lines = [f"## ctirealm score: **{summary['normalized_score']:.3f}** (95% CI {low:.3f}–{high:.3f})", ""]
     meta = [f"agent **{md(run['agent'])}**", f"{md(run['scoring'])} scoring", f"{md(run['variant'])} toolset",
             f"subset {md(run['subset'])}", plural(run["epochs"], "epoch"), plural(len(facts), "case run")]

@@ -56,6 +56,14 @@ ID_BASE = 100_000_000_000
 ID_BITS = 39
 ID_MASK = (1 << ID_BITS) - 1
 _TABLE_ID_STREAM = 1 << 37  # spacing between the counters of tables sharing ReportIds
+_SHARD_ID_SPAN = 1 << 30  # spacing between the counters of one table's shards
+#: Rows per shard: a table larger than this is generated as several independent shards
+#: (own random stream and id range each), which worker processes can share. It depends on
+#: the row count only, never on the machine, so output stays the same everywhere.
+SHARD_ROWS = 1_000_000
+#: Output formats: ``jsonl`` (one JSON object per line) or ``split`` (see :func:`generate`).
+OUTPUTS = ("jsonl", "split")
+_VID_SHARD = 1 << 32  # spacing between the variant ids of shards
 
 _HOUR_MS = 3_600_000
 _STATIC = re.compile(r"\{([A-Za-z_]\w*(?:\.[\w-]+)*)(\?)?\}")
@@ -246,10 +254,12 @@ class _ReportIds:
         self.keys = [(rng.getrandbits(ID_BITS) | 1, rng.getrandbits(ID_BITS)) for _ in range(3)]
         self.shifts = (19, 17, 21)
 
-    def counter(self, stream: int) -> Callable[[], int]:
+    def counter(self, stream: int, shard: int = 0) -> Callable[[], int]:
         (a1, c1), (a2, c2), (a3, c3) = self.keys
         s1, s2, s3 = self.shifts
-        state = [stream * _TABLE_ID_STREAM]
+        if not 0 <= shard < _TABLE_ID_STREAM // _SHARD_ID_SPAN:
+            raise ValueError(f"shard {shard} is out of the id space")
+        state = [stream * _TABLE_ID_STREAM + shard * _SHARD_ID_SPAN]
 
         def next_id(state: list[int] = state, mask: int = ID_MASK) -> int:
             x = state[0]
@@ -369,6 +379,27 @@ def _coerce(value: Any, kusto: str, where: str) -> Any:
     except (TypeError, ValueError) as exc:
         raise ProfileError(f"{where}: {value!r} is not a {kusto}") from exc
     return value
+
+
+def _csv_text(value: Any, kusto: str) -> str:
+    """A coerced value as one CSV field: text types quoted, numbers and booleans bare.
+
+    Values are written as the JSONL output writes them (dynamic as compact JSON, reals by
+    ``repr``), so a store loads the same values from either format.
+    """
+    if kusto in _NUMERIC:
+        if isinstance(value, str):  # a whole-value token: _RAW{$kind}_RAW
+            return value.strip(_RAW)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return json.dumps(value)
+        return str(value)
+    if kusto == "dynamic":
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    else:
+        text = value if isinstance(value, str) else str(value)
+    return '"' + text.replace('"', '""') + '"'
 
 
 class _Row:
@@ -523,12 +554,21 @@ class _TableGenerator:
 
     def __init__(self, table: str, profile: dict[str, Any], spec: dict[str, Any],
                  schema: dict[str, Any], clock: _Clock, seed: int, ids: _ReportIds,
-                 id_stream: int) -> None:
+                 id_stream: int, shard: int = 0, output: str = "jsonl") -> None:
         self.table = table
         self.schema = schema
         self.types: dict[str, str] = schema["types"]
         self.clock = clock
-        self.rng = Random(f"{seed}:{table}")
+        # Shard 0 is the table's own stream (what every table of up to SHARD_ROWS rows uses);
+        # further shards of a large table get streams of their own.
+        self.rng = Random(f"{seed}:{table}" if shard == 0 else f"{seed}:{table}:{shard}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
+        self.output = output
+        #: Split output: variant ids of this shard start here; constant parts are collected in
+        #: ``variant_lines`` (the caller writes and empties it).
+        self.next_vid = shard * _VID_SHARD
+        self.variant_lines: list[str] = []
         self.model = spec.get("row_model", "explicit")
         if self.model not in ("explicit", "process_chain", "file_ops"):
             raise ProfileError(f"tables.{table}.row_model: unknown model {self.model!r}")
@@ -561,7 +601,7 @@ class _TableGenerator:
         self.cache: dict[tuple[int, ...], list[_Row]] = {}
         id_type = self.types.get(schema["id"])
         if id_type in ("long", "int"):
-            counter = ids.counter(id_stream)
+            counter = ids.counter(id_stream, shard)
             self.next_id: Callable[[], str] = lambda: str(counter())
         else:
             bits = self.rng.getrandbits
@@ -776,6 +816,11 @@ class _TableGenerator:
             yield _expand({**self.layout, **(fspec.get("columns") or {}), **self.force}, rctx)
 
     def _encode(self, row: dict[str, Any], tpl_name: str) -> str:
+        """One compiled row as output text with ``{$token}`` slots (JSONL line or split line).
+
+        Both formats list the columns in schema order and serialise values alike, so the
+        slots appear in the same order and every row draws the same random values.
+        """
         where = f"{self._where(tpl_name)}"
         out: dict[str, Any] = {}
         for column, value in _unescape_braces(row).items():
@@ -788,8 +833,36 @@ class _TableGenerator:
         id_column = self.schema["id"]
         out[id_column] = _RAW + "{$id}" + _RAW if self.types[id_column] in _NUMERIC else "{$id}"
         ordered = {c: out[c] for c in self.types if c in out}
+        if self.output == "split":
+            return self._encode_split(ordered)
         encoded = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False)
         return encoded.replace('"\\u0003', "").replace('\\u0003"', "") + "\n"
+
+    def _encode_split(self, values: dict[str, Any]) -> str:
+        """Split a compiled row: constant columns to a variant line, the rest to a row line.
+
+        Returns the row line template (``vid,`` then one CSV field per schema column, empty
+        where the variant supplies the value) and appends the variant line (``vid,`` then the
+        constant columns, empty where the row supplies the value) to ``variant_lines``.
+        """
+        vid = self.next_vid
+        self.next_vid += 1
+        row_fields: list[str] = []
+        variant_fields: list[str] = []
+        for column, kusto in self.types.items():
+            if column not in values:
+                row_fields.append("")
+                variant_fields.append("")
+                continue
+            text = _csv_text(values[column], kusto)
+            if "{$" in text and _DYNAMIC.search(text):
+                row_fields.append(text)
+                variant_fields.append("")
+            else:
+                row_fields.append("")
+                variant_fields.append(text)
+        self.variant_lines.append(f"{vid}," + ",".join(variant_fields) + "\n")
+        return f"{vid}," + ",".join(row_fields) + "\n"
 
     # -- dynamic tokens ---------------------------------------------------------------
 

@@ -226,6 +226,46 @@ class Toolbox:
         )))
         return text
 
+    def record(self, name: str, arguments: dict[str, Any] | str | None, result: str, *,
+               ok: bool | None = None, error: str | None = None, call_id: str | None = None,
+               duration: float = 0.0) -> str:
+        """Record a tool call with a given result, without executing it (replaying a log).
+
+        The call lands in the trajectory exactly as recorded: any tool name
+        (also ones this toolbox does not offer, like a sandbox ``bash``), the
+        arguments, the result text. *ok* defaults to "no error and the result
+        does not start with ``Error``"; query tools get their row count from
+        the recorded Kusto JSON. Returns *result*.
+        """
+        if self._stopped:
+            raise AgentStopped(self._stopped)
+        if isinstance(arguments, str):
+            try:
+                parsed = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError:
+                parsed = None
+            args = parsed if isinstance(parsed, dict) else {"_raw": arguments}
+        else:
+            args = dict(arguments or {})
+        text = "" if result is None else str(result)
+        if ok is None:
+            ok = error is None and not text.lstrip().startswith("Error")
+        if not ok and error is None:
+            error = text.lstrip()[len("Error:"):].strip() if text.lstrip().startswith("Error:") \
+                else (text.strip() or "the tool call failed")
+        rows = None
+        if name in ("execute_kql_query", "sample_table_data") and ok:
+            try:
+                rows = len(json.loads(text)["Tables"][0]["Rows"])
+            except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+                rows = None
+        self.trajectory.steps.append(Step(kind="tool", tool=ToolCall(
+            name=str(name), arguments=args, result=text, ok=bool(ok),
+            started=round(time.perf_counter() - self._started, 4), duration=round(duration, 4),
+            rows=rows, error=None if ok else error, call_id=call_id,
+        )))
+        return text
+
     def __getattr__(self, name: str) -> Callable[..., str]:
         # `tools.execute_kql_query(query=...)`: a Python signature per tool.
         if name in ALL_TOOLS:
