@@ -157,9 +157,13 @@ class LocalEngine:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no telemetry store here (run `ctirealm telemetry build`)")
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-        con = duckdb.connect(
-            str(path), read_only=True, config={"enable_external_access": "false"}
-        )
+        # Each engine gets its own DuckDB instance with the store attached
+        # read-only: two connections to one file would share one instance, and
+        # the first engine's locked configuration would refuse the second.
+        con = duckdb.connect(":memory:")
+        con.execute(f"ATTACH '{str(path.resolve()).replace(chr(39), chr(39) * 2)}' AS store "
+                    "(READ_ONLY)")
+        con.execute("USE store")
         schemas: dict[str, TableSchema] = {}
         for name, spec in meta.get("schemas", {}).items():
             schemas[name] = TableSchema(
@@ -169,6 +173,7 @@ class LocalEngine:
         if not schemas:  # a DuckDB file made elsewhere: read the catalog
             rows = con.execute(
                 "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_catalog = 'store' AND table_schema = 'main' "
                 "ORDER BY table_name, ordinal_position"
             ).fetchall()
             grouped: dict[str, list[tuple[str, str]]] = {}

@@ -190,7 +190,7 @@ def _compared_box(title: str, compared: Any, *, found_word: str, titles: dict[st
         rows.append(tag("p", tag("b", found_word), " ", tag("span", chips, class_="chips")))
         rows.append(tag("p", "Expected values are not in this results file.", class_="notes"))
     else:
-        found = [c for c in compared.found if c in set(compared.expected)]
+        found = compared.matched
         rows.append(tag("p", tag("b", f"{found_word} {len(found)} of {len(compared.expected)}"),
                         tag("span", _chips(found, "hit", titles=titles)
                             or [tag("span", "none", class_="chip none")], class_="chips")))

@@ -31,12 +31,20 @@ core with bounded memory.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import json
+import os
 import queue
 import re
+import selectors
+import shutil
+import subprocess
+import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from random import Random
@@ -1102,11 +1110,12 @@ class _Writer:
     """Writes chunks on a background thread, in order, so disk I/O overlaps generation.
 
     The thread only moves bytes to files (the write system call releases the GIL); at most
-    ``depth`` chunks wait in the queue, which bounds memory.
+    ``depth`` chunks wait in the queue, which bounds memory. Files are opened by name
+    (``open(name, path)``) and written by that name; all are closed on exit.
     """
 
     def __init__(self, depth: int = 4) -> None:
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[tuple[str, str, Any]] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="generator-writer", daemon=True)
 
@@ -1115,41 +1124,193 @@ class _Writer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._queue.put(("stop", None))
+        self._queue.put(("stop", "", None))
         self._thread.join()
         if self._error is not None and exc[0] is None:
             raise self._error
 
     def _run(self) -> None:
-        handle = None
+        handles: dict[str, Any] = {}
         while True:
-            op, arg = self._queue.get()
+            op, name, arg = self._queue.get()
             try:
                 if op == "stop":
                     break
                 if self._error is not None:
                     continue
                 if op == "open":
-                    if handle:
-                        handle.close()
-                    handle = open(arg, "wb")  # noqa: SIM115 - closed on the next open/stop
-                elif handle is not None:
-                    handle.write(arg)
+                    if name in handles:
+                        handles.pop(name).close()
+                    handles[name] = open(arg, "wb")  # noqa: SIM115 - closed on stop
+                else:
+                    handles[name].write(arg)
             except BaseException as exc:  # reported to the caller on exit
                 self._error = exc
-        if handle:
+        for handle in handles.values():
             handle.close()
 
-    def _put(self, op: str, arg: Any) -> None:
+    def _put(self, op: str, name: str, arg: Any) -> None:
         if self._error is not None:
             raise self._error
-        self._queue.put((op, arg))
+        self._queue.put((op, name, arg))
 
-    def open(self, path: Path) -> None:
-        self._put("open", path)
+    def open(self, name: str, path: Path) -> None:
+        self._put("open", name, path)
 
-    def write(self, data: bytes) -> None:
-        self._put("write", data)
+    def write(self, name: str, data: bytes) -> None:
+        self._put("write", name, data)
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One shard of one table: what a worker generates on its own."""
+
+    table: str
+    shard: int
+    shards: int
+    rows: int
+    stream: int
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Everything a worker needs besides its task (picklable, sent once per process)."""
+
+    out_dir: Path
+    profiles_dir: Path
+    schemas_dir: Path
+    seed: int
+    window: tuple[datetime, datetime]
+    output: str
+
+
+class _Loaded:
+    """A context's profiles, schemas, clock and id space, loaded once per process."""
+
+    def __init__(self, context: _Context) -> None:
+        self.profile = load_profiles(context.profiles_dir)
+        self.schemas = _load_schemas(context.schemas_dir)
+        self.clock = _Clock(context.window, self.profile.get("rhythms") or {"always": {}})
+        self.ids = _ReportIds(context.seed)
+
+
+def _plan(shares: dict[str, float], counts: dict[str, int],
+          schemas: dict[str, dict[str, Any]]) -> list[_Task]:
+    """Tasks in table order: ``ceil(rows / SHARD_ROWS)`` shards per table, rows split evenly."""
+    tasks: list[_Task] = []
+    id_streams: dict[str, int] = {}
+    for table in shares:
+        stream = id_streams.setdefault(schemas[table]["id"], 0)
+        id_streams[schemas[table]["id"]] = stream + 1
+        count = counts[table]
+        shards = max(1, -(-count // SHARD_ROWS))
+        for shard in range(shards):
+            rows = count // shards + (1 if shard < count % shards else 0)
+            tasks.append(_Task(table, shard, shards, rows, stream))
+    return tasks
+
+
+def _part_paths(out_dir: Path, task: _Task, output: str) -> tuple[Path, Path | None]:
+    if output == "split":
+        return (out_dir / f"{task.table}.rows-{task.shard:03d}.csv",
+                out_dir / f"{task.table}.variants-{task.shard:03d}.csv")
+    if task.shards == 1:
+        return out_dir / f"{task.table}.jsonl", None
+    return out_dir / f"{task.table}.part-{task.shard:03d}.jsonl", None
+
+
+def split_files(out_dir: Path, table: str) -> tuple[list[Path], list[Path]]:
+    """Row files and variant files of *table* in a ``split`` output folder, in shard order."""
+    out_dir = Path(out_dir)
+    return (sorted(out_dir.glob(f"{table}.rows-*.csv")),
+            sorted(out_dir.glob(f"{table}.variants-*.csv")))
+
+
+def _run_task(task: _Task, context: _Context, loaded: _Loaded,
+              report: Callable[[int], None]) -> int:
+    """Generate one shard into its file(s); ``report(n)`` after every chunk of n rows."""
+    specs = loaded.profile.get("tables") or {}
+    engine = _TableGenerator(task.table, loaded.profile, specs[task.table],
+                             loaded.schemas[task.table], loaded.clock, context.seed, loaded.ids,
+                             task.stream, task.shard, context.output)
+    rows_path, variants_path = _part_paths(context.out_dir, task, context.output)
+    written = 0
+    with _Writer() as writer:
+        writer.open("rows", rows_path)
+        if variants_path is not None:
+            writer.open("variants", variants_path)
+        for chunk in engine.rows(task.rows):
+            writer.write("rows", "".join(chunk).encode("utf-8"))
+            if engine.variant_lines:
+                writer.write("variants", "".join(engine.variant_lines).encode("utf-8"))
+                engine.variant_lines = []
+            written += len(chunk)
+            report(len(chunk))
+    return written
+
+
+def _context_doc(context: _Context) -> dict[str, Any]:
+    return {"out_dir": str(context.out_dir), "profiles_dir": str(context.profiles_dir),
+            "schemas_dir": str(context.schemas_dir), "seed": context.seed,
+            "window": [w.isoformat() for w in context.window], "output": context.output}
+
+
+def _context_from(doc: dict[str, Any]) -> _Context:
+    window = tuple(datetime.fromisoformat(w) for w in doc["window"])
+    return _Context(Path(doc["out_dir"]), Path(doc["profiles_dir"]), Path(doc["schemas_dir"]),
+                    int(doc["seed"]), window, str(doc["output"]))  # type: ignore[arg-type]
+
+
+def worker_main() -> None:
+    """A worker process: reads a context line and then task lines (JSON) on stdin.
+
+    Reports ``progress N`` per chunk, ``done`` per task, or ``error {json}`` and exits;
+    exits at end of input. Started by :func:`generate` as ``python -c`` (no ``__main__``
+    of the caller is imported, unlike ``multiprocessing``'s spawn).
+    """
+    out = sys.stdout
+    try:
+        context = _context_from(json.loads(sys.stdin.readline()))
+        loaded = _Loaded(context)
+
+        def report(n: int) -> None:
+            out.write(f"progress {n}\n")
+            out.flush()
+
+        for line in sys.stdin:
+            task = _Task(**json.loads(line))
+            _run_task(task, context, loaded, report)
+            out.write("done\n")
+            out.flush()
+    except BaseException as exc:  # sent to the parent, which raises it there
+        kind = "profile" if isinstance(exc, ProfileError) else type(exc).__name__
+        detail = str(exc) if kind == "profile" else traceback.format_exc()
+        out.write("error " + json.dumps({"kind": kind, "message": detail}) + "\n")
+        out.flush()
+        raise SystemExit(1) from None
+
+
+def _join_parts(out_dir: Path, table: str, tasks: list[_Task]) -> None:
+    """JSONL output of a sharded table: its parts concatenated, in shard order, into one file."""
+    parts = [_part_paths(out_dir, t, "jsonl")[0] for t in tasks if t.table == table]
+    if len(parts) == 1:
+        return
+    with (out_dir / f"{table}.jsonl").open("wb") as out:
+        for part in parts:
+            with part.open("rb") as handle:
+                shutil.copyfileobj(handle, out, 1 << 20)
+            part.unlink()
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- entry point
@@ -1163,16 +1324,33 @@ def generate(
     window: tuple[datetime, datetime],
     profiles_dir: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    output: str = "jsonl",
+    workers: int | None = 1,
+    on_table: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
-    """Write ``<Table>.jsonl`` files (one JSON object per line, keys = schema columns) into
-    *out_dir*; return rows per table.
+    """Write the benign background of every table into *out_dir*; return rows per table.
 
     *rows* is the total across tables, split by the profiles' ``shares``; the same
-    arguments always produce byte-identical files. ``progress(n)`` is called with the
-    number of rows written so far, about every 10,000 rows and once at the end.
+    arguments always produce the same rows, whatever *workers* and *output* are.
+    ``progress(n)`` is called with the number of rows written so far, about every 10,000
+    rows and once at the end.
+
+    *output* ``"jsonl"`` writes ``<Table>.jsonl`` (one JSON object per line, keys = schema
+    columns). ``"split"`` is the compact form the store loads: per table and shard,
+    ``<Table>.variants-NNN.csv`` holds each compiled row variant once (``vid`` then one
+    CSV field per schema column, empty where rows vary) and ``<Table>.rows-NNN.csv`` one
+    line per row (``vid`` then the varying fields, empty where the variant's value holds).
+    Text fields are quoted, an empty field is null; a row's value of a column is its own
+    field if present, else its variant's. See :func:`split_files`.
+
+    *workers* > 1 generates shards in that many processes (``None``: one per CPU, or one
+    for small sizes). ``on_table(table)`` is called in this process as soon as a table's
+    files are complete, so a caller can load it while other tables are being generated.
     """
     if rows < 0:
         raise ValueError("rows must be >= 0")
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
     profiles_dir = Path(profiles_dir) if profiles_dir else default_profiles_dir()
     profile = load_profiles(profiles_dir)
     schemas_dir = profiles_dir.parent / "schemas"
@@ -1183,28 +1361,126 @@ def generate(
     for table in shares:
         if table not in schemas:
             raise ProfileError(f"shares: unknown table {table!r}")
-    counts = table_counts(shares, rows)
-    clock = _Clock(window, profile.get("rhythms") or {"always": {}})
-    ids = _ReportIds(seed)
     specs = profile.get("tables") or {}
+    for table in shares:
+        if table not in specs:
+            raise ProfileError(f"tables.{table}: has a share but no profile")
+    counts = table_counts(shares, rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = 0
-    id_streams: dict[str, int] = {}
-    with _Writer() as writer:
-        for table in shares:
-            if table not in specs:
-                raise ProfileError(f"tables.{table}: has a share but no profile")
-            stream = id_streams.setdefault(schemas[table]["id"], 0)
-            id_streams[schemas[table]["id"]] = stream + 1
-            engine = _TableGenerator(table, profile, specs[table], schemas[table], clock, seed,
-                                     ids, stream)
-            writer.open(out_dir / f"{table}.jsonl")
-            for chunk in engine.rows(counts[table]):
-                writer.write("".join(chunk).encode("utf-8"))
-                written += len(chunk)
-                if progress:
-                    progress(written)
-    if progress:
-        progress(written)
+    context = _Context(out_dir, profiles_dir, schemas_dir, seed, tuple(window), output)
+    tasks = _plan(shares, counts, schemas)
+    if workers is None:
+        workers = available_cpus() if rows >= PARALLEL_MIN_ROWS else 1
+    workers = max(1, min(int(workers), len(tasks)))
+    if workers == 1:
+        _generate_here(context, tasks, progress, on_table)
+    else:
+        _generate_in_workers(context, tasks, workers, progress, on_table)
     return counts
+
+
+#: Below this many rows, ``workers=None`` generates in-process (starting workers costs more).
+PARALLEL_MIN_ROWS = 200_000
+
+
+def _generate_here(context: _Context, tasks: list[_Task], progress: Callable[[int], None] | None,
+                   on_table: Callable[[str], None] | None) -> None:
+    loaded = _Loaded(context)
+    written = [0]
+
+    def report(n: int) -> None:
+        written[0] += n
+        if progress:
+            progress(written[0])
+
+    for task in tasks:
+        _run_task(task, context, loaded, report)
+        if task.shard == task.shards - 1:
+            if context.output == "jsonl":
+                _join_parts(context.out_dir, task.table, tasks)
+            if on_table:
+                on_table(task.table)
+    if progress:
+        progress(written[0])
+
+
+def _generate_in_workers(context: _Context, tasks: list[_Task], workers: int,
+                         progress: Callable[[int], None] | None,
+                         on_table: Callable[[str], None] | None) -> None:
+    """Shards in *workers* processes, largest first; tables are reported as they finish."""
+    remaining: dict[str, int] = {}
+    for task in tasks:
+        remaining[task.table] = remaining.get(task.table, 0) + 1
+    queue_ = sorted(tasks, key=lambda t: -t.rows)  # stable: ties keep table order
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [package_root, env.get("PYTHONPATH")] if p)
+    command = [sys.executable, "-c",
+               "from ctirealm.telemetry.generator import worker_main; worker_main()"]
+    procs: list[subprocess.Popen[str]] = []
+    running: dict[int, _Task] = {}
+    written = 0
+    selector = selectors.DefaultSelector()
+
+    def feed(i: int) -> None:
+        proc = procs[i]
+        assert proc.stdin is not None
+        if queue_:
+            task = queue_.pop(0)
+            running[i] = task
+            proc.stdin.write(json.dumps(dataclasses.asdict(task)) + "\n")
+            proc.stdin.flush()
+        else:
+            running.pop(i, None)
+            proc.stdin.close()
+
+    try:
+        for i in range(workers):
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True, env=env, bufsize=1)
+            procs.append(proc)
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(_context_doc(context)) + "\n")
+            selector.register(proc.stdout, selectors.EVENT_READ, i)
+            feed(i)
+        while running:
+            for key, _ in selector.select(timeout=1.0):
+                i = key.data
+                line = key.fileobj.readline()  # type: ignore[union-attr]
+                if line.startswith("progress "):
+                    written += int(line.split()[1])
+                    if progress:
+                        progress(written)
+                elif line == "done\n":
+                    task = running[i]
+                    feed(i)
+                    remaining[task.table] -= 1
+                    if remaining[task.table] == 0:
+                        if context.output == "jsonl":
+                            _join_parts(context.out_dir, task.table, tasks)
+                        if on_table:
+                            on_table(task.table)
+                else:
+                    selector.unregister(key.fileobj)
+                    if not line and i not in running:  # stdin closed, worker finished
+                        continue
+                    if line.startswith("error "):
+                        doc = json.loads(line[6:])
+                        if doc["kind"] == "profile":
+                            raise ProfileError(doc["message"])
+                        raise RuntimeError(f"generator worker failed:\n{doc['message']}")
+                    raise RuntimeError(f"generator worker exited (code {procs[i].wait()})")
+        for proc in procs:
+            proc.wait()
+    finally:
+        selector.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None and not stream.closed:
+                    stream.close()
+    if progress:
+        progress(sum(t.rows for t in tasks))
