@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -27,3 +28,25 @@ def conformance_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
     return path, parse_datetime(str(data["now"]))
 
 
+
+
+@pytest.fixture(scope="session")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The upstream-layout fixture imported once: ``<dir>/cases``, ``<dir>/telemetry``, ..."""
+    from interop_helpers import UPSTREAM
+
+    from ctirealm.interop.cti_realm import import_cti_realm
+
+    out = tmp_path_factory.mktemp("imported") / "cti-realm"
+    import_cti_realm(UPSTREAM, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def imported_store(imported: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The imported telemetry built into a store."""
+    from ctirealm.telemetry.dataset import Dataset
+    from ctirealm.telemetry.store import build_store
+
+    return build_store(Dataset.load(imported / "telemetry"),
+                       cache_dir=tmp_path_factory.mktemp("imported-cache"))

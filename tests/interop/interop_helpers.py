@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from ctirealm.interop.server import build_realm_server
+from ctirealm.interop.server import build_realm_server, make_server
 from ctirealm.telemetry.schema import DUCKDB_TYPES, TableSchema, coerce_row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,21 +66,66 @@ def copy_mini(target: Path) -> None:
 
 @contextmanager
 def writable_endpoint(scratch: Path) -> Iterator[str]:
-    """A separate, writable duckdb-kql Kusto endpoint on a scratch DuckDB file (its own process)."""
-    command = [sys.executable, "-m", "duckdb_kql", "serve", str(scratch), "-p", "0", "--allow-write"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = None
+    """A separate, writable Kusto endpoint on a scratch DuckDB file (never the served store)."""
+    con = duckdb.connect(str(scratch))
+    server = make_server(con, port=0, allow_write=True, source=str(scratch))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            match = re.search(r"http://127\.0\.0\.1:\d+", line)
-            if match:
-                url = match.group(0)
-                break
-        if url is None:
-            raise RuntimeError("the writable endpoint did not start")
-        yield url
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(10)
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        con.close()
+
+
+def write_inspect_log(path: Path, samples: list[dict[str, Any]], *,
+                      model: str = "openai/gpt-test", task: str = "cti_realm_25") -> Path:
+    """An Inspect log written by inspect-ai's own writer.
+
+    Each sample: ``{"id", "epoch"?, "messages": [(role, payload), ...], "completion"?}`` where an
+    assistant payload is ``{"text", "reasoning", "calls": [(id, function, arguments)]}`` and a tool
+    payload is ``{"id", "function", "result", "error"?}``.
+    """
+    from inspect_ai.log import EvalConfig, EvalDataset, EvalLog, EvalSample, EvalSpec, write_eval_log
+    from inspect_ai.model import (
+        ChatMessageAssistant,
+        ChatMessageSystem,
+        ChatMessageTool,
+        ChatMessageUser,
+        ContentReasoning,
+        ContentText,
+        ModelOutput,
+    )
+    from inspect_ai.tool import ToolCall, ToolCallError
+
+    built = []
+    for spec in samples:
+        messages: list[Any] = [ChatMessageSystem(content="You are a detection engineer."),
+                               ChatMessageUser(content=f"DETECTION OBJECTIVE:\n{spec['id']}")]
+        for role, payload in spec["messages"]:
+            if role == "assistant":
+                content: list[Any] = []
+                if payload.get("reasoning"):
+                    content.append(ContentReasoning(reasoning=payload["reasoning"]))
+                content.append(ContentText(text=payload.get("text", "")))
+                calls = [ToolCall(id=i, function=f, arguments=a) for i, f, a in payload.get("calls", [])]
+                messages.append(ChatMessageAssistant(content=content, tool_calls=calls or None))
+            else:
+                error = payload.get("error")
+                messages.append(ChatMessageTool(
+                    content=payload.get("result", ""), tool_call_id=payload["id"],
+                    function=payload["function"],
+                    error=ToolCallError("timeout", error) if error else None))
+        built.append(EvalSample(
+            id=spec["id"], epoch=spec.get("epoch", 1), input=f"DETECTION OBJECTIVE:\n{spec['id']}",
+            target="", messages=messages,
+            output=ModelOutput.from_content(model=model, content=spec.get("completion", ""))))
+    log = EvalLog(eval=EvalSpec(created="2026-03-16T00:00:00+00:00", task=task,
+                                dataset=EvalDataset(name="cti_realm", samples=len(built)),
+                                model=model, config=EvalConfig()),
+                  status="success", samples=built)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_eval_log(log, str(path))
+    return path

@@ -1,4 +1,4 @@
-"""KustoEngine: the `Engine` protocol over azure-kusto-data, for Azure Data Explorer or any Kusto REST endpoint.
+"""KustoEngine: the `Engine` protocol over azure-kusto-data (Azure Data Explorer, any Kusto REST endpoint).
 
 The same cases run against a cluster (Azure Data Explorer, a Fabric/Synapse
 Kusto endpoint, the Kusto emulator, or ``ctirealm serve``) with the same
@@ -30,7 +30,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -184,8 +183,7 @@ def kusto_type_name(name: str | None) -> str:
 def convert_value(value: Any, kind: str) -> Any:
     """One wire value -> the Python value `LocalEngine` returns for the same Kusto type."""
     if value is None:
-        # Kusto strings are never null: an empty value is "" (as LocalEngine returns it).
-        return "" if kind == "string" else None
+        return None
     try:
         if kind == "datetime":
             moment = value if isinstance(value, datetime) else parse_datetime(str(value))
@@ -345,7 +343,9 @@ class KustoEngine:
         self.now = parse_datetime(now) if now is not None else None
         self.timeout = timeout
         self.max_rows = max_rows
-        self._lock = threading.Lock()
+        #: A cluster (not a loopback test endpoint) also gets ``set notruncation``: the row
+        #: limit is ours (``take``), and Kusto's 64 MB result cap would fail wide results.
+        self.notruncation = target is not None and not target.loopback
 
     @classmethod
     def connect(
@@ -444,6 +444,8 @@ class KustoEngine:
         seconds = self.timeout if timeout is None else float(timeout)
         body = kql.rstrip().rstrip(";").rstrip()
         text = f"{body}\n| take {cap + 1}"
+        if self.notruncation:
+            text = "set notruncation;\n" + text
         started = time.perf_counter()
         try:
             response = self._client.execute_query(self.database, text, self._properties(seconds))
@@ -482,7 +484,7 @@ class KustoEngine:
         if name == "KustoThrottlingError":
             return KqlRuntimeError("the Kusto endpoint throttled the request; retry later")
         error = classify_error(text, kql)
-        if isinstance(error, (KqlSyntaxError, KqlSemanticError, KqlUnsupportedError)):
+        if not isinstance(error, (QueryTimeout, ResourceLimitExceeded)):
             error = self._local_diagnosis(kql, error)
         if isinstance(error, QueryTimeout) and seconds is not None:
             error = QueryTimeout(f"query exceeded its time limit of {seconds:g} s and was stopped",
@@ -502,11 +504,10 @@ class KustoEngine:
         try:
             translate_kql(kql, schema={t: s.column_names for t, s in self._schemas.items()},
                           now=self.now)
-        except (KqlSyntaxError, KqlSemanticError, KqlUnsupportedError) as local:
-            if isinstance(local, type(error)) or isinstance(error, KqlUnsupportedError):
-                return local
-        except EngineError:
+        except (QueryTimeout, ResourceLimitExceeded):
             return error
+        except EngineError as local:
+            return local
         return error
 
     def close(self) -> None:

@@ -332,7 +332,7 @@ class LocalEngine:
             elapsed = time.perf_counter() - started
         truncated = len(raw) > cap
         columns = [(d[0], kusto_type(d[1])) for d in description]
-        rows = [_convert_row(r, columns) for r in raw[:cap]]
+        rows = _convert_rows(raw[:cap], columns)
         return QueryResult(columns, rows, truncated=truncated, elapsed=elapsed, sql=str(sql))
 
     def close(self) -> None:
@@ -465,18 +465,31 @@ def _semantic_error(kql: str, exc: duckdb.Error) -> EngineError:
     return KqlSemanticError(_first_line(exc))
 
 
-def _convert_row(row: tuple[Any, ...], columns: list[tuple[str, str]]) -> tuple[Any, ...]:
+def _convert_rows(
+    rows: list[tuple[Any, ...]], columns: list[tuple[str, str]]
+) -> list[tuple[Any, ...]]:
+    """DuckDB rows -> result rows: dynamic text parsed, naive datetimes made UTC-aware.
+
+    Only the columns that need it are touched; rows of plain scalars pass as they are.
+    """
+    convert = [
+        (i, kind) for i, (_, kind) in enumerate(columns) if kind in ("dynamic", "datetime")
+    ]
+    if not convert:
+        return rows
     out = []
-    for value, (_, kind) in zip(row, columns, strict=True):
-        if value is None:
-            out.append(None)
-        elif kind == "dynamic" and isinstance(value, str):
-            try:
-                out.append(json.loads(value))
-            except json.JSONDecodeError:
-                out.append(value)
-        elif isinstance(value, datetime) and value.tzinfo is None:
-            out.append(value.replace(tzinfo=UTC))
-        else:
-            out.append(value)
-    return tuple(out)
+    for row in rows:
+        values = list(row)
+        for i, kind in convert:
+            value = values[i]
+            if value is None:
+                continue
+            if kind == "dynamic" and isinstance(value, str):
+                try:
+                    values[i] = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+            elif isinstance(value, datetime) and value.tzinfo is None:
+                values[i] = value.replace(tzinfo=UTC)
+        out.append(tuple(values))
+    return out

@@ -387,6 +387,124 @@ def _new_aggregates() -> list[_functions.AggregateSpec]:
     ]
 
 
+# --------------------------------------------------------------------------- faster SQL
+#
+# Same answers, cheaper SQL. Measured on a million DeviceProcessEvents rows
+# (benchmarks/engine.py): a LIKE with an ESCAPE clause loses DuckDB's
+# substring fast path (13 ms -> 205 ms), a `has` term regex over every row costs
+# 440 ms where a substring pre-filter leaves 80 ms, and binning through
+# floating-point epochs costs 165 ms where integer microseconds cost 19 ms.
+
+#: op -> (LIKE keyword, leading %, trailing %, negated)
+_LIKE_OPS = {
+    "contains": ("ILIKE", True, True, False), "!contains": ("ILIKE", True, True, True),
+    "contains_cs": ("LIKE", True, True, False), "!contains_cs": ("LIKE", True, True, True),
+    "startswith": ("ILIKE", False, True, False), "!startswith": ("ILIKE", False, True, True),
+    "endswith": ("ILIKE", True, False, False), "!endswith": ("ILIKE", True, False, True),
+}
+#: op -> (LIKE keyword of the pre-filter, negated)
+_HAS_OPS = {
+    "has": ("ILIKE", False), "!has": ("ILIKE", True),
+    "has_cs": ("LIKE", False), "!has_cs": ("LIKE", True),
+}
+_LIKE_SPECIAL = frozenset("%_\\")
+#: Longest has_any/has_all list given a substring pre-filter.
+_PREFILTER_MAX_NEEDLES = 64
+
+
+def _literal_text(node: ir.Expr) -> str | None:
+    if isinstance(node, ir.Literal) and node.kind == "string" and node.value is not None:
+        return str(node.value)
+    return None
+
+
+def _term_operator(
+    original: Callable[[ir.BinaryOp, Any], str | None],
+) -> Callable[[ir.BinaryOp, Any], str | None]:
+    """String operators against a literal needle.
+
+    ``contains``/``startswith``/``endswith`` (and ``_cs``, negations) whose
+    needle has no LIKE metacharacter are written as a plain LIKE/ILIKE
+    pattern, without the ESCAPE clause duckdb-kql always adds. ``has``/``has_cs``
+    with an ASCII needle keep duckdb-kql's term regex, behind a substring test
+    the regex implies (a term match is a substring match), so the regex runs
+    only on the rows that contain the needle at all.
+    """
+
+    def render(node: ir.BinaryOp, sqls: Any) -> str | None:
+        needle = _literal_text(node.right)
+        if needle is not None and node.op in _LIKE_OPS and not _LIKE_SPECIAL & set(needle):
+            keyword, lead, trail, negated = _LIKE_OPS[node.op]
+            pattern = ("%" if lead else "") + needle + ("%" if trail else "")
+            sql = f"({sqls[0]} {keyword} {_translate.quote_string(pattern)})"
+            return f"(NOT {sql})" if negated else sql
+        if needle and node.op in _HAS_OPS and needle.isascii():
+            keyword, negated = _HAS_OPS[node.op]
+            positive = node.op.lstrip("!")
+            term = original(dataclasses.replace(node, op=positive), sqls)
+            if term is None:
+                term = _functions.BINARY_OPERATORS[positive].template.format(*sqls)
+            like = _translate.quote_string("%" + needle + "%")
+            sql = f"({sqls[0]} {keyword} {like} AND {term})"
+            return f"(NOT {sql})" if negated else sql
+        return original(node, sqls)
+
+    return render
+
+
+def _has_list(original: Callable[[ir.HasList], str]) -> Callable[[ir.HasList], str]:
+    """``has_any``/``has_all`` over literal ASCII needles, behind substring pre-filters."""
+
+    def render(node: ir.HasList) -> str:
+        sql = original(node)
+        if node.subquery is not None:
+            return sql
+        needles: list[str] = []
+        for item in node.items:
+            text = _literal_text(item)
+            if text is not None:
+                needles.append(text)
+                continue
+            listed = _translate._literal_needles(item)
+            if listed is None or any(n is None for n in listed):
+                return sql
+            needles.extend(n for n in listed if n is not None)
+        if not needles or len(needles) > _PREFILTER_MAX_NEEDLES:
+            return sql
+        if not all(n and n.isascii() for n in needles):
+            return sql
+        value = _translate.render_kql_tostring(node.value)
+        tests = [f"{value} ILIKE {_translate.quote_string('%' + n + '%')}" for n in needles]
+        joined = (" AND " if node.require_all else " OR ").join(tests)
+        return f"(({joined}) AND {sql})"
+
+    return render
+
+
+def _bin(original: Callable[..., str]) -> Callable[..., str]:
+    """``bin(column, <timespan literal>)`` in integer microseconds.
+
+    Same floor-to-a-multiple-since-the-Unix-epoch as duckdb-kql's rendering
+    (negative offsets floor too), without the floating-point round trip. Like
+    duckdb-kql, a bare column binned by a timespan is taken to be a datetime.
+    """
+
+    def render(node: ir.FunctionCall, name: str = "bin") -> str:
+        if len(node.args) == 2:
+            value, size = node.args
+            if (
+                isinstance(value, ir.ColumnRef)
+                and isinstance(size, ir.Literal)
+                and size.kind == "timespan"
+            ):
+                v = f"epoch_us({_translate.render_expr(value)})"
+                step = f"NULLIF(epoch_us({_translate.render_expr(size)}), 0)"
+                return f"make_timestamp({v} - ((({v} % {step}) + {step}) % {step}))"
+        return original(node, name)
+
+    return render
+
+
 # --------------------------------------------------------------------------- operators
 
 @dataclasses.dataclass(frozen=True)
@@ -651,6 +769,9 @@ def install() -> None:
     _SAVED["lower_mv_expand_target"] = _lower._lower_mv_expand_target
     _SAVED["to_sql"] = _translate.to_sql
     _SAVED["render_range"] = _translate.render_range
+    _SAVED["term_operator"] = _translate._render_term_operator
+    _SAVED["has_list"] = _translate.render_has_list
+    _SAVED["render_bin"] = _translate.render_bin
 
     for name, render in _NEW_FORMS.items():
         forms.setdefault(name, render)
@@ -671,6 +792,9 @@ def install() -> None:
     _lower._lower_mv_expand_target = _lower_mv_expand_target(_SAVED["lower_mv_expand_target"])
     _translate.to_sql = _emit(_SAVED["to_sql"])
     _translate.render_range = _render_range
+    _translate._render_term_operator = _term_operator(_SAVED["term_operator"])
+    _translate.render_has_list = _has_list(_SAVED["has_list"])
+    _translate.render_bin = _bin(_SAVED["render_bin"])
 
 
 def _widened(
@@ -710,6 +834,9 @@ def uninstall() -> None:
     _lower._lower_mv_expand_target = _SAVED["lower_mv_expand_target"]
     _translate.to_sql = _SAVED["to_sql"]
     _translate.render_range = _SAVED["render_range"]
+    _translate._render_term_operator = _SAVED["term_operator"]
+    _translate.render_has_list = _SAVED["has_list"]
+    _translate.render_bin = _SAVED["render_bin"]
     _SAVED.clear()
 
 

@@ -134,7 +134,8 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise UpstreamFormatError(path, f"invalid JSON at column {exc.colno}: {exc.msg}", number) from None
+                raise UpstreamFormatError(path, f"invalid JSON at column {exc.colno}: {exc.msg}",
+                                          number) from None
             if not isinstance(value, dict):
                 raise UpstreamFormatError(path, "each line must be a JSON object", number)
             yield number, value
@@ -223,7 +224,8 @@ def read_cases(root: Path, checker: _Checker) -> dict[str, UpstreamCase]:
                 raise UpstreamFormatError(answers, f"id {case_id!r} appears twice", line)
             seen.add(case_id)
             if case_id not in truth:
-                raise UpstreamFormatError(answers, f"id {case_id!r} has no ground truth in {samples.name}", line)
+                raise UpstreamFormatError(answers, f"id {case_id!r} has no ground truth in "
+                                                   f"{samples.name}", line)
             sample_line, sample = truth[case_id]
             gt = sample["ground_truth"]
             patterns = gt["regex_patterns"]
@@ -297,7 +299,8 @@ def read_reports(root: Path, checker: _Checker) -> list[UpstreamReport]:
         if not slug[0].isalnum():
             slug = f"report-{slug}"
         if slug in slugs:
-            raise UpstreamFormatError(path, f"report id {record['id']!r} clashes with line {slugs[slug]}", line)
+            raise UpstreamFormatError(path, f"report id {record['id']!r} clashes with line "
+                                            f"{slugs[slug]}", line)
         slugs[slug] = line
         reports.append(UpstreamReport(str(record["id"]), slug, record["title"].strip(),
                                       record["content"].strip(),

@@ -288,19 +288,28 @@ def _count(client: Any, database: str, table: str) -> int | None:
 
 
 def ensure_tables(client: Any, database: str, schemas: Mapping[str, TableSchema]) -> None:
-    """Create (or merge) every table on the cluster with our columns and types."""
+    """Create (or merge) every table on the cluster with our columns and types.
+
+    An endpoint that does not know ``.create-merge table`` (a local duckdb-kql
+    server) gets an empty ``.set-or-append`` per table instead, which creates it.
+    """
+    merge = True
     for schema in schemas.values():
+        if merge:
+            try:
+                _mgmt(client, database, create_table_command(schema))
+                continue
+            except Exception as exc:
+                text = str(exc)
+                if "unsupported" not in text.lower() and "not supported" not in text.lower():
+                    raise PushError(f"{schema.name}: cannot create the table: "
+                                    f"{text.splitlines()[0]}") from exc
+                merge = False
         try:
-            _mgmt(client, database, create_table_command(schema))
-        except Exception as exc:
-            text = str(exc)
-            if "unsupported" not in text.lower() and "not supported" not in text.lower():
-                raise PushError(f"{schema.name}: cannot create the table: {text.splitlines()[0]}") from exc
-            try:  # an endpoint without .create-merge: an empty append creates the table
-                _mgmt(client, database, append_command(schema, []))
-            except Exception as inner:
-                raise PushError(f"{schema.name}: cannot create the table: "
-                                f"{str(inner).splitlines()[0]}") from inner
+            _mgmt(client, database, append_command(schema, []))
+        except Exception as inner:
+            raise PushError(f"{schema.name}: cannot create the table: "
+                            f"{str(inner).splitlines()[0]}") from inner
 
 
 def _ingestion_properties(database: str, schema: TableSchema, tag: str) -> Any:

@@ -91,7 +91,8 @@ def normalise_request(body: bytes, now: datetime | None) -> bytes:
     return json.dumps(request).encode("utf-8")
 
 
-def _string_columns(con: duckdb.DuckDBPyConnection, alias: str, path: Path) -> dict[str, list[tuple[str, bool]]]:
+def _string_columns(con: duckdb.DuckDBPyConnection, alias: str,
+                    path: Path) -> dict[str, list[tuple[str, bool]]]:
     """Each table's columns, in order, with whether each is a Kusto ``string``."""
     meta_path = path.with_suffix(".meta.json")
     if meta_path.is_file():
@@ -161,6 +162,28 @@ def build_realm_server(
     if not is_loopback(host):
         raise ValueError(f"refusing to serve on {host!r}: the store is served on loopback only "
                          "(127.0.0.1 or ::1), because the endpoint has no authentication")
+    return make_server(open_store_connection(store_path, database), port=port, host=host,
+                       now=now, quiet=quiet, source=str(store_path))
+
+
+def make_server(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    now: datetime | None = None,
+    quiet: bool = True,
+    source: str = ":memory:",
+    allow_write: bool = False,
+) -> Any:
+    """duckdb-kql's Kusto REST server on *con*'s current database, with the normalisation above.
+
+    Loopback only. ``allow_write`` lets requests ingest (``.set-or-append``);
+    `build_realm_server` never sets it, it exists for scratch endpoints that
+    receive ``ctirealm telemetry push``.
+    """
+    if not is_loopback(host):
+        raise ValueError(f"refusing to serve on {host!r}: loopback addresses only")
     from duckdb_kql.server import KustoRestServer, _Handler
 
     clock = now
@@ -181,11 +204,11 @@ def build_realm_server(
                 self.rfile = connection  # keep-alive: the next request comes from the socket
 
     class RealmServer(KustoRestServer):  # type: ignore[misc, valid-type]
-        """duckdb-kql's server on the store, read-only, with the request normalisation above."""
+        """duckdb-kql's server with the request normalisation above, one database."""
 
-        def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-            super().__init__(con, port=port, host=host, source=str(store_path), quiet=quiet,
-                             allow_write=False)
+        def __init__(self) -> None:
+            super().__init__(con, port=port, host=host, source=source, quiet=quiet,
+                             allow_write=allow_write)
             self.RequestHandlerClass = RealmHandler
             self.now = clock
 
@@ -210,7 +233,7 @@ def build_realm_server(
         import socket
 
         RealmServer.address_family = socket.AF_INET6
-    return RealmServer(open_store_connection(store_path, database))
+    return RealmServer()
 
 
 def serve_forever(server: Any, announce: Callable[[str], None] = print) -> None:

@@ -82,6 +82,25 @@ def engine_spec(config: pytest.Config) -> str:
     return str(value or "local").strip()
 
 
+def _check_engine_spec(spec: str) -> None:
+    """A bad ``--realm-engine`` is a usage error at start-up, not a failure in every test."""
+    if spec == "local":
+        return
+    if spec == "kusto" or spec.startswith(("kusto:", "https:", "http:")):
+        from ..engine.kusto import parse_kusto_url
+
+        try:
+            parse_kusto_url(None if spec == "kusto" else spec)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--realm-engine {spec}: {exc}") from None
+        return
+    raise pytest.UsageError(f"--realm-engine {spec!r}: use local or kusto://HOST[:PORT]/DATABASE")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _check_engine_spec(engine_spec(config))
+
+
 def session_engine(config: pytest.Config) -> Engine:
     """One read-only engine per process: on the session's store, or on a Kusto endpoint.
 
@@ -93,9 +112,10 @@ def session_engine(config: pytest.Config) -> Engine:
         timeout = config.getoption("--realm-timeout") or float(config.getini("realm_query_timeout"))
         store = session_store(config)
         spec = engine_spec(config)
+        _check_engine_spec(spec)
         if spec == "local":
             config.stash[_ENGINE] = store.engine(timeout=timeout)
-        elif spec == "kusto" or spec.startswith(("kusto:", "https:", "http:")):
+        else:
             from ..engine.kusto import KustoEngine
 
             schemas = {
@@ -109,9 +129,6 @@ def session_engine(config: pytest.Config) -> Engine:
                     timeout=timeout)
             except (ValueError, ImportError) as exc:
                 raise pytest.UsageError(f"--realm-engine {spec}: {exc}") from None
-        else:
-            raise pytest.UsageError(
-                f"--realm-engine {spec!r}: use local or kusto://HOST[:PORT]/DATABASE")
     return config.stash[_ENGINE]
 
 

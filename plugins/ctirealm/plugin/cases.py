@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,8 @@ from . import cases_root, session_engine, session_store
 
 SUBSETS = {"25": "realm-25", "50": "realm-50", "all": None}
 _RUNS = pytest.StashKey[dict[tuple[str, int], "CaseRun"]]()
+_SESSION = pytest.StashKey[str]()
+_RULES = pytest.StashKey[dict[str, dict[str, Any]]]()
 _CASESET = pytest.StashKey[CaseSet]()
 _STARTED = pytest.StashKey[str]()
 
@@ -130,10 +133,24 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{_marker(subset)}: cases in the {subset} subset")
     config.addinivalue_line("markers", "realm_case(id): a ctirealm benchmark case")
     config.stash[_RUNS] = {}
+    config.stash[_RULES] = {}
     config.stash[_STARTED] = datetime.now(UTC).isoformat(timespec="seconds")
-    if not hasattr(config, "workerinput"):
-        parts = settings(config).report_dir / ".parts"
-        shutil.rmtree(parts, ignore_errors=True)
+    # Each session writes its case parts under its own id, so two sessions sharing a
+    # report directory never mix their results.
+    worker = getattr(config, "workerinput", None)
+    config.stash[_SESSION] = worker["realm_session"] if worker and "realm_session" in worker \
+        else uuid.uuid4().hex
+    if worker is None:
+        config.pluginmanager.register(RulesLog(config), "ctirealm-rules-log")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput["realm_session"] = node.config.stash[_SESSION]
+
+
+def _parts_dir(config: pytest.Config) -> Path:
+    return settings(config).report_dir / ".parts" / config.stash[_SESSION]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -187,7 +204,7 @@ class BrokenCase(pytest.Item):
         return self.error
 
     def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, 0, f"{self.path.name}::load"
+        return self.path, 0, "load"
 
 
 class CaseGroup(pytest.Collector):
@@ -306,10 +323,12 @@ def _run_and_score(config: pytest.Config, agent: Any, cases: CaseSet, case: Case
                        schemas=engine.schemas, mode=opts.scoring,
                        sigma_scorer=sigma_scorer_for(engine, store.labels, engine.schemas),
                        judge=_judge(config))
-    parts = opts.report_dir / ".parts"
+    parts = _parts_dir(config)
     trajectory.save(trajectory_path(opts.report_dir / "trajectories", case.id, epoch))
     parts.mkdir(parents=True, exist_ok=True)
     entry = {**score.to_dict(), "title": case.title, "objective": case.objective,
+             "ground_truth": {"techniques": list(case.ground_truth.techniques),
+                              "tables": list(case.ground_truth.tables), "reports": list(case.reports)},
              "difficulty": case.difficulty, "subsets": list(case.subsets),
              "trajectory": _trajectory_summary(trajectory), "duration": trajectory.duration}
     (parts / f"{case.id}.e{epoch}.json").write_text(json.dumps(entry, default=str, indent=1),
@@ -367,30 +386,61 @@ def _check_checkpoint(realm_run: CaseRun, request: pytest.FixtureRequest) -> Non
 # -- session outputs ----------------------------------------------------------
 
 
+class RulesLog:
+    """Collects rules-gate outcomes on the controller (they cross xdist in ``user_properties``)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        if "rule" not in props or (report.when != "call" and not report.failed and not report.skipped):
+            return
+        rules = self.config.stash[_RULES]
+        entry = rules.setdefault(str(props["rule"]), {
+            "path": str(props["rule"]), "title": str(props.get("rule_title", "")), "status": "passed",
+            "tp": None, "fp": None, "expected": props.get("rule_case"), "message": "", "checks": {}})
+        outcome = "failed" if report.failed else "skipped" if report.skipped else "passed"
+        entry["checks"][str(props.get("rule_check", report.nodeid))] = outcome
+        for key in ("tp", "fp"):
+            if props.get(key) is not None:
+                entry[key] = props[key]
+        if report.failed:
+            entry["status"] = "failed"
+            if not entry["message"] and report.longreprtext:
+                entry["message"] = report.longreprtext.strip().splitlines()[-1][:500]
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if hasattr(config, "workerinput") or _RUNS not in config.stash:
         return
     opts = settings(config)
-    parts = opts.report_dir / ".parts"
+    parts = _parts_dir(config)
     entries = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(parts.glob("*.json"))] \
         if parts.is_dir() else []
-    if not entries:
+    rules = [config.stash[_RULES][k] for k in sorted(config.stash[_RULES])]
+    shutil.rmtree(parts, ignore_errors=True)
+    if not entries and not rules:
         return
     results = build_results(config, entries)
+    results["rules"] = rules
     opts.report_dir.mkdir(parents=True, exist_ok=True)
     (opts.report_dir / "results.json").write_text(json.dumps(results, indent=1, default=str),
                                                   encoding="utf-8")
-    shutil.rmtree(parts, ignore_errors=True)
     config.stash[_RESULTS] = results
     try:
         from ..report import write_reports
 
         write_reports(results, opts.report_dir)
-    except ImportError:
-        pass
-    if opts.min_score is not None and results["summary"]["normalized_score"] < opts.min_score:
+    except Exception as exc:  # a report bug must not hide the results or the exit status
+        config.stash[_REPORT_ERROR] = f"{type(exc).__name__}: {exc}"
+    if opts.min_score is not None and entries and \
+            results["summary"]["normalized_score"] < opts.min_score:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_REPORT_ERROR = pytest.StashKey[str]()
 
 
 _RESULTS = pytest.StashKey[dict[str, Any]]()
@@ -449,6 +499,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     summary = results["summary"]
     write = terminalreporter.write_line
     terminalreporter.section("ctirealm score")
+    if config.stash.get(_REPORT_ERROR, None):
+        write(f"reports could not be written: {config.stash[_REPORT_ERROR]}", red=True)
+    if not results["cases"]:
+        failed = sum(1 for r in results["rules"] if r["status"] == "failed")
+        write(f"rules gated: {len(results['rules'])}, failing: {failed}")
+        write(f"results: {settings(config).report_dir / 'results.json'}")
+        return
     run = results["run"]
     low, high = summary["ci95"]
     write(f"agent {run['agent']}  scoring {run['scoring']}  variant {run['variant']}  "

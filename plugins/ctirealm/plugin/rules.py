@@ -231,6 +231,12 @@ class RuleItem(pytest.Item):
         return parsed
 
     def runtest(self) -> None:
+        self.user_properties.extend([("rule", _relative(self.config, self.path)),
+                                     ("rule_check", self.check)])
+        parsed = self.rule_file.parsed()
+        self.user_properties.append(("rule_title", parsed.label))
+        if parsed.expectations is not None and getattr(parsed.expectations, "case", None):
+            self.user_properties.append(("rule_case", parsed.expectations.case))
         getattr(self, f"_check_{self.check}")()
 
     # parse ----------------------------------------------------------------------------------
@@ -328,13 +334,20 @@ class RuleItem(pytest.Item):
 
     # reporting ------------------------------------------------------------------------------
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, f"{self.path.name}::{self.name}"
+        return self.path, None, self.name
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: Any = None) -> str:
         if isinstance(excinfo.value, (RuleCheckFailed, SigmaRuleError)):
             return f"{self.rule_file.parsed().label}: {excinfo.value}"
         return super().repr_failure(excinfo, style)  # type: ignore[arg-type]
+
+
+def _relative(config: pytest.Config, path: Path) -> str:
+    try:
+        return path.relative_to(config.rootpath).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _examples_text(result: RuleResult) -> str:

@@ -681,8 +681,8 @@ def _delta_table(title: str, deltas: list[Any], names: list[str], a: str, b: str
             cells.append(tag("td", _delta(change, 2), class_="num",
                              title=f"{fmt_score(x)} → {fmt_score(y)}"))
         cells.append(tag("td", f"{d.tpfp[0]} → {d.tpfp[1]}"))
-        cells.append(tag("td", f"{d.status[0]} → {d.status[1]}" if d.status[0] != d.status[1]
-                         else d.status[1]))
+        before, after = (s.replace("_", " ") for s in d.status)
+        cells.append(tag("td", f"{before} → {after}" if before != after else after))
         rows.append(tag("tr", cells))
     return tag("section", tag("h2", f"{title} ({len(deltas)})"),
                tag("div", tag("table", tag("thead", tag("tr", head)), tag("tbody", rows), class_="sortable"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ _SEED_ATTRIBUTE: dict[str, str] = {
 
 _LOCK = threading.Lock()
 _CONFIGURED: Path | None = None
+_MODULES: dict[str, int] = {}
 
 
 def data_dir() -> Path:
@@ -133,7 +135,13 @@ def configure_offline(cache_dir: str | Path | None = None, *, force: bool = Fals
     import importlib
 
     with _LOCK:
-        if _CONFIGURED is not None and not force and cache_dir is None:
+        # A cache folder removed under us (a temporary cache dir of an earlier session in the
+        # same process) would leave the validators without data: configure again.
+        # Also when pySigma's data modules were re-imported (a test harness restoring
+        # sys.modules): fresh module objects know nothing of our data.
+        current = {name: id(sys.modules.get(name)) for name in DATA_FILES}
+        if (_CONFIGURED is not None and not force and cache_dir is None and _CONFIGURED.is_dir()
+                and current == _MODULES):
             return _CONFIGURED
         base = Path(cache_dir) if cache_dir else default_cache_dir() / f"pysigma-{_data_hash()}"
         base.mkdir(parents=True, exist_ok=True)
@@ -147,6 +155,8 @@ def configure_offline(cache_dir: str | Path | None = None, *, force: bool = Fals
             module.set_url(str(source))
             getattr(module, _SEED_ATTRIBUTE[module_name])  # load the local file into the cache
         _CONFIGURED = base
+        _MODULES.clear()
+        _MODULES.update({name: id(sys.modules.get(name)) for name in DATA_FILES})
         return base
 
 
@@ -279,6 +289,7 @@ class RuleValidator:
 
     def validate(self, rule: str | Path | Mapping[str, Any] | SigmaRule | ParsedRule
                  ) -> ValidationResult:
+        configure_offline()  # cheap when nothing changed; re-seeds data modules if they did
         parsed = rule if isinstance(rule, ParsedRule) else parse_rule(rule)
         if not parsed.ok:
             return ValidationResult(parsed.label, False, parsed.error)

@@ -1412,65 +1412,82 @@ def _generate_in_workers(context: _Context, tasks: list[_Task], workers: int,
     remaining: dict[str, int] = {}
     for task in tasks:
         remaining[task.table] = remaining.get(task.table, 0) + 1
-    queue_ = sorted(tasks, key=lambda t: -t.rows)  # stable: ties keep table order
+    todo = sorted(tasks, key=lambda t: -t.rows)  # stable: ties keep table order
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in [package_root, env.get("PYTHONPATH")] if p)
     command = [sys.executable, "-c",
                "from ctirealm.telemetry.generator import worker_main; worker_main()"]
-    procs: list[subprocess.Popen[str]] = []
+    procs: list[subprocess.Popen[bytes]] = []
     running: dict[int, _Task] = {}
+    pending: dict[int, bytes] = {}
     written = 0
     selector = selectors.DefaultSelector()
 
+    def send(i: int, doc: dict[str, Any]) -> None:
+        stdin = procs[i].stdin
+        assert stdin is not None
+        try:
+            stdin.write(json.dumps(doc).encode() + b"\n")
+            stdin.flush()
+        except BrokenPipeError:  # the worker failed; its error arrives on stdout
+            pass
+
     def feed(i: int) -> None:
-        proc = procs[i]
-        assert proc.stdin is not None
-        if queue_:
-            task = queue_.pop(0)
-            running[i] = task
-            proc.stdin.write(json.dumps(dataclasses.asdict(task)) + "\n")
-            proc.stdin.flush()
+        if todo:
+            running[i] = todo.pop(0)
+            send(i, dataclasses.asdict(running[i]))
         else:
             running.pop(i, None)
-            proc.stdin.close()
+            stdin = procs[i].stdin
+            assert stdin is not None
+            stdin.close()
+
+    def handle(i: int, line: str) -> None:
+        nonlocal written
+        if line.startswith("progress "):
+            written += int(line.split()[1])
+            if progress:
+                progress(written)
+        elif line == "done":
+            task = running[i]
+            feed(i)
+            remaining[task.table] -= 1
+            if remaining[task.table] == 0:
+                if context.output == "jsonl":
+                    _join_parts(context.out_dir, task.table, tasks)
+                if on_table:
+                    on_table(task.table)
+        elif line.startswith("error "):
+            doc = json.loads(line[6:])
+            if doc["kind"] == "profile":
+                raise ProfileError(doc["message"])
+            raise RuntimeError(f"generator worker failed:\n{doc['message']}")
+        else:
+            raise RuntimeError(f"generator worker said {line!r}")
 
     try:
         for i in range(workers):
             proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    text=True, env=env, bufsize=1)
+                                    env=env)
             procs.append(proc)
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(json.dumps(_context_doc(context)) + "\n")
-            selector.register(proc.stdout, selectors.EVENT_READ, i)
+            assert proc.stdout is not None
+            selector.register(proc.stdout.fileno(), selectors.EVENT_READ, i)
+            pending[i] = b""
+            send(i, _context_doc(context))
             feed(i)
         while running:
             for key, _ in selector.select(timeout=1.0):
                 i = key.data
-                line = key.fileobj.readline()  # type: ignore[union-attr]
-                if line.startswith("progress "):
-                    written += int(line.split()[1])
-                    if progress:
-                        progress(written)
-                elif line == "done\n":
-                    task = running[i]
-                    feed(i)
-                    remaining[task.table] -= 1
-                    if remaining[task.table] == 0:
-                        if context.output == "jsonl":
-                            _join_parts(context.out_dir, task.table, tasks)
-                        if on_table:
-                            on_table(task.table)
-                else:
-                    selector.unregister(key.fileobj)
-                    if not line and i not in running:  # stdin closed, worker finished
-                        continue
-                    if line.startswith("error "):
-                        doc = json.loads(line[6:])
-                        if doc["kind"] == "profile":
-                            raise ProfileError(doc["message"])
-                        raise RuntimeError(f"generator worker failed:\n{doc['message']}")
-                    raise RuntimeError(f"generator worker exited (code {procs[i].wait()})")
+                data = os.read(key.fd, 65536)
+                if not data:
+                    selector.unregister(key.fd)
+                    if i in running:
+                        raise RuntimeError(f"generator worker exited (code {procs[i].wait()})")
+                    continue
+                *lines, pending[i] = (pending[i] + data).split(b"\n")
+                for line in lines:
+                    handle(i, line.decode())
         for proc in procs:
             proc.wait()
     finally:

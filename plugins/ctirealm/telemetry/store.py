@@ -166,22 +166,23 @@ def build_store(
         try:
             labels = Labels()
             files = _validate_committed(dataset, staging / "committed", labels, progress)
-            generated: dict[str, int] = {}
-            if rows > 0:
-                from .generator import generate
-
-                def tick(n: int) -> None:
-                    if progress:
-                        progress("generating benign background", n, rows)
-
-                generated = generate(
-                    staging / "generated", seed=seed, rows=rows, window=dataset.window,
-                    profiles_dir=dataset.generator_dir(), progress=tick,
-                )
-                for table in generated:
-                    files.setdefault(table, []).append(staging / "generated" / f"{table}.jsonl")
             temp_db = staging / "store.duckdb"
-            counts = _load(temp_db, dataset, files, progress)
+            with _Loader(temp_db, dataset, files, staging, progress) as loader:
+                if rows > 0:
+                    from .generator import generate
+
+                    def tick(n: int) -> None:
+                        if progress:
+                            progress("generating benign background", n, rows)
+
+                    # Each table is loaded as soon as its generated files are complete,
+                    # while worker processes go on with the others.
+                    generate(
+                        loader.generated_dir, seed=seed, rows=rows, window=dataset.window,
+                        profiles_dir=dataset.generator_dir(), progress=tick, output="split",
+                        workers=None, on_table=loader.load_generated,
+                    )
+                counts = loader.finish()
             meta = {
                 "format": STORE_FORMAT,
                 "hash": digest,
@@ -206,40 +207,135 @@ def build_store(
         return Store.open(final)
 
 
-def _load(
-    db_path: Path, dataset: Dataset, files: dict[str, list[Path]], progress: Progress | None
-) -> dict[str, int]:
-    con = duckdb.connect(str(db_path))
-    try:
-        con.execute("SET TimeZone='UTC'")
-        counts: dict[str, int] = {}
-        for name, schema in dataset.schemas.items():
-            quoted = '"' + name + '"'
-            paths = [str(p) for p in files.get(name, []) if p.stat().st_size > 0]
-            if paths:
-                sources = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-                order = f'"{schema.time_column}", "{schema.id_column}"'
-                con.execute(
-                    f"CREATE TABLE {quoted} AS SELECT {_select_list(schema)} FROM read_json("
-                    f"{sources}, format='newline_delimited', columns={_read_json_columns(schema)}, "
-                    f"maximum_object_size=16777216) ORDER BY {order}"
-                )
-            else:
-                columns = ", ".join(f'"{c}" {DUCKDB_TYPES[t]}' for c, t in schema.columns)
-                con.execute(f"CREATE TABLE {quoted} ({columns})")
-            dupes = con.execute(
-                f'SELECT "{schema.id_column}", count(*) FROM {quoted} GROUP BY 1 '
-                "HAVING count(*) > 1 ORDER BY 1 LIMIT 3"
-            ).fetchall()
-            if dupes:
-                raise DatasetError(
-                    f"{name}: id column {schema.id_column!r} is not unique: "
-                    + ", ".join(f"{v!r} x{n}" for v, n in dupes)
-                )
-            counts[name] = con.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0]
-            if progress:
-                progress(f"loaded {name}", counts[name], None)
-        con.execute("CHECKPOINT")
-        return counts
-    finally:
-        con.close()
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _csv_columns(schema: TableSchema) -> str:
+    """``columns=`` for the generator's split files: a variant id, then text or number fields."""
+    parts = ["'__vid': 'BIGINT'"]
+    for name, kind in schema.columns:
+        duck = DUCKDB_TYPES[kind] if kind in ("long", "int", "real", "decimal", "bool") else "VARCHAR"
+        parts.append(f"'{name.replace(chr(39), chr(39) * 2)}': '{duck}'")
+    return "{" + ", ".join(parts) + "}"
+
+
+def _typed(expr: str, kind: str) -> str:
+    """A split-file field as the column's type (the same casts the JSONL path applies)."""
+    if kind == "datetime":
+        return f"CAST(CAST({expr} AS TIMESTAMPTZ) AS TIMESTAMP)"
+    if kind == "timespan":
+        return f"CAST({expr} AS INTERVAL)"
+    if kind == "dynamic":
+        return f"json({expr})"  # normalised as read_json normalises a JSON column
+    return expr
+
+
+def _read_csv(paths: list[Path], schema: TableSchema) -> str:
+    return (f"read_csv({_sql_list(paths)}, header=false, delim=',', quote='\"', escape='\"', "
+            f"allow_quoted_nulls=false, auto_detect=false, columns={_csv_columns(schema)})")
+
+
+class _Loader:
+    """Loads tables into a new DuckDB file: committed events (JSONL) plus generated rows.
+
+    A table with generated rows is loaded by :meth:`load_generated` as soon as the generator
+    reports it complete; :meth:`finish` loads the rest, checks ids and returns row counts.
+    Every table is sorted by time then id, so its content and order never depend on how or
+    in which order it was loaded.
+    """
+
+    def __init__(self, db_path: Path, dataset: Dataset, files: dict[str, list[Path]],
+                 staging: Path, progress: Progress | None) -> None:
+        self.dataset = dataset
+        self.files = files
+        self.progress = progress
+        self.counts: dict[str, int] = {}
+        #: Where the generator writes its split files.
+        self.generated_dir = staging / "generated"
+        spill_dir = staging / "spill"
+        self.con = duckdb.connect(str(db_path))
+        self.con.execute("SET TimeZone='UTC'")
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        self.con.execute(f"SET temp_directory='{str(spill_dir).replace(chr(39), chr(39) * 2)}'")
+        self.con.execute(f"SET memory_limit='{os.environ.get('CTIREALM_BUILD_MEMORY', '1.5GB')}'")
+
+    def __enter__(self) -> _Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.con.close()
+
+    def _committed(self, schema: TableSchema) -> str | None:
+        paths = [p for p in self.files.get(schema.name, []) if p.stat().st_size > 0]
+        if not paths:
+            return None
+        return (f"SELECT {_select_list(schema)} FROM read_json({_sql_list(paths)}, "
+                f"format='newline_delimited', columns={_read_json_columns(schema)}, "
+                f"maximum_object_size=16777216)")
+
+    def load_generated(self, table: str) -> None:
+        """Load *table*: its committed events and the generator's split files for it."""
+        from .generator import split_files
+
+        schema = self.dataset.schemas[table]
+        rows_files, variant_files = split_files(self.generated_dir, table)
+        rows_files = [p for p in rows_files if p.stat().st_size > 0]
+        variant_files = [p for p in variant_files if p.stat().st_size > 0]
+        if not rows_files:
+            self._create(schema, [])
+            return
+        typed = ", ".join(f"{_typed(_quote(n), k)} AS {_quote(n)}" for n, k in schema.columns)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __variants AS SELECT __vid, {typed} "
+            f"FROM {_read_csv(variant_files, schema)}"
+        )
+        merged = ", ".join(
+            f"coalesce({_typed('r.' + _quote(n), k)}, v.{_quote(n)}) AS {_quote(n)}"
+            for n, k in schema.columns
+        )
+        self._create(schema, [
+            f"SELECT {merged} FROM {_read_csv(rows_files, schema)} r "
+            "JOIN __variants v ON r.__vid = v.__vid"
+        ])
+        self.con.execute("DROP TABLE __variants")
+        for path in rows_files + variant_files:
+            path.unlink()
+
+    def _create(self, schema: TableSchema, sources: list[str]) -> None:
+        committed = self._committed(schema)
+        if committed:
+            sources = [*sources, committed]
+        quoted = _quote(schema.name)
+        if sources:
+            order = f"{_quote(schema.time_column)}, {_quote(schema.id_column)}"
+            union = " UNION ALL ".join(f"({q})" for q in sources)
+            self.con.execute(f"CREATE TABLE {quoted} AS SELECT * FROM ({union}) ORDER BY {order}")
+        else:
+            columns = ", ".join(f"{_quote(c)} {DUCKDB_TYPES[t]}" for c, t in schema.columns)
+            self.con.execute(f"CREATE TABLE {quoted} ({columns})")
+        dupes = self.con.execute(
+            f"SELECT {_quote(schema.id_column)}, count(*) FROM {quoted} GROUP BY 1 "
+            "HAVING count(*) > 1 ORDER BY 1 LIMIT 3"
+        ).fetchall()
+        if dupes:
+            raise DatasetError(
+                f"{schema.name}: id column {schema.id_column!r} is not unique: "
+                + ", ".join(f"{v!r} x{n}" for v, n in dupes)
+            )
+        row = self.con.execute(f"SELECT count(*) FROM {quoted}").fetchone()
+        self.counts[schema.name] = row[0] if row else 0
+        if self.progress:
+            self.progress(f"loaded {schema.name}", self.counts[schema.name], None)
+
+    def finish(self) -> dict[str, int]:
+        """Load the tables not loaded yet, write everything out; row counts in schema order."""
+        for name, schema in self.dataset.schemas.items():
+            if name not in self.counts:
+                self._create(schema, [])
+        self.con.execute("CHECKPOINT")
+        return {name: self.counts[name] for name in self.dataset.schemas}

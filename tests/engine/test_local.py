@@ -1,0 +1,158 @@
+"""LocalEngine's API: construction, catalogue, results, errors, caching and the rewrite hook."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ctirealm.engine import (
+    Engine,
+    EngineError,
+    KqlSemanticError,
+    KqlSyntaxError,
+    KqlUnsupportedError,
+    LocalEngine,
+    QueryResult,
+    rewrite,
+)
+
+NOW = "2026-03-16T00:00:00Z"
+
+
+def _store(path: Path) -> Path:
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE Events AS SELECT TIMESTAMP '2026-03-15 10:00:00' AS Timestamp, "
+        "'x' AS Name, NULL::VARCHAR AS Note, '{\"a\": [1, 2]}'::JSON AS Extra, 7 AS Id"
+    )
+    con.close()
+    meta = {"now": NOW, "schemas": {"Events": {
+        "id_column": "Id", "time_column": "Timestamp",
+        "columns": [["Timestamp", "datetime"], ["Name", "string"], ["Note", "string"],
+                    ["Extra", "dynamic"], ["Id", "int"]],
+    }}}
+    path.with_suffix(".meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return _store(tmp_path / "events.duckdb")
+
+
+def test_open_reads_schemas_and_clock(store: Path) -> None:
+    with LocalEngine.open(store) as engine:
+        assert isinstance(engine, Engine)
+        assert engine.tables() == ["Events"]
+        assert engine.schema("Events")[0] == ("Timestamp", "datetime")
+        assert engine.query("print n = now()").rows == [(datetime(2026, 3, 16, tzinfo=UTC),)]
+        with pytest.raises(KqlSemanticError):
+            engine.schema("Nope")
+
+
+def test_the_same_store_opens_twice_in_one_process(store: Path) -> None:
+    first = LocalEngine.open(store, memory_limit="512MB")
+    second = LocalEngine.open(store, memory_limit="256MB", timeout=3.0)
+    try:
+        assert first.query("Events | count").rows == second.query("Events | count").rows
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_store_without_sidecar_reads_the_catalogue(tmp_path: Path) -> None:
+    path = tmp_path / "bare.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE T AS SELECT 1::BIGINT AS n, 'a' AS s")
+    con.close()
+    with LocalEngine.open(path) as engine:
+        assert engine.schema("T") == [("n", "long"), ("s", "string")]
+        assert engine.query("T | where s == 'a' | project n").rows == [(1,)]
+
+
+def test_missing_strings_read_as_empty(store: Path) -> None:
+    with LocalEngine.open(store) as engine:
+        assert engine.query("Events | where Note == '' | count").rows == [(1,)]
+        assert engine.query("Events | project Note").rows == [("",)]
+
+
+def test_result_shapes(store: Path) -> None:
+    with LocalEngine.open(store) as engine:
+        result = engine.query("Events | project Timestamp, Name, Extra, Id")
+    assert isinstance(result, QueryResult)
+    assert result.columns == [("Timestamp", "datetime"), ("Name", "string"),
+                              ("Extra", "dynamic"), ("Id", "int")]
+    assert result.to_dicts() == [{
+        "Timestamp": datetime(2026, 3, 15, 10, tzinfo=UTC), "Name": "x",
+        "Extra": {"a": [1, 2]}, "Id": 7,
+    }]
+    table = result.to_kusto_json()["Tables"][0]
+    assert [c["DataType"] for c in table["Columns"]] == ["DateTime", "String", "Object", "Int32"]
+    assert table["Rows"] == [["2026-03-15T10:00:00Z", "x", {"a": [1, 2]}, 7]]
+    json.loads(result.to_json())
+
+
+def test_limit_and_truncation(store: Path) -> None:
+    with LocalEngine.open(store, max_rows=5) as engine:
+        result = engine.query("range x from 1 to 10 step 1")
+        assert len(result) == 5 and result.truncated
+        assert len(engine.query("range x from 1 to 10 step 1", limit=3)) == 3
+        assert len(engine.query("range x from 1 to 10 step 1", limit=50)) == 5
+
+
+def test_translation_is_cached(store: Path) -> None:
+    with LocalEngine.open(store) as engine:
+        first = engine.translate("Events | count")
+        assert engine.translate("Events | count") is first
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None, 42])
+def test_non_queries_are_syntax_errors(store: Path, bad: object) -> None:
+    with LocalEngine.open(store) as engine, pytest.raises(KqlSyntaxError):
+        engine.query(bad)  # type: ignore[arg-type]
+
+
+def test_from_tables_validates_its_input() -> None:
+    with pytest.raises(ValueError, match="without a schema"):
+        LocalEngine.from_tables(tables={"T": [{"a": 1}]}, schemas={})
+    with pytest.raises(ValueError, match="unknown Kusto type"):
+        LocalEngine.from_tables(tables={}, schemas={"T": [("a", "varchar")]})
+    with pytest.raises(ValueError, match="row 0"):
+        LocalEngine.from_tables(tables={"T": [{"a": "x"}]}, schemas={"T": [("a", "long")]})
+    with pytest.raises(ValueError, match="differ only in case"):
+        LocalEngine.from_tables(tables={}, schemas={"T": [("a", "long")], "t": [("a", "long")]})
+
+
+def test_every_error_is_an_engine_error_with_a_position() -> None:
+    engine = LocalEngine.from_tables(tables={}, schemas={"T": [("a", "long")]}, now=NOW)
+    for kql in ("T | wher a > 1", "T | where b > 1", "T | evaluate bag_unpack(a)"):
+        with pytest.raises(EngineError) as info:
+            engine.query(kql)
+        assert info.value.line == 1 and info.value.column is not None, str(info.value)
+        assert f"at 1:{info.value.column}" in str(info.value)
+
+
+def test_rewrites_can_be_removed_and_restored() -> None:
+    engine = LocalEngine.from_tables(
+        tables={"T": [{"a": 1, "b": 2}]}, schemas={"T": [("a", "long"), ("b", "long")]}, now=NOW
+    )
+    assert engine.query("T | project-reorder b").column_names == ["b", "a"]
+    with rewrite.disabled():
+        assert not rewrite.installed()
+        fresh = LocalEngine.from_tables(
+            tables={"T": [{"a": 1, "b": 2}]}, schemas={"T": [("a", "long"), ("b", "long")]}
+        )
+        with pytest.raises(KqlUnsupportedError):
+            fresh.query("T | project-reorder b")
+    assert rewrite.installed()
+    assert fresh.query("T | project-reorder b").column_names == ["b", "a"]
+
+
+def test_kusto_function_names() -> None:
+    assert rewrite.is_kusto_function("geo_info_from_ip_address")
+    assert rewrite.is_kusto_function("ARG_MAX")
+    assert not rewrite.is_kusto_function("read_csv")
