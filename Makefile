@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,kusto,openai]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,kusto,openai,inspect]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +24,7 @@ bench: $(STAMP)
 ## make test: the project's own tests
 test: $(STAMP)
 	$(BIN)/ruff check plugins tests benchmarks examples
-	$(BIN)/python -m pytest tests -n 2
+	$(BIN)/python -m pytest tests -n 2 --snapshot-warn-unused
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugins tests benchmarks examples

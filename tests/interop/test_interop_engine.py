@@ -161,6 +161,9 @@ def test_serve_is_loopback_only_and_read_only(conformance_store: tuple[Path, dat
     for host in ("0.0.0.0", "192.0.2.1", "example.com"):
         with pytest.raises(ValueError, match="loopback"):
             build_realm_server(path, port=0, host=host, now=now)
+    from ctirealm.cli import main
+
+    assert main(["serve", "--host", "0.0.0.0", "--telemetry", str(path.parent)]) == 2
     from azure.kusto.data.exceptions import KustoServiceError
 
     from ctirealm.engine.kusto import make_client

@@ -62,7 +62,7 @@ def _inspect(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
 
     try:
         return InspectLogAgent(target)
-    except InspectLogError as exc:
+    except (InspectLogError, ImportError) as exc:
         raise AgentSpecError(f"inspect agent: {exc}") from exc
 
 

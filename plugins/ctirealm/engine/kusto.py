@@ -55,6 +55,8 @@ from .result import QueryResult, format_datetime
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_ROWS = 100_000
+#: Longest query text sent (as LocalEngine: a megabyte of KQL is an indicator dump, not a query).
+MAX_QUERY_CHARS = 1_000_000
 ENV_URL = "CTIREALM_KUSTO_URL"
 ENV_CLIENT_ID = "CTIREALM_KUSTO_CLIENT_ID"
 ENV_CLIENT_SECRET = "CTIREALM_KUSTO_CLIENT_SECRET"
@@ -439,6 +441,10 @@ class KustoEngine:
             raise KqlSyntaxError(f"query must be text, got {type(kql).__name__}")
         if not kql.strip():
             raise KqlSyntaxError("empty query")
+        if len(kql) > MAX_QUERY_CHARS:
+            raise ResourceLimitExceeded(
+                f"query text is {len(kql):,} characters; the limit is {MAX_QUERY_CHARS:,} "
+                "(keep long indicator lists short, or split the query)", construct="query size")
         check_read_only(kql)
         cap = self.max_rows if limit is None else max(0, min(int(limit), self.max_rows))
         seconds = self.timeout if timeout is None else float(timeout)
@@ -522,19 +528,7 @@ class KustoEngine:
         self.close()
 
 
-def engine_from_spec(
-    spec: str,
-    *,
-    schemas: Mapping[str, TableSchema],
-    now: datetime | str | None,
-    timeout: float = DEFAULT_TIMEOUT,
-    max_rows: int = DEFAULT_MAX_ROWS,
-) -> KustoEngine:
-    """``--realm-engine kusto://...`` -> a `KustoEngine` on the local schemas and clock."""
-    return KustoEngine.connect(spec, schemas=schemas, now=now, timeout=timeout, max_rows=max_rows)
-
-
 __all__ = [
     "KustoEngine", "KustoTarget", "classify_error", "connection_builder", "convert_value",
-    "engine_from_spec", "is_loopback", "kusto_type_name", "make_client", "parse_kusto_url",
+    "is_loopback", "kusto_type_name", "make_client", "parse_kusto_url",
 ]

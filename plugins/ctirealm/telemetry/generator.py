@@ -577,6 +577,8 @@ class _TableGenerator:
         #: ``variant_lines`` (the caller writes and empties it).
         self.next_vid = shard * _VID_SHARD
         self.variant_lines: list[str] = []
+        #: Split output: the columns some row supplies itself (all others come from variants).
+        self.varying: set[str] = set()
         self.model = spec.get("row_model", "explicit")
         if self.model not in ("explicit", "process_chain", "file_ops"):
             raise ProfileError(f"tables.{table}.row_model: unknown model {self.model!r}")
@@ -866,6 +868,7 @@ class _TableGenerator:
             if "{$" in text and _DYNAMIC.search(text):
                 row_fields.append(text)
                 variant_fields.append("")
+                self.varying.add(column)
             else:
                 row_fields.append("")
                 variant_fields.append(text)
@@ -1222,11 +1225,26 @@ def _part_paths(out_dir: Path, task: _Task, output: str) -> tuple[Path, Path | N
     return out_dir / f"{task.table}.part-{task.shard:03d}.jsonl", None
 
 
-def split_files(out_dir: Path, table: str) -> tuple[list[Path], list[Path]]:
-    """Row files and variant files of *table* in a ``split`` output folder, in shard order."""
+@dataclass(frozen=True)
+class SplitFiles:
+    """One table's ``split`` output: row and variant files (shard order), varying columns."""
+
+    rows: list[Path]
+    variants: list[Path]
+    varying: frozenset[str]
+
+    def paths(self) -> list[Path]:
+        return [*self.rows, *self.variants]
+
+
+def split_files(out_dir: Path, table: str) -> SplitFiles:
+    """The ``split`` output of *table* in *out_dir*."""
     out_dir = Path(out_dir)
-    return (sorted(out_dir.glob(f"{table}.rows-*.csv")),
-            sorted(out_dir.glob(f"{table}.variants-*.csv")))
+    varying: set[str] = set()
+    for path in sorted(out_dir.glob(f"{table}.varying-*.txt")):
+        varying.update(filter(None, path.read_text(encoding="utf-8").splitlines()))
+    return SplitFiles(sorted(out_dir.glob(f"{table}.rows-*.csv")),
+                      sorted(out_dir.glob(f"{table}.variants-*.csv")), frozenset(varying))
 
 
 def _run_task(task: _Task, context: _Context, loaded: _Loaded,
@@ -1249,6 +1267,10 @@ def _run_task(task: _Task, context: _Context, loaded: _Loaded,
                 engine.variant_lines = []
             written += len(chunk)
             report(len(chunk))
+    if context.output == "split":
+        varying_path = context.out_dir / f"{task.table}.varying-{task.shard:03d}.txt"
+        varying_path.write_text("".join(f"{c}\n" for c in sorted(engine.varying)),
+                                encoding="utf-8")
     return written
 
 

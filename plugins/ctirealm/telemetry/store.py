@@ -282,10 +282,12 @@ class _Loader:
         """Load *table*: its committed events and the generator's split files for it."""
         from .generator import split_files
 
+        if table not in self.dataset.schemas:
+            return
         schema = self.dataset.schemas[table]
-        rows_files, variant_files = split_files(self.generated_dir, table)
-        rows_files = [p for p in rows_files if p.stat().st_size > 0]
-        variant_files = [p for p in variant_files if p.stat().st_size > 0]
+        split = split_files(self.generated_dir, table)
+        rows_files = [p for p in split.rows if p.stat().st_size > 0]
+        variant_files = [p for p in split.variants if p.stat().st_size > 0]
         if not rows_files:
             self._create(schema, [])
             return
@@ -294,8 +296,11 @@ class _Loader:
             f"CREATE OR REPLACE TEMP TABLE __variants AS SELECT __vid, {typed} "
             f"FROM {_read_csv(variant_files, schema)}"
         )
+        # A row's own field wins over its variant's; columns no row supplies come from the
+        # variants alone (the generator lists the others), which spares most coalesces.
         merged = ", ".join(
             f"coalesce({_typed('r.' + _quote(n), k)}, v.{_quote(n)}) AS {_quote(n)}"
+            if n in split.varying else f"v.{_quote(n)}"
             for n, k in schema.columns
         )
         self._create(schema, [
@@ -303,7 +308,7 @@ class _Loader:
             "JOIN __variants v ON r.__vid = v.__vid"
         ])
         self.con.execute("DROP TABLE __variants")
-        for path in rows_files + variant_files:
+        for path in split.paths():
             path.unlink()
 
     def _create(self, schema: TableSchema, sources: list[str]) -> None:
