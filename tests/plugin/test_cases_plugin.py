@@ -80,3 +80,24 @@ def test_xdist_gives_the_same_results_as_one_process(mini: pytest.Pytester) -> N
             for query in case["trajectory"]["queries"]:
                 query.pop("duration")
     assert one == two
+
+
+def test_epochs_multiply_items_and_runs(mini: pytest.Pytester) -> None:
+    result = mini.runpytest("--realm-agent", "oracle", "--realm-epochs", "2", "-k", "linux_001")
+    result.assert_outcomes(passed=12)
+    results = json.loads((mini.path / "reports" / "results.json").read_text())
+    assert [(c["id"], c["epoch"]) for c in results["cases"]] == [("linux_001", 1), ("linux_001", 2)]
+    result = mini.runpytest("--collect-only", "-q", "--realm-epochs", "2", "-k", "linux_001 and C3")
+    assert [line for line in result.outlines if "::" in line] == [
+        "cases/linux/linux_001.yaml::linux_001::C3_query_iteration[epoch1]",
+        "cases/linux/linux_001.yaml::linux_001::C3_query_iteration[epoch2]"]
+
+
+def test_replaying_recorded_trajectories_gives_the_same_scores(mini: pytest.Pytester) -> None:
+    mini.runpytest("--realm-agent", "baseline", "--realm-report-dir", "first")
+    first = json.loads((mini.path / "first" / "results.json").read_text())
+    mini.runpytest("--realm-agent", f"replay:{mini.path / 'first' / 'trajectories'}",
+                   "--realm-report-dir", "second")
+    second = json.loads((mini.path / "second" / "results.json").read_text())
+    assert first["summary"] == second["summary"]
+    assert [c["checkpoints"] for c in first["cases"]] == [c["checkpoints"] for c in second["cases"]]
