@@ -121,6 +121,7 @@ SEARCH_COLUMN = {
     "MicrosoftGraphActivityLogs": "RequestUri", "OfficeActivity": "Operation",
     "StorageBlobLogs": "OperationName",
 }
+TIME_COLUMN = {"DeviceProcessEvents": "Timestamp", "DeviceFileEvents": "Timestamp"}
 SIGMA_LOGSOURCE = {
     "DeviceProcessEvents": {"product": "linux", "category": "process_creation"},
     "DeviceFileEvents": {"product": "linux", "category": "file_event"},
@@ -208,9 +209,15 @@ class BaselineAgent:
                     rows, final, table = found, query, candidate
             if rows:
                 break
-        column = SEARCH_COLUMN[table]
         if not rows:
-            return None
+            # Nothing specific matched: fall back to the first candidate table's recent activity,
+            # so the analysis done so far is still submitted (a weak detection, honestly labelled).
+            table = tables[0]
+            final = f"{table}\n| where {TIME_COLUMN.get(table, 'TimeGenerated')} > ago(1d)"
+            rows = _rows(tools.execute_kql_query(query=final))
+            if not rows:
+                return None
+        column = SEARCH_COLUMN[table]
         counts = Counter(str(r.get(column, "")) for r in rows)
         tools.say(f"Final query matched {len(rows)} shown rows; most common {column}: "
                   f"{counts.most_common(1)[0][0][:120]}")
