@@ -171,18 +171,20 @@ from ctirealm.telemetry.store import build_store
 started = time.perf_counter()
 store = build_store(Dataset.load(sys.argv[1]), rows=int(sys.argv[2]), cache_dir=Path(sys.argv[3]),
                     force=True)
-print(time.perf_counter() - started, sum(store.rows.values()))
+print("BUILD", time.perf_counter() - started, sum(store.rows.values()))
 """
 
 
 def measure_build(rows: int) -> tuple[float, int, float]:
     """Build a *rows*-row store from scratch in a child process: seconds, rows, peak RSS (MB)."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
+        stdout = subprocess.run(
             [sys.executable, "-c", _BUILD_CHILD, str(ROOT / "telemetry"), str(rows), tmp],
             check=True, capture_output=True, text=True,
-        ).stdout.split()
-    return float(out[0]), int(out[1]), _rss_mb(resource.RUSAGE_CHILDREN)
+        ).stdout
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("BUILD "))
+    _, seconds, total = line.split()
+    return float(seconds), int(total), _rss_mb(resource.RUSAGE_CHILDREN)
 
 
 def process_store(process_rows: int, cache_dir: Path) -> tuple[Path, datetime, int]:

@@ -32,14 +32,15 @@ start of a line after a blank or comment line, and measured as separate queries.
 
 Usage::
 
-    python benchmarks/kql_corpus.py                 # figures without and with the rewrites
-    python benchmarks/kql_corpus.py --json out.json --show 'ProjectReorder'
+    python benchmarks/kql_corpus.py --corpus public_hunting_queries.jsonl
+    python benchmarks/kql_corpus.py --corpus ... --json figures.json --show 'ProjectReorder'
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -58,7 +59,8 @@ from ctirealm.engine import rewrite as engine_rewrite
 from ctirealm.engine.local import translate_kql
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = Path("/work/shared/data/kql_corpus/public_hunting_queries.jsonl")
+#: The corpus file: ``--corpus``, else ``$CTIREALM_KQL_CORPUS``.
+CORPUS_ENV = "CTIREALM_KQL_CORPUS"
 
 TABLES = frozenset({
     "DeviceProcessEvents", "DeviceFileEvents", "AKSAudit", "AKSAuditAdmin", "AzureActivity",
@@ -431,12 +433,16 @@ def print_report(report: Report, *, top: int = 20) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--corpus", type=Path, default=os.environ.get(CORPUS_ENV),
+                        help=f"the JSONL corpus (default: ${CORPUS_ENV})")
     parser.add_argument("--store", type=Path, help="a built store (default: build rows=0)")
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--show", help="print failing queries whose error contains this text")
     args = parser.parse_args(argv)
+    if not args.corpus:
+        parser.error(f"give the corpus file with --corpus or ${CORPUS_ENV}")
+    args.corpus = Path(args.corpus)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if args.store:

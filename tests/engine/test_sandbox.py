@@ -377,3 +377,25 @@ def test_store_file_is_byte_identical_after_hostile_queries(tmp_path: Path) -> N
         assert eng.query("DeviceProcessEvents | count").rows == [(ROWS,)]
     after = {p.name: _digest(p) for p in sorted(tmp_path.iterdir()) if p.is_file()}
     assert after == before
+
+
+@pytest.mark.parametrize(
+    ("kql", "refused"),
+    [
+        ('print "a\\"b"; .drop table T', True),
+        ("print @'a''b'; .drop table T", True),
+        ("print @'a''; .drop'", False),
+        ("print ```a;\n.drop table T```", False),
+        ("DeviceProcessEvents | where FileName == 'x;' | take 1", False),
+        ("let x = 1;\n  // comment\n  .drop table T", True),
+        ("print x = .5", False),
+    ],
+)
+def test_the_guard_reads_strings_and_comments(kql: str, refused: bool) -> None:
+    from ctirealm.engine import check_read_only
+
+    if refused:
+        with pytest.raises(ReadOnlyViolation):
+            check_read_only(kql)
+    else:
+        check_read_only(kql)

@@ -242,3 +242,58 @@ def test_profiles_load_and_merge() -> None:
     profile = load_profiles(PROFILES)
     assert {"shares", "rhythms", "globals", "pools", "binaries", "tables"} <= set(profile)
     assert set(profile["tables"]) == set(profile["shares"])
+
+
+def test_workers_and_shards_do_not_change_output(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables over SHARD_ROWS are cut into shards (own streams and id ranges); the bytes are
+    the same whether one process or several write them, and ids stay unique."""
+    import ctirealm.telemetry.generator as generator
+
+    monkeypatch.setattr(generator, "SHARD_ROWS", 300)
+    here, there = tmp_path / "here", tmp_path / "there"
+    counts = generate(here, seed=5, rows=2_000, window=WINDOW, profiles_dir=PROFILES)
+    assert generate(there, seed=5, rows=2_000, window=WINDOW, profiles_dir=PROFILES,
+                    workers=2) == counts
+    assert _digest(here) == _digest(there)
+    assert sorted(p.name for p in here.iterdir()) == sorted(f"{t}.jsonl" for t in counts)
+    ids = [json.loads(line)["ReportId"] for table in ("DeviceProcessEvents", "DeviceFileEvents")
+           for line in (here / f"{table}.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(ids) == len(set(ids)) == counts["DeviceProcessEvents"] + counts["DeviceFileEvents"]
+
+
+def test_split_output_has_every_row_and_variant(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctirealm.telemetry.generator as generator
+
+    monkeypatch.setattr(generator, "BUCKET_ROWS", 200)
+    ticks: list[int] = []
+    counts = generate(tmp_path, seed=9, rows=3_000, window=WINDOW, profiles_dir=PROFILES,
+                      output="split", progress=ticks.append)
+    assert ticks[-1] == 3_000
+    for table, n in counts.items():
+        split = generator.split_files(tmp_path, table)
+        assert len(split.bounds) == len(split.buckets) + 1
+        vids = {line.split(",", 1)[0] for path in split.variants
+                for line in path.read_text(encoding="utf-8").splitlines()}
+        rows = [line for paths in split.buckets for path in paths
+                for line in path.read_text(encoding="utf-8").splitlines()]
+        assert len(rows) == n, table
+        assert {line.split(",", 1)[0] for line in rows} <= vids
+        assert split.varying  # at least the id and time columns vary per row
+        assert "{$" not in "".join(rows)
+
+
+def test_a_failing_worker_reports_the_profile_error(tmp_path: Path) -> None:
+    profiles = tmp_path / "generator"
+    profiles.mkdir()
+    (tmp_path / "schemas").symlink_to(SCHEMAS)
+    for path in PROFILES.glob("*.yaml"):
+        (profiles / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    linux = profiles / "linux.yaml"
+    linux.write_text(linux.read_text(encoding="utf-8").replace(
+        "      ActionType: ProcessCreated\n", "      ActionTyp: ProcessCreated\n"),
+        encoding="utf-8")
+    with pytest.raises(ProfileError, match="ActionTyp"):
+        generate(tmp_path / "out", seed=1, rows=100, window=WINDOW, profiles_dir=profiles,
+                 workers=2)

@@ -69,9 +69,18 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+_NOT_CODE = re.compile(
+    r"//[^\n]*|@'(?:[^']|'')*'|@\"(?:[^\"]|\"\")*\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\""
+)
+
+
 def _locate(kql: str, name: str) -> tuple[int | None, int | None]:
-    """Line and column (1-based) of the first use of identifier *name* in *kql*."""
-    match = re.search(rf"(?<![\w.$]){re.escape(name)}(?!\w)", kql)
+    """Line and column (1-based) of the first use of identifier *name* in *kql*.
+
+    Comments and string literals are skipped (blanked, so positions stay put).
+    """
+    code = _NOT_CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), kql)
+    match = re.search(rf"(?<![\w.$]){re.escape(name)}(?!\w)", code)
     if not match:
         return None, None
     before = kql[: match.start()]
@@ -89,17 +98,29 @@ def _kusto_string_views(con: duckdb.DuckDBPyConnection, schemas: Mapping[str, Ta
     """
     database = con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
     for name, schema in schemas.items():
-        if not any(kind == "string" for _, kind in schema.columns):
+        strings = [column for column, kind in schema.columns if kind == "string"]
+        if not strings:
+            continue
+        source = f"{_quote(database)}.main.{_quote(name)}"
+        try:  # the columns' storage statistics say which ever hold a NULL
+            stats = con.execute(
+                "SELECT " + ", ".join(f"stats({_quote(c)})" for c in strings)
+                + f" FROM {source} LIMIT 1"
+            ).fetchone()
+            nullable = {
+                c for c, stat in zip(strings, stats or (), strict=False)
+                if not isinstance(stat, dict) or stat.get("has_null", True)
+            } if stats is not None else set()
+        except duckdb.Error:
+            nullable = set(strings)
+        if not nullable:
             continue
         select = ", ".join(
-            f"coalesce({_quote(column)}, '') AS {_quote(column)}" if kind == "string"
+            f"coalesce({_quote(column)}, '') AS {_quote(column)}" if column in nullable
             else _quote(column)
-            for column, kind in schema.columns
+            for column, _ in schema.columns
         )
-        con.execute(
-            f"CREATE TEMP VIEW {_quote(name)} AS SELECT {select} "
-            f"FROM {_quote(database)}.main.{_quote(name)}"
-        )
+        con.execute(f"CREATE TEMP VIEW {_quote(name)} AS SELECT {select} FROM {source}")
 
 
 class LocalEngine:
@@ -349,7 +370,7 @@ def translate_kql(kql: str, *, schema: Mapping[str, Sequence[str]], now: datetim
     """KQL -> DuckDB SQL through duckdb-kql, writes disabled, every failure an `EngineError`.
 
     *schema* maps table names to column names; *now* pins ``now()``/``ago()``.
-    The read-only check and the rewrites of `rewrite` run first.
+    The read-only check runs first; `rewrite` is installed when this module loads.
     """
     check_read_only(kql)
     try:
@@ -401,7 +422,19 @@ def _syntax_error(kql: str, exc: kql_errors.KqlSyntaxError) -> KqlSyntaxError:
             f"unknown query operator {word!r} after '|'",
             construct=word, line=line, column=column + after.start(1),
         )
-    return KqlSyntaxError(first.message, line=line, column=column)
+    message = first.message
+    listed = _EXPECTING.match(message)
+    if listed and listed.group(3).count(",") >= 8:
+        token = listed.group(2)
+        message = f"{listed.group(1)} {token!r} is not expected here"
+        if token == "<EOF>":
+            message = "the query ends where more is expected"
+        elif re.fullmatch(r"[A-Za-z_]\w*", token):
+            message += f" (if it is a name, write it as ['{token}'])"
+    return KqlSyntaxError(message, construct=None, line=line, column=column)
+
+
+_EXPECTING = re.compile(r"(mismatched input|extraneous input) '(.*)' expecting \{(.*)\}$", re.S)
 
 
 def _unsupported_error(kql: str, exc: kql_errors.KqlUnsupportedError) -> EngineError:
@@ -462,7 +495,13 @@ def _semantic_error(kql: str, exc: duckdb.Error) -> EngineError:
             return KqlSemanticError(
                 f"unknown {what} {name!r}", construct=name, line=line, column=column
             )
-    return KqlSemanticError(_first_line(exc))
+    message = _first_line(exc).removeprefix("Binder Error: ")
+    if "No function matches" in message or "Cannot compare" in message or "Cannot mix" in message:
+        message = (
+            f"the operand types do not fit: {message.split(' You might need')[0]} "
+            "(convert explicitly: tostring(), tolong(), todouble(), todatetime())"
+        )
+    return KqlSemanticError(message)
 
 
 def _convert_rows(

@@ -1,4 +1,4 @@
-"""Benign background generator: what a real environment does all day, as JSONL tables.
+"""Benign background generator: what a real environment does all day, as event tables.
 
 The benchmark scores a detection by the attacks it catches *and* by the benign events
 it matches. This module writes the benign background those false positives are counted
@@ -21,11 +21,18 @@ Templates use ``{name.attr}`` for values known when a template is compiled (enti
 inline choices) and ``{$kind:args}`` for values drawn per row (times, ids, pids...).
 The comments in those profiles and :meth:`_TableGenerator._token` describe the format.
 
-Output is deterministic: the same arguments give byte-identical files. Each table has
-its own ``random.Random`` seeded from the seed and the table name; compiled templates
-are cached as %-format strings so that a row costs a handful of random draws and one
-string format, which keeps ten million rows within about a minute and a half on one
-core with bounded memory.
+Output is deterministic: the same arguments give the same rows, byte for byte, whatever
+the output format and however many worker processes write it. Each table has its own
+``random.Random`` seeded from the seed and the table name; a table of more than
+``SHARD_ROWS`` rows is cut into shards with streams (and id ranges) of their own, so the
+split depends on the row count only, never on the machine. Compiled templates are cached
+as format fragments so that a row costs a handful of random draws and one string join.
+
+Two output formats: ``jsonl`` (``<Table>.jsonl``, one JSON object per line, the format of
+committed event files) and ``split``, the compact form the store loads: each compiled row
+variant is written once with its constant columns, and each row holds only the fields it
+draws (times as epoch milliseconds), cut into time buckets so the store sorts each bucket
+in memory. See :func:`generate` and docs/performance.md.
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ProfileError", "generate", "load_profiles", "table_counts"]
+__all__ = ["OUTPUTS", "ProfileError", "SplitFiles", "available_cpus", "bucket_bounds", "generate",
+           "load_profiles", "split_files", "table_counts", "worker_main"]
 
 #: Rows buffered before a write (and between ``progress`` calls).
 CHUNK_ROWS = 10_000
@@ -69,9 +77,15 @@ _SHARD_ID_SPAN = 1 << 30  # spacing between the counters of one table's shards
 #: (own random stream and id range each), which worker processes can share. It depends on
 #: the row count only, never on the machine, so output stays the same everywhere.
 SHARD_ROWS = 1_000_000
+#: Split output: rows per time bucket a table aims for (at most MAX_BUCKETS), so the store
+#: sorts a table bucket by bucket, each in memory.
+BUCKET_ROWS = 250_000
+MAX_BUCKETS = 256
 #: Output formats: ``jsonl`` (one JSON object per line) or ``split`` (see :func:`generate`).
 OUTPUTS = ("jsonl", "split")
 _VID_SHARD = 1 << 32  # spacing between the variant ids of shards
+#: Split output: a datetime field that is a row's own time (``{$time}``, ``{$row:N}``).
+_ROW_TIME = re.compile(r'"\{\$(?:time|row:(\d+))\}"')
 
 _HOUR_MS = 3_600_000
 _STATIC = re.compile(r"\{([A-Za-z_]\w*(?:\.[\w-]+)*)(\?)?\}")
@@ -262,14 +276,14 @@ class _ReportIds:
         self.keys = [(rng.getrandbits(ID_BITS) | 1, rng.getrandbits(ID_BITS)) for _ in range(3)]
         self.shifts = (19, 17, 21)
 
-    def counter(self, stream: int, shard: int = 0) -> Callable[[], int]:
+    def counter(self, stream: int, shard: int = 0) -> Callable[[], str]:
         (a1, c1), (a2, c2), (a3, c3) = self.keys
         s1, s2, s3 = self.shifts
         if not 0 <= shard < _TABLE_ID_STREAM // _SHARD_ID_SPAN:
             raise ValueError(f"shard {shard} is out of the id space")
         state = [stream * _TABLE_ID_STREAM + shard * _SHARD_ID_SPAN]
 
-        def next_id(state: list[int] = state, mask: int = ID_MASK) -> int:
+        def next_id(state: list[int] = state, mask: int = ID_MASK) -> str:
             x = state[0]
             state[0] = x + 1
             x = (x * a1 + c1) & mask
@@ -277,7 +291,7 @@ class _ReportIds:
             x = (x * a2 + c2) & mask
             x ^= x >> s2
             x = (x * a3 + c3) & mask
-            return ID_BASE + (x ^ (x >> s3))
+            return str(ID_BASE + (x ^ (x >> s3)))
 
         return next_id
 
@@ -326,6 +340,67 @@ def _resolve(ctx: dict[str, Any], match: re.Match[str]) -> Any:
         raise
 
 
+#: Parsed templates for :func:`_quick`: literal pieces and ``(path parts)`` between them.
+_PARSED: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {}
+_SLOW = object()
+
+
+def _quick(value: str, ctx: dict[str, Any]) -> Any:
+    """:func:`_expand` of a string in the common case, or ``_SLOW`` to take the full path.
+
+    The common case: every placeholder is present, required, and resolves to a number or
+    to text without placeholders, and the result has no placeholder left. Then the result
+    is exactly what the full path gives, for a fraction of the work.
+    """
+    parsed = _PARSED.get(value)
+    if parsed is None:
+        if len(_PARSED) > 50_000:
+            _PARSED.clear()
+        literals: list[str] = []
+        paths: list[tuple[str, ...]] = []
+        at = 0
+        for match in _STATIC.finditer(value):
+            if match.group(2):
+                literals, paths = [], [()]  # optional placeholder: full path
+                break
+            literals.append(value[at:match.start()])
+            paths.append(tuple(match.group(1).split(".")))
+            at = match.end()
+        literals.append(value[at:])
+        parsed = _PARSED[value] = (tuple(literals), tuple(paths))
+    literals_t, paths_t = parsed
+    if not paths_t:
+        return value
+    found: list[Any] = []
+    for parts in paths_t:
+        if not parts or parts[0] not in ctx:
+            return _SLOW
+        item = ctx[parts[0]]
+        for part in parts[1:]:
+            if isinstance(item, dict) and part in item:
+                item = item[part]
+            elif isinstance(item, list) and part.isdigit() and int(part) < len(item):
+                item = item[int(part)]
+            else:
+                return _SLOW
+        if isinstance(item, str):
+            if "{" in item and _STATIC.search(item):
+                return _SLOW
+        elif not isinstance(item, int | float):  # bools are ints
+            return _SLOW
+        found.append(item)
+    if len(found) == 1 and not literals_t[0] and not literals_t[1]:
+        return found[0]  # a whole-value placeholder keeps its type
+    pieces = [literals_t[0]]
+    for item, literal in zip(found, literals_t[1:], strict=True):
+        pieces.append(item if isinstance(item, str) else str(item))
+        pieces.append(literal)
+    text = "".join(pieces)
+    if "{" in text and _STATIC.search(text):
+        return _SLOW
+    return text
+
+
 def _expand(value: Any, ctx: dict[str, Any], depth: int = 0) -> Any:
     """Substitute ``{name.attr}`` placeholders; a whole-value placeholder keeps its type."""
     if depth > 12:
@@ -333,6 +408,9 @@ def _expand(value: Any, ctx: dict[str, Any], depth: int = 0) -> Any:
     if isinstance(value, str):
         if "{" not in value:
             return value
+        quick = _quick(value, ctx)
+        if quick is not _SLOW:
+            return quick
         whole = _STATIC.fullmatch(value)
         if whole:
             return _expand(_resolve(ctx, whole), ctx, depth + 1)
@@ -611,8 +689,7 @@ class _TableGenerator:
         self.cache: dict[tuple[int, ...], list[_Row]] = {}
         id_type = self.types.get(schema["id"])
         if id_type in ("long", "int"):
-            counter = ids.counter(id_stream, shard)
-            self.next_id: Callable[[], str] = lambda: str(counter())
+            self.next_id: Callable[[], str] = ids.counter(id_stream, shard)
         else:
             bits = self.rng.getrandbits
             self.next_id = lambda: _uuid4(bits(128))
@@ -865,6 +942,12 @@ class _TableGenerator:
                 variant_fields.append("")
                 continue
             text = _csv_text(values[column], kusto)
+            if kusto == "datetime":
+                # A row's own time goes out as epoch milliseconds: no formatting here, no
+                # parsing in the store (which tells the two forms apart by the '-').
+                own = _ROW_TIME.fullmatch(text)
+                if own:
+                    text = "{$ms}" if own.group(1) is None else f"{{$rowms:{own.group(1)}}}"
             if "{$" in text and _DYNAMIC.search(text):
                 row_fields.append(text)
                 variant_fields.append("")
@@ -950,6 +1033,11 @@ class _TableGenerator:
             if kind == "epoch":
                 offset = int(args[0]) * 1000 if args else 0
                 return lambda t, m: str((t + offset) // 1000)
+            if kind == "ms":  # split output: a row time as epoch milliseconds
+                return lambda t, m: str(t)
+            if kind == "rowms":
+                j = int(args[0])
+                return lambda t, m: str(m["__rows"][j])
         except (IndexError, ValueError) as exc:
             raise ProfileError(f"{where}: bad arguments") from exc
         raise ProfileError(f"{where}: unknown token kind {kind!r}")
@@ -997,7 +1085,7 @@ class _TableGenerator:
         make = self._makers.get(signature)
         if make is None:
             env: dict[str, Any] = {"FMT_TIME": self.clock.fmt, "NEXT_ID": self.next_id,
-                                   "RND": self.rng.random, "JOIN": "".join}
+                                   "RND": self.rng.random, "JOIN": "".join, "STR": str}
             params = ", ".join(f"F{i}" for i in range(len(fragments)))
             lines = [f"def make({params}):", "    def emit(t, m):"]
             for i, name in enumerate(row.names):
@@ -1005,6 +1093,10 @@ class _TableGenerator:
                 args = rest.split(":") if rest else []
                 if name == "time":
                     lines.append(f"        v{i} = FMT_TIME(t)")
+                elif name == "ms":
+                    lines.append(f"        v{i} = STR(t)")
+                elif kind == "rowms" and len(args) == 1 and args[0].isdigit():
+                    lines.append(f"        v{i} = STR(m['__rows'][{int(args[0])}])")
                 elif name == "id":
                     lines.append(f"        v{i} = NEXT_ID()")
                 elif kind == "row" and len(args) == 1 and args[0].isdigit():
@@ -1038,72 +1130,97 @@ class _TableGenerator:
 
     # -- run -----------------------------------------------------------------------------
 
-    def rows(self, count: int) -> Iterator[list[str]]:
-        """Yield lists of JSONL lines (chunks) totalling exactly *count* rows."""
+    def rows(self, count: int, buckets: int = 1) -> Iterator[list[list[str]]]:
+        """Yield chunks of output lines totalling exactly *count* rows.
+
+        A chunk is one list of lines per time bucket: the window cut into *buckets* equal
+        spans, a row going to the span its own time falls in (all rows in one list if 1).
+        """
         rnd = self.rng.random
         cdf, total, templates = self.cdf, self.total, self.templates
         cache = self.cache
         tokens: dict[str, Callable[[int, dict], str]] = {}
         bisect_right = bisect.bisect_right
-        buf: list[str] = []
+        bufs: list[list[str]] = [[] for _ in range(buckets)]
+        buf = bufs[0]
+        start, span = self.clock.start, self.clock.end - self.clock.start
+        end = self.clock.end - 1
+        last_template = len(templates) - 1
+        # Per template, what a burst needs, looked up once: binders as plain tuples, the
+        # rhythm's cumulative weights with their total, the gap between rows.
+        plans = []
+        for tpl in templates:
+            binders = tuple(
+                (b.items, b.cdf, b.cdf[-1] if b.cdf else 0.0, b.parent, f"e.{b.attr}", b.name)
+                for b in tpl.binders
+            )
+            rcdf, starts, widths = tpl.rhythm
+            plans.append((tpl, binders, rcdf, rcdf[-1], len(starts) - 1, starts, widths,
+                          tpl.gap[0], tpl.gap[1] - tpl.gap[0] + 1))
         made = 0
+        chunk = made + CHUNK_ROWS
         while made < count:
             ti = bisect_right(cdf, rnd() * total)
-            if ti >= len(templates):
-                ti = len(templates) - 1
-            tpl = templates[ti]
-            key = [ti]
+            if ti > last_template:
+                ti = last_template
+            tpl, binders, rcdf, rtotal, last_slot, starts, widths, gap_lo, gap_span = plans[ti]
             entities: list[Any] = []
-            for binder in tpl.binders:
-                items = binder.items
-                if items is None:
-                    items = _lookup({"e": entities[binder.parent]}, f"e.{binder.attr}")
-                    if not isinstance(items, list) or not items:
-                        raise ProfileError(
-                            f"{self._where(tpl.name)}.bind.{binder.name}: "
-                            f"{binder.attr!r} is not a non-empty list"
-                        )
-                    i = int(rnd() * len(items))
-                elif binder.cdf is not None:
-                    i = bisect_right(binder.cdf, rnd() * binder.cdf[-1])
-                    if i >= len(items):
-                        i = len(items) - 1
-                else:
-                    i = int(rnd() * len(items))
-                key.append(i)
-                entities.append(items[i])
-            ckey = tuple(key)
+            if binders:
+                key = [ti]
+                for items, bcdf, btotal, parent, path, name in binders:
+                    if items is None:
+                        items = _lookup({"e": entities[parent]}, path)
+                        if not isinstance(items, list) or not items:
+                            raise ProfileError(
+                                f"{self._where(tpl.name)}.bind.{name}: "
+                                f"{path[2:]!r} is not a non-empty list"
+                            )
+                        i = int(rnd() * len(items))
+                    elif bcdf is not None:
+                        i = bisect_right(bcdf, rnd() * btotal)
+                        if i >= len(items):
+                            i = len(items) - 1
+                    else:
+                        i = int(rnd() * len(items))
+                    key.append(i)
+                    entities.append(items[i])
+                ckey = tuple(key)
+            else:
+                ckey = (ti,)
             compiled = cache.get(ckey)
             if compiled is None:
                 if len(cache) >= CACHE_LIMIT:
                     cache.clear()
                 compiled = cache[ckey] = self._compile(tpl, entities)
-            rcdf, starts, widths = tpl.rhythm
-            h = bisect_right(rcdf, rnd() * rcdf[-1])
-            if h >= len(starts):
-                h = len(starts) - 1
+            h = bisect_right(rcdf, rnd() * rtotal)
+            if h > last_slot:
+                h = last_slot
             t = starts[h] + int(rnd() * widths[h])
-            take = min(len(compiled), count - made)
+            take = len(compiled)
+            if take > count - made:
+                take = count - made
             times = [t]
-            if take > 1:
-                lo, hi = tpl.gap
-                end = self.clock.end - 1
-                for _ in range(take - 1):
-                    t += lo + int(rnd() * (hi - lo + 1))
-                    times.append(t if t <= end else end)
+            for _ in range(take - 1):
+                t += gap_lo + int(rnd() * gap_span)
+                times.append(t if t <= end else end)
             memo: dict[str, Any] = {"__t0": times[0], "__rows": times}
             for j in range(take):
                 row = compiled[j]
                 emit = row.emit
                 if emit is None:
                     emit = row.emit = self._emitter(row, tpl, tokens)
-                buf.append(emit(times[j], memo))
+                if buckets == 1:
+                    buf.append(emit(times[j], memo))
+                else:
+                    bufs[(times[j] - start) * buckets // span].append(emit(times[j], memo))
             made += take
-            if len(buf) >= CHUNK_ROWS:
-                yield buf
-                buf = []
-        if buf:
-            yield buf
+            if made >= chunk:
+                yield bufs
+                bufs = [[] for _ in range(buckets)]
+                buf = bufs[0]
+                chunk = made + CHUNK_ROWS
+        if any(bufs):
+            yield bufs
 
 
 # --------------------------------------------------------------------------- output
@@ -1176,6 +1293,7 @@ class _Task:
     shards: int
     rows: int
     stream: int
+    buckets: int = 1
 
 
 @dataclass(frozen=True)
@@ -1210,41 +1328,65 @@ def _plan(shares: dict[str, float], counts: dict[str, int],
         id_streams[schemas[table]["id"]] = stream + 1
         count = counts[table]
         shards = max(1, -(-count // SHARD_ROWS))
+        buckets = min(MAX_BUCKETS, max(1, -(-count // BUCKET_ROWS)))
         for shard in range(shards):
             rows = count // shards + (1 if shard < count % shards else 0)
-            tasks.append(_Task(table, shard, shards, rows, stream))
+            tasks.append(_Task(table, shard, shards, rows, stream, buckets))
     return tasks
 
 
-def _part_paths(out_dir: Path, task: _Task, output: str) -> tuple[Path, Path | None]:
+def bucket_bounds(start_ms: int, end_ms: int, buckets: int) -> list[int]:
+    """First millisecond of each time bucket, then the window's end (``buckets + 1`` values).
+
+    A time ``t`` falls in bucket ``(t - start) * buckets // (end - start)``.
+    """
+    span = end_ms - start_ms
+    return [start_ms - (-b * span // buckets) for b in range(buckets)] + [end_ms]
+
+
+def _part_paths(out_dir: Path, task: _Task, output: str) -> tuple[list[Path], Path | None]:
+    """A task's row files (one per time bucket) and variant file (split output only)."""
     if output == "split":
-        return (out_dir / f"{task.table}.rows-{task.shard:03d}.csv",
+        return ([out_dir / f"{task.table}.rows-{task.shard:03d}-{b:03d}.csv"
+                 for b in range(task.buckets)],
                 out_dir / f"{task.table}.variants-{task.shard:03d}.csv")
     if task.shards == 1:
-        return out_dir / f"{task.table}.jsonl", None
-    return out_dir / f"{task.table}.part-{task.shard:03d}.jsonl", None
+        return [out_dir / f"{task.table}.jsonl"], None
+    return [out_dir / f"{task.table}.part-{task.shard:03d}.jsonl"], None
 
 
 @dataclass(frozen=True)
 class SplitFiles:
-    """One table's ``split`` output: row and variant files (shard order), varying columns."""
+    """One table's ``split`` output.
 
-    rows: list[Path]
+    ``buckets[b]``: the row files of time bucket *b* (all shards); ``bounds``: the buckets'
+    first milliseconds and the window's end; ``variants``: the variant files; ``varying``:
+    the columns some row supplies itself (every other column comes from its variant).
+    """
+
+    buckets: list[list[Path]]
+    bounds: list[int]
     variants: list[Path]
     varying: frozenset[str]
 
     def paths(self) -> list[Path]:
-        return [*self.rows, *self.variants]
+        return [p for paths in self.buckets for p in paths] + self.variants
 
 
 def split_files(out_dir: Path, table: str) -> SplitFiles:
-    """The ``split`` output of *table* in *out_dir*."""
+    """The ``split`` output of *table* in *out_dir* (as written by ``generate``)."""
     out_dir = Path(out_dir)
     varying: set[str] = set()
-    for path in sorted(out_dir.glob(f"{table}.varying-*.txt")):
-        varying.update(filter(None, path.read_text(encoding="utf-8").splitlines()))
-    return SplitFiles(sorted(out_dir.glob(f"{table}.rows-*.csv")),
-                      sorted(out_dir.glob(f"{table}.variants-*.csv")), frozenset(varying))
+    bounds: list[int] = []
+    for path in sorted(out_dir.glob(f"{table}.meta-*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        varying.update(doc["varying"])
+        bounds = doc["bounds"]
+    buckets: list[list[Path]] = [[] for _ in range(max(1, len(bounds) - 1))]
+    for path in sorted(out_dir.glob(f"{table}.rows-*-*.csv")):
+        buckets[int(path.stem.rsplit("-", 1)[1])].append(path)
+    return SplitFiles(buckets, bounds, sorted(out_dir.glob(f"{table}.variants-*.csv")),
+                      frozenset(varying))
 
 
 def _run_task(task: _Task, context: _Context, loaded: _Loaded,
@@ -1254,23 +1396,30 @@ def _run_task(task: _Task, context: _Context, loaded: _Loaded,
     engine = _TableGenerator(task.table, loaded.profile, specs[task.table],
                              loaded.schemas[task.table], loaded.clock, context.seed, loaded.ids,
                              task.stream, task.shard, context.output)
-    rows_path, variants_path = _part_paths(context.out_dir, task, context.output)
+    rows_paths, variants_path = _part_paths(context.out_dir, task, context.output)
+    buckets = len(rows_paths)
     written = 0
     with _Writer() as writer:
-        writer.open("rows", rows_path)
+        for b, path in enumerate(rows_paths):
+            writer.open(f"rows{b}", path)
         if variants_path is not None:
             writer.open("variants", variants_path)
-        for chunk in engine.rows(task.rows):
-            writer.write("rows", "".join(chunk).encode("utf-8"))
+        for chunk in engine.rows(task.rows, buckets):
+            n = 0
+            for b, lines in enumerate(chunk):
+                if lines:
+                    writer.write(f"rows{b}", "".join(lines).encode("utf-8"))
+                    n += len(lines)
+            written += n
+            report(n)
             if engine.variant_lines:
                 writer.write("variants", "".join(engine.variant_lines).encode("utf-8"))
                 engine.variant_lines = []
-            written += len(chunk)
-            report(len(chunk))
     if context.output == "split":
-        varying_path = context.out_dir / f"{task.table}.varying-{task.shard:03d}.txt"
-        varying_path.write_text("".join(f"{c}\n" for c in sorted(engine.varying)),
-                                encoding="utf-8")
+        meta = {"varying": sorted(engine.varying),
+                "bounds": bucket_bounds(loaded.clock.start, loaded.clock.end, buckets)}
+        meta_path = context.out_dir / f"{task.table}.meta-{task.shard:03d}.json"
+        meta_path.write_text(json.dumps(meta), encoding="utf-8")
     return written
 
 
@@ -1317,7 +1466,7 @@ def worker_main() -> None:
 
 def _join_parts(out_dir: Path, table: str, tasks: list[_Task]) -> None:
     """JSONL output of a sharded table: its parts concatenated, in shard order, into one file."""
-    parts = [_part_paths(out_dir, t, "jsonl")[0] for t in tasks if t.table == table]
+    parts = [_part_paths(out_dir, t, "jsonl")[0][0] for t in tasks if t.table == table]
     if len(parts) == 1:
         return
     with (out_dir / f"{table}.jsonl").open("wb") as out:
@@ -1394,6 +1543,8 @@ def generate(
     tasks = _plan(shares, counts, schemas)
     if workers is None:
         workers = available_cpus() if rows >= PARALLEL_MIN_ROWS else 1
+    if os.name == "nt" or not sys.executable:  # workers talk over pipes polled with select()
+        workers = 1
     workers = max(1, min(int(workers), len(tasks)))
     if workers == 1:
         _generate_here(context, tasks, progress, on_table)

@@ -1,9 +1,15 @@
 """The telemetry store: one DuckDB file per dataset content hash, built once, opened read-only.
 
 Building validates every committed event file (naming file, line and field of
-any problem), generates the benign background, loads all of it with DuckDB's
-JSON reader, checks ids are unique, and writes two sidecars: ``.meta.json``
-(schemas, clock, row counts) and ``.labels.json`` (which events are attacks).
+any problem), generates the benign background, loads all of it, checks ids are
+unique, and writes two sidecars: ``.meta.json`` (schemas, clock, row counts) and
+``.labels.json`` (which events are attacks). Committed events are loaded with
+DuckDB's JSON reader; the background comes from the generator's compact ``split``
+files (constant columns once per row variant, per-row fields in time buckets),
+table by table as soon as the generator (in worker processes for large sizes) has
+finished each one, several tables at a time. Every table is stored sorted by time
+then id, so its content and order depend on the inputs only: the same dataset,
+seed and size give the same tables however the build was scheduled.
 A file lock makes concurrent builders (pytest-xdist workers) safe: one builds,
 the others wait and then open the finished file.
 """
@@ -13,8 +19,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,8 +180,7 @@ def build_store(
                     from .generator import generate
 
                     def tick(n: int) -> None:
-                        if progress:
-                            progress("generating benign background", n, rows)
+                        loader.report("generating benign background", n, rows)
 
                     # Each table is loaded as soon as its generated files are complete,
                     # while worker processes go on with the others.
@@ -224,10 +231,16 @@ def _csv_columns(schema: TableSchema) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def _typed(expr: str, kind: str) -> str:
-    """A split-file field as the column's type (the same casts the JSONL path applies)."""
+def _typed(expr: str, kind: str, row: bool = False) -> str:
+    """A split-file field as the column's type (the same casts the JSONL path applies).
+
+    A row's datetime field is either ISO-8601 text or epoch milliseconds (no ``-``).
+    """
     if kind == "datetime":
-        return f"CAST(CAST({expr} AS TIMESTAMPTZ) AS TIMESTAMP)"
+        iso = f"CAST(CAST({expr} AS TIMESTAMPTZ) AS TIMESTAMP)"
+        if row:
+            return f"CASE WHEN contains({expr}, '-') THEN {iso} ELSE epoch_ms(CAST({expr} AS BIGINT)) END"
+        return iso
     if kind == "timespan":
         return f"CAST({expr} AS INTERVAL)"
     if kind == "dynamic":
@@ -243,32 +256,49 @@ def _read_csv(paths: list[Path], schema: TableSchema) -> str:
 class _Loader:
     """Loads tables into a new DuckDB file: committed events (JSONL) plus generated rows.
 
-    A table with generated rows is loaded by :meth:`load_generated` as soon as the generator
-    reports it complete; :meth:`finish` loads the rest, checks ids and returns row counts.
-    Every table is sorted by time then id, so its content and order never depend on how or
-    in which order it was loaded.
+    :meth:`load_generated` is called as soon as the generator reports a table complete; it
+    loads the table on a pool of threads (each with its own cursor, each statement on one
+    DuckDB thread), so tables load side by side while the generator goes on with others.
+    :meth:`finish` waits, loads the tables that have no generated rows and returns row
+    counts. Every table is sorted by time then id, so its content and order never depend
+    on how, or in which order, it was loaded.
     """
 
     def __init__(self, db_path: Path, dataset: Dataset, files: dict[str, list[Path]],
                  staging: Path, progress: Progress | None) -> None:
+        from .generator import available_cpus
+
         self.dataset = dataset
         self.files = files
         self.progress = progress
         self.counts: dict[str, int] = {}
+        self.lock = threading.Lock()
         #: Where the generator writes its split files.
         self.generated_dir = staging / "generated"
         spill_dir = staging / "spill"
-        self.con = duckdb.connect(str(db_path))
-        self.con.execute("SET TimeZone='UTC'")
         spill_dir.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(db_path))
         self.con.execute(f"SET temp_directory='{str(spill_dir).replace(chr(39), chr(39) * 2)}'")
         self.con.execute(f"SET memory_limit='{os.environ.get('CTIREALM_BUILD_MEMORY', '1.5GB')}'")
+        # One DuckDB thread per statement: the order-keeping joins need it, and tables load
+        # in parallel instead.
+        self.con.execute("SET threads = 1")
+        self.pool = ThreadPoolExecutor(max(1, available_cpus()), thread_name_prefix="store-load")
+        self.pending: list[Future[None]] = []
 
     def __enter__(self) -> _Loader:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True)
         self.con.close()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        con = self.con.cursor()
+        con.execute("SET TimeZone='UTC'")
+        return con
 
     def _committed(self, schema: TableSchema) -> str | None:
         paths = [p for p in self.files.get(schema.name, []) if p.stat().st_size > 0]
@@ -279,51 +309,184 @@ class _Loader:
                 f"maximum_object_size=16777216)")
 
     def load_generated(self, table: str) -> None:
-        """Load *table*: its committed events and the generator's split files for it."""
-        from .generator import split_files
-
+        """Queue *table* (committed events plus the generator's split files) for loading."""
         if table not in self.dataset.schemas:
             return
-        schema = self.dataset.schemas[table]
-        split = split_files(self.generated_dir, table)
-        rows_files = [p for p in split.rows if p.stat().st_size > 0]
+        for future in [f for f in self.pending if f.done()]:
+            future.result()  # a failed load stops the build now
+        self.pending.append(self.pool.submit(self._load_generated, self.dataset.schemas[table]))
+
+    def finish(self) -> dict[str, int]:
+        """Wait for queued loads, load the tables not loaded yet; row counts in schema order."""
+        for future in self.pending:
+            future.result()
+        con = self._cursor()
+        try:
+            for name, schema in self.dataset.schemas.items():
+                if name not in self.counts:
+                    self._create(con, schema)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        return {name: self.counts[name] for name in self.dataset.schemas}
+
+    def _load_generated(self, schema: TableSchema) -> None:
+        """Rows come bucket by bucket (the generator cuts the window into time buckets), each
+        bucket sorted on its own and appended, which keeps every sort in memory. Only the
+        rows' own fields are sorted (a few columns); the variant columns are joined on after,
+        on one thread, which keeps the sorted order. Both the order and the buckets' time
+        ranges are then checked; should either fail, the table is re-sorted as a whole.
+        """
+        from .generator import split_files
+
+        split = split_files(self.generated_dir, schema.name)
         variant_files = [p for p in split.variants if p.stat().st_size > 0]
-        if not rows_files:
-            self._create(schema, [])
-            return
-        typed = ", ".join(f"{_typed(_quote(n), k)} AS {_quote(n)}" for n, k in schema.columns)
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE __variants AS SELECT __vid, {typed} "
-            f"FROM {_read_csv(variant_files, schema)}"
-        )
-        # A row's own field wins over its variant's; columns no row supplies come from the
-        # variants alone (the generator lists the others), which spares most coalesces.
-        merged = ", ".join(
-            f"coalesce({_typed('r.' + _quote(n), k)}, v.{_quote(n)}) AS {_quote(n)}"
-            if n in split.varying else f"v.{_quote(n)}"
-            for n, k in schema.columns
-        )
-        self._create(schema, [
-            f"SELECT {merged} FROM {_read_csv(rows_files, schema)} r "
-            "JOIN __variants v ON r.__vid = v.__vid"
-        ])
-        self.con.execute("DROP TABLE __variants")
+        con = self._cursor()
+        try:
+            if not variant_files:
+                self._create(con, schema)
+                return
+            q = _quote
+            typed = ", ".join(f"{_typed(q(n), k)} AS {q(n)}" for n, k in schema.columns)
+            con.execute(f"CREATE TEMP TABLE __variants AS SELECT __vid, {typed} "
+                        f"FROM {_read_csv(variant_files, schema)}")
+            keys = [schema.time_column, schema.id_column]
+            # The sort keys must be rows' own fields (they are: {$time}, {$id}).
+            own_keys = all(k in split.varying for k in keys) and con.execute(
+                "SELECT " + " + ".join(f"count({q(k)})" for k in keys) + " FROM __variants"
+            ).fetchone() == (0,)
+            quoted, time_column = q(schema.name), q(schema.time_column)
+            columns = ", ".join(f"{q(c)} {DUCKDB_TYPES[t]}" for c, t in schema.columns)
+            # One transaction per table: its buckets append to one run of row groups, which
+            # the final checkpoint then keeps as they are instead of merging them.
+            con.execute("BEGIN TRANSACTION")
+            con.execute(f"CREATE TABLE {quoted} ({columns})")
+            committed = self._committed(schema)
+            if committed:
+                con.execute(f"CREATE TEMP TABLE __committed AS SELECT "
+                            f"-row_number() OVER () AS __vid, * FROM ({committed})")
+            own = [(n, k) for n, k in schema.columns if n in split.varying]
+            # Columns some variant fills (many tables have dozens the generator never uses;
+            # those are written as nulls instead of being joined on for every row).
+            filled = con.execute("SELECT " + ", ".join(f"count({q(n)}) > 0" for n, _ in
+                                                       schema.columns) + " FROM __variants").fetchone()
+            variant_columns = {n for (n, _), used in zip(schema.columns, filled or (), strict=True)
+                               if used}
+            last = len(split.buckets) - 1
+            loaded = 0
+            misplaced = 0
+            for b, paths in enumerate(split.buckets):
+                inside = []
+                if b > 0:
+                    inside.append(f"{time_column} >= epoch_ms({int(split.bounds[b])})")
+                if b < last:
+                    inside.append(f"{time_column} < epoch_ms({int(split.bounds[b + 1])})")
+                where = f" WHERE {' AND '.join(inside)}" if inside else ""
+                paths = [p for p in paths if p.stat().st_size > 0]
+                if not paths and not committed:
+                    continue
+                if own_keys:
+                    misplaced += self._bucket_narrow(con, schema, paths, own, variant_columns,
+                                                     where, loaded, bool(committed))
+                else:
+                    self._bucket_wide(con, schema, split.varying, paths, where, bool(committed))
+                if inside:
+                    row = con.execute(f"SELECT count(*) FROM (SELECT {time_column} FROM {quoted} "
+                                      f"OFFSET {loaded}) WHERE NOT ({' AND '.join(inside)})"
+                                      ).fetchone()
+                    misplaced += row[0] if row else 0
+                row = con.execute(f"SELECT count(*) FROM {quoted}").fetchone()
+                loaded = row[0] if row else 0
+            if misplaced:
+                order = ", ".join(q(k) for k in keys)
+                con.execute(f"CREATE TEMP TABLE __sorted AS SELECT * FROM {quoted}")
+                con.execute(f"DROP TABLE {quoted}")
+                con.execute(f"CREATE TABLE {quoted} AS SELECT * FROM __sorted ORDER BY {order}")
+            self._check(con, schema)
+            con.execute("COMMIT")
+        finally:
+            con.close()  # drops the cursor's temp tables
         for path in split.paths():
             path.unlink()
 
-    def _create(self, schema: TableSchema, sources: list[str]) -> None:
-        committed = self._committed(schema)
+    def _bucket_narrow(self, con: duckdb.DuckDBPyConnection, schema: TableSchema,
+                       paths: list[Path], own: list[tuple[str, str]], variant_columns: set[str],
+                       where: str, loaded: int, committed: bool) -> int:
+        """Append one bucket: sort the rows' own fields, then join the rest on, in order.
+
+        Returns how many appended rows are out of the sorted order (0 unless the engine
+        reordered the join, which the caller repairs).
+        """
+        q = _quote
+        parts = []
+        if paths:
+            fields = ", ".join(f"{_typed(q(n), k, row=True)} AS {q(n)}" for n, k in own)
+            parts.append(f"SELECT __vid, {fields} FROM {_read_csv(paths, schema)}")
         if committed:
-            sources = [*sources, committed]
+            parts.append(f"SELECT __vid, {', '.join(q(n) for n, _ in own)} FROM __committed{where}")
+        order = f"{q(schema.time_column)}, {q(schema.id_column)}"
+        union = " UNION ALL ".join(f"({p})" for p in parts)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __rows AS SELECT * FROM ({union}) ORDER BY {order}")
+        names = {n for n, _ in own}
+        merged = []
+        for n, kind in schema.columns:
+            exprs = [e.format(c=q(n)) for e in ("r.{c}" if n in names else "",
+                                                  "v.{c}" if n in variant_columns else "",
+                                                  "c.{c}" if committed else "") if e]
+            if not exprs:
+                merged.append(f"CAST(NULL AS {DUCKDB_TYPES[kind]}) AS {q(n)}")
+            elif len(exprs) == 1:
+                merged.append(f"{exprs[0]} AS {q(n)}")
+            else:
+                merged.append(f"coalesce({', '.join(exprs)}) AS {q(n)}")
+        joins = "LEFT JOIN __variants v ON r.__vid = v.__vid"
+        if committed:
+            joins += " LEFT JOIN __committed c ON r.__vid = c.__vid"
+        con.execute(f"INSERT INTO {q(schema.name)} SELECT {', '.join(merged)} FROM __rows r {joins}")
+        idc = q(schema.id_column)
+        row = con.execute(
+            f"SELECT count(*) FROM (SELECT {idc} AS a FROM {q(schema.name)} OFFSET {loaded}) "
+            f"POSITIONAL JOIN (SELECT {idc} AS b FROM __rows) WHERE a IS DISTINCT FROM b"
+        ).fetchone()
+        return row[0] if row else 0
+
+    def _bucket_wide(self, con: duckdb.DuckDBPyConnection, schema: TableSchema,
+                     varying: frozenset[str], paths: list[Path], where: str,
+                     committed: bool) -> None:
+        """Append one bucket by sorting whole rows (when the sort keys are not rows' own)."""
+        q = _quote
+        merged = ", ".join(
+            f"coalesce({_typed('r.' + q(n), k, row=True)}, v.{q(n)}) AS {q(n)}"
+            if n in varying else f"v.{q(n)}"
+            for n, k in schema.columns
+        )
+        sources = []
+        if paths:
+            sources.append(f"SELECT {merged} FROM {_read_csv(paths, schema)} r "
+                           "JOIN __variants v ON r.__vid = v.__vid")
+        if committed:
+            columns = ", ".join(q(n) for n, _ in schema.columns)
+            sources.append(f"SELECT {columns} FROM __committed{where}")
+        order = f"{q(schema.time_column)}, {q(schema.id_column)}"
+        union = " UNION ALL ".join(f"({s})" for s in sources)
+        con.execute(f"INSERT INTO {q(schema.name)} SELECT * FROM ({union}) ORDER BY {order}")
+
+    def _create(self, con: duckdb.DuckDBPyConnection, schema: TableSchema) -> None:
+        """A table of committed events only (or an empty one)."""
+        committed = self._committed(schema)
         quoted = _quote(schema.name)
-        if sources:
+        if committed:
             order = f"{_quote(schema.time_column)}, {_quote(schema.id_column)}"
-            union = " UNION ALL ".join(f"({q})" for q in sources)
-            self.con.execute(f"CREATE TABLE {quoted} AS SELECT * FROM ({union}) ORDER BY {order}")
+            con.execute(f"CREATE TABLE {quoted} AS SELECT * FROM ({committed}) ORDER BY {order}")
         else:
             columns = ", ".join(f"{_quote(c)} {DUCKDB_TYPES[t]}" for c, t in schema.columns)
-            self.con.execute(f"CREATE TABLE {quoted} ({columns})")
-        dupes = self.con.execute(
+            con.execute(f"CREATE TABLE {quoted} ({columns})")
+        self._check(con, schema)
+
+    def _check(self, con: duckdb.DuckDBPyConnection, schema: TableSchema) -> None:
+        """Ids unique (else a DatasetError naming a few); record the row count."""
+        quoted = _quote(schema.name)
+        dupes = con.execute(
             f"SELECT {_quote(schema.id_column)}, count(*) FROM {quoted} GROUP BY 1 "
             "HAVING count(*) > 1 ORDER BY 1 LIMIT 3"
         ).fetchall()
@@ -332,15 +495,13 @@ class _Loader:
                 f"{schema.name}: id column {schema.id_column!r} is not unique: "
                 + ", ".join(f"{v!r} x{n}" for v, n in dupes)
             )
-        row = self.con.execute(f"SELECT count(*) FROM {quoted}").fetchone()
-        self.counts[schema.name] = row[0] if row else 0
-        if self.progress:
-            self.progress(f"loaded {schema.name}", self.counts[schema.name], None)
+        row = con.execute(f"SELECT count(*) FROM {quoted}").fetchone()
+        with self.lock:
+            self.counts[schema.name] = row[0] if row else 0
+        self.report(f"loaded {schema.name}", self.counts[schema.name], None)
 
-    def finish(self) -> dict[str, int]:
-        """Load the tables not loaded yet, write everything out; row counts in schema order."""
-        for name, schema in self.dataset.schemas.items():
-            if name not in self.counts:
-                self._create(schema, [])
-        self.con.execute("CHECKPOINT")
-        return {name: self.counts[name] for name in self.dataset.schemas}
+    def report(self, message: str, done: int, total: int | None) -> None:
+        """Call the build's progress callback (from any thread, one call at a time)."""
+        if self.progress:
+            with self.lock:
+                self.progress(message, done, total)
