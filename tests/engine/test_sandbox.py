@@ -27,7 +27,7 @@ from ctirealm.engine import (
     ReadOnlyViolation,
     ResourceLimitExceeded,
 )
-from ctirealm.engine.local import MAX_QUERY_CHARS
+from ctirealm.engine.guard import MAX_QUERY_CHARS
 
 ROWS = 4000
 NOW = "2026-03-16T00:00:00Z"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import ReadOnlyViolation
+from .errors import KqlSyntaxError, ReadOnlyViolation, ResourceLimitExceeded
 
 _COMMAND = re.compile(r"\.[A-Za-z][\w-]*")
 
@@ -78,4 +78,22 @@ def check_read_only(kql: str) -> None:
             construct=match.group(0),
             line=line,
             column=column,
+        )
+
+
+#: Longest query text any engine accepts (long indicator lists belong in a table, not a literal).
+MAX_QUERY_CHARS = 1_000_000
+
+
+def check_query_text(kql: object) -> None:
+    """The checks every engine makes before translating: text, not empty, not huge."""
+    if not isinstance(kql, str):
+        raise KqlSyntaxError(f"query must be text, got {type(kql).__name__}")
+    if not kql.strip():
+        raise KqlSyntaxError("empty query")
+    if len(kql) > MAX_QUERY_CHARS:
+        raise ResourceLimitExceeded(
+            f"query text is {len(kql):,} characters; the limit is {MAX_QUERY_CHARS:,} "
+            "(keep long indicator lists short, or split the query)",
+            construct="query size",
         )

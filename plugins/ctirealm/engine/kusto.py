@@ -50,13 +50,12 @@ from .errors import (
     ReadOnlyViolation,
     ResourceLimitExceeded,
 )
-from .guard import check_read_only
+from .guard import check_query_text, check_read_only
 from .result import QueryResult, format_datetime
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_ROWS = 100_000
 #: Longest query text sent (as LocalEngine: a megabyte of KQL is an indicator dump, not a query).
-MAX_QUERY_CHARS = 1_000_000
 ENV_URL = "CTIREALM_KUSTO_URL"
 ENV_CLIENT_ID = "CTIREALM_KUSTO_CLIENT_ID"
 ENV_CLIENT_SECRET = "CTIREALM_KUSTO_CLIENT_SECRET"
@@ -437,14 +436,7 @@ class KustoEngine:
         self, kql: str, *, limit: int | None = None, timeout: float | None = None
     ) -> QueryResult:
         """Run *kql*. At most *limit* rows (default: the engine's ``max_rows``) come back."""
-        if not isinstance(kql, str):
-            raise KqlSyntaxError(f"query must be text, got {type(kql).__name__}")
-        if not kql.strip():
-            raise KqlSyntaxError("empty query")
-        if len(kql) > MAX_QUERY_CHARS:
-            raise ResourceLimitExceeded(
-                f"query text is {len(kql):,} characters; the limit is {MAX_QUERY_CHARS:,} "
-                "(keep long indicator lists short, or split the query)", construct="query size")
+        check_query_text(kql)
         check_read_only(kql)
         cap = self.max_rows if limit is None else max(0, min(int(limit), self.max_rows))
         seconds = self.timeout if timeout is None else float(timeout)

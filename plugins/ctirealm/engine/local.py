@@ -37,7 +37,7 @@ from .errors import (
     ReadOnlyViolation,
     ResourceLimitExceeded,
 )
-from .guard import check_read_only
+from .guard import check_query_text, check_read_only
 from .result import QueryResult
 
 rewrite.install()
@@ -47,7 +47,6 @@ DEFAULT_MAX_ROWS = 100_000
 DEFAULT_MEMORY_LIMIT = "2GB"
 #: Longest query text accepted: translation runs before the time limit applies,
 #: and a megabyte of KQL (twenty thousand hashes in a list) translates in ~3 s.
-MAX_QUERY_CHARS = 1_000_000
 _CACHE_SIZE = 2048
 
 SchemaLike = TableSchema | Sequence[tuple[str, str]] | Sequence[Sequence[str]]
@@ -295,16 +294,7 @@ class LocalEngine:
         self, kql: str, *, limit: int | None = None, timeout: float | None = None
     ) -> QueryResult:
         """Run *kql*. At most *limit* rows (default: the engine's ``max_rows``) come back."""
-        if not isinstance(kql, str):
-            raise KqlSyntaxError(f"query must be text, got {type(kql).__name__}")
-        if not kql.strip():
-            raise KqlSyntaxError("empty query")
-        if len(kql) > MAX_QUERY_CHARS:
-            raise ResourceLimitExceeded(
-                f"query text is {len(kql):,} characters; the limit is {MAX_QUERY_CHARS:,} "
-                "(keep long indicator lists short, or split the query)",
-                construct="query size",
-            )
+        check_query_text(kql)
         sql = self.translate(kql)
         cap = self.max_rows if limit is None else max(0, min(int(limit), self.max_rows))
         seconds = self.timeout if timeout is None else float(timeout)
