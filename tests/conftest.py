@@ -10,7 +10,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+MINI = ROOT / "tests" / "fixtures" / "mini"
 pytest_plugins = ["pytester"]
+
+
+def mini_project(pytester: pytest.Pytester, cache: Path, ini: str = "") -> pytest.Pytester:
+    """The two-case benchmark of tests/fixtures/mini (cases, rules, telemetry and the real
+    schemas) in pytester's directory, its store cached in *cache*; *ini* adds ini lines."""
+    for part in ("cases", "rules", "telemetry"):
+        shutil.copytree(MINI / part, pytester.path / part)
+    shutil.copytree(ROOT / "telemetry" / "schemas", pytester.path / "telemetry" / "schemas")
+    pytester.makeini("[pytest]\ntestpaths = cases\n"
+                     f"addopts = --realm-cache-dir={cache} -p no:cacheprovider\n{ini}")
+    return pytester
+
+
+@pytest.fixture
+def mini(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
+    """`mini_project` with a fresh store cache."""
+    return mini_project(pytester, tmp_path_factory.mktemp("store-cache"))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -4,13 +4,9 @@ and nothing can be gamed (fabrication earns no detection credit, match-everythin
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-MINI = ROOT / "tests" / "fixtures" / "mini"
+from tests.conftest import mini_project
 
 AGENTS = '''
 import json, os, time
@@ -80,19 +76,9 @@ class Everything:
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
-    for part in ("cases", "rules", "telemetry"):
-        shutil.copytree(MINI / part, pytester.path / part)
-    shutil.copytree(ROOT / "telemetry" / "schemas", pytester.path / "telemetry" / "schemas")
     pytester.makepyfile(faulty_agents=AGENTS)
     pytester.syspathinsert()
-    cache = tmp_path_factory.mktemp("cache")
-    pytester.makeini(f"""
-        [pytest]
-        testpaths = cases
-        addopts = --realm-cache-dir={cache} -p no:cacheprovider
-        realm_agent_timeout = 2
-    """)
-    return pytester
+    return mini_project(pytester, tmp_path_factory.mktemp("cache"), "realm_agent_timeout = 2")
 
 
 def _results(project: pytest.Pytester, agent: str) -> dict:

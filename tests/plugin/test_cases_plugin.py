@@ -82,6 +82,29 @@ def test_xdist_gives_the_same_results_as_one_process(mini: pytest.Pytester) -> N
     assert one == two
 
 
+def test_under_xdist_each_case_runs_its_agent_once(mini: pytest.Pytester) -> None:
+    # Every agent run appends a line; a case whose items were spread over workers would be
+    # run once per worker (and its results written twice, racing).
+    log = mini.path / "runs.log"
+    mini.makepyfile(counting_agent=f"""
+        import os
+        from ctirealm.agents.builtin import BaselineAgent
+
+        class Counting(BaselineAgent):
+            name = "counting"
+            def run(self, task, tools):
+                with open({str(log)!r}, "a") as out:
+                    out.write(task.case_id + " " + os.environ.get("PYTEST_XDIST_WORKER", "-") + "\\n")
+                return super().run(task, tools)
+    """)
+    mini.syspathinsert()
+    result = mini.runpytest_subprocess("--realm-agent", "python:counting_agent:Counting", "-n", "2",
+                                       "--realm-epochs", "2", "-v")
+    runs = sorted(log.read_text().split("\n")[:-1])
+    assert [r.split()[0] for r in runs] == ["aks_001", "aks_001", "linux_001", "linux_001"], runs
+    result.stdout.fnmatch_lines(["*scheduling tests via LoadFileScheduling*"])
+
+
 def test_epochs_multiply_items_and_runs(mini: pytest.Pytester) -> None:
     result = mini.runpytest("--realm-agent", "oracle", "--realm-epochs", "2", "-k", "linux_001")
     result.assert_outcomes(passed=12)

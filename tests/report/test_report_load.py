@@ -34,6 +34,9 @@ def test_a_report_folder_means_its_results_json(tmp_path: Path) -> None:
     ({"format": 1, "run": {}, "summary": {}, "cases": {}}, "cases should be list, not dict"),
     ({"format": 1, "run": {}, "summary": {}, "cases": [{"platform": "aks"}]}, "cases[0] has no 'id' key"),
     ({"format": 1, "run": {}, "summary": {}, "cases": [], "rules": {}}, "rules should be a list"),
+    ({"format": 1, "run": {}, "summary": {}, "cases": [], "problems": "x"}, "problems should be a list"),
+    ({"format": 1, "run": {}, "summary": {}, "cases": [], "problems": [{"path": "a"}]},
+     "problems[0] has no 'message' key"),
     ([1, 2], "expected a JSON object"),
 ])
 def test_unusable_documents_get_a_clear_message(document: object, words: str) -> None:
@@ -72,3 +75,23 @@ def test_missing_optional_keys_get_defaults() -> None:
     assert case["checkpoints"]["C0_cti_reports"] == {"score": 0.5, "max": 0.0, "message": "", "details": {}}
     assert case["trajectory"]["queries"] == [] and case["trajectory"]["submission"] is None
     assert data["summary"]["statuses"] == {"unknown": 1}
+
+
+def test_problems_are_normalised_and_shown_first() -> None:
+    from ctirealm.report.html import render_html
+    from ctirealm.report.markdown import render_markdown
+
+    document = {**raw("oracle"), "problems": [
+        {"kind": "telemetry", "path": "telemetry/attack/x/T.jsonl", "line": 3,
+         "message": "telemetry/attack/x/T.jsonl:3: invalid JSON", "cases": ["linux_009"]},
+        {"message": "cases/linux/linux_010.yaml: objective: required field is missing"}]}
+    data = check_results(document)
+    assert data["problems"][1] == {"kind": "case", "path": "", "line": None, "cases": [],
+                                   "message": "cases/linux/linux_010.yaml: objective: required field is missing"}
+    markdown = render_markdown(data)
+    assert "Left out of this run: 2 problems (not scored)" in markdown
+    assert "telemetry/attack/x/T.jsonl:3: invalid JSON (stops linux_009)" in markdown
+    assert markdown.index("Left out of this run") < markdown.index("Final detections")
+    html = render_html(data)
+    assert 'id="problems"' in html and "linux_010.yaml: objective: required field is missing" in html
+    assert check_results(raw("oracle"))["problems"] == []

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-MINI = ROOT / "tests" / "fixtures" / "mini"
+from tests.conftest import mini_project
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory,
             monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    for part in ("cases", "rules", "telemetry"):
-        shutil.copytree(MINI / part, pytester.path / part)
-    shutil.copytree(ROOT / "telemetry" / "schemas", pytester.path / "telemetry" / "schemas")
-    cache = tmp_path_factory.mktemp("store-cache")
-    pytester.makeini(f"""
-        [pytest]
-        testpaths = cases
-        addopts = --realm-cache-dir={cache} -p no:cacheprovider
-    """)
-    return pytester
+    return mini_project(pytester, tmp_path_factory.mktemp("store-cache"))
 
 
 def test_a_run_writes_reports_and_pytest_html_shows_scores(project: pytest.Pytester) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 from pathlib import Path
 
 import pytest
@@ -117,11 +118,101 @@ def test_duplicate_ids_are_reported_with_both_places(make_telemetry, tmp_path: P
 def test_unknown_table_file_and_missing_schema_are_clear(make_telemetry, tmp_path: Path) -> None:
     root = make_telemetry(ATTACK)
     write_jsonl(root / "attack" / "sim1" / "DeviceEvents.jsonl", [{"x": 1}])
-    with pytest.raises(DatasetError, match="DeviceEvents.jsonl: file name must be a table name"):
+    with pytest.raises(TelemetryFormatError, match="DeviceEvents.jsonl: file name must be a table name"):
         build_store(Dataset.load(root), cache_dir=tmp_path / "c", rows=0)
     (root / "schemas" / "AKSAudit.json").write_text('{"table": "AKSAudit"}')
+    dataset = Dataset.load(root)
+    assert "AKSAudit" not in dataset.schemas
+    assert [str(p) for p in dataset.problems] == ["schemas/AKSAudit.json: missing field 'id_column'"]
     with pytest.raises(SchemaError, match="AKSAudit.json: missing field 'id_column'"):
+        build_store(dataset, cache_dir=tmp_path / "c", rows=0)
+    (root / "schemas").rename(root / "gone")
+    with pytest.raises(DatasetError, match="schemas: schema directory not found"):
         Dataset.load(root)
+
+
+# -- lenient builds: a bad file is left out, named, and the rest is built ---------------------
+
+GOOD = {"good": {"DeviceProcessEvents": [process_event(111111111111, "id 5e7a-good")]}}
+
+
+def _lenient(root: Path, tmp_path: Path, rows: int = 0):
+    return build_store(Dataset.load(root), cache_dir=tmp_path / "c", rows=rows, strict=False)
+
+
+def test_lenient_build_leaves_out_a_truncated_file_and_names_its_line(
+    make_telemetry, tmp_path: Path
+) -> None:
+    root = make_telemetry({**ATTACK, **GOOD}, BENIGN)
+    bad = root / "attack" / "sim1" / "DeviceProcessEvents.jsonl"
+    text = bad.read_text()
+    bad.write_text(text[: len(text) - 20])  # cut the last line short, no newline
+    store = _lenient(root, tmp_path)
+    assert [(p.path, p.line, p.kind, p.table, p.group) for p in store.problems] == [
+        ("attack/sim1/DeviceProcessEvents.jsonl", 2, "attack", "DeviceProcessEvents", "sim1")]
+    assert "invalid JSON" in store.problems[0].message and "truncated line?" in store.problems[0].message
+    assert str(store.problems[0]).startswith("attack/sim1/DeviceProcessEvents.jsonl:2: invalid JSON")
+    # none of the bad file's events, not even its valid first line; everything else is in
+    assert store.labels.simulations() == ["good"]
+    assert store.labels.kind("DeviceProcessEvents", 482913377104) == "benign"
+    assert store.labels.kind("DeviceProcessEvents", 771029384455) == "hard_negative"
+    with store.engine() as engine:
+        assert engine.query("DeviceProcessEvents | count").rows == [(2,)]
+        assert engine.query("DeviceProcessEvents | where ReportId == 482913377104").rows == []
+    # the cached store keeps its problems; a strict caller still gets the error
+    again = _lenient(root, tmp_path)
+    assert again.path == store.path and again.problems == store.problems
+    with pytest.raises(TelemetryFormatError, match=r"DeviceProcessEvents.jsonl:2: invalid JSON"):
+        build_store(Dataset.load(root), cache_dir=tmp_path / "c", rows=0)
+
+
+def test_lenient_build_reports_every_bad_file_once(make_telemetry, tmp_path: Path) -> None:
+    root = make_telemetry({**ATTACK, **GOOD}, {"dup": {"DeviceProcessEvents": [
+        process_event(222222222222, "ls"), process_event(482913377104, "ls -la")]}})
+    write_jsonl(root / "attack" / "sim1" / "DeviceEvents.jsonl", [{"x": 1}])
+    write_jsonl(root / "attack" / "sim3" / "DeviceFileEvents.jsonl",
+                [{"Timestamp": "2026-03-05T10:00:00Z", "ReportId": 5, "Bogus": 1}])
+    store = _lenient(root, tmp_path)
+    found = {p.path: (p.line, p.message) for p in store.problems}
+    assert sorted(found) == ["attack/sim1/DeviceEvents.jsonl", "attack/sim3/DeviceFileEvents.jsonl",
+                             "benign/dup/DeviceProcessEvents.jsonl"]
+    assert found["attack/sim1/DeviceEvents.jsonl"][0] is None
+    assert "file name must be a table name" in found["attack/sim1/DeviceEvents.jsonl"][1]
+    assert found["attack/sim3/DeviceFileEvents.jsonl"] == (
+        1, "column 'Bogus' is not in DeviceFileEvents")
+    # the later file with a clashing id is the one left out; the first keeps its events
+    line, message = found["benign/dup/DeviceProcessEvents.jsonl"]
+    assert line == 2 and "ReportId 482913377104 already used at" in message
+    assert store.labels.kind("DeviceProcessEvents", 482913377104) == "attack"
+    assert store.labels.kind("DeviceProcessEvents", 222222222222) == "benign"
+    assert store.rows["DeviceProcessEvents"] == 3
+
+
+def test_a_duplicate_id_inside_one_file_names_both_lines(make_telemetry, tmp_path: Path) -> None:
+    root = make_telemetry({"s": {"DeviceProcessEvents": [process_event(7, "a"), process_event(7, "b")]}})
+    store = _lenient(root, tmp_path)
+    assert [str(p) for p in store.problems] == [
+        f"attack/s/DeviceProcessEvents.jsonl:2: ReportId 7 already used at "
+        f"{root / 'attack' / 's' / 'DeviceProcessEvents.jsonl'}:1"]
+    assert store.rows["DeviceProcessEvents"] == 0
+
+
+def test_lenient_build_without_a_broken_schema_keeps_the_other_tables(
+    make_telemetry, tmp_path: Path
+) -> None:
+    root = make_telemetry({**ATTACK, "k8s": {"AKSAudit": [{"TimeGenerated": "2026-03-05T10:00:00Z"}]}})
+    (root / "schemas" / "AKSAudit.json").write_text("{not json")
+    shutil.copytree(ROOT / "telemetry" / "generator", root / "generator")
+    store = _lenient(root, tmp_path, rows=2000)
+    assert [(p.path, p.kind) for p in store.problems] == [
+        ("schemas/AKSAudit.json", "schema"), ("attack/k8s/AKSAudit.jsonl", "attack")]
+    assert "invalid JSON" in store.problems[0].message
+    assert store.problems[1].message.startswith("the schema of AKSAudit did not load (schemas/AKSAudit.json:")
+    assert "AKSAudit" not in store.rows and "AKSAudit" not in store.meta["schemas"]
+    # the generator still fills the other tables
+    assert store.rows["DeviceProcessEvents"] > 2 and sum(store.rows.values()) >= 2000 * 0.5
+    with store.engine() as engine:
+        assert "AKSAudit" not in engine.tables()
 
 
 def test_failed_build_leaves_no_store_behind(make_telemetry, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..telemetry.dataset import Dataset
@@ -29,11 +30,24 @@ def rows_from(args: argparse.Namespace, dataset: Dataset) -> int:
 
 
 def open_store(args: argparse.Namespace, *, quiet: bool = True) -> Store:
-    """Build the store if needed (with a progress bar unless quiet) and return it."""
+    """Build the store if needed (with a progress bar unless quiet) and return it.
+
+    The build is lenient, as under pytest: a bad event or schema file is left out
+    and named on stderr (``store.problems``); the caller decides what that means.
+    """
     dataset = Dataset.load(args.telemetry)
     rows = rows_from(args, dataset)
+    store = _build(args, dataset, rows, quiet)
+    for problem in store.problems:
+        print(f"warning: left out of the store: {args.telemetry / problem.path}"
+              + (f":{problem.line}" if problem.line else "") + f": {problem.message}",
+              file=sys.stderr)
+    return store
+
+
+def _build(args: argparse.Namespace, dataset: Dataset, rows: int, quiet: bool) -> Store:
     if quiet:
-        return build_store(dataset, cache_dir=args.cache_dir, rows=rows)
+        return build_store(dataset, cache_dir=args.cache_dir, rows=rows, strict=False)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -43,7 +57,7 @@ def open_store(args: argparse.Namespace, *, quiet: bool = True) -> Store:
         def report(message: str, done: int, total: int | None) -> None:
             bar.update(task, description=message, completed=done, total=total)
 
-        store = build_store(dataset, cache_dir=args.cache_dir, rows=rows,
+        store = build_store(dataset, cache_dir=args.cache_dir, rows=rows, strict=False,
                             force=getattr(args, "force", False), progress=report)
         bar.update(task, description="store ready", completed=1, total=1)
     return store

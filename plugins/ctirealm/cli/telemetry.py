@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .common import add_store_options, open_store
 
@@ -28,6 +29,10 @@ def _build(args: argparse.Namespace) -> int:
     store = open_store(args, quiet=False)
     print(f"{store.path}  ({sum(store.rows.values()):,} rows, built in "
           f"{store.meta['build_seconds']} s)")
+    if store.problems:
+        print(f"{len(store.problems)} file(s) left out (listed above); the cases that need them "
+              "will fail", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -40,6 +45,7 @@ def _info(args: argparse.Namespace) -> int:
             "path": str(store.path), "hash": store.meta["hash"], "window": store.meta["window"],
             "now": store.meta["now"], "rows": store.rows, "attack_events": attack,
             "hard_negatives": negatives, "simulations": store.labels.simulations(),
+            "problems": [p.to_dict() for p in store.problems],
         }, indent=2))
         return 0
     from rich.console import Console

@@ -12,12 +12,20 @@ from pathlib import Path
 import pytest
 
 from ..engine import Engine
-from ..telemetry.dataset import Dataset
-from ..telemetry.schema import TableSchema
+from ..telemetry.dataset import Dataset, DatasetError
+from ..telemetry.events import TelemetryFormatError
+from ..telemetry.generator import ProfileError
+from ..telemetry.schema import SchemaError, TableSchema
 from ..telemetry.store import Store, build_store
 
 _STORE = pytest.StashKey[Store]()
+_STORE_ERROR = pytest.StashKey[str]()
 _ENGINE = pytest.StashKey[Engine]()
+
+
+class StoreUnavailable(Exception):
+    """The telemetry cannot be built at all (no ``dataset.yaml``, no schemas, a broken
+    generator profile); the message names the file. Case and rule items report it."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,25 +60,74 @@ def cases_root(config: pytest.Config) -> Path:
     return _path_option(config, "--realm-cases", "realm_cases")
 
 
+def rules_root(config: pytest.Config) -> Path | None:
+    """The rules folder (ini ``realm_rules``), or None when the rules plugin is disabled."""
+    try:
+        return (Path(config.rootpath) / str(config.getini("realm_rules"))).resolve()
+    except ValueError:
+        return None
+
+
 def session_store(config: pytest.Config) -> Store:
     """The session's store, built on first use.
 
     Under xdist the controller builds it before starting workers and hands each
     worker the path, so all workers read the very same store even if telemetry
-    files change during the run.
+    files change during the run. The build is lenient: a bad event or schema
+    file is left out and listed in ``store.problems`` (the cases that need it
+    fail, naming it; the others run). A dataset that cannot be built at all
+    (no ``dataset.yaml``, no schemas, a broken generator profile) raises
+    `StoreUnavailable`: `pytest_sessionstart` turns it into one usage error.
     """
+    if _STORE_ERROR in config.stash:
+        raise StoreUnavailable(config.stash[_STORE_ERROR])
     if _STORE not in config.stash:
         handed = getattr(config, "workerinput", {}).get("realm_store")
         if handed:
             config.stash[_STORE] = Store.open(Path(handed))
             return config.stash[_STORE]
         cache = config.getoption("--realm-cache-dir")
-        config.stash[_STORE] = build_store(
-            Dataset.load(telemetry_root(config)),
-            cache_dir=Path(cache) if cache else None,
-            rows=config.getoption("--realm-rows"),
-        )
+        try:
+            config.stash[_STORE] = build_store(
+                Dataset.load(telemetry_root(config)),
+                cache_dir=Path(cache) if cache else None,
+                rows=config.getoption("--realm-rows"),
+                strict=False,
+            )
+        except (DatasetError, ProfileError, SchemaError, TelemetryFormatError) as exc:
+            config.stash[_STORE_ERROR] = f"the telemetry store cannot be built: {exc}"
+            raise StoreUnavailable(config.stash[_STORE_ERROR]) from None
     return config.stash[_STORE]
+
+
+def benchmark_requested(config: pytest.Config) -> bool:
+    """Whether this run collects cases or rules (so the store is worth building up front).
+
+    True when a path argument (or, without any, the rootdir or a testpath) is the
+    cases or rules folder, inside it, or above it. The plugin is active in every
+    pytest run of an environment it is installed in; a run of unrelated tests
+    must not build, or fail on, a store it never uses.
+    """
+    if not (telemetry_root(config) / "dataset.yaml").is_file() and \
+            not config.getoption("--realm-telemetry"):
+        return False
+    targets = [Path(config.invocation_params.dir, a.split("::", 1)[0]).resolve()
+               for a in config.args if not a.startswith("-")]
+    folders = [f for f in (cases_root(config), rules_root(config)) if f is not None]
+    return any(t == f or t in f.parents or f in t.parents for t in targets for f in folders)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build the store before collection when this run needs it, so a dataset that cannot be
+    built ends the session with one clear message (not an error per collected file)."""
+    config = session.config
+    if hasattr(config, "workerinput") or not benchmark_requested(config):
+        return
+    try:
+        session_store(config)
+    except StoreUnavailable as exc:
+        pytest.exit(f"ctirealm: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def engine_spec(config: pytest.Config) -> str:
@@ -148,7 +205,8 @@ def realm_engine(pytestconfig: pytest.Config) -> Engine:
 def pytest_configure_node(node: object) -> None:
     """xdist controller: build the store once, pass its path to the worker being started."""
     config = node.config  # type: ignore[attr-defined]
-    node.workerinput["realm_store"] = str(session_store(config).path)  # type: ignore[attr-defined]
+    if benchmark_requested(config):
+        node.workerinput["realm_store"] = str(session_store(config).path)  # type: ignore[attr-defined]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -28,7 +28,8 @@ from ..scoring import CHECKPOINTS, MODES, CaseScore, score_case, summarize
 from ..scoring.sigma_quality import sigma_scorer_for
 from ..tools import Toolbox, Trajectory
 from ..tools.toolbox import VARIANTS
-from . import cases_root, session_engine, session_store
+from . import StoreUnavailable, benchmark_requested, cases_root, session_engine, session_store
+from .problems import case_problems, known_tables, run_problems
 
 SUBSETS = {"25": "realm-25", "50": "realm-50", "all": None}
 _RUNS = pytest.StashKey[dict[tuple[str, int], "CaseRun"]]()
@@ -155,15 +156,18 @@ def _parts_dir(config: pytest.Config) -> Path:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    # One case's items must share a worker so its agent runs once: default to loadgroup.
+    # One case's items must share a worker so its agent runs once. A case is one file, so
+    # `loadfile` groups them (and a rule file's items, which share one evaluation). Not
+    # `loadgroup`: with pytest 9.2 and xdist 3.8 it silently stops grouping (xdist#1386).
     args = " ".join(config.invocation_params.args)
-    if getattr(config.option, "numprocesses", None) and "--dist" not in args and "-d " not in args:
-        config.option.dist = "loadgroup"
+    if getattr(config.option, "numprocesses", None) and "--dist" not in args and "-d " not in args \
+            and benchmark_requested(config):
+        config.option.dist = "loadfile"
 
 
 def case_set(config: pytest.Config) -> CaseSet:
     if _CASESET not in config.stash:
-        tables = set(session_store(config).meta["schemas"])
+        tables = known_tables(session_store(config))
         config.stash[_CASESET] = load_cases(cases_root(config), tables=tables)
     return config.stash[_CASESET]
 
@@ -177,7 +181,12 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 class CaseFile(pytest.File):
-    """``cases/<platform>/<id>.yaml``: one case collector (a bad file becomes one failing item)."""
+    """``cases/<platform>/<id>.yaml``: one case collector.
+
+    A case that cannot run becomes one failing item instead of its checkpoints:
+    ``load`` for a bad case file, ``telemetry`` for a case whose events were left
+    out of the store (a bad telemetry file) or are missing from it.
+    """
 
     def collect(self) -> list[pytest.Item | pytest.Collector]:
         config = self.config
@@ -189,22 +198,36 @@ class CaseFile(pytest.File):
                 raise error or parse_case(self.path)  # type: ignore[misc]
         except CaseError as exc:
             return [BrokenCase.from_parent(self, name="load", error=str(exc))]
+        except StoreUnavailable as exc:
+            return [BrokenCase.from_parent(self, name="telemetry", error=str(exc))]
+        problems = case_problems(config, case)
+        if problems:
+            error = f"{case.id} cannot be scored:\n" + "\n".join(f"  {m}" for m in problems)
+            item = BrokenCase.from_parent(self, name="telemetry", error=error)
+            item.add_marker(pytest.mark.realm_case(case.id))
+            return [item]
         return [CaseGroup.from_parent(self, name=case.id, case=case)]
 
 
 class BrokenCase(pytest.Item):
+    """A case that cannot run: fails with the reason (named file, line and field)."""
+
     def __init__(self, *, error: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.error = error
 
     def runtest(self) -> None:
-        raise CaseError(self.path, None, self.error.split(": ", 1)[-1])
+        raise CaseNotRunnable(self.error)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         return self.error
 
     def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, 0, "load"
+        return self.path, 0, self.name
+
+
+class CaseNotRunnable(Exception):
+    """Raised by a `BrokenCase`: its message says which file, line or field stops the case."""
 
 
 class CaseGroup(pytest.Collector):
@@ -421,10 +444,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if parts.is_dir() else []
     rules = [config.stash[_RULES][k] for k in sorted(config.stash[_RULES])]
     shutil.rmtree(parts, ignore_errors=True)
-    if not entries and not rules:
+    wanted = _CASESET in config.stash or entries or benchmark_requested(config)
+    try:
+        problems = run_problems(config, case_set(config)) if wanted else []
+    except StoreUnavailable as exc:
+        problems = [{"kind": "telemetry", "path": None, "line": None, "message": str(exc), "cases": []}]
+    if not entries and not rules and not problems:
         return
     results = build_results(config, entries)
     results["rules"] = rules
+    results["problems"] = problems
     opts.report_dir.mkdir(parents=True, exist_ok=True)
     (opts.report_dir / "results.json").write_text(json.dumps(results, indent=1, default=str),
                                                   encoding="utf-8")
@@ -449,7 +478,12 @@ _RESULTS = pytest.StashKey[dict[str, Any]]()
 def build_results(config: pytest.Config, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """results.json: run settings, the summary, and every case (sorted: deterministic)."""
     opts = settings(config)
-    store = session_store(config)
+    try:
+        store = session_store(config)
+        dataset = {"name": store.meta["dataset"], "hash": store.meta["hash"],
+                   "rows": sum(store.rows.values()), "window": store.meta["window"]}
+    except StoreUnavailable as exc:
+        dataset = {"error": str(exc)}
     entries.sort(key=lambda e: (e["id"], e["epoch"]))
     summary = _summary_from_entries(entries)
     return {
@@ -457,8 +491,7 @@ def build_results(config: pytest.Config, entries: list[dict[str, Any]]) -> dict[
         "run": {
             "agent": opts.agent, "scoring": opts.scoring, "variant": opts.variant,
             "subset": opts.subset or "all", "epochs": opts.epochs, "pass_ratio": opts.pass_ratio,
-            "dataset": {"name": store.meta["dataset"], "hash": store.meta["hash"],
-                        "rows": sum(store.rows.values()), "window": store.meta["window"]},
+            "dataset": dataset,
             "started": config.stash[_STARTED],
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "versions": _versions(),
@@ -501,6 +534,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("ctirealm score")
     if config.stash.get(_REPORT_ERROR, None):
         write(f"reports could not be written: {config.stash[_REPORT_ERROR]}", red=True)
+    problems = results.get("problems", [])
+    if problems:
+        write(f"left out of this run ({len(problems)}; not scored, listed in results.json):", red=True)
+        for problem in problems[:10]:
+            stops = f"  [cases: {', '.join(problem['cases'])}]" if problem.get("cases") else ""
+            write(f"  {problem['message'].splitlines()[0]}{stops}", red=True)
+        if len(problems) > 10:
+            write(f"  ... and {len(problems) - 10} more", red=True)
     if not results["cases"]:
         failed = sum(1 for r in results["rules"] if r["status"] == "failed")
         write(f"rules gated: {len(results['rules'])}, failing: {failed}")

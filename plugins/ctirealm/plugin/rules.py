@@ -37,7 +37,8 @@ from ..sigma.parse import (
     parse_rule,
 )
 from ..sigma.validate import DEFAULT_EXCLUDE, FILENAME_VALIDATORS, RuleValidator
-from . import cases_root, session_engine, session_store
+from . import StoreUnavailable, cases_root, rules_root, session_engine, session_store
+from .problems import case_problems, known_tables
 
 _CASES = pytest.StashKey[CaseSet]()
 _VALIDATOR = pytest.StashKey[RuleValidator]()
@@ -58,12 +59,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "realm_rule(path): a rule under CI gating in rules/")
 
 
-def _rules_root(config: pytest.Config) -> Path:
-    return (Path(config.rootpath) / str(config.getini("realm_rules"))).resolve()
-
-
 def _in_rules(config: pytest.Config, path: Path) -> bool:
-    root = _rules_root(config)
+    root = rules_root(config)
+    if root is None:
+        return False
     resolved = path.resolve()
     return resolved == root or root in resolved.parents
 
@@ -85,7 +84,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 def _case_set(config: pytest.Config) -> CaseSet:
     if _CASES not in config.stash:
-        tables = set(session_store(config).meta["schemas"])
+        tables = known_tables(session_store(config))
         config.stash[_CASES] = load_cases(cases_root(config), tables=tables)
     return config.stash[_CASES]
 
@@ -280,7 +279,11 @@ class RuleItem(pytest.Item):
 
     # execution ------------------------------------------------------------------------------
     def _evaluated(self) -> RuleResult:
-        self._require_parsed()
+        parsed = self._require_parsed()
+        case = _case_set(self.config).cases.get(parsed.expectations.case or "")
+        problems = case_problems(self.config, case) if case else []
+        if problems:  # its events were left out of the store: matches would mean nothing
+            raise RuleCheckFailed(f"case {case.id} cannot be checked: " + "; ".join(problems))
         rule_file = self.rule_file
         if isinstance(rule_file, SigmaRuleFile):
             try:
@@ -338,7 +341,7 @@ class RuleItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: Any = None) -> str:
-        if isinstance(excinfo.value, (RuleCheckFailed, SigmaRuleError)):
+        if isinstance(excinfo.value, (RuleCheckFailed, SigmaRuleError, StoreUnavailable)):
             return f"{self.rule_file.parsed().label}: {excinfo.value}"
         return super().repr_failure(excinfo, style)  # type: ignore[arg-type]
 

@@ -230,10 +230,11 @@ def render_html(results: dict[str, Any], *, trajectories: Path | None = None,
     sub = Markup("".join(tag("span", s) for s in _run_line(run)))
     if not facts and results["rules"]:  # a rules-gate run: no benchmark score to show
         passed = sum(1 for r in results["rules"] if rule_passed(r) is True)
+        body = Markup("\n".join(b for b in (_problems(results["problems"]), _rules(results["rules"])) if b))
         return _page(title=f"ctirealm rules gate · {passed}/{len(results['rules'])} passed",
-                     heading="Rules gate", subheading=sub, body=_rules(results["rules"]),
-                     footer=_footer(results))
+                     heading="Rules gate", subheading=sub, body=body, footer=_footer(results))
     body = [
+        _problems(results["problems"]),
         _overview(results, facts),
         _charts(results, names),
         _heat(facts, names),
@@ -368,6 +369,22 @@ def _tpfp(det: dict[str, Any] | None) -> str:
     if det is None:
         return ""
     return "error" if det.get("error") else f"{det['tp']} / {det['fp']}"
+
+
+def _problems(problems: list[dict[str, Any]]) -> Markup | None:
+    """Cases and telemetry files left out of the run (not scored), first on the page."""
+    if not problems:
+        return None
+    rows = [tag("tr", tag("td", tag("span", p["kind"], class_="badge bad")),
+                tag("td", tag("code", p["message"])), tag("td", ", ".join(p["cases"])))
+            for p in problems]
+    head = tag("tr", [tag("th", h) for h in ("Kind", "Problem (file, line, field)", "Cases it stops")])
+    return tag("section",
+               tag("div", tag("h2", "Left out of this run"),
+                   tag("span", f"{plural(len(problems), 'problem')}; these are not scored", class_="hint"),
+                   class_="panel-head"),
+               tag("div", tag("table", tag("thead", head), tag("tbody", rows)), class_="scroll"),
+               class_="panel", id="problems")
 
 
 def _rules(rules: list[dict[str, Any]]) -> Markup:

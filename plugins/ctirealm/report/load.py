@@ -97,8 +97,23 @@ def check_results(data: Any, *, source: str = "results.json") -> dict[str, Any]:
         raise ResultsError(f"{source}: rules should be a list, not {type(rules).__name__}")
     else:
         data["rules"] = [_normalise_rule(r, i, source) for i, r in enumerate(rules)]
+    problems = data.get("problems")
+    if problems is not None and not isinstance(problems, list):
+        raise ResultsError(f"{source}: problems should be a list, not {type(problems).__name__}")
+    data["problems"] = [_normalise_problem(p, i, source) for i, p in enumerate(problems or [])]
     data["source"] = source
     return data
+
+
+def _normalise_problem(problem: Any, index: int, source: str) -> dict[str, Any]:
+    """One thing left out of the run: a case file, or a telemetry file and the cases it stopped."""
+    if not isinstance(problem, dict):
+        raise ResultsError(f"{source}: problems[{index}] should be an object, "
+                           f"not {type(problem).__name__}")
+    _require(problem, "message", str, f"problems[{index}]", source)
+    return {"kind": str(problem.get("kind") or "case"), "path": str(problem.get("path") or ""),
+            "line": problem.get("line") if isinstance(problem.get("line"), int) else None,
+            "message": problem["message"], "cases": _strings(problem.get("cases"))}
 
 
 def _normalise_run(run: dict[str, Any]) -> None:

@@ -54,7 +54,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     low, high = summary["ci95"]
     dataset = run["dataset"]
     if not facts and results["rules"]:  # a rules-gate run: no benchmark score to show
-        lines = ["## ctirealm rules gate", ""] + _rules(results["rules"])
+        lines = ["## ctirealm rules gate", ""] + _problems(results["problems"]) + _rules(results["rules"])
         return "\n".join(lines + [f"<sub>results format {results['format']}</sub>", ""])
     lines = [f"## ctirealm score: **{summary['normalized_score']:.3f}** (95% CI {low:.3f}–{high:.3f})", ""]
     meta = [f"agent **{md(run['agent'])}**", f"{md(run['scoring'])} scoring", f"{md(run['variant'])} toolset",
@@ -64,6 +64,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     if run["started"]:
         meta.append(f"started {md(run['started'])}")
     lines += [" · ".join(meta), ""]
+    lines += _problems(results["problems"])
     if not facts:
         lines += ["No cases ran in this run.", ""]
     else:
@@ -143,6 +144,17 @@ def _all_cases(facts: list[CaseFacts], names: list[str]) -> list[str]:
 
 def _suffix(name: str) -> str:
     return {"C4_kql_detection": " KQL", "C4_sigma_quality": " Sigma"}.get(name, "")
+
+
+def _problems(problems: list[dict[str, Any]]) -> list[str]:
+    """Cases and telemetry files left out of the run: not scored, so said up front."""
+    if not problems:
+        return []
+    lines = [f"### ⚠️ Left out of this run: {plural(len(problems), 'problem')} (not scored)", ""]
+    for problem in problems:
+        stops = f" (stops {md(', '.join(problem['cases']))})" if problem["cases"] else ""
+        lines.append(f"- {md(problem['message'].splitlines()[0], 300)}{stops}")
+    return lines + [""]
 
 
 def _rules(rules: list[dict[str, Any]]) -> list[str]:

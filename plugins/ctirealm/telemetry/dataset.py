@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from .schema import TableSchema, load_schemas, parse_datetime
+from .events import FileProblem
+from .schema import SchemaError, TableSchema, parse_datetime
 
 #: Bumped whenever the store's layout changes, so old caches are not reused.
 STORE_FORMAT = 1
@@ -31,7 +32,11 @@ class EventFile:
 
 @dataclass
 class Dataset:
-    """A telemetry folder: ``dataset.yaml``, ``schemas/``, ``attack/``, ``benign/``, ``generator/``."""
+    """A telemetry folder: ``dataset.yaml``, ``schemas/``, ``attack/``, ``benign/``, ``generator/``.
+
+    A schema file that does not load leaves its table out of `schemas` and is
+    listed in `problems` instead: the store decides whether that stops a build.
+    """
 
     root: Path
     name: str
@@ -39,6 +44,7 @@ class Dataset:
     seed: int
     rows: int
     schemas: dict[str, TableSchema]
+    problems: list[FileProblem]
 
     @classmethod
     def load(cls, root: str | Path) -> Dataset:
@@ -58,13 +64,26 @@ class Dataset:
         if window[0] >= window[1]:
             raise DatasetError(f"{config_path}: window.start must be before window.end")
         generator = config.get("generator") or {}
+        schema_dir = root / "schemas"
+        if not schema_dir.is_dir():
+            raise DatasetError(f"{schema_dir}: schema directory not found")
+        schemas: dict[str, TableSchema] = {}
+        problems: list[FileProblem] = []
+        for path in sorted(schema_dir.glob("*.json")):
+            try:
+                schemas[path.stem] = TableSchema.load(path)
+            except SchemaError as exc:
+                detail = str(exc).removeprefix(f"{path}").lstrip(":0123456789 ")
+                problems.append(FileProblem(f"schemas/{path.name}", None, "schema", path.stem, "",
+                                            detail))
         return cls(
             root=root,
             name=str(config.get("name", root.name)),
             window=window,
             seed=int(generator.get("seed", 0)),
             rows=int(generator.get("rows", 100_000)),
-            schemas=load_schemas(root / "schemas"),
+            schemas=schemas,
+            problems=problems,
         )
 
     @property
@@ -75,15 +94,20 @@ class Dataset:
     def _event_files(self, kind: str) -> list[EventFile]:
         base = self.root / kind
         files = []
+        # A file whose name is not a usable table is still listed: the store reports it.
         for path in sorted(base.rglob("*.jsonl")) if base.is_dir() else []:
-            if path.stem not in self.schemas:
-                raise DatasetError(
-                    f"{path}: file name must be a table name; known tables: "
-                    f"{', '.join(sorted(self.schemas))}"
-                )
             group = path.parent.relative_to(base).as_posix()
             files.append(EventFile(path.stem, "" if group == "." else group, path))
         return files
+
+    def unusable_table(self, table: str) -> str | None:
+        """Why events of *table* cannot be loaded (no schema, or a broken one), else None."""
+        if table in self.schemas:
+            return None
+        broken = next((p for p in self.problems if p.kind == "schema" and p.table == table), None)
+        if broken:
+            return f"the schema of {table} did not load ({broken})"
+        return (f"file name must be a table name; known tables: {', '.join(sorted(self.schemas))}")
 
     def attack_files(self) -> list[EventFile]:
         """``attack/<simulation>/<Table>.jsonl``, sorted."""

@@ -18,8 +18,39 @@ class TelemetryFormatError(ValueError):
     def __init__(self, path: Path | str, line: int | None, message: str) -> None:
         self.path = str(path)
         self.line = line
+        self.detail = message
         where = f"{path}:{line}" if line else f"{path}"
         super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A telemetry file left out of the store, and why.
+
+    *path* is relative to the dataset folder; *kind* is ``attack``, ``hard_negative``
+    (the folder the file came from) or ``schema`` (a schema file that did not load).
+    A store built leniently keeps these in its metadata, so every process that opens
+    it (pytest-xdist workers too) can name the file and line to whoever is affected.
+    """
+
+    path: str
+    line: int | None
+    kind: str
+    table: str
+    group: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "kind": self.kind, "table": self.table,
+                "group": self.group, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FileProblem:
+        return cls(str(data["path"]), data.get("line"), str(data["kind"]), str(data["table"]),
+                   str(data.get("group", "")), str(data["message"]))
 
 
 @dataclass(frozen=True)

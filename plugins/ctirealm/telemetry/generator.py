@@ -59,6 +59,8 @@ from typing import Any
 
 import yaml
 
+from .schema import SchemaError, TableSchema
+
 __all__ = ["OUTPUTS", "ProfileError", "SplitFiles", "available_cpus", "bucket_bounds", "generate",
            "load_profiles", "split_files", "table_counts", "worker_main"]
 
@@ -162,14 +164,15 @@ def _unescape_braces(value: Any) -> Any:
 
 
 def _load_schemas(schemas_dir: Path) -> dict[str, dict[str, Any]]:
+    """The usable schemas; a broken schema file is skipped (the dataset reports it)."""
     schemas: dict[str, dict[str, Any]] = {}
     for path in sorted(schemas_dir.glob("*.json")):
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        schemas[doc["table"]] = {
-            "types": {name: kusto for name, kusto in doc["columns"]},
-            "id": doc["id_column"],
-            "time": doc["time_column"],
-        }
+        try:
+            schema = TableSchema.load(path)
+        except SchemaError:
+            continue
+        schemas[schema.name] = {"types": dict(schema.columns), "id": schema.id_column,
+                                "time": schema.time_column}
     if not schemas:
         raise ProfileError(f"{schemas_dir}: no table schemas")
     return schemas
@@ -1529,8 +1532,11 @@ def generate(
         schemas_dir = default_profiles_dir().parent / "schemas"
     schemas = _load_schemas(schemas_dir)
     shares = {str(t): float(s) for t, s in (profile.get("shares") or {}).items()}
-    for table in shares:
+    for table in list(shares):
         if table not in schemas:
+            if (schemas_dir / f"{table}.json").is_file():
+                del shares[table]  # its schema file is broken: no background for that table
+                continue
             raise ProfileError(f"shares: unknown table {table!r}")
     specs = profile.get("tables") or {}
     for table in shares:

@@ -1,7 +1,8 @@
 """The telemetry store: one DuckDB file per dataset content hash, built once, opened read-only.
 
 Building validates every committed event file (naming file, line and field of
-any problem), generates the benign background, loads all of it, checks ids are
+any problem: a strict build stops at the first, a lenient one leaves that file
+out and lists it in the metadata), generates the benign background, loads all of it, checks ids are
 unique, and writes two sidecars: ``.meta.json`` (schemas, clock, row counts) and
 ``.labels.json`` (which events are attacks). Committed events are loaded with
 DuckDB's JSON reader; the background comes from the generator's compact ``split``
@@ -33,10 +34,10 @@ from filelock import FileLock
 
 from ..engine import LocalEngine
 from ..engine.result import format_datetime
-from .dataset import STORE_FORMAT, Dataset, DatasetError
-from .events import TelemetryFormatError, read_events
+from .dataset import STORE_FORMAT, Dataset, DatasetError, EventFile
+from .events import FileProblem, TelemetryFormatError, read_events
 from .labels import Labels
-from .schema import DUCKDB_TYPES, TableSchema
+from .schema import DUCKDB_TYPES, SchemaError, TableSchema
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -65,6 +66,11 @@ class Store:
     @property
     def rows(self) -> dict[str, int]:
         return dict(self.meta["rows"])
+
+    @property
+    def problems(self) -> list[FileProblem]:
+        """Files left out of a leniently built store (paths relative to the dataset)."""
+        return [FileProblem.from_dict(p) for p in self.meta.get("problems", [])]
 
     def engine(self, **options: Any) -> LocalEngine:
         """A read-only `LocalEngine` on this store (options: timeout, max_rows, memory_limit)."""
@@ -121,31 +127,59 @@ def _select_list(schema: TableSchema) -> str:
 
 
 def _validate_committed(
-    dataset: Dataset, staging: Path, labels: Labels, progress: Progress | None
+    dataset: Dataset, staging: Path, labels: Labels, problems: list[FileProblem], strict: bool,
+    progress: Progress | None,
 ) -> dict[str, list[Path]]:
-    """Validate attack and benign files, stage normalised copies, fill *labels*."""
+    """Validate attack and benign files, stage normalised copies, fill *labels*.
+
+    A file with a problem is left out whole (none of its events, no labels) and the
+    problem recorded; with *strict* the first problem is raised instead.
+    """
     files: dict[str, list[Path]] = {}
     seen: dict[tuple[str, str], str] = {}
     for kind, entries in (("attack", dataset.attack_files()), ("hard_negative", dataset.benign_files())):
         for entry in entries:
-            schema = dataset.schemas[entry.table]
             out_path = staging / f"{kind}-{len(list(staging.iterdir()))}-{entry.table}.jsonl"
-            with out_path.open("w", encoding="utf-8") as out:
-                for event in read_events(entry.path, schema, window=dataset.window):
-                    key = (entry.table, event.event_id)
-                    if key in seen:
-                        raise TelemetryFormatError(
-                            entry.path, event.line,
-                            f"{schema.id_column} {event.event_id} already used at {seen[key]}",
-                        )
-                    seen[key] = f"{entry.path}:{event.line}"
-                    labels.add(entry.table, event.event_id, kind, entry.group)  # type: ignore[arg-type]
-                    out.write(json.dumps(_normalised(event.values, schema), ensure_ascii=False))
-                    out.write("\n")
+            try:
+                ids = _validate_file(dataset, entry, out_path, seen)
+            except TelemetryFormatError as exc:
+                out_path.unlink(missing_ok=True)
+                if strict:
+                    raise
+                problems.append(FileProblem(entry.path.relative_to(dataset.root).as_posix(), exc.line,
+                                            kind, entry.table, entry.group, exc.detail))
+                continue
+            for event_id, line in ids:
+                seen[(entry.table, event_id)] = f"{entry.path}:{line}"
+                labels.add(entry.table, event_id, kind, entry.group)  # type: ignore[arg-type]
             files.setdefault(entry.table, []).append(out_path)
             if progress:
                 progress(f"validated {entry.path.relative_to(dataset.root)}", 0, None)
     return files
+
+
+def _validate_file(dataset: Dataset, entry: EventFile, out_path: Path,
+                   seen: dict[tuple[str, str], str]) -> list[tuple[str, int]]:
+    """Validate one event file into a normalised copy; its ``(id, line)`` pairs."""
+    unusable = dataset.unusable_table(entry.table)
+    if unusable:
+        raise TelemetryFormatError(entry.path, None, unusable)
+    schema = dataset.schemas[entry.table]
+    ids: list[tuple[str, int]] = []
+    here: dict[str, int] = {}
+    with out_path.open("w", encoding="utf-8") as out:
+        for event in read_events(entry.path, schema, window=dataset.window):
+            before = seen.get((entry.table, event.event_id))
+            if event.event_id in here:
+                before = f"{entry.path}:{here[event.event_id]}"
+            if before:
+                raise TelemetryFormatError(
+                    entry.path, event.line, f"{schema.id_column} {event.event_id} already used at {before}")
+            here[event.event_id] = event.line
+            ids.append((event.event_id, event.line))
+            out.write(json.dumps(_normalised(event.values, schema), ensure_ascii=False))
+            out.write("\n")
+    return ids
 
 
 def build_store(
@@ -155,9 +189,16 @@ def build_store(
     rows: int | None = None,
     seed: int | None = None,
     force: bool = False,
+    strict: bool = True,
     progress: Progress | None = None,
 ) -> Store:
-    """Build (or reuse) the store for *dataset*; safe to call from many processes at once."""
+    """Build (or reuse) the store for *dataset*; safe to call from many processes at once.
+
+    With *strict* (the default) the first problem in a committed file or schema
+    raises, naming file, line and field. Otherwise each bad file is left out and
+    listed in `Store.problems`, and the rest is built: a benchmark run then fails
+    only the cases that need the missing events.
+    """
     rows = dataset.rows if rows is None else int(rows)
     seed = dataset.seed if seed is None else int(seed)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -166,14 +207,18 @@ def build_store(
     final = cache_dir / f"{dataset.name}-{digest}.duckdb"
     with FileLock(str(final) + ".lock"):
         if final.is_file() and not force:
-            return Store.open(final)
+            return _checked(Store.open(final), dataset, strict)
         started = time.perf_counter()
         staging = cache_dir / f"{final.stem}.staging-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "committed").mkdir(parents=True)
         try:
             labels = Labels()
-            files = _validate_committed(dataset, staging / "committed", labels, progress)
+            problems = list(dataset.problems)
+            if strict and problems:
+                raise SchemaError(f"{dataset.root / problems[0].path}: {problems[0].message}")
+            files = _validate_committed(dataset, staging / "committed", labels, problems, strict,
+                                        progress)
             temp_db = staging / "store.duckdb"
             with _Loader(temp_db, dataset, files, staging, progress) as loader:
                 if rows > 0:
@@ -205,6 +250,7 @@ def build_store(
                            "columns": [list(c) for c in s.columns]}
                     for name, s in dataset.schemas.items()
                 },
+                "problems": [p.to_dict() for p in problems],
             }
             final.with_suffix(".meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
             labels.save(final.with_suffix(".labels.json"))
@@ -212,6 +258,16 @@ def build_store(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return Store.open(final)
+
+
+def _checked(store: Store, dataset: Dataset, strict: bool) -> Store:
+    """A cached store built leniently still fails a strict caller, as a fresh build would."""
+    if strict and store.problems:
+        first = store.problems[0]
+        if first.kind == "schema":
+            raise SchemaError(f"{dataset.root / first.path}: {first.message}")
+        raise TelemetryFormatError(dataset.root / first.path, first.line, first.message)
+    return store
 
 
 def _sql_list(paths: list[Path]) -> str:
