@@ -349,8 +349,10 @@ def _execute_on_stand_ins(
     """Run *query* on empty tables: the 12 with their schemas, stand-ins typed by name."""
     schemas: dict[str, list[tuple[str, str]]] = {}
     code = strip_comments(query)
+    # `union *` and `search` read every table, so they get all twelve; otherwise only those named.
+    every = re.search(r"\bunion\b[^|]*\*|\bsearch\b", code) is not None
     for table, columns in schema.items():
-        if table in real and not re.search(rf"(?<![\w.]){table}\b", code):
+        if table in real and not every and not re.search(rf"(?<![\w.]){table}\b", code):
             continue
         if table in real:
             schemas[table] = [(c, types[c.lower()]) for c in columns]

@@ -292,6 +292,15 @@ def test_cross_join_is_stopped_by_the_timeout(engine: LocalEngine) -> None:
     _still_works(engine)
 
 
+def test_a_search_over_every_table_crossed_with_itself_is_stopped(engine: LocalEngine) -> None:
+    kql = ('search "*e*" | extend k = 1 '
+           '| join kind=inner (search "*e*" | extend k = 1) on k '
+           '| join kind=inner (search "*e*" | extend k = 1) on k | summarize count()')
+    with pytest.raises(QueryTimeout):
+        engine.query(kql, timeout=1.0)
+    _still_works(engine)
+
+
 def test_huge_range_is_streamed_and_stopped(engine: LocalEngine) -> None:
     started = time.perf_counter()
     with pytest.raises(QueryTimeout):

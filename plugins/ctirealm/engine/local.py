@@ -141,6 +141,7 @@ class LocalEngine:
         self._con = connection
         self._schemas = dict(schemas)
         self._column_names = {t: s.column_names for t, s in self._schemas.items()}
+        self._types = {t: dict(s.columns) for t, s in self._schemas.items()}
         self.now = parse_datetime(now) if now is not None else None
         self.timeout = timeout
         self.max_rows = max_rows
@@ -284,7 +285,7 @@ class LocalEngine:
         if cached is not None:
             self._cache.move_to_end(kql)
             return cached
-        sql = translate_kql(kql, schema=self._column_names, now=self.now)
+        sql = translate_kql(kql, schema=self._column_names, now=self.now, types=self._types)
         self._cache[kql] = sql
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
@@ -356,13 +357,24 @@ class LocalEngine:
         self.close()
 
 
-def translate_kql(kql: str, *, schema: Mapping[str, Sequence[str]], now: datetime | None) -> Any:
+def translate_kql(kql: str, *, schema: Mapping[str, Sequence[str]], now: datetime | None,
+                  types: Mapping[str, Mapping[str, str]] | None = None) -> Any:
     """KQL -> DuckDB SQL through duckdb-kql, writes disabled, every failure an `EngineError`.
 
-    *schema* maps table names to column names; *now* pins ``now()``/``ago()``.
-    The read-only check runs first; `rewrite` is installed when this module loads.
+    *schema* maps table names to column names; *now* pins ``now()``/``ago()``;
+    *types* (``{table: {column: kusto_type}}``), when known, lets ``* has`` and
+    ``search`` test string columns directly. The read-only check runs first;
+    `rewrite` is installed when this module loads.
     """
     check_read_only(kql)
+    token = rewrite.COLUMN_TYPES.set(types)
+    try:
+        return _translate_kql(kql, schema, now)
+    finally:
+        rewrite.COLUMN_TYPES.reset(token)
+
+
+def _translate_kql(kql: str, schema: Mapping[str, Sequence[str]], now: datetime | None) -> Any:
     try:
         sql = duckdb_kql.to_sql(
             kql,

@@ -19,7 +19,12 @@ ways, and no others:
    ``project-keep``, wildcard ``project-away`` and ``* has "x"`` are lowered to
    placeholders, resolved just before SQL is emitted, with the engine's schema,
    into duckdb-kql's own ``project``/``project-away``/``or`` over explicit
-   columns. A parenthesized pipeline at the head of a query, ``(T | where ...)
+   columns (string columns read directly when the engine gives their types).
+   ``search`` is lowered to the union it stands for, resolved the same way
+   with the table list, its condition pushed into each table's branch. In a
+   union, columns whose names differ only in case share one column (DuckDB's
+   ``UNION ALL BY NAME`` does so; duckdb-kql refused it).
+   A parenthesized pipeline at the head of a query, ``(T | where ...)
    | join ...``, is flattened to ``T | where ... | join ...`` (pipelines
    compose). ``mv-expand f(col)`` without a name is named after the one column
    it reads, as Kusto names it (measured by duckdb-kql's authors; with two or
@@ -41,14 +46,16 @@ the corpus benchmark measures the baseline.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import duckdb_kql
 from duckdb_kql import ir
 from duckdb_kql import lower as _lower
+from duckdb_kql import schema as _schema
 from duckdb_kql import translate as _translate
 from duckdb_kql.errors import KqlError, KqlSchemaError, KqlUnsupportedError
 from duckdb_kql.translate import functions as _functions
@@ -332,6 +339,19 @@ def _alias(target: str) -> Callable[[ir.FunctionCall], str | None]:
     return render
 
 
+#: Star operators that may test the joined text of all columns: term and substring tests,
+#: for which the separator (ASCII record separator, not a letter or digit) ends every term.
+_JOINABLE_STAR_OPS = frozenset(f"{op}{cs}" for op in ("has", "hasprefix", "hassuffix", "contains")
+                               for cs in ("", "_cs"))
+#: An internal function (never parsed from a query): the joined text of its arguments.
+_ROW_TEXT = "__ctirealm_row_text"
+
+
+def _render_row_text(node: ir.FunctionCall) -> str:
+    parts = ", ".join(_translate.render_expr(arg) for arg in node.args)
+    return f"concat_ws(chr(30), {parts})"
+
+
 #: New special forms: Kusto name -> renderer.
 _NEW_FORMS: dict[str, Callable[[ir.FunctionCall], str | None]] = {
     "ipv4_is_in_range": _render_ipv4_is_in_range,
@@ -350,6 +370,7 @@ _NEW_FORMS: dict[str, Callable[[ir.FunctionCall], str | None]] = {
     "pack_dictionary": _alias("bag_pack"),
     "notempty": _alias("isnotempty"),
     "todecimal": _alias("todouble"),  # the store keeps decimal columns as doubles
+    _ROW_TEXT: _render_row_text,
 }
 
 #: Existing special forms replaced by ones taking more arguments (they decline
@@ -570,16 +591,25 @@ class _StarMatch(ir.Expr):
     op: str
     right: ir.Expr
 
-    def expand(self, columns: list[str]) -> ir.Expr:
-        tests: list[ir.Expr] = [
-            ir.BinaryOp(self.op, ir.FunctionCall("tostring", (ir.ColumnRef(c),)), self.right)
-            for c in columns
-        ]
-        if not tests:
+    def expand(self, columns: list[str], types: dict[str, str] | None = None) -> ir.Expr:
+        """The test over *columns*; with their Kusto *types*, string columns are read as
+        they are instead of through ``tostring`` (a CASE over every type: about 2 KB of
+        SQL a column, which over hundreds of columns made planning the query's main cost).
+
+        The term operators (``has``, ``hasprefix``, ``hassuffix``, ``contains``) test
+        all the columns at once, joined by a separator that is not a letter or digit,
+        so a term cannot span two columns; the others are an ``or`` over the columns.
+        """
+        if not columns:
             return ir.Literal(False, "bool")
-        expr = tests[0]
-        for test in tests[1:]:
-            expr = ir.BinaryOp("or", expr, test)
+        types = types or {}
+        texts = [ir.ColumnRef(c) if types.get(c) == "string"
+                 else ir.FunctionCall("tostring", (ir.ColumnRef(c),)) for c in columns]
+        if self.op in _JOINABLE_STAR_OPS and len(texts) > 1:
+            return ir.BinaryOp(self.op, ir.FunctionCall(_ROW_TEXT, tuple(texts)), self.right)
+        expr: ir.Expr = ir.BinaryOp(self.op, texts[0], self.right)
+        for text in texts[1:]:
+            expr = ir.BinaryOp("or", expr, ir.BinaryOp(self.op, text, self.right))
         return expr
 
 
@@ -611,13 +641,13 @@ def _substitute_once(original: Callable[..., Any]) -> Callable[..., Any]:
     return substitute_once
 
 
-def _expand_stars(node: Any, columns: list[str]) -> Any:
+def _expand_stars(node: Any, columns: list[str], types: dict[str, str] | None = None) -> Any:
     if isinstance(node, _StarMatch):
-        return node.expand(columns)
+        return node.expand(columns, types)
     if isinstance(node, ir.Query):
         return node  # a nested query has its own input
     if isinstance(node, (list, tuple)):
-        items = [_expand_stars(n, columns) for n in node]
+        items = [_expand_stars(n, columns, types) for n in node]
         if all(a is b for a, b in zip(items, node, strict=True)):
             return node
         return type(node)(items)
@@ -625,7 +655,7 @@ def _expand_stars(node: Any, columns: list[str]) -> Any:
         changes = {}
         for f in dataclasses.fields(node):
             value = getattr(node, f.name)
-            new = _expand_stars(value, columns)
+            new = _expand_stars(value, columns, types)
             if new is not value:
                 changes[f.name] = new
         return dataclasses.replace(node, **changes) if changes else node
@@ -684,6 +714,11 @@ def _lower_operator(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
             return _ColumnPlaceholder("project-keep", _placeholder_items(inner))
         if kind == "ProjectAwayOperator" and _lower._find_all(inner, "WildcardedName"):
             return _ColumnPlaceholder("project-away", _placeholder_items(inner))
+        if kind == "SearchOperator":  # `T | search P` is `T | where P` (terms over all columns)
+            sources, predicate = _search_parts(inner)
+            if sources:
+                raise _lower._unsupported(inner, "search in (...) after a pipe")
+            return ir.Where(predicate)
         return original(node)
 
     return lower_operator
@@ -698,9 +733,158 @@ def _lower_head(original: Callable[[Any, list[Any]], Any]) -> Callable[[Any, lis
                 return lower_head(parts[0], list(parts[1:]) + list(rest))
             if _lower._cls(inner) in ("UnionOperator", *_lower._NAME_KINDS):
                 return lower_head(inner, rest)
+        if _lower._cls(_lower._collapse(head)) == "SearchOperator":
+            return _lower_search(_lower._collapse(head), rest)
         return original(head, rest)
 
     return lower_head
+
+
+#: ``search`` terms: where the wildcards are -> the string operator Kusto applies.
+_SEARCH_TERM_OPS = {(False, False): "has", (True, False): "hassuffix", (False, True): "hasprefix",
+                    (True, True): "contains"}
+
+
+def _search_term(term: str, case_sensitive: bool) -> ir.Expr:
+    """One bare search term as the `* op "x"` test Kusto documents for it.
+
+    ``err`` -> has, ``*err`` -> hassuffix, ``err*`` -> hasprefix, ``*err*`` ->
+    contains, a ``*`` inside (``e*r``) -> matches regex.
+    """
+    inner = term[1 if term.startswith("*") else None:-1 if term.endswith("*") else None]
+    if "*" in inner:
+        pattern = ".*".join(re.escape(part) for part in term.split("*"))
+        flags = "" if case_sensitive else "(?i)"
+        return _StarMatch("matches regex", ir.Literal(flags + pattern, "string"))
+    op = _SEARCH_TERM_OPS[(term.startswith("*"), term.endswith("*") and len(term) > 1)]
+    return _StarMatch(op + ("_cs" if case_sensitive else ""), ir.Literal(inner, "string"))
+
+
+def _search_predicate(expr: Any, case_sensitive: bool) -> Any:
+    """A search predicate with its bare string terms turned into all-column tests."""
+    if isinstance(expr, ir.Literal) and expr.kind == "string":
+        return _search_term(str(expr.value), case_sensitive)
+    if isinstance(expr, ir.BinaryOp) and expr.op in ("and", "or"):
+        return dataclasses.replace(expr, left=_search_predicate(expr.left, case_sensitive),
+                                   right=_search_predicate(expr.right, case_sensitive))
+    if isinstance(expr, ir.FunctionCall) and expr.name == "not" and len(expr.args) == 1:
+        return dataclasses.replace(expr, args=(_search_predicate(expr.args[0], case_sensitive),))
+    return expr
+
+
+def _search_parts(node: Any) -> tuple[list[str], Any]:
+    """``search [kind=...] [in (T, ...)] predicate`` -> (table sources, lowered predicate)."""
+    case_sensitive = False
+    sources: list[str] = []
+    predicate = None
+    for child in _lower._rule_children(node):
+        kind = _lower._cls(child)
+        if kind == "RelaxedQueryOperatorParameter":
+            name, _, value = child.getText().partition("=")
+            if name.lower() != "kind" or value.lower() not in (
+                    "default", "case_insensitive", "case_sensitive"):
+                raise _lower._unsupported(child, f"search {child.getText()}")
+            case_sensitive = value.lower() == "case_sensitive"
+        elif kind == "SearchOperatorInClause":
+            sources = [s.getText() for s in _lower._find_all(child, "FindOperatorSource")]
+        elif kind == "UnnamedExpression":
+            predicate = _search_predicate(_lower._lower_expr(child), case_sensitive)
+        else:
+            raise _lower._unsupported(child, f"search {child.getText()}")
+    if predicate is None:
+        raise _lower._unsupported(node, "search without a predicate")
+    return sources, predicate
+
+
+@dataclasses.dataclass(frozen=True)
+class _SearchSource(ir.Source):
+    """``search [in (T, A*)] predicate`` at the head of a query; resolved before emission.
+
+    Kusto documents it as ``union withsource=$table T, A* | where predicate``.
+    It is resolved, with the engine's table list, into that union with the
+    ``where`` pushed into every branch: each table is then tested over its own
+    columns only, instead of every row over the columns of all the tables.
+    """
+
+    patterns: tuple[str, ...]
+    predicate: ir.Expr
+
+    def resolve(self, schema: dict[str, list[str]], lets: set[str]) -> ir.Query:
+        """The union, one filtered branch per table, ``$table`` first (as Kusto puts it).
+
+        A wildcard matches tables only; a ``let`` takes part when named exactly.
+        """
+        tables = {name: columns for name, columns in schema.items() if name not in lets}
+        names: list[str] = []
+        for pattern in self.patterns:
+            # A plain name is taken as written (an unknown one fails as a table reference).
+            found = [pattern] if "*" not in pattern else \
+                _schema.match_wildcard(ir.WildcardTableRef(pattern), tables)
+            names.extend(t for t in found if t not in names)
+        branches = []
+        for table in names:
+            # A column the table lacks is null in the union Kusto filters, so it is null here.
+            predicate = _nulls_for_missing(self.predicate, set(schema.get(table, ())))
+            label = ir.NamedExpr(ir.Literal(table, "string"), "$table")
+            branch = ir.Query(ir.TableRef(table), [ir.Where(predicate), ir.Extend((label,))])
+            branches.append(_resolve_query(branch, schema))
+        first, *others = branches
+        reorder = _ColumnPlaceholder("project-reorder", (("$table", False, ""),))
+        operators = [*first.operators, ir.Union(tuple(others), "outer", None, False), reorder]
+        return ir.Query(first.source, operators)
+
+
+def _nulls_for_missing(node: Any, columns: set[str]) -> Any:
+    """*node* with references to columns not in *columns* replaced by null."""
+    if isinstance(node, ir.ColumnRef):
+        return node if node.name in columns else ir.Literal(None, "null")
+    if isinstance(node, (_StarMatch, ir.Query)):
+        return node  # a star covers the table's own columns; a subquery has its own input
+    if isinstance(node, (list, tuple)):
+        return type(node)(_nulls_for_missing(n, columns) for n in node)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        changes = {f.name: _nulls_for_missing(getattr(node, f.name), columns)
+                   for f in dataclasses.fields(node)}
+        return dataclasses.replace(node, **changes)
+    return node
+
+
+def _lower_search(node: Any, rest: list[Any]) -> ir.Query:
+    """``search ...`` at the head of a query (without ``in (...)``: every table)."""
+    sources, predicate = _search_parts(node)
+    return ir.Query(_SearchSource(tuple(sources or ["*"]), predicate), _lower._lower_operators(rest))
+
+
+def _merged_case(columns: list[str]) -> list[str]:
+    """Columns whose names differ only in case merged under the first spelling.
+
+    Only for unions: their branches are different tables, and DuckDB's ``UNION
+    ALL BY NAME`` already puts such columns in one (Azure's own schemas spell
+    ``CallerIpAddress`` and ``CallerIPAddress`` in different tables). Kusto keeps
+    both; here the values share one column (docs/engine.md, Known divergences).
+    """
+    seen: set[str] = set()
+    out = []
+    for column in columns:
+        if column.casefold() not in seen:
+            seen.add(column.casefold())
+            out.append(column)
+    return out
+
+
+def _union_output_columns(original: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    def union_output_columns(op: ir.Union, left: list[str], schema: Any) -> list[str]:
+        return _merged_case(original(op, left, schema))
+
+    return union_output_columns
+
+
+def _source_columns(original: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    def source_columns(source: ir.Source, schema: Any) -> list[str]:
+        columns = original(source, schema)
+        return _merged_case(columns) if isinstance(source, ir.WildcardTableRef) else columns
+
+    return source_columns
 
 
 def _column_refs(node: Any, found: set[str], other: list[str]) -> None:
@@ -770,7 +954,7 @@ def _inspect(node: Any) -> bool:
     The engine's world is the store's tables: ``database("x").T`` (DuckDB's own
     catalogs included) is refused rather than resolved.
     """
-    if isinstance(node, (_ColumnPlaceholder, _StarMatch)):
+    if isinstance(node, (_ColumnPlaceholder, _StarMatch, _SearchSource)):
         return True
     if isinstance(node, ir.TableRef) and node.database is not None:
         raise KqlUnsupportedError(
@@ -814,6 +998,11 @@ def _resolve_query(query: ir.Query, schema: dict[str, list[str]]) -> ir.Query:
         if isinstance(bound, ir.Query):
             with contextlib.suppress(KqlError):
                 scope[name] = output_columns(bound, scope)
+    source = query.source
+    if isinstance(source, _SearchSource):
+        searched = source.resolve(scope, {name for name, _ in query.lets})
+        query = dataclasses.replace(query, source=searched.source,
+                                    operators=[*searched.operators, *query.operators])
     source = _resolve(query.source, scope)
     operators: list[ir.Operator] = []
     for op in query.operators:
@@ -825,9 +1014,32 @@ def _resolve_query(query: ir.Query, schema: dict[str, list[str]]) -> ir.Query:
         expanded = _expand_stars(op, [])
         if expanded is not op:  # the operator reads `*`: expand it over its input columns
             columns = output_columns(ir.Query(source, list(operators)), scope)
-            op = _expand_stars(op, columns)
+            op = _expand_stars(op, columns, _input_types(query, source, operators))
         operators.append(op)
     return dataclasses.replace(query, lets=lets, source=source, operators=operators)
+
+
+#: Column types of the engine's tables (``{table: {column: kusto_type}}``) while a query is
+#: translated, when the engine knows them; see `_input_types`.
+COLUMN_TYPES: contextvars.ContextVar[Mapping[str, Mapping[str, str]] | None] = \
+    contextvars.ContextVar("ctirealm_column_types", default=None)
+
+
+def _input_types(query: ir.Query, source: ir.Source,
+                 operators: list[ir.Operator]) -> dict[str, str] | None:
+    """The column types of an operator's input, when it is still a table's own rows.
+
+    Known only for a table (not a ``let`` of the same name) followed by operators
+    that keep its columns as they are (``where``, ``take``, ``sort``).
+    """
+    types = COLUMN_TYPES.get()
+    if types is None or not isinstance(source, ir.TableRef) or source.database is not None:
+        return None
+    if source.name in {name for name, _ in query.lets}:
+        return None
+    if not all(isinstance(op, (ir.Where, ir.Take, ir.Sort)) for op in operators):
+        return None
+    return dict(types.get(source.name) or {}) or None
 
 
 def _emit(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -876,6 +1088,8 @@ def install() -> None:
     _SAVED["term_operator"] = _translate._render_term_operator
     _SAVED["has_list"] = _translate.render_has_list
     _SAVED["render_bin"] = _translate.render_bin
+    _SAVED["union_output_columns"] = _schema.union_output_columns
+    _SAVED["source_columns"] = _schema._source_columns_unchecked
 
     for name, render in _NEW_FORMS.items():
         forms.setdefault(name, render)
@@ -901,6 +1115,8 @@ def install() -> None:
     _translate._render_term_operator = _term_operator(_SAVED["term_operator"])
     _translate.render_has_list = _has_list(_SAVED["has_list"])
     _translate.render_bin = _bin(_SAVED["render_bin"])
+    _schema.union_output_columns = _union_output_columns(_SAVED["union_output_columns"])
+    _schema._source_columns_unchecked = _source_columns(_SAVED["source_columns"])
 
 
 def _widened(
@@ -945,6 +1161,8 @@ def uninstall() -> None:
     _translate._render_term_operator = _SAVED["term_operator"]
     _translate.render_has_list = _SAVED["has_list"]
     _translate.render_bin = _SAVED["render_bin"]
+    _schema.union_output_columns = _SAVED["union_output_columns"]
+    _schema._source_columns_unchecked = _SAVED["source_columns"]
     _SAVED.clear()
 
 
