@@ -2,7 +2,8 @@
 
 Attribution of result rows (documented in docs/scoring.md):
 
-1. **By id.** A column named like a table's id column (``ReportId``, ``AuditId``,
+1. **By id** (`telemetry.attribution.trace`, shared with the rules gate). A column
+   named like the id column of a table the query reads (``ReportId``, ``AuditId``,
    ``Id``, ``EventDataId``, ``RequestId``, ``OfficeId``, ``CorrelationId``; also
    join-suffixed ``ReportId1``) traces the row to events. The case's attack
    events are true positives; any other event (generated background, a hard
@@ -18,79 +19,18 @@ Attribution of result rows (documented in docs/scoring.md):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..cases import Case
 from ..engine import Engine, EngineError
+from ..telemetry.attribution import canonical, fetch_events, trace
 from ..telemetry.labels import Labels
 from ..telemetry.schema import TableSchema
 from .model import DetectionResult, f1_from
 
 MAX_ROWS = 50_000
-_SUFFIX = re.compile(r"^(.*?)(\d+)$")
-
-
-def canonical(value: Any) -> str:
-    """A value as comparable text: strings stripped, structures as sorted compact JSON."""
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    if hasattr(value, "isoformat"):
-        from ..engine.result import to_json_value
-
-        return str(to_json_value(value))
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def _id_families(schemas: Mapping[str, TableSchema]) -> dict[str, list[str]]:
-    families: dict[str, list[str]] = {}
-    for name, schema in sorted(schemas.items()):
-        families.setdefault(schema.id_column, []).append(name)
-    return families
-
-
-def _id_columns(columns: list[str], families: dict[str, list[str]]) -> dict[str, str]:
-    """Result column -> id column family it holds (``ReportId1`` -> ``ReportId``)."""
-    out = {}
-    for column in columns:
-        if column in families:
-            out[column] = column
-            continue
-        match = _SUFFIX.match(column)
-        if match and match.group(1) in families:
-            out[column] = match.group(1)
-    return out
-
-
-def fetch_events(
-    engine: Engine, schemas: Mapping[str, TableSchema], ids: Mapping[str, tuple[str, ...]],
-    *, ids_only: bool = False,
-) -> list[dict[str, Any]]:
-    """The rows of the given events (``{table: ids}``), each with ``__table__``/``__id__``."""
-    rows = []
-    for table, wanted in sorted(ids.items()):
-        schema = schemas[table]
-        is_number = schema.type_of(schema.id_column) in ("long", "int")
-        if is_number:
-            wanted = tuple(w for w in wanted if w.lstrip("-").isdigit())
-        if not wanted:
-            continue
-        literals = ", ".join(w if is_number else
-                             "'" + w.replace("\\", "\\\\").replace("'", "\\'") + "'"
-                             for w in wanted)
-        project = f" | project {schema.id_column}" if ids_only else ""
-        result = engine.query(f"{table} | where {schema.id_column} in ({literals}){project}",
-                              limit=len(wanted) + 1)
-        for row in result.to_dicts():
-            row["__table__"], row["__id__"] = table, canonical(row[schema.id_column])
-            rows.append(row)
-    return rows
 
 
 def _shared_equal(row: dict[str, Any], event: dict[str, Any]) -> int:
@@ -138,13 +78,8 @@ def evaluate_query(
     except EngineError as exc:
         outcome.error = str(exc)
         return outcome
-    # Only the id columns of tables the query reads count: a SigninLogs row's CorrelationId is
-    # not a StorageBlobLogs event id.
-    read = [t for t in schemas if re.search(rf"(?<![\w.]){re.escape(t)}(?!\w)", kql)]
-    families = _id_families({t: schemas[t] for t in read})
-    id_cols = _id_columns(result.column_names, families)
     rows = result.to_dicts()
-    existing = _existing_ids(engine, schemas, rows, id_cols, families, labels)
+    traced = trace(kql, result.column_names, rows, engine, schemas, labels, prefer=expected)
     outcome.rows = len(rows)
     matched: set[tuple[str, str]] = set()
     false_events: set[tuple[str, str]] = set()
@@ -152,22 +87,7 @@ def evaluate_query(
     unattributed = 0
     attack_rows: list[dict[str, Any]] | None = None
     negative_rows: list[dict[str, Any]] | None = None
-    for row in rows:
-        events: list[tuple[str, str]] = []
-        for column, family in id_cols.items():
-            value = row.get(column)
-            if value is None:
-                continue
-            key = canonical(value)
-            tables = families[family]
-            if all(labels.kind(t, key) == "benign" for t in tables) and (family, key) not in existing:
-                continue  # a value in an id-named column that is no event id of the tables read
-            # The same id may sit in two tables (an AKS write is in AKSAudit and AKSAuditAdmin):
-            # prefer the table the case expects, then any labelled one.
-            wanted = [t for t in tables if (t, key) in expected]
-            labelled = [t for t in tables if labels.kind(t, key) != "benign"]
-            chosen = (wanted or labelled or ["|".join(tables)])[0]
-            events.append((chosen, key))
+    for row, events in zip(rows, traced.events, strict=True):
         if events:
             for event in events:
                 if event in expected:
@@ -219,29 +139,6 @@ def evaluate_query(
     return outcome
 
 
-def _existing_ids(engine: Engine, schemas: Mapping[str, TableSchema], rows: list[dict[str, Any]],
-                  id_cols: dict[str, str], families: dict[str, list[str]],
-                  labels: Labels) -> set[tuple[str, str]]:
-    """(family, id) pairs among unlabelled result values that really are event ids of a table read."""
-    wanted: dict[str, set[str]] = {}
-    for row in rows:
-        for column, family in id_cols.items():
-            value = row.get(column)
-            if value is None:
-                continue
-            key = canonical(value)
-            if all(labels.kind(t, key) == "benign" for t in families[family]):
-                wanted.setdefault(family, set()).add(key)
-    found: set[tuple[str, str]] = set()
-    for family, keys in wanted.items():
-        for table in families[family]:
-            for chunk_start in range(0, len(keys), 5000):
-                chunk = sorted(keys)[chunk_start:chunk_start + 5000]
-                for row in fetch_events(engine, schemas, {table: tuple(chunk)}, ids_only=True):
-                    found.add((family, row["__id__"]))
-    return found
-
-
 def _trim(row: dict[str, Any], width: int = 160) -> dict[str, Any]:
     out = {}
     for key, value in list(row.items())[:8]:
@@ -251,9 +148,7 @@ def _trim(row: dict[str, Any], width: int = 160) -> dict[str, Any]:
 
 
 def _example(row: dict[str, Any], event: tuple[str, str], labels: Labels) -> dict[str, Any]:
-    table = event[0]
-    kind = labels.kind(table, event[1]) if "|" not in table else "benign"
-    return {"table": table, "id": event[1], "kind": kind, "row": _trim(row)}
+    return {"table": event[0], "id": event[1], "kind": labels.kind(*event), "row": _trim(row)}
 
 
 def check_provenance(

@@ -20,7 +20,6 @@ Counting rules (documented in docs/sigma.md):
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,8 @@ from typing import Any
 
 from ..engine import EngineError
 from ..engine.result import to_json_value
+from ..telemetry.attribution import trace
+from ..telemetry.labels import Labels
 from .convert import Conversion, RuleLike, _as_parsed, convert, schemas_of
 from .parse import SigmaRuleError
 
@@ -276,26 +277,16 @@ def evaluate(rule: RuleLike, engine: Any, labels: Any = None, *,
     return result
 
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def tables_in(kql: str, known: Iterable[str]) -> list[str]:
-    """Known table names used as identifiers in *kql* (string literals and comments skipped)."""
-    text = re.sub(r"//[^\n]*", " ", kql)
-    text = re.sub(r'@?"(?:[^"\\\n]|\\.)*"|@?\'(?:[^\'\\\n]|\\.)*\'', " ", text)
-    names = set(_IDENT.findall(text))
-    return [t for t in known if t in names]
-
-
 def evaluate_kql(kql: str, engine: Any, labels: Any = None, *,
                  expected: Mapping[str, Iterable[Any]] | Iterable[Any] | None = None,
                  table: str | None = None, examples: int = 5,
                  timeout: float | None = None) -> RuleResult:
     """Run a KQL query over the whole store and attribute its rows by id column when it can.
 
-    The rows are attributed when the result carries the id column of a table the query reads
-    (or of *table*); otherwise ``attributable`` is False and ``reason`` says which column to
-    project.
+    Rows are traced to events as `telemetry.attribution.trace` does (the id column of a
+    table the query reads, join-suffixed too, holding an event id). With no such
+    column in the result (or none of *table*'s), ``attributable`` is False and
+    ``reason`` says which column to project.
     """
     started = time.perf_counter()
     result = RuleResult("query", kql=kql)
@@ -305,34 +296,30 @@ def evaluate_kql(kql: str, engine: Any, labels: Any = None, *,
         result.error, result.stage = str(exc), "execute"
         result.elapsed = time.perf_counter() - started
         return result
-    known = list(engine.tables()) if hasattr(engine, "tables") else list(DEFAULT_ID_COLUMNS)
-    candidates = [table] if table else tables_in(kql, known)
-    columns = found.column_names
-    usable = [t for t in candidates if id_column(engine, t) in columns]
+    schemas = dict(engine.schemas)
+    rows = found.to_dicts()
+    traced = trace(kql, found.column_names, rows, engine, schemas,
+                   labels if labels is not None else Labels(), prefer=_preferred(expected),
+                   tables=[table] if table else None)
     result.matched = len(found.rows)
-    if not usable:
-        wanted = ", ".join(f"{id_column(engine, t)} for {t}" for t in candidates) or \
+    if not traced.traceable:
+        wanted = ", ".join(f"{schemas[t].id_column} for {t}" for t in traced.tables) or \
             "the id column of the table it reads"
         result.attributable = False
-        result.reason = (f"the result has no id column to trace rows to events; project "
-                         f"{wanted}")
-        result.table = "|".join(candidates) or None
-        result.expected, result.expected_elsewhere = _expected_ids(expected, candidates)
+        result.reason = f"the result has no id column to trace rows to events; project {wanted}"
+        result.table = "|".join(traced.tables) or None
+        result.expected, result.expected_elsewhere = _expected_ids(expected, traced.tables)
         result.elapsed = time.perf_counter() - started
         return result
-    result.table = "|".join(usable)
-    table_ids: dict[str, list[str]] = {}
-    for t in usable:
-        index = columns.index(id_column(engine, t))
-        table_ids[t] = [str(r[index]) for r in found.rows if r[index] is not None]
-    if len(usable) > 1 and labels is not None:
-        # Ids are unique across tables in practice: keep each id under the table that knows it.
-        owned: dict[str, list[str]] = {t: [] for t in usable}
-        for event_id in {i for ids in table_ids.values() for i in ids}:
-            owner = next((t for t in usable if labels.group(t, event_id) is not None), usable[0])
-            owned[owner].append(event_id)
-        table_ids = owned
-    _attribute(result, table_ids, labels, expected, engine, {t: kql for t in usable},
-               examples, timeout)
+    named = traced.by_table()
+    result.table = "|".join(traced.traceable)
+    _attribute(result, {t: named.get(t, []) for t in traced.traceable}, labels, expected, engine,
+               {t: kql for t in traced.traceable}, examples, timeout)
     result.elapsed = time.perf_counter() - started
     return result
+
+
+def _preferred(expected: Mapping[str, Iterable[Any]] | Iterable[Any] | None) -> set[tuple[str, str]]:
+    if isinstance(expected, Mapping):
+        return {(t, str(i)) for t, ids in expected.items() for i in ids}
+    return set()
