@@ -4,6 +4,8 @@ that needs it, and every other case still runs and is scored."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -164,3 +166,27 @@ def test_unrelated_test_runs_never_touch_the_store(pytester: pytest.Pytester) ->
     (pytester.path / "rules").mkdir()
     result = pytester.runpytest("-n", "2", "-p", "no:cacheprovider")
     assert result.ret == 0 and result.parseoutcomes() == {"passed": 1}
+
+
+def _bench(project: pytest.Pytester, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("ctirealm")), "bench", "--workers", "2",
+               "--cache-dir", str(tmp_path / "bench-cache"), "--", "--realm-agent=oracle"]
+    return subprocess.run(command, cwd=project.path, capture_output=True, text=True, timeout=600,
+                          check=False)
+
+
+def test_the_bench_writes_reports_and_fails_when_a_case_could_not_run(
+        project: pytest.Pytester, tmp_path: Path) -> None:
+    done = _bench(project, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    reports = project.path / "reports"
+    for name in ("results.json", "score.html", "summary.md", "junit.xml", "telemetry.json"):
+        assert (reports / name).is_file(), name
+    assert json.loads((reports / "results.json").read_text())["problems"] == []
+    _truncate(project.path)
+    broken = _bench(project, tmp_path)
+    assert broken.returncode == 1
+    assert f"warning: left out of the store: telemetry/{PROCESS.relative_to('telemetry')}:2" \
+        in broken.stderr
+    assert "1 problem(s) left cases out of this run:" in broken.stderr
+    assert [c["id"] for c in json.loads((reports / "results.json").read_text())["cases"]] == ["aks_001"]

@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     args.report_dir.mkdir(parents=True, exist_ok=True)
+    (args.report_dir / "results.json").unlink(missing_ok=True)  # never read a previous run's
     store = open_store(args, quiet=False)  # build once, before the workers start
     info = {"store": str(store.path), "hash": store.meta["hash"], "rows": store.rows,
             "window": store.meta["window"]}
@@ -41,8 +42,25 @@ def _bench(args: argparse.Namespace) -> int:
     print("+", " ".join(command + extra), flush=True)
     code = subprocess.call(command + extra, env=os.environ.copy())
     print(f"reports: {args.report_dir}/ (results.json, score.html, summary.md, junit.xml)")
+    problems = _problems(args.report_dir / "results.json")
+    if problems:
+        # Cases that could not run are a broken dataset, not a result: the bench fails.
+        print(f"{len(problems)} problem(s) left cases out of this run:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
     # A checkpoint below its pass ratio fails its item but is a result, not a broken run:
     # the bench succeeds unless pytest itself broke or --realm-min-score was not met.
     if code == 1 and not any(a.startswith("--realm-min-score") for a in extra):
         return 0
     return 0 if code == 5 else code
+
+
+def _problems(results: Path) -> list[str]:
+    """The messages of ``problems`` in results.json (cases and files left out of the run)."""
+    try:
+        data = json.loads(results.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [str(p.get("message", p)).splitlines()[0] for p in data.get("problems") or []
+            if isinstance(p, dict)]
