@@ -10,7 +10,7 @@ Every engine is read-only, bounded in time and rows, and raises only
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import (
     EngineError,
@@ -23,8 +23,21 @@ from .errors import (
     ResourceLimitExceeded,
 )
 from .guard import check_read_only
-from .local import LocalEngine
 from .result import QueryResult
+
+if TYPE_CHECKING:
+    from .local import LocalEngine
+
+
+def __getattr__(name: str) -> Any:
+    # LocalEngine loads DuckDB and duckdb-kql: only when asked for, so that importing the
+    # package (the pytest plugin does, in every run of an environment it is installed in)
+    # stays cheap.
+    if name == "LocalEngine":
+        from .local import LocalEngine
+
+        return LocalEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @runtime_checkable

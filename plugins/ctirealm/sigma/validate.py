@@ -33,6 +33,7 @@ from sigma.rule import SigmaRule
 from sigma.validators.base import SigmaValidationIssue, SigmaValidationIssueSeverity
 
 from ..telemetry.store import default_cache_dir
+from . import DEFAULT_EXCLUDE
 from .parse import ParsedRule, parse_rule
 from .pipelines import SchemaMap, table_specs
 
@@ -45,16 +46,6 @@ _SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "informationa
                   "internal": 5}
 _LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note",
           "informational": "note", "internal": "note"}
-
-#: Validators left out by default: ``tlptag`` already accepts both TLP versions, which the
-#: version-specific ones would flag against each other.
-DEFAULT_EXCLUDE: frozenset[str] = frozenset({"tlpv1_tag", "tlpv2_tag"})
-
-#: Validators about a rule's file name, for rule sets that follow their own naming.
-FILENAME_VALIDATORS: frozenset[str] = frozenset({
-    "sigmahq_filename_convention", "sigmahq_filename_prefix", "filename_length",
-    "duplicate_filename",
-})
 
 DATA_FILES: dict[str, str] = {
     "sigma.validators.sigmahq.data.data_taxonomy": "sigmahq_taxonomy.json",

@@ -27,17 +27,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 from filelock import FileLock
 
-from ..engine import LocalEngine
 from ..engine.result import format_datetime
 from .dataset import STORE_FORMAT, Dataset, DatasetError, EventFile
 from .events import FileProblem, TelemetryFormatError, read_events
 from .labels import Labels
 from .schema import DUCKDB_TYPES, SchemaError, TableSchema
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from ..engine.local import LocalEngine
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -74,6 +77,8 @@ class Store:
 
     def engine(self, **options: Any) -> LocalEngine:
         """A read-only `LocalEngine` on this store (options: timeout, max_rows, memory_limit)."""
+        from ..engine.local import LocalEngine
+
         return LocalEngine.open(self.path, **options)
 
     @classmethod
@@ -333,6 +338,8 @@ class _Loader:
         self.generated_dir = staging / "generated"
         spill_dir = staging / "spill"
         spill_dir.mkdir(parents=True, exist_ok=True)
+        import duckdb  # here, not at import: the pytest plugin imports this module in every run
+
         self.con = duckdb.connect(str(db_path))
         self.con.execute(f"SET temp_directory='{str(spill_dir).replace(chr(39), chr(39) * 2)}'")
         self.con.execute(f"SET memory_limit='{os.environ.get('CTIREALM_BUILD_MEMORY', '1.5GB')}'")

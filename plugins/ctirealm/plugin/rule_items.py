@@ -1,0 +1,333 @@
+"""The rules gate's collectors and items: parse, validate, convert and execute one rule file.
+
+Loaded by the `rules` hook module when a rule file is collected, so that pySigma and
+the engine load only in runs that gate rules.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ..cases import CaseSet, load_cases
+from ..engine import EngineError
+from ..sigma import DEFAULT_EXCLUDE
+from ..sigma.convert import Conversion, convert, schemas_of
+from ..sigma.evaluate import RuleResult, evaluate, evaluate_kql, id_column
+from ..sigma.parse import (
+    Expectations,
+    ParsedRule,
+    SigmaRuleError,
+    parse_kql_rule,
+    parse_rule,
+)
+from ..sigma.validate import RuleValidator
+from . import StoreUnavailable, cases_root, session_engine, session_store
+from .problems import case_problems, known_tables
+
+_CASES = pytest.StashKey[CaseSet]()
+_VALIDATOR = pytest.StashKey[RuleValidator]()
+_SIGMA_ITEMS = ("parse", "validate", "convert", "true_positives", "false_positives")
+_KQL_ITEMS = ("parse", "true_positives", "false_positives")
+_EXAMPLES = 3
+
+
+# -- shared state -------------------------------------------------------------------------
+
+
+def _case_set(config: pytest.Config) -> CaseSet:
+    if _CASES not in config.stash:
+        tables = known_tables(session_store(config))
+        config.stash[_CASES] = load_cases(cases_root(config), tables=tables)
+    return config.stash[_CASES]
+
+
+def _validator(config: pytest.Config) -> RuleValidator:
+    if _VALIDATOR not in config.stash:
+        exclude = frozenset(str(config.getini("realm_rules_validators_exclude")).split())
+        config.stash[_VALIDATOR] = RuleValidator(exclude | DEFAULT_EXCLUDE)
+    return config.stash[_VALIDATOR]
+
+
+class RuleCheckFailed(AssertionError):
+    """A gate check failed; the message says exactly what is wrong."""
+
+
+@dataclass
+class Expected:
+    """What the rule must catch, resolved against the cases."""
+
+    ids: dict[str, list[str]] | list[str] | None
+    label: str  # "attack events of linux_003" / "listed events"
+    required: bool  # must_match given
+
+
+def _expected(config: pytest.Config, exp: Expectations) -> Expected:
+    if isinstance(exp.must_match, tuple):
+        return Expected(list(exp.must_match), "listed events", True)
+    if exp.case:
+        cases = _case_set(config)
+        case = cases.cases.get(exp.case)
+        if case is None:
+            problems = [str(e) for e in cases.errors if Path(e.path).stem == exp.case]
+            why = f": {problems[0]}" if problems else f" under {cases.root}"
+            raise RuleCheckFailed(f"ctirealm.case: unknown case {exp.case!r}{why}")
+        ids = {t: list(v) for t, v in case.ground_truth.attack_events.items()}
+        return Expected(ids, f"attack events of {exp.case}", exp.must_match == "all")
+    return Expected(None, "", False)
+
+
+# -- collectors ----------------------------------------------------------------------------
+
+
+class RuleFile(pytest.File):
+    """One rule file; its items share the parsed rule and one evaluation."""
+
+    item_names: tuple[str, ...] = ()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._parsed: ParsedRule | None = None
+        self._conversion: Conversion | SigmaRuleError | None = None
+        self._result: RuleResult | None = None
+
+    def collect(self) -> list[pytest.Item]:
+        items = []
+        for name in self.item_names:
+            item = RuleItem.from_parent(self, name=name, check=name)
+            item.add_marker(pytest.mark.realm_rule(str(self.path)))
+            item.add_marker(pytest.mark.xdist_group(name=f"rule:{self.path}"))
+            items.append(item)
+        return items
+
+    # subclass hooks
+    def parsed(self) -> ParsedRule:
+        raise NotImplementedError
+
+    def result(self) -> RuleResult:
+        raise NotImplementedError
+
+
+class SigmaRuleFile(RuleFile):
+    item_names = _SIGMA_ITEMS
+
+    def parsed(self) -> ParsedRule:
+        if self._parsed is None:
+            self._parsed = parse_rule(self.path)
+        return self._parsed
+
+    def conversion(self) -> Conversion:
+        if self._conversion is None:
+            engine = session_engine(self.config)
+            try:
+                self._conversion = convert(self.parsed(), schemas=schemas_of(engine))
+            except SigmaRuleError as exc:
+                self._conversion = exc
+        if isinstance(self._conversion, SigmaRuleError):
+            raise RuleCheckFailed(f"does not convert to KQL: {self._conversion.reason}")
+        return self._conversion
+
+    def result(self) -> RuleResult:
+        if self._result is None:
+            parsed = self.parsed()
+            conversion = self.conversion()
+            expected = _expected(self.config, parsed.expectations)
+            store = session_store(self.config)
+            self._result = evaluate(parsed, session_engine(self.config), store.labels,
+                                    expected=expected.ids, examples=_EXAMPLES,
+                                    conversion=conversion)
+        return self._result
+
+
+class KqlRuleFile(RuleFile):
+    item_names = _KQL_ITEMS
+
+    def parsed(self) -> ParsedRule:
+        if self._parsed is None:
+            self._parsed = parse_kql_rule(self.path)
+        return self._parsed
+
+    def result(self) -> RuleResult:
+        if self._result is None:
+            parsed = self.parsed()
+            expected = _expected(self.config, parsed.expectations)
+            store = session_store(self.config)
+            self._result = evaluate_kql(parsed.text or "", session_engine(self.config),
+                                        store.labels, expected=expected.ids,
+                                        examples=_EXAMPLES)
+            self._result.rule = parsed.label
+        return self._result
+
+
+# -- items -----------------------------------------------------------------------------------
+
+
+class RuleItem(pytest.Item):
+    """One check of one rule."""
+
+    def __init__(self, *, check: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+
+    @property
+    def rule_file(self) -> RuleFile:
+        assert isinstance(self.parent, RuleFile)
+        return self.parent
+
+    def _require_parsed(self) -> ParsedRule:
+        parsed = self.rule_file.parsed()
+        broken = parsed.error is not None or (
+            isinstance(self.rule_file, SigmaRuleFile) and parsed.rule is None)
+        if broken:
+            pytest.skip(f"the rule does not parse: {parsed.error}")
+        return parsed
+
+    def runtest(self) -> None:
+        self.user_properties.extend([("rule", _relative(self.config, self.path)),
+                                     ("rule_check", self.check)])
+        parsed = self.rule_file.parsed()
+        self.user_properties.append(("rule_title", parsed.label))
+        if parsed.expectations is not None and getattr(parsed.expectations, "case", None):
+            self.user_properties.append(("rule_case", parsed.expectations.case))
+        getattr(self, f"_check_{self.check}")()
+
+    # parse ----------------------------------------------------------------------------------
+    def _check_parse(self) -> None:
+        parsed = self.rule_file.parsed()
+        if isinstance(self.rule_file, KqlRuleFile):
+            if parsed.error:
+                raise RuleCheckFailed(parsed.error)
+            engine = session_engine(self.config)
+            try:
+                engine.translate(parsed.text or "")
+            except EngineError as exc:
+                raise RuleCheckFailed(f"the query does not compile: {exc}") from None
+            except AttributeError:  # an engine without a translate step: run it instead
+                self.rule_file.result()
+            return
+        if not parsed.ok:
+            raise RuleCheckFailed(f"does not parse: {parsed.error}")
+
+    # validate -------------------------------------------------------------------------------
+    def _check_validate(self) -> None:
+        parsed = self._require_parsed()
+        result = _validator(self.config).validate(parsed)
+        self.user_properties.append(("syntax_score", result.score))
+        lines = [str(i) for i in result.issues]
+        if lines:
+            self.add_report_section("call", "validators", "\n".join(lines))
+        if result.errors:
+            raise RuleCheckFailed(
+                f"{len(result.errors)} validator error(s): "
+                + "; ".join(f"{i.validator}: {i.description}"
+                            + (f" ({i.details})" if i.details else "") for i in result.errors)
+            )
+
+    # convert --------------------------------------------------------------------------------
+    def _check_convert(self) -> None:
+        self._require_parsed()
+        assert isinstance(self.rule_file, SigmaRuleFile)
+        conversion = self.rule_file.conversion()
+        self.add_report_section("call", "kql", conversion.kql)
+
+    # execution ------------------------------------------------------------------------------
+    def _evaluated(self) -> RuleResult:
+        parsed = self._require_parsed()
+        case = _case_set(self.config).cases.get(parsed.expectations.case or "")
+        problems = case_problems(self.config, case) if case else []
+        if problems:  # its events were left out of the store: matches would mean nothing
+            raise RuleCheckFailed(f"case {case.id} cannot be checked: " + "; ".join(problems))
+        rule_file = self.rule_file
+        if isinstance(rule_file, SigmaRuleFile):
+            try:
+                rule_file.conversion()
+            except RuleCheckFailed as exc:  # reported once, by the convert item
+                pytest.skip(f"the rule {exc}")
+        result = rule_file.result()
+        if result.error:
+            raise RuleCheckFailed(f"{result.stage} failed: {result.error}")
+        self.user_properties.extend([("matched", result.matched), ("tp", result.tp),
+                                     ("fp", result.fp)])
+        self.add_report_section("call", "matches", result.summary())
+        return result
+
+    def _check_true_positives(self) -> None:
+        result = self._evaluated()
+        parsed = self.rule_file.parsed()
+        expected = _expected(self.config, parsed.expectations)
+        if not result.attributable:
+            if expected.required:
+                raise RuleCheckFailed(f"cannot check must_match: {result.reason}")
+            return
+        if result.recall is not None:
+            self.user_properties.append(("recall", result.recall))
+        if not expected.required or result.expected is None:
+            return
+        total = len(result.expected)
+        if total == 0:
+            raise RuleCheckFailed(
+                f"must_match: no {expected.label} in the table(s) this rule reads "
+                f"({result.table}); {result.expected_elsewhere} are in other tables")
+        if result.missed:
+            shown = ", ".join(result.missed[:20]) + (" ..." if len(result.missed) > 20 else "")
+            message = f"missed {len(result.missed)} of {total} {expected.label}: {shown}"
+            if result.fp:
+                message += f"; matched {result.fp} benign events{_examples_text(result)}"
+            raise RuleCheckFailed(message)
+
+    def _check_false_positives(self) -> None:
+        result = self._evaluated()
+        limit = self.rule_file.parsed().expectations.max_false_positives
+        if not result.attributable:
+            if limit is not None:
+                raise RuleCheckFailed(f"cannot count false positives: {result.reason}")
+            return
+        if limit is not None and result.fp > limit:
+            raise RuleCheckFailed(
+                f"matched {result.fp} benign events (max_false_positives: {limit}): "
+                f"{len(result.hard_negatives)} hard negatives, {len(result.background)} "
+                f"background{_examples_text(result)}")
+
+    # reporting ------------------------------------------------------------------------------
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, self.name
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str:
+        if isinstance(excinfo.value, (RuleCheckFailed, SigmaRuleError, StoreUnavailable)):
+            return f"{self.rule_file.parsed().label}: {excinfo.value}"
+        return super().repr_failure(excinfo, style)  # type: ignore[arg-type]
+
+
+def _relative(config: pytest.Config, path: Path) -> str:
+    try:
+        return path.relative_to(config.rootpath).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _examples_text(result: RuleResult) -> str:
+    benign = [e for e in result.examples if e["label"] != "attack"]
+    if not benign:
+        return ""
+    shown = []
+    kql = result.kql or ""
+    for example in benign[:_EXAMPLES]:
+        row = example["row"]
+        skip = {id_column(None, example["table"]), "TimeGenerated", "Timestamp"}
+        used = [k for k in row if k not in skip and re.search(rf"\b{re.escape(k)}\b", kql)]
+        keys = (used + [k for k in row if k not in skip and k not in used])[:4]
+        fields = ", ".join(f"{k}={_short(row[k])}" for k in keys)
+        shown.append(f"{example['table']} {example['id']} [{example['label']}] {fields}")
+    return ", e.g. " + "; ".join(shown)
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True,
+                                                              width=10_000).strip()
+    return text if len(text) <= width else text[: width - 3] + "..."
