@@ -7,6 +7,7 @@ the engine load only in runs that gate rules.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,9 +87,15 @@ def _expected(config: pytest.Config, exp: Expectations) -> Expected:
 
 
 class RuleFile(pytest.File):
-    """One rule file; its items share the parsed rule and one evaluation."""
+    """One rule file; its items share the parsed rule and one evaluation.
+
+    A subclass says which items it has (``item_names``), how its file is read
+    (``read``) and how the rule is executed (``execute``).
+    """
 
     item_names: tuple[str, ...] = ()
+    read: Callable[[Path], ParsedRule]
+    execute: Callable[[ParsedRule, Any, Any, Any], RuleResult]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -105,21 +112,25 @@ class RuleFile(pytest.File):
             items.append(item)
         return items
 
-    # subclass hooks
     def parsed(self) -> ParsedRule:
-        raise NotImplementedError
+        """The rule as read by the subclass's ``read`` (once)."""
+        if self._parsed is None:
+            self._parsed = type(self).read(self.path)
+        return self._parsed
 
     def result(self) -> RuleResult:
-        raise NotImplementedError
+        """The rule executed over the store, its matches traced to events (once)."""
+        if self._result is None:
+            parsed = self.parsed()
+            expected = _expected(self.config, parsed.expectations)
+            self._result = self.execute(parsed, expected.ids, session_engine(self.config),
+                                        session_store(self.config).labels)
+        return self._result
 
 
 class SigmaRuleFile(RuleFile):
     item_names = _SIGMA_ITEMS
-
-    def parsed(self) -> ParsedRule:
-        if self._parsed is None:
-            self._parsed = parse_rule(self.path)
-        return self._parsed
+    read = staticmethod(parse_rule)
 
     def conversion(self) -> Conversion:
         if self._conversion is None:
@@ -132,36 +143,20 @@ class SigmaRuleFile(RuleFile):
             raise RuleCheckFailed(f"does not convert to KQL: {self._conversion.reason}")
         return self._conversion
 
-    def result(self) -> RuleResult:
-        if self._result is None:
-            parsed = self.parsed()
-            conversion = self.conversion()
-            expected = _expected(self.config, parsed.expectations)
-            store = session_store(self.config)
-            self._result = evaluate(parsed, session_engine(self.config), store.labels,
-                                    expected=expected.ids, examples=_EXAMPLES,
-                                    conversion=conversion)
-        return self._result
+    def execute(self, parsed: ParsedRule, expected: Any, engine: Any, labels: Any) -> RuleResult:
+        return evaluate(parsed, engine, labels, expected=expected, examples=_EXAMPLES,
+                        conversion=self.conversion())
 
 
 class KqlRuleFile(RuleFile):
     item_names = _KQL_ITEMS
+    read = staticmethod(parse_kql_rule)
 
-    def parsed(self) -> ParsedRule:
-        if self._parsed is None:
-            self._parsed = parse_kql_rule(self.path)
-        return self._parsed
-
-    def result(self) -> RuleResult:
-        if self._result is None:
-            parsed = self.parsed()
-            expected = _expected(self.config, parsed.expectations)
-            store = session_store(self.config)
-            self._result = evaluate_kql(parsed.text or "", session_engine(self.config),
-                                        store.labels, expected=expected.ids,
-                                        examples=_EXAMPLES)
-            self._result.rule = parsed.label
-        return self._result
+    def execute(self, parsed: ParsedRule, expected: Any, engine: Any, labels: Any) -> RuleResult:
+        result = evaluate_kql(parsed.text or "", engine, labels, expected=expected,
+                              examples=_EXAMPLES)
+        result.rule = parsed.label
+        return result
 
 
 # -- items -----------------------------------------------------------------------------------
