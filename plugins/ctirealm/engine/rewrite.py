@@ -641,13 +641,11 @@ def _substitute_once(original: Callable[..., Any]) -> Callable[..., Any]:
     return substitute_once
 
 
-def _expand_stars(node: Any, columns: list[str], types: dict[str, str] | None = None) -> Any:
-    if isinstance(node, _StarMatch):
-        return node.expand(columns, types)
-    if isinstance(node, ir.Query):
-        return node  # a nested query has its own input
+def _rebuilt(node: Any, visit: Callable[[Any], Any]) -> Any:
+    """*node* with *visit* applied to its children (items of lists and tuples, fields of IR
+    dataclasses); a node none of whose children changed is returned as it is."""
     if isinstance(node, (list, tuple)):
-        items = [_expand_stars(n, columns, types) for n in node]
+        items = [visit(n) for n in node]
         if all(a is b for a, b in zip(items, node, strict=True)):
             return node
         return type(node)(items)
@@ -655,11 +653,19 @@ def _expand_stars(node: Any, columns: list[str], types: dict[str, str] | None = 
         changes = {}
         for f in dataclasses.fields(node):
             value = getattr(node, f.name)
-            new = _expand_stars(value, columns, types)
+            new = visit(value)
             if new is not value:
                 changes[f.name] = new
         return dataclasses.replace(node, **changes) if changes else node
     return node
+
+
+def _expand_stars(node: Any, columns: list[str], types: dict[str, str] | None = None) -> Any:
+    if isinstance(node, _StarMatch):
+        return node.expand(columns, types)
+    if isinstance(node, ir.Query):
+        return node  # a nested query has its own input
+    return _rebuilt(node, lambda n: _expand_stars(n, columns, types))
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -840,13 +846,7 @@ def _nulls_for_missing(node: Any, columns: set[str]) -> Any:
         return node if node.name in columns else ir.Literal(None, "null")
     if isinstance(node, (_StarMatch, ir.Query)):
         return node  # a star covers the table's own columns; a subquery has its own input
-    if isinstance(node, (list, tuple)):
-        return type(node)(_nulls_for_missing(n, columns) for n in node)
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        changes = {f.name: _nulls_for_missing(getattr(node, f.name), columns)
-                   for f in dataclasses.fields(node)}
-        return dataclasses.replace(node, **changes)
-    return node
+    return _rebuilt(node, lambda n: _nulls_for_missing(n, columns))
 
 
 def _lower_search(node: Any, rest: list[Any]) -> ir.Query:
@@ -971,20 +971,7 @@ def _inspect(node: Any) -> bool:
 def _resolve(node: Any, schema: dict[str, list[str]]) -> Any:
     if isinstance(node, ir.Query):
         return _resolve_query(node, schema)
-    if isinstance(node, (list, tuple)):
-        items = [_resolve(n, schema) for n in node]
-        if all(a is b for a, b in zip(items, node, strict=True)):
-            return node
-        return type(node)(items)
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        changes = {}
-        for f in dataclasses.fields(node):
-            value = getattr(node, f.name)
-            new = _resolve(value, schema)
-            if new is not value:
-                changes[f.name] = new
-        return dataclasses.replace(node, **changes) if changes else node
-    return node
+    return _rebuilt(node, lambda n: _resolve(n, schema))
 
 
 def _resolve_query(query: ir.Query, schema: dict[str, list[str]]) -> ir.Query:
