@@ -14,7 +14,9 @@ ways, and no others:
    ``make_set_if``, ...). It replaces existing ones only to take arguments
    Kusto allows (``split``, ``indexof``, ``strrep``, ``bin`` with a timespan
    expression), declining, so falling back to the original, otherwise; and
-   ``isnull``/``isnotnull``, so that a JSON ``null`` is null as in Kusto.
+   ``isnull``/``isnotnull``, so that a JSON ``null`` is null as in Kusto. A
+   timespan divided by a number literal (``2h / 4``) becomes an internal call
+   rendered as the timespan it is, where duckdb-kql divided two timespans.
 2. **Operators that need the input's columns.** ``project-reorder``,
    ``project-keep``, wildcard ``project-away`` and ``* has "x"`` are lowered to
    placeholders, resolved just before SQL is emitted, with the engine's schema,
@@ -345,6 +347,13 @@ _JOINABLE_STAR_OPS = frozenset(f"{op}{cs}" for op in ("has", "hasprefix", "hassu
                                for cs in ("", "_cs"))
 #: An internal function (never parsed from a query): the joined text of its arguments.
 _ROW_TEXT = "__ctirealm_row_text"
+#: Another: a timespan divided by a number (see `_timespan_by_number`).
+_TIMESPAN_DIV = "__ctirealm_timespan_div"
+
+
+def _render_timespan_div(node: ir.FunctionCall) -> str:
+    span, divisor = (_translate.render_expr(arg) for arg in node.args)
+    return f"to_microseconds(CAST(round(epoch({span}) * 1000000 / ({divisor})) AS BIGINT))"
 
 
 def _render_row_text(node: ir.FunctionCall) -> str:
@@ -371,6 +380,7 @@ _NEW_FORMS: dict[str, Callable[[ir.FunctionCall], str | None]] = {
     "notempty": _alias("isnotempty"),
     "todecimal": _alias("todouble"),  # the store keeps decimal columns as doubles
     _ROW_TEXT: _render_row_text,
+    _TIMESPAN_DIV: _render_timespan_div,
 }
 
 #: Existing special forms replaced by ones taking more arguments (they decline
@@ -623,9 +633,28 @@ def _lower_expr(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
             if not op or op.startswith("!") or len(rules) < 2:
                 raise _lower._unsupported(collapsed, f"* {op}")
             return _StarMatch(op, lower_expr(rules[-1]))
-        return original(node)
+        return _timespan_by_number(original(node))
 
     return lower_expr
+
+
+_NUMERIC_KINDS = frozenset({"long", "int", "real", "decimal"})
+
+
+def _is_number_literal(node: Any) -> bool:
+    if isinstance(node, ir.UnaryOp) and node.op == "-":
+        return _is_number_literal(node.operand)
+    return isinstance(node, ir.Literal) and node.kind in _NUMERIC_KINDS
+
+
+def _timespan_by_number(node: Any) -> Any:
+    """``2h / 4``: a timespan divided by a number is a timespan (duckdb-kql divides it as two
+    timespans and fails to bind). Only a literal divisor is taken: a column's type is unknown,
+    and a timespan column divided by a timespan must stay a ratio."""
+    if (isinstance(node, ir.BinaryOp) and node.op == "/" and _is_number_literal(node.right)
+            and _translate._is_timespan_expr(node.left)):
+        return ir.FunctionCall(_TIMESPAN_DIV, (node.left, node.right))
+    return node
 
 
 def _substitute_once(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -1076,6 +1105,7 @@ def install() -> None:
     _SAVED["has_list"] = _translate.render_has_list
     _SAVED["render_bin"] = _translate.render_bin
     _SAVED["union_output_columns"] = _schema.union_output_columns
+    _SAVED["timespan_returning"] = _translate._TIMESPAN_RETURNING
     _SAVED["source_columns"] = _schema._source_columns_unchecked
 
     for name, render in _NEW_FORMS.items():
@@ -1103,6 +1133,7 @@ def install() -> None:
     _translate.render_has_list = _has_list(_SAVED["has_list"])
     _translate.render_bin = _bin(_SAVED["render_bin"])
     _schema.union_output_columns = _union_output_columns(_SAVED["union_output_columns"])
+    _translate._TIMESPAN_RETURNING = _SAVED["timespan_returning"] | {_TIMESPAN_DIV}
     _schema._source_columns_unchecked = _source_columns(_SAVED["source_columns"])
 
 
@@ -1150,6 +1181,7 @@ def uninstall() -> None:
     _translate.render_bin = _SAVED["render_bin"]
     _schema.union_output_columns = _SAVED["union_output_columns"]
     _schema._source_columns_unchecked = _SAVED["source_columns"]
+    _translate._TIMESPAN_RETURNING = _SAVED["timespan_returning"]
     _SAVED.clear()
 
 
