@@ -100,6 +100,14 @@ def test_a_bad_file_fails_only_its_case(project: pytest.Pytester, name: str) -> 
     assert all(p["kind"] in ("case", "telemetry") for p in results["problems"])
 
 
+def test_a_case_left_without_telemetry_is_selected_like_its_checkpoints(
+        project: pytest.Pytester) -> None:
+    _truncate(project.path)
+    assert project.runpytest("-m", "aks").parseoutcomes() == {"passed": 6, "deselected": 1}
+    outcomes = project.runpytest("-m", "linux").parseoutcomes()
+    assert outcomes["failed"] == 1 and "passed" not in outcomes
+
+
 def test_left_out_telemetry_fails_the_rules_that_need_it(project: pytest.Pytester) -> None:
     _truncate(project.path)
     result = project.runpytest("cases", "rules", "-n", "2")

@@ -204,7 +204,9 @@ class CaseFile(pytest.File):
         if problems:
             error = f"{case.id} cannot be scored:\n" + "\n".join(f"  {m}" for m in problems)
             item = BrokenCase.from_parent(self, name="telemetry", error=error)
-            item.add_marker(pytest.mark.realm_case(case.id))
+            item.realm_case = case  # selected like the case's checkpoints (-m, --realm-subset)
+            for mark in _case_marks(case):
+                item.add_marker(mark)
             return [item]
         return [CaseGroup.from_parent(self, name=case.id, case=case)]
 
@@ -230,16 +232,20 @@ class CaseNotRunnable(Exception):
     """Raised by a `BrokenCase`: its message says which file, line or field stops the case."""
 
 
+def _case_marks(case: Case) -> list[pytest.MarkDecorator]:
+    """``realm_case(id)``, the platform and the subsets: how ``-m`` selects a case."""
+    return [pytest.mark.realm_case(case.id), getattr(pytest.mark, case.platform),
+            *(getattr(pytest.mark, _marker(subset)) for subset in case.subsets)]
+
+
 class CaseGroup(pytest.Collector):
     """One case: its checkpoint items (times epochs)."""
 
     def __init__(self, *, case: Case, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.case = case
-        self.add_marker(pytest.mark.realm_case(case.id))
-        self.add_marker(getattr(pytest.mark, case.platform))
-        for subset in case.subsets:
-            self.add_marker(getattr(pytest.mark, _marker(subset)))
+        for mark in _case_marks(case):
+            self.add_marker(mark)
         self.add_marker(pytest.mark.xdist_group(case.id))
 
     def collect(self) -> list[pytest.Item]:
