@@ -1071,6 +1071,23 @@ def _emit(original: Callable[..., Any]) -> Callable[..., Any]:
 
 _SAVED: dict[str, Any] = {}
 
+#: duckdb-kql attributes replaced by `install`: (module, attribute, original -> replacement).
+_PATCHES: list[tuple[Any, str, Callable[[Any], Any]]] = [
+    (_lower, "_lower_operator", _lower_operator),
+    (_lower, "_lower_head", _lower_head),
+    (_lower, "_lower_mv_expand_target", _lower_mv_expand_target),
+    (_lower, "_lower_expr", _lower_expr),
+    (_lower, "_substitute_once", _substitute_once),
+    (_translate, "to_sql", _emit),
+    (_translate, "render_range", lambda _original: _render_range),
+    (_translate, "_render_term_operator", _term_operator),
+    (_translate, "render_has_list", _has_list),
+    (_translate, "render_bin", _bin),
+    (_translate, "_TIMESPAN_RETURNING", lambda original: original | {_TIMESPAN_DIV}),
+    (_schema, "union_output_columns", _union_output_columns),
+    (_schema, "_source_columns_unchecked", _source_columns),
+]
+
 
 def installed() -> bool:
     """Whether the rewrites are in force."""
@@ -1094,19 +1111,7 @@ def install() -> None:
     _SAVED["aggregates"] = {
         a.name: _functions.AGGREGATE_FUNCTIONS.get(a.name) for a in aggregates
     }
-    _SAVED["lower_operator"] = _lower._lower_operator
-    _SAVED["lower_head"] = _lower._lower_head
-    _SAVED["lower_mv_expand_target"] = _lower._lower_mv_expand_target
-    _SAVED["lower_expr"] = _lower._lower_expr
-    _SAVED["substitute_once"] = _lower._substitute_once
-    _SAVED["to_sql"] = _translate.to_sql
-    _SAVED["render_range"] = _translate.render_range
-    _SAVED["term_operator"] = _translate._render_term_operator
-    _SAVED["has_list"] = _translate.render_has_list
-    _SAVED["render_bin"] = _translate.render_bin
-    _SAVED["union_output_columns"] = _schema.union_output_columns
-    _SAVED["timespan_returning"] = _translate._TIMESPAN_RETURNING
-    _SAVED["source_columns"] = _schema._source_columns_unchecked
+    _SAVED["attributes"] = {(module, name): getattr(module, name) for module, name, _ in _PATCHES}
 
     for name, render in _NEW_FORMS.items():
         forms.setdefault(name, render)
@@ -1122,19 +1127,8 @@ def install() -> None:
         _functions.SCALAR_FUNCTIONS[name] = dataclasses.replace(spec, arities=arities)
     for spec in aggregates:
         _functions.AGGREGATE_FUNCTIONS.setdefault(spec.name, spec)
-    _lower._lower_operator = _lower_operator(_SAVED["lower_operator"])
-    _lower._lower_head = _lower_head(_SAVED["lower_head"])
-    _lower._lower_mv_expand_target = _lower_mv_expand_target(_SAVED["lower_mv_expand_target"])
-    _lower._lower_expr = _lower_expr(_SAVED["lower_expr"])
-    _lower._substitute_once = _substitute_once(_SAVED["substitute_once"])
-    _translate.to_sql = _emit(_SAVED["to_sql"])
-    _translate.render_range = _render_range
-    _translate._render_term_operator = _term_operator(_SAVED["term_operator"])
-    _translate.render_has_list = _has_list(_SAVED["has_list"])
-    _translate.render_bin = _bin(_SAVED["render_bin"])
-    _schema.union_output_columns = _union_output_columns(_SAVED["union_output_columns"])
-    _translate._TIMESPAN_RETURNING = _SAVED["timespan_returning"] | {_TIMESPAN_DIV}
-    _schema._source_columns_unchecked = _source_columns(_SAVED["source_columns"])
+    for module, name, replacement in _PATCHES:
+        setattr(module, name, replacement(_SAVED["attributes"][(module, name)]))
 
 
 def _widened(
@@ -1169,19 +1163,8 @@ def uninstall() -> None:
                 table[name] = previous
     for name, spec in _SAVED["widened_scalars"].items():
         _functions.SCALAR_FUNCTIONS[name] = spec
-    _lower._lower_operator = _SAVED["lower_operator"]
-    _lower._lower_head = _SAVED["lower_head"]
-    _lower._lower_mv_expand_target = _SAVED["lower_mv_expand_target"]
-    _lower._lower_expr = _SAVED["lower_expr"]
-    _lower._substitute_once = _SAVED["substitute_once"]
-    _translate.to_sql = _SAVED["to_sql"]
-    _translate.render_range = _SAVED["render_range"]
-    _translate._render_term_operator = _SAVED["term_operator"]
-    _translate.render_has_list = _SAVED["has_list"]
-    _translate.render_bin = _SAVED["render_bin"]
-    _schema.union_output_columns = _SAVED["union_output_columns"]
-    _schema._source_columns_unchecked = _SAVED["source_columns"]
-    _translate._TIMESPAN_RETURNING = _SAVED["timespan_returning"]
+    for (module, name), original in _SAVED["attributes"].items():
+        setattr(module, name, original)
     _SAVED.clear()
 
 
