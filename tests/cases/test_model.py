@@ -83,7 +83,6 @@ def _with(path: str, value: object) -> dict:
         ("ground_truth.tables", ["DeviceEvents"], "ground_truth.tables", "unknown table"),
         ("ground_truth.regex_patterns", {"X": "(["}, "ground_truth.regex_patterns.X", "invalid regex"),
         ("ground_truth.attack_events", {"Nope": [1]}, "ground_truth.attack_events.Nope", "unknown table"),
-        ("ground_truth.attack_events", {}, "ground_truth.attack_events", "at least one"),
         ("difficulty", "trivial", "difficulty", "is not one of"),
         ("id", "linux_004", "id", "does not match the file name"),
     ],

@@ -133,7 +133,7 @@ def test_split_output_holds_the_jsonl_rows(reference: Store, tmp_path: Path) -> 
     dataset = Dataset.load(ROOT / "telemetry")
     out = tmp_path / "jsonl"
     generator.generate(out, seed=dataset.seed, rows=ROWS, window=dataset.window,
-                       profiles_dir=dataset.generator_dir())
+                       profiles_dir=dataset.generator_dir(), scenarios_dir=dataset.scenarios_dir())
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone='UTC'")
     con.execute(f"ATTACH '{reference.path}' AS s (READ_ONLY)")

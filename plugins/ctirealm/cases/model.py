@@ -8,7 +8,7 @@ case never hides the others.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..attack import Attack, load_attack
+from ..telemetry.labels import Labels
 
 PLATFORMS = ("linux", "aks", "cloud")
 #: ``source`` values of cases imported from the upstream dataset: their attack events
@@ -70,6 +71,21 @@ class Case:
     solution: Solution = field(default_factory=lambda: Solution(None, None))
     path: str = ""
     source: str = "ctirealm"
+
+    def bound(self, labels: Labels) -> Case:
+        """This case with its events in one split's store.
+
+        A case that lists ``attack_events`` (hand-written telemetry, imported cases)
+        is returned as it is. Otherwise its attack events and hard negatives are the
+        store's events labelled with the case's id: a scenario is played anew for
+        each split, so the ids differ between ``dev`` and ``test``.
+        """
+        if any(self.ground_truth.attack_events.values()):
+            return self
+        truth = replace(self.ground_truth,
+                        attack_events=labels.by_table("attack", self.id),
+                        hard_negatives=labels.by_table("hard_negative", self.id))
+        return replace(self, ground_truth=truth)
 
     @property
     def imported(self) -> bool:
@@ -200,11 +216,8 @@ def parse_case(
     if source != "ctirealm" and source not in IMPORTED_SOURCES:
         raise CaseError(path, "source", f"{source!r} is not one of ctirealm, "
                         + ", ".join(IMPORTED_SOURCES))
+    # Cases played from scenarios list no ids: each split's store labels them (see `Case.bound`).
     attack_events = _id_map(truth.get("attack_events"), path, "ground_truth.attack_events", tables)
-    if not any(attack_events.values()) and source not in IMPORTED_SOURCES:
-        raise CaseError(path, "ground_truth.attack_events",
-                        "at least one attack event is required (only cases imported from the "
-                        "upstream dataset, marked `source: cti-realm`, may have none)")
     hard_negatives = _id_map(truth.get("hard_negatives"), path, "ground_truth.hard_negatives", tables)
     solution = doc.get("solution") or {}
     if not isinstance(solution, dict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from .events import FileProblem
 from .schema import SchemaError, TableSchema, parse_datetime
 
 #: Bumped whenever the store's layout changes, so old caches are not reused.
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 
 
 class DatasetError(ValueError):
@@ -45,6 +45,10 @@ class Dataset:
     rows: int
     schemas: dict[str, TableSchema]
     problems: list[FileProblem]
+    #: Split name -> seed, in dataset.yaml order: ``dev`` (what the agent's tools query)
+    #: first, then ``test`` (where final detections are scored). A dataset without
+    #: ``splits`` has one, ``dev``, seeded by ``generator.seed``.
+    splits: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, root: str | Path) -> Dataset:
@@ -64,6 +68,8 @@ class Dataset:
         if window[0] >= window[1]:
             raise DatasetError(f"{config_path}: window.start must be before window.end")
         generator = config.get("generator") or {}
+        seed = int(generator.get("seed", 0))
+        splits = _splits(config.get("splits"), seed, config_path)
         schema_dir = root / "schemas"
         if not schema_dir.is_dir():
             raise DatasetError(f"{schema_dir}: schema directory not found")
@@ -80,11 +86,23 @@ class Dataset:
             root=root,
             name=str(config.get("name", root.name)),
             window=window,
-            seed=int(generator.get("seed", 0)),
+            seed=seed,
             rows=int(generator.get("rows", 100_000)),
             schemas=schemas,
             problems=problems,
+            splits=splits,
         )
+
+    def split_seed(self, split: str) -> int:
+        """The seed of *split*; `DatasetError` names the known splits otherwise."""
+        if split not in self.splits:
+            raise DatasetError(f"{self.root / 'dataset.yaml'}: no split {split!r}; "
+                               f"splits: {', '.join(self.splits)}")
+        return self.splits[split]
+
+    def scenarios_dir(self) -> Path:
+        """``scenarios/``: attack stories, look-alikes and base rates (may be absent)."""
+        return self.root / "scenarios"
 
     @property
     def now(self) -> datetime:
@@ -120,17 +138,20 @@ class Dataset:
     def generator_dir(self) -> Path:
         return self.root / "generator"
 
-    def content_hash(self, *, rows: int, seed: int) -> str:
+    def content_hash(self, *, rows: int, seed: int, split: str = "dev") -> str:
         """Hash of everything the store is built from, so it is rebuilt only when that changes."""
         digest = hashlib.sha256()
-        digest.update(f"format={STORE_FORMAT};rows={rows};seed={seed}\n".encode())
+        position = list(self.splits).index(split) if split in self.splits else 0
+        digest.update(f"format={STORE_FORMAT};rows={rows};seed={seed};split={split}:{position}/"
+                      f"{len(self.splits)}\n".encode())
         inputs = [self.root / "dataset.yaml", *sorted((self.root / "schemas").glob("*.json"))]
-        for kind in ("attack", "benign", "generator"):
+        for kind in ("attack", "benign", "generator", "scenarios"):
             base = self.root / kind
             if base.is_dir():
                 inputs += sorted(p for p in base.rglob("*") if p.is_file())
         # The generator's code shapes the background as much as its profiles do.
         inputs.append(Path(__file__).with_name("generator.py"))
+        inputs.append(Path(__file__).with_name("scenarios.py"))
         for path in inputs:
             if not path.is_file():
                 continue
@@ -139,3 +160,23 @@ class Dataset:
             digest.update(path.read_bytes())
             digest.update(b"\0")
         return digest.hexdigest()[:16]
+
+
+def _splits(value: Any, seed: int, path: Path) -> dict[str, int]:
+    """``splits: {dev: {seed: N}, test: {seed: M}}`` (or ``{dev: N}``); dev must come first."""
+    if value is None:
+        return {"dev": seed}
+    if not isinstance(value, dict) or not value:
+        raise DatasetError(f"{path}: splits: expected a mapping of split name -> {{seed: N}}")
+    out: dict[str, int] = {}
+    for name, spec in value.items():
+        raw = spec.get("seed") if isinstance(spec, dict) else spec
+        try:
+            out[str(name)] = int(raw)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path}: splits.{name}.seed: expected an integer") from None
+    if next(iter(out)) != "dev":
+        raise DatasetError(f"{path}: splits: the first split must be dev (what agents query)")
+    if len(set(out.values())) != len(out):
+        raise DatasetError(f"{path}: splits: every split needs its own seed")
+    return out

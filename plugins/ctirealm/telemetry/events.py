@@ -28,7 +28,8 @@ class FileProblem:
     """A telemetry file left out of the store, and why.
 
     *path* is relative to the dataset folder; *kind* is ``attack``, ``hard_negative``
-    (the folder the file came from) or ``schema`` (a schema file that did not load).
+    (the folder the file came from), ``schema`` (a schema file that did not load) or
+    ``scenario`` (a scenario file that did not load or play; *group* is its case).
     A store built leniently keeps these in its metadata, so every process that opens
     it (pytest-xdist workers too) can name the file and line to whoever is affected.
     """

@@ -61,8 +61,9 @@ import yaml
 
 from .schema import SchemaError, TableSchema
 
-__all__ = ["OUTPUTS", "ProfileError", "SplitFiles", "available_cpus", "bucket_bounds", "generate",
-           "load_profiles", "split_files", "table_counts", "worker_main"]
+__all__ = ["OUTPUTS", "ProfileError", "SplitFiles", "available_cpus", "bucket_bounds",
+           "check_background", "generate", "load_profiles", "split_files", "table_counts",
+           "worker_main"]
 
 #: Rows buffered before a write (and between ``progress`` calls).
 CHUNK_ROWS = 10_000
@@ -125,8 +126,15 @@ def _escape_braces(value: Any) -> Any:
     return value
 
 
-def load_profiles(profiles_dir: Path | None = None) -> dict[str, Any]:
-    """Read and merge every ``*.yaml`` profile (sections merge key by key; no duplicates)."""
+def load_profiles(profiles_dir: Path | None = None,
+                  scenarios_dir: Path | None = None) -> dict[str, Any]:
+    """Read and merge every ``*.yaml`` profile (sections merge key by key; no duplicates).
+
+    With *scenarios_dir*, each scenario file's ``background`` section (table -> event
+    templates: the benign occurrences of the behaviour its case detects) is appended to
+    those tables' ``events``, so base rates live beside the attack they shadow; its
+    ``binaries`` join the profiles' executables.
+    """
     profiles_dir = Path(profiles_dir) if profiles_dir else default_profiles_dir()
     paths = sorted(profiles_dir.glob("*.yaml"))
     if not paths:
@@ -149,7 +157,54 @@ def load_profiles(profiles_dir: Path | None = None) -> dict[str, Any]:
                     merged[section][key] = value
             else:
                 raise ProfileError(f"{path}: section {section!r} is defined twice")
+    for path in sorted(Path(scenarios_dir).glob("*.yaml")) if scenarios_dir else []:
+        _merge_background(merged, path)
     return _escape_braces(merged)
+
+
+def check_background(profile: dict[str, Any], path: Path) -> None:
+    """Raise `ProfileError` if scenario file *path*'s ``background`` cannot be merged into
+    *profile* (left unchanged): how a store leaves one bad scenario out, not the build."""
+    tables = {t: dict(spec) for t, spec in (profile.get("tables") or {}).items()}
+    _merge_background({"tables": tables, "binaries": dict(profile.get("binaries") or {})}, path)
+
+
+def _merge_background(merged: dict[str, Any], path: Path) -> None:
+    """Append a scenario file's ``background`` templates to the tables' benign events."""
+    try:
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        return
+    # Executables a scenario needs beyond the profiles' own; one definition per name.
+    binaries = doc.get("binaries") or {}
+    if not isinstance(binaries, dict):
+        raise ProfileError(f"{path}: binaries must map names to {{path, size, ...}}")
+    known = merged.setdefault("binaries", {})
+    for name, spec in binaries.items():
+        if not isinstance(spec, dict) or "path" not in spec:
+            raise ProfileError(f"{path}: binaries.{name}: expected a mapping with a path")
+        if name in known and known[name] != spec:
+            raise ProfileError(f"{path}: binaries.{name}: already defined differently")
+        known[name] = spec
+    background = doc.get("background")
+    if not background:
+        return
+    if not isinstance(background, dict):
+        raise ProfileError(f"{path}: background must map table names to event lists")
+    tables = merged.setdefault("tables", {})
+    for table, events in background.items():
+        if table not in tables:
+            raise ProfileError(f"{path}: background.{table}: no generator profile for that table")
+        if not isinstance(events, list):
+            raise ProfileError(f"{path}: background.{table}: expected a list of events")
+        for event in events:
+            if not isinstance(event, dict) or "name" not in event:
+                raise ProfileError(f"{path}: background.{table}: every event needs a name")
+            # The scenario's name keeps template names unique and says where a row came from.
+            named = dict(event, name=f"{path.stem}: {event['name']}")
+            tables[table]["events"] = [*(tables[table].get("events") or []), named]
 
 
 def _unescape_braces(value: Any) -> Any:
@@ -869,8 +924,11 @@ class _TableGenerator:
                     entity[algo] = stable_hex(path, algo)[:length]
         return entity
 
-    def _compile(self, tpl: _Template, entities: list[Any]) -> list[_Row]:
+    def _compile(self, tpl: _Template, entities: list[Any],
+                 extra: dict[str, Any] | None = None) -> list[_Row]:
         ctx = dict(self.globals)
+        if extra:
+            ctx.update(extra)
         for binder, entity in zip(tpl.binders, entities, strict=True):
             ctx[binder.name] = entity
         try:
@@ -1309,13 +1367,14 @@ class _Context:
     seed: int
     window: tuple[datetime, datetime]
     output: str
+    scenarios_dir: Path | None = None
 
 
 class _Loaded:
     """A context's profiles, schemas, clock and id space, loaded once per process."""
 
     def __init__(self, context: _Context) -> None:
-        self.profile = load_profiles(context.profiles_dir)
+        self.profile = load_profiles(context.profiles_dir, context.scenarios_dir)
         self.schemas = _load_schemas(context.schemas_dir)
         self.clock = _Clock(context.window, self.profile.get("rhythms") or {"always": {}})
         self.ids = _ReportIds(context.seed)
@@ -1429,13 +1488,15 @@ def _run_task(task: _Task, context: _Context, loaded: _Loaded,
 def _context_doc(context: _Context) -> dict[str, Any]:
     return {"out_dir": str(context.out_dir), "profiles_dir": str(context.profiles_dir),
             "schemas_dir": str(context.schemas_dir), "seed": context.seed,
-            "window": [w.isoformat() for w in context.window], "output": context.output}
+            "window": [w.isoformat() for w in context.window], "output": context.output,
+            "scenarios_dir": str(context.scenarios_dir) if context.scenarios_dir else None}
 
 
 def _context_from(doc: dict[str, Any]) -> _Context:
     window = tuple(datetime.fromisoformat(w) for w in doc["window"])
     return _Context(Path(doc["out_dir"]), Path(doc["profiles_dir"]), Path(doc["schemas_dir"]),
-                    int(doc["seed"]), window, str(doc["output"]))  # type: ignore[arg-type]
+                    int(doc["seed"]), window, str(doc["output"]),  # type: ignore[arg-type]
+                    Path(doc["scenarios_dir"]) if doc.get("scenarios_dir") else None)
 
 
 def worker_main() -> None:
@@ -1501,6 +1562,7 @@ def generate(
     output: str = "jsonl",
     workers: int | None = 1,
     on_table: Callable[[str], None] | None = None,
+    scenarios_dir: Path | None = None,
 ) -> dict[str, int]:
     """Write the benign background of every table into *out_dir*; return rows per table.
 
@@ -1520,13 +1582,14 @@ def generate(
     *workers* > 1 generates shards in that many processes (``None``: one per CPU, or one
     for small sizes). ``on_table(table)`` is called in this process as soon as a table's
     files are complete, so a caller can load it while other tables are being generated.
+    *scenarios_dir* adds the scenarios' ``background`` templates (see `load_profiles`).
     """
     if rows < 0:
         raise ValueError("rows must be >= 0")
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
     profiles_dir = Path(profiles_dir) if profiles_dir else default_profiles_dir()
-    profile = load_profiles(profiles_dir)
+    profile = load_profiles(profiles_dir, scenarios_dir)
     schemas_dir = profiles_dir.parent / "schemas"
     if not schemas_dir.is_dir():
         schemas_dir = default_profiles_dir().parent / "schemas"
@@ -1545,7 +1608,8 @@ def generate(
     counts = table_counts(shares, rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    context = _Context(out_dir, profiles_dir, schemas_dir, seed, tuple(window), output)
+    context = _Context(out_dir, profiles_dir, schemas_dir, seed, tuple(window), output,
+                       Path(scenarios_dir) if scenarios_dir else None)
     tasks = _plan(shares, counts, schemas)
     if workers is None:
         workers = available_cpus() if rows >= PARALLEL_MIN_ROWS else 1

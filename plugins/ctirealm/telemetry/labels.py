@@ -42,6 +42,15 @@ class Labels:
             if entry["kind"] == kind and (group is None or entry["group"] == group)
         ]
 
+    def by_table(self, kind: Kind, group: str) -> dict[str, tuple[str, ...]]:
+        """``{table: ids}`` of the events of *kind* labelled with *group* (a case id)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for table in sorted(self.events):
+            ids = self.ids(kind, table, group)
+            if ids:
+                out[table] = tuple(ids)
+        return out
+
     def simulations(self) -> list[str]:
         return sorted(
             {e["group"] for t in self.events.values() for e in t.values() if e["kind"] == "attack"}

@@ -34,7 +34,9 @@ from filelock import FileLock
 from ..engine.result import format_datetime
 from .dataset import STORE_FORMAT, Dataset, DatasetError, EventFile
 from .events import FileProblem, TelemetryFormatError, read_events
+from .generator import ProfileError, check_background, load_profiles
 from .labels import Labels
+from .scenarios import Player, Scenario, load_scenario, scenario_files, split_index
 from .schema import DUCKDB_TYPES, SchemaError, TableSchema
 
 if TYPE_CHECKING:
@@ -133,34 +135,95 @@ def _select_list(schema: TableSchema) -> str:
 
 def _validate_committed(
     dataset: Dataset, staging: Path, labels: Labels, problems: list[FileProblem], strict: bool,
-    progress: Progress | None,
+    progress: Progress | None, played: list[tuple[str, EventFile, Path]] = (),  # type: ignore[assignment]
 ) -> dict[str, list[Path]]:
     """Validate attack and benign files, stage normalised copies, fill *labels*.
 
-    A file with a problem is left out whole (none of its events, no labels) and the
-    problem recorded; with *strict* the first problem is raised instead.
+    *played* adds the scenario rows of this split: ``(kind, file, scenario path)``; a
+    problem in them is reported against the scenario file. A file with a problem is
+    left out whole (none of its events, no labels) and the problem recorded; with
+    *strict* the first problem is raised instead.
     """
     files: dict[str, list[Path]] = {}
     seen: dict[tuple[str, str], str] = {}
-    for kind, entries in (("attack", dataset.attack_files()), ("hard_negative", dataset.benign_files())):
-        for entry in entries:
-            out_path = staging / f"{kind}-{len(list(staging.iterdir()))}-{entry.table}.jsonl"
-            try:
-                ids = _validate_file(dataset, entry, out_path, seen)
-            except TelemetryFormatError as exc:
-                out_path.unlink(missing_ok=True)
-                if strict:
-                    raise
-                problems.append(FileProblem(entry.path.relative_to(dataset.root).as_posix(), exc.line,
-                                            kind, entry.table, entry.group, exc.detail))
-                continue
-            for event_id, line in ids:
-                seen[(entry.table, event_id)] = f"{entry.path}:{line}"
-                labels.add(entry.table, event_id, kind, entry.group)  # type: ignore[arg-type]
-            files.setdefault(entry.table, []).append(out_path)
-            if progress:
-                progress(f"validated {entry.path.relative_to(dataset.root)}", 0, None)
+    entries: list[tuple[str, EventFile, Path]] = [
+        *(("attack", e, e.path) for e in dataset.attack_files()),
+        *(("hard_negative", e, e.path) for e in dataset.benign_files()),
+        *played,
+    ]
+    for kind, entry, source in entries:
+        out_path = staging / f"{kind}-{len(list(staging.iterdir()))}-{entry.table}.jsonl"
+        try:
+            ids = _validate_file(dataset, entry, out_path, seen)
+        except TelemetryFormatError as exc:
+            out_path.unlink(missing_ok=True)
+            if strict:
+                raise
+            problems.append(FileProblem(source.relative_to(dataset.root).as_posix(),
+                                        exc.line if source == entry.path else None,
+                                        kind, entry.table, entry.group, exc.detail))
+            continue
+        for event_id, line in ids:
+            seen[(entry.table, event_id)] = f"{source}:{line}" if source == entry.path else \
+                f"{source} ({entry.table} row {line})"
+            labels.add(entry.table, event_id, kind, entry.group)  # type: ignore[arg-type]
+        files.setdefault(entry.table, []).append(out_path)
+        if progress:
+            progress(f"validated {source.relative_to(dataset.root)}", 0, None)
     return files
+
+
+def _play_scenarios(
+    dataset: Dataset, split: str, seed: int, staging: Path, problems: list[FileProblem],
+    strict: bool,
+) -> tuple[list[tuple[str, EventFile, Path]], Path | None]:
+    """Play this split's scenarios into *staging*; the files to validate, and the folder of
+    the scenario files whose ``background`` the generator merges (the good ones only).
+
+    A scenario that does not load or play is left out whole and recorded as a problem
+    of its case (strict: raised), so one broken scenario fails its own case only.
+    """
+    paths = scenario_files(dataset.scenarios_dir())
+    if not paths:
+        return [], None
+    good_dir = staging / "scenarios"
+    good_dir.mkdir()
+    played_dir = staging / "played"
+    profiles_dir = dataset.generator_dir()
+    base = load_profiles(profiles_dir)
+    loaded: list[Scenario] = []
+    for path in paths:
+        try:
+            scenario = load_scenario(path)
+            check_background(base, path)
+        except ProfileError as exc:
+            if strict:
+                raise
+            problems.append(_scenario_problem(dataset, path, path.stem, exc))
+            continue
+        shutil.copy(path, good_dir / path.name)
+        loaded.append(scenario)
+    player = Player(profiles_dir, dataset.root / "schemas", good_dir, seed, dataset.window,
+                    split_index(dataset.splits, split) if split in dataset.splits else 0,
+                    max(1, len(dataset.splits)))
+    out: list[tuple[str, EventFile, Path]] = []
+    for scenario in loaded:
+        try:
+            written = player.play_scenario(scenario, played_dir)
+        except ProfileError as exc:
+            if strict:
+                raise
+            problems.append(_scenario_problem(dataset, scenario.path, scenario.case, exc))
+            continue
+        for played in written:
+            out.append((played.kind, EventFile(played.table, played.case, played.path), scenario.path))
+    return out, good_dir
+
+
+def _scenario_problem(dataset: Dataset, path: Path, case: str, exc: Exception) -> FileProblem:
+    message = str(exc).removeprefix(f"{path}: ").removeprefix(f"{path}")
+    return FileProblem(path.relative_to(dataset.root).as_posix(), None, "scenario", "", case,
+                       message)
 
 
 def _validate_file(dataset: Dataset, entry: EventFile, out_path: Path,
@@ -196,8 +259,14 @@ def build_store(
     force: bool = False,
     strict: bool = True,
     progress: Progress | None = None,
+    split: str = "dev",
 ) -> Store:
-    """Build (or reuse) the store for *dataset*; safe to call from many processes at once.
+    """Build (or reuse) the store of one *split* of *dataset*; safe to call from many
+    processes at once.
+
+    *split* ``dev`` is what agents query, ``test`` (when the dataset has it) the
+    re-simulation final detections are scored on: another seed, so other background
+    rows and ids, and scenarios played on other entities (`telemetry.scenarios`).
 
     With *strict* (the default) the first problem in a committed file or schema
     raises, naming file, line and field. Otherwise each bad file is left out and
@@ -205,11 +274,13 @@ def build_store(
     only the cases that need the missing events.
     """
     rows = dataset.rows if rows is None else int(rows)
-    seed = dataset.seed if seed is None else int(seed)
+    if seed is None:
+        seed = dataset.split_seed(split) if dataset.splits else dataset.seed
+    seed = int(seed)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    digest = dataset.content_hash(rows=rows, seed=seed)
-    final = cache_dir / f"{dataset.name}-{digest}.duckdb"
+    digest = dataset.content_hash(rows=rows, seed=seed, split=split)
+    final = cache_dir / f"{dataset.name}-{split}-{digest}.duckdb"
     with FileLock(str(final) + ".lock"):
         if final.is_file() and not force:
             return _checked(Store.open(final), dataset, strict)
@@ -222,8 +293,9 @@ def build_store(
             problems = list(dataset.problems)
             if strict and problems:
                 raise SchemaError(f"{dataset.root / problems[0].path}: {problems[0].message}")
+            played, scenarios_dir = _play_scenarios(dataset, split, seed, staging, problems, strict)
             files = _validate_committed(dataset, staging / "committed", labels, problems, strict,
-                                        progress)
+                                        progress, played)
             temp_db = staging / "store.duckdb"
             with _Loader(temp_db, dataset, files, staging, progress) as loader:
                 if rows > 0:
@@ -237,13 +309,15 @@ def build_store(
                     generate(
                         loader.generated_dir, seed=seed, rows=rows, window=dataset.window,
                         profiles_dir=dataset.generator_dir(), progress=tick, output="split",
-                        workers=None, on_table=loader.load_generated,
+                        workers=None, on_table=loader.load_generated, scenarios_dir=scenarios_dir,
                     )
                 counts = loader.finish()
             meta = {
                 "format": STORE_FORMAT,
                 "hash": digest,
                 "dataset": dataset.name,
+                "split": split,
+                "splits": list(dataset.splits),
                 "built": datetime.now(UTC).isoformat(timespec="seconds"),
                 "build_seconds": round(time.perf_counter() - started, 3),
                 "now": _iso(dataset.now),
