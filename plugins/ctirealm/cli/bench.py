@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .common import add_store_options, open_store
+from ..telemetry.dataset import Dataset
+from .common import add_store_options, open_store, rows_from
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,9 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _bench(args: argparse.Namespace) -> int:
     args.report_dir.mkdir(parents=True, exist_ok=True)
     (args.report_dir / "results.json").unlink(missing_ok=True)  # never read a previous run's
-    store = open_store(args, quiet=False)  # build once, before the workers start
+    # Build every split once, before the workers start.
+    stores = {split: open_store(args, quiet=False, split=split)
+              for split in Dataset.load(args.telemetry).splits}
+    store = stores["dev"]
     info = {"store": str(store.path), "hash": store.meta["hash"], "rows": store.rows,
-            "window": store.meta["window"]}
+            "window": store.meta["window"],
+            "splits": {name: {"store": str(s.path), "hash": s.meta["hash"], "rows": s.rows}
+                       for name, s in stores.items()}}
     (args.report_dir / "telemetry.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     command = [sys.executable, "-m", "pytest", "-n", str(args.workers),
                f"--junitxml={args.report_dir / 'junit.xml'}",
@@ -37,7 +43,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.cache_dir:
         command.append(f"--realm-cache-dir={args.cache_dir}")
     if args.rows is not None or args.scale is not None:
-        command.append(f"--realm-rows={sum(store.rows.values())}")
+        command.append(f"--realm-rows={rows_from(args, Dataset.load(args.telemetry))}")
     extra = [a for a in args.pytest_args if a != "--"]
     print("+", " ".join(command + extra), flush=True)
     code = subprocess.call(command + extra, env=os.environ.copy())

@@ -115,7 +115,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from ..cases import load_cases
-    from ..sigma.evaluate import evaluate, evaluate_kql
+    from ..scoring.detection import evaluate, evaluate_rule, neutral_events
     from ..sigma.parse import parse_kql_rule, parse_rule
 
     store = open_store(args)
@@ -130,63 +130,74 @@ def _eval(args: argparse.Namespace) -> int:
             print(f"ctirealm: error: {parsed.label}: {parsed.error}", file=sys.stderr)
             return 1
         case_id = case_id or parsed.expectations.case
-        expected = None
+        expected, neutral = None, frozenset()
         if case_id:
             cases = load_cases(args.cases, tables=set(engine.tables()))
             if case_id not in cases.cases:
                 print(f"ctirealm: error: unknown case {case_id!r} in {args.cases}", file=sys.stderr)
                 return 2
-            expected = dict(cases.cases[case_id].ground_truth.attack_events)
+            case = cases.cases[case_id]
+            expected = dict(case.ground_truth.attack_events)
+            neutral = neutral_events(case, cases, store.labels)
         if args.rule.suffix == ".kql":
-            result = evaluate_kql(parsed.text or "", engine, store.labels, expected=expected,
-                                  examples=args.examples)
+            result = evaluate(parsed.text or "", engine, store.labels, expected=expected,
+                              neutral=neutral, within_tables_read=True, examples=args.examples)
         else:
-            result = evaluate(parsed, engine, store.labels, expected=expected,
-                              examples=args.examples)
+            result = evaluate_rule(parsed, engine, store.labels, expected=expected,
+                                   neutral=neutral, examples=args.examples)
     finally:
         engine.close()
     if args.json:
         print(json.dumps(result.to_dict(), indent=1, default=str))
         return 0 if result.ok else 1
-    _print_table(result, case_id)
+    _print_table(parsed.label, result, case_id)
     return 0 if result.ok else 1
 
 
-def _print_table(result: object, case_id: str | None) -> None:
+def _print_table(label: str, result: object, case_id: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..sigma.evaluate import RuleResult
+    from ..scoring.model import DetectionResult
 
-    assert isinstance(result, RuleResult)
+    assert isinstance(result, DetectionResult)
     console = Console()
-    console.print(f"[bold]{result.rule}[/bold]")
+    console.print(f"[bold]{label}[/bold]", highlight=False)
     if result.kql:
         console.print(result.kql, highlight=False, markup=False)
     if result.error:
         console.print(f"[red]{result.stage} failed:[/red] {result.error}", highlight=False)
         return
-    if not result.attributable:
-        console.print(f"{result.matched} rows; not attributable: {result.reason}")
-        return
-    table = Table(title="matches")
+    table = Table(title=f"{result.rows} rows matched")
     for column in ("label", "group", "events"):
         table.add_column(column)
-    for group, ids in result.attack.items():
-        table.add_row("attack", group, str(len(ids)))
-    table.add_row("hard negative", "", str(len(result.hard_negatives)))
-    table.add_row("background", "", str(len(result.background)))
+    for group, events in result.attack_groups.items():
+        table.add_row("attack", group, str(len(events)))
+    table.add_row("hard negative", "", str(result.hard_negatives_matched))
+    table.add_row("background", "", str(result.background_matched))
+    if result.unattributed:
+        table.add_row("rows traced to no event", "", str(result.unattributed))
     console.print(table)
+    if result.unattributed and result.hint:
+        console.print(result.hint, highlight=False)
     if result.expected is not None:
         console.print(
-            f"expected ({case_id or 'listed'}): {len(result.expected)}  TP {result.tp}  "
+            f"expected ({case_id or 'listed'}): {result.expected}  TP {result.tp}  "
             f"FP {result.fp}  FN {result.fn}  precision {result.precision:.3f}  "
-            f"recall {result.recall:.3f}  F1 {result.f1:.3f}")
-        if result.missed:
-            console.print("missed: " + ", ".join(result.missed), highlight=False)
+            f"recall {result.recall:.3f}  F1 {result.f1:.3f}", highlight=False)
+        if result.other_attacks:
+            console.print(f"{result.other_attacks} attack events of cases sharing a technique "
+                          "with it are neutral", highlight=False)
+        if result.foreign_attacks_matched:
+            console.print(f"{result.foreign_attacks_matched} attack events of cases sharing no "
+                          "technique with it count as false positives", highlight=False)
+        if result.missed_attack:
+            console.print("missed: " + ", ".join(result.missed_attack), highlight=False)
         if result.expected_elsewhere:
             console.print(f"{result.expected_elsewhere} expected events are in tables this "
-                          "rule does not read")
-    for example in result.examples:
-        console.print(f"[dim]{example['label']:13}[/dim] {example['table']} {example['id']}: "
-                      + json.dumps(example["row"], ensure_ascii=False)[:300], highlight=False)
+                          "rule does not read", highlight=False)
+    for example in result.false_positive_examples:
+        where = f"{example['table']} {example['id']}" if "table" in example else "(no event)"
+        console.print(f"[dim]{example['kind']:13}[/dim] {where}: "
+                      + json.dumps(example["row"], ensure_ascii=False, default=str)[:300],
+                      highlight=False)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..telemetry.dataset import Dataset
 from .common import add_store_options, open_store
 
 
@@ -26,11 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    store = open_store(args, quiet=False)
-    print(f"{store.path}  ({sum(store.rows.values()):,} rows, built in "
-          f"{store.meta['build_seconds']} s)")
-    if store.problems:
-        print(f"{len(store.problems)} file(s) left out (listed above); the cases that need them "
+    """Every split's store (or only ``--split``'s); exit 1 while any file is left out."""
+    splits = [args.split] if args.split else list(Dataset.load(args.telemetry).splits)
+    left_out = 0
+    for split in splits:
+        store = open_store(args, quiet=False, split=split)
+        print(f"{split}: {store.path}  ({sum(store.rows.values()):,} rows, built in "
+              f"{store.meta['build_seconds']} s)")
+        left_out += len(store.problems)
+    if left_out:
+        print(f"{left_out} file(s) left out (listed above); the cases that need them "
               "will fail", file=sys.stderr)
         return 1
     return 0
@@ -42,7 +48,8 @@ def _info(args: argparse.Namespace) -> int:
     negatives = {t: len(store.labels.ids("hard_negative", t)) for t in store.rows}
     if args.json:
         print(json.dumps({
-            "path": str(store.path), "hash": store.meta["hash"], "window": store.meta["window"],
+            "path": str(store.path), "hash": store.meta["hash"], "split": store.meta.get("split"),
+            "splits": store.meta.get("splits"), "window": store.meta["window"],
             "now": store.meta["now"], "rows": store.rows, "attack_events": attack,
             "hard_negatives": negatives, "simulations": store.labels.simulations(),
             "problems": [p.to_dict() for p in store.problems],
@@ -51,7 +58,7 @@ def _info(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"telemetry store {store.meta['hash']}  window "
+    table = Table(title=f"{store.meta.get('split', 'dev')} store {store.meta['hash']}  window "
                         f"{store.meta['window'][0]} .. {store.meta['window'][1]}")
     for column in ("table", "rows", "attack events", "hard negatives"):
         table.add_column(column, justify="left" if column == "table" else "right")

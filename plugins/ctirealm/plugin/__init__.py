@@ -1,8 +1,10 @@
-"""The pytest plugin's core: options and ini keys, and the shared telemetry store and engine.
+"""The pytest plugin's core: options and ini keys, and the shared telemetry stores and engines.
 
 Collectors for ``cases/`` and ``rules/`` live in sibling hook modules, each
-registered as its own ``pytest11`` entry point; they reach the store through
-`session_store`, so every worker builds (or waits for) the same cached store.
+registered as its own ``pytest11`` entry point; they reach the stores through
+`session_store`, so every worker builds (or waits for) the same cached stores.
+A dataset has a ``dev`` split (what agents' tools query) and usually a ``test``
+split (`scoring_split`: where final detections are scored).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from ..telemetry.generator import ProfileError
 from ..telemetry.schema import SchemaError, TableSchema
 from ..telemetry.store import Store, build_store
 
-_STORE = pytest.StashKey[Store]()
+_STORES = pytest.StashKey[dict[str, Store]]()
 _STORE_ERROR = pytest.StashKey[str]()
 _ENGINE = pytest.StashKey[Engine]()
+_SPLIT_ENGINES = pytest.StashKey[dict[str, Engine]]()
+_SPLITS = pytest.StashKey[list[str]]()
 
 
 class StoreUnavailable(Exception):
@@ -68,36 +72,67 @@ def rules_root(config: pytest.Config) -> Path | None:
         return None
 
 
-def session_store(config: pytest.Config) -> Store:
-    """The session's store, built on first use.
+def session_store(config: pytest.Config, split: str = "dev") -> Store:
+    """The session's store of *split*, built on first use.
 
-    Under xdist the controller builds it before starting workers and hands each
-    worker the path, so all workers read the very same store even if telemetry
-    files change during the run. The build is lenient: a bad event or schema
-    file is left out and listed in ``store.problems`` (the cases that need it
-    fail, naming it; the others run). A dataset that cannot be built at all
-    (no ``dataset.yaml``, no schemas, a broken generator profile) raises
-    `StoreUnavailable`: `pytest_sessionstart` turns it into one usage error.
+    Under xdist the controller builds every split's store before starting workers
+    and hands each worker their paths, so all workers read the very same stores
+    even if telemetry files change during the run. The build is lenient: a bad
+    event, schema or scenario file is left out and listed in ``store.problems``
+    (the cases that need it fail, naming it; the others run). A dataset that
+    cannot be built at all (no ``dataset.yaml``, no schemas, a broken generator
+    profile) raises `StoreUnavailable`: `pytest_sessionstart` turns it into one
+    usage error.
     """
     if _STORE_ERROR in config.stash:
         raise StoreUnavailable(config.stash[_STORE_ERROR])
-    if _STORE not in config.stash:
-        handed = getattr(config, "workerinput", {}).get("realm_store")
+    stores = config.stash.setdefault(_STORES, {})
+    if split not in stores:
+        handed = getattr(config, "workerinput", {}).get(f"realm_store_{split}")
         if handed:
-            config.stash[_STORE] = Store.open(Path(handed))
-            return config.stash[_STORE]
+            stores[split] = Store.open(Path(handed))
+            return stores[split]
         cache = config.getoption("--realm-cache-dir")
         try:
-            config.stash[_STORE] = build_store(
+            stores[split] = build_store(
                 Dataset.load(telemetry_root(config)),
                 cache_dir=Path(cache) if cache else None,
                 rows=config.getoption("--realm-rows"),
                 strict=False,
+                split=split,
             )
         except (DatasetError, ProfileError, SchemaError, TelemetryFormatError) as exc:
             config.stash[_STORE_ERROR] = f"the telemetry store cannot be built: {exc}"
             raise StoreUnavailable(config.stash[_STORE_ERROR]) from None
-    return config.stash[_STORE]
+    return stores[split]
+
+
+def dataset_splits(config: pytest.Config) -> list[str]:
+    """The dataset's splits, ``dev`` first (read from the dev store's metadata)."""
+    if _SPLITS not in config.stash:
+        config.stash[_SPLITS] = list(session_store(config).meta.get("splits") or ["dev"])
+    return config.stash[_SPLITS]
+
+
+def scoring_split(config: pytest.Config) -> str:
+    """Where final detections are scored: ``test`` when the dataset has it, else ``dev``."""
+    return "test" if "test" in dataset_splits(config) else "dev"
+
+
+def split_engine(config: pytest.Config, split: str) -> Engine:
+    """A read-only local engine on *split*'s store, for scoring (never given to an agent).
+
+    Final detections are always scored here, on the machine that holds the labels;
+    with ``--realm-engine kusto://...`` only the agent's own queries go to the cluster.
+    """
+    engines = config.stash.setdefault(_SPLIT_ENGINES, {})
+    if split not in engines:
+        if split == "dev" and engine_spec(config) == "local":
+            engines[split] = session_engine(config)
+        else:
+            timeout = config.getoption("--realm-timeout") or float(config.getini("realm_query_timeout"))
+            engines[split] = session_store(config, split).engine(timeout=timeout)
+    return engines[split]
 
 
 def benchmark_requested(config: pytest.Config) -> bool:
@@ -125,7 +160,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if hasattr(config, "workerinput") or not benchmark_requested(config):
         return
     try:
-        session_store(config)
+        for split in dataset_splits(config):
+            session_store(config, split)
     except StoreUnavailable as exc:
         pytest.exit(f"ctirealm: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
 
@@ -191,8 +227,14 @@ def session_engine(config: pytest.Config) -> Engine:
 
 @pytest.fixture(scope="session")
 def realm_store(pytestconfig: pytest.Config) -> Store:
-    """The built telemetry store: path, metadata and labels."""
+    """The built ``dev`` telemetry store (what agents query): path, metadata and labels."""
     return session_store(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def realm_stores(pytestconfig: pytest.Config) -> dict[str, Store]:
+    """Every split's store by name: ``dev``, and ``test`` where final detections are scored."""
+    return {split: session_store(pytestconfig, split) for split in dataset_splits(pytestconfig)}
 
 
 @pytest.fixture(scope="session")
@@ -203,14 +245,17 @@ def realm_engine(pytestconfig: pytest.Config) -> Engine:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: object) -> None:
-    """xdist controller: build the store once, pass its path to the worker being started."""
+    """xdist controller: build the stores once, pass their paths to the worker being started."""
     config = node.config  # type: ignore[attr-defined]
     if benchmark_requested(config):
-        node.workerinput["realm_store"] = str(session_store(config).path)  # type: ignore[attr-defined]
+        for split in dataset_splits(config):
+            node.workerinput[f"realm_store_{split}"] = str(  # type: ignore[attr-defined]
+                session_store(config, split).path)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    engine = config.stash.get(_ENGINE, None)
-    close = getattr(engine, "close", None)
-    if callable(close):
-        close()
+    engines = [config.stash.get(_ENGINE, None), *config.stash.get(_SPLIT_ENGINES, {}).values()]
+    for engine in {id(e): e for e in engines if e is not None}.values():
+        close = getattr(engine, "close", None)
+        if callable(close):
+            close()
