@@ -21,7 +21,7 @@ from pathlib import Path
 # `sigma` package (pySigma): drop the folder before importing.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from ctirealm.sigma.evaluate import evaluate  # noqa: E402
+from ctirealm.scoring.detection import evaluate_rule  # noqa: E402
 from ctirealm.sigma.parse import parse_rule  # noqa: E402
 from ctirealm.telemetry.dataset import Dataset  # noqa: E402
 from ctirealm.telemetry.store import build_store  # noqa: E402
@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         parsed = parse_rule(path)
         source = logsource_key(parsed.rule)
         per_source[source]["rules"] += 1
-        result = evaluate(parsed, engine, store.labels, examples=0)
+        result = evaluate_rule(parsed, engine, store.labels, examples=0)
         if result.error is None:
             per_source[source]["converted"] += 1
             per_source[source]["executed"] += 1
-            per_source[source]["matched"] += result.matched
+            per_source[source]["matched"] += result.rows
             continue
         if result.stage == "execute":
             per_source[source]["converted"] += 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ctirealm.cases import CaseSet, load_cases
-from ctirealm.scoring.detection import evaluate_query
+from ctirealm.scoring.detection import evaluate_query, neutral_events
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
 
@@ -81,7 +81,8 @@ def test_case_is_sound(case_id: str, store: Store, engine) -> None:
         for table in truth.tables:
             assert re.search(rf"\b{table}\b", kql), f"{case_id}: reference KQL does not use {table}"
     # the reference solution catches every attack event and nothing benign, over the whole store
-    result = evaluate_query(kql, case, engine, store.labels, engine.schemas)
+    result = evaluate_query(kql, case, engine, store.labels, engine.schemas,
+                            neutral=neutral_events(case, CASES, store.labels))
     assert result.error is None, f"{case_id}: {result.error}"
     assert result.missed_attack == [], f"{case_id}: reference misses {result.missed_attack}"
     assert result.fp == 0, f"{case_id}: reference matches benign events: {result.false_positive_examples}"

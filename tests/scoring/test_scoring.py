@@ -100,8 +100,14 @@ def test_fabricated_results_earn_no_detection_credit(world) -> None:
 @pytest.mark.parametrize(
     ("kql", "tp", "fp", "f1"),
     [
-        # no id column, but the marker column: both attack rows attributed by marker and values
-        ("DeviceProcessEvents | where ProcessCommandLine has '7e21a9' | project ProcessCommandLine", 2, 0, 1.0),
+        # no id column, one column: the marker token proves nothing, 2 rows traced to no event
+        ("DeviceProcessEvents | where ProcessCommandLine has '7e21a9' | project ProcessCommandLine", 0, 2, 0.0),
+        # no id column, but four columns whose values identify one attack event each
+        ("DeviceProcessEvents | where AccountName == 'www-data' "
+         "| project Timestamp, DeviceName, AccountName, ProcessCommandLine", 2, 0, 1.0),
+        # bracket-quoted and bare names read the same table
+        ("['DeviceProcessEvents'] | where AccountName == 'www-data' | project ReportId", 2, 0, 1.0),
+        ("DeviceProcessEvents | where AccountName == 'www-data' | project ReportId", 2, 0, 1.0),
         # everything: 2 attack + 3 benign -> P 0.4, R 1 -> F1 4/7
         ("DeviceProcessEvents | project ReportId", 2, 3, 4 / 7),
         # an aggregate proves nothing: 1 unattributable row
@@ -116,6 +122,27 @@ def test_attribution_rules(world, kql: str, tp: int, fp: int, f1: float) -> None
     detection = score.detection["kql"]
     assert (detection.tp, detection.fp) == (tp, fp)
     assert detection.f1 == pytest.approx(f1)
+
+
+def test_c3_counts_only_queries_over_the_case_tables(world) -> None:
+    store, engine, cases = world
+    kql = "DeviceProcessEvents | where AccountName == 'www-data' | project ReportId"
+    base = trajectory_a(engine, kql)
+    # Only queries over another table (AKSAudit; linux_001 needs DeviceProcessEvents): nothing.
+    aks = ("AKSAudit | take 3", "AKSAudit | project AuditId")
+    steps = [s for s in base.steps if not (s.tool and s.tool.name == "execute_kql_query")]
+    steps += [call("execute_kql_query", {"query": q}, *kusto(engine, q)) for q in aks]
+    other = Trajectory("linux_001", "hand", steps=steps, status="submitted",
+                       submission=base.submission)
+    c3 = _score(world, other).checkpoints["C3_query_iteration"]
+    assert c3.details["distinct_successful_any_table"] == 2  # they ran and returned rows
+    assert c3.score == 0.0 and "0 distinct successful queries over the case's tables" in c3.message
+    # One of them over the case's table, bracket-quoted: half.
+    quoted = "['DeviceProcessEvents'] | take 2"
+    steps.append(call("execute_kql_query", {"query": quoted}, *kusto(engine, quoted)))
+    one = Trajectory("linux_001", "hand", steps=steps, status="submitted",
+                     submission=base.submission)
+    assert _score(world, one).checkpoints["C3_query_iteration"].score == pytest.approx(0.25)
 
 
 def test_compat_reproduces_the_reference_formulas(world) -> None:

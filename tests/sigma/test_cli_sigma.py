@@ -34,8 +34,8 @@ def test_convert_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert lines[1]["table"] == "DeviceProcessEvents" and lines[1]["convert_error"] is None
 
 
-def test_eval_prints_tp_fp(tmp_path: Path, telemetry_writer, capsys: pytest.CaptureFixture[str]
-                           ) -> None:  # noqa: ANN001
+def test_eval_prints_tp_fp(tmp_path: Path, telemetry_writer, capsys: pytest.CaptureFixture[str],
+                           monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     root = telemetry_writer(tmp_path / "telemetry")
     rule = tmp_path / "rule.yml"
     rule.write_text(RULE)
@@ -43,4 +43,26 @@ def test_eval_prints_tp_fp(tmp_path: Path, telemetry_writer, capsys: pytest.Capt
                  "--cache-dir", str(tmp_path / "cache"), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["attack"] == {"sim_cron": ["482913377104"]} and result["fp"] == 2
+    assert result["attack_groups"] == {"sim_cron": ["DeviceProcessEvents:482913377104"]}
+    assert (result["tp"], result["fp"], result["hard_negatives_matched"]) == (1, 2, 2)
+    assert result["expected"] is None
+    # The table form, against a case: TP/FP and the examples, by the same evaluator.
+    cases = tmp_path / "cases"
+    (cases / "linux").mkdir(parents=True)
+    (cases / "reports").mkdir()
+    (cases / "reports" / "linux-cron.md").write_text(
+        "---\nid: linux-cron\ntitle: Cron\ntags: [linux]\n---\nAttackers drop crontabs.\n")
+    (cases / "linux" / "linux_003.yaml").write_text(
+        "id: linux_003\nplatform: linux\ntitle: Cron\nobjective: Detect crontab loaded from "
+        "temporary files by a web server.\nreports: [linux-cron]\nground_truth:\n  techniques: "
+        "[T1053.003]\n  tables: [DeviceProcessEvents]\n  attack_events:\n    "
+        "DeviceProcessEvents: [482913377104, 590114783321]\n")
+    monkeypatch.setenv("COLUMNS", "300")  # one line per fact, as a wide terminal shows it
+    code = main(["sigma", "eval", str(rule), "--telemetry", str(root), "--rows", "0",
+                 "--cache-dir", str(tmp_path / "cache"), "--cases", str(cases),
+                 "--case", "linux_003"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "TP 1  FP 2  FN 1  precision 0.333  recall 0.500  F1 0.400" in out
+    assert "missed: DeviceProcessEvents:590114783321" in out
+    assert "hard_negative DeviceProcessEvents 300918273645" in out

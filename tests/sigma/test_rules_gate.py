@@ -113,7 +113,7 @@ def test_rule_with_false_positives_shows_examples(project: pytest.Pytester) -> N
     result = project.runpytest()
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines([
-        "*'Broad'*: matched 2 benign events (max_false_positives: 0): 2 hard negatives, "
+        "*'Broad'*: raised 2 false positives (max_false_positives: 0): 2 hard negatives, "
         "0 background, e.g. DeviceProcessEvents 300918273645 [[]hard_negative] FolderPath=*"])
 
 
@@ -148,4 +148,41 @@ def test_kql_rule_with_sibling_expectations(project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*cron.kql::parse PASSED*"])
     result.stdout.fnmatch_lines(["*cron.kql::true_positives PASSED*"])
     result.stdout.fnmatch_lines([
-        "*'Summary'*cannot count false positives: the result has no id column*ReportId*"])
+        "*'Summary'*raised 3 false positives (max_false_positives: 0): 0 hard negatives, "
+        "0 background, 3 rows traced to no event (the result has no id column*ReportId*"])
+
+
+NEIGHBOUR = """\
+id: aks_009
+platform: aks
+title: Workload that also schedules things
+objective: Detect a certificate signing request created by a developer outside provisioning.
+reports: [linux-cron]
+ground_truth:
+  techniques: [{technique}]
+  tables: [AKSAudit]
+  attack_events:
+    AKSAudit: [9a1c6f0e-0001-4c1e-9b7e-1c0de0000001]
+"""
+BOTH = ('union DeviceProcessEvents, AKSAudit\n| where ProcessCommandLine has "4b1f0c7e" '
+        'or Verb == "create"\n| project ReportId, AuditId\n')
+
+
+@pytest.mark.parametrize(("technique", "outcome"), [("T1053.007", "passed"),
+                                                    ("T1552.007", "failed")])
+def test_another_cases_attack_is_a_false_positive_unless_a_technique_is_shared(
+        project: pytest.Pytester, technique: str, outcome: str) -> None:
+    (project.path / "cases" / "aks").mkdir()
+    (project.path / "cases" / "aks" / "aks_009.yaml").write_text(
+        NEIGHBOUR.format(technique=technique))
+    write(project, "both.kql", BOTH)
+    write(project, "both.yml", "title: Both\n" + EXPECT)
+    result = project.runpytest("-v")
+    # linux_003 is T1053.003: aks_009's event is neutral under T1053.007, a false positive else.
+    result.stdout.fnmatch_lines([f"*both.kql::false_positives {outcome.upper()}*"])
+    if outcome == "failed":
+        result.stdout.fnmatch_lines([
+            "*'Both'*raised 1 false positives (max_false_positives: 0): 0 hard negatives, "
+            "0 background, 1 attack events of cases sharing no technique, e.g. AKSAudit "
+            "9a1c6f0e-0001-4c1e-9b7e-1c0de0000001 [[]attack]*"])
+    result.stdout.fnmatch_lines(["*both.kql::true_positives PASSED*"])

@@ -1,16 +1,19 @@
-"""Tracing result rows to events: id columns (join-suffixed too), tables read, values that are
-no event, and ids shared by tables."""
+"""Tracing result rows to events: id columns (join-suffixed too), the tables a query reads
+(resolved with the KQL parser), values that are no event, and ids shared by tables."""
 
 from __future__ import annotations
 
 import shutil
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.conftest import ROOT, process_event, write_jsonl
 
-from ctirealm.sigma.evaluate import evaluate_kql
+from ctirealm.scoring.detection import evaluate
 from ctirealm.telemetry.attribution import canonical, id_columns, tables_in, trace
 from ctirealm.telemetry.dataset import Dataset
+from ctirealm.telemetry.schema import load_schemas
 from ctirealm.telemetry.store import Store, build_store
 
 ATTACK = {"sim": {
@@ -44,11 +47,68 @@ def _trace(store: Store, kql: str, **kw):  # noqa: ANN202
                      store.labels, **kw)
 
 
+KNOWN = sorted(load_schemas(ROOT / "telemetry" / "schemas"))
+
+
 def test_tables_read_skip_literals_and_comments() -> None:
     known = ["DeviceProcessEvents", "DeviceFileEvents", "SigninLogs"]
     kql = ('// SigninLogs is not read\nDeviceProcessEvents | where ProcessCommandLine has '
            '"DeviceFileEvents"')
     assert tables_in(kql, known) == ["DeviceProcessEvents"]
+    kql = "table('DeviceFileEvents') | where x == 'table(\"SigninLogs\")' // table('AuditLogs')"
+    assert tables_in(kql, KNOWN) == ["DeviceFileEvents"]
+
+
+@pytest.mark.parametrize(("kql", "tables"), [
+    ("['DeviceProcessEvents'] | project ReportId", ["DeviceProcessEvents"]),
+    ('["DeviceProcessEvents"] | project ReportId', ["DeviceProcessEvents"]),
+    ('table("DeviceProcessEvents") | take 1', ["DeviceProcessEvents"]),
+    ("union DeviceProcessEvents, ['DeviceFileEvents']", ["DeviceFileEvents", "DeviceProcessEvents"]),
+    ("union withsource=T AKS* | take 1", ["AKSAudit", "AKSAuditAdmin"]),
+    ("DeviceProcessEvents | join kind=inner DeviceFileEvents on DeviceName",
+     ["DeviceFileEvents", "DeviceProcessEvents"]),
+    ("DeviceProcessEvents | lookup (SigninLogs | project Id) on $left.ReportId == $right.Id",
+     ["DeviceProcessEvents", "SigninLogs"]),
+    ("let x = AuditLogs | where 1 == 1; let unused = SigninLogs; x | take 1", ["AuditLogs"]),
+    # a let shadows a table of the same name
+    ("let DeviceProcessEvents = AuditLogs; DeviceProcessEvents | take 1", ["AuditLogs"]),
+    ("let f = () { OfficeActivity | take 1 }; f() | take 1", ["OfficeActivity"]),
+    ("let n = toscalar(SigninLogs | count); AuditLogs | where 1 < n", ["AuditLogs", "SigninLogs"]),
+    ('search in (StorageBlobLogs, AKS*) "x"', ["AKSAudit", "AKSAuditAdmin", "StorageBlobLogs"]),
+    ('search "x" | take 1', KNOWN),
+    ('find in (AuditLogs) where Id == "x"', ["AuditLogs"]),
+    ('AuditLogs | search "SigninLogs"', ["AuditLogs"]),  # after a pipe, search filters its input
+    # a parenthesised name in a predicate is a column, a pipeline in it is a subquery
+    ("AuditLogs | where (SigninLogs) == 1", ["AuditLogs"]),
+    ("AuditLogs | where Id in ((SigninLogs | project Id))", ["AuditLogs", "SigninLogs"]),
+    ("print x = 1", []),
+    (".show tables", []),
+])
+def test_tables_read_by_the_parser(kql: str, tables: list[str]) -> None:
+    assert tables_in(kql, KNOWN) == tables
+
+
+def test_a_query_that_does_not_parse_falls_back_to_identifiers() -> None:
+    # The fallback sees identifiers only: a bracket-quoted name is missed there.
+    assert tables_in("DeviceProcessEvents | where", KNOWN) == ["DeviceProcessEvents"]
+    assert tables_in("['DeviceProcessEvents'] | where", KNOWN) == []
+
+
+_FORMS = [
+    "{t}", "[{q}{t}{q}]", "table({q}{t}{q})", "union {t}, {t}", "union withsource=S {t}",
+    "let x = {t} | where 1 == 1;\nx", "search in ({t}) \"a\"", "print 1 | join ({t}) on $left.a == $right.b",
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(table=st.sampled_from(KNOWN), form=st.sampled_from(_FORMS), quote=st.sampled_from("'\""),
+       decoy=st.sampled_from(KNOWN))
+def test_every_quoting_form_resolves_its_table(table: str, form: str, quote: str,
+                                               decoy: str) -> None:
+    head = form.format(t=table, q=quote)
+    # The decoy appears only in a string literal and a comment: never read.
+    kql = f"{head}\n| where Note has {quote}{decoy}{quote} // {decoy}\n| project ReportId"
+    assert tables_in(kql, KNOWN) == [table]
 
 
 def test_id_columns_by_name_and_join_suffix() -> None:
@@ -95,11 +155,23 @@ def test_a_shared_id_goes_to_the_preferred_table(store: Store) -> None:
     assert _trace(store, kql, prefer={("AKSAuditAdmin", "a-1")}).events == [[("AKSAuditAdmin", "a-1")]]
 
 
-def test_the_rules_gate_attributes_a_join_by_its_suffixed_id(store: Store) -> None:
+def test_the_evaluator_attributes_a_join_by_its_suffixed_id(store: Store) -> None:
     kql = ("DeviceFileEvents | join kind=inner (DeviceProcessEvents "
            "| where ProcessCommandLine has '77aa') on DeviceName | project ReportId, ReportId1")
     with store.engine() as engine:
-        result = evaluate_kql(kql, engine, store.labels,
-                              expected={"DeviceProcessEvents": ["111000000001", "111000000002"],
-                                        "DeviceFileEvents": ["222000000001"]})
-    assert result.attributable and result.tp == 3 and result.fp == 0, result.summary()
+        result = evaluate(kql, engine, store.labels, within_tables_read=True,
+                          expected={"DeviceProcessEvents": ["111000000001", "111000000002"],
+                                    "DeviceFileEvents": ["222000000001"]})
+    assert (result.tp, result.fp) == (3, 0), result.summary()
+    assert result.tables == ["DeviceFileEvents", "DeviceProcessEvents"]
+
+
+_TOKENS = [*"()[]|;,'\"*=. \n", "let ", "union ", "join ", "table", "search ", "in ", "x", "//",
+           "@", "AuditLogs", "Signin*"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=st.lists(st.sampled_from(_TOKENS), max_size=40).map("".join))
+def test_any_text_resolves_to_known_tables_without_raising(text: str) -> None:
+    found = tables_in(text, KNOWN)
+    assert set(found) <= set(KNOWN) and found == sorted(found, key=KNOWN.index)

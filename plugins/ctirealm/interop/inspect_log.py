@@ -250,7 +250,7 @@ def rescore(
     Returns one entry per sample: ``{"id", "epoch", "model", "status", "scores": {mode: CaseScore}}``.
     """
     from ..agents.base import run_case
-    from ..scoring import score_case
+    from ..scoring import neutral_events, score_case
     from ..scoring.sigma_quality import sigma_scorer_for
     from ..tools.trajectory import Trajectory
 
@@ -265,8 +265,9 @@ def rescore(
         toolbox = Toolbox(engine, cases, trajectory, max_tool_calls=10_000)
         task = Task.for_case(case, toolbox, epoch=epoch)
         run_case(agent, task, toolbox)
+        neutral = neutral_events(case, cases, labels)
         scores = {mode: score_case(case, trajectory, engine=engine, labels=labels, schemas=schemas,
-                                   mode=mode, sigma_scorer=scorer, judge=judge)
+                                   mode=mode, sigma_scorer=scorer, judge=judge, neutral=neutral)
                   for mode in modes}
         out.append({"id": case_id, "epoch": epoch, "model": sample.model,
                     "status": trajectory.status, "scores": scores})

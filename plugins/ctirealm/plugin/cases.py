@@ -24,11 +24,21 @@ import pytest
 from .. import __version__
 from ..agents import AgentSpecError, Task, agent_name, resolve_agent, run_case, trajectory_path
 from ..cases import PLATFORMS, Case, CaseError, CaseSet, load_cases, parse_case
-from ..scoring import CHECKPOINTS, MODES, CaseScore, score_case, summarize
+from ..report.load import generalisation
+from ..scoring import CHECKPOINTS, MODES, CaseScore, neutral_events, score_case, summarize
 from ..scoring.sigma_quality import sigma_scorer_for
 from ..tools import Toolbox, Trajectory
 from ..tools.toolbox import VARIANTS
-from . import StoreUnavailable, benchmark_requested, cases_root, session_engine, session_store
+from . import (
+    StoreUnavailable,
+    benchmark_requested,
+    cases_root,
+    dataset_splits,
+    scoring_split,
+    session_engine,
+    session_store,
+    split_engine,
+)
 from .problems import case_problems, known_tables, run_problems
 
 SUBSETS = {"25": "realm-25", "50": "realm-50", "all": None}
@@ -342,16 +352,17 @@ def _run_and_score(config: pytest.Config, agent: Any, cases: CaseSet, case: Case
                    epoch: int) -> CaseRun:
     opts = settings(config)
     engine = session_engine(config)
-    store = session_store(config)
     trajectory = Trajectory(case.id, agent_name(agent), variant=opts.variant, epoch=epoch)
     toolbox = Toolbox(engine, cases, trajectory, variant=opts.variant,
                       max_tool_calls=opts.max_tool_calls)
     task = Task.for_case(case, toolbox, variant=opts.variant, time_limit=opts.time_limit, epoch=epoch)
     run_case(agent, task, toolbox)
-    score = score_case(case, trajectory, engine=engine, labels=store.labels,
-                       schemas=engine.schemas, mode=opts.scoring,
-                       sigma_scorer=sigma_scorer_for(engine, store.labels, engine.schemas),
-                       judge=_judge(config))
+    # Final detections are scored on the held-out split; dev (what the agent queried) beside.
+    split = scoring_split(config)
+    score = _score(config, case, cases, trajectory, split)
+    score.split = split
+    if split != "dev" and opts.scoring == "strict":
+        score.dev = _score(config, case, cases, trajectory, "dev")
     parts = _parts_dir(config)
     trajectory.save(trajectory_path(opts.report_dir / "trajectories", case.id, epoch))
     parts.mkdir(parents=True, exist_ok=True)
@@ -363,6 +374,17 @@ def _run_and_score(config: pytest.Config, agent: Any, cases: CaseSet, case: Case
     (parts / f"{case.id}.e{epoch}.json").write_text(json.dumps(entry, default=str, indent=1),
                                                     encoding="utf-8")
     return CaseRun(trajectory, score)
+
+
+def _score(config: pytest.Config, case: Case, cases: CaseSet, trajectory: Trajectory,
+           split: str) -> CaseScore:
+    """Every checkpoint of *case*, its final detections executed on *split*'s store."""
+    store = session_store(config, split)
+    engine = split_engine(config, split)
+    return score_case(case.bound(store.labels), trajectory, engine=engine, labels=store.labels,
+                      schemas=engine.schemas, mode=settings(config).scoring,
+                      sigma_scorer=sigma_scorer_for(engine, store.labels, engine.schemas),
+                      neutral=neutral_events(case, cases, store.labels), judge=_judge(config))
 
 
 def _judge(config: pytest.Config) -> Any:
@@ -487,11 +509,17 @@ def build_results(config: pytest.Config, entries: list[dict[str, Any]]) -> dict[
     try:
         store = session_store(config)
         dataset = {"name": store.meta["dataset"], "hash": store.meta["hash"],
-                   "rows": sum(store.rows.values()), "window": store.meta["window"]}
+                   "rows": sum(store.rows.values()), "window": store.meta["window"],
+                   "scored_on": scoring_split(config),
+                   "splits": {split: session_store(config, split).meta["hash"]
+                              for split in dataset_splits(config)}}
     except StoreUnavailable as exc:
         dataset = {"error": str(exc)}
     entries.sort(key=lambda e: (e["id"], e["epoch"]))
     summary = _summary_from_entries(entries)
+    gap = generalisation(entries)
+    if gap:
+        summary["generalisation"] = gap
     return {
         "format": 1,
         "run": {
@@ -558,6 +586,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     write(f"agent {run['agent']}  scoring {run['scoring']}  variant {run['variant']}  "
           f"cases {len(summary['cases'])}  epochs {run['epochs']}")
     write(f"normalised score {summary['normalized_score']:.3f}  (95% CI {low:.3f}–{high:.3f})")
+    gap = summary.get("generalisation")
+    if gap:
+        on, dev = gap[gap["scored_on"]], gap["dev"]
+        write(f"  final detections scored on {gap['scored_on']}: KQL F1 {on['kql_f1']:.2f}, Sigma F1 "
+              f"{on['sigma_f1']:.2f}; on dev (what the agent queried): score "
+              f"{dev['normalized_score']:.3f}, KQL F1 {dev['kql_f1']:.2f}, Sigma F1 {dev['sigma_f1']:.2f}")
     for platform, values in summary["by_platform"].items():
         write(f"  {platform:<8} {values['normalized_score']:.3f}  ({values['cases']} runs)")
     for name, values in summary["by_checkpoint"].items():

@@ -17,9 +17,10 @@ import yaml
 
 from ..cases import CaseSet, load_cases
 from ..engine import EngineError
+from ..scoring.detection import evaluate, evaluate_rule, neutral_events
+from ..scoring.model import DetectionResult
 from ..sigma import DEFAULT_EXCLUDE
 from ..sigma.convert import Conversion, convert, schemas_of
-from ..sigma.evaluate import RuleResult, evaluate, evaluate_kql, id_column
 from ..sigma.parse import (
     Expectations,
     ParsedRule,
@@ -28,7 +29,14 @@ from ..sigma.parse import (
     parse_rule,
 )
 from ..sigma.validate import RuleValidator
-from . import StoreUnavailable, cases_root, session_engine, session_store
+from . import (
+    StoreUnavailable,
+    cases_root,
+    dataset_splits,
+    session_engine,
+    session_store,
+    split_engine,
+)
 from .problems import case_problems, known_tables
 
 _CASES = pytest.StashKey[CaseSet]()
@@ -66,11 +74,18 @@ class Expected:
     ids: dict[str, list[str]] | list[str] | None
     label: str  # "attack events of linux_003" / "listed events"
     required: bool  # must_match given
+    #: Other cases' attack events that count neither way (a technique shared with the case).
+    neutral: frozenset[tuple[str, str]] = frozenset()
 
 
-def _expected(config: pytest.Config, exp: Expectations) -> Expected:
-    if isinstance(exp.must_match, tuple):
-        return Expected(list(exp.must_match), "listed events", True)
+def _engine(config: pytest.Config, split: str) -> Any:
+    """The engine a rule runs on in *split*: the session's (local or a cluster) for dev, the
+    local store of any other split."""
+    return session_engine(config) if split == "dev" else split_engine(config, split)
+
+
+def _expected(config: pytest.Config, exp: Expectations, split: str = "dev") -> Expected:
+    case = None
     if exp.case:
         cases = _case_set(config)
         case = cases.cases.get(exp.case)
@@ -78,8 +93,15 @@ def _expected(config: pytest.Config, exp: Expectations) -> Expected:
             problems = [str(e) for e in cases.errors if Path(e.path).stem == exp.case]
             why = f": {problems[0]}" if problems else f" under {cases.root}"
             raise RuleCheckFailed(f"ctirealm.case: unknown case {exp.case!r}{why}")
+        labels = session_store(config, split).labels
+        case = case.bound(labels)  # a case played from a scenario: its events in this split
+        neutral = neutral_events(case, cases, labels)
+    if isinstance(exp.must_match, tuple):
+        return Expected(list(exp.must_match), "listed events", True,
+                        neutral if case is not None else frozenset())
+    if case is not None:
         ids = {t: list(v) for t, v in case.ground_truth.attack_events.items()}
-        return Expected(ids, f"attack events of {exp.case}", exp.must_match == "all")
+        return Expected(ids, f"attack events of {exp.case}", exp.must_match == "all", neutral)
     return Expected(None, "", False)
 
 
@@ -95,13 +117,13 @@ class RuleFile(pytest.File):
 
     item_names: tuple[str, ...] = ()
     read: Callable[[Path], ParsedRule]
-    execute: Callable[[ParsedRule, Any, Any, Any], RuleResult]
+    execute: Callable[[ParsedRule, Expected, Any, Any], DetectionResult]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._parsed: ParsedRule | None = None
         self._conversion: Conversion | SigmaRuleError | None = None
-        self._result: RuleResult | None = None
+        self._results: dict[str, DetectionResult] = {}
 
     def collect(self) -> list[pytest.Item]:
         items = []
@@ -118,14 +140,14 @@ class RuleFile(pytest.File):
             self._parsed = type(self).read(self.path)
         return self._parsed
 
-    def result(self) -> RuleResult:
-        """The rule executed over the store, its matches traced to events (once)."""
-        if self._result is None:
+    def result(self, split: str = "dev") -> DetectionResult:
+        """The rule executed over *split*'s store by the one detection evaluator (once)."""
+        if split not in self._results:
             parsed = self.parsed()
-            expected = _expected(self.config, parsed.expectations)
-            self._result = self.execute(parsed, expected.ids, session_engine(self.config),
-                                        session_store(self.config).labels)
-        return self._result
+            expected = _expected(self.config, parsed.expectations, split)
+            self._results[split] = self.execute(parsed, expected, _engine(self.config, split),
+                                                session_store(self.config, split).labels)
+        return self._results[split]
 
 
 class SigmaRuleFile(RuleFile):
@@ -143,20 +165,22 @@ class SigmaRuleFile(RuleFile):
             raise RuleCheckFailed(f"does not convert to KQL: {self._conversion.reason}")
         return self._conversion
 
-    def execute(self, parsed: ParsedRule, expected: Any, engine: Any, labels: Any) -> RuleResult:
-        return evaluate(parsed, engine, labels, expected=expected, examples=_EXAMPLES,
-                        conversion=self.conversion())
+    def execute(self, parsed: ParsedRule, expected: Expected, engine: Any,
+                labels: Any) -> DetectionResult:
+        return evaluate_rule(parsed, engine, labels, expected=expected.ids,
+                             neutral=expected.neutral, examples=_EXAMPLES,
+                             conversion=self.conversion())
 
 
 class KqlRuleFile(RuleFile):
     item_names = _KQL_ITEMS
     read = staticmethod(parse_kql_rule)
 
-    def execute(self, parsed: ParsedRule, expected: Any, engine: Any, labels: Any) -> RuleResult:
-        result = evaluate_kql(parsed.text or "", engine, labels, expected=expected,
-                              examples=_EXAMPLES)
-        result.rule = parsed.label
-        return result
+    def execute(self, parsed: ParsedRule, expected: Expected, engine: Any,
+                labels: Any) -> DetectionResult:
+        # Like a Sigma rule, a gated query is held to the expected events of the tables it reads.
+        return evaluate(parsed.text or "", engine, labels, expected=expected.ids,
+                        neutral=expected.neutral, within_tables_read=True, examples=_EXAMPLES)
 
 
 # -- items -----------------------------------------------------------------------------------
@@ -231,7 +255,8 @@ class RuleItem(pytest.Item):
         self.add_report_section("call", "kql", conversion.kql)
 
     # execution ------------------------------------------------------------------------------
-    def _evaluated(self) -> RuleResult:
+    def _evaluated(self) -> dict[str, DetectionResult]:
+        """The rule's result in every split: a detection must hold on the re-simulation too."""
         parsed = self._require_parsed()
         case = _case_set(self.config).cases.get(parsed.expectations.case or "")
         problems = case_problems(self.config, case) if case else []
@@ -243,50 +268,67 @@ class RuleItem(pytest.Item):
                 rule_file.conversion()
             except RuleCheckFailed as exc:  # reported once, by the convert item
                 pytest.skip(f"the rule {exc}")
-        result = rule_file.result()
-        if result.error:
-            raise RuleCheckFailed(f"{result.stage} failed: {result.error}")
-        self.user_properties.extend([("matched", result.matched), ("tp", result.tp),
-                                     ("fp", result.fp)])
-        self.add_report_section("call", "matches", result.summary())
-        return result
+        splits = dataset_splits(self.config)
+        results = {split: rule_file.result(split) for split in splits}
+        for split, result in results.items():
+            if result.error:
+                where = f" on {split}" if len(splits) > 1 else ""
+                raise RuleCheckFailed(f"{result.stage} failed{where}: {result.error}")
+            suffix = "" if split == "dev" else f"_{split}"
+            self.user_properties.extend([(f"matched{suffix}", result.rows), (f"tp{suffix}", result.tp),
+                                         (f"fp{suffix}", result.fp)])
+            self.add_report_section("call", f"matches ({split})", result.summary())
+        return results
 
     def _check_true_positives(self) -> None:
-        result = self._evaluated()
+        results = self._evaluated()
         parsed = self.rule_file.parsed()
-        expected = _expected(self.config, parsed.expectations)
-        if not result.attributable:
-            if expected.required:
-                raise RuleCheckFailed(f"cannot check must_match: {result.reason}")
-            return
-        if result.recall is not None:
-            self.user_properties.append(("recall", result.recall))
-        if not expected.required or result.expected is None:
-            return
-        total = len(result.expected)
-        if total == 0:
-            raise RuleCheckFailed(
-                f"must_match: no {expected.label} in the table(s) this rule reads "
-                f"({result.table}); {result.expected_elsewhere} are in other tables")
-        if result.missed:
-            shown = ", ".join(result.missed[:20]) + (" ..." if len(result.missed) > 20 else "")
-            message = f"missed {len(result.missed)} of {total} {expected.label}: {shown}"
-            if result.fp:
-                message += f"; matched {result.fp} benign events{_examples_text(result)}"
-            raise RuleCheckFailed(message)
+        failures = []
+        for split, result in results.items():
+            expected = _expected(self.config, parsed.expectations, split)
+            where = f"on {split}: " if len(results) > 1 else ""
+            if result.expected is not None and split == "dev":
+                self.user_properties.append(("recall", result.recall))
+            if not expected.required or result.expected is None:
+                continue
+            total = result.expected
+            if total == 0:
+                failures.append(
+                    f"{where}must_match: no {expected.label} in the table(s) this rule reads "
+                    f"({', '.join(result.tables) or 'none'}); {result.expected_elsewhere} are in "
+                    "other tables")
+            elif result.missed_attack:
+                missed = [_bare(e) for e in result.missed_attack]
+                shown = ", ".join(missed[:20]) + (" ..." if len(missed) > 20 else "")
+                message = f"{where}missed {len(missed)} of {total} {expected.label}: {shown}"
+                if result.unattributed and result.hint:
+                    message += f"; {result.hint}"
+                if result.fp:
+                    message += f"; raised {result.fp} false positives{_examples_text(self, result)}"
+                failures.append(message)
+        if failures:
+            raise RuleCheckFailed("\n".join(failures))
 
     def _check_false_positives(self) -> None:
-        result = self._evaluated()
+        results = self._evaluated()
         limit = self.rule_file.parsed().expectations.max_false_positives
-        if not result.attributable:
-            if limit is not None:
-                raise RuleCheckFailed(f"cannot count false positives: {result.reason}")
-            return
-        if limit is not None and result.fp > limit:
-            raise RuleCheckFailed(
-                f"matched {result.fp} benign events (max_false_positives: {limit}): "
-                f"{len(result.hard_negatives)} hard negatives, {len(result.background)} "
-                f"background{_examples_text(result)}")
+        failures = []
+        for split, result in results.items():
+            if limit is None or result.fp <= limit:
+                continue
+            where = f"on {split}: " if len(results) > 1 else ""
+            parts = [f"{result.hard_negatives_matched} hard negatives",
+                     f"{result.background_matched} background"]
+            if result.foreign_attacks_matched:
+                parts.append(f"{result.foreign_attacks_matched} attack events of cases sharing "
+                             "no technique")
+            if result.unattributed:
+                parts.append(f"{result.unattributed} rows traced to no event ({result.hint})")
+            failures.append(
+                f"{where}raised {result.fp} false positives (max_false_positives: {limit}): "
+                + ", ".join(parts) + _examples_text(self, result))
+        if failures:
+            raise RuleCheckFailed("\n".join(failures))
 
     # reporting ------------------------------------------------------------------------------
     def reportinfo(self) -> tuple[Any, int | None, str]:
@@ -306,19 +348,26 @@ def _relative(config: pytest.Config, path: Path) -> str:
         return str(path)
 
 
-def _examples_text(result: RuleResult) -> str:
-    benign = [e for e in result.examples if e["label"] != "attack"]
-    if not benign:
+def _bare(event: str) -> str:
+    """``DeviceProcessEvents:482913377104`` -> ``482913377104`` (rule authors list bare ids)."""
+    return event.split(":", 1)[-1]
+
+
+def _examples_text(item: RuleItem, result: DetectionResult) -> str:
+    examples = [e for e in result.false_positive_examples if "table" in e]
+    if not examples:
         return ""
+    schemas = getattr(session_engine(item.config), "schemas", {})
     shown = []
     kql = result.kql or ""
-    for example in benign[:_EXAMPLES]:
+    for example in examples[:_EXAMPLES]:
         row = example["row"]
-        skip = {id_column(None, example["table"]), "TimeGenerated", "Timestamp"}
+        schema = schemas.get(example["table"])
+        skip = {schema.id_column if schema else "", "TimeGenerated", "Timestamp"}
         used = [k for k in row if k not in skip and re.search(rf"\b{re.escape(k)}\b", kql)]
         keys = (used + [k for k in row if k not in skip and k not in used])[:4]
         fields = ", ".join(f"{k}={_short(row[k])}" for k in keys)
-        shown.append(f"{example['table']} {example['id']} [{example['label']}] {fields}")
+        shown.append(f"{example['table']} {example['id']} [{example['kind']}] {fields}")
     return ", e.g. " + "; ".join(shown)
 
 

@@ -267,9 +267,18 @@ def _overview(results: dict[str, Any], facts: list[CaseFacts]) -> Markup:
     outcomes = {o: sum(1 for f in facts if f.outcome == o) for o in ("validated", "attempted", "missed")}
     dataset = run["dataset"]
     window = " – ".join(dataset["window"])
+    gen = summary.get("generalisation")
+    split_line = None
+    if gen:
+        split = gen["scored_on"]
+        split_line = tag("div", f"scored on {split}: KQL F1 {gen[split]['kql_f1']:.2f}, Sigma F1 "
+                         f"{gen[split]['sigma_f1']:.2f} · on dev (what the agent queried): score "
+                         f"{gen['dev']['normalized_score']:.3f}, KQL F1 {gen['dev']['kql_f1']:.2f}, "
+                         f"Sigma F1 {gen['dev']['sigma_f1']:.2f}", class_="d", id="generalisation")
     score_card = tag("div", tag("div", "Normalised score", class_="k"),
                      tag("div", f"{summary['normalized_score']:.3f}", tag("small", " / 1"), class_="v"),
                      tag("div", f"95% CI {low:.3f} – {high:.3f}", class_="d"),
+                     split_line,
                      _ci_chart(summary["normalized_score"], low, high), class_="card")
     status_rows = [(tag("dt", k.replace("_", " ")), tag("dd", str(v))) for k, v in statuses.items()]
     runs_card = tag("div", tag("div", "Case runs", class_="k"),
@@ -541,7 +550,8 @@ def _detection_stats(det: dict[str, Any] | None, label: str) -> Markup:
         items.append(("hard negatives", det["hard_negatives_matched"]))
     if det["unattributed"]:
         items.append(("unattributed rows", det["unattributed"]))
-    return tag("div", [tag("span", f"{k} ", tag("b", str(v))) for k, v in items], class_="stats")
+    return tag("div", tag("span", label + ": ", class_="hint") if label.startswith("On ") else None,
+               [tag("span", f"{k} ", tag("b", str(v))) for k, v in items], class_="stats")
 
 
 def _submission(case: dict[str, Any]) -> Markup:
@@ -551,14 +561,18 @@ def _submission(case: dict[str, Any]) -> Markup:
         reason = case["reason"] or case["status"].replace("_", " ")
         return tag("div", title, tag("p", f"Nothing was submitted: {reason}", class_="empty"))
     detection = case["detection"]
+    dev = (case.get("dev") or {}).get("detection") or {}
+    on = f" on {case['split']}" if case.get("dev") else ""
     sigma = tag("div", tag("h3", "Sigma rule"),
                 tag("pre", submission["sigma_rule"]) if submission["sigma_rule"].strip()
                 else tag("p", "(empty)", class_="empty"),
-                _detection_stats(detection.get("sigma"), "Converted rule"))
+                _detection_stats(detection.get("sigma"), "Converted rule" + on),
+                _detection_stats(dev.get("sigma"), "On dev") if dev else None)
     kql = tag("div", tag("h3", "KQL query"),
               tag("pre", submission["kql_query"]) if submission["kql_query"].strip()
               else tag("p", "(empty)", class_="empty"),
-              _detection_stats(detection.get("kql"), "Query"))
+              _detection_stats(detection.get("kql"), "Query" + on),
+              _detection_stats(dev.get("kql"), "On dev") if dev else None)
     return tag("div", title, tag("div", sigma, kql, class_="grid2"))
 
 

@@ -166,6 +166,17 @@ def _normalise_case(case: dict[str, Any]) -> None:
     detection = case.get("detection")
     case["detection"] = {str(k): _normalise_detection(v) for k, v in detection.items()
                          if isinstance(v, dict)} if isinstance(detection, dict) else {}
+    case["split"] = str(case.get("split") or "dev")
+    dev = case.get("dev")
+    if isinstance(dev, dict):
+        found = dev.get("detection")
+        case["dev"] = {
+            "normalized_score": _number(dev.get("normalized_score"), 0.0) or 0.0,
+            "detection": {str(k): _normalise_detection(v) for k, v in found.items()
+                          if isinstance(v, dict)} if isinstance(found, dict) else {},
+        }
+    else:
+        case["dev"] = None
     trajectory = case.get("trajectory")
     trajectory = trajectory if isinstance(trajectory, dict) else {}
     for key in ("reports_read", "techniques_named", "tables_explored"):
@@ -243,6 +254,7 @@ def _normalise_summary(summary: dict[str, Any], cases: list[dict[str, Any]]) -> 
                  "max": _number(v.get("max"), 0.0) or 0.0,
                  "scored_cases": int(_number(v.get("scored_cases"), 0) or 0)}
         for k, v in checkpoints.items() if isinstance(v, dict)} if isinstance(checkpoints, dict) else {}
+    summary["generalisation"] = generalisation(cases)
     statuses = summary.get("statuses")
     if not isinstance(statuses, dict):
         statuses = {}
@@ -262,4 +274,30 @@ def _normalise_rule(rule: Any, index: int, source: str) -> dict[str, Any]:
         "fp": None if rule.get("fp") is None else int(_number(rule.get("fp"), 0) or 0),
         "expected": rule.get("expected"),
         "message": str(rule.get("message") or ""),
+    }
+
+
+def _f1(case_detection: dict[str, Any], kind: str) -> float:
+    found = case_detection.get(kind)
+    return float(found["f1"]) if found and not found.get("error") else 0.0
+
+
+def generalisation(cases: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Final detections on the split they were scored on against the ``dev`` split the agent
+    queried: mean normalised score and mean KQL and Sigma F1 on each. None when every case was
+    scored on ``dev`` (a dataset with one split)."""
+    scored = [c for c in cases if isinstance(c.get("dev"), dict)]
+    if not scored:
+        return None
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+    split = str(scored[0].get("split") or "test")
+    return {
+        "scored_on": split, "cases": len(scored),
+        split: {"normalized_score": mean([c["normalized_score"] for c in scored]),
+                "kql_f1": mean([_f1(c["detection"], "kql") for c in scored]),
+                "sigma_f1": mean([_f1(c["detection"], "sigma") for c in scored])},
+        "dev": {"normalized_score": mean([c["dev"]["normalized_score"] for c in scored]),
+                "kql_f1": mean([_f1(c["dev"]["detection"], "kql") for c in scored]),
+                "sigma_f1": mean([_f1(c["dev"]["detection"], "sigma") for c in scored])},
     }

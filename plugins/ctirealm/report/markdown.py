@@ -73,6 +73,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += [f"**Final detections:** {outcomes['validated']} validated (TP without FP) · "
                   f"{outcomes['attempted']} attempted · {outcomes['missed']} missed. "
                   f"**Statuses:** {statuses}.", ""]
+        lines += _generalisation(summary)
         lines += _platforms(summary) + _checkpoints(summary, names) + _attention(facts)
         lines += _all_cases(facts, names)
     if results["rules"]:
@@ -80,6 +81,22 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines += ["<sub>Full report: score.html · ATT&CK Navigator layer: coverage.json · "
               f"results format {results['format']}</sub>", ""]
     return "\n".join(lines)
+
+
+def _generalisation(summary: dict[str, Any]) -> list[str]:
+    """Final detections on the held-out split beside the split the agent explored."""
+    gen = summary.get("generalisation")
+    if not gen:
+        return []
+    split = gen["scored_on"]
+    lines = [f"**Scored on the `{md(split)}` split** (re-simulated on other hosts, users and "
+             f"variants); the `dev` split is what the agent queried.", "",
+             _row(["Split", "Score", "KQL F1", "Sigma F1"]), _align("lrrr")]
+    for name in (split, "dev"):
+        values = gen[name]
+        lines.append(_row([md(name), f"{values['normalized_score']:.3f}", f"{values['kql_f1']:.2f}",
+                           f"{values['sigma_f1']:.2f}"]))
+    return lines + [""]
 
 
 def _platforms(summary: dict[str, Any]) -> list[str]:

@@ -8,7 +8,7 @@ run summary with 95% confidence intervals.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from ..cases import Case
@@ -17,11 +17,19 @@ from ..telemetry.labels import Labels
 from ..telemetry.schema import TableSchema
 from ..tools.trajectory import Trajectory
 from . import compat, strict
-from .detection import check_provenance, evaluate_query
+from .detection import (
+    check_provenance,
+    evaluate,
+    evaluate_query,
+    evaluate_rule,
+    neutral_events,
+)
 from .model import CHECKPOINTS, TOTAL, WEIGHTS, CaseScore, CheckpointScore, DetectionResult
 
-#: (sigma_rule_text, case) -> (syntax score in [0,1], executed result or None, message)
-SigmaScorer = Callable[[str, Case], tuple[float, DetectionResult | None, str]]
+#: (sigma_rule_text, case, neutral events) -> (syntax score in [0,1], executed result or None,
+#: message)
+SigmaScorer = Callable[[str, Case, Collection[tuple[str, str]]],
+                       tuple[float, DetectionResult | None, str]]
 MODES = ("strict", "compat")
 
 
@@ -46,8 +54,14 @@ def score_case(
     sigma_scorer: SigmaScorer | None = None,
     judge: compat.Judge | None = None,
     timeout: float | None = None,
+    neutral: Collection[tuple[str, str]] = (),
 ) -> CaseScore:
-    """Every checkpoint of one case for one trajectory."""
+    """Every checkpoint of one case for one trajectory.
+
+    *neutral* holds the ``(table, id)`` events that are neither true nor false
+    positives for this case: other cases' attack events of a shared technique
+    (`neutral_events`). Every other case's attack event is a false positive.
+    """
     if mode not in MODES:
         raise ValueError(f"unknown scoring mode {mode!r}; use strict or compat")
     score = CaseScore(case.id, case.platform, trajectory.epoch, trajectory.status,
@@ -66,9 +80,10 @@ def score_case(
         strict.c0_cti_reports(case, trajectory),
         strict.c1_attack_mapping(case, trajectory),
         strict.c2_data_sources(case, trajectory, schemas),
-        strict.c3_query_iteration(case, trajectory),
+        strict.c3_query_iteration(case, trajectory, schemas),
     ]
-    detection = evaluate_query(submission.kql_query, case, engine, labels, schemas, timeout=timeout)
+    detection = evaluate_query(submission.kql_query, case, engine, labels, schemas,
+                               neutral=neutral, timeout=timeout)
     score.detection["kql"] = detection
     problems = check_provenance(submission.query_results, _tool_rows(trajectory))
     weight = WEIGHTS["C4_kql_detection"]
@@ -86,7 +101,8 @@ def score_case(
         checkpoints.append(CheckpointScore(
             "C4_kql_detection", weight * detection.f1, weight, _detection_message(detection, case),
             detection.to_dict()))
-    checkpoints.append(_sigma_checkpoint(submission.sigma_rule, case, sigma_scorer, score))
+    checkpoints.append(_sigma_checkpoint(submission.sigma_rule, case, sigma_scorer, score,
+                                         neutral))
     score.checkpoints = {c.name: c for c in checkpoints}
     return score
 
@@ -96,15 +112,17 @@ def _detection_message(result: DetectionResult, case: Case) -> str:
     text = f"matched {result.tp} of {total} attack events, {result.fp} false positives"
     if result.hard_negatives_matched:
         text += f" ({result.hard_negatives_matched} hard negatives)"
+    if result.other_attacks:
+        text += f"; {result.other_attacks} neutral (another case's attack, same technique)"
     return text + f"; F1 {result.f1:.2f}"
 
 
 def _sigma_checkpoint(rule: str, case: Case, scorer: SigmaScorer | None,
-                      score: CaseScore) -> CheckpointScore:
+                      score: CaseScore, neutral: Collection[tuple[str, str]]) -> CheckpointScore:
     weight = WEIGHTS["C4_sigma_quality"]
     if scorer is None:
         return CheckpointScore("C4_sigma_quality", None, weight, "not scored: no Sigma scorer")
-    syntax, result, message = scorer(rule, case)
+    syntax, result, message = scorer(rule, case, neutral)
     if result is not None:
         score.detection["sigma"] = result
         if result.error:
@@ -168,4 +186,5 @@ def _count(values: Iterable[str]) -> dict[str, int]:
 
 
 __all__ = ["CHECKPOINTS", "MODES", "WEIGHTS", "CaseScore", "CheckpointScore", "DetectionResult",
-           "SigmaScorer", "evaluate_query", "score_case", "summarize"]
+           "SigmaScorer", "evaluate", "evaluate_query", "evaluate_rule", "neutral_events",
+           "score_case", "summarize"]

@@ -1,62 +1,398 @@
-"""Detection evaluation: execute a query over the whole store and count events, not rows.
+"""The one detection evaluator: execute a query over the whole store and count events, not rows.
 
-Attribution of result rows (documented in docs/scoring.md):
+C4 KQL detection, Sigma quality (a rule converted to KQL by the sigma layer), the
+rules gate and ``ctirealm sigma eval`` all call `evaluate` (or `evaluate_rule`,
+which converts a Sigma rule first) and get a `DetectionResult`.
 
-1. **By id** (`telemetry.attribution.trace`, shared with the rules gate). A column
-   named like the id column of a table the query reads (``ReportId``, ``AuditId``,
-   ``Id``, ``EventDataId``, ``RequestId``, ``OfficeId``, ``CorrelationId``; also
-   join-suffixed ``ReportId1``) traces the row to events. The case's attack
-   events are true positives; any other event (generated background, a hard
-   negative, another case's attack) is a false positive.
-2. **By marker and values**, when no id column is returned: the row is matched
-   to a case attack event if it carries a column named in the case's
-   ``regex_patterns`` whose value matches, and every column it shares with that
-   event has the event's value. A row whose shared columns equal a hard
-   negative's values is a false positive.
-3. Anything else cannot be attributed: it never counts as a true positive and
-   counts as a false positive (an aggregate over everything proves nothing).
+Attribution of result rows (docs/scoring.md has worked examples):
+
+1. **By id.** A column named like the id column of a table the query reads
+   (``ReportId``, ``AuditId``, ``Id``, ``EventDataId``, ``RequestId``, ``OfficeId``,
+   ``CorrelationId``; join-suffixed ``ReportId1`` too) holding an id of that table
+   names that event (`telemetry.attribution.trace`). The tables a query reads are
+   resolved with the KQL parser: bare and bracket-quoted names, ``table("T")``,
+   ``union`` (wildcards too), ``join``/``lookup``, ``let`` and ``search in``.
+2. **By value**, for a row with no id value. The row names an event when its
+   columns identify exactly one event of a table the query reads by full value
+   equality: every returned column is a column of that table (names compared
+   case-insensitively) and equals the event's value, at least
+   `MIN_VALUE_COLUMNS` (3) of them hold a non-empty value, and no other event of
+   the tables read has the same values. So a projection of one or two columns
+   never satisfies it, nor does an aggregate: its computed column (``count_``) is
+   no column of the table, and a group of several events matches more than one.
+   Only the first `MAX_VALUE_ROWS` id-less rows are looked up.
+3. **Anything else** (an aggregate, a computed value, an id that is no event)
+   never counts as a true positive and counts as one false positive per row.
+
+Counting, per event:
+
+* the expected events (a case's ``attack_events``) matched are **true positives**;
+  expected events not matched are false negatives;
+* a matched event in *neutral* is neither: another case's attack event when that
+  case shares an ATT&CK technique (compared by parent, ``T1053.003`` ~ ``T1053``)
+  with this one (`neutral_events` computes them), reported as ``other_attacks``;
+* every other matched event is a **false positive**: hard negatives, generated
+  background, and the attack events of other cases that share no technique.
+
+Without an expected set (a rule gated on no case) attack events are what the rule
+is after: each labelled attack event matched counts as a true positive, benign
+ones as false positives. No ``regex_patterns`` take part anywhere.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+import time
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from ..cases import Case
 from ..engine import Engine, EngineError
-from ..telemetry.attribution import canonical, fetch_events, trace
+from ..telemetry.attribution import canonical, fetch_events, id_columns, id_families, tables_in, trace
 from ..telemetry.labels import Labels
 from ..telemetry.schema import TableSchema
 from .model import DetectionResult, f1_from
 
+#: Result rows read with every column; past it, only the id columns are fetched.
 MAX_ROWS = 50_000
+#: Rows past which the result is fetched without an upper bound, ids only.
+_UNCAPPED = 50_000_000
+#: Unlabelled ids looked up in the store; past it, each is taken as an event unchecked.
+_VERIFY_LIMIT = 50_000
+#: Non-empty values an id-less row must share with one event to name it.
+MIN_VALUE_COLUMNS = 3
+#: Id-less rows looked up by value; the rest are unattributed.
+MAX_VALUE_ROWS = 5_000
+#: Candidate events fetched per value look-up; more means the values identify nothing.
+_CANDIDATES = 10_000
+_LOOKUP_TYPES = ("string", "guid", "long", "int")
+_CHUNK = 500
+
+Event = tuple[str, str]
 
 
-def _shared_equal(row: dict[str, Any], event: dict[str, Any]) -> int:
-    """Number of shared columns (case-insensitive names) if all are equal, else 0."""
-    lowered = {k.lower(): v for k, v in event.items() if not k.startswith("__")}
-    shared = 0
-    for key, value in row.items():
-        other = lowered.get(key.lower(), _MISSING)
-        if other is _MISSING:
+def technique_parents(techniques: Iterable[str]) -> set[str]:
+    """``T1053.003`` -> ``T1053``: the parent techniques, by which cases are compared."""
+    return {str(t).split(".")[0].upper() for t in techniques}
+
+
+def neutral_events(case: Case, cases: Any, labels: Labels | None = None) -> frozenset[Event]:
+    """Other cases' attack events that do not count against *case*: the cases sharing a technique.
+
+    *cases* is a `CaseSet` (or a mapping or iterable of cases). An event of a case
+    that shares an ATT&CK technique with *case* (compared by parent) is neutral;
+    any other case's attack event is a false positive. With *labels* (one split's),
+    cases that list no events of their own are bound to the events the store labels
+    with their id (`Case.bound`). *case*'s own events are never neutral.
+    """
+    pool = getattr(cases, "cases", cases)
+    others = pool.values() if isinstance(pool, Mapping) else pool
+    if labels is not None:
+        case = case.bound(labels)
+    mine = technique_parents(case.ground_truth.techniques)
+    own = {(t, str(i)) for t, ids in case.ground_truth.attack_events.items() for i in ids}
+    out: set[Event] = set()
+    for other in others:
+        if other.id == case.id or not mine & technique_parents(other.ground_truth.techniques):
             continue
-        if canonical(value) != canonical(other):
-            return 0
-        shared += 1
-    return shared
+        if labels is not None:
+            other = other.bound(labels)
+        out.update((t, str(i)) for t, ids in other.ground_truth.attack_events.items() for i in ids)
+    return frozenset(out - own)
 
 
-_MISSING = object()
+class _Expected:
+    """The expected events: ``{table: ids}`` (matched by table and id) or bare ids (by id)."""
+
+    def __init__(self, expected: Mapping[str, Iterable[Any]] | Iterable[Any] | None,
+                 read: list[str], within_tables_read: bool) -> None:
+        self.given = expected is not None
+        self.by_table = isinstance(expected, Mapping)
+        self.elsewhere = 0
+        self.keys: set[Any] = set()
+        if isinstance(expected, Mapping):
+            for table, ids in expected.items():
+                ids = [str(i) for i in ids]
+                if within_tables_read and table not in read:
+                    self.elsewhere += len(ids)
+                else:
+                    self.keys.update((table, i) for i in ids)
+        elif expected is not None:
+            self.keys = {str(i) for i in expected}
+
+    def key(self, event: Event) -> Any:
+        return event if self.by_table else event[1]
+
+    def __contains__(self, event: Event) -> bool:
+        return self.key(event) in self.keys
+
+    def prefer(self, read: list[str]) -> set[Event]:
+        """``(table, id)`` pairs to prefer when an id is shared by tables."""
+        if self.by_table:
+            return set(self.keys)
+        return {(t, i) for t in read for i in self.keys}
+
+    def names(self, keys: Iterable[Any]) -> list[str]:
+        return sorted(f"{k[0]}:{k[1]}" if isinstance(k, tuple) else str(k) for k in keys)
 
 
-def _marker_hit(row: dict[str, Any], patterns: Mapping[str, str]) -> bool:
-    lowered = {k.lower(): v for k, v in row.items()}
-    for column, pattern in patterns.items():
-        if column.lower() in lowered and re.search(pattern, canonical(lowered[column.lower()]),
-                                                   re.IGNORECASE):
-            return True
-    return False
+def _run_uncapped(engine: Engine, kql: str, timeout: float | None) -> Any:
+    """Every row of *kql*: the engine's own row cap lifted for this one query."""
+    saved = getattr(engine, "max_rows", None)
+    if saved is None:
+        return engine.query(kql, timeout=timeout)
+    engine.max_rows = _UNCAPPED  # type: ignore[attr-defined]
+    try:
+        return engine.query(kql, limit=_UNCAPPED, timeout=timeout)
+    finally:
+        engine.max_rows = saved  # type: ignore[attr-defined]
+
+
+def evaluate(
+    kql: str,
+    engine: Engine,
+    labels: Labels,
+    *,
+    schemas: Mapping[str, TableSchema] | None = None,
+    expected: Mapping[str, Iterable[Any]] | Iterable[Any] | None = None,
+    neutral: Collection[Event] = (),
+    within_tables_read: bool = False,
+    tables: list[str] | None = None,
+    max_rows: int = MAX_ROWS,
+    timeout: float | None = None,
+    examples: int = 3,
+) -> DetectionResult:
+    """Execute *kql* over the whole store and count the events it matched (module docstring).
+
+    *expected* is ``{table: ids}`` (a case's ``attack_events``), a list of ids, or
+    None. With *within_tables_read*, expected events in tables the query does not
+    read are set aside (``expected_elsewhere``) instead of counting as missed: a
+    Sigma rule reads one table. *neutral* holds ``(table, id)`` events that count
+    neither way (`neutral_events`). *tables* are the tables the query reads when the
+    caller knows them (a converted Sigma rule reads its logsource's table); else they
+    are resolved with the KQL parser. Errors never raise: they come back in ``error``
+    with ``stage`` ``execute``.
+    """
+    started = time.perf_counter()
+    schemas = dict(schemas if schemas is not None else engine.schemas)  # type: ignore[attr-defined]
+    read = [t for t in tables if t in schemas] if tables is not None else tables_in(kql, schemas)
+    want = _Expected(expected, read, within_tables_read)
+    out = DetectionResult(kql=kql, tables=read, fn=len(want.keys),
+                          missed_attack=want.names(want.keys),
+                          expected=len(want.keys) if want.given else None,
+                          expected_elsewhere=want.elsewhere)
+    try:
+        result = engine.query(kql, limit=max_rows, timeout=timeout)
+        rows = result.to_dicts()
+        columns = result.column_names
+        held = id_columns(columns, id_families({t: schemas[t] for t in read}))
+        total, extra = len(rows), 0
+        if result.truncated and held:
+            # Past the cap only the ids matter: fetch them all and trace those.
+            ids = _run_uncapped(engine, f"{kql}\n| project {', '.join(held)}", timeout)
+            rows, columns, total = ids.to_dicts(), ids.column_names, len(ids.rows)
+        elif result.truncated:
+            try:
+                counted = engine.query(f"{kql}\n| count", timeout=timeout).rows[0][0]
+                total = max(total, int(counted))
+            except (EngineError, IndexError, TypeError, ValueError):
+                pass
+            extra = total - len(rows)
+    except EngineError as exc:
+        out.error, out.stage = str(exc), "execute"
+        out.elapsed = time.perf_counter() - started
+        return out
+    traced = trace(kql, columns, rows, engine, schemas, labels, prefer=want.prefer(read),
+                   tables=read, verify=len(rows) <= _VERIFY_LIMIT)
+    events: list[list[Event]] = traced.events
+    idless = [n for n, row in enumerate(rows)
+              if not any(row.get(c) not in (None, "") for c in traced.id_columns)]
+    if idless and read:
+        found = _by_values([rows[n] for n in idless[:MAX_VALUE_ROWS]], read, engine, schemas,
+                           timeout)
+        for n, event in zip(idless, found, strict=False):
+            if event is not None:
+                events[n] = [event]
+    out.rows = total
+    _count(out, events, want, set(neutral), labels, extra)
+    if out.unattributed:
+        out.hint = _hint(read, traced.id_columns, schemas)
+    if examples > 0:
+        out.false_positive_examples = _examples(rows, events, want, set(neutral), labels,
+                                                engine, schemas, examples)
+    out.elapsed = time.perf_counter() - started
+    return out
+
+
+def _count(out: DetectionResult, events: list[list[Event]], want: _Expected,
+           neutral: set[Event], labels: Labels, extra: int) -> None:
+    """Fill *out*'s counts from the events each row names (*extra*: rows never read)."""
+    matched: set[Any] = set()
+    false_events: set[Event] = set()
+    others: set[Event] = set()
+    groups: dict[str, set[str]] = {}
+    unattributed = extra
+    for named in events:
+        if not named:
+            unattributed += 1
+            continue
+        for event in named:
+            kind = labels.kind(*event)
+            if kind == "attack":
+                groups.setdefault(labels.group(*event) or "?", set()).add(f"{event[0]}:{event[1]}")
+            if event in want or (not want.given and kind == "attack"):
+                matched.add(want.key(event))
+            elif event in neutral:
+                others.add(event)
+            else:
+                false_events.add(event)
+    kinds = [labels.kind(*e) for e in false_events]
+    out.hard_negatives_matched = kinds.count("hard_negative")
+    out.background_matched = kinds.count("benign")
+    out.foreign_attacks_matched = kinds.count("attack")
+    out.other_attacks = len(others)
+    out.attack_groups = {g: sorted(v) for g, v in sorted(groups.items())}
+    out.unattributed = unattributed
+    out.tp = len(matched)
+    out.fp = len(false_events) + unattributed
+    out.fn = len(want.keys - matched)
+    out.precision, out.recall, out.f1 = f1_from(out.tp, out.fp, out.fn)
+    out.matched_attack = want.names(matched)
+    out.missed_attack = want.names(want.keys - matched)
+
+
+def _hint(read: list[str], held: Mapping[str, str], schemas: Mapping[str, TableSchema]) -> str:
+    if not read:
+        return "the query reads no known table, so no row can be traced to an event"
+    if held:
+        return "some rows carry no id of an event of the tables read"
+    wanted = ", ".join(f"{schemas[t].id_column} for {t}" for t in read)
+    return f"the result has no id column to trace rows to events; project {wanted}"
+
+
+# -- attribution by value -------------------------------------------------------------------
+
+
+def _literal(value: Any, kind: str) -> str:
+    if kind in ("long", "int"):
+        return str(int(value))
+    text = str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _by_values(rows: list[dict[str, Any]], read: list[str], engine: Engine,
+               schemas: Mapping[str, TableSchema], timeout: float | None) -> list[Event | None]:
+    """For each id-less row, the one event of a table read that its values identify, else None."""
+    found: list[set[Event]] = [set() for _ in rows]
+    usable = [False] * len(rows)
+    for table in read:
+        schema = schemas[table]
+        names = {c.lower(): c for c in schema.column_names}
+        if not rows:
+            break
+        shared = [(col, names[col.lower()]) for col in rows[0] if col.lower() in names]
+        if len(shared) < MIN_VALUE_COLUMNS or len(shared) < len(rows[0]):
+            continue  # a computed column (an aggregate's count_, an extend) is no event's value
+        keys = [(col, name) for col, name in shared if schema.type_of(name) in _LOOKUP_TYPES]
+        # Look a row up by its most selective column: the one with the most distinct values.
+        keys.sort(key=lambda k: -len({canonical(r.get(k[0])) for r in rows}))
+        wanted: dict[tuple[str, str], dict[str, Any]] = {}
+        for n, row in enumerate(rows):
+            values = [canonical(row.get(col)) for col, _ in shared]
+            if sum(1 for v in values if v) < MIN_VALUE_COLUMNS:
+                continue
+            key = next(((col, name) for col, name in keys if canonical(row.get(col))), None)
+            if key is None:
+                continue
+            usable[n] = True
+            wanted.setdefault(key, {})[canonical(row.get(key[0]))] = row.get(key[0])
+        index = _candidates(table, schema, shared, wanted, engine, timeout)
+        for n, row in enumerate(rows):
+            if usable[n]:
+                signature = tuple(canonical(row.get(col)) for col, _ in shared)
+                found[n].update((table, i) for i in index.get(signature, ()))
+    return [next(iter(f)) if usable[n] and len(f) == 1 else None for n, f in enumerate(found)]
+
+
+def _candidates(table: str, schema: TableSchema, shared: list[tuple[str, str]],
+                wanted: dict[tuple[str, str], dict[str, Any]], engine: Engine,
+                timeout: float | None) -> dict[tuple[str, ...], set[str]]:
+    """Events of *table* whose look-up column holds a wanted value, indexed by shared values."""
+    index: dict[tuple[str, ...], set[str]] = {}
+    columns = ", ".join(dict.fromkeys([schema.id_column, *(name for _, name in shared)]))
+    for (_, name), values in wanted.items():
+        kind = schema.type_of(name) or "string"
+        ordered = sorted(values)
+        for start in range(0, len(ordered), _CHUNK):
+            chunk = [values[v] for v in ordered[start:start + _CHUNK]]
+            literals = ", ".join(_literal(v, kind) for v in chunk)
+            try:
+                result = engine.query(f"{table}\n| where {name} in ({literals})\n| project {columns}",
+                                      limit=_CANDIDATES, timeout=timeout)
+            except (EngineError, ValueError):
+                continue
+            if result.truncated:  # values this common identify no single event
+                continue
+            for event in result.to_dicts():
+                signature = tuple(canonical(event.get(n)) for _, n in shared)
+                index.setdefault(signature, set()).add(canonical(event[schema.id_column]))
+    return index
+
+
+# -- examples ---------------------------------------------------------------------------------
+
+_EXAMPLE_ORDER = {"hard_negative": 0, "attack": 1, "benign": 2}
+
+
+def _examples(rows: list[dict[str, Any]], events: list[list[Event]], want: _Expected,
+              neutral: set[Event], labels: Labels, engine: Engine,
+              schemas: Mapping[str, TableSchema], limit: int) -> list[dict[str, Any]]:
+    """Up to *limit* false positives, as stored events: hard negatives first, then other
+    cases' attacks, then background; then rows traced to no event."""
+    false_events = sorted({e for named in events for e in named
+                           if e not in want and e not in neutral
+                           and (want.given or labels.kind(*e) != "attack")},
+                          key=lambda e: (_EXAMPLE_ORDER.get(labels.kind(*e), 3), e[0], _id_key(e[1])))
+    chosen = false_events[:limit]
+    shown: list[dict[str, Any]] = []
+    by_table: dict[str, list[str]] = {}
+    for table, event_id in chosen:
+        by_table.setdefault(table, []).append(event_id)
+    try:
+        stored = {(r["__table__"], r["__id__"]): r for r in fetch_events(engine, schemas, by_table)}
+    except EngineError:
+        stored = {}
+    for event in chosen:
+        row = stored.get(event, {})
+        shown.append({"table": event[0], "id": event[1], "kind": labels.kind(*event),
+                      "row": _trim({k: v for k, v in row.items() if not k.startswith("__")})})
+    for row, named in zip(rows, events, strict=False):
+        if len(shown) >= limit:
+            break
+        if not named:
+            shown.append({"kind": "unattributed", "row": _trim(row)})
+    return shown
+
+
+def _id_key(value: str) -> tuple[int, str]:
+    return (0, f"{int(value):020d}") if value.lstrip("-").isdigit() else (1, value)
+
+
+def _trim(row: dict[str, Any], width: int = 160) -> dict[str, Any]:
+    """Non-empty values, long text cut."""
+    from ..engine.result import to_json_value
+
+    out = {}
+    for key, value in row.items():
+        if value in (None, "", {}, []):
+            continue
+        value = to_json_value(value)
+        if isinstance(value, str) and len(value) > width:
+            value = value[: width - 1] + "…"
+        out[key] = value
+    return out
+
+
+# -- callers' shapes ----------------------------------------------------------------------------
 
 
 def evaluate_query(
@@ -66,89 +402,52 @@ def evaluate_query(
     labels: Labels,
     schemas: Mapping[str, TableSchema],
     *,
+    neutral: Collection[Event] = (),
     max_rows: int = MAX_ROWS,
     timeout: float | None = None,
     examples: int = 3,
 ) -> DetectionResult:
-    """Execute *kql* over the whole store and score it against *case*'s attack events."""
-    expected = {(t, i) for t, ids in case.ground_truth.attack_events.items() for i in ids}
-    outcome = DetectionResult(fn=len(expected), missed_attack=sorted(f"{t}:{i}" for t, i in expected))
-    try:
-        result = engine.query(kql, limit=max_rows, timeout=timeout)
-    except EngineError as exc:
-        outcome.error = str(exc)
-        return outcome
-    rows = result.to_dicts()
-    traced = trace(kql, result.column_names, rows, engine, schemas, labels, prefer=expected)
-    outcome.rows = len(rows)
-    matched: set[tuple[str, str]] = set()
-    false_events: set[tuple[str, str]] = set()
-    other_attacks: set[tuple[str, str]] = set()
-    unattributed = 0
-    attack_rows: list[dict[str, Any]] | None = None
-    negative_rows: list[dict[str, Any]] | None = None
-    for row, events in zip(rows, traced.events, strict=True):
-        if events:
-            for event in events:
-                if event in expected:
-                    matched.add(event)
-                elif labels.kind(event[0], event[1]) == "attack":
-                    other_attacks.add(event)
-                else:
-                    false_events.add(event)
-                    if len(outcome.false_positive_examples) < examples:
-                        outcome.false_positive_examples.append(_example(row, event, labels))
-            continue
-        # No id column: attribute through markers and values.
-        if attack_rows is None:
-            attack_rows = fetch_events(engine, schemas, case.ground_truth.attack_events)
-            negative_rows = fetch_events(engine, schemas, case.ground_truth.hard_negatives)
-        hit = None
-        if _marker_hit(row, case.ground_truth.regex_patterns):
-            best = max(((_shared_equal(row, e), e) for e in attack_rows), key=lambda p: p[0],
-                       default=(0, None))
-            if best[0] and best[1] is not None:
-                hit = (best[1]["__table__"], best[1]["__id__"])
-        if hit is not None:
-            matched.add(hit)
-            continue
-        negative = next((e for e in negative_rows or [] if _shared_equal(row, e) >= 1), None)
-        if negative is not None:
-            false_events.add((negative["__table__"], negative["__id__"]))
-        else:
-            unattributed += 1
-        if len(outcome.false_positive_examples) < examples:
-            outcome.false_positive_examples.append({"row": _trim(row)})
-    extra = 0
-    if result.truncated:
+    """C4 KQL detection: `evaluate` against every attack event of *case*."""
+    return evaluate(kql, engine, labels, schemas=schemas,
+                    expected=case.ground_truth.attack_events, neutral=neutral,
+                    max_rows=max_rows, timeout=timeout, examples=examples)
+
+
+def evaluate_rule(
+    rule: Any,
+    engine: Engine,
+    labels: Labels,
+    *,
+    schemas: Mapping[str, TableSchema] | None = None,
+    expected: Mapping[str, Iterable[Any]] | Iterable[Any] | None = None,
+    neutral: Collection[Event] = (),
+    examples: int = 3,
+    timeout: float | None = None,
+    conversion: Any = None,
+) -> DetectionResult:
+    """A Sigma rule: converted to KQL by the sigma layer, then `evaluate`-d like any query.
+
+    Expected events are counted in the table the rule's logsource maps to
+    (``within_tables_read``), since one Sigma rule covers one logsource. A rule that
+    does not parse or convert comes back with ``error`` and ``stage``.
+    """
+    from ..sigma.convert import convert
+    from ..sigma.parse import SigmaRuleError
+
+    schemas = dict(schemas if schemas is not None else engine.schemas)  # type: ignore[attr-defined]
+    if conversion is None:
         try:
-            total = engine.query(f"{kql}\n| count", timeout=timeout).rows[0][0]
-            extra = max(0, int(total) - len(rows))
-        except (EngineError, IndexError, TypeError, ValueError):
-            extra = 0
-    outcome.unattributed = unattributed + extra
-    outcome.tp = len(matched)
-    outcome.fp = len(false_events) + outcome.unattributed
-    outcome.fn = len(expected - matched)
-    outcome.precision, outcome.recall, outcome.f1 = f1_from(outcome.tp, outcome.fp, outcome.fn)
-    outcome.matched_attack = sorted(f"{t}:{i}" for t, i in matched)
-    outcome.missed_attack = sorted(f"{t}:{i}" for t, i in expected - matched)
-    outcome.other_attacks = len(other_attacks)
-    outcome.hard_negatives_matched = sum(
-        1 for t, i in false_events if labels.kind(t, i) == "hard_negative")
-    return outcome
-
-
-def _trim(row: dict[str, Any], width: int = 160) -> dict[str, Any]:
-    out = {}
-    for key, value in list(row.items())[:8]:
-        text = canonical(value)
-        out[key] = text if len(text) <= width else text[: width - 1] + "…"
-    return out
-
-
-def _example(row: dict[str, Any], event: tuple[str, str], labels: Labels) -> dict[str, Any]:
-    return {"table": event[0], "id": event[1], "kind": labels.kind(*event), "row": _trim(row)}
+            conversion = convert(rule, schemas=schemas)
+        except SigmaRuleError as exc:
+            return DetectionResult(error=exc.reason, stage=exc.stage)
+    kql = conversion.kql
+    if conversion.table in schemas:  # the rule's rows are whole events: only their ids matter
+        kql += f"\n| project {schemas[conversion.table].id_column}"
+    result = evaluate(kql, engine, labels, schemas=schemas, expected=expected, neutral=neutral,
+                      within_tables_read=True, tables=[conversion.table], timeout=timeout,
+                      examples=examples)
+    result.kql = conversion.kql
+    return result
 
 
 def check_provenance(

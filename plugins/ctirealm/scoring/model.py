@@ -39,7 +39,14 @@ class CheckpointScore:
 
 @dataclass
 class DetectionResult:
-    """Event-level outcome of executing a query over the whole store."""
+    """What one detection (a KQL query, or a Sigma rule converted to one) matched, by event.
+
+    The one result type of the one evaluator (`scoring.detection.evaluate`), used by
+    C4 KQL detection, Sigma quality, the rules gate and ``ctirealm sigma eval``.
+    Events are ``"Table:id"``. ``fp`` counts every false positive: benign events
+    (hard negatives and background), other cases' attack events that are not
+    neutral, and result rows traced to no event (``unattributed``).
+    """
 
     tp: int = 0
     fp: int = 0
@@ -47,20 +54,62 @@ class DetectionResult:
     precision: float = 0.0
     recall: float = 0.0
     f1: float = 0.0
+    #: Result rows the query returned (all of them, past the evaluation's row cap too).
     rows: int = 0
+    #: Rows that name no event, by id or by their values: each one a false positive.
     unattributed: int = 0
     matched_attack: list[str] = field(default_factory=list)
     missed_attack: list[str] = field(default_factory=list)
     false_positive_examples: list[dict[str, Any]] = field(default_factory=list)
     hard_negatives_matched: int = 0
+    background_matched: int = 0
+    #: Other cases' attack events counted as false positives (no technique shared).
+    foreign_attacks_matched: int = 0
+    #: Other cases' attack events left neutral (a technique shared with this case).
     other_attacks: int = 0
+    #: Attack events matched, by simulation (the labels' group): what the rule catches.
+    attack_groups: dict[str, list[str]] = field(default_factory=dict)
+    #: Expected events counted (None: no expected set), and those set aside because
+    #: they are in tables the query does not read (rules gate and Sigma quality only).
+    expected: int | None = None
+    expected_elsewhere: int = 0
+    #: The tables the query reads, the KQL executed, and what to change when rows
+    #: could not be traced (``project ReportId``).
+    tables: list[str] = field(default_factory=list)
+    kql: str | None = None
+    hint: str | None = None
     error: str | None = None
+    #: parse | convert | execute, when ``error`` is set.
+    stage: str | None = None
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for results.json (without ``elapsed``, so equal inputs give equal files)."""
         data = asdict(self)
+        del data["elapsed"]
         for key in ("precision", "recall", "f1"):
             data[key] = round(data[key], 6)
         return data
+
+    def summary(self) -> str:
+        """One line: what matched, what was missed."""
+        if self.error:
+            return f"{self.stage or 'execute'} failed: {self.error}"
+        attack = sum(len(v) for v in self.attack_groups.values())
+        text = (f"{self.rows} rows: {attack} attack events, {self.hard_negatives_matched} hard "
+                f"negatives, {self.background_matched} background")
+        if self.other_attacks:
+            text += f", {self.other_attacks} neutral (another case, same technique)"
+        if self.unattributed:
+            text += f", {self.unattributed} unattributed rows"
+        if self.expected is not None:
+            text += (f"; caught {self.tp} of {self.expected} expected; precision "
+                     f"{self.precision:.3f}, recall {self.recall:.3f}, F1 {self.f1:.3f}")
+        return text + (f" ({self.hint})" if self.hint and self.unattributed else "")
 
 
 def f1_from(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
@@ -82,6 +131,10 @@ class CaseScore:
     checkpoints: dict[str, CheckpointScore]
     detection: dict[str, DetectionResult] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: The split the final detections were executed on, and the same trajectory scored on
+    #: ``dev`` (what the agent queried) when that is another split: the generalisation gap.
+    split: str = "dev"
+    dev: CaseScore | None = None
 
     @property
     def total(self) -> float:
@@ -104,4 +157,8 @@ class CaseScore:
             "checkpoints": {k: v.to_dict() for k, v in self.checkpoints.items()},
             "detection": {k: v.to_dict() for k, v in self.detection.items()},
             "errors": list(self.errors),
+            "split": self.split,
+            **({"dev": {"normalized_score": round(self.dev.normalized, 6),
+                        "detection": {k: v.to_dict() for k, v in self.dev.detection.items()}}}
+               if self.dev is not None else {}),
         }

@@ -13,10 +13,9 @@ from collections.abc import Iterable
 
 from ..attack import extract_technique_ids
 from ..cases import Case
+from ..telemetry.attribution import tables_in
 from ..tools.trajectory import Trajectory
 from .model import WEIGHTS, CheckpointScore
-
-_TABLE_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _f1(found: set[str], relevant: set[str]) -> tuple[float, float, float]:
@@ -102,8 +101,13 @@ def c1_attack_mapping(case: Case, trajectory: Trajectory) -> CheckpointScore:
 
 
 def tables_explored(trajectory: Trajectory, tables: Iterable[str]) -> list[str]:
-    """Tables the agent looked at: schema or sample calls, and tables its successful queries read."""
-    known = {t.lower(): t for t in tables}
+    """Tables the agent looked at: schema or sample calls, and tables its successful queries read.
+
+    A query's tables are resolved with the KQL parser (`telemetry.attribution.tables_in`):
+    bracket-quoted names count, names in string literals and comments do not.
+    """
+    names = list(tables)
+    known = {t.lower(): t for t in names}
     seen: dict[str, None] = {}
     for call in trajectory.tool_calls():
         if not call.ok:
@@ -113,9 +117,8 @@ def tables_explored(trajectory: Trajectory, tables: Iterable[str]) -> list[str]:
             if name in known:
                 seen.setdefault(known[name], None)
         elif call.name == "execute_kql_query":
-            for token in _TABLE_REF.findall(str(call.arguments.get("query", ""))):
-                if token.lower() in known and token == known[token.lower()]:
-                    seen.setdefault(known[token.lower()], None)
+            for table in tables_in(str(call.arguments.get("query", "")), names):
+                seen.setdefault(table, None)
     return list(seen)
 
 
@@ -140,21 +143,45 @@ def normalise_query(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().lower())
 
 
-def successful_queries(trajectory: Trajectory) -> list[str]:
-    """Distinct (normalised) queries that ran without error and returned rows."""
+def successful_queries(trajectory: Trajectory, reading: Iterable[str] | None = None,
+                       tables: Iterable[str] = ()) -> list[str]:
+    """Distinct (normalised) queries that ran without error and returned rows.
+
+    With *reading*, only those that read at least one of these tables (resolved
+    with the KQL parser against the known *tables*).
+    """
+    wanted = set(reading) if reading is not None else None
+    known = list(tables) or sorted(wanted or ())
     seen: dict[str, None] = {}
     for call in trajectory.tool_calls("execute_kql_query"):
-        if call.ok and (call.rows or 0) > 0:
-            seen.setdefault(normalise_query(str(call.arguments.get("query", ""))), None)
+        if not (call.ok and (call.rows or 0) > 0):
+            continue
+        query = str(call.arguments.get("query", ""))
+        if wanted is not None and not wanted & set(tables_in(query, known)):
+            continue
+        seen.setdefault(normalise_query(query), None)
     return list(seen)
 
 
-def c3_query_iteration(case: Case, trajectory: Trajectory) -> CheckpointScore:
+def c3_query_iteration(case: Case, trajectory: Trajectory,
+                       tables: Iterable[str] = ()) -> CheckpointScore:
+    """Iteration over the data the case needs: distinct successful queries reading its tables.
+
+    A query counts when it ran, returned rows and reads at least one of the case's
+    ``ground_truth.tables`` (*tables* are the known table names, for ``union *``
+    and wildcards). Two or more give full credit, one gives half; queries over
+    other tables earn nothing.
+    """
     weight = WEIGHTS["C3_query_iteration"]
+    relevant = list(case.ground_truth.tables)
+    counted = successful_queries(trajectory, relevant, tables)
     distinct = successful_queries(trajectory)
     total = len(trajectory.tool_calls("execute_kql_query"))
-    ratio = 1.0 if len(distinct) >= 2 else 0.5 * len(distinct)
+    ratio = 1.0 if len(counted) >= 2 else 0.5 * len(counted)
     return CheckpointScore(
         "C3_query_iteration", weight * ratio, weight,
-        f"{len(distinct)} distinct successful queries of {total} run (2 needed)",
-        {"distinct_successful": len(distinct), "queries_run": total})
+        f"{len(counted)} distinct successful queries over the case's tables "
+        f"({', '.join(relevant)}) of {total} run (2 needed)",
+        # distinct_successful: the queries that count (the report explains C3 by it).
+        {"distinct_successful": len(counted), "distinct_successful_any_table": len(distinct),
+         "case_tables": relevant, "queries_run": total})

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .labels import Labels
@@ -42,11 +43,228 @@ def canonical(value: Any) -> str:
 
 
 def tables_in(kql: str, known: Iterable[str]) -> list[str]:
-    """Known table names used as identifiers in *kql* (string literals and comments skipped)."""
+    """The tables of *known* that *kql* reads, in the order of *known*.
+
+    Resolved with the KQL grammar's parser (duckdb-kql's ANTLR parser of
+    Microsoft's ``Kql.g4``), so a name counts where the grammar puts a table:
+    the head of a pipeline, bare or bracket-quoted (``['T']``, ``["T"]``),
+    ``table("T")``, ``union`` operands (``union withsource=S T*`` matches the
+    wildcard against *known*), the right side of ``join`` and ``lookup``,
+    ``search``/``find in (T, ...)`` (without ``in``: every table), and ``let``
+    names bound to a table or a pipeline (``let x = T | ...; x | ...`` reads
+    ``T``; a ``let`` never used reads nothing). Names in string literals and
+    comments never count.
+
+    Only when the query does not parse does this fall back to the older regular
+    expression: identifiers outside string literals and comments that equal a
+    known name (so a bracket-quoted name is missed there).
+    """
+    known = list(known)
+    refs = _references(kql)
+    if refs is None:
+        return _tables_by_regex(kql, known)
+    return [t for t in known if any(_matches(ref, t) for ref in refs)]
+
+
+def _tables_by_regex(kql: str, known: list[str]) -> list[str]:
+    """The fallback for a query that does not parse: identifiers outside literals and comments."""
     text = re.sub(r"//[^\n]*", " ", kql)
     text = re.sub(r'@?"(?:[^"\\\n]|\\.)*"|@?\'(?:[^\'\\\n]|\\.)*\'', " ", text)
     names = set(_IDENT.findall(text))
     return [t for t in known if t in names]
+
+
+def _matches(ref: str, table: str) -> bool:
+    """A reference (a name, or a ``union``/``search`` wildcard like ``Device*``) names *table*."""
+    if "*" not in ref:
+        return ref == table
+    return re.fullmatch(".*".join(re.escape(part) for part in ref.split("*")), table) is not None
+
+
+@lru_cache(maxsize=2048)
+def _references(kql: str) -> frozenset[str] | None:
+    """Table names and wildcards *kql* reads (``let`` names resolved); None if it does not parse."""
+    from duckdb_kql.errors import KqlError
+    from duckdb_kql.parser import parse
+
+    try:
+        tree = parse(_table_calls_as_names(kql)).tree
+        if tree is None:  # a control command: reads no table
+            return frozenset()
+        return frozenset(_TableWalk().statements(tree))
+    except (KqlError, RecursionError):  # nested past what the parser or the walk can follow
+        return None
+
+
+def _table_calls_as_names(kql: str) -> str:
+    """``table("T")`` rewritten as the bracket-quoted name ``["T"]``, which the grammar parses.
+
+    Done on the lexer's tokens, so a ``table(...)`` inside a string literal or a
+    comment is left alone.
+    """
+    if "table" not in kql.lower():
+        return kql
+    from antlr4 import InputStream, Token
+    from duckdb_kql._antlr.KqlLexer import KqlLexer
+
+    lexer = KqlLexer(InputStream(kql))
+    lexer.removeErrorListeners()
+    tokens = [t for t in lexer.getAllTokens() if t.channel == Token.DEFAULT_CHANNEL]
+    edits: list[tuple[int, int, str]] = []
+    for i in range(len(tokens) - 3):
+        a, b, c, d = tokens[i:i + 4]
+        if (a.type == KqlLexer.TABLE and b.type == KqlLexer.OPENPAREN
+                and c.type == KqlLexer.STRINGLITERAL and d.type == KqlLexer.CLOSEPAREN):
+            edits.append((a.start, d.stop + 1, f"[{c.text}]"))
+    for start, stop, text in reversed(edits):
+        kql = kql[:start] + text + kql[stop:]
+    return kql
+
+
+def _kind(node: Any) -> str:
+    return type(node).__name__.removesuffix("Context")
+
+
+def _rules(node: Any) -> list[Any]:
+    """A parse-tree node's children that are grammar rules (not tokens)."""
+    return [c for c in (getattr(node, "children", None) or []) if hasattr(c, "getRuleIndex")]
+
+
+def _collapse(node: Any) -> Any:
+    """Down through rules that wrap exactly one child rule and nothing else."""
+    while True:
+        children = getattr(node, "children", None) or []
+        if len(children) != 1 or not hasattr(children[0], "getRuleIndex"):
+            return node
+        node = children[0]
+
+
+def _string_value(text: str) -> str:
+    """The value of a KQL string literal token (``'a'``, ``"a"``, ``@'a'``, ``h"a"``)."""
+    text = text.lstrip("hH")
+    if text.startswith("@"):
+        quote = text[1]
+        return text[2:-1].replace(quote * 2, quote)
+    body = text[1:-1]
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1)),
+                  body)
+
+
+def _name(node: Any) -> str | None:
+    """The name a collapsed node spells (identifier, keyword or ``['quoted']``), else None."""
+    kind = _kind(node)
+    if kind in ("IdentifierName", "KeywordName", "ExtendedKeywordName"):
+        return str(node.getText())
+    if kind == "EscapedName":
+        literals = [c for c in _rules(node) if _kind(c) == "StringLiteralExpression"]
+        return _string_value(literals[0].getText()) if literals else None
+    if kind == "WildcardedName":
+        return str(node.getText())
+    return None
+
+
+class _TableWalk:
+    """Collects the tables a parse tree reads; ``let`` names are resolved in a scope.
+
+    A name counts only where the grammar puts a table (``source``); everywhere
+    else (``walk``) only subqueries are looked into, so a column is never taken
+    for a table.
+    """
+
+    #: Operands that are tables: ``union A, B*``, ``search in (A)``, ``find in (A)``.
+    _TABULAR_OPERANDS = ("UnionOperatorExpression", "FindOperatorSource")
+    #: Operators with a table on their right side: ``join (B)``, ``lookup B``.
+    _RIGHT_SIDE = ("JoinOperator", "LookupOperator")
+    #: Operators that read every table when no ``in (...)`` names some.
+    _EVERYTHING = ("SearchOperator", "FindOperator")
+
+    def __init__(self) -> None:
+        self.scope: dict[str, frozenset[str]] = {}
+
+    def statements(self, node: Any) -> set[str]:
+        """What the statements under *node* read, in order; ``let`` statements bind names."""
+        out: set[str] = set()
+        for child in _rules(node):
+            kind = _kind(child)
+            if kind == "LetStatement":
+                self._bind(child)
+            elif kind in ("QueryStatement", "Expression"):
+                out |= self.source(child)
+            elif kind in ("Query", "Statement", "LetFunctionBodyStatement"):
+                out |= self.statements(child)
+            else:
+                out |= self.walk(child)
+        return out
+
+    def _bind(self, statement: Any) -> None:
+        """``let name = <tabular or scalar expression>`` / ``let f = (...) { body }``."""
+        for declaration in _rules(statement):
+            parts = _rules(declaration)
+            name = _name(_collapse(parts[0])) if parts else None
+            if name is None:
+                continue
+            saved = dict(self.scope)
+            reads: set[str] = set()
+            for part in parts[1:]:
+                if _kind(part) == "LetFunctionBody":
+                    reads |= self.statements(part)
+                elif not _kind(part).endswith("ParameterList"):
+                    reads |= self.source(part)
+            self.scope = saved
+            self.scope[name] = frozenset(reads)
+
+    def _resolve(self, name: str) -> set[str]:
+        return set(self.scope.get(name, (name,)))
+
+    def source(self, node: Any) -> set[str]:
+        """*node* stands where a table goes: a name there is a table or a ``let``."""
+        inner = _collapse(node)
+        name = _name(inner)
+        if name is not None:
+            return self._resolve(name)
+        kind = _kind(inner)
+        if kind == "PipeExpression":
+            head, *rest = _rules(inner)
+            return self.source(head).union(*(self.walk(part) for part in rest))
+        if kind in ("ParenthesizedExpression", "QueryStatement", "Expression"):
+            return set().union(*(self.source(c) for c in _rules(inner)))
+        if kind == "NamedFunctionCallExpression":  # a let function: `f()`
+            parts = _rules(inner)
+            callee = _name(_collapse(parts[0])) if parts else None
+            reads = self._resolve(callee) if callee in self.scope else set()
+            return reads.union(*(self.walk(p) for p in parts[1:]))
+        if kind in self._EVERYTHING and not _descendants(inner, "FindOperatorSource"):
+            return {"*"} | self.walk(inner)
+        return self.walk(inner)
+
+    def walk(self, node: Any) -> set[str]:
+        """Tables read by the subqueries under *node*; a bare name here is a column."""
+        kind = _kind(node)
+        if kind == "PipeExpression":
+            head, *rest = _rules(node)
+            # Only a tabular expression has pipes: `(X)` in a predicate is a column.
+            first = self.source(head) if rest else self.walk(head)
+            return first.union(*(self.walk(part) for part in rest))
+        if kind in self._TABULAR_OPERANDS:
+            return self.source(node)
+        if kind == "LetStatement":
+            self._bind(node)
+            return set()
+        name = _name(node)
+        if name is not None:  # a column, or a `let` (`toscalar(T | ...)`) used as a scalar
+            return set(self.scope.get(name, ()))
+        out: set[str] = set()
+        for child in _rules(node):
+            if kind in self._RIGHT_SIDE and _kind(child) == "UnnamedExpression":
+                out |= self.source(child)
+            else:
+                out |= self.walk(child)
+        return out
+
+
+def _descendants(node: Any, kind: str) -> bool:
+    """Whether a rule of *kind* occurs under *node*."""
+    return any(_kind(c) == kind or _descendants(c, kind) for c in _rules(node))
 
 
 def id_families(schemas: Mapping[str, TableSchema]) -> dict[str, list[str]]:
@@ -120,19 +338,23 @@ def trace(
     kql: str, columns: list[str], rows: list[dict[str, Any]], engine: Any,
     schemas: Mapping[str, TableSchema], labels: Labels,
     *, prefer: Iterable[tuple[str, str]] = (), tables: list[str] | None = None,
+    verify: bool = True,
 ) -> Traced:
     """Which events each of *rows* (the result of *kql*, with *columns*) names.
 
     Only the id columns of tables the query reads (or of *tables*) count: a
     SigninLogs row's ``CorrelationId`` is not a StorageBlobLogs event id. An id
     shared by tables goes to a *preferred* ``(table, id)`` first, then to a
-    table whose labels know it, then to the first table holding it.
+    table whose labels know it, then to the first table holding it. With
+    *verify* false, unlabelled values are not looked up in the store (for
+    results too large to check): each is taken as an event of the first table
+    of its id column.
     """
     read = tables if tables is not None else tables_in(kql, schemas)
     families = id_families({t: schemas[t] for t in read})
     found = id_columns(columns, families)
     preferred = set(prefer)
-    stored = _stored_ids(engine, schemas, rows, found, families, labels)
+    stored = _stored_ids(engine, schemas, rows, found, families, labels) if verify else None
     events: list[list[tuple[str, str]]] = []
     for row in rows:
         named: list[tuple[str, str]] = []
@@ -143,7 +365,8 @@ def trace(
             key = canonical(value)
             tables = families[family]
             labelled = [t for t in tables if labels.kind(t, key) != "benign"]
-            holding = labelled or [t for t in tables if (t, key) in stored]
+            holding = labelled or (tables[:1] if stored is None
+                                   else [t for t in tables if (t, key) in stored])
             if not holding:
                 continue  # a value in an id-named column that is no event of the tables read
             wanted = [t for t in tables if (t, key) in preferred]
