@@ -247,8 +247,8 @@ def _explain(name: str, cp: dict[str, Any], facts: CaseFacts, case: dict[str, An
     if name == "C3_query_iteration" and "distinct_successful" in details:
         good = int(details.get("distinct_successful") or 0)
         total = int(details.get("queries_run") or 0)
-        return (f"only {plural(good, 'distinct query', 'distinct queries')} returned rows "
-                f"(of {total} run); two are needed for full credit.")
+        return (f"only {plural(good, 'distinct query', 'distinct queries')} over the case's "
+                f"tables succeeded (of {total} run); two are needed for full credit.")
     if name == "C4_kql_detection":
         return _explain_detection(case["detection"].get("kql"), details, message, "final KQL query")
     if name == "C4_sigma_quality":

@@ -1,4 +1,8 @@
-"""Sigma: parse, validate (SigmaHQ validators, offline), convert to KQL, evaluate over telemetry."""
+"""Sigma: parse, validate (SigmaHQ validators, offline), convert to KQL for the 12 tables.
+
+Executing a converted rule is the scoring layer's one detection evaluator
+(`ctirealm.scoring.detection.evaluate_rule`).
+"""
 
 #: Validators left out by default: ``tlptag`` already accepts both TLP versions, which the
 #: version-specific ones would flag against each other.
