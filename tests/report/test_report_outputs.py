@@ -150,7 +150,7 @@ def test_why_points_were_lost_in_plain_sentences(results: Load) -> None:
         "F1 0.00. Scorer notes: 12 validator issues; converted to DeviceProcessEvents.",
         "Data sources (C2) lost 0.50 of 1: it explored 1 of 1 relevant table; also explored "
         "DeviceFileEvents, which lowers the Jaccard score.",
-        "Query iteration (C3) lost 0.25 of 0.5: only 1 distinct query returned rows (of 6 run); "
+        "Query iteration (C3) lost 0.25 of 0.5: only 1 distinct query over the case's tables succeeded (of 6 run); "
         "two are needed for full credit.",
     ]
     assert facts.notes == []
