@@ -217,3 +217,53 @@ def test_story_structure_errors_name_the_field(tmp_path: Path) -> None:
                     encoding="utf-8")
     with pytest.raises(ProfileError, match=r"steps\.0\.after: expected \[min, max\]"):
         load_scenario(path)
+
+
+def test_a_broken_background_template_leaves_only_its_scenario_out(telemetry: Path,
+                                                                   tmp_path: Path) -> None:
+    """A background template is compiled before the build: one typo does not stop every case."""
+    (telemetry / "scenarios" / "linux_903.yaml").write_text(textwrap.dedent("""\
+        attack:
+          name: fine
+          bind: {host: hosts}
+          steps:
+            - table: DeviceProcessEvents
+              chain:
+                - [bash, -bash]
+                - [bash, 'bash x.sh']
+                - [cp, 'cp a /tmp/x']
+        background:
+          DeviceProcessEvents:
+            - name: typo
+              bind: {host: hosts}
+              chain:
+                - [systemd, /sbin/init]
+                - [bash, 'bash {hots.name}']
+                - [cp, 'cp a b']
+        """), encoding="utf-8")
+    store = build_store(Dataset.load(telemetry), cache_dir=tmp_path, rows=2000, strict=False)
+    [problem] = store.problems
+    assert problem.group == "linux_903" and "hots.name" in problem.message
+    assert store.labels.by_table("attack", "linux_900")
+
+
+def test_a_binary_defined_twice_differently_leaves_the_later_scenario_out(
+        telemetry: Path, tmp_path: Path) -> None:
+    for name, size in (("linux_904", 1), ("linux_905", 2)):
+        (telemetry / "scenarios" / f"{name}.yaml").write_text(textwrap.dedent(f"""\
+            attack:
+              name: uses a tool
+              bind: {{host: hosts}}
+              steps:
+                - table: DeviceProcessEvents
+                  chain:
+                    - [bash, -bash]
+                    - [bash, 'bash x.sh']
+                    - [sometool, 'sometool --run']
+            binaries:
+              sometool: {{path: /opt/sometool, size: {size}}}
+            """), encoding="utf-8")
+    store = build_store(Dataset.load(telemetry), cache_dir=tmp_path, rows=2000, strict=False)
+    assert [(p.group, p.message) for p in store.problems] == [
+        ("linux_905", "binaries.sometool: already defined differently")]
+    assert store.labels.by_table("attack", "linux_904")

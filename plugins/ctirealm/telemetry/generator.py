@@ -162,11 +162,45 @@ def load_profiles(profiles_dir: Path | None = None,
     return _escape_braces(merged)
 
 
-def check_background(profile: dict[str, Any], path: Path) -> None:
+def check_background(profile: dict[str, Any], path: Path, schemas_dir: Path | None = None,
+                     window: tuple[datetime, datetime] | None = None) -> None:
     """Raise `ProfileError` if scenario file *path*'s ``background`` cannot be merged into
-    *profile* (left unchanged): how a store leaves one bad scenario out, not the build."""
+    *profile* (left unchanged): how a store leaves one bad scenario out, not the build.
+
+    With *schemas_dir* and *window*, every template is also compiled once (first entity
+    of each slot), so an unknown placeholder, column or binary is caught here rather
+    than in the middle of generating the background of every case.
+    """
     tables = {t: dict(spec) for t, spec in (profile.get("tables") or {}).items()}
-    _merge_background({"tables": tables, "binaries": dict(profile.get("binaries") or {})}, path)
+    merged = {"tables": tables, "binaries": dict(profile.get("binaries") or {})}
+    _merge_background(merged, path)
+    if schemas_dir is None or window is None:
+        return
+    schemas = _load_schemas(schemas_dir)
+    own = f"{path.stem}: "
+    full = {**profile, "binaries": _escape_braces(merged["binaries"])}
+    clock = _Clock(window, profile.get("rhythms") or {"always": {}})
+    ids = _ReportIds(0)
+    for table, spec in tables.items():
+        events = [e for e in spec.get("events") or [] if str(e.get("name", "")).startswith(own)]
+        if not events or table not in schemas:
+            continue
+        engine = _TableGenerator(table, full, {**spec, "events": _escape_braces(events)},
+                                 schemas[table], clock, 0, ids, 0)
+        for tpl in engine.templates:
+            entities: list[Any] = []
+            for binder in tpl.binders:
+                items = binder.items
+                if items is None:
+                    items = _lookup({"e": entities[binder.parent]}, f"e.{binder.attr}")
+                    if not isinstance(items, list) or not items:
+                        raise ProfileError(f"{path}: background.{table}.{tpl.name}: bind "
+                                           f"{binder.name}: not a non-empty list")
+                entities.append(items[0])
+            try:
+                engine._compile(tpl, entities)
+            except ProfileError as exc:
+                raise ProfileError(f"{path}: background.{table}: {exc}") from None
 
 
 def _merge_background(merged: dict[str, Any], path: Path) -> None:

@@ -195,7 +195,7 @@ def _play_scenarios(
     for path in paths:
         try:
             scenario = load_scenario(path)
-            check_background(base, path)
+            check_background(base, path, dataset.root / "schemas", dataset.window)
         except ProfileError as exc:
             if strict:
                 raise
@@ -203,6 +203,9 @@ def _play_scenarios(
             continue
         shutil.copy(path, good_dir / path.name)
         loaded.append(scenario)
+        # Later scenarios are checked against the executables this one adds: two files
+        # defining one binary differently leave the later one out, not the build.
+        base = load_profiles(profiles_dir, good_dir)
     player = Player(profiles_dir, dataset.root / "schemas", good_dir, seed, dataset.window,
                     split_index(dataset.splits, split) if split in dataset.splits else 0,
                     max(1, len(dataset.splits)))
