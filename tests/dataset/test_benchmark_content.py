@@ -113,33 +113,47 @@ def _ids(engine, query: str, wanted: dict) -> set[tuple[str, str]]:
     return found
 
 
-def marker_patterns(case, store: Store, engine) -> dict[str, str]:
-    """The case's regex patterns that match no benign event: its simulation markers.
+def _pattern_hits(case, column: str, pattern: str, store: Store, engine) -> tuple[int, int]:
+    """Events of the case's tables whose *column* matches *pattern*: (the case's attacks, non-attacks)."""
+    attack = benign = 0
+    for table in case.ground_truth.tables:
+        schema = engine.schemas[table]
+        if schema.type_of(column) is None:
+            continue
+        literal = pattern.replace("\\", "\\\\").replace('"', '\\"')
+        result = engine.query(f'{table} | where tostring({column}) matches regex "(?i){literal}" '
+                              f"| project {schema.id_column}", limit=100_000)
+        ids = {str(row[0]) for row in result.rows}
+        attack += len(ids & {str(i) for i in case.ground_truth.attack_events.get(table, [])})
+        benign += sum(1 for i in ids if store.labels.kind(table, i) != "attack")
+    return attack, benign
 
-    Patterns may also pin ordinary values (an API path), as upstream's do; a
-    marker is what ties rows to this simulation alone.
-    """
-    markers = {}
-    for column, pattern in case.ground_truth.regex_patterns.items():
-        benign = []
-        for table in case.ground_truth.tables:
-            schema = engine.schemas[table]
-            if schema.type_of(column) is None:
-                continue
-            literal = pattern.replace("\\", "\\\\").replace('"', '\\"')
-            result = engine.query(f'{table} | where tostring({column}) matches regex "(?i){literal}" '
-                                  f"| project {schema.id_column}", limit=100_000)
-            benign += [row[0] for row in result.rows if store.labels.kind(table, row[0]) != "attack"]
-        if not benign:
-            markers[column] = pattern
-    return markers
+
+def marker_patterns(case, store: Store, engine) -> dict[str, str]:
+    """The case's regex patterns that match no benign event: values that pin the simulation alone."""
+    return {column: pattern for column, pattern in case.ground_truth.regex_patterns.items()
+            if not _pattern_hits(case, column, pattern, store, engine)[1]}
+
+
+#: What a planted marker looks like: a UUID fragment or a ``sim-`` tag.
+_MARKER_SHAPE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}|sim-", re.IGNORECASE)
 
 
 @pytest.mark.parametrize("case_id", IDS)
-def test_every_case_has_a_marker_absent_from_benign_events(case_id: str, store: Store, engine) -> None:
+def test_regex_patterns_are_behavioural(case_id: str, store: Store, engine) -> None:
+    """Compat scoring's patterns describe what the attack does, never a value planted to mark it.
+
+    Each pattern matches some of the case's attack events and some benign events too (a pattern
+    that matches the attack alone is a marker), and none is shaped like an id fragment.
+    """
     case = CASES.cases[case_id]
-    assert marker_patterns(case, store, engine), (
-        f"{case_id}: every regex pattern also matches benign events; none pins the simulation")
+    assert case.ground_truth.regex_patterns, f"{case_id}: no regex_patterns"
+    for column, pattern in case.ground_truth.regex_patterns.items():
+        where = f"{case_id}: regex_patterns.{column} {pattern!r}"
+        assert not _MARKER_SHAPE.search(pattern), f"{where} is shaped like a marker"
+        attack, benign = _pattern_hits(case, column, pattern, store, engine)
+        assert attack, f"{where} matches none of the case's attack events"
+        assert benign, f"{where} matches attack events only: a marker, not a behaviour"
 
 
 def test_case_set_type() -> None:
