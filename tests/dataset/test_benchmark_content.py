@@ -1,8 +1,9 @@
 """Checks on the shipped benchmark: every case is valid, solvable, trapped, and leaks nothing.
 
 These run over the real ``cases/``, ``rules/`` and ``telemetry/`` with the
-default generated background, so a reference solution that starts matching
-benign activity fails here.
+default generated background, on every split (``dev`` and its re-simulation
+``test``), so a reference solution that starts matching benign activity, or that
+only holds on the events it was written against, fails here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ctirealm.cases import CaseSet, load_cases
+from ctirealm.cli.cases import measure, render_markdown
 from ctirealm.scoring.detection import evaluate_query, neutral_events
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
@@ -21,18 +23,33 @@ from ctirealm.telemetry.store import Store, build_store
 ROOT = Path(__file__).resolve().parents[2]
 CASES = load_cases(ROOT / "cases")
 IDS = sorted(CASES.cases)
+DATASET = Dataset.load(ROOT / "telemetry")
+SPLITS = list(DATASET.splits)
 EXPECTED_SPLIT = {"linux": (25, 12), "aks": (17, 9), "cloud": (8, 4)}
+SCENARIO_CASES = sorted(p.stem for p in (ROOT / "telemetry" / "scenarios").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    return build_store(Dataset.load(ROOT / "telemetry"))
+def stores() -> dict[str, Store]:
+    return {split: build_store(DATASET, split=split) for split in SPLITS}
 
 
 @pytest.fixture(scope="module")
-def engine(store: Store):
-    with store.engine(timeout=60) as engine:
-        yield engine
+def engines(stores: dict[str, Store]):
+    engines = {split: store.engine(timeout=60) for split, store in stores.items()}
+    yield engines
+    for engine in engines.values():
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def store(stores: dict[str, Store]) -> Store:
+    return stores["dev"]
+
+
+@pytest.fixture(scope="module")
+def engine(engines):
+    return engines["dev"]
 
 
 def test_every_case_and_report_loads() -> None:
@@ -59,21 +76,22 @@ def test_reports_are_narratives_with_sources() -> None:
     assert used <= set(CASES.reports)
 
 
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("case_id", IDS)
-def test_case_is_sound(case_id: str, store: Store, engine) -> None:
-    case = CASES.cases[case_id]
+def test_case_is_sound(case_id: str, split: str, stores: dict[str, Store], engines) -> None:
+    store, engine = stores[split], engines[split]
+    case = CASES.cases[case_id].bound(store.labels)
     truth = case.ground_truth
+    where = f"{case_id} ({split})"
+    assert truth.attack_event_count(), f"{where}: no attack events"
     # attack events exist, are labelled attack, and hard negatives are labelled as such
     for table, ids in truth.attack_events.items():
         for event in ids:
-            assert store.labels.kind(table, event) == "attack", f"{case_id}: {table}:{event} is not an attack event"
+            assert store.labels.kind(table, event) == "attack", f"{where}: {table}:{event} is not an attack event"
     negatives = [(t, i) for t, ids in truth.hard_negatives.items() for i in ids]
-    assert len(negatives) >= 3, f"{case_id}: needs at least 3 hard negatives"
+    assert len(negatives) >= 3, f"{where}: needs at least 3 hard negatives"
     for table, event in negatives:
-        assert store.labels.kind(table, event) == "hard_negative", f"{case_id}: {table}:{event}"
-    # the objective gives away neither the marker nor the answer
-    for column, pattern in marker_patterns(case, store, engine).items():
-        assert not re.search(pattern, case.objective, re.IGNORECASE), f"{case_id}: objective leaks {column}"
+        assert store.labels.kind(table, event) == "hard_negative", f"{where}: {table}:{event}"
     kql = (ROOT / str(case.solution.kql)).read_text(encoding="utf-8")
     assert kql.strip() not in case.objective
     if case.platform == "cloud":
@@ -83,22 +101,91 @@ def test_case_is_sound(case_id: str, store: Store, engine) -> None:
     # the reference solution catches every attack event and nothing benign, over the whole store
     result = evaluate_query(kql, case, engine, store.labels, engine.schemas,
                             neutral=neutral_events(case, CASES, store.labels))
-    assert result.error is None, f"{case_id}: {result.error}"
-    assert result.missed_attack == [], f"{case_id}: reference misses {result.missed_attack}"
-    assert result.fp == 0, f"{case_id}: reference matches benign events: {result.false_positive_examples}"
+    assert result.error is None, f"{where}: {result.error}"
+    assert result.missed_attack == [], f"{where}: reference misses {result.missed_attack}"
+    assert result.fp == 0, f"{where}: reference matches benign events: {result.false_positive_examples}"
 
 
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("case_id", IDS)
-def test_hard_negatives_are_real_traps(case_id: str, engine) -> None:
-    case = CASES.cases[case_id]
+def test_hard_negatives_are_real_traps(case_id: str, split: str, stores: dict[str, Store],
+                                       engines) -> None:
+    case = CASES.cases[case_id].bound(stores[split].labels)
+    engine = engines[split]
     negatives = {(t, str(i)) for t, ids in case.ground_truth.hard_negatives.items() for i in ids}
     assert case.naive_kql, f"{case_id}: no naive_kql traps"
     caught: set[tuple[str, str]] = set()
     for query in case.naive_kql:
-        hits = _ids(engine, query, case.ground_truth.hard_negatives)
-        assert hits, f"{case_id}: naive query matches no hard negative: {query}"
-        caught |= hits
-    assert negatives <= caught, f"{case_id}: hard negatives no naive query matches: {sorted(negatives - caught)}"
+        caught |= _ids(engine, query, case.ground_truth.hard_negatives)
+    assert caught, f"{case_id} ({split}): no naive query matches a hard negative"
+    assert negatives <= caught, \
+        f"{case_id} ({split}): hard negatives no naive query matches: {sorted(negatives - caught)}"
+
+
+#: Hand-written AKS and cloud cases whose careless queries still find no background look-alike
+#: in a split: their behaviours move onto scenarios with base rates in "Benchmark validity,
+#: part 2". Strict: once one draws background false positives, it must leave this list.
+BASE_RATE_GAPS = {
+    ("aks_001", "test"), ("aks_002", "test"), ("aks_003", "dev"), ("aks_003", "test"),
+    ("aks_005", "dev"), ("aks_005", "test"), ("aks_006", "dev"), ("aks_006", "test"),
+    ("aks_008", "dev"), ("aks_008", "test"), ("aks_009", "dev"), ("aks_010", "dev"),
+    ("aks_013", "dev"), ("aks_013", "test"), ("cloud_004", "dev"), ("cloud_004", "test"),
+    ("cloud_008", "dev"), ("cloud_008", "test"),
+}
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("case_id", IDS)
+def test_careless_queries_draw_background_false_positives(case_id: str, split: str,
+                                                          stores: dict[str, Store], engines) -> None:
+    """Real base rates: the behaviour also occurs in ordinary, unlabelled background work, so a
+    careless query pays for it there, not only on look-alikes an agent could exclude one by one."""
+    store = stores[split]
+    case = CASES.cases[case_id].bound(store.labels)
+    missing = []
+    for query in case.naive_kql:
+        result = evaluate_query(query, case, engines[split], store.labels, engines[split].schemas,
+                                neutral=neutral_events(case, CASES, store.labels), examples=0)
+        assert result.error is None, f"{case_id}: {query}: {result.error}"
+        if not result.background_matched:
+            missing.append(query)
+    if (case_id, split) in BASE_RATE_GAPS:
+        assert missing, f"{case_id} ({split}) now has background base rates: remove it from BASE_RATE_GAPS"
+        pytest.xfail(f"no background base rate yet for this hand-written case (part 2): {missing[0]}")
+    assert not missing, f"{case_id} ({split}): naive queries match no background event: {missing}"
+
+
+@pytest.mark.parametrize("case_id", SCENARIO_CASES)
+def test_test_split_is_a_re_simulation(case_id: str, stores: dict[str, Store], engines) -> None:
+    """test plays the scenario again: other event ids, and other hosts or accounts."""
+    assert "test" in stores
+    seen = {}
+    for split in ("dev", "test"):
+        case = CASES.cases[case_id].bound(stores[split].labels)
+        ids = {(t, i) for t, v in case.ground_truth.attack_events.items() for i in v}
+        places = set()
+        for table, values in case.ground_truth.attack_events.items():
+            schema = engines[split].schemas[table]
+            entity = next((c for c in ("DeviceName", "AccountName", "InitiatingProcessAccountName")
+                           if schema.type_of(c)), None)
+            if entity is None:
+                continue
+            listed = ", ".join(values)
+            rows = engines[split].query(f"{table} | where {schema.id_column} in ({listed}) "
+                                        f"| project {entity}").rows
+            places |= {str(r[0]) for r in rows}
+        seen[split] = (ids, places)
+    assert seen["dev"][0].isdisjoint(seen["test"][0]), f"{case_id}: test reuses dev event ids"
+    assert seen["dev"][1] != seen["test"][1], f"{case_id}: test plays on the same hosts and accounts"
+
+
+def test_base_rate_page_is_current(stores: dict[str, Store]) -> None:
+    """docs/base-rates.md is what `ctirealm cases check --markdown` measures on these stores."""
+    page = ROOT / "docs" / "base-rates.md"
+    fresh = render_markdown(measure(CASES, ROOT, stores), CASES)
+    assert page.read_text(encoding="utf-8") == fresh, (
+        "docs/base-rates.md is out of date: run "
+        "`.venv/bin/ctirealm cases check --markdown docs/base-rates.md`")
 
 
 def _ids(engine, query: str, wanted: dict) -> set[tuple[str, str]]:
@@ -129,12 +216,6 @@ def _pattern_hits(case, column: str, pattern: str, store: Store, engine) -> tupl
     return attack, benign
 
 
-def marker_patterns(case, store: Store, engine) -> dict[str, str]:
-    """The case's regex patterns that match no benign event: values that pin the simulation alone."""
-    return {column: pattern for column, pattern in case.ground_truth.regex_patterns.items()
-            if not _pattern_hits(case, column, pattern, store, engine)[1]}
-
-
 #: What a planted marker looks like: a UUID fragment or a ``sim-`` tag.
 _MARKER_SHAPE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}|sim-", re.IGNORECASE)
 
@@ -143,17 +224,18 @@ _MARKER_SHAPE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}|sim-", re.IGNORECASE)
 def test_regex_patterns_are_behavioural(case_id: str, store: Store, engine) -> None:
     """Compat scoring's patterns describe what the attack does, never a value planted to mark it.
 
-    Each pattern matches some of the case's attack events and some benign events too (a pattern
-    that matches the attack alone is a marker), and none is shaped like an id fragment.
+    Each pattern matches some of the case's attack events and none is shaped like an id
+    fragment or a ``sim-`` tag. A pattern may describe the behaviour so precisely that it
+    matches the attack alone: that is a detection, not a label (tests/dataset/
+    test_no_label_artefacts.py checks that no value shape separates attack rows).
     """
-    case = CASES.cases[case_id]
+    case = CASES.cases[case_id].bound(store.labels)
     assert case.ground_truth.regex_patterns, f"{case_id}: no regex_patterns"
     for column, pattern in case.ground_truth.regex_patterns.items():
         where = f"{case_id}: regex_patterns.{column} {pattern!r}"
         assert not _MARKER_SHAPE.search(pattern), f"{where} is shaped like a marker"
-        attack, benign = _pattern_hits(case, column, pattern, store, engine)
+        attack, _ = _pattern_hits(case, column, pattern, store, engine)
         assert attack, f"{where} matches none of the case's attack events"
-        assert benign, f"{where} matches attack events only: a marker, not a behaviour"
 
 
 def test_case_set_type() -> None:
