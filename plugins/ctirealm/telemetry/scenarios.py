@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from random import Random
@@ -84,6 +84,8 @@ class Scenario:
     path: Path
     case: str
     stories: tuple[Story, ...]
+    #: Executables the stories need beyond the profiles' (as in the profiles, braces escaped).
+    binaries: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,9 @@ def load_scenario(path: Path) -> Scenario:
     stories = [_story(path, s, "attack", i if isinstance(attack, list) else "")
                for i, s in enumerate(attacks)]
     stories += [_story(path, s, "hard_negative", i) for i, s in enumerate(looks)]
-    return Scenario(path, case, tuple(stories))
+    binaries = doc.get("binaries") or {}
+    return Scenario(path, case, tuple(stories),
+                    _escape_braces(dict(binaries)) if isinstance(binaries, dict) else {})
 
 
 def scenario_files(scenarios_dir: Path | None) -> list[Path]:

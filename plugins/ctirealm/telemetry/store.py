@@ -205,7 +205,7 @@ def _play_scenarios(
         loaded.append(scenario)
         # Later scenarios are checked against the executables this one adds: two files
         # defining one binary differently leave the later one out, not the build.
-        base = load_profiles(profiles_dir, good_dir)
+        base["binaries"] = {**base.get("binaries", {}), **scenario.binaries}
     player = Player(profiles_dir, dataset.root / "schemas", good_dir, seed, dataset.window,
                     split_index(dataset.splits, split) if split in dataset.splits else 0,
                     max(1, len(dataset.splits)))
