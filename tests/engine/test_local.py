@@ -156,3 +156,24 @@ def test_kusto_function_names() -> None:
     assert rewrite.is_kusto_function("geo_info_from_ip_address")
     assert rewrite.is_kusto_function("ARG_MAX")
     assert not rewrite.is_kusto_function("read_csv")
+
+
+@pytest.mark.parametrize("id_type", ["long", "string"])
+def test_lookup_returns_what_the_kql_in_filter_returns(id_type: str) -> None:
+    """Scoring's id look-up binds the ids instead of parsing them: the same rows and columns."""
+    ids = [f"{100000000000 + n * 7}" for n in range(60)]
+    rows = [{"Id": int(i) if id_type == "long" else i, "Name": f"n{k}", "Timestamp": NOW}
+            for k, i in enumerate(ids)]
+    engine = LocalEngine.from_tables(
+        tables={"T": rows},
+        schemas={"T": [("Id", id_type), ("Timestamp", "datetime"), ("Name", "string")]},
+    )
+    wanted = ids[::3] + ["999", "not-an-id", "O'Brien"]
+    literals = ", ".join(i if id_type == "long" and i.isdigit() else "'" + i.replace("'", "\\'") + "'"
+                         for i in wanted if id_type == "string" or i.isdigit())
+    by_kql = engine.query(f"T | where Id in ({literals})", limit=1000)
+    by_lookup = engine.lookup("T", wanted)
+    assert by_lookup.column_names == by_kql.column_names
+    assert sorted(map(str, by_lookup.rows)) == sorted(map(str, by_kql.rows))
+    assert len(by_lookup.rows) == 20
+    assert engine.lookup("T", wanted, ids_only=True).column_names == ["Id"]

@@ -300,12 +300,16 @@ def fetch_events(
         values = tuple(w for w in wanted if w.lstrip("-").isdigit()) if is_number else tuple(wanted)
         if not values:
             continue
-        literals = ", ".join(w if is_number else
-                             "'" + w.replace("\\", "\\\\").replace("'", "\\'") + "'"
-                             for w in values)
-        project = f" | project {schema.id_column}" if ids_only else ""
-        result = engine.query(f"{table} | where {schema.id_column} in ({literals}){project}",
-                              limit=len(values) + 1)
+        lookup = getattr(engine, "lookup", None)
+        if callable(lookup):  # an engine that binds the ids instead of parsing a KQL list
+            result = lookup(table, list(values), ids_only=ids_only)
+        else:
+            literals = ", ".join(w if is_number else
+                                 "'" + w.replace("\\", "\\\\").replace("'", "\\'") + "'"
+                                 for w in values)
+            project = f" | project {schema.id_column}" if ids_only else ""
+            result = engine.query(f"{table} | where {schema.id_column} in ({literals}){project}",
+                                  limit=len(values) + 1)
         for row in result.to_dicts():
             row["__table__"], row["__id__"] = table, canonical(row[schema.id_column])
             rows.append(row)
