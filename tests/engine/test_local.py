@@ -110,6 +110,20 @@ def test_translation_is_cached(store: Path) -> None:
         assert engine.translate("Events | count") is first
 
 
+def test_engines_of_one_catalogue_share_translations(tmp_path: Path) -> None:
+    """The dev and test stores of a dataset parse each query once; another catalogue does not
+    reuse a translation made for different columns."""
+    with LocalEngine.open(_store(tmp_path / "a.duckdb")) as a, \
+            LocalEngine.open(_store(tmp_path / "b.duckdb")) as b:
+        assert a.translate("Events | where Name == 'x'") is b.translate("Events | where Name == 'x'")
+    other = LocalEngine.from_tables(tables={"Events": [{"Id": 1, "Name": "x"}]},
+                                    schemas={"Events": [("Id", "long"), ("Name", "string")]}, now=NOW)
+    with LocalEngine.open(_store(tmp_path / "c.duckdb")) as c:
+        assert other.translate("Events | where Name == 'x'") is not c.translate(
+            "Events | where Name == 'x'")
+        assert other.query("Events | where Name == 'x'").column_names == ["Id", "Name"]
+
+
 @pytest.mark.parametrize("bad", ["", "   ", None, 42])
 def test_non_queries_are_syntax_errors(store: Path, bad: object) -> None:
     with LocalEngine.open(store) as engine, pytest.raises(KqlSyntaxError):
