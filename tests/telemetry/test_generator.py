@@ -22,22 +22,12 @@ WINDOW = (datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 16, tzinfo=UTC))
 ROWS = 4_000
 
 #: Strings that belong to attacks, never to the benign background.
-FORBIDDEN = [
-    "/dev/tcp", "/dev/udp", "xmrig", "stratum+tcp", "minerd", "base64 -d", "base64 --decode",
-    "nsenter", "insmod /tmp", "chattr +i", "useradd -o", "-u 0 ", "/etc/shadow", "nc -e",
-    "ncat ", "socat ", "bash -i", "mkfifo", "| bash", "|bash", "python -c 'import pty",
-    "pty.spawn", "wget http", "chmod +x /tmp", "chmod 777", "history -c", "unset HISTFILE",
-    "setenforce 0", "iptables -F", "ufw disable", "systemctl stop auditd", "authorized_keys",
-    "ld.so.preload", "LD_PRELOAD", "/etc/sudoers", "crontab -r", "pods/exec", "pods/attach",
-    "\"subresource\":\"exec\"", "\"subresource\":\"attach\"", "portforward",
-    "certificatesigningrequests", "clusterrolebindings", "cluster-admin", "\"privileged\":true",
-    "hostPID", "hostNetwork", "hostPath", "system:anonymous", "serviceaccounts/token",
-    "New-InboxRule", "Set-InboxRule", "ForwardTo", "ForwardingSmtpAddress", "Set-Mailbox",
-    "Add service principal credentials", "Certificates and secrets management",
-    "Consent to application", "Add member to role", "Add owner to application",
-    "listKeys", "LISTKEYS", "listClusterAdminCredential", "roleDefinitions/8e3af657-a8ff-443c",
-    "Global Administrator", "Owner\",\"def\"",
-]
+#: Attack tooling with no benign use in this organisation. Everything else the cases detect
+#: (reverse-shell health checks, chattr, CSRs, pods/exec, cluster-admin bindings, secret reads,
+#: inbox rules...) also happens in ordinary work at a base rate, on purpose: careless detections
+#: must pay for it (tests/dataset/test_benchmark_content.py checks they do).
+FORBIDDEN = ["stratum+tcp", "xmrig", "minerd", "nc -e", "pty.spawn", "--donate-level",
+             "unshadow", "john --wordlist", "hashcat"]
 
 
 def _schema(table: str) -> dict:
