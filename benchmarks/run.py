@@ -8,11 +8,16 @@ and pytest's summary line for each run, plus the machine's load average, so figu
 read against how busy the machine was.
 
     python benchmarks/run.py [--agents oracle baseline] [--workers 2] [--rows N]
+
+``--main-job`` measures what ``make bench`` runs instead: ``ctirealm bench`` (every
+split's store, then ``pytest -n auto`` over ``cases/`` with the baseline agent and
+``rules/``, and the reports), cold and warm, with the run's score.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -52,6 +57,26 @@ def run_once(agent: str, workers: int, cache_dir: Path, report_dir: Path,
             "exit": done.returncode, "summary": summary, "failed": failed}
 
 
+def run_main_job(work: Path, state: str, rows: int | None) -> dict[str, object]:
+    """``ctirealm bench`` once (what ``make bench`` runs); wall and CPU seconds, exit, score."""
+    reports = work / f"reports-{state}"
+    command = [str(Path(sys.executable).with_name("ctirealm")), "bench", "--report-dir",
+               str(reports), "--cache-dir", str(work / "cache")]
+    if rows is not None:
+        command += ["--rows", str(rows)]
+    cpu_before = _children_cpu()
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    try:
+        results = json.loads((reports / "results.json").read_text(encoding="utf-8"))
+        summary = f"score {results['summary']['normalized_score']:.3f}"
+    except (OSError, ValueError, KeyError):
+        summary = done.stderr.strip()[-300:]
+    return {"agent": "make bench", "wall": wall, "cpu": _children_cpu() - cpu_before,
+            "exit": done.returncode, "summary": summary, "failed": []}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", nargs="+", default=["oracle", "baseline"])
@@ -59,17 +84,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=None,
                         help="generated background rows (default: dataset.yaml)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--main-job", action="store_true",
+                        help="measure ctirealm bench (make bench) instead of plain pytest runs")
     args = parser.parse_args(argv)
 
     print(f"cpus {os.cpu_count()}, load average at start {os.getloadavg()[0]:.2f}")
     work = Path(tempfile.mkdtemp(prefix="ctirealm-run-bench-"))
     results = []
     try:
-        for agent in args.agents:
+        for agent in ["make bench"] if args.main_job else args.agents:
             cache = work / f"cache-{agent}"  # fresh per agent: each cold run builds the store
             for state in ("cold", "warm"):
-                result = run_once(agent, args.workers, cache, work / f"reports-{agent}-{state}",
-                                  args.rows)
+                if args.main_job:
+                    result = run_main_job(work, state, args.rows)
+                else:
+                    result = run_once(agent, args.workers, cache,
+                                      work / f"reports-{agent}-{state}", args.rows)
                 result["state"] = state
                 results.append(result)
                 print(f"{agent:>9} {state}  wall {result['wall']:6.1f} s  "
