@@ -128,7 +128,12 @@ def _sigma_checkpoint(rule: str, case: Case, scorer: SigmaScorer | None,
         if result.error:
             score.errors.append(f"sigma: {result.error}")
     executed = result.f1 if result is not None and not result.error else 0.0
-    ratio = 0.25 * syntax + 0.75 * executed
+    # Syntax earns its quarter only for a rule that detects something: any valid YAML passes
+    # the validators, and a rule that catches no attack event proves no detection skill.
+    caught = result is not None and not result.error and result.tp > 0
+    ratio = 0.25 * syntax * caught + 0.75 * executed
+    if not caught and syntax:
+        message = f"syntax not credited: the rule catches no attack event; {message}"
     return CheckpointScore("C4_sigma_quality", weight * ratio, weight,
                            f"syntax {syntax:.2f}, executed F1 {executed:.2f}; {message}".rstrip("; "),
                            {"syntax": syntax, "executed_f1": executed,
