@@ -1,16 +1,24 @@
 """The agent contract and the runner that enforces limits on it.
 
 An agent is any object with ``run(task, tools)`` (sync or async) returning a
-`Submission`, a dict, JSON text, or None. The runner gives it a `Task` and a
-`Toolbox`, runs it under a wall-time limit in a worker thread, and turns every
-way it can fail — exception, hang, limit, garbage — into a trajectory status
-and reason. It never raises: one agent's failure ends its case, not the run.
+`Submission`, a dict, JSON text, or None. The runner gives it a `Task` and the
+tool-calls-only facade of a `Toolbox` (`ctirealm.tools.facade`), runs it under
+a wall-time limit in a worker thread, and turns every way it can fail —
+exception, hang, limit, garbage — into a trajectory status and reason. It
+never raises: one agent's failure ends its case, not the run.
+
+Only ctirealm's own adapters for agents that run elsewhere (a program over
+stdio, a model API, an Inspect log) get the toolbox itself, because they
+record notes and logged calls into the trajectory.
+They are recognised by exact class, never by anything an agent declares.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
+import sys
 import threading
 import time
 import traceback
@@ -18,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..cases import Case
+from ..tools.facade import AgentTools, facade
 from ..tools.toolbox import AgentStopped, Toolbox, ToolSpec
 from ..tools.trajectory import Trajectory
 from .parse import SubmissionError, to_submission
@@ -51,7 +60,7 @@ class Task:
         return cls(case_id=case.id, objective=case.objective, variant=variant,
                    system_prompt=SYSTEM_PROMPT + (f"\n{notes}" if notes else ""),
                    user_message=user_message(case.objective), notes=notes,
-                   tools=toolbox.specs(), message_limit=message_limit,
+                   tools=copy.deepcopy(toolbox.specs()), message_limit=message_limit,
                    time_limit=time_limit, epoch=epoch)
 
 
@@ -61,22 +70,48 @@ class Agent(Protocol):
 
     name: str
 
-    def run(self, task: Task, tools: Toolbox) -> Any: ...
+    def run(self, task: Task, tools: AgentTools) -> Any: ...
 
 
 def agent_name(agent: Any) -> str:
     return str(getattr(agent, "name", None) or type(agent).__name__)
 
 
+#: ctirealm's adapters that need the toolbox itself (module, class): they bridge an agent running
+#: elsewhere and write notes or recorded calls into the trajectory. Looked up in sys.modules, so
+#: checking costs no import (an adapter whose module was never imported has no instance).
+TOOLBOX_ADAPTERS = (
+    ("ctirealm.agents.command", "CommandAgent"),
+    ("ctirealm.agents.openai_chat", "OpenAIAgent"),
+    ("ctirealm.interop.inspect_log", "InspectLogAgent"),
+)
+
+
+def is_toolbox_adapter(agent: Any) -> bool:
+    """True for an instance of exactly one of `TOOLBOX_ADAPTERS` (a subclass is user code)."""
+    cls = type(agent)
+    return any(getattr(sys.modules.get(module), name, None) is cls
+               for module, name in TOOLBOX_ADAPTERS)
+
+
+def tools_for(agent: Any, toolbox: Toolbox) -> Toolbox | AgentTools:
+    """What *agent* gets as ``tools``: the facade, or the toolbox for ctirealm's own adapters."""
+    return toolbox if is_toolbox_adapter(agent) else facade(toolbox)
+
+
 def run_case(agent: Any, task: Task, toolbox: Toolbox) -> Trajectory:
-    """Run *agent* on one task; return its trajectory with status and reason. Never raises."""
+    """Run *agent* on one task; return its trajectory with status and reason. Never raises.
+
+    The agent is handed `tools_for(agent, toolbox)`: a Python agent never sees the toolbox.
+    """
     trajectory = toolbox.trajectory
+    tools = tools_for(agent, toolbox)
     outcome: dict[str, Any] = {}
     started = time.perf_counter()
 
     def target() -> None:
         try:
-            result = agent.run(task, toolbox)
+            result = agent.run(task, tools)
             if inspect.isawaitable(result):
                 result = asyncio.run(_awaited(result))
             outcome["answer"] = result

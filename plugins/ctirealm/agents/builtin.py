@@ -17,7 +17,7 @@ import yaml
 
 from ..attack import extract_technique_ids
 from ..cases import Case, CaseSet
-from ..tools.toolbox import Toolbox
+from ..tools.facade import AgentTools
 from .base import Task
 
 
@@ -35,19 +35,23 @@ class NullAgent:
 
     name = "null"
 
-    def run(self, task: Task, tools: Toolbox) -> None:
+    def run(self, task: Task, tools: AgentTools) -> None:
         return None
 
 
 class OracleAgent:
-    """Walks the workflow with the ground truth and submits each case's reference solution."""
+    """Walks the workflow with the ground truth and submits each case's reference solution.
+
+    It reads the ground truth and the solution files from the `CaseSet` it is built with, not
+    through its tools: like every Python agent, it gets only the tool calls.
+    """
 
     name = "oracle"
 
     def __init__(self, cases: CaseSet) -> None:
         self.cases = cases
 
-    def run(self, task: Task, tools: Toolbox) -> dict[str, Any]:
+    def run(self, task: Task, tools: AgentTools) -> dict[str, Any]:
         case = self.cases.cases[task.case_id]
         root = Path(case.path).resolve().parents[2]
         if "list_cti_report_tags" in tools.names:
@@ -165,7 +169,7 @@ class BaselineAgent:
 
     name = "baseline"
 
-    def run(self, task: Task, tools: Toolbox) -> dict[str, Any] | None:
+    def run(self, task: Task, tools: AgentTools) -> dict[str, Any] | None:
         objective = task.objective
         words = {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z-]+", objective)} - _STOP
         techniques: list[str] = []
