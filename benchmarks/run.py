@@ -37,6 +37,14 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _timed(command: list[str]) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Run *command* in the repository; its result, wall seconds and CPU seconds."""
+    cpu_before = _children_cpu()
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    return done, time.perf_counter() - started, _children_cpu() - cpu_before
+
+
 def run_once(agent: str, workers: int, cache_dir: Path, report_dir: Path,
              rows: int | None) -> dict[str, object]:
     """One pytest run over ``cases/``; returns wall and CPU seconds, exit code, summary."""
@@ -45,15 +53,12 @@ def run_once(agent: str, workers: int, cache_dir: Path, report_dir: Path,
                "--realm-report-dir", str(report_dir)]
     if rows is not None:
         command += ["--realm-rows", str(rows)]
-    cpu_before = _children_cpu()
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
+    done, wall, cpu = _timed(command)
     lines = done.stdout.splitlines()
     summary = next((line.strip("= ") for line in reversed(lines) if SUMMARY.search(line)),
                    done.stderr.strip()[-300:])
     failed = [line.split(" - ")[0] for line in lines if line.startswith(("FAILED ", "ERROR "))]
-    return {"agent": agent, "wall": wall, "cpu": _children_cpu() - cpu_before,
+    return {"agent": agent, "wall": wall, "cpu": cpu,
             "exit": done.returncode, "summary": summary, "failed": failed}
 
 
@@ -64,16 +69,13 @@ def run_main_job(work: Path, state: str, rows: int | None) -> dict[str, object]:
                str(reports), "--cache-dir", str(work / "cache")]
     if rows is not None:
         command += ["--rows", str(rows)]
-    cpu_before = _children_cpu()
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
+    done, wall, cpu = _timed(command)
     try:
         results = json.loads((reports / "results.json").read_text(encoding="utf-8"))
         summary = f"score {results['summary']['normalized_score']:.3f}"
     except (OSError, ValueError, KeyError):
         summary = done.stderr.strip()[-300:]
-    return {"agent": "make bench", "wall": wall, "cpu": _children_cpu() - cpu_before,
+    return {"agent": "make bench", "wall": wall, "cpu": cpu,
             "exit": done.returncode, "summary": summary, "failed": []}
 
 
