@@ -100,6 +100,11 @@ class Dataset:
                                f"splits: {', '.join(self.splits)}")
         return self.splits[split]
 
+    def split_position(self, split: str) -> int:
+        """Where *split* stands among the splits (scenarios deal candidates out by it); 0 if
+        the dataset does not name it."""
+        return list(self.splits).index(split) if split in self.splits else 0
+
     def scenarios_dir(self) -> Path:
         """``scenarios/``: attack stories, look-alikes and base rates (may be absent)."""
         return self.root / "scenarios"
@@ -141,7 +146,7 @@ class Dataset:
     def content_hash(self, *, rows: int, seed: int, split: str = "dev") -> str:
         """Hash of everything the store is built from, so it is rebuilt only when that changes."""
         digest = hashlib.sha256()
-        position = list(self.splits).index(split) if split in self.splits else 0
+        position = self.split_position(split)
         digest.update(f"format={STORE_FORMAT};rows={rows};seed={seed};split={split}:{position}/"
                       f"{len(self.splits)}\n".encode())
         inputs = [self.root / "dataset.yaml", *sorted((self.root / "schemas").glob("*.json"))]

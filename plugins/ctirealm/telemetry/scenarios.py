@@ -31,7 +31,6 @@ events: ``attack/<case>/<Table>.jsonl`` and ``benign/<case>/<Table>.jsonl``.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -292,22 +291,3 @@ class Player:
                 handle.write("".join(rows))
             written.append(PlayedFile(kind, scenario.case, table, path))
         return written
-
-
-def play(
-    scenarios: list[Scenario], out_dir: Path, *, profiles_dir: Path, schemas_dir: Path,
-    scenarios_dir: Path, seed: int, window: tuple[datetime, datetime], split: int = 0,
-    splits: int = 1,
-) -> list[PlayedFile]:
-    """Play every story of *scenarios* for split number *split* of *splits*; write JSONL files.
-
-    Returns the files written, one per (kind, case, table). Raises `ProfileError`
-    naming the scenario file, story and step of the first template that fails.
-    """
-    player = Player(profiles_dir, schemas_dir, scenarios_dir, seed, window, split, splits)
-    return [f for scenario in scenarios for f in player.play_scenario(scenario, out_dir)]
-
-
-def split_index(splits: Mapping[str, int], name: str) -> int:
-    """Position of split *name* among the dataset's splits (their order in dataset.yaml)."""
-    return list(splits).index(name)

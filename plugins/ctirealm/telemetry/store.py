@@ -36,7 +36,7 @@ from .dataset import STORE_FORMAT, Dataset, DatasetError, EventFile
 from .events import FileProblem, TelemetryFormatError, read_events
 from .generator import ProfileError, check_background, load_profiles
 from .labels import Labels
-from .scenarios import Player, Scenario, load_scenario, scenario_files, split_index
+from .scenarios import Player, Scenario, load_scenario, scenario_files
 from .schema import DUCKDB_TYPES, SchemaError, TableSchema
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ def _play_scenarios(
         # defining one binary differently leave the later one out, not the build.
         base["binaries"] = {**base.get("binaries", {}), **scenario.binaries}
     player = Player(profiles_dir, dataset.root / "schemas", good_dir, seed, dataset.window,
-                    split_index(dataset.splits, split) if split in dataset.splits else 0,
+                    dataset.split_position(split),
                     max(1, len(dataset.splits)))
     out: list[tuple[str, EventFile, Path]] = []
     for scenario in loaded:
