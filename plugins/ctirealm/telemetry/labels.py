@@ -21,8 +21,13 @@ class Labels:
 
     events: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
+    #: (kind, group) -> {table: ids}, built on first `by_table` (cases are bound per scoring call).
+    _groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] | None = field(
+        default=None, init=False, repr=False, compare=False)
+
     def add(self, table: str, event_id: str, kind: Kind, group: str) -> None:
         self.events.setdefault(table, {})[str(event_id)] = {"kind": kind, "group": group}
+        self._groups = None
 
     def kind(self, table: str, event_id: object) -> Kind:
         entry = self.events.get(table, {}).get(str(event_id))
@@ -44,12 +49,14 @@ class Labels:
 
     def by_table(self, kind: Kind, group: str) -> dict[str, tuple[str, ...]]:
         """``{table: ids}`` of the events of *kind* labelled with *group* (a case id)."""
-        out: dict[str, tuple[str, ...]] = {}
-        for table in sorted(self.events):
-            ids = self.ids(kind, table, group)
-            if ids:
-                out[table] = tuple(ids)
-        return out
+        if self._groups is None:
+            grouped: dict[tuple[str, str], dict[str, list[str]]] = {}
+            for table in sorted(self.events):
+                for event_id, entry in sorted(self.events[table].items()):
+                    key = (entry["kind"], entry["group"])
+                    grouped.setdefault(key, {}).setdefault(table, []).append(event_id)
+            self._groups = {k: {t: tuple(ids) for t, ids in v.items()} for k, v in grouped.items()}
+        return dict(self._groups.get((kind, group), {}))
 
     def simulations(self) -> list[str]:
         return sorted(
