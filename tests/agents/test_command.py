@@ -104,8 +104,11 @@ def test_python_example_end_to_end(cases: CaseSet, engine: LocalEngine, store: S
     score = score_case(cases.cases[case_id], trajectory, engine=engine, labels=store.labels,
                        schemas=engine.schemas)
     checkpoints = score.checkpoints
-    assert checkpoints["C2_data_sources"].score == checkpoints["C2_data_sources"].max
-    assert checkpoints["C3_query_iteration"].score == checkpoints["C3_query_iteration"].max
+    # The walk earns C2 and C3 in full; they are paid in proportion to the detection it led to.
+    for name in ("C2_data_sources", "C3_query_iteration"):
+        earned = checkpoints[name].details["earned"]
+        assert earned == checkpoints[name].max, name
+        assert checkpoints[name].score > 0, name
     assert checkpoints["C4_kql_detection"].score > 0  # its keyword query does catch the attack
 
 

@@ -72,17 +72,23 @@ def test_strict_checkpoints_by_hand(world) -> None:
     kql = "DeviceProcessEvents | where ProcessCommandLine has 'crontab' | project ReportId, ProcessCommandLine"
     score = _score(world, trajectory_a(world[1], kql))
     c = {k: v.score for k, v in score.checkpoints.items()}
+    earned = {k: v.details.get("earned", v.score) for k, v in score.checkpoints.items()}
     # C0: read 2 reports, 1 relevant: P 1/2, R 1 -> F1 2/3 -> 1.25 * 2/3
-    assert c["C0_cti_reports"] == pytest.approx(1.25 * 2 / 3)
+    assert earned["C0_cti_reports"] == pytest.approx(1.25 * 2 / 3)
     # C1: T1053.003 matched, T1053 neutral (parent of the expected sub), T1059 extra -> 1/2
-    assert c["C1_attack_mapping"] == pytest.approx(0.75 * 0.5)
+    assert earned["C1_attack_mapping"] == pytest.approx(0.75 * 0.5)
     # C2: explored {DPE, DFE}, expected {DPE} -> Jaccard 1/2
-    assert c["C2_data_sources"] == pytest.approx(0.5)
+    assert earned["C2_data_sources"] == pytest.approx(0.5)
     # C3: two distinct successful queries (the whitespace variant is the same query)
-    assert c["C3_query_iteration"] == pytest.approx(0.5)
+    assert earned["C3_query_iteration"] == pytest.approx(0.5)
     # C4: has 'crontab' catches 1 of 2 attack events and 2 hard negatives (crontab -l/-e):
     # P 1/3, R 1/2 -> F1 0.4 -> 5 * 0.4
     assert c["C4_kql_detection"] == pytest.approx(2.0)
+    # The workflow is paid F1 / 0.5 = 0.8 of what it earned (no Sigma scorer here: the KQL's F1)
+    for name in ("C0_cti_reports", "C1_attack_mapping", "C2_data_sources", "C3_query_iteration"):
+        assert c[name] == pytest.approx(earned[name] * 0.8)
+        assert score.checkpoints[name].details["detection_factor"] == pytest.approx(0.8)
+        assert "paid ×0.80" in score.checkpoints[name].message
     detection = score.detection["kql"]
     assert (detection.tp, detection.fp, detection.fn, detection.hard_negatives_matched) == (1, 2, 1, 2)
     assert "matched 1 of 2 attack events, 2 false positives (2 hard negatives)" in \
@@ -130,19 +136,50 @@ def test_c3_counts_only_queries_over_the_case_tables(world) -> None:
     base = trajectory_a(engine, kql)
     # Only queries over another table (AKSAudit; linux_001 needs DeviceProcessEvents): nothing.
     aks = ("AKSAudit | take 3", "AKSAudit | project AuditId")
+    # (What C3 earned is checked: without the final query's call its evidence is unproven, so
+    # the workflow is paid nothing.)
     steps = [s for s in base.steps if not (s.tool and s.tool.name == "execute_kql_query")]
     steps += [call("execute_kql_query", {"query": q}, *kusto(engine, q)) for q in aks]
     other = Trajectory("linux_001", "hand", steps=steps, status="submitted",
                        submission=base.submission)
     c3 = _score(world, other).checkpoints["C3_query_iteration"]
     assert c3.details["distinct_successful_any_table"] == 2  # they ran and returned rows
-    assert c3.score == 0.0 and "0 distinct successful queries over the case's tables" in c3.message
+    assert c3.details["earned"] == 0.0 and "0 distinct successful queries over the case's tables" in c3.message
     # One of them over the case's table, bracket-quoted: half.
     quoted = "['DeviceProcessEvents'] | take 2"
     steps.append(call("execute_kql_query", {"query": quoted}, *kusto(engine, quoted)))
     one = Trajectory("linux_001", "hand", steps=steps, status="submitted",
                      submission=base.submission)
-    assert _score(world, one).checkpoints["C3_query_iteration"].score == pytest.approx(0.25)
+    assert _score(world, one).checkpoints["C3_query_iteration"].details["earned"] == \
+        pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(("kql", "factor"), [
+    # exact: F1 1 -> the workflow pays in full
+    ("DeviceProcessEvents | where AccountName == 'www-data' | project ReportId", 1.0),
+    # everything: F1 4/7 >= 0.5 -> still full (the mini store has 3 benign rows only)
+    ("DeviceProcessEvents | project ReportId", 1.0),
+    # has 'crontab': F1 0.4 -> 0.8
+    ("DeviceProcessEvents | where ProcessCommandLine has 'crontab' | project ReportId", 0.8),
+    # catches nothing (a benign user): F1 0 -> the same walk earns nothing
+    ("DeviceProcessEvents | where AccountName == 'root' | project ReportId", 0.0),
+])
+def test_the_workflow_is_paid_by_the_detection_it_led_to(world, kql: str, factor: float) -> None:
+    score = _score(world, trajectory_a(world[1], kql))
+    for name in ("C0_cti_reports", "C1_attack_mapping", "C2_data_sources", "C3_query_iteration"):
+        checkpoint = score.checkpoints[name]
+        earned = checkpoint.details["earned"]
+        assert earned > 0, name  # the walk itself is the same in every row
+        assert checkpoint.score == pytest.approx(earned * factor), name
+
+
+def test_fabricated_evidence_pays_no_workflow_either(world) -> None:
+    kql = "DeviceProcessEvents | where AccountName == 'www-data' | project ReportId"
+    score = _score(world, trajectory_a(world[1], kql, results=[{"ReportId": 418275039461,
+                                                                "Note": "made up"}]))
+    # The query is exact, but its evidence was not returned by a tool call: no KQL credit, and
+    # without a Sigma scorer no other detection the workflow could be paid by.
+    assert score.total == 0.0
 
 
 def test_compat_reproduces_the_reference_formulas(world) -> None:

@@ -125,7 +125,6 @@ SEARCH_COLUMN = {
     "MicrosoftGraphActivityLogs": "RequestUri", "OfficeActivity": "Operation",
     "StorageBlobLogs": "OperationName",
 }
-TIME_COLUMN = {"DeviceProcessEvents": "Timestamp", "DeviceFileEvents": "Timestamp"}
 SIGMA_LOGSOURCE = {
     "DeviceProcessEvents": {"product": "linux", "category": "process_creation"},
     "DeviceFileEvents": {"product": "linux", "category": "file_event"},
@@ -145,6 +144,9 @@ write detection rule detect identify monitoring monitor events event activity us
 their its any new such when where who what than then through suspicious malicious potential
 attempts attempt attacker attackers adversary adversaries""".split())
 _TERM = re.compile(r"[A-Za-z0-9_./:-]{3,}")
+#: A capitalised prose word or product name ("Kubernetes", "Linux"); "SELinux" and "ClusterRole"
+#: are names a log carries and stay terms.
+_TITLE = re.compile(r"[A-Z][a-z]+")
 
 
 def _terms(objective: str) -> list[str]:
@@ -152,7 +154,7 @@ def _terms(objective: str) -> list[str]:
     found = []
     for token in _TERM.findall(objective):
         token = token.strip(".:,-")
-        if len(token) < 3 or token.lower() in _STOP:
+        if len(token) < 3 or token.lower() in _STOP or _TITLE.fullmatch(token):
             continue
         found.append(token)
     ranked = sorted(dict.fromkeys(found), key=lambda t: (-(("/" in t) + ("." in t) + ("-" in t)
@@ -164,8 +166,39 @@ def _kql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _specificity(term: str) -> int:
+    """2 for an artefact a log carries (a path, flag, dotted, numbered or CamelCase name), 1 for
+    a plain word."""
+    artefact = (any(c in term for c in "/._=") or "-" in term.strip("-")
+                or any(c.isdigit() for c in term)
+                or any(c.isupper() for c in term[1:]) or term.startswith("-"))
+    return 2 if artefact else 1
+
+
+def _match(column: str, term: str) -> str:
+    """A KQL condition for *term* in *column*: ``has`` for a word, ``contains`` for an artefact
+    (a path, flag or dotted name, which ``has`` would need as whole tokens) and in a URI, where
+    resource names run words together (``certificatesigningrequests``)."""
+    word = term.replace("_", "").isalnum() and not column.endswith("Uri")
+    operator = "has" if word else "contains"
+    return f"{column} {operator} {_kql_string(term)}"
+
+
+#: Most terms whose selectivity is measured per table, and the share of a table's rows above
+#: which a term is too common to be evidence (a word every command line carries).
+MAX_TERMS = 12
+COMMON_SHARE = 0.001
+
+
 class BaselineAgent:
-    """A deterministic analyst without a model: overlap-driven reading, keyword-driven KQL."""
+    """A deterministic analyst without a model: overlap-driven reading, selectivity-driven KQL.
+
+    It reads the reports that share the most words with the objective, explores the tables the
+    objective suggests, measures how often each of the objective's terms occurs in each table's
+    main text column (one ``summarize countif(...)`` per table), keeps the terms that occur but
+    are rare — evidence rather than vocabulary — and detects on those, narrowing to the rarest
+    when their union is still large. It understands nothing of the attack, so it is a floor.
+    """
 
     name = "baseline"
 
@@ -193,38 +226,25 @@ class BaselineAgent:
         for table in tables:
             tools.get_table_schema(table_name=table)
             tools.sample_table_data(table_name=table, rows=5)
-        terms = _terms(objective)[:6]
+        terms = _terms(objective)[:MAX_TERMS]
         if not terms:
             return None
-        rows: list[dict[str, Any]] = []
-        final, table, column = "", tables[0], SEARCH_COLUMN[tables[0]]
-        for candidate in tables:
-            column = SEARCH_COLUMN[candidate]
-            # Broad first, then narrower: any of the terms, one term, two terms together.
-            attempts = [f"{column} has_any ({', '.join(_kql_string(t) for t in terms[:4])})",
-                        f"{column} contains {_kql_string(terms[0])}"]
-            if len(terms) > 1:
-                attempts.append(" and ".join(f"{column} contains {_kql_string(t)}"
-                                             for t in terms[:2]))
-            for condition in attempts:
-                query = f"{candidate}\n| where {condition}"
-                found = _rows(tools.execute_kql_query(query=query))
-                if found and (not rows or len(found) <= len(rows)):
-                    rows, final, table = found, query, candidate
-            if rows:
-                break
-        if not rows:
-            # Nothing specific matched: fall back to the first candidate table's recent activity,
-            # so the analysis done so far is still submitted (a weak detection, honestly labelled).
-            table = tables[0]
-            final = f"{table}\n| where {TIME_COLUMN.get(table, 'TimeGenerated')} > ago(1d)"
-            rows = _rows(tools.execute_kql_query(query=final))
-            if not rows:
-                return None
+        picks = self._selective(tools, tables, terms)
+        if not picks:
+            return None
+        table, chosen = picks[0]
         column = SEARCH_COLUMN[table]
+        selections = [f"{t}\n| where " + " or ".join(_match(SEARCH_COLUMN[t], x) for x in c)
+                      for t, c in picks]
+        # Evidence in several tables (a process and the file it wrote): one query over each.
+        final = selections[0] if len(selections) == 1 else \
+            "union\n" + ",\n".join(f"({s})" for s in selections)
+        rows = _rows(tools.execute_kql_query(query=final))
+        if not rows:
+            return None
         counts = Counter(str(r.get(column, "")) for r in rows)
-        tools.say(f"Final query matched {len(rows)} shown rows; most common {column}: "
-                  f"{counts.most_common(1)[0][0][:120]}")
+        tools.say(f"Final query keeps the rare terms {', '.join(chosen)}; most common {column} "
+                  f"shown: {counts.most_common(1)[0][0][:120]}")
         sigma = {
             "title": f"Baseline detection: {objective[:60]}",
             "status": "experimental",
@@ -232,11 +252,51 @@ class BaselineAgent:
             "author": "ctirealm baseline",
             "tags": [f"attack.{t.lower()}" for t in techniques],
             "logsource": SIGMA_LOGSOURCE[table],
-            "detection": {"selection": {f"{column}|contains": terms[:2]}, "condition": "selection"},
+            "detection": {"selection": {f"{column}|contains": list(chosen)},
+                          "condition": "selection"},
             "level": "medium",
         }
         return {"sigma_rule": yaml.safe_dump(sigma, sort_keys=False), "kql_query": final,
                 "query_results": rows}
+
+    @staticmethod
+    def _selective(tools: AgentTools, tables: list[str],
+                   terms: list[str]) -> list[tuple[str, list[str]]]:
+        """Per table, the objective's terms to detect on: those that occur in the table's text
+        column but in few rows, their union narrowed to the rarest while it is large. Tables
+        where some term is rare come first (most terms kept first); a table where none is
+        comes only when no table has one, with its least common term."""
+        rare_picks: list[tuple[tuple[int, int], str, list[str]]] = []
+        weak_picks: list[tuple[tuple[int, int], str, list[str]]] = []
+        for table in tables:
+            column = SEARCH_COLUMN[table]
+            counters = ", ".join(f"t{i} = countif({_match(column, t)})"
+                                 for i, t in enumerate(terms))
+            found = _rows(tools.execute_kql_query(
+                query=f"{table}\n| summarize total = count(), {counters}"))
+            if not found or not found[0].get("total"):
+                continue
+            total = int(found[0]["total"])
+            hits = {t: int(found[0].get(f"t{i}") or 0) for i, t in enumerate(terms)}
+            limit = max(5, int(total * COMMON_SHARE))
+            # Artefacts (paths, flags, dotted or CamelCase names) before plain words, each by
+            # rarity: a rare English word is chance, a rare path is evidence.
+            rare = sorted((t for t in terms if 0 < hits[t] <= limit),
+                          key=lambda t: (-_specificity(t), hits[t], t))
+            if not rare:
+                common = sorted((t for t in terms if hits[t]), key=lambda t: (hits[t], t))[:1]
+                if common:
+                    weak_picks.append(((0, hits[common[0]]), table, common))
+                continue
+            # Narrow the union while it is larger than the limit: the strongest evidence stays.
+            chosen = list(rare)
+            while len(chosen) > 1 and sum(hits[t] for t in chosen) > limit:
+                chosen.pop()
+            rare_picks.append(((-len(chosen), sum(hits[t] for t in chosen)), table, chosen))
+        # Nothing rare anywhere: the least common term that occurs at all, a weak detection
+        # honestly submitted rather than none.
+        picks = sorted(rare_picks) or sorted(weak_picks)[:1]
+        return [(table, chosen) for _, table, chosen in picks]
 
 
 def builtin_agent(name: str, cases: CaseSet) -> Any:

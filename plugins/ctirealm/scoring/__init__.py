@@ -24,7 +24,16 @@ from .detection import (
     evaluate_rule,
     neutral_events,
 )
-from .model import CHECKPOINTS, TOTAL, WEIGHTS, CaseScore, CheckpointScore, DetectionResult
+from .model import (
+    CHECKPOINTS,
+    PROCESS,
+    PROCESS_FULL_F1,
+    TOTAL,
+    WEIGHTS,
+    CaseScore,
+    CheckpointScore,
+    DetectionResult,
+)
 
 #: (sigma_rule_text, case, neutral events) -> (syntax score in [0,1], executed result or None,
 #: message)
@@ -87,6 +96,7 @@ def score_case(
     score.detection["kql"] = detection
     problems = check_provenance(submission.query_results, _tool_rows(trajectory))
     weight = WEIGHTS["C4_kql_detection"]
+    kql_f1 = 0.0
     if detection.error:
         checkpoints.append(CheckpointScore("C4_kql_detection", 0.0, weight,
                                            f"the final KQL failed: {detection.error}"))
@@ -98,13 +108,39 @@ def score_case(
             + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
             {"provenance": problems, **detection.to_dict()}))
     else:
+        kql_f1 = detection.f1
         checkpoints.append(CheckpointScore(
             "C4_kql_detection", weight * detection.f1, weight, _detection_message(detection, case),
             detection.to_dict()))
-    checkpoints.append(_sigma_checkpoint(submission.sigma_rule, case, sigma_scorer, score,
-                                         neutral))
-    score.checkpoints = {c.name: c for c in checkpoints}
+    sigma = _sigma_checkpoint(submission.sigma_rule, case, sigma_scorer, score, neutral)
+    checkpoints.append(sigma)
+    best = max(kql_f1, float(sigma.details.get("executed_f1", 0.0)))
+    score.checkpoints = {c.name: process_paid(c, best) if c.name in PROCESS else c
+                         for c in checkpoints}
     return score
+
+
+def process_paid(checkpoint: CheckpointScore, detection_f1: float) -> CheckpointScore:
+    """A workflow checkpoint (C0–C3) paid in proportion to the final detection it led to.
+
+    Reports read, techniques named, tables explored and queries run are the detection
+    engineer's path, and a path is worth what it reached: a lazy walk (reports found by the
+    objective's words, the tables it suggests, two queries on them) costs nothing to fake. The
+    checkpoint pays in full when the better of the final KQL's F1 (with its provenance held)
+    and the Sigma rule's executed F1 reaches `PROCESS_FULL_F1`, that share of its score below,
+    and nothing when neither detection catches the attack.
+    """
+    if checkpoint.score is None:
+        return checkpoint
+    factor = min(1.0, detection_f1 / PROCESS_FULL_F1)
+    earned = checkpoint.score
+    message = checkpoint.message
+    if factor < 1.0 and earned:
+        message += (f"; paid ×{factor:.2f} of {earned:.2f}: the final detection's F1 is "
+                    f"{detection_f1:.2f} (full from {PROCESS_FULL_F1:.2f})")
+    return CheckpointScore(checkpoint.name, earned * factor, checkpoint.max, message,
+                           {**checkpoint.details, "earned": round(earned, 6),
+                            "detection_factor": round(factor, 6)})
 
 
 def _detection_message(result: DetectionResult, case: Case) -> str:
@@ -128,12 +164,9 @@ def _sigma_checkpoint(rule: str, case: Case, scorer: SigmaScorer | None,
         if result.error:
             score.errors.append(f"sigma: {result.error}")
     executed = result.f1 if result is not None and not result.error else 0.0
-    # Syntax earns its quarter only for a rule that detects something: any valid YAML passes
-    # the validators, and a rule that catches no attack event proves no detection skill.
-    caught = result is not None and not result.error and result.tp > 0
-    ratio = 0.25 * syntax * caught + 0.75 * executed
-    if not caught and syntax:
-        message = f"syntax not credited: the rule catches no attack event; {message}"
+    # Validator findings discount a rule that detects: any valid YAML passes the validators, and
+    # a rule that catches nothing (or everything) proves no detection skill however clean it is.
+    ratio = executed * (0.75 + 0.25 * syntax)
     return CheckpointScore("C4_sigma_quality", weight * ratio, weight,
                            f"syntax {syntax:.2f}, executed F1 {executed:.2f}; {message}".rstrip("; "),
                            {"syntax": syntax, "executed_f1": executed,
@@ -192,4 +225,5 @@ def _count(values: Iterable[str]) -> dict[str, int]:
 
 __all__ = ["CHECKPOINTS", "MODES", "WEIGHTS", "CaseScore", "CheckpointScore", "DetectionResult",
            "SigmaScorer", "evaluate", "evaluate_query", "evaluate_rule", "neutral_events",
+           "process_paid",
            "score_case", "summarize"]

@@ -16,6 +16,11 @@ WEIGHTS: dict[str, float] = {
 }
 CHECKPOINTS = tuple(WEIGHTS)
 TOTAL = sum(WEIGHTS.values())
+#: The workflow checkpoints (strict scoring pays them in proportion to the final detection).
+PROCESS = ("C0_cti_reports", "C1_attack_mapping", "C2_data_sources", "C3_query_iteration")
+#: Strict scoring: the final detection's F1 from which the workflow checkpoints pay in full;
+#: below it they pay F1 / PROCESS_FULL_F1 of their score, nothing for a detection that fails.
+PROCESS_FULL_F1 = 0.5
 
 
 @dataclass
