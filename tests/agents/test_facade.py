@@ -200,6 +200,8 @@ def test_an_agent_from_the_realm_agent_fixture_sees_the_facade_and_scores_as_usu
         assert case["status"] == "submitted"
         assert case["checkpoints"]["C4_kql_detection"]["score"] == 5.0
         assert case["normalized_score"] >= 0.95
+    # The run says which agent ran, not the --realm-agent default the override replaced.
+    assert results["run"]["agent"] == "snooping"
     trajectory = json.loads((project.path / "reports" / "trajectories" / "linux_001.e1.json")
                             .read_text())
     assert trajectory["agent"] == "snooping"

@@ -46,9 +46,9 @@ def _run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
          agent_spec: str) -> list[dict[str, Any]]:
     """The subset's cases run by *agent_spec*, in a copy of the benchmark's cases and rules (all
     of them: scoring one case reads the others' attack events)."""
-    # Sigma validation finds the table schemas (field names) from the working directory or this
-    # variable; the inner run's directory has no telemetry/, so name it as a run in the repo would.
-    monkeypatch.setenv("CTIREALM_TELEMETRY", str(ROOT / "telemetry"))
+    # The inner run's directory has no telemetry/: --realm-telemetry names it (and Sigma
+    # validation learns the tables' columns from the run's store, not the working directory).
+    monkeypatch.delenv("CTIREALM_TELEMETRY", raising=False)
     for folder in ("cases", "rules"):
         if not (pytester.path / folder).exists():
             shutil.copytree(ROOT / folder, pytester.path / folder)

@@ -105,3 +105,21 @@ def test_score_formula() -> None:
     assert syntax_score(ValidationResult("r", True, None, issues)) == pytest.approx(0.6)
     assert syntax_score(ValidationResult("r", False, "bad")) == 0.0
     assert syntax_score(ValidationResult("r", True, None, [Issue("x", "high", "d")] * 5)) == 0.0
+
+
+def test_a_runs_own_tables_name_the_valid_columns(no_network: None, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a folder without telemetry/ (as a team's repository runs with
+    --realm-telemetry): the columns come from the schemas given, not the working directory."""
+    from ctirealm.telemetry.schema import load_schemas
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CTIREALM_TELEMETRY", raising=False)
+    schemas = load_schemas(ROOT / "telemetry" / "schemas")
+    native = GOOD.replace("CommandLine|contains", "InitiatingProcessCommandLine|contains")
+    assert not [i for i in validate(native, schemas=schemas).issues if "fieldname" in i.validator]
+    # The same rule, with tables that have no such column: the validator says so.
+    bare = {"DeviceProcessEvents": [("Timestamp", "datetime"), ("FileName", "string")]}
+    assert any(i.validator == "sigmahq_invalid_fieldname"
+               for i in validate(native, schemas=bare).errors)

@@ -47,6 +47,9 @@ _SESSION = pytest.StashKey[str]()
 _RULES = pytest.StashKey[dict[str, dict[str, Any]]]()
 _CASESET = pytest.StashKey[CaseSet]()
 _STARTED = pytest.StashKey[str]()
+#: Set when the plugin's own ``realm_agent`` fixture built the agent from ``--realm-agent``
+#: (a conftest that overrides the fixture never runs it).
+_AGENT_FROM_SPEC = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -316,6 +319,7 @@ def realm_agent(pytestconfig: pytest.Config, realm_cases: CaseSet) -> Any:
     """The agent under test, from ``--realm-agent``; override in conftest.py to supply your own."""
     options = {"base_url": pytestconfig.getoption("--realm-base-url"),
                "temperature": pytestconfig.getoption("--realm-temperature")}
+    pytestconfig.stash[_AGENT_FROM_SPEC] = True
     try:
         return resolve_agent(settings(pytestconfig).agent, realm_cases,
                              **{k: v for k, v in options.items() if v is not None})
@@ -370,7 +374,11 @@ def _run_and_score(config: pytest.Config, agent: Any, cases: CaseSet, case: Case
              "ground_truth": {"techniques": list(case.ground_truth.techniques),
                               "tables": list(case.ground_truth.tables), "reports": list(case.reports)},
              "difficulty": case.difficulty, "subsets": list(case.subsets),
-             "trajectory": _trajectory_summary(trajectory), "duration": trajectory.duration}
+             "trajectory": {**_trajectory_summary(trajectory),
+                            # The --realm-agent spec, when it built the agent (not an override).
+                            "agent_spec": opts.agent if config.stash.get(_AGENT_FROM_SPEC, False)
+                            else None},
+             "duration": trajectory.duration}
     (parts / f"{case.id}.e{epoch}.json").write_text(json.dumps(entry, default=str, indent=1),
                                                     encoding="utf-8")
     return CaseRun(trajectory, score)
@@ -520,10 +528,16 @@ def build_results(config: pytest.Config, entries: list[dict[str, Any]]) -> dict[
     gap = generalisation(entries)
     if gap:
         summary["generalisation"] = gap
+    agent = opts.agent
+    ran = [e["trajectory"] for e in entries if isinstance(e.get("trajectory"), dict)]
+    if any(t.get("agent_spec") != opts.agent for t in ran):
+        # realm_agent was overridden (a conftest supplies the agent): --realm-agent names
+        # nothing that ran, so say what the trajectories say ran.
+        agent = ", ".join(sorted({str(t.get("agent")) for t in ran})) or agent
     return {
         "format": 1,
         "run": {
-            "agent": opts.agent, "scoring": opts.scoring, "variant": opts.variant,
+            "agent": agent, "scoring": opts.scoring, "variant": opts.variant,
             "subset": opts.subset or "all", "epochs": opts.epochs, "pass_ratio": opts.pass_ratio,
             "dataset": dataset,
             "started": config.stash[_STARTED],

@@ -59,7 +59,9 @@ def _case_set(config: pytest.Config) -> CaseSet:
 def _validator(config: pytest.Config) -> RuleValidator:
     if _VALIDATOR not in config.stash:
         exclude = frozenset(str(config.getini("realm_rules_validators_exclude")).split())
-        config.stash[_VALIDATOR] = RuleValidator(exclude | DEFAULT_EXCLUDE)
+        # The run's own tables (--realm-telemetry), whose columns a rule may name.
+        config.stash[_VALIDATOR] = RuleValidator(exclude | DEFAULT_EXCLUDE,
+                                                 schemas=schemas_of(session_engine(config)))
     return config.stash[_VALIDATOR]
 
 

@@ -25,7 +25,10 @@ def sigma_scorer_for(engine: Engine, labels: Labels,
     """A scorer bound to one engine and store."""
     from ..sigma.convert import convert
     from ..sigma.parse import SigmaRuleError, parse_rule
-    from ..sigma.validate import validate
+    from ..sigma.validate import RuleValidator
+
+    # Built once per store: a rule may name the columns of these tables, as it converts.
+    validator = RuleValidator(schemas=schemas)
 
     def score(rule_text: str, case: Case,
               neutral: Collection[tuple[str, str]] = ()) -> tuple[float, DetectionResult | None, str]:
@@ -33,7 +36,7 @@ def sigma_scorer_for(engine: Engine, labels: Labels,
         if not parsed.ok:
             return 0.0, DetectionResult(error=f"the Sigma rule does not parse: {parsed.error}",
                                         stage="parse"), "the rule does not parse"
-        checked = validate(parsed)
+        checked = validator.validate(parsed)
         syntax = checked.score
         try:
             conversion = convert(parsed, schemas=schemas)

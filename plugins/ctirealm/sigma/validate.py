@@ -67,6 +67,8 @@ _SEED_ATTRIBUTE: dict[str, str] = {
 
 _LOCK = threading.Lock()
 _CONFIGURED: Path | None = None
+#: A digest of the tables' columns the configured taxonomy learnt.
+_CONFIGURED_FOR: str = ""
 _MODULES: dict[str, int] = {}
 
 
@@ -89,12 +91,7 @@ def _merged_taxonomy(base: Path, schemas: SchemaMap | None) -> Path:
     written against the table's own columns is valid, as it converts."""
     doc = json.loads((data_dir() / "sigmahq_taxonomy.json").read_text(encoding="utf-8"))
     if schemas is None:
-        try:
-            from .convert import default_schemas
-
-            schemas = default_schemas()
-        except (FileNotFoundError, OSError, ValueError):
-            schemas = {}
+        schemas = _default_schemas()
     taxonomy = doc["taxonomy"]
     for spec in table_specs(schemas).values():
         names = sorted({*spec.aliases, *(c for c, _ in spec.columns)}, key=str.casefold)
@@ -122,17 +119,20 @@ def configure_offline(cache_dir: str | Path | None = None, *, force: bool = Fals
     folder's) for the logsources mapped to them. Returns the cache directory used (default:
     ``<ctirealm cache>/pysigma-<data hash>``).
     """
-    global _CONFIGURED
+    global _CONFIGURED, _CONFIGURED_FOR
     import importlib
 
     with _LOCK:
         # A cache folder removed under us (a temporary cache dir of an earlier session in the
         # same process) would leave the validators without data: configure again.
         # Also when pySigma's data modules were re-imported (a test harness restoring
-        # sys.modules): fresh module objects know nothing of our data.
+        # sys.modules): fresh module objects know nothing of our data. And when the caller names
+        # tables other than those the taxonomy learnt (a run's own telemetry folder).
         current = {name: id(sys.modules.get(name)) for name in DATA_FILES}
+        schemas = _default_schemas() if schemas is None else schemas
+        wanted = _schemas_key(schemas)
         if (_CONFIGURED is not None and not force and cache_dir is None and _CONFIGURED.is_dir()
-                and current == _MODULES):
+                and current == _MODULES and wanted == _CONFIGURED_FOR):
             return _CONFIGURED
         base = Path(cache_dir) if cache_dir else default_cache_dir() / f"pysigma-{_data_hash()}"
         base.mkdir(parents=True, exist_ok=True)
@@ -146,9 +146,45 @@ def configure_offline(cache_dir: str | Path | None = None, *, force: bool = Fals
             module.set_url(str(source))
             getattr(module, _SEED_ATTRIBUTE[module_name])  # load the local file into the cache
         _CONFIGURED = base
+        _CONFIGURED_FOR = wanted
         _MODULES.clear()
         _MODULES.update({name: id(sys.modules.get(name)) for name in DATA_FILES})
         return base
+
+
+def _default_schemas() -> SchemaMap:
+    """The telemetry folder's tables (``$CTIREALM_TELEMETRY`` or the working directory's), or
+    none."""
+    try:
+        from .convert import default_schemas
+
+        return default_schemas()
+    except (FileNotFoundError, OSError, ValueError):
+        return {}
+
+
+def _schemas_key(schemas: SchemaMap) -> str:
+    """A digest of the tables' columns: the taxonomy is configured again when they change.
+    Remembered by identity (the object is kept, so its id is not reused): a validator checks
+    it before every rule."""
+    known = _KEYS.get(id(schemas))
+    if known is not None and known[0] is schemas:
+        return known[1]
+    key = _digest(schemas)
+    if len(_KEYS) >= 32:  # a process sees a handful of stores; never grow without bound
+        _KEYS.clear()
+    _KEYS[id(schemas)] = (schemas, key)
+    return key
+
+
+_KEYS: dict[int, tuple[SchemaMap, str]] = {}
+
+
+def _digest(schemas: SchemaMap) -> str:
+    specs = table_specs(schemas)
+    text = json.dumps({name: sorted(c for c, _ in spec.columns) for name, spec in specs.items()},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -242,9 +278,11 @@ class RuleValidator:
 
     exclude: frozenset[str] = DEFAULT_EXCLUDE
     validators: dict[str, type] = field(default_factory=dict)
+    #: The tables whose columns a rule may name (default: the telemetry folder's).
+    schemas: SchemaMap | None = None
 
     def __post_init__(self) -> None:
-        configure_offline()
+        configure_offline(schemas=self.schemas)
         if not self.validators:
             installed = InstalledSigmaPlugins.autodiscover().validators
             self.validators = {k: v for k, v in sorted(installed.items())
@@ -280,7 +318,8 @@ class RuleValidator:
 
     def validate(self, rule: str | Path | Mapping[str, Any] | SigmaRule | ParsedRule
                  ) -> ValidationResult:
-        configure_offline()  # cheap when nothing changed; re-seeds data modules if they did
+        # Cheap when nothing changed; re-seeds the data modules if they did.
+        configure_offline(schemas=self.schemas)
         parsed = rule if isinstance(rule, ParsedRule) else parse_rule(rule)
         if not parsed.ok:
             return ValidationResult(parsed.label, False, parsed.error)
@@ -295,11 +334,17 @@ _DEFAULT: RuleValidator | None = None
 
 
 def validate(rule: str | Path | Mapping[str, Any] | SigmaRule | ParsedRule, *,
-             exclude: Iterable[str] | None = None) -> ValidationResult:
-    """Parse and validate one rule offline. Never raises for a bad rule: see ``error``."""
+             exclude: Iterable[str] | None = None,
+             schemas: SchemaMap | None = None) -> ValidationResult:
+    """Parse and validate one rule offline. Never raises for a bad rule: see ``error``.
+
+    *schemas* are the tables whose columns a rule may name (default: the telemetry folder's,
+    found from ``$CTIREALM_TELEMETRY`` or the working directory).
+    """
     global _DEFAULT
-    if exclude is not None:
-        return RuleValidator(frozenset(exclude) | DEFAULT_EXCLUDE).validate(rule)
+    if exclude is not None or schemas is not None:
+        return RuleValidator(frozenset(exclude or ()) | DEFAULT_EXCLUDE,
+                             schemas=schemas).validate(rule)
     if _DEFAULT is None:
         _DEFAULT = RuleValidator()
     return _DEFAULT.validate(rule)
