@@ -24,7 +24,7 @@ REPORT = """\
 id: linux-cron
 title: Cron persistence
 tags: [linux, persistence]
-published: 2024-05-14
+written: 2024-05-14
 ---
 Attackers drop crontab entries.
 """

@@ -111,8 +111,9 @@ def test_a_runs_own_tables_name_the_valid_columns(no_network: None, tmp_path: Pa
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Run from a folder without telemetry/ (as a team's repository runs with
     --realm-telemetry): the columns come from the schemas given, not the working directory."""
-    from ctirealm.telemetry.schema import load_schemas
     from tests.conftest import ROOT
+
+    from ctirealm.telemetry.schema import load_schemas
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CTIREALM_TELEMETRY", raising=False)

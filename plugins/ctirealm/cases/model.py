@@ -105,7 +105,8 @@ class Report:
     id: str
     title: str
     tags: tuple[str, ...]
-    published: str
+    #: When the report's text was written (the reports are the project's own, citing sources).
+    written: str
     source_urls: tuple[str, ...]
     content: str
     path: str = ""
@@ -113,7 +114,7 @@ class Report:
     def to_tool_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "title": self.title, "tags": list(self.tags),
-            "published": self.published, "link": self.source_urls[0] if self.source_urls else "",
+            "written": self.written, "link": self.source_urls[0] if self.source_urls else "",
             "source_urls": list(self.source_urls), "content": self.content,
         }
 
@@ -268,9 +269,10 @@ def parse_report(path: Path) -> Report:
     report_id = _require(meta, "id", str, path)
     if not _REPORT_ID.match(report_id) or report_id != path.stem:
         raise CaseError(path, "id", f"{report_id!r} must be kebab-case and match the file name")
-    published = meta.get("published")
-    if isinstance(published, date):
-        published = published.isoformat()
+    # ``published`` is the older spelling, still read in a team's own reports.
+    written = meta.get("written", meta.get("published"))
+    if isinstance(written, date):
+        written = written.isoformat()
     tags = tuple(t.lower() for t in _str_list(meta.get("tags"), path, "tags"))
     if not tags:
         raise CaseError(path, "tags", "at least one tag is required")
@@ -281,7 +283,7 @@ def parse_report(path: Path) -> Report:
         id=report_id,
         title=_require(meta, "title", str, path),
         tags=tags,
-        published=str(published or ""),
+        written=str(written or ""),
         source_urls=_str_list(meta.get("source_urls"), path, "source_urls"),
         content=content,
         path=str(path),
