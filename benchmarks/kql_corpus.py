@@ -58,6 +58,9 @@ from ctirealm.engine import EngineError, LocalEngine
 from ctirealm.engine import rewrite as engine_rewrite
 from ctirealm.engine.local import translate_kql
 
+# Tier B translates without an engine, so the rewrites are installed here, not by a LocalEngine.
+engine_rewrite.install()
+
 ROOT = Path(__file__).resolve().parents[1]
 #: The corpus file: ``--corpus``, else ``$CTIREALM_KQL_CORPUS``.
 CORPUS_ENV = "CTIREALM_KQL_CORPUS"
@@ -306,7 +309,10 @@ def _measure_one(
     types: Mapping[str, str],
     now: Any,
 ) -> list[Outcome]:
-    out = [_run(source, query, "B", mode, lambda q: translate_kql(q, schema=schema, now=now))]
+    # Tier B has no data: `evaluate bag_unpack` and `pivot`, whose columns are values in
+    # the data, translate as over data without any (tier C reads them from its empty tables).
+    out = [_run(source, query, "B", mode, lambda q: translate_kql(
+        q, schema=schema, now=now, read_distinct=lambda sql, parameters, column, kind: []))]
     if out[0].ok:
         out.append(_run(source, query, "C", mode,
                         lambda q: _execute_on_stand_ins(q, schema, real, types, now)))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -143,7 +146,7 @@ def test_from_tables_validates_its_input() -> None:
 
 def test_every_error_is_an_engine_error_with_a_position() -> None:
     engine = LocalEngine.from_tables(tables={}, schemas={"T": [("a", "long")]}, now=NOW)
-    for kql in ("T | wher a > 1", "T | where b > 1", "T | evaluate bag_unpack(a)"):
+    for kql in ("T | wher a > 1", "T | where b > 1", "T | evaluate autocluster()"):
         with pytest.raises(EngineError) as info:
             engine.query(kql)
         assert info.value.line == 1 and info.value.column is not None, str(info.value)
@@ -191,3 +194,117 @@ def test_lookup_returns_what_the_kql_in_filter_returns(id_type: str) -> None:
     assert sorted(map(str, by_lookup.rows)) == sorted(map(str, by_kql.rows))
     assert len(by_lookup.rows) == 20
     assert engine.lookup("T", wanted, ids_only=True).column_names == ["Id"]
+
+
+def test_uninstall_restores_duckdb_kql_exactly() -> None:
+    from duckdb_kql import lower, schema, translate
+    from duckdb_kql.translate import functions
+
+    def snapshot() -> tuple[Any, ...]:
+        return (
+            dict(translate._SPECIAL_FORMS), dict(functions.SCALAR_FUNCTIONS),
+            dict(functions.AGGREGATE_FUNCTIONS),
+            {name: getattr(module, name) for module in (lower, schema, translate)
+             for name in dir(module) if not name.startswith("__")},
+        )
+
+    rewrite.install()
+    with rewrite.disabled():
+        shipped = snapshot()
+        assert "makeset" not in functions.AGGREGATE_FUNCTIONS
+    assert "makeset" in functions.AGGREGATE_FUNCTIONS
+    rewrite.uninstall()
+    try:
+        assert snapshot() == shipped
+    finally:
+        rewrite.install()
+
+
+def test_importing_the_engine_installs_nothing_until_an_engine_is_made() -> None:
+    code = (
+        "from ctirealm.engine import local, rewrite\n"
+        "assert not rewrite.installed()\n"
+        "local.LocalEngine.from_tables(tables={}, schemas={'T': [('a', 'long')]})\n"
+        "assert rewrite.installed()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# evaluate bag_unpack: its columns are the keys found in the data, so it needs the engine
+# (translation reads them from the store) and is tested here rather than in the conformance
+# suite, which also runs through `ctirealm serve` (where it is refused).
+
+def test_bag_unpack_makes_a_column_per_key(engine: LocalEngine) -> None:
+    result = engine.query("Proc | where ReportId in (1, 2) | project ReportId, AdditionalFields "
+                          "| evaluate bag_unpack(AdditionalFields) | order by ReportId asc")
+    assert result.columns == [("ReportId", "long"), ("net", "dynamic"), ("tags", "dynamic"),
+                              ("tty", "dynamic"), ("uid", "dynamic")]
+    assert result.rows == [(1, None, ["interactive", "ssh"], "pts/0", 0),
+                           (2, {"dst": "198.51.100.7", "port": 80}, None, None, 0)]
+
+
+def test_bag_unpack_with_a_prefix_then_filtered(engine: LocalEngine) -> None:
+    result = engine.query("Proc | project ReportId, AdditionalFields "
+                          '| evaluate bag_unpack(AdditionalFields, "af_") '
+                          "| where toint(af_uid) >= 998 | project ReportId, af_uid")
+    assert sorted(result.rows) == [(4, 1000), (5, 998)]
+
+
+def test_bag_unpack_of_no_rows_removes_the_bag(engine: LocalEngine) -> None:
+    result = engine.query("Proc | where ReportId < 0 | project ReportId, AdditionalFields "
+                          "| evaluate bag_unpack(AdditionalFields)")
+    assert result.column_names == ["ReportId"] and result.rows == []
+
+
+def test_bag_unpack_key_naming_an_existing_column_is_an_error(engine: LocalEngine) -> None:
+    with pytest.raises(KqlSemanticError) as info:
+        engine.query('Proc | where ReportId == 1 | project ReportId, b = bag_pack("ReportId", 5) '
+                     "| evaluate bag_unpack(b)")
+    assert info.value.construct == "ReportId"
+
+
+def test_bag_unpack_is_not_cached_across_stores() -> None:
+    """Engines with one catalogue share translations; bag_unpack's depend on the data."""
+    schemas = {"T": [("id", "long"), ("b", "dynamic")]}
+    one = LocalEngine.from_tables(tables={"T": [{"id": 1, "b": {"x": 1}}]}, schemas=schemas, now=NOW)
+    two = LocalEngine.from_tables(tables={"T": [{"id": 1, "b": {"y": 2}}]}, schemas=schemas, now=NOW)
+    kql = "T | evaluate bag_unpack(b)"
+    assert one.query(kql).column_names == ["id", "x"]
+    assert two.query(kql).column_names == ["id", "y"]
+
+
+def test_deprecated_spellings_are_kusto_functions(engine: LocalEngine) -> None:
+    from ctirealm.engine.rewrite.names import DEPRECATED_ALIASES
+
+    assert all(rewrite.is_kusto_function(alias) for alias in DEPRECATED_ALIASES)
+    # A deprecated spelling of a function the engine lacks: refused as a Kusto function.
+    with pytest.raises(KqlUnsupportedError, match="Kusto has the function"):
+        engine.query("""print extractjson("$.a", '{"a": 1}')""")
+
+
+# evaluate pivot: a column per value in the data, so (like bag_unpack) engine-only.
+
+def test_pivot_counts_per_value_grouped_by_the_other_columns(engine: LocalEngine) -> None:
+    result = engine.query("Proc | project DeviceId, AccountName | evaluate pivot(DeviceId)")
+    assert result.column_names == ["AccountName", "d1", "d2", "d3"]
+    assert sorted(result.rows) == [("Administrator", 0, 0, 1), ("SYSTEM", 0, 0, 1),
+                                   ("azureuser", 0, 1, 0), ("root", 3, 0, 0),
+                                   ("svc_backup", 0, 1, 0), ("www-data", 1, 0, 0)]
+
+
+def test_pivot_with_an_aggregate_and_group_columns(engine: LocalEngine) -> None:
+    result = engine.query("Proc | where DeviceId == 'd1' "
+                          "| evaluate pivot(FileName, count(), AccountName)")
+    assert result.column_names == ["AccountName", "base64", "bash", "curl", "sh"]
+    assert sorted(result.rows) == [("root", 0, 1, 1, 1), ("www-data", 1, 0, 0, 0)]
+
+
+def test_pivot_of_no_rows_keeps_the_groups_only(engine: LocalEngine) -> None:
+    result = engine.query("Proc | where ReportId < 0 | project DeviceId, AccountName "
+                          "| evaluate pivot(DeviceId)")
+    assert result.column_names == ["AccountName"] and result.rows == []
+
+
+def test_pivot_values_differing_only_in_case_are_refused(engine: LocalEngine) -> None:
+    with pytest.raises(KqlUnsupportedError, match="differ only in case"):
+        engine.query("Str | where Id in (1, 2) | project s, Id | evaluate pivot(s)")

@@ -274,6 +274,93 @@ def test_strrep_is_capped(engine: LocalEngine) -> None:
     _still_works(engine)
 
 
+def test_user_function_expansion_is_bounded(engine: LocalEngine) -> None:
+    """Each call of a tabular `let` function is expanded afresh: twenty levels of
+    `union f(), f()` would be a million expansions, translated before any time limit."""
+    lets = ["let f0 = () { DeviceProcessEvents | take 1 };"]
+    lets += [f"let f{i} = () {{ union f{i - 1}(), f{i - 1}() }};" for i in range(1, 21)]
+    started = time.perf_counter()
+    with pytest.raises(KqlUnsupportedError) as info:
+        engine.query("\n".join(lets) + "\nf20() | count")
+    assert time.perf_counter() - started < 5.0
+    assert "user-defined functions" in str(info.value)
+    small = "\n".join(lets[:4]) + "\nf3() | count"  # 8 expansions: fine
+    assert engine.query(small).rows == [(8,)]
+    _still_works(engine)
+
+
+def test_recursive_user_function_is_refused(engine: LocalEngine) -> None:
+    with pytest.raises(KqlUnsupportedError):
+        engine.query("let f = () { f() | take 1 }; f() | count")
+    with pytest.raises(KqlUnsupportedError):
+        engine.query("let g = view () { g | take 1 }; g | count")
+    _still_works(engine)
+
+
+def test_mv_apply_over_a_huge_expansion_is_stopped(engine: LocalEngine) -> None:
+    kql = (
+        "DeviceProcessEvents | extend k = 1 "
+        "| join kind=inner (range x from 1 to 200000 step 1 | summarize a = make_list(x) "
+        "| extend k = 1) on k "
+        "| mv-apply v = a to typeof(long) on (where v % 2 == 0) | count"
+    )
+    started = time.perf_counter()
+    with pytest.raises((QueryTimeout, ResourceLimitExceeded)):
+        engine.query(kql, timeout=1.0)
+    assert time.perf_counter() - started < 3.0
+    _still_works(engine)
+
+
+def test_bag_unpack_of_too_many_keys_is_refused(engine: LocalEngine) -> None:
+    """A bag with a key per row would ask for a table of as many columns."""
+    started = time.perf_counter()
+    with pytest.raises(KqlUnsupportedError) as info:
+        engine.query('range x from 1 to 5000 step 1 | extend b = bag_pack(strcat("k", x), x) '
+                     "| evaluate bag_unpack(b)")
+    assert time.perf_counter() - started < 5.0
+    assert "distinct keys" in str(info.value)
+    _still_works(engine)
+
+
+def test_pivot_of_too_many_values_is_refused(engine: LocalEngine) -> None:
+    started = time.perf_counter()
+    with pytest.raises(KqlUnsupportedError) as info:
+        engine.query("DeviceProcessEvents | project ReportId, DeviceId | evaluate pivot(ReportId)")
+    assert time.perf_counter() - started < 5.0
+    assert "distinct values" in str(info.value)
+    _still_works(engine)
+
+
+def test_bag_unpack_key_discovery_is_bounded_in_time(engine: LocalEngine) -> None:
+    kql = (
+        "DeviceProcessEvents | extend k = 1 "
+        "| join kind=inner (DeviceProcessEvents | extend k = 1) on k "
+        "| join kind=inner (DeviceProcessEvents | extend k = 1) on k "
+        '| extend b = bag_pack("a", k) | evaluate bag_unpack(b)'
+    )
+    started = time.perf_counter()
+    with pytest.raises(QueryTimeout):
+        engine.query(kql, timeout=1.0)
+    assert time.perf_counter() - started < 2.5
+    _still_works(engine)
+
+
+def test_make_series_of_many_groups_and_bins_is_stopped(engine: LocalEngine) -> None:
+    """Each group's series is one value: bins are capped, and groups times bins is bounded
+    by the time and memory limits."""
+    with pytest.raises(KqlRuntimeError, match="bins"):
+        engine.query("DeviceProcessEvents | make-series c = count() on Timestamp "
+                     "from datetime(2020-01-01) to datetime(2030-01-01) step 1s")
+    kql = ("range x from 1 to 200000 step 1 | extend t = datetime(2026-01-01) + x * 1s "
+           "| make-series c = count() on t from datetime(2026-01-01) to datetime(2026-01-02) "
+           "step 1s by x | summarize n = sum(array_length(c))")
+    started = time.perf_counter()
+    with pytest.raises((QueryTimeout, ResourceLimitExceeded)):
+        engine.query(kql, timeout=1.0)
+    assert time.perf_counter() - started < 3.0
+    _still_works(engine)
+
+
 # --------------------------------------------------------------------------- limits
 
 def test_cross_join_is_stopped_by_the_timeout(engine: LocalEngine) -> None:

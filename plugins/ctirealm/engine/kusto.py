@@ -499,6 +499,7 @@ class KustoEngine:
             return error
         from .local import translate_kql
 
+        rewrite.ensure_installed()  # translating without a LocalEngine: the rewrites are ours to install
         try:
             translate_kql(kql, schema={t: s.column_names for t, s in self._schemas.items()},
                           now=self.now)

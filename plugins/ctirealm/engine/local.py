@@ -10,12 +10,13 @@ construct.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,6 @@ from .errors import (
 from .guard import check_query_text, check_read_only
 from .result import QueryResult
 
-rewrite.install()
-
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_ROWS = 100_000
 DEFAULT_MEMORY_LIMIT = "2GB"
@@ -51,6 +50,11 @@ _CACHE_SIZE = 4096
 #: Translations shared by every engine of this process: (kql, catalogue) -> SQL.
 _CACHE: OrderedDict[tuple[str, Any], Any] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+
+#: The time limit of the query being translated (None: the engine's), for the reads
+#: translation itself makes (the keys of ``evaluate bag_unpack``).
+_QUERY_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "ctirealm_query_timeout", default=None)
 
 SchemaLike = TableSchema | Sequence[tuple[str, str]] | Sequence[Sequence[str]]
 
@@ -141,6 +145,9 @@ class LocalEngine:
         timeout: float = DEFAULT_TIMEOUT,
         max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
+        # The rewrites are what make duckdb-kql speak the Kusto the benchmark needs; they are
+        # installed by the first engine (not on import), unless `rewrite.disabled()` is open.
+        rewrite.ensure_installed()
         self._con = connection
         self._schemas = dict(schemas)
         self._column_names = {t: s.column_names for t, s in self._schemas.items()}
@@ -294,19 +301,52 @@ class LocalEngine:
             if cached is not None:
                 _CACHE.move_to_end(key)
                 return cached
-        sql = translate_kql(kql, schema=self._column_names, now=self.now, types=self._types)
+        read: list[str] = []
+
+        def read_distinct(sql: str, parameters: dict[str, Any], column: str,
+                          kind: str) -> list[str]:
+            read.append(column)
+            return self._read_distinct(sql, parameters, column, kind)
+
+        sql = translate_kql(kql, schema=self._column_names, now=self.now, types=self._types,
+                            read_distinct=read_distinct)
+        if read:
+            # The SQL depends on this store's data (bag_unpack's keys, pivot's values):
+            # engines sharing the cache may hold other data, so it is not cached.
+            return sql
         with _CACHE_LOCK:
             _CACHE[key] = sql
             if len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
         return sql
 
+    def _read_distinct(self, sql: str, parameters: dict[str, Any], column: str,
+                       kind: str) -> list[str]:
+        """The distinct keys of the bags (*kind* ``"keys"``) or the distinct values as text
+        (``"values"``, empty ones left out) of *column* in *sql*'s rows, sorted, at most
+        ``MAX_DATA_COLUMNS + 1``: what ``bag_unpack`` and ``pivot`` turn into columns."""
+        ident = _quote(column)
+        if kind == "keys":
+            value = f"unnest(json_keys(TRY_CAST({ident} AS JSON)))"
+        else:
+            value = f"NULLIF(CAST({ident} AS VARCHAR), '')"
+        cap = rewrite.MAX_DATA_COLUMNS + 1
+        distinct_sql = (f"SELECT DISTINCT {value} AS v FROM ({sql}) AS _data "
+                        f"ORDER BY v LIMIT {cap}")
+        result = self._execute(f"{kind} of {column}", distinct_sql, parameters or None, cap,
+                               _QUERY_TIMEOUT.get())
+        return [str(row[0]) for row in result.rows if row[0] is not None]
+
     def query(
         self, kql: str, *, limit: int | None = None, timeout: float | None = None
     ) -> QueryResult:
         """Run *kql*. At most *limit* rows (default: the engine's ``max_rows``) come back."""
         check_query_text(kql)
-        sql = self.translate(kql)
+        token = _QUERY_TIMEOUT.set(timeout)  # what reading bag_unpack's keys may take too
+        try:
+            sql = self.translate(kql)
+        finally:
+            _QUERY_TIMEOUT.reset(token)
         cap = self.max_rows if limit is None else max(0, min(int(limit), self.max_rows))
         params = dict(sql.parameters) if getattr(sql, "parameters", None) else None
         return self._execute(kql, str(sql), params, cap, timeout)
@@ -390,20 +430,28 @@ class LocalEngine:
 
 
 def translate_kql(kql: str, *, schema: Mapping[str, Sequence[str]], now: datetime | None,
-                  types: Mapping[str, Mapping[str, str]] | None = None) -> Any:
+                  types: Mapping[str, Mapping[str, str]] | None = None,
+                  read_distinct: Callable[[str, dict[str, Any], str, str], list[str]] | None = None,
+                  ) -> Any:
     """KQL -> DuckDB SQL through duckdb-kql, writes disabled, every failure an `EngineError`.
 
     *schema* maps table names to column names; *now* pins ``now()``/``ago()``;
     *types* (``{table: {column: kusto_type}}``), when known, lets ``* has`` and
-    ``search`` test string columns directly. The read-only check runs first;
-    `rewrite` is installed when this module loads.
+    ``search`` test string columns directly; *read_distinct* reads the keys and
+    values ``evaluate bag_unpack`` and ``evaluate pivot`` make columns of (without
+    it, they are refused; see ``rewrite.READ_DISTINCT``).
+    The read-only check runs first.
+    It translates with whatever `rewrite` state is in force: `LocalEngine`
+    installs the rewrites; a caller without an engine calls `rewrite.install()`.
     """
     check_read_only(kql)
     token = rewrite.COLUMN_TYPES.set(types)
+    keys_token = rewrite.READ_DISTINCT.set(read_distinct)
     try:
         return _translate_kql(kql, schema, now)
     finally:
         rewrite.COLUMN_TYPES.reset(token)
+        rewrite.READ_DISTINCT.reset(keys_token)
 
 
 def _translate_kql(kql: str, schema: Mapping[str, Sequence[str]], now: datetime | None) -> Any:
@@ -471,6 +519,9 @@ def _syntax_error(kql: str, exc: kql_errors.KqlSyntaxError) -> KqlSyntaxError:
 _EXPECTING = re.compile(r"(mismatched input|extraneous input) '(.*)' expecting \{(.*)\}$", re.S)
 
 
+_ARITY = re.compile(r"takes \(([\d, ]*)\) argument\(s\), got (\d+)")
+
+
 def _unsupported_error(kql: str, exc: kql_errors.KqlUnsupportedError) -> EngineError:
     """duckdb-kql's refusal, told apart: writes, external data, unknown functions, gaps."""
     construct = str(exc.construct)
@@ -484,23 +535,53 @@ def _unsupported_error(kql: str, exc: kql_errors.KqlUnsupportedError) -> EngineE
             "put the values in a `datatable` or a `let` instead",
             construct="externaldata", line=line, column=column,
         )
-    if construct.startswith("function:"):
+    if construct.startswith(("function:", "aggregate:")):
         name = construct.split(":", 1)[1]
-        if (
-            construct.startswith("function:")
-            and not rewrite.is_kusto_function(name)
-            and "no DuckDB mapping" in (exc.hint or "")
-        ):
+        # duckdb-kql names `aggregate:X` for `count(X)` too (X a column): only a name the
+        # query calls is a function the author meant.
+        called = construct.startswith("function:") or _is_called(kql, name)
+        if called and not rewrite.is_kusto_function(name) \
+                and "no DuckDB mapping" in (exc.hint or ""):
             if line is None:
                 line, column = _locate(kql, name)
             return KqlSemanticError(
                 f"unknown function {name!r}: Kusto has no function of that name",
                 construct=name, line=line, column=column,
             )
+    kind, _, name = construct.partition(":")
+    arity = _ARITY.search(exc.hint or "")
+    if kind in ("function", "aggregate") and arity:
+        # A call with the wrong number of arguments: a mistake in the query, as Kusto says.
+        counts = [int(n) for n in re.findall(r"\d+", arity.group(1))]
+        expected = (f"{counts[0]} to {counts[-1]}" if len(counts) > 2
+                    else " or ".join(str(n) for n in counts))
+        if line is None:
+            line, column = _locate(kql, name)
+        return KqlSemanticError(
+            f"{name}() takes {expected} argument(s), got {arity.group(2)}",
+            construct=name, line=line, column=column,
+        )
+    if kind in ("function", "aggregate") and rewrite.is_kusto_function(name):
+        # duckdb-kql's hint points at its own source; what the reader needs is that the
+        # query is valid Kusto and only this engine lacks the function.
+        detail = "" if "no DuckDB mapping" in (exc.hint or "") or not exc.hint else f" ({exc.hint})"
+        if line is None:
+            line, column = _locate(kql, name)
+        return KqlUnsupportedError(
+            f"{construct} is not supported: Kusto has the {kind} {name!r}, the embedded "
+            f"engine does not implement it{detail}",
+            construct=construct, line=line, column=column,
+        )
     hint = f" ({exc.hint})" if exc.hint else ""
     return KqlUnsupportedError(
         f"{construct} is not supported{hint}", construct=construct, line=line, column=column
     )
+
+
+def _is_called(kql: str, name: str) -> bool:
+    """Whether *name* is written as a call, ``name(``, outside comments and strings."""
+    code = _NOT_CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), kql)
+    return re.search(rf"(?<![\w.$]){re.escape(name)}\s*\(", code) is not None
 
 
 def _first_line(exc: BaseException) -> str:

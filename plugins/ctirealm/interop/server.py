@@ -33,8 +33,6 @@ from ..engine.kusto import is_loopback
 from ..engine.result import format_datetime
 from ..telemetry.schema import parse_timespan
 
-rewrite.install()
-
 DEFAULT_DATABASE = "ctirealm"
 _PY_TIMESPAN = re.compile(r"^(?:(-?\d+) days?, )?(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -185,6 +183,10 @@ def make_server(
     if not is_loopback(host):
         raise ValueError(f"refusing to serve on {host!r}: loopback addresses only")
     from duckdb_kql.server import KustoRestServer, _Handler
+
+    # The server translates with duckdb-kql in this process: the rewrites make it speak the
+    # Kusto the engine does. Installed by the first server made, not on import.
+    rewrite.ensure_installed()
 
     clock = now
 

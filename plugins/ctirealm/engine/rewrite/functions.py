@@ -1,0 +1,648 @@
+"""Additions to duckdb-kql's function tables, as data: the least invasive rewrites.
+
+duckdb-kql keeps its functions as data (``translate/functions.py``:
+``SCALAR_FUNCTIONS``, ``AGGREGATE_FUNCTIONS``) and special forms
+(``translate._SPECIAL_FORMS``: a call -> SQL). This module only *describes*
+rows for those tables; `install` adds them. New rows are Kusto functions with
+one well-defined meaning (``ipv4_is_in_range``, ``bag_keys``, ``make_set_if``,
+``make_bag``, ``set_difference``, ``url_encode``, ``parse_path``, ...), and
+internal functions other rewrites lower to (``make-series``, ``* has``).
+Existing rows are replaced only to take arguments Kusto allows (``split``,
+``indexof``, ``strrep``, ``bin`` with a timespan expression, ``extract_all``
+with group names): the wider renderer declines, so the original runs, for
+every form duckdb-kql already handles.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+from duckdb_kql import ir
+from duckdb_kql import translate as _translate
+from duckdb_kql.errors import KqlUnsupportedError
+from duckdb_kql.translate import functions as _functions
+
+
+def _arg(name: str, index: int, node: ir.Expr) -> str:
+    return _translate._render_arg(name, index, node)
+
+
+def _ipv4(node: ir.Expr) -> str:
+    """``parse_ipv4(node)``: the address as a long, masked by its own CIDR suffix."""
+    return _translate._render_parse_ipv4(ir.FunctionCall("parse_ipv4", (node,)))
+
+
+def _ipv4_prefix(node: ir.Expr) -> str:
+    """The CIDR suffix written on an IPv4 string, 32 when none; null when out of range."""
+    text = _translate.render_expr(node)
+    suffix = f"regexp_extract(trim(CAST({text} AS VARCHAR)), '/([0-9]{{1,2}})$', 1)"
+    return (
+        f"(CASE WHEN {suffix} = '' THEN 32 "
+        f"WHEN CAST({suffix} AS INTEGER) <= 32 THEN CAST({suffix} AS INTEGER) END)"
+    )
+
+
+def _masked_equal(a: str, b: str, prefix: str) -> str:
+    """Two IPv4 longs equal in their first *prefix* bits (null if any input is null)."""
+    return (
+        f"list_transform([{{'a': {a}, 'b': {b}, 'p': {prefix}}}], lambda _ip: "
+        "(_ip.a // CAST(pow(2, 32 - _ip.p) AS BIGINT)) = "
+        "(_ip.b // CAST(pow(2, 32 - _ip.p) AS BIGINT)))[1]"
+    )
+
+
+def _render_ipv4_is_in_range(node: ir.FunctionCall) -> str | None:
+    """``ipv4_is_in_range(ip, range)``: *ip* lies in *range* (``a.b.c.d[/n]``)."""
+    if len(node.args) != 2:
+        return None
+    ip, network = node.args
+    return _masked_equal(_ipv4(ip), _ipv4(network), _ipv4_prefix(network))
+
+
+def _render_ipv4_is_match(node: ir.FunctionCall) -> str | None:
+    """``ipv4_is_match(a, b[, prefix])``: equal in the smallest of the prefixes given."""
+    if len(node.args) not in (2, 3):
+        return None
+    a, b = node.args[:2]
+    prefixes = [_ipv4_prefix(a), _ipv4_prefix(b)]
+    if len(node.args) == 3:
+        prefixes.append(f"CAST({_translate.render_expr(node.args[2])} AS INTEGER)")
+    return _masked_equal(_ipv4(a), _ipv4(b), f"least({', '.join(prefixes)})")
+
+
+#: RFC 1918 ranges as (network long, prefix).
+_PRIVATE_V4 = ((167772160, 8), (2886729728, 12), (3232235520, 16))
+
+
+def _render_ipv4_is_private(node: ir.FunctionCall) -> str | None:
+    """``ipv4_is_private(ip)``: in 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16."""
+    if len(node.args) != 1:
+        return None
+    tests = " OR ".join(
+        f"(_ip // {2 ** (32 - p)}) = {net // 2 ** (32 - p)}" for net, p in _PRIVATE_V4
+    )
+    return f"list_transform([{_ipv4(node.args[0])}], lambda _ip: {tests})[1]"
+
+
+def _render_split(node: ir.FunctionCall) -> str | None:
+    """``split(s, delimiter, index)``: a one-element array, or empty when out of range."""
+    if len(node.args) != 3:
+        return None  # the two-argument form is duckdb-kql's own
+    text, delimiter, index = (_arg("split", i, a) for i, a in enumerate(node.args))
+    return (
+        f"list_transform([{{'p': str_split({text}, {delimiter}), 'i': {index}}}], lambda _sp: "
+        "CASE WHEN _sp.i >= 0 AND _sp.i < len(_sp.p) THEN [_sp.p[_sp.i + 1]] "
+        "ELSE CAST([] AS VARCHAR[]) END)[1]"
+    )
+
+
+def _render_indexof(node: ir.FunctionCall) -> str | None:
+    """``indexof(s, match, start[, length[, occurrence]])`` with occurrence 1.
+
+    A negative *start* counts from the end; *length* -1 means to the end. The
+    answer is the 0-based position in *s*, or -1 when there is no match.
+    """
+    if len(node.args) not in (3, 4, 5):
+        return None
+    text, match = _arg("indexof", 0, node.args[0]), _arg("indexof", 1, node.args[1])
+    start = _translate.render_expr(node.args[2])
+    length = _translate.render_expr(node.args[3]) if len(node.args) >= 4 else "-1"
+    if len(node.args) == 5:
+        occurrence = node.args[4]
+        if not (isinstance(occurrence, ir.Literal) and occurrence.value == 1):
+            raise KqlUnsupportedError(
+                "function:indexof", hint="an occurrence other than 1 is not implemented"
+            )
+    return (
+        f"list_transform([{{'s': {text}, 'm': {match}, "
+        f"'st': CAST({start} AS BIGINT), 'n': CAST({length} AS BIGINT)}}], lambda _ix: "
+        "list_transform([greatest(0, CASE WHEN _ix.st < 0 THEN length(_ix.s) + _ix.st "
+        "ELSE _ix.st END)], lambda _b: "
+        "list_transform([position(_ix.m IN CASE WHEN _ix.n < 0 THEN substring(_ix.s, _b + 1) "
+        "ELSE substring(_ix.s, _b + 1, _ix.n) END)], lambda _p: "
+        "CASE WHEN _p = 0 THEN -1 ELSE _p - 1 + _b END)[1])[1])[1]"
+    )
+
+
+def _render_bin_timespan(node: ir.FunctionCall) -> str | None:
+    """``bin(t, size)`` where *size* is a timespan *expression* (``timespan(1d)``, ``2 * 1h``).
+
+    duckdb-kql bins by time only when the size is a timespan literal and
+    otherwise bins numerically, which fails to bind on a datetime. The rendering
+    is duckdb-kql's own datetime binning (epoch-based, as Kusto's).
+    """
+    if len(node.args) != 2:
+        return None
+    value, size = node.args
+    if isinstance(size, ir.Literal) or not _translate._is_timespan_expr(size):
+        return None
+    v, r = _translate.render_expr(value), _translate.render_expr(size)
+    floored = f"floor(epoch({v}) / epoch({r})) * epoch({r})"
+    if _translate._is_timespan_expr(value):
+        return f"to_seconds(CAST({floored} AS BIGINT))"
+    return f"to_timestamp({floored}) AT TIME ZONE 'UTC'"
+
+
+#: Largest string `strrep` may build (the time and memory limits do not reach
+#: inside one DuckDB ``repeat`` call, so the size is checked before it runs).
+STRREP_MAX_BYTES = 16 * 1024 * 1024
+
+
+def _render_strrep(node: ir.FunctionCall) -> str | None:
+    """``strrep(value, multiplier[, delimiter])``; Kusto repeats at most 1024 times.
+
+    duckdb-kql mapped it to ``repeat(value, n)`` without Kusto's cap and without
+    the delimiter form. A result over `STRREP_MAX_BYTES` is refused at run time.
+    """
+    if len(node.args) not in (2, 3):
+        return None
+    value = _translate.render_kql_tostring(node.args[0])
+    times = f"least(CAST({_translate.render_expr(node.args[1])} AS BIGINT), 1024)"
+    delimiter = (
+        _translate.render_kql_tostring(node.args[2]) if len(node.args) == 3 else "''"
+    )
+    return (
+        f"list_transform([{{'v': {value}, 'n': {times}, 'd': {delimiter}}}], lambda _rp: "
+        "CASE WHEN _rp.n < 1 THEN '' "
+        f"WHEN (strlen(_rp.v) + strlen(_rp.d)) * _rp.n > {STRREP_MAX_BYTES} THEN "
+        f"error('strrep result exceeds the engine limit of {STRREP_MAX_BYTES} bytes') "
+        "ELSE repeat(_rp.v || _rp.d, _rp.n - 1) || _rp.v END)[1]"
+    )
+
+
+def _render_bag_keys(node: ir.FunctionCall) -> str | None:
+    """``bag_keys(bag)``: the keys of a property bag as a dynamic array; null otherwise."""
+    if len(node.args) != 1:
+        return None
+    value = f"TRY_CAST({_translate.render_expr(node.args[0])} AS JSON)"
+    return f"(CASE WHEN json_type({value}) = 'OBJECT' THEN to_json(json_keys({value})) END)"
+
+
+def _unixtime(scale: str) -> Callable[[ir.FunctionCall], str | None]:
+    def render(node: ir.FunctionCall) -> str | None:
+        if len(node.args) != 1:
+            return None
+        value = _translate.render_expr(node.args[0])
+        return f"make_timestamp(TRY_CAST(round(TRY_CAST({value} AS DOUBLE) {scale}) AS BIGINT))"
+
+    return render
+
+
+def _render_ingestion_time(node: ir.FunctionCall) -> str | None:
+    """``ingestion_time()``: null, as Kusto answers for a table without an ingestion-time policy."""
+    return "CAST(NULL AS TIMESTAMP)" if not node.args else None
+
+
+def _null_test(negated: bool) -> Callable[[ir.FunctionCall], str | None]:
+    """``isnull(x)`` / ``isnotnull(x)`` where a JSON ``null`` inside a dynamic value is null.
+
+    Kusto: ``isnull(parse_json('{"a":null}').a)`` is true (``gettype`` says
+    ``null``); DuckDB keeps a JSON ``null`` as a non-NULL JSON value, so a plain
+    ``IS NULL`` answered false. The ``typeof`` test is decided when the query is
+    planned, so non-dynamic arguments keep the plain ``IS NULL``.
+    """
+
+    def render(node: ir.FunctionCall) -> str | None:
+        if len(node.args) != 1:
+            return None
+        v = _translate.render_expr(node.args[0])
+        test = (
+            f"(CASE WHEN typeof({v}) = 'JSON' THEN coalesce(json_type({v}) = 'NULL', true) "
+            f"ELSE {v} IS NULL END)"
+        )
+        return f"(NOT {test})" if negated else test
+
+    return render
+
+
+def alias(target: str) -> Callable[[ir.FunctionCall], str | None]:
+    """Render a call as the same call to *target* (a documented synonym)."""
+
+    def render(node: ir.FunctionCall) -> str | None:
+        return _translate.render_expr(ir.FunctionCall(target, node.args))
+
+    return render
+
+
+#: Star operators that may test the joined text of all columns: term and substring tests,
+#: for which the separator (ASCII record separator, not a letter or digit) ends every term.
+JOINABLE_STAR_OPS = frozenset(f"{op}{cs}" for op in ("has", "hasprefix", "hassuffix", "contains")
+                               for cs in ("", "_cs"))
+#: An internal function (never parsed from a query): the joined text of its arguments.
+ROW_TEXT = "__ctirealm_row_text"
+#: Another: a timespan divided by a number (see `_timespan_by_number`).
+TIMESPAN_DIV = "__ctirealm_timespan_div"
+
+
+def _render_timespan_div(node: ir.FunctionCall) -> str:
+    span, divisor = (_translate.render_expr(arg) for arg in node.args)
+    return f"to_microseconds(CAST(round(epoch({span}) * 1000000 / ({divisor})) AS BIGINT))"
+
+
+def _render_row_text(node: ir.FunctionCall) -> str:
+    parts = ", ".join(_translate.render_expr(arg) for arg in node.args)
+    return f"concat_ws(chr(30), {parts})"
+
+
+def _json_array(node: ir.Expr) -> str:
+    """*node* as a DuckDB ``JSON[]`` (null unless it is a dynamic array)."""
+    value = f"TRY_CAST({_translate.render_expr(node)} AS JSON)"
+    return f"(CASE WHEN json_type({value}) = 'ARRAY' THEN CAST({value} AS JSON[]) END)"
+
+
+def _render_set_difference(node: ir.FunctionCall) -> str | None:
+    """``set_difference(set1, set2, ...)``: the distinct values of *set1* in none of the others."""
+    if len(node.args) < 2:
+        return None
+    first, *others = (_json_array(a) for a in node.args)
+    excluded = " OR ".join(f"list_contains(coalesce({o}, []), _sd)" for o in others)
+    return f"to_json(list_filter(list_distinct({first}), lambda _sd: NOT ({excluded})))"
+
+
+def _render_set_union(node: ir.FunctionCall) -> str | None:
+    """``set_union(set1, set2, ...)``: the distinct values of all the arrays."""
+    if len(node.args) < 2:
+        return None
+    parts = ", ".join(f"coalesce({_json_array(a)}, [])" for a in node.args)
+    return f"to_json(list_distinct(flatten([{parts}])))"
+
+
+def _render_set_intersect(node: ir.FunctionCall) -> str | None:
+    """``set_intersect(set1, set2, ...)``: the distinct values present in every array."""
+    if len(node.args) < 2:
+        return None
+    first, *others = (_json_array(a) for a in node.args)
+    kept = " AND ".join(f"list_contains(coalesce({o}, []), _si)" for o in others)
+    return f"to_json(list_filter(list_distinct({first}), lambda _si: {kept}))"
+
+
+#: What .NET's form encoding (Kusto's ``url_encode``) leaves as it is besides letters and
+#: digits, and DuckDB's RFC 3986 ``url_encode`` escapes: ``!*()``; and the reverse, ``~``.
+_FORM_SAFE = {"%21": "!", "%2A": "*", "%28": "(", "%29": ")"}
+
+
+def _url_encoder(space: str) -> Callable[[ir.FunctionCall], str | None]:
+    """``url_encode`` (a space is ``+``) and ``url_encode_component`` (``%20``).
+
+    Kusto's output is .NET's: escapes in lower-case hex (``https%3a%2f%2f``), UTF-8
+    bytes, ``-_.!*()`` kept. DuckDB's ``url_encode`` gives the same bytes in upper
+    case and keeps ``~``; the differences are mapped here.
+    """
+
+    def render(node: ir.FunctionCall) -> str | None:
+        if len(node.args) != 1:
+            return None
+        encoded = f"url_encode({_translate.render_kql_tostring(node.args[0])})"
+        for escape, char in _FORM_SAFE.items():
+            encoded = f"replace({encoded}, '{escape}', '{char}')"
+        encoded = f"replace({encoded}, '~', '%7E')"
+        if space != "%20":
+            encoded = f"replace({encoded}, '%20', '{space}')"
+        # Lower-case the two hex digits after every '%' (the rest is left as it is).
+        return (
+            f"array_to_string(list_transform(string_split({encoded}, '%'), lambda _ue, _ui: "
+            "CASE WHEN _ui = 1 THEN _ue ELSE lower(_ue[1:2]) || _ue[3:] END), '%')"
+        )
+
+    return render
+
+
+def _render_make_string(node: ir.FunctionCall) -> str | None:
+    """``make_string(arg, ...)``: the characters of Unicode code points (numbers, or
+    dynamic arrays of them), concatenated."""
+    if not node.args:
+        return None
+    parts = []
+    for arg in node.args:
+        value = f"TRY_CAST({_translate.render_expr(arg)} AS JSON)"
+        parts.append(
+            f"(CASE WHEN json_type({value}) = 'ARRAY' THEN array_to_string(list_transform("
+            f"CAST({value} AS BIGINT[]), lambda _ms: chr(CAST(_ms AS INTEGER))), '') "
+            f"ELSE chr(CAST(CAST({value} AS BIGINT) AS INTEGER)) END)"
+        )
+    return f"concat({', '.join(parts)})"
+
+
+def _render_codepoints_from_string(node: ir.FunctionCall) -> str | None:
+    """``unicode_codepoints_from_string(s)``: the code points of *s*, as a dynamic array."""
+    if len(node.args) != 1:
+        return None
+    text = _translate.render_kql_tostring(node.args[0])
+    return (f"to_json(list_transform(list_filter(string_split({text}, ''), lambda _uc: _uc <> ''), "
+            "lambda _uc: unicode(_uc)))")
+
+
+def _render_jaccard_index(node: ir.FunctionCall) -> str | None:
+    """``jaccard_index(set1, set2)``: distinct values in both / distinct values in either."""
+    if len(node.args) != 2:
+        return None
+    a, b = (_json_array(x) for x in node.args)
+    return (
+        f"list_transform([{{'a': list_distinct(coalesce({a}, [])), "
+        f"'b': list_distinct(coalesce({b}, []))}}], lambda _j: "
+        "CAST(len(list_intersect(_j.a, _j.b)) AS DOUBLE) "
+        "/ len(list_distinct(list_concat(_j.a, _j.b))))[1]"
+    )
+
+
+def _render_series_stats_dynamic(node: ir.FunctionCall) -> str | None:
+    """``series_stats_dynamic(series[, ignore_nonfinite])``: a bag of the series' minimum,
+    maximum (each with its first 0-based position), average, sample standard deviation
+    and variance, sum and length. A null, NaN or infinite element makes it null unless
+    *ignore_nonfinite* is true, when such elements are left out of the statistics."""
+    if len(node.args) not in (1, 2):
+        return None
+    series = f"TRY_CAST(TRY_CAST({_translate.render_expr(node.args[0])} AS JSON) AS DOUBLE[])"
+    ignore = _translate.render_expr(node.args[1]) if len(node.args) == 2 else "false"
+    finite = "list_filter(_ss.s, lambda _sv: _sv IS NOT NULL AND isfinite(_sv))"
+    return (
+        f"list_transform([{{'s': {series}, 'i': CAST({ignore} AS BOOLEAN)}}], lambda _ss: "
+        f"list_transform([{{'s': _ss.s, 'f': {finite}}}], lambda _st: "
+        "CASE WHEN _st.s IS NULL OR (NOT _ss.i AND len(_st.f) < len(_st.s)) THEN NULL "
+        "ELSE json_object("
+        "'min', list_min(_st.f), 'min_idx', list_position(_st.s, list_min(_st.f)) - 1, "
+        "'max', list_max(_st.f), 'max_idx', list_position(_st.s, list_max(_st.f)) - 1, "
+        "'avg', list_avg(_st.f), 'stdev', list_stddev_samp(_st.f), "
+        "'variance', list_var_samp(_st.f), 'sum', list_sum(_st.f), 'len', len(_st.s)) END"
+        ")[1])[1]"
+    )
+
+
+def _render_parse_path(node: ir.FunctionCall) -> str | None:
+    """``parse_path(path)``: Scheme, RootPath, DirectoryPath, DirectoryName, Filename,
+    Extension and AlternateDataStreamName, as Kusto's examples show them
+    (``file://C:/temp/file.txt:some.exe``: scheme ``file``, root ``C:``, directory
+    ``C:/temp``, stream ``some.exe``). Both slashes separate."""
+    if len(node.args) != 1:
+        return None
+    path = _translate.render_kql_tostring(node.args[0])
+    scheme = "'^([A-Za-z][A-Za-z0-9+.-]*)://'"
+    return (
+        f"list_transform([{{'s': regexp_extract({path}, {scheme}, 1), "
+        f"'r': regexp_replace({path}, {scheme}, '')}}], lambda _pp: "
+        "list_transform([{'s': _pp.s, 'r': _pp.r, 'd': regexp_extract(_pp.r, '^(.*)[\\\\/]', 1), "
+        "'l': regexp_extract(_pp.r, '([^\\\\/]*)$', 1)}], lambda _pq: "
+        "list_transform([{'q': _pq, 'f': split_part(_pq.l, ':', 1)}], lambda _pf: "
+        "json_object('Scheme', _pf.q.s, 'RootPath', regexp_extract(_pf.q.r, '^([A-Za-z]:)', 1), "
+        "'DirectoryPath', _pf.q.d, 'DirectoryName', regexp_extract(_pf.q.d, '([^\\\\/]*)$', 1), "
+        "'Filename', _pf.f, 'Extension', regexp_extract(_pf.f, '\\.([^.]*)$', 1), "
+        "'AlternateDataStreamName', CASE WHEN position(':' IN _pq.l) > 0 "
+        "THEN substring(_pq.l, position(':' IN _pq.l) + 1) ELSE '' END))[1])[1])[1]"
+    )
+
+
+def _render_extract_all_named(node: ir.FunctionCall) -> str | None:
+    """``extract_all(regex, dynamic(["name", ...]), text)``: groups picked by name.
+
+    The regex is a constant (Kusto requires it), so each name is turned into its
+    group's number at translation and duckdb-kql's numbered form does the rest.
+    Declines (the original runs) unless the selection is a literal array of names.
+    """
+    if len(node.args) != 3:
+        return None
+    regex, selection, text = node.args
+    if not (isinstance(selection, ir.Literal) and selection.kind == "dynamic"):
+        return None
+    try:
+        names = json.loads(str(selection.value))
+    except ValueError:
+        return None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        return None
+    if not (isinstance(regex, ir.Literal) and regex.kind == "string"):
+        raise KqlUnsupportedError("extract_all", hint="the regex must be a constant")
+    try:
+        groups = re.compile(re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", str(regex.value))).groupindex
+    except re.error:
+        raise KqlUnsupportedError(
+            "extract_all", hint="capture groups by name need a regex this engine can read"
+        ) from None
+    unknown = [n for n in names if n not in groups]
+    if unknown:
+        raise KqlUnsupportedError("extract_all", hint=f"no capture group named {unknown[0]!r}")
+    numbers = ir.Literal(json.dumps([groups[n] for n in names]), "dynamic")
+    return _translate.render_expr(ir.FunctionCall("extract_all", (regex, numbers, text)))
+
+
+#: ``count(expr)``: the rows where *expr* is not null (Kusto: "null values are ignored");
+#: duckdb-kql's grammar reads the argument of ``count`` as the function's name.
+COUNT_OF = "__ctirealm_count_of"
+
+#: Internal functions ``make-series`` is lowered to (never parsed from a query): the bin
+#: index of a row, the number of bins, and (aggregates) a group's series and axis.
+SERIES_INDEX = "__ctirealm_series_index"
+SERIES_LENGTH = "__ctirealm_series_length"
+SERIES_VALUES = "__ctirealm_series_values"
+SERIES_AXIS = "__ctirealm_series_axis"
+#: Most bins one series may have: each group's series is one value built in one call,
+#: which the memory limit does not reach into (Kusto caps series lengths too).
+MAX_SERIES_BINS = 100_000
+
+
+def _micros(node: ir.Expr) -> str:
+    """A datetime or timespan as microseconds (a double)."""
+    value = _translate.render_expr(node)
+    if _translate._is_timespan_expr(node):
+        return f"(epoch({value}) * 1000000)"
+    return f"CAST(epoch_us({value}) AS DOUBLE)"
+
+
+def _render_series_index(node: ir.FunctionCall) -> str:
+    """``(axis, origin, step)``: the 0-based bin of *axis*, counted from *origin*."""
+    axis, origin, step = node.args
+    if _translate._is_timespan_expr(step):
+        return f"CAST(floor(({_micros(axis)} - {_micros(origin)}) / {_micros(step)}) AS BIGINT)"
+    a, o, st = (_translate.render_expr(x) for x in node.args)
+    return f"CAST(floor(({a} - {o}) / ({st})) AS BIGINT)"
+
+
+def _render_series_length(node: ir.FunctionCall) -> str:
+    """``(origin, end, step, inclusive)``: how many bins from *origin* up to *end*
+    (exclusive, ``from ... to``) or up to and including *end*'s bin (``in range``)."""
+    origin, end, step, inclusive = node.args
+    if _translate._is_timespan_expr(step):
+        span = f"({_micros(end)} - {_micros(origin)}) / {_micros(step)}"
+    else:
+        o, e, st = (_translate.render_expr(x) for x in (origin, end, step))
+        span = f"({e} - {o}) / ({st})"
+    bins = f"floor({span}) + 1" if isinstance(inclusive, ir.Literal) and inclusive.value \
+        else f"ceil({span})"
+    return (
+        f"(CASE WHEN {bins} > {MAX_SERIES_BINS} THEN error('make-series: more than "
+        f"{MAX_SERIES_BINS} bins; use a larger step or a shorter range') "
+        f"ELSE CAST(greatest({bins}, 0) AS BIGINT) END)"
+    )
+
+
+#: A group's series: the value of each bin, *default* where the group had no rows.
+_SERIES_VALUES = (
+    "to_json(list_transform([map_from_entries(list({{'k': {1}, 'v': {0}}}))], lambda _sm: "
+    "list_transform(range({2}), lambda _si: coalesce(_sm[_si], {3})))[1])"
+)
+#: The axis: each bin's start (datetimes as Kusto writes them in dynamic values).
+_SERIES_AXIS_TIME = (
+    "to_json(list_transform(range({2}), lambda _sa: "
+    "strftime({0} + _sa * {1}, '%Y-%m-%dT%H:%M:%S.%f') || '0Z'))"
+)
+_SERIES_AXIS_NUMBER = "to_json(list_transform(range({2}), lambda _sa: {0} + _sa * {1}))"
+
+
+def _render_series_stats(node: ir.FunctionCall) -> str | None:
+    """Reached only where `tree` did not expand it into columns (inside an expression)."""
+    raise KqlUnsupportedError(
+        "function:series_stats",
+        hint="it makes several columns: use it alone and unnamed in extend or project, or "
+        "series_stats_dynamic(x) inside an expression",
+    )
+
+
+def _render_column_ifexists(node: ir.FunctionCall) -> str | None:
+    """Reached only where the input's columns were not known (`tree` resolves the call)."""
+    raise KqlUnsupportedError(
+        "function:column_ifexists",
+        hint="the input's columns are not known at this point of the query",
+    )
+
+
+#: New special forms: Kusto name -> renderer.
+NEW_FORMS: dict[str, Callable[[ir.FunctionCall], str | None]] = {
+    "ipv4_is_in_range": _render_ipv4_is_in_range,
+    "ipv4_is_match": _render_ipv4_is_match,
+    "ipv4_is_private": _render_ipv4_is_private,
+    "bag_keys": _render_bag_keys,
+    "unixtime_seconds_todatetime": _unixtime("* 1000000"),
+    "unixtime_milliseconds_todatetime": _unixtime("* 1000"),
+    "unixtime_microseconds_todatetime": _unixtime(""),
+    "unixtime_nanoseconds_todatetime": _unixtime("/ 1000"),
+    "ingestion_time": _render_ingestion_time,
+    "isnull": _null_test(negated=False),
+    "isnotnull": _null_test(negated=True),
+    "notnull": _null_test(negated=True),
+    # Documented synonyms.
+    "pack_dictionary": alias("bag_pack"),
+    "notempty": alias("isnotempty"),
+    "todecimal": alias("todouble"),  # the store keeps decimal columns as doubles
+    "column_ifexists": _render_column_ifexists,
+    "set_difference": _render_set_difference,
+    "set_union": _render_set_union,
+    "set_intersect": _render_set_intersect,
+    "url_encode": _url_encoder("+"),
+    "url_encode_component": _url_encoder("%20"),
+    "make_string": _render_make_string,
+    "unicode_codepoints_to_string": _render_make_string,
+    "unicode_codepoints_from_string": _render_codepoints_from_string,
+    "jaccard_index": _render_jaccard_index,
+    "series_stats_dynamic": _render_series_stats_dynamic,
+    "series_stats": _render_series_stats,
+    "parse_path": _render_parse_path,
+    ROW_TEXT: _render_row_text,
+    SERIES_INDEX: _render_series_index,
+    SERIES_LENGTH: _render_series_length,
+    TIMESPAN_DIV: _render_timespan_div,
+}
+
+#: Existing special forms replaced by ones taking more arguments (they decline
+#: the forms duckdb-kql already handles, which then take the original path).
+WIDENED_FORMS: dict[str, Callable[[ir.FunctionCall], str | None]] = {
+    "split": _render_split,
+    "indexof": _render_indexof,
+    "bin": _render_bin_timespan,
+    "floor": _render_bin_timespan,
+    "strrep": _render_strrep,
+    "extract_all": _render_extract_all_named,
+}
+
+#: Scalar rows: arities for the new special forms (so arity errors name them).
+NEW_SCALARS = [
+    _functions.FunctionSpec("ipv4_is_in_range", "template", "", (2,), note="special"),
+    _functions.FunctionSpec("ipv4_is_match", "template", "", (2, 3), note="special"),
+    _functions.FunctionSpec("ipv4_is_private", "template", "", (1,), note="special"),
+    _functions.FunctionSpec("bag_keys", "template", "", (1,), note="special"),
+    _functions.FunctionSpec("ingestion_time", "template", "", (0,), note="special"),
+    _functions.FunctionSpec("column_ifexists", "template", "", (2,), note="special"),
+    # duckdb-kql's own special forms without a scalar row: `summarize` takes a call it
+    # finds in no table for an unknown aggregate, so `strcat_array(make_set(x), ",")`
+    # (a scalar over an aggregate) was refused.
+    _functions.FunctionSpec("strcat_array", "template", "", (2,), note="special"),
+    _functions.FunctionSpec("case", "template", "", (), note="special: variadic"),
+    _functions.FunctionSpec("datetime_add", "template", "", (3,), note="special"),
+    _functions.FunctionSpec("datetime_diff", "template", "", (3,), note="special"),
+    _functions.FunctionSpec("datetime_part", "template", "", (2,), note="special"),
+    # Kusto takes 2..64 arrays (1..64 arguments for make_string); an arity outside is
+    # refused by the table rather than rendered (the special form declines it).
+    *(
+        _functions.FunctionSpec(name, "template", "", tuple(range(2, 65)), note="special")
+        for name in ("set_difference", "set_union", "set_intersect")
+    ),
+    _functions.FunctionSpec("make_string", "template", "", tuple(range(1, 65)), note="special"),
+    _functions.FunctionSpec("url_encode", "template", "", (1,), note="special"),
+    _functions.FunctionSpec("url_encode_component", "template", "", (1,), note="special"),
+    _functions.FunctionSpec("parse_path", "template", "", (1,), note="special"),
+    _functions.FunctionSpec("unicode_codepoints_to_string", "template", "", tuple(range(1, 65)),
+                            note="special"),
+    _functions.FunctionSpec("unicode_codepoints_from_string", "template", "", (1,),
+                            note="special"),
+    _functions.FunctionSpec("jaccard_index", "template", "", (2,), note="special"),
+    _functions.FunctionSpec("series_stats_dynamic", "template", "", (1, 2), note="special"),
+    # series_stats: expanded into one column per statistic by `tree` (never rendered).
+    _functions.FunctionSpec("series_stats", "template", "", (1, 2), note="special"),
+    _functions.FunctionSpec("string_size", "native", "strlen(CAST({0} AS VARCHAR))", (1,),
+                            note="UTF-8 bytes; DuckDB's strlen counts bytes"),
+    _functions.FunctionSpec("new_guid", "template", "CAST(uuid() AS VARCHAR)", (0,)),
+    *(
+        _functions.FunctionSpec(f"unixtime_{unit}_todatetime", "template", "", (1,),
+                                note="special")
+        for unit in ("seconds", "milliseconds", "microseconds", "nanoseconds")
+    ),
+]
+
+
+def _conditional_collect(base: str) -> str:
+    template = _functions.AGGREGATE_FUNCTIONS[base].template
+    plain = "FILTER (WHERE {0} IS NOT NULL)"
+    if plain not in template:  # pragma: no cover - guards against a duckdb-kql change
+        raise RuntimeError(f"duckdb-kql's {base} template changed; revisit rewrite/functions.py")
+    return template.replace(plain, "FILTER (WHERE {0} IS NOT NULL AND ({1}))")
+
+
+#: ``make_bag`` as a DuckDB aggregate: the group's objects folded with ``json_merge_patch``.
+_MAKE_BAG = (
+    "coalesce(list_reduce(list(TRY_CAST({{0}} AS JSON)) FILTER (WHERE "
+    "json_type(TRY_CAST({{0}} AS JSON)) = 'OBJECT'{where}), "
+    "lambda _mb, _mn: json_merge_patch(_mb, _mn)), CAST('{{{{}}}}' AS JSON))"
+)
+
+
+def new_aggregates() -> list[_functions.AggregateSpec]:
+    return [
+        # make_set_if / make_list_if: make_set / make_list over the rows where
+        # the predicate holds (nulls skipped, arrays unioned, as duckdb-kql's
+        # make_set does). The optional max size is not enforced, as for make_set.
+        _functions.AggregateSpec("make_set_if", _conditional_collect("make_set"), (2, 3),
+                                 name_prefix="set"),
+        _functions.AggregateSpec("make_list_if", _conditional_collect("make_list"), (2, 3),
+                                 name_prefix="list"),
+        # make_bag / make_bag_if: the union of the property bags of the group (a value
+        # that is not a bag is skipped). A key in several bags takes one of their
+        # values (Kusto: "an arbitrary value"); nested bags are merged as well.
+        _functions.AggregateSpec("make_bag", _MAKE_BAG.format(where=""), (1, 2),
+                                 name_prefix="bag"),
+        _functions.AggregateSpec("make_bag_if", _MAKE_BAG.format(where=" AND ({1})"), (2, 3),
+                                 name_prefix="bag"),
+        _functions.AggregateSpec(COUNT_OF, "count({0})", (1,), name_prefix="count"),
+        # make-series: a group's series and its axis (see `tree._lower_make_series`).
+        _functions.AggregateSpec(SERIES_VALUES, _SERIES_VALUES, (4,)),
+        _functions.AggregateSpec(SERIES_AXIS, _SERIES_AXIS_TIME, (3,)),
+        _functions.AggregateSpec(SERIES_AXIS + "_number", _SERIES_AXIS_NUMBER, (3,)),
+        # count_distinct is exact in Kusto (dcount is the estimate).
+        _functions.AggregateSpec("count_distinct", "count(DISTINCT {0})", (1,)),
+        _functions.AggregateSpec("count_distinctif", "count(DISTINCT {0}) FILTER (WHERE {1})",
+                                 (2,)),
+    ]
+
+#: Existing scalar rows whose arities are widened (the wider forms render in `WIDENED_FORMS`).
+WIDENED_ARITIES: dict[str, tuple[int, ...]] = {
+    "indexof": (2, 3, 4, 5), "split": (2, 3), "strrep": (2, 3),
+}

@@ -1,0 +1,1376 @@
+"""Parse-tree and IR rewrites: operators that need the input's columns, and lowering gaps.
+
+The riskiest rewrites: they replace functions of duckdb-kql's lowering
+(parse tree -> IR) and emission, each wrapping the original and deferring to
+it for everything it does not handle. Two kinds:
+
+* **Lowering** (``lower._lower_*``): ``project-reorder``, ``project-keep``,
+  wildcard ``project-away``, ``* has "x"`` and ``search`` become placeholders;
+  ``mv-apply`` (row-wise subqueries) and ``make-series`` become operators
+  duckdb-kql has; ``evaluate bag_unpack`` a placeholder; a parenthesized
+  pipeline at the head is flattened; unnamed ``mv-expand f(col)`` / ``A.B``
+  are named; ``.[n]`` path steps, ``parse`` with a leading column or quoted
+  names, tabular ``let`` functions (expanded as stored functions, at most
+  `MAX_FUNCTION_EXPANSIONS` times) and the `text` spellings are accepted.
+* **IR passes** (from the one ``translate.to_sql`` wrapper, before emission):
+  deprecated function names become their replacements, a computed ``arg_max``
+  expression is extended first, names differing only in case are carried
+  apart and restored on the result, and placeholders are resolved with the
+  schema (``column_ifexists`` too). ``database(...)`` is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from duckdb_kql import ir
+from duckdb_kql import lower as _lower
+from duckdb_kql import schema as _schema
+from duckdb_kql import translate as _translate
+from duckdb_kql.errors import KqlError, KqlSchemaError, KqlUnsupportedError
+
+from .functions import (
+    COUNT_OF,
+    JOINABLE_STAR_OPS,
+    ROW_TEXT,
+    SERIES_AXIS,
+    SERIES_INDEX,
+    SERIES_LENGTH,
+    SERIES_VALUES,
+    TIMESPAN_DIV,
+)
+from .names import DEPRECATED_ALIASES
+from .text import rewrite_text
+
+
+@dataclasses.dataclass(frozen=True)
+class _ColumnPlaceholder(ir.Operator):
+    """An operator whose output depends on its input's columns; resolved before emission."""
+
+    operator: str
+    #: (pattern, is_wildcard, order) with order one of "", asc, desc, granny-asc, granny-desc.
+    items: tuple[tuple[str, bool, str], ...]
+
+    def resolve(self, columns: list[str]) -> list[ir.Operator]:
+        matched: list[str] = []
+        for pattern, wildcard, order in self.items:
+            if wildcard:
+                regex = re.compile(".*".join(re.escape(p) for p in pattern.split("*")))
+                found = [c for c in columns if regex.fullmatch(c) and c not in matched]
+                found = _ordered(found, order)
+            else:
+                if pattern not in columns:
+                    raise KqlSchemaError(
+                        pattern,
+                        hint=f"{self.operator}: no column {pattern!r} in its input; "
+                        f"columns are {', '.join(columns)}",
+                    )
+                found = [pattern] if pattern not in matched else []
+            matched.extend(found)
+        if self.operator == "project-away":
+            return [ir.ProjectAway(tuple(matched))] if matched else []
+        if self.operator == "project-keep":
+            keep = [c for c in columns if c in matched]
+        else:  # project-reorder
+            keep = matched + [c for c in columns if c not in matched]
+        return [ir.Project(tuple(ir.NamedExpr(ir.ColumnRef(c)) for c in keep))]
+
+
+@dataclasses.dataclass(frozen=True)
+class _StarMatch(ir.Expr):
+    """``* has "x"`` (any string operator): true when any input column matches.
+
+    Resolved with the operator's input columns into an ``or`` of the operator
+    over ``tostring(column)`` for every column, which is how Kusto reads the
+    star. Negated operators are refused: "no column has" and "some column has
+    not" are different questions and Kusto's choice is not documented.
+    """
+
+    op: str
+    right: ir.Expr
+
+    def expand(self, columns: list[str], types: dict[str, str] | None = None) -> ir.Expr:
+        """The test over *columns*; with their Kusto *types*, string columns are read as
+        they are instead of through ``tostring`` (a CASE over every type: about 2 KB of
+        SQL a column, which over hundreds of columns made planning the query's main cost).
+
+        The term operators (``has``, ``hasprefix``, ``hassuffix``, ``contains``) test
+        all the columns at once, joined by a separator that is not a letter or digit,
+        so a term cannot span two columns; the others are an ``or`` over the columns.
+        """
+        if not columns:
+            return ir.Literal(False, "bool")
+        types = types or {}
+        texts = [ir.ColumnRef(c) if types.get(c) == "string"
+                 else ir.FunctionCall("tostring", (ir.ColumnRef(c),)) for c in columns]
+        if self.op in JOINABLE_STAR_OPS and len(texts) > 1:
+            return ir.BinaryOp(self.op, ir.FunctionCall(ROW_TEXT, tuple(texts)), self.right)
+        expr: ir.Expr = ir.BinaryOp(self.op, texts[0], self.right)
+        for text in texts[1:]:
+            expr = ir.BinaryOp("or", expr, ir.BinaryOp(self.op, text, self.right))
+        return expr
+
+
+def _lower_expr(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def lower_expr(node: Any) -> Any:
+        collapsed = _lower._collapse(node)
+        if _lower._cls(collapsed) == "StringStarOperatorExpression":
+            ops = _lower._find_all(collapsed, "StringBinaryOperator")
+            rules = _lower._rule_children(collapsed)
+            op = ops[0].getText() if ops else ""
+            if not op or op.startswith("!") or len(rules) < 2:
+                raise _lower._unsupported(collapsed, f"* {op}")
+            return _StarMatch(op, lower_expr(rules[-1]))
+        if _lower._cls(collapsed) == "CountExpression":
+            rules = _lower._rule_children(collapsed)
+            if len(rules) == 1:  # `count(x)`, which duckdb-kql lowered as a call of `x`
+                return ir.FunctionCall(COUNT_OF, (lower_expr(rules[0]),))
+        return _timespan_by_number(original(node))
+
+    return lower_expr
+
+
+_NUMERIC_KINDS = frozenset({"long", "int", "real", "decimal"})
+
+
+def _is_number_literal(node: Any) -> bool:
+    if isinstance(node, ir.UnaryOp) and node.op == "-":
+        return _is_number_literal(node.operand)
+    return isinstance(node, ir.Literal) and node.kind in _NUMERIC_KINDS
+
+
+def _timespan_by_number(node: Any) -> Any:
+    """``2h / 4``: a timespan divided by a number is a timespan (duckdb-kql divides it as two
+    timespans and fails to bind). Only a literal divisor is taken: a column's type is unknown,
+    and a timespan column divided by a timespan must stay a ratio."""
+    if (isinstance(node, ir.BinaryOp) and node.op == "/" and _is_number_literal(node.right)
+            and _translate._is_timespan_expr(node.left)):
+        return ir.FunctionCall(TIMESPAN_DIV, (node.left, node.right))
+    return node
+
+
+def _substitute_once(original: Callable[..., Any]) -> Callable[..., Any]:
+    """duckdb-kql's scalar-``let`` substitution, taught to look inside `_StarMatch`."""
+
+    def substitute_once(node: Any, scalars: Any, memo: dict[int, Any]) -> Any:
+        if isinstance(node, _StarMatch):
+            return dataclasses.replace(
+                node, right=_lower._substitute_memo(node.right, scalars, memo)
+            )
+        return original(node, scalars, memo)
+
+    return substitute_once
+
+
+def _rebuilt(node: Any, visit: Callable[[Any], Any]) -> Any:
+    """*node* with *visit* applied to its children (items of lists and tuples, fields of IR
+    dataclasses); a node none of whose children changed is returned as it is."""
+    if isinstance(node, (list, tuple)):
+        items = [visit(n) for n in node]
+        if all(a is b for a, b in zip(items, node, strict=True)):
+            return node
+        return type(node)(items)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        changes = {}
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            new = visit(value)
+            if new is not value:
+                changes[f.name] = new
+        return dataclasses.replace(node, **changes) if changes else node
+    return node
+
+
+def _column_ifexists(node: ir.FunctionCall, columns: list[str]) -> ir.Expr:
+    """``column_ifexists("name", default)``: the column when the input has it, else *default*.
+
+    Kusto decides it when the query is compiled, from the input's schema, which is
+    what the engine knows at translation; the name is compared case-sensitively.
+    """
+    if len(node.args) != 2 or not isinstance(node.args[0], ir.Literal) \
+            or node.args[0].kind != "string":
+        raise KqlUnsupportedError(
+            "function:column_ifexists",
+            hint="the column name must be a string literal (Kusto requires a constant)",
+        )
+    name = str(node.args[0].value)
+    return ir.ColumnRef(name) if name in columns else node.args[1]
+
+
+def _expand_stars(node: Any, columns: list[str], types: dict[str, str] | None = None) -> Any:
+    """*node* with what depends on its input's columns resolved over *columns*:
+    ``* has "x"`` and ``column_ifexists``."""
+    if isinstance(node, _StarMatch):
+        return node.expand(columns, types)
+    if isinstance(node, ir.FunctionCall) and node.name == "column_ifexists":
+        return _column_ifexists(node, columns)
+    if isinstance(node, ir.Query):
+        return node  # a nested query has its own input
+    return _rebuilt(node, lambda n: _expand_stars(n, columns, types))
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _ordered(names: list[str], order: str) -> list[str]:
+    if order == "asc":
+        return sorted(names)
+    if order == "desc":
+        return sorted(names, reverse=True)
+    if order == "granny-asc":
+        return sorted(names, key=_natural_key)
+    if order == "granny-desc":
+        return sorted(names, key=_natural_key, reverse=True)
+    return names
+
+
+def _placeholder_items(node: Any) -> tuple[tuple[str, bool, str], ...]:
+    items: list[tuple[str, bool, str]] = []
+    for ref in _lower._find_all(node, "SimpleOrWildcardedNameReference"):
+        order = ""
+        parent = ref.parentCtx
+        if parent is not None and _lower._cls(parent) == "ProjectReorderExpression":
+            tokens = [c.getText().lower() for c in _lower._children(parent) if c is not ref]
+            order = next((t for t in tokens if t in ("asc", "desc", "granny-asc",
+                                                     "granny-desc")), "")
+        wild = _lower._find_all(ref, "WildcardedName")
+        if wild:
+            items.append((wild[0].getText(), True, order))
+        else:
+            names = _lower._find_names(ref)
+            if not names:
+                raise _lower._unsupported(ref)
+            items.append((names[0], False, order))
+    return tuple(items)
+
+
+#: Reads distinct values from the rows the engine produces, for the operators whose
+#: output columns are values in the data: ``(sql, parameters, column, kind) -> values``
+#: with *kind* ``"keys"`` (the keys of the bags in *column*) or ``"values"`` (the values
+#: of *column*, as strings), sorted, at most ``MAX_DATA_COLUMNS + 1``. Set by the engine
+#: while it translates; None where no data can be read (then those operators are refused).
+READ_DISTINCT: contextvars.ContextVar[
+    Callable[[str, dict[str, Any], str, str], list[str]] | None
+] = contextvars.ContextVar("ctirealm_read_distinct", default=None)
+#: Most columns ``bag_unpack`` or ``pivot`` may create: a key or value per row would
+#: otherwise ask for a table of a million columns.
+MAX_DATA_COLUMNS = 1024
+
+
+def _read_distinct(operator: str, query: ir.Query, source: ir.Source,
+                   operators: list[ir.Operator], schema: dict[str, list[str]],
+                   column: str, kind: str) -> tuple[list[str], list[str]]:
+    """(the input's columns, the distinct keys or values of *column* in the rows reaching
+    the operator), the input translated and run by the engine (`READ_DISTINCT`)."""
+    from duckdb_kql.schema import output_columns
+
+    read = READ_DISTINCT.get()
+    if read is None:
+        raise KqlUnsupportedError(
+            f"evaluate {operator}",
+            hint="its columns are values found in the data, which only the engine reads")
+    prefix_query = ir.Query(source, list(operators), lets=list(query.lets))
+    columns = output_columns(prefix_query, schema)
+    if column not in columns:
+        raise KqlSchemaError(column, hint=f"{operator}: no such column in its input")
+    sql = _translate.to_sql(prefix_query, schema)
+    parameters = dict(getattr(sql, "parameters", None) or {})
+    active = _translate._ACTIVE_CLOCK_STATE.get()
+    if f"${_translate.CLOCK_SLOT}" in sql and active is not None and active.moment:
+        parameters[_translate.CLOCK_SLOT] = active.moment
+    found = read(str(sql), parameters, column, kind)
+    if len(found) > MAX_DATA_COLUMNS:
+        raise KqlUnsupportedError(
+            f"evaluate {operator}",
+            hint=f"the data holds more than {MAX_DATA_COLUMNS} distinct {kind}, one column "
+            "each; filter first, or pick the ones you need with extend")
+    return columns, found
+
+
+@dataclasses.dataclass(frozen=True)
+class _BagUnpack(ir.Operator):
+    """``evaluate bag_unpack(column[, prefix])``: one column per key of the bags.
+
+    Its output columns are the keys found in the data, which no schema says; the
+    engine reads them (`READ_DISTINCT`) from the rows reaching this operator, just
+    before the query is emitted, and the operator becomes an ``extend`` of one
+    column per key (``prefix`` + key, sorted, each the bag's value, dynamic)
+    followed by a ``project-away`` of the bag. A key naming an existing column is
+    an error, Kusto's default (``columnsConflict='error'``).
+    """
+
+    column: str
+    prefix: str
+
+    def resolve(self, query: ir.Query, source: ir.Source, operators: list[ir.Operator],
+                schema: dict[str, list[str]]) -> list[ir.Operator]:
+        columns, keys = _read_distinct("bag_unpack", query, source, operators, schema,
+                                       self.column, "keys")
+        remaining = [c for c in columns if c != self.column]
+        names = [self.prefix + key for key in keys]
+        _refuse_clashes("bag_unpack", names, remaining,
+                        "a key of the bag names a column the input already has "
+                        "(Kusto: columnsConflict='error')")
+        extend = tuple(
+            ir.NamedExpr(ir.PathAccess(ir.ColumnRef(self.column), (ir.PathStep(name=key),)), name)
+            for key, name in zip(keys, names, strict=True)
+        )
+        return [*([ir.Extend(extend)] if extend else []), ir.ProjectAway((self.column,))]
+
+
+def _refuse_clashes(operator: str, names: list[str], existing: list[str], why: str) -> None:
+    """New column *names* must not repeat *existing* ones, nor differ from another only in
+    case (DuckDB's names are case-insensitive; Kusto would keep both)."""
+    clash = sorted(set(names) & set(existing))
+    if clash:
+        raise KqlSchemaError(clash[0], hint=f"{operator}: {why}")
+    folded: dict[str, str] = {}
+    for name in [*existing, *names]:
+        other = folded.setdefault(name.casefold(), name)
+        if other != name:
+            raise KqlUnsupportedError(
+                f"evaluate {operator}",
+                hint=f"it would make columns {other!r} and {name!r}, which differ only in case")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pivot(ir.Operator):
+    """``evaluate pivot(column[, aggregate()][, group, ...])``: a column per value of *column*.
+
+    Kusto: the rows are grouped by the columns given (all the input's columns but
+    *column* and those the aggregate reads, when none are), and each distinct value
+    of *column* becomes a column holding the aggregate (default ``count()``) over
+    the group's rows with that value. The values are read from the data
+    (`READ_DISTINCT`); the operator becomes a ``summarize`` of one conditional
+    aggregate (``countif``, ``sumif``, ...) per value, in sorted order.
+    """
+
+    column: str
+    aggregate: ir.FunctionCall
+    groups: tuple[str, ...] | None
+
+    def resolve(self, query: ir.Query, source: ir.Source, operators: list[ir.Operator],
+                schema: dict[str, list[str]]) -> list[ir.Operator]:
+        columns, values = _read_distinct("pivot", query, source, operators, schema,
+                                         self.column, "values")
+        read: set[str] = set()
+        _column_refs(self.aggregate, read, [])
+        groups = list(self.groups) if self.groups is not None else [
+            c for c in columns if c != self.column and c not in read]
+        _refuse_clashes("pivot", values, groups, "a value names a grouping column")
+        aggregates = []
+        for value in values:
+            test = ir.BinaryOp("==", ir.FunctionCall("tostring", (ir.ColumnRef(self.column),)),
+                               ir.Literal(value, "string"))
+            aggregates.append(ir.NamedExpr(ir.FunctionCall(
+                _PIVOT_AGGREGATES[self.aggregate.name], (*self.aggregate.args, test)), value))
+        return [ir.Summarize(tuple(aggregates),
+                             tuple(ir.NamedExpr(ir.ColumnRef(g)) for g in groups))]
+
+
+#: pivot's aggregates -> the conditional form each cell is computed with.
+_PIVOT_AGGREGATES = {"count": "countif", "sum": "sumif", "avg": "avgif", "dcount": "dcountif",
+                     "make_set": "make_set_if", "make_list": "make_list_if"}
+
+
+def _lower_evaluate(node: Any) -> ir.Operator | None:
+    """``evaluate bag_unpack(...)`` and ``evaluate pivot(...)``; None for other plugins."""
+    calls = _lower._find_all(node, "NamedFunctionCallExpression")
+    if not calls:
+        return None
+    kids = _lower._rule_children(calls[0])
+    plugin = kids[0].getText().lower() if kids else ""
+    if plugin == "bag_unpack":
+        return _lower_bag_unpack(node)
+    if plugin != "pivot":
+        return None
+    if any(_lower._find_all(k, "NamedExpressionNameClause") for k in kids[1:]):
+        raise _lower._unsupported(node, "evaluate pivot with named parameters")
+    args = [_lower._lower_expr(k) for k in kids[1:]]
+    if not args or not isinstance(args[0], ir.ColumnRef):
+        raise _lower._unsupported(node, "evaluate pivot(column[, aggregate()][, group, ...])")
+    aggregate = ir.FunctionCall("count", ())
+    rest = args[1:]
+    if rest and isinstance(rest[0], ir.FunctionCall):
+        aggregate, rest = rest[0], rest[1:]
+        if aggregate.name not in _PIVOT_AGGREGATES:
+            raise _lower._unsupported(node, f"evaluate pivot with {aggregate.name}()")
+    if not all(isinstance(a, ir.ColumnRef) for a in rest):
+        raise _lower._unsupported(node, "evaluate pivot: group by columns only")
+    groups = tuple(a.name for a in rest if isinstance(a, ir.ColumnRef)) or None
+    return _Pivot(args[0].name, aggregate, groups)
+
+
+def _lower_bag_unpack(node: Any) -> _BagUnpack:
+    """``evaluate bag_unpack(column[, "prefix"])``."""
+    kids = _lower._rule_children(_lower._find_all(node, "NamedFunctionCallExpression")[0])
+    args = [_lower._lower_expr(k) for k in kids[1:]]
+    if any(_lower._find_all(k, "NamedExpressionNameClause") for k in kids[1:]):
+        raise _lower._unsupported(node, "evaluate bag_unpack with named parameters")
+    if not args or not isinstance(args[0], ir.ColumnRef) or len(args) > 2:
+        raise _lower._unsupported(node, "evaluate bag_unpack(column[, prefix])")
+    prefix = ""
+    if len(args) == 2:
+        if not (isinstance(args[1], ir.Literal) and args[1].kind == "string"):
+            raise _lower._unsupported(node, "evaluate bag_unpack: the prefix must be a string")
+        prefix = str(args[1].value)
+    return _BagUnpack(args[0].name, prefix)
+
+
+def _functions_table() -> Any:
+    from duckdb_kql.translate import functions
+
+    return functions
+
+
+def _lower_make_series(node: Any) -> list[ir.Operator]:
+    """``make-series agg() [default=d], ... on T from a to b step s [by g, ...]`` (or
+    ``on T in range(a, b, s)``) as operators duckdb-kql has.
+
+    Each row's bin is numbered from the start (``bin_at(T, s, a)``; with ``in
+    range``, from ``bin(a, s)`` and up to *b*'s bin included, Kusto's documented
+    difference); rows outside the range are dropped; the aggregates run per group
+    and bin; then each group's bins become one array per aggregate, in bin order,
+    *d* (0 unless given) where the group had no rows, and the axis column an array
+    of the bins' starts. Output: the groups, the series, the axis, as Kusto orders
+    them. A range is required (Kusto's default, the data's own extent, is not
+    implemented), as it is in every corpus query.
+    """
+    from duckdb_kql.translate.naming import expression_name
+
+    aggregates: list[tuple[ir.NamedExpr, ir.Expr]] = []
+    axis = start = end = step = None
+    inclusive = False
+    groups: list[ir.NamedExpr] = []
+    #: `R=avg(x)` written without spaces parses as a parameter `R=avg` and an aggregation
+    #: `(x)` (duckdb-kql's grammar); the two are put back together.
+    split_name: tuple[str, str] | None = None
+    for child in _lower._rule_children(node):
+        kind = _lower._cls(child)
+        if kind == "RelaxedQueryOperatorParameter":
+            name, _, function = child.getText().partition("=")
+            if function.lower() in _functions_table().AGGREGATE_FUNCTIONS:
+                split_name = (name, function)
+                continue
+        parts = [_lower._lower_named(n) for n in _lower._rule_children(child)
+                 if _lower._cls(n) == "NamedExpression"]
+        if kind == "MakeSeriesOperatorAggregation":
+            default: ir.Expr = ir.Literal(0, "long")
+            for clause in _lower._rule_children(child):
+                if _lower._cls(clause) == "MakeSeriesOperatorExpressionDefaultClause":
+                    values = [_lower._lower_named(n) for n in _lower._rule_children(clause)]
+                    default = values[0].expr
+            if split_name is not None:
+                name, function = split_name
+                parts = [ir.NamedExpr(ir.FunctionCall(function, (parts[0].expr,)), name)]
+                split_name = None
+            aggregates.append((parts[0], default))
+        elif kind == "MakeSeriesOperatorOnClause" and parts:
+            axis = parts[0].expr
+        elif kind in ("MakeSeriesOperatorFromToStepClause", "MakeSeriesOperatorInRangeClause") \
+                and len(parts) == 3:
+            start, end, step = (p.expr for p in parts)
+            inclusive = kind == "MakeSeriesOperatorInRangeClause"
+        elif kind == "MakeSeriesOperatorByClause":
+            groups = parts
+        else:
+            raise _lower._unsupported(child, f"make-series {child.getText()[:40]}")
+    if not isinstance(axis, ir.ColumnRef) or start is None or end is None or step is None:
+        raise _lower._unsupported(
+            node, "make-series without `from ... to ... step` or `in range(...)`")
+    if not aggregates:
+        raise _lower._unsupported(node, "make-series without an aggregate")
+    origin = ir.FunctionCall("bin", (start, step)) if inclusive else start
+    length = ir.FunctionCall(SERIES_LENGTH, (origin, end, step, ir.Literal(inclusive, "bool")))
+    index = "__ctirealm_series_bin"
+    group_names = []
+    for group in groups:
+        name = group.name or expression_name(group.expr)
+        if name is None:
+            raise _lower._unsupported(node, "make-series by an unnamed expression")
+        group_names.append(name)
+    names = [named.name or expression_name(named.expr) for named, _ in aggregates]
+    if any(n is None for n in names):
+        raise _lower._unsupported(node, "make-series of an unnamed computed aggregate")
+    values = [f"__ctirealm_series_{i}" for i in range(len(aggregates))]
+    axis_kind = SERIES_AXIS if _translate._is_timespan_expr(step) else SERIES_AXIS + "_number"
+    return [
+        ir.Extend((ir.NamedExpr(ir.FunctionCall(SERIES_INDEX, (axis, origin, step)), index),)),
+        ir.Where(ir.BinaryOp("and", ir.BinaryOp(">=", ir.ColumnRef(index), ir.Literal(0, "long")),
+                             ir.BinaryOp("<", ir.ColumnRef(index), length))),
+        ir.Summarize(
+            tuple(ir.NamedExpr(named.expr, value)
+                  for (named, _), value in zip(aggregates, values, strict=True)),
+            (*groups, ir.NamedExpr(ir.ColumnRef(index), index)),
+        ),
+        ir.Summarize(
+            (
+                *(ir.NamedExpr(ir.FunctionCall(SERIES_VALUES, (
+                    ir.ColumnRef(value), ir.ColumnRef(index), length, default)), name)
+                  for (_, default), value, name in zip(aggregates, values, names, strict=True)),
+                ir.NamedExpr(ir.FunctionCall(axis_kind, (origin, step, length)), axis.name),
+            ),
+            tuple(ir.NamedExpr(ir.ColumnRef(name), None) for name in group_names),
+        ),
+    ]
+
+
+#: Operators a ``mv-apply`` subquery may hold when it is lowered to ``mv-expand``: each
+#: reads one row at a time, so applying it per source row or to all rows is the same.
+_ROW_WISE = (ir.Where, ir.Extend, ir.ProjectRename, ir.ProjectAway, ir.Parse)
+
+
+def _lower_mv_apply(node: Any) -> list[ir.Operator]:
+    """``mv-apply x = arr on (where ... | extend ...)`` as ``mv-expand`` and the subquery.
+
+    Kusto applies the subquery to each row's expanded values and joins the result
+    back to the row. When every operator of the subquery works row by row
+    (`_ROW_WISE`), that is the expansion followed by the subquery's operators;
+    a row whose array is empty or null gives the subquery no rows, so it gives
+    no output row (the expansion's null placeholder is dropped). A subquery
+    that looks across rows (``summarize``, ``top``, ``take``, ``sort``) is refused.
+    """
+    rules = _lower._rule_children(node)
+    subs = [k for k in rules if _lower._cls(k) == "ContextualSubExpression"]
+    params = [k for k in rules if _lower._cls(k) != "ContextualSubExpression"]
+    if len(subs) != 1:
+        raise _lower._unsupported(node, "mv-apply")
+    expanded = _lower._lower_mv_expand(node, params)
+    expand_ops = list(expanded) if isinstance(expanded, list) else [expanded]
+    mv = expand_ops[-1]
+    if not isinstance(mv, ir.MvExpand):
+        raise _lower._unsupported(node, "mv-apply")
+    pipe = _lower._rule_children(subs[0])
+    nodes = _lower._rule_children(pipe[0]) if pipe else []
+    operators = _lower._lower_operators(nodes)
+    across = [type(op).__name__ for op in operators if not isinstance(op, _ROW_WISE)]
+    if across:
+        raise KqlUnsupportedError(
+            "mv-apply",
+            hint=f"a subquery with {', '.join(across)} (which reads across rows) is not "
+            "implemented; where, extend, parse, project-rename and project-away are",
+        )
+    present = tuple(
+        ir.Where(ir.FunctionCall("isnotnull", (ir.ColumnRef(t.name or t.column),)))
+        for t in mv.targets
+    )
+    return [*expand_ops, *present, *operators]
+
+
+def _lower_operator(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def lower_operator(node: Any) -> Any:
+        inner = node
+        while _lower._cls(inner) in ("PipedOperator", "AfterPipeOperator"):
+            rules = _lower._rule_children(inner)
+            if not rules:
+                break
+            inner = rules[0]
+        inner = _lower._collapse(inner)
+        kind = _lower._cls(inner)
+        if kind == "ProjectReorderOperator":
+            return _ColumnPlaceholder("project-reorder", _placeholder_items(inner))
+        if kind == "ProjectKeepOperator":
+            return _ColumnPlaceholder("project-keep", _placeholder_items(inner))
+        if kind == "ProjectAwayOperator" and _lower._find_all(inner, "WildcardedName"):
+            return _ColumnPlaceholder("project-away", _placeholder_items(inner))
+        if kind == "MvapplyOperator":
+            return _lower_mv_apply(inner)
+        if kind == "MakeSeriesOperator":
+            return _lower_make_series(inner)
+        if kind == "EvaluateOperator":
+            plugin = _lower_evaluate(inner)
+            if plugin is not None:
+                return plugin
+        if kind == "SearchOperator":  # `T | search P` is `T | where P` (terms over all columns)
+            sources, predicate = _search_parts(inner)
+            if sources:
+                raise _lower._unsupported(inner, "search in (...) after a pipe")
+            return ir.Where(predicate)
+        return original(node)
+
+    return lower_operator
+
+
+def _lower_head(original: Callable[[Any, list[Any]], Any]) -> Callable[[Any, list[Any]], Any]:
+    def lower_head(head: Any, rest: list[Any]) -> Any:
+        if _lower._cls(_lower._collapse(head)) == "ParenthesizedExpression":
+            inner = _lower._unparenthesize(head)
+            if _lower._cls(inner) == "PipeExpression":
+                parts = _lower._rule_children(inner)
+                return lower_head(parts[0], list(parts[1:]) + list(rest))
+            if _lower._cls(inner) in ("UnionOperator", *_lower._NAME_KINDS):
+                return lower_head(inner, rest)
+        if _lower._cls(_lower._collapse(head)) == "SearchOperator":
+            return _lower_search(_lower._collapse(head), rest)
+        return original(head, rest)
+
+    return lower_head
+
+
+#: ``search`` terms: where the wildcards are -> the string operator Kusto applies.
+_SEARCH_TERM_OPS = {(False, False): "has", (True, False): "hassuffix", (False, True): "hasprefix",
+                    (True, True): "contains"}
+
+
+def _search_term(term: str, case_sensitive: bool) -> ir.Expr:
+    """One bare search term as the `* op "x"` test Kusto documents for it.
+
+    ``err`` -> has, ``*err`` -> hassuffix, ``err*`` -> hasprefix, ``*err*`` ->
+    contains, a ``*`` inside (``e*r``) -> matches regex.
+    """
+    inner = term[1 if term.startswith("*") else None:-1 if term.endswith("*") else None]
+    if "*" in inner:
+        pattern = ".*".join(re.escape(part) for part in term.split("*"))
+        flags = "" if case_sensitive else "(?i)"
+        return _StarMatch("matches regex", ir.Literal(flags + pattern, "string"))
+    op = _SEARCH_TERM_OPS[(term.startswith("*"), term.endswith("*") and len(term) > 1)]
+    return _StarMatch(op + ("_cs" if case_sensitive else ""), ir.Literal(inner, "string"))
+
+
+def _search_predicate(expr: Any, case_sensitive: bool) -> Any:
+    """A search predicate with its bare string terms turned into all-column tests."""
+    if isinstance(expr, ir.Literal) and expr.kind == "string":
+        return _search_term(str(expr.value), case_sensitive)
+    if isinstance(expr, ir.BinaryOp) and expr.op in ("and", "or"):
+        return dataclasses.replace(expr, left=_search_predicate(expr.left, case_sensitive),
+                                   right=_search_predicate(expr.right, case_sensitive))
+    if isinstance(expr, ir.FunctionCall) and expr.name == "not" and len(expr.args) == 1:
+        return dataclasses.replace(expr, args=(_search_predicate(expr.args[0], case_sensitive),))
+    return expr
+
+
+def _search_parts(node: Any) -> tuple[list[str], Any]:
+    """``search [kind=...] [in (T, ...)] predicate`` -> (table sources, lowered predicate)."""
+    case_sensitive = False
+    sources: list[str] = []
+    predicate = None
+    for child in _lower._rule_children(node):
+        kind = _lower._cls(child)
+        if kind == "RelaxedQueryOperatorParameter":
+            name, _, value = child.getText().partition("=")
+            if name.lower() != "kind" or value.lower() not in (
+                    "default", "case_insensitive", "case_sensitive"):
+                raise _lower._unsupported(child, f"search {child.getText()}")
+            case_sensitive = value.lower() == "case_sensitive"
+        elif kind == "SearchOperatorInClause":
+            sources = [s.getText() for s in _lower._find_all(child, "FindOperatorSource")]
+        elif kind == "UnnamedExpression":
+            predicate = _search_predicate(_lower._lower_expr(child), case_sensitive)
+        elif kind == "StarExpression":  # `search *`: every row (of every table)
+            predicate = ir.Literal(True, "bool")
+        else:
+            raise _lower._unsupported(child, f"search {child.getText()}")
+    if predicate is None:
+        raise _lower._unsupported(node, "search without a predicate")
+    return sources, predicate
+
+
+@dataclasses.dataclass(frozen=True)
+class _SearchSource(ir.Source):
+    """``search [in (T, A*)] predicate`` at the head of a query; resolved before emission.
+
+    Kusto documents it as ``union withsource=$table T, A* | where predicate``.
+    It is resolved, with the engine's table list, into that union with the
+    ``where`` pushed into every branch: each table is then tested over its own
+    columns only, instead of every row over the columns of all the tables.
+    """
+
+    patterns: tuple[str, ...]
+    predicate: ir.Expr
+
+    def resolve(self, schema: dict[str, list[str]], lets: set[str]) -> ir.Query:
+        """The union, one filtered branch per table, ``$table`` first (as Kusto puts it).
+
+        A wildcard matches tables only; a ``let`` takes part when named exactly.
+        """
+        tables = {name: columns for name, columns in schema.items() if name not in lets}
+        names: list[str] = []
+        for pattern in self.patterns:
+            # A plain name is taken as written (an unknown one fails as a table reference).
+            found = [pattern] if "*" not in pattern else \
+                _schema.match_wildcard(ir.WildcardTableRef(pattern), tables)
+            names.extend(t for t in found if t not in names)
+        branches = []
+        for table in names:
+            # A column the table lacks is null in the union Kusto filters, so it is null here.
+            predicate = _nulls_for_missing(self.predicate, set(schema.get(table, ())))
+            label = ir.NamedExpr(ir.Literal(table, "string"), "$table")
+            branch = ir.Query(ir.TableRef(table), [ir.Where(predicate), ir.Extend((label,))])
+            branches.append(_resolve_query(branch, schema))
+        first, *others = branches
+        reorder = _ColumnPlaceholder("project-reorder", (("$table", False, ""),))
+        operators = [*first.operators, ir.Union(tuple(others), "outer", None, False), reorder]
+        return ir.Query(first.source, operators)
+
+
+def _nulls_for_missing(node: Any, columns: set[str]) -> Any:
+    """*node* with references to columns not in *columns* replaced by null."""
+    if isinstance(node, ir.ColumnRef):
+        return node if node.name in columns else ir.Literal(None, "null")
+    if isinstance(node, (_StarMatch, ir.Query)):
+        return node  # a star covers the table's own columns; a subquery has its own input
+    return _rebuilt(node, lambda n: _nulls_for_missing(n, columns))
+
+
+def _lower_search(node: Any, rest: list[Any]) -> ir.Query:
+    """``search ...`` at the head of a query (without ``in (...)``: every table)."""
+    sources, predicate = _search_parts(node)
+    return ir.Query(_SearchSource(tuple(sources or ["*"]), predicate), _lower._lower_operators(rest))
+
+
+def _merged_case(columns: list[str]) -> list[str]:
+    """Columns whose names differ only in case merged under the first spelling.
+
+    Only for unions: their branches are different tables, and DuckDB's ``UNION
+    ALL BY NAME`` already puts such columns in one (Azure's own schemas spell
+    ``CallerIpAddress`` and ``CallerIPAddress`` in different tables). Kusto keeps
+    both; here the values share one column (docs/engine.md, Known divergences).
+    """
+    seen: set[str] = set()
+    out = []
+    for column in columns:
+        if column.casefold() not in seen:
+            seen.add(column.casefold())
+            out.append(column)
+    return out
+
+
+def _union_output_columns(original: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    def union_output_columns(op: ir.Union, left: list[str], schema: Any) -> list[str]:
+        return _merged_case(original(op, left, schema))
+
+    return union_output_columns
+
+
+def _source_columns(original: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    def source_columns(source: ir.Source, schema: Any) -> list[str]:
+        columns = original(source, schema)
+        return _merged_case(columns) if isinstance(source, ir.WildcardTableRef) else columns
+
+    return source_columns
+
+
+def _column_refs(node: Any, found: set[str], other: list[str]) -> None:
+    if isinstance(node, ir.ColumnRef):
+        found.add(node.name)
+    elif isinstance(node, (ir.LetRef, ir.RowContext, ir.Parameter)):
+        other.append(type(node).__name__)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            _column_refs(item, found, other)
+    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+        for f in dataclasses.fields(node):
+            _column_refs(getattr(node, f.name), found, other)
+
+
+def _path_name(expr: Any) -> str | None:
+    """``A.B.C`` (a column and property names only) -> ``A_B_C``, Kusto's name for an
+    unnamed ``mv-expand`` of that path; None for any other expression."""
+    if not isinstance(expr, ir.PathAccess) or not isinstance(expr.base, ir.ColumnRef):
+        return None
+    if not expr.steps or any(step.name is None for step in expr.steps):
+        return None
+    return "_".join([expr.base.name, *(str(step.name) for step in expr.steps)])
+
+
+def _lower_path(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Paths with Kusto's legacy index step ``.[n]`` (``TargetResources.[0].displayName``).
+
+    ``d.[0]`` is ``d[0]`` (and ``d.['a']`` is ``d.a``); duckdb-kql's grammar names
+    that step apart and its lowering refused it. Paths without it take the original.
+    """
+
+    def lower_path(node: Any) -> Any:
+        kids = _lower._rule_children(node)
+        legacy = "LegacyFunctionCallOrPathElementOperation"
+        if not any(_lower._cls(_lower._collapse(k)) == legacy for k in kids[1:]):
+            return original(node)
+        base = _lower._lower_expr(kids[0])
+        steps: list[ir.PathStep] = []
+        for op in kids[1:]:
+            inner = _lower._collapse(op)
+            kind = _lower._cls(inner)
+            if kind == "FunctionCallOrPathPathOperation":  # `.name`, as duckdb-kql lowers it
+                names = _lower._find_names(inner)
+                if not names:
+                    raise _lower._unsupported(inner, "path step")
+                steps.append(ir.PathStep(name=names[0]))
+                continue
+            if kind not in (legacy, "FunctionCallOrPathElementOperation"):
+                raise _lower._unsupported(inner, "path step")
+            exprs = _lower._rule_children(inner)
+            if not exprs:
+                raise _lower._unsupported(inner, "path step")
+            index = _lower._lower_expr(exprs[0])
+            # `d['a']` (and `d.['a']`) is property access spelled with brackets.
+            if isinstance(index, ir.Literal) and index.kind == "string":
+                steps.append(ir.PathStep(name=str(index.value)))
+            else:
+                steps.append(ir.PathStep(index=index))
+        return ir.PathAccess(base, tuple(steps))
+
+    return lower_path
+
+
+@dataclasses.dataclass(frozen=True)
+class _LeadingSegment(ir.ParseSegment):
+    """A ``parse`` pattern's leading column (``parse x with Name "/" *``): no literal before it.
+
+    Kusto documents that a pattern may start with a column. It captures from the
+    start of the text; `_parse_pattern` anchors it there, and `_refuse_empty_literal`
+    lets its empty literal through (an empty literal anywhere else stays refused).
+    """
+
+
+_RE2_GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _parse_kind_and_expression(kids: list[Any]) -> tuple[str, str | None, Any, Any]:
+    """``parse``'s kind, flags, expression and pattern nodes, read as duckdb-kql reads them."""
+    kind, flags, expression, pattern = "simple", None, None, None
+    for k in kids:
+        cls = _lower._cls(k)
+        if cls == "ParseOperatorKindClause":
+            kind = k.getText().split("=", 1)[1].split("flags")[0].strip().lower()
+            for f in _lower._rule_children(k):
+                if _lower._cls(f) == "ParseOperatorFlagsClause":
+                    flags = f.getText().split("=", 1)[1].strip()
+        elif cls == "ParseOperatorPattern":
+            pattern = k
+        elif expression is None:
+            expression = k
+    return kind, flags, expression, pattern
+
+
+def _lower_parse(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``parse`` with a leading column, and into names a regex group cannot carry.
+
+    * ``parse x with Name "/" *``: Kusto documents that a pattern may start with a
+      column; duckdb-kql refused it. It becomes a `_LeadingSegment`.
+    * ``parse x with "a=" ["my col"]``: the captures are regex groups, whose names
+      are letters, digits and ``_`` only; such a column is captured under an
+      internal name and renamed back (``project-rename``) right after.
+    """
+
+    def lower_parse(node: Any, kids: list[Any], *, drop_unmatched: bool) -> Any:
+        kind, flags, expression, pattern = _parse_kind_and_expression(kids)
+        parts = _lower._rule_children(pattern) if pattern is not None else []
+        if parts and _lower._cls(parts[0]) == "ParseOperatorNameAndOptionalType" \
+                and expression is not None:
+            names = _lower._find_names(parts[0])
+            if not names:
+                raise _lower._unsupported(parts[0], "parse")
+            col_type = next((t.getText().strip().lower() for t in _lower._rule_children(parts[0])
+                             if _lower._cls(t) == "ScalarType"), None)
+            rest = parts[1:]
+            if any(_lower._cls(p) != "ParseOperatorPatternSegment" for p in rest):
+                raise _lower._unsupported(node, "parse")
+            segments = [_LeadingSegment("", False, names[0], col_type),
+                        *(_lower._lower_parse_segment(p) for p in rest)]
+            consumed = "".join(p.getText() for p in parts)
+            trailing_star = pattern.getText()[len(consumed):].strip() == "*"
+            op = ir.Parse(_lower._lower_expr(expression), tuple(segments), kind, flags,
+                          drop_unmatched, trailing_star)
+        else:
+            op = original(node, kids, drop_unmatched=drop_unmatched)
+        if not isinstance(op, ir.Parse):
+            return op
+        renames = []
+        segments = list(op.segments)
+        for i, segment in enumerate(segments):
+            if segment.name and not _RE2_GROUP_NAME.fullmatch(segment.name):
+                internal = f"__ctirealm_parse_{i}"
+                renames.append((internal, segment.name))
+                segments[i] = dataclasses.replace(segment, name=internal)
+        if not renames:
+            return op
+        return [dataclasses.replace(op, segments=tuple(segments)), ir.ProjectRename(tuple(renames))]
+
+    return lower_parse
+
+
+def _parse_pattern(original: Callable[[ir.Parse], str]) -> Callable[[ir.Parse], str]:
+    """A pattern with a leading column is anchored at the start of the text (not in
+    ``kind=regex``, which Kusto leaves unanchored)."""
+
+    def parse_pattern(op: ir.Parse) -> str:
+        pattern = original(op)
+        if op.kind == "regex" or not (op.segments and isinstance(op.segments[0], _LeadingSegment)):
+            return pattern
+        flags = _translate._parse_flags(op)
+        return flags + "^" + pattern[len(flags):]
+
+    return parse_pattern
+
+
+def _refuse_empty_literal(original: Callable[[ir.Parse], None]) -> Callable[[ir.Parse], None]:
+    def refuse_empty_literal(op: ir.Parse) -> None:
+        if op.segments and isinstance(op.segments[0], _LeadingSegment):
+            original(dataclasses.replace(op, segments=op.segments[1:]))
+        else:
+            original(op)
+
+    return refuse_empty_literal
+
+
+def _declare_let_function(original: Callable[..., None]) -> Callable[..., None]:
+    """``let f = (x: timespan) { T | where ... }``: a tabular user-defined function.
+
+    duckdb-kql substitutes scalar ``let`` functions into expressions and refused a
+    tabular body; it does expand *stored* functions with tabular bodies where they
+    are called (``f(1d) | count``, or a bare ``f`` when every parameter has a
+    default), which is what a tabular ``let`` function is too. Such a declaration
+    is registered as a stored function of this query, for the rest of it. A name
+    the body does not bind is resolved where the function is called rather than
+    where it is written, which differs only if a later ``let`` redefines it.
+    """
+
+    def declare_let_function(decl: Any, scalars: Any) -> None:
+        try:
+            original(decl, scalars)
+        except KqlUnsupportedError as exc:
+            if not exc.construct.startswith("let function:") \
+                    or "a tabular body is not supported" not in (exc.hint or ""):
+                raise
+            scope = _lower._FN_STATE.get()
+            if scope is None:
+                raise
+            name = exc.construct.split(":", 1)[1]
+            functions = dict(scope.functions or {})
+            functions[None] = {**functions.get(None, {}), name: _stored_function(name, decl)}
+            scope.functions = functions
+
+    return declare_let_function
+
+
+#: Most function-call expansions one query may make. Each call of a tabular function is
+#: expanded afresh, so ``let f1 = () { union f0(), f0() }; let f2 = ...`` doubles the work
+#: with every level: twenty levels would translate for hours, before any time limit runs.
+MAX_FUNCTION_EXPANSIONS = 128
+
+
+def _expand(original: Callable[..., Any]) -> Callable[..., Any]:
+    def expand(node: Any, function: Any, arg_nodes: list[Any]) -> Any:
+        scope = _lower._FN_STATE.get()
+        if scope is not None:
+            count = getattr(scope, "ctirealm_expansions", 0) + 1
+            scope.ctirealm_expansions = count
+            if count > MAX_FUNCTION_EXPANSIONS:
+                raise KqlUnsupportedError(
+                    f"function:{function.name}",
+                    hint=f"the query expands more than {MAX_FUNCTION_EXPANSIONS} calls of "
+                    "user-defined functions; materialize a shared result in a `let` instead",
+                )
+        return original(node, function, arg_nodes)
+
+    return expand
+
+
+def _stored_function(name: str, decl: Any) -> Any:
+    from duckdb_kql.stored_functions import StoredFunction
+
+    text = decl.getText()
+    return StoredFunction(name=name, database=None, parameters="", body=text, folder="",
+                          docstring="", command=text, declaration=decl)
+
+
+def _lower_mv_expand_target(
+    original: Callable[[Any], Any],
+) -> Callable[[Any], Any]:
+    def lower_target(node: Any) -> Any:
+        try:
+            return original(node)
+        except KqlUnsupportedError as exc:
+            if exc.construct != "mv-expand of an unnamed computed expression":
+                raise
+            to_type, named = None, node
+            for k in _lower._rule_children(node):
+                if _lower._cls(k) == "MvapplyOperatorExpressionToClause":
+                    to_type = k.getText().lower().partition("typeof(")[2].rstrip(")").strip()
+                elif _lower._cls(k) == "NamedExpression":
+                    named = k
+            target = _lower._lower_named(named)
+            path = _path_name(target.expr)
+            if path is not None:  # `mv-expand A.B`: Kusto names the column A_B
+                return ir.MvExpandTarget(path, None, to_type), ir.NamedExpr(target.expr, path)
+            columns: set[str] = set()
+            other: list[str] = []
+            _column_refs(target.expr, columns, other)
+            if not isinstance(target.expr, ir.FunctionCall) or len(columns) != 1 or other:
+                raise
+            name = next(iter(columns))
+            return ir.MvExpandTarget(name, None, to_type), ir.NamedExpr(target.expr, name)
+
+    return lower_target
+
+
+def _inspect(node: Any) -> bool:
+    """Whether *node* holds a placeholder; refuses references to other databases.
+
+    The engine's world is the store's tables: ``database("x").T`` (DuckDB's own
+    catalogs included) is refused rather than resolved.
+    """
+    if isinstance(node, (_ColumnPlaceholder, _StarMatch, _SearchSource, _BagUnpack, _Pivot)):
+        return True
+    if isinstance(node, ir.FunctionCall) and node.name == "column_ifexists":
+        return True
+    if isinstance(node, ir.TableRef) and node.database is not None:
+        raise KqlUnsupportedError(
+            f"database({node.database!r})",
+            hint="this engine has one database; name its tables directly",
+        )
+    if isinstance(node, (list, tuple)):
+        return any([_inspect(n) for n in node])
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return any([_inspect(getattr(node, f.name)) for f in dataclasses.fields(node)])
+    return False
+
+
+def _resolve(node: Any, schema: dict[str, list[str]]) -> Any:
+    if isinstance(node, ir.Query):
+        return _resolve_query(node, schema)
+    return _rebuilt(node, lambda n: _resolve(n, schema))
+
+
+def _resolve_query(query: ir.Query, schema: dict[str, list[str]]) -> ir.Query:
+    from duckdb_kql.schema import output_columns
+
+    scope = dict(schema)
+    lets: list[tuple[str, Any]] = []
+    for name, bound in query.lets:
+        bound = _resolve(bound, scope)
+        lets.append((name, bound))
+        if isinstance(bound, ir.Query):
+            with contextlib.suppress(KqlError):
+                scope[name] = output_columns(bound, scope)
+    source = query.source
+    if isinstance(source, _SearchSource):
+        searched = source.resolve(scope, {name for name, _ in query.lets})
+        query = dataclasses.replace(query, source=searched.source,
+                                    operators=[*searched.operators, *query.operators])
+    source = _resolve(query.source, scope)
+    operators: list[ir.Operator] = []
+    for op in query.operators:
+        op = _resolve(op, scope)
+        if isinstance(op, _ColumnPlaceholder):
+            columns = output_columns(ir.Query(source, list(operators)), scope)
+            operators.extend(op.resolve(columns))
+            continue
+        if isinstance(op, (_BagUnpack, _Pivot)):
+            operators.extend(op.resolve(query, source, operators, scope))
+            continue
+        expanded = _expand_stars(op, [])
+        if expanded is not op:  # the operator reads `*`: expand it over its input columns
+            columns = output_columns(ir.Query(source, list(operators)), scope)
+            op = _expand_stars(op, columns, _input_types(query, source, operators))
+        operators.append(op)
+    return dataclasses.replace(query, lets=lets, source=source, operators=operators)
+
+
+#: Column types of the engine's tables (``{table: {column: kusto_type}}``) while a query is
+#: translated, when the engine knows them; see `_input_types`.
+COLUMN_TYPES: contextvars.ContextVar[Mapping[str, Mapping[str, str]] | None] = \
+    contextvars.ContextVar("ctirealm_column_types", default=None)
+
+
+def _input_types(query: ir.Query, source: ir.Source,
+                 operators: list[ir.Operator]) -> dict[str, str] | None:
+    """The column types of an operator's input, when it is still a table's own rows.
+
+    Known only for a table (not a ``let`` of the same name) followed by operators
+    that keep its columns as they are (``where``, ``take``, ``sort``).
+    """
+    types = COLUMN_TYPES.get()
+    if types is None or not isinstance(source, ir.TableRef) or source.database is not None:
+        return None
+    if source.name in {name for name, _ in query.lets}:
+        return None
+    if not all(isinstance(op, (ir.Where, ir.Take, ir.Sort)) for op in operators):
+        return None
+    return dict(types.get(source.name) or {}) or None
+
+
+def _canonical_names(node: Any) -> Any:
+    """*node* with Kusto's deprecated function spellings replaced by the functions they
+    stand for (``makeset`` -> ``make_set``), so every rule duckdb-kql keys on a
+    function's name (``arg_max``'s several columns, default column names) applies."""
+    if isinstance(node, ir.FunctionCall):
+        target = DEPRECATED_ALIASES.get(node.name)
+        args = _rebuilt(node.args, _canonical_names)
+        if target is None and args is node.args:
+            return node
+        return ir.FunctionCall(target or node.name, args)
+    return _rebuilt(node, _canonical_names)
+
+
+#: The suffix of the internal name a column is carried under when its name differs only
+#: in case from another (``User`` -> ``User__ctirealm_0``); `_restore_names` removes it.
+_CASE_SUFFIX = "__ctirealm_"
+
+
+def _introduced_names(node: Any, out: list[str], refs: list[str]) -> None:
+    """Column names *node* creates (in order) into *out*, and the names it reads into *refs*."""
+    if isinstance(node, ir.ColumnRef):
+        refs.append(node.name)
+        return
+    if isinstance(node, (ir.Literal, ir.TableRef, ir.PathStep)):
+        return
+    if isinstance(node, ir.NamedExpr) and node.name:
+        out.append(node.name)
+    elif isinstance(node, ir.ProjectRename):
+        out.extend(new for _, new in node.renames)
+        refs.extend(old for old, _ in node.renames)
+    elif isinstance(node, ir.MvExpandTarget) and node.name:
+        out.append(node.name)
+    elif isinstance(node, (ir.MvExpand)) and node.item_index:
+        out.append(node.item_index)
+    elif isinstance(node, ir.ParseSegment) and node.name:
+        out.append(node.name)
+    elif isinstance(node, (ir.Count, ir.RangeSource)):
+        out.append(node.name)
+    elif isinstance(node, ir.DataTable):
+        out.extend(name for name, _ in node.columns)
+    elif isinstance(node, ir.Union) and node.with_source:
+        out.append(node.with_source)
+    if isinstance(node, (list, tuple)):
+        for item in node:
+            _introduced_names(item, out, refs)
+    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+        for f in dataclasses.fields(node):
+            _introduced_names(getattr(node, f.name), out, refs)
+
+
+def _case_renames(query: ir.Query, schema: Mapping[str, Any]) -> dict[str, str]:
+    """``{spelling: internal}`` for the names a query creates that differ only in case
+    from another name it uses (``print user = 1, User = 2``).
+
+    Kusto keeps such columns apart; DuckDB's identifiers are case-insensitive. A
+    table's own spelling is never renamed (nor is a name only read), so errors and
+    unions of tables read as before; a created name that collides is carried under
+    an internal name nothing else can spell, and results get the original back.
+    """
+    created: list[str] = []
+    refs: list[str] = []
+    _introduced_names(query, created, refs)
+    stored = {c for columns in (schema or {}).values() for c in columns}
+    first: dict[str, str] = {}
+    for name in [*sorted(stored), *refs, *created]:
+        first.setdefault(name.casefold(), name)
+    spellings: dict[str, set[str]] = {}
+    for name in [*stored, *refs, *created]:
+        spellings.setdefault(name.casefold(), set()).add(name)
+    renames: dict[str, str] = {}
+    for name in dict.fromkeys(created):
+        if name in stored or len(spellings[name.casefold()]) < 2:
+            continue
+        if first[name.casefold()] == name and not (spellings[name.casefold()] & stored):
+            continue  # the first spelling keeps its name; the others move
+        renames[name] = f"{name}{_CASE_SUFFIX}{len(renames)}"
+    return renames
+
+
+def _renamed_columns(node: Any, renames: Mapping[str, str]) -> Any:
+    """*node* with every column name in *renames* (created, read, listed) replaced."""
+
+    def new(name: str | None) -> str | None:
+        return renames.get(name, name) if name is not None else None
+
+    if isinstance(node, ir.ColumnRef):
+        return ir.ColumnRef(renames[node.name]) if node.name in renames else node
+    if isinstance(node, (ir.Literal, ir.TableRef, ir.PathStep)):
+        return node
+    node = _rebuilt(node, lambda n: _renamed_columns(n, renames))
+    if isinstance(node, ir.NamedExpr) and node.name in renames:
+        return dataclasses.replace(node, name=new(node.name))
+    if isinstance(node, ir.ProjectRename):
+        return dataclasses.replace(node, renames=tuple((new(a), new(b)) for a, b in node.renames))
+    if isinstance(node, ir.ProjectAway):
+        return dataclasses.replace(node, columns=tuple(new(c) for c in node.columns))
+    if isinstance(node, ir.MvExpandTarget):
+        return dataclasses.replace(node, column=new(node.column), name=new(node.name))
+    if isinstance(node, ir.MvExpand):
+        return dataclasses.replace(node, item_index=new(node.item_index))
+    if isinstance(node, ir.JoinKey):
+        return dataclasses.replace(node, left=new(node.left), right=new(node.right))
+    if isinstance(node, ir.ParseSegment):
+        return dataclasses.replace(node, name=new(node.name))
+    if isinstance(node, (ir.Count, ir.RangeSource)):
+        return dataclasses.replace(node, name=new(node.name))
+    if isinstance(node, ir.DataTable):
+        return dataclasses.replace(node, columns=tuple((new(n), t) for n, t in node.columns))
+    if isinstance(node, ir.Union):
+        return dataclasses.replace(node, with_source=new(node.with_source))
+    if isinstance(node, _ColumnPlaceholder):
+        return dataclasses.replace(node, items=tuple(
+            (p if wild else new(p), wild, order) for p, wild, order in node.items))
+    return node
+
+
+#: series_stats's columns and the conversion each statistic gets (Kusto types them).
+_SERIES_STATS_TYPES = {"min": "todouble", "min_idx": "tolong", "max": "todouble",
+                       "max_idx": "tolong", "avg": "todouble", "stdev": "todouble",
+                       "variance": "todouble"}
+
+
+def _expanded_series_stats(node: Any) -> Any:
+    """``extend series_stats(x)`` / ``project series_stats(x)`` unnamed: one column per
+    statistic, ``series_stats_x_min``, ..., ``series_stats_x_variance``, as Kusto names
+    them, each read from ``series_stats_dynamic(x)``."""
+    from duckdb_kql.translate.naming import expression_name
+
+    node = _rebuilt(node, _expanded_series_stats)
+    if not isinstance(node, (ir.Extend, ir.Project)):
+        return node
+    out: list[ir.NamedExpr] = []
+    for named in node.expressions:
+        call = named.expr
+        if not (isinstance(call, ir.FunctionCall) and call.name == "series_stats"):
+            out.append(named)
+            continue
+        base = expression_name(call.args[0]) if call.args else None
+        if named.name is not None or base is None:
+            raise KqlUnsupportedError(
+                "function:series_stats",
+                hint="use it unnamed over a column (`extend series_stats(x)`), or "
+                "series_stats_dynamic(x) for a bag of the statistics")
+        bag = ir.FunctionCall("series_stats_dynamic", call.args)
+        out.extend(
+            ir.NamedExpr(ir.FunctionCall(convert, (ir.PathAccess(bag, (ir.PathStep(name=stat),)),)),
+                         f"series_stats_{base}_{stat}")
+            for stat, convert in _SERIES_STATS_TYPES.items())
+    return dataclasses.replace(node, expressions=tuple(out))
+
+
+_ARG_EXTREME_PREFIX = {"arg_max": "max_", "arg_min": "min_"}
+
+
+def _expanded_percentiles(aggregates: tuple[ir.NamedExpr, ...]) -> list[ir.NamedExpr]:
+    """``percentiles(x, 50, 95)`` unnamed: one ``percentile(x, p)`` per percentage, named
+    ``percentile_x_50``, ``percentile_x_95`` by duckdb-kql's rule, as Kusto names them."""
+    out: list[ir.NamedExpr] = []
+    for named in aggregates:
+        call = named.expr
+        if isinstance(call, ir.FunctionCall) and call.name == "percentiles" \
+                and named.name is None and len(call.args) >= 2:
+            out.extend(ir.NamedExpr(ir.FunctionCall("percentile", (call.args[0], p)), None)
+                       for p in call.args[1:])
+        else:
+            out.append(named)
+    return out
+
+
+def _computed_arg_extremes(node: Any) -> Any:
+    """``summarize arg_max(expr, ...)`` where *expr* is computed, not a column.
+
+    duckdb-kql maximises columns only. The expression is computed first by an
+    ``extend`` under an internal name and maximised as a column; unnamed, the
+    output column is then renamed to Kusto's name for it, ``max_`` (``min_`` for
+    ``arg_min``), as duckdb-kql's authors measured.
+    """
+    if isinstance(node, ir.Query):
+        node = _rebuilt(node, _computed_arg_extremes)
+        operators: list[Any] = []
+        changed = False
+        for op in node.operators:
+            if not isinstance(op, ir.Summarize):
+                operators.append(op)
+                continue
+            extends, renames, aggregates = [], [], []
+            for named in _expanded_percentiles(op.aggregates):
+                call = named.expr
+                if not (isinstance(call, ir.FunctionCall) and call.name in _ARG_EXTREME_PREFIX
+                        and len(call.args) >= 2 and not isinstance(call.args[0], ir.ColumnRef)):
+                    aggregates.append(named)
+                    continue
+                internal = f"__ctirealm_arg_{len(extends)}"
+                extends.append(ir.NamedExpr(call.args[0], internal))
+                aggregates.append(dataclasses.replace(named, expr=ir.FunctionCall(
+                    call.name, (ir.ColumnRef(internal), *call.args[1:]))))
+                if named.name is None:
+                    renames.append((internal, _ARG_EXTREME_PREFIX[call.name]))
+            if not extends:
+                if tuple(aggregates) != tuple(op.aggregates):
+                    changed = True
+                    op = dataclasses.replace(op, aggregates=tuple(aggregates))
+                operators.append(op)
+                continue
+            if len({new for _, new in renames}) != len(renames):
+                raise KqlUnsupportedError(
+                    "summarize", hint="name the computed arg_max/arg_min results apart "
+                    "(`(m, x) = arg_max(...)`): Kusto gives both the same default name")
+            changed = True
+            operators.append(ir.Extend(tuple(extends)))
+            operators.append(dataclasses.replace(op, aggregates=tuple(aggregates)))
+            if renames:
+                operators.append(ir.ProjectRename(tuple(renames)))
+        return dataclasses.replace(node, operators=operators) if changed else node
+    return _rebuilt(node, _computed_arg_extremes)
+
+
+def _restore_names(sql: Any) -> Any:
+    """The statement *sql* with the query's own names on its result columns.
+
+    DuckDB keeps ``user`` and ``User`` apart in a final select list, only not in
+    the query's scopes; every result column is selected once more, its name
+    without the internal suffix (also inside a default name, ``sum_User__ctirealm_0``).
+    """
+    text = (
+        f"SELECT COLUMNS('^(.*?){_CASE_SUFFIX}[0-9]+(.*)$|^(.*)$') AS '\\1\\2\\3' "
+        f"FROM ({sql}) AS _ctirealm_names"
+    )
+    restored = type(sql)(text)
+    restored.__dict__.update(getattr(sql, "__dict__", {}))
+    return restored
+
+
+def _parse_text(original: Callable[[str], Any]) -> Callable[[str], Any]:
+    """duckdb-kql's parser, given the text with `text.rewrite_text`'s spellings (same
+    length and line breaks, so positions in errors still point into the query)."""
+
+    def parse(kql: str) -> Any:
+        return original(rewrite_text(kql) if isinstance(kql, str) else kql)
+
+    return parse
+
+
+def _emit(original: Callable[..., Any]) -> Callable[..., Any]:
+    def to_sql(query: ir.Query, schema: Any = None) -> Any:
+        if _translate._NAMES_STATE.get() is None:
+            query = _expanded_series_stats(_computed_arg_extremes(_canonical_names(query)))
+            renames = _case_renames(query, dict(schema or {}))
+            if renames:
+                query = _renamed_columns(query, renames)
+            if _inspect(query):
+                query = _resolve_query(query, dict(schema or {}))
+            if renames:
+                return _restore_names(original(query, schema))
+        return original(query, schema)
+
+    return to_sql
+
+
+#: duckdb-kql attributes replaced by `install`: (module, attribute, original -> replacement).
+PATCHES: list[tuple[Any, str, Callable[[Any], Any]]] = [
+    (_lower, "parse", _parse_text),
+    (_lower, "_lower_operator", _lower_operator),
+    (_lower, "_lower_head", _lower_head),
+    (_lower, "_lower_mv_expand_target", _lower_mv_expand_target),
+    (_lower, "_lower_expr", _lower_expr),
+    (_lower, "_lower_path", _lower_path),
+    (_lower, "_lower_parse", _lower_parse),
+    (_lower, "_declare_let_function", _declare_let_function),
+    (_lower, "_expand", _expand),
+    (_translate, "_parse_pattern", _parse_pattern),
+    (_translate, "_refuse_empty_literal", _refuse_empty_literal),
+    (_lower, "_substitute_once", _substitute_once),
+    (_translate, "to_sql", _emit),
+    (_translate, "_TIMESPAN_RETURNING", lambda original: original | {TIMESPAN_DIV}),
+    (_schema, "union_output_columns", _union_output_columns),
+    (_schema, "_source_columns_unchecked", _source_columns),
+]
