@@ -166,6 +166,17 @@ def _kql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _observed(report: str) -> list[str]:
+    """Artefacts a report says were observed: the path, flag and name tokens of its inline code
+    (`` `crontab -l | ...` ``, `` `/dev/shm` ``), most specific first."""
+    tokens = [t.strip(".:,;'\"()|<>") for span in re.findall(r"`([^`\n]+)`", report)
+              for t in span.split()]
+    found = [t for t in dict.fromkeys(tokens)
+             if len(t) >= 4 and _TERM.fullmatch(t) and t.lower() not in _STOP
+             and _specificity(t) == 2]
+    return sorted(found, key=lambda t: (-len(t.split("/")), t))
+
+
 def _specificity(term: str) -> int:
     """2 for an artefact a log carries (a path, flag, dotted, numbered or CamelCase name), 1 for
     a plain word."""
@@ -206,6 +217,7 @@ class BaselineAgent:
         objective = task.objective
         words = {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z-]+", objective)} - _STOP
         techniques: list[str] = []
+        observed: list[str] = []
         if "list_cti_report_tags" in tools.names:
             counts = {t["tag"]: t["count"] for t in json.loads(tools.list_cti_report_tags())}
             # The most specific tags that share a word with the objective come first.
@@ -220,6 +232,7 @@ class BaselineAgent:
                         best = (overlap, report)
             if best is not None:
                 techniques = extract_technique_ids(best[1]["content"])[:3]
+                observed = _observed(best[1]["content"])
         tables = candidate_tables(objective)[:2]
         tools.say(f"Candidate techniques: {', '.join(techniques) or 'none found'}. "
                   f"Candidate tables: {', '.join(tables)}.")
@@ -229,7 +242,13 @@ class BaselineAgent:
         terms = _terms(objective)[:MAX_TERMS]
         if not terms:
             return None
-        picks = self._selective(tools, tables, terms)
+        picks, rare = self._selective(tools, tables, terms)
+        if not rare and observed:
+            # The objective's words are not rare anywhere: try what the report says was observed
+            # (its inline code: commands, paths, API names).
+            found, found_rare = self._selective(tools, tables, observed[:2 * MAX_TERMS])
+            if found_rare:
+                picks = found
         if not picks:
             return None
         table, chosen = picks[0]
@@ -261,11 +280,12 @@ class BaselineAgent:
 
     @staticmethod
     def _selective(tools: AgentTools, tables: list[str],
-                   terms: list[str]) -> list[tuple[str, list[str]]]:
+                   terms: list[str]) -> tuple[list[tuple[str, list[str]]], bool]:
         """Per table, the objective's terms to detect on: those that occur in the table's text
         column but in few rows, their union narrowed to the rarest while it is large. Tables
         where some term is rare come first (most terms kept first); a table where none is
-        comes only when no table has one, with its least common term."""
+        comes only when no table has one, with its least common term. Also whether any term
+        was rare."""
         rare_picks: list[tuple[tuple[int, int], str, list[str]]] = []
         weak_picks: list[tuple[tuple[int, int], str, list[str]]] = []
         for table in tables:
@@ -296,7 +316,7 @@ class BaselineAgent:
         # Nothing rare anywhere: the least common term that occurs at all, a weak detection
         # honestly submitted rather than none.
         picks = sorted(rare_picks) or sorted(weak_picks)[:1]
-        return [(table, chosen) for _, table, chosen in picks]
+        return [(table, chosen) for _, table, chosen in picks], bool(rare_picks)
 
 
 def builtin_agent(name: str, cases: CaseSet) -> Any:
