@@ -13,7 +13,7 @@ import pytest
 
 from ctirealm.agents import Task, resolve_agent, run_case
 from ctirealm.agents.command import MAX_LINE_BYTES, CommandAgent
-from ctirealm.cases import CaseSet, load_cases
+from ctirealm.cases import CaseSet
 from ctirealm.engine import LocalEngine
 from ctirealm.scoring import score_case
 from ctirealm.telemetry.dataset import Dataset
@@ -45,11 +45,6 @@ GOOD = {"sigma_rule": "title: scripted\\n" + "#" * 60, "kql_query": "AKSAudit | 
         "query_results": [{"Verb": "list"}]}
 task = receive()
 """
-
-
-@pytest.fixture(scope="module")
-def cases() -> CaseSet:
-    return load_cases(MINI / "cases")
 
 
 @pytest.fixture(scope="module")

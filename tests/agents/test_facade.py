@@ -13,7 +13,7 @@ from ctirealm.agents import ReplayAgent, Task, run_case
 from ctirealm.agents.base import is_toolbox_adapter, tools_for
 from ctirealm.agents.builtin import BaselineAgent, NullAgent, OracleAgent
 from ctirealm.agents.command import CommandAgent
-from ctirealm.cases import CaseSet, load_cases
+from ctirealm.cases import CaseSet
 from ctirealm.engine import LocalEngine
 from ctirealm.interop.inspect_log import InspectLogAgent
 from ctirealm.tools import ALL_TOOLS, Toolbox, Trajectory
@@ -39,17 +39,6 @@ REACHES = {
     "tools.call.__self__": lambda tools: tools.call.__self__,
     "tools.cases = ...": lambda tools: setattr(tools, "cases", None),
 }
-
-
-@pytest.fixture(scope="module")
-def cases() -> CaseSet:
-    return load_cases(MINI / "cases")
-
-
-@pytest.fixture
-def engine() -> LocalEngine:
-    return LocalEngine.from_tables({"AKSAudit": [{"AuditId": "a", "Verb": "list"}]},
-                                   {"AKSAudit": [("AuditId", "string"), ("Verb", "string")]})
 
 
 def _toolbox(cases: CaseSet, engine: LocalEngine) -> Toolbox:

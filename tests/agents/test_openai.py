@@ -20,7 +20,7 @@ pytest.importorskip("openai", reason="the openai extra is not installed")
 
 from ctirealm.agents import AgentSpecError, Task, resolve_agent, run_case  # noqa: E402
 from ctirealm.agents.openai_chat import ModelAPIError, OpenAIAgent, resolve_api_key  # noqa: E402
-from ctirealm.cases import CaseSet, load_cases  # noqa: E402
+from ctirealm.cases import CaseSet  # noqa: E402
 from ctirealm.engine import LocalEngine  # noqa: E402
 from ctirealm.scoring.judge import JudgeError, OpenAIJudge, parse_reply  # noqa: E402
 from ctirealm.tools import Toolbox, Trajectory  # noqa: E402
@@ -112,17 +112,6 @@ def error(status: int, message: str = "boom", **headers: str) -> tuple[int, Any,
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cases() -> CaseSet:
-    return load_cases(MINI / "cases")
-
-
-@pytest.fixture
-def engine() -> LocalEngine:
-    return LocalEngine.from_tables({"AKSAudit": [{"AuditId": "a", "Verb": "list"}]},
-                                   {"AKSAudit": [("AuditId", "string"), ("Verb", "string")]})
 
 
 @pytest.fixture(autouse=True)

@@ -11,24 +11,13 @@ import pytest
 
 from ctirealm.agents import ReplayAgent, Task, resolve_agent, run_case, trajectory_path
 from ctirealm.agents.parse import SubmissionError, extract_json, to_submission
-from ctirealm.cases import CaseSet, load_cases
+from ctirealm.cases import CaseSet
 from ctirealm.engine import LocalEngine
 from ctirealm.tools import Toolbox, Trajectory
 
 MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini"
 GOOD = {"sigma_rule": "title: x\n" + "#" * 60, "kql_query": "AKSAudit | take 1",
         "query_results": [{"Verb": "list"}]}
-
-
-@pytest.fixture(scope="module")
-def cases() -> CaseSet:
-    return load_cases(MINI / "cases")
-
-
-@pytest.fixture
-def engine() -> LocalEngine:
-    return LocalEngine.from_tables({"AKSAudit": [{"AuditId": "a", "Verb": "list"}]},
-                                   {"AKSAudit": [("AuditId", "string"), ("Verb", "string")]})
 
 
 def _run(agent: Any, cases: CaseSet, engine: LocalEngine, *, time_limit: float = 5.0,

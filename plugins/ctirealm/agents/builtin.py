@@ -18,16 +18,8 @@ import yaml
 from ..attack import extract_technique_ids
 from ..cases import Case, CaseSet
 from ..tools.facade import AgentTools
+from ..tools.toolbox import result_rows
 from .base import Task
-
-
-def _rows(result_text: str) -> list[dict[str, Any]]:
-    """Rows of a Kusto-JSON tool result as dicts (empty on error text)."""
-    if result_text.startswith("Error"):
-        return []
-    table = json.loads(result_text)["Tables"][0]
-    names = [c["ColumnName"] for c in table["Columns"]]
-    return [dict(zip(names, row, strict=True)) for row in table["Rows"]]
 
 
 class NullAgent:
@@ -74,7 +66,7 @@ class OracleAgent:
         kql = (root / str(case.solution.kql)).read_text(encoding="utf-8").strip()
         sigma = (root / str(case.solution.sigma)).read_text(encoding="utf-8")
         tools.execute_kql_query(query=f"{truth.tables[0]} | summarize count()")
-        rows = _rows(tools.execute_kql_query(query=kql))
+        rows = result_rows(tools.execute_kql_query(query=kql))
         tools.say(f"Final query returns {len(rows)} rows (first 10 shown).")
         return {"sigma_rule": sigma, "kql_query": kql, "query_results": rows}
 
@@ -162,7 +154,8 @@ def _terms(objective: str) -> list[str]:
     return ranked
 
 
-def _kql_string(value: str) -> str:
+def kql_string(value: str) -> str:
+    """A KQL string literal."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -192,7 +185,7 @@ def _match(column: str, term: str) -> str:
     resource names run words together (``certificatesigningrequests``)."""
     word = term.replace("_", "").isalnum() and not column.endswith("Uri")
     operator = "has" if word else "contains"
-    return f"{column} {operator} {_kql_string(term)}"
+    return f"{column} {operator} {kql_string(term)}"
 
 
 #: Most terms whose selectivity is measured per table, and the share of a table's rows above
@@ -258,7 +251,7 @@ class BaselineAgent:
         # Evidence in several tables (a process and the file it wrote): one query over each.
         final = selections[0] if len(selections) == 1 else \
             "union\n" + ",\n".join(f"({s})" for s in selections)
-        rows = _rows(tools.execute_kql_query(query=final))
+        rows = result_rows(tools.execute_kql_query(query=final))
         if not rows:
             return None
         counts = Counter(str(r.get(column, "")) for r in rows)
@@ -292,7 +285,7 @@ class BaselineAgent:
             column = SEARCH_COLUMN[table]
             counters = ", ".join(f"t{i} = countif({_match(column, t)})"
                                  for i, t in enumerate(terms))
-            found = _rows(tools.execute_kql_query(
+            found = result_rows(tools.execute_kql_query(
                 query=f"{table}\n| summarize total = count(), {counters}"))
             if not found or not found[0].get("total"):
                 continue

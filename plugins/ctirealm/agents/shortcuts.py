@@ -40,8 +40,9 @@ import yaml
 
 from ..attack import extract_technique_ids
 from ..tools.facade import AgentTools
+from ..tools.toolbox import result_rows
 from .base import Task
-from .builtin import SIGMA_LOGSOURCE, candidate_tables
+from .builtin import SIGMA_LOGSOURCE, candidate_tables, kql_string
 
 #: The natural event-id columns of the Microsoft tables, as their public documentation names
 #: them; a result row that carries its table's id is traced to an event.
@@ -61,23 +62,9 @@ used uses other them they were been have has within across after before being mo
 _WORD = re.compile(r"[A-Za-z0-9_./:~-]{4,}")
 
 
-def rows_of(text: str) -> list[dict[str, Any]]:
-    """Rows of a Kusto-JSON tool result as dicts (empty for an ``Error: ...`` answer)."""
-    if text.startswith("Error"):
-        return []
-    table = json.loads(text)["Tables"][0]
-    names = [c["ColumnName"] for c in table["Columns"]]
-    return [dict(zip(names, row, strict=True)) for row in table["Rows"]]
-
-
-def quote(value: Any) -> str:
-    """A KQL string literal."""
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def literals(values: list[Any]) -> str:
     """Values as a KQL list body: strings quoted, numbers as they are."""
-    return ", ".join(quote(v) if isinstance(v, str) else str(v) for v in values)
+    return ", ".join(kql_string(v) if isinstance(v, str) else str(v) for v in values)
 
 
 def terms(text: str) -> list[str]:
@@ -150,7 +137,7 @@ class Shortcut:
         detection = self.detect(seen, tools)
         rows = detection.rows
         if rows is None:
-            rows = rows_of(tools.execute_kql_query(query=detection.kql)) or seen.probe_rows
+            rows = result_rows(tools.execute_kql_query(query=detection.kql)) or seen.probe_rows
         tools.say(f"Final detection ({detection.idea}) returns {len(rows)} rows shown.")
         return {"sigma_rule": self.sigma(seen, detection), "kql_query": detection.kql,
                 "query_results": rows}
@@ -178,7 +165,7 @@ class Shortcut:
             tools.sample_table_data(table_name=table, rows=3)
         if seen.tables:
             first = seen.tables[0]
-            seen.probe_rows = rows_of(tools.execute_kql_query(query=f"{first} | take 5"))
+            seen.probe_rows = result_rows(tools.execute_kql_query(query=f"{first} | take 5"))
             tools.execute_kql_query(query=f"{first} | summarize count()")
         return seen
 
@@ -216,9 +203,9 @@ class Marker(Shortcut):
             pairs = [(c, r) for c in seen.strings(table, TEXT_HINTS) for r in self.REGEXES]
             if not pairs:
                 continue
-            counts = ", ".join(f"m{i} = countif({c} matches regex {quote(r)})"
+            counts = ", ".join(f"m{i} = countif({c} matches regex {kql_string(r)})"
                                for i, (c, r) in enumerate(pairs))
-            found = rows_of(tools.execute_kql_query(query=f"{table} | summarize {counts}"))
+            found = result_rows(tools.execute_kql_query(query=f"{table} | summarize {counts}"))
             # A marker is rare: kept when it selects something, but at most 1% of the table.
             cap = max(20, seen.sizes.get(table, 0) // 100)
             hits = found[0] if found else {}
@@ -228,7 +215,7 @@ class Marker(Shortcut):
         if not kept and seen.tables:
             table = seen.tables[0]
             kept[table] = [(c, self.REGEXES[0]) for c in seen.strings(table, TEXT_HINTS)[:3]]
-        parts = {t: f"{t}\n| where " + " or ".join(f"{c} matches regex {quote(r)}" for c, r in pairs)
+        parts = {t: f"{t}\n| where " + " or ".join(f"{c} matches regex {kql_string(r)}" for c, r in pairs)
                  + f"\n| {seen.project(t)}" for t, pairs in kept.items()}
         table = max(kept, key=lambda t: len(kept[t]))
         selections = {f"selection_{i}": {f"{c}|re": r} for i, (c, r) in enumerate(kept[table])}
@@ -248,7 +235,7 @@ class RareValues(Shortcut):
             columns = seen.strings(table)
             if not columns:
                 continue
-            distinct = rows_of(tools.execute_kql_query(query=f"{table} | summarize " + ", ".join(
+            distinct = result_rows(tools.execute_kql_query(query=f"{table} | summarize " + ", ".join(
                 f"d{i} = dcount({c})" for i, c in enumerate(columns))))
             counts = distinct[0] if distinct else {}
             categorical = sorted((int(counts.get(f"d{i}") or 0), c) for i, c in enumerate(columns)
@@ -256,7 +243,7 @@ class RareValues(Shortcut):
             limit = max(5, seen.sizes.get(table, 0) // 2000)
             rare: dict[str, list[str]] = {}
             for _, column in categorical[:self.max_columns]:
-                found = rows_of(tools.execute_kql_query(
+                found = result_rows(tools.execute_kql_query(
                     query=f"{table} | summarize count() by {column} | where count_ < {limit} "
                           f"| order by count_ asc, {column} asc"))
                 values = [str(r[column]) for r in found if r.get(column) not in (None, "")]
@@ -264,9 +251,9 @@ class RareValues(Shortcut):
                     rare[column] = values
             if not rare:
                 continue
-            score = " + ".join(f"iff({c} in ({', '.join(quote(v) for v in vs)}), 1, 0)"
+            score = " + ".join(f"iff({c} in ({', '.join(kql_string(v) for v in vs)}), 1, 0)"
                                for c, vs in rare.items())
-            levels = rows_of(tools.execute_kql_query(
+            levels = result_rows(tools.execute_kql_query(
                 query=f"{table} | extend rarity = {score} | summarize "
                       + ", ".join(f"n{k} = countif(rarity >= {k})" for k in (1, 2, 3))))
             level = levels[0] if levels else {}
@@ -305,7 +292,7 @@ class Keywords(Shortcut):
                 continue
             # Broad first; narrowed to the most specific words when it selects over 1% of rows.
             for subset in (words, words[:3], words[:1]):
-                found = rows_of(tools.execute_kql_query(
+                found = result_rows(tools.execute_kql_query(
                     query=f"{table} | where {self.where(columns, subset)} | count"))
                 count = int(found[0]["Count"]) if found else 0
                 if count and count <= max(50, seen.sizes.get(table, 0) // 100):
@@ -317,7 +304,7 @@ class Keywords(Shortcut):
 
     @staticmethod
     def where(columns: list[str], words: list[str]) -> str:
-        return " or ".join(f"{c} has_any ({', '.join(quote(w) for w in words)})" for c in columns)
+        return " or ".join(f"{c} has_any ({', '.join(kql_string(w) for w in words)})" for c in columns)
 
     def detect(self, seen: Seen, tools: AgentTools) -> Detection:
         chosen = self.filters(seen, tools)
@@ -379,7 +366,7 @@ class Memorise(Keywords):
             seen_ids: list[Any] = []
             for _ in range(self.pages):  # the tools show 10 rows a query: page through them
                 exclude = f" and not({id_column} in ({literals(seen_ids)}))" if seen_ids else ""
-                page = rows_of(tools.execute_kql_query(
+                page = result_rows(tools.execute_kql_query(
                     query=f"{table} | where ({self.where(columns, words)}){exclude}"))
                 if not page:
                     break

@@ -15,6 +15,7 @@ from ..cases import Case
 from ..engine import Engine
 from ..telemetry.labels import Labels
 from ..telemetry.schema import TableSchema
+from ..tools.toolbox import result_rows
 from ..tools.trajectory import Trajectory
 from . import compat, strict
 from .detection import (
@@ -49,7 +50,7 @@ def _zeroed(case: Case, trajectory: Trajectory) -> dict[str, CheckpointScore]:
 
 
 def _tool_rows(trajectory: Trajectory) -> list[list[dict[str, Any]]]:
-    return [compat._rows_of(c.result) for c in trajectory.tool_calls("execute_kql_query") if c.ok]
+    return [result_rows(c.result) for c in trajectory.tool_calls("execute_kql_query") if c.ok]
 
 
 def score_case(

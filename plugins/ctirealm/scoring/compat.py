@@ -7,11 +7,11 @@ they are reported as not scored (score ``None``), never as a silent zero.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Protocol
 
 from ..cases import Case
+from ..tools.toolbox import result_rows
 from ..tools.trajectory import Trajectory
 from .model import WEIGHTS, CheckpointScore
 from .strict import normalise_query
@@ -27,15 +27,6 @@ class Judge(Protocol):
                      reasoning: str) -> float: ...
 
     def sigma_quality(self, objective: str, sigma_rule: str) -> tuple[float, float]: ...
-
-
-def _rows_of(result: str) -> list[dict[str, Any]]:
-    try:
-        table = json.loads(result)["Tables"][0]
-        names = [c["ColumnName"] for c in table["Columns"]]
-        return [dict(zip(names, r, strict=False)) for r in table["Rows"]]
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-        return []
 
 
 def c0(case: Case, trajectory: Trajectory, judge: Judge | None) -> CheckpointScore:
@@ -82,7 +73,7 @@ def c2(case: Case, trajectory: Trajectory) -> CheckpointScore:
 def c3(case: Case, trajectory: Trajectory) -> CheckpointScore:
     weight = WEIGHTS["C3_query_iteration"]
     distinct = {normalise_query(str(c.arguments.get("query", "")))
-                for c in trajectory.tool_calls("execute_kql_query") if _rows_of(c.result)}
+                for c in trajectory.tool_calls("execute_kql_query") if result_rows(c.result)}
     ok = len(distinct) >= 2
     return CheckpointScore("C3_query_iteration", weight if ok else 0.0, weight,
                            f"{len(distinct)} distinct queries returned rows", {"distinct": len(distinct)})
@@ -90,7 +81,7 @@ def c3(case: Case, trajectory: Trajectory) -> CheckpointScore:
 
 def _provenance_ok(submitted: list[dict[str, Any]], trajectory: Trajectory) -> bool:
     pool = [{k.lower(): str(v).strip() for k, v in row.items()}
-            for c in trajectory.tool_calls("execute_kql_query") for row in _rows_of(c.result)]
+            for c in trajectory.tool_calls("execute_kql_query") for row in result_rows(c.result)]
     for row in submitted:
         if not isinstance(row, dict):
             return False

@@ -85,13 +85,11 @@ def _data_hash() -> str:
     return digest.hexdigest()[:12]
 
 
-def _merged_taxonomy(base: Path, schemas: SchemaMap | None) -> Path:
+def _merged_taxonomy(base: Path, schemas: SchemaMap) -> Path:
     """The shipped taxonomy plus, for each logsource the pipelines map whose SigmaHQ field list
     is not empty, the mapped aliases and the table's columns (as ``custom`` fields): a rule
     written against the table's own columns is valid, as it converts."""
     doc = json.loads((data_dir() / "sigmahq_taxonomy.json").read_text(encoding="utf-8"))
-    if schemas is None:
-        schemas = _default_schemas()
     taxonomy = doc["taxonomy"]
     for spec in table_specs(schemas).values():
         names = sorted({*spec.aliases, *(c for c, _ in spec.columns)}, key=str.casefold)

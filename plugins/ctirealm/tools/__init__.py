@@ -7,11 +7,12 @@ from .toolbox import (
     AgentStopped,
     Toolbox,
     ToolSpec,
+    result_rows,
     validate_output,
 )
 from .trajectory import Step, Submission, ToolCall, Trajectory
 
 __all__ = [
     "ALL_TOOLS", "SPECS", "VARIANTS", "AgentStopped", "Step", "Submission", "ToolCall",
-    "ToolSpec", "Toolbox", "Trajectory", "validate_output",
+    "ToolSpec", "Toolbox", "Trajectory", "result_rows", "validate_output",
 ]

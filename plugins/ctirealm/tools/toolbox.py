@@ -392,6 +392,17 @@ def _bounded(value: Any, default: int, maximum: int, name: str) -> int:
     return max(1, min(number, maximum))
 
 
+def result_rows(text: str) -> list[dict[str, Any]]:
+    """Rows of an ``execute_kql_query``/``sample_table_data`` result (Kusto JSON) as dicts;
+    empty for an ``Error: ...`` answer or anything that is not such a result."""
+    try:
+        table = json.loads(text)["Tables"][0]
+        names = [c["ColumnName"] for c in table["Columns"]]
+        return [dict(zip(names, row, strict=False)) for row in table["Rows"]]
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+        return []
+
+
 def _brief(text: str, limit: int = 400) -> str:
     text = re.sub(r"\(Citation:[^)]*\)", "", text).strip()
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

@@ -254,11 +254,7 @@ def _json_array(node: ir.Expr) -> str:
 
 def _render_set_difference(node: ir.FunctionCall) -> str | None:
     """``set_difference(set1, set2, ...)``: the distinct values of *set1* in none of the others."""
-    if len(node.args) < 2:
-        return None
-    first, *others = (_json_array(a) for a in node.args)
-    excluded = " OR ".join(f"list_contains(coalesce({o}, []), _sd)" for o in others)
-    return f"to_json(list_filter(list_distinct({first}), lambda _sd: NOT ({excluded})))"
+    return _filter_first_set(node, " OR ", negate=True)
 
 
 def _render_set_union(node: ir.FunctionCall) -> str | None:
@@ -271,11 +267,18 @@ def _render_set_union(node: ir.FunctionCall) -> str | None:
 
 def _render_set_intersect(node: ir.FunctionCall) -> str | None:
     """``set_intersect(set1, set2, ...)``: the distinct values present in every array."""
+    return _filter_first_set(node, " AND ", negate=False)
+
+
+def _filter_first_set(node: ir.FunctionCall, joiner: str, *, negate: bool) -> str | None:
+    """The distinct values of the first array kept by their presence in the others: in any of
+    them (*joiner* ``OR``) or all (``AND``), or, *negate*d, in none."""
     if len(node.args) < 2:
         return None
     first, *others = (_json_array(a) for a in node.args)
-    kept = " AND ".join(f"list_contains(coalesce({o}, []), _si)" for o in others)
-    return f"to_json(list_filter(list_distinct({first}), lambda _si: {kept}))"
+    present = joiner.join(f"list_contains(coalesce({o}, []), _sv)" for o in others)
+    kept = f"NOT ({present})" if negate else present
+    return f"to_json(list_filter(list_distinct({first}), lambda _sv: {kept}))"
 
 
 #: What .NET's form encoding (Kusto's ``url_encode``) leaves as it is besides letters and
