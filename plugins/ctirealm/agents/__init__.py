@@ -6,6 +6,7 @@
 ``null``               submits nothing
 ``python:mod:attr``    an object or factory with ``run(task, tools)``
 ``command:"argv"``     any program speaking the JSON-lines protocol
+``mcp:COMMAND``        any agent speaking MCP (an agent CLI), given the case's MCP server
 ``openai:<model>``     a tool-calling loop through the openai SDK
 ``replay:<dir>``       trajectories recorded by an earlier run
 ``inspect:<log>``      Inspect AI logs (file or folder) of CTI-REALM runs
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import importlib
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +52,15 @@ def _command(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
     return CommandAgent(target, **{k: v for k, v in options.items() if k in ("cwd", "env")})
 
 
+def _mcp(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
+    from .mcp import MCPAgent
+
+    try:
+        return MCPAgent(target, **{k: v for k, v in options.items() if k in ("cwd", "env")})
+    except ValueError as exc:
+        raise AgentSpecError(f"mcp agent: {exc}") from exc
+
+
 def _openai(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
     from .openai_chat import OpenAIAgent
 
@@ -69,10 +80,24 @@ def _inspect(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
 FACTORIES: dict[str, Callable[[str, CaseSet, dict[str, Any]], Any]] = {
     "python": _python,
     "command": _command,
+    "mcp": _mcp,
     "openai": _openai,
     "replay": lambda target, cases, options: ReplayAgent(target),
     "inspect": _inspect,
 }
+
+
+def _unquote(target: str) -> str:
+    """*target* without the double quotes around all of it (``command:"python a.py"``); quotes
+    that are the command's own (``mcp:agent -p "{prompt}"``) stay."""
+    if target.startswith('"'):
+        try:
+            words = shlex.split(target)
+        except ValueError:
+            return target
+        if len(words) == 1:
+            return words[0].strip()
+    return target
 
 
 def resolve_agent(spec: str, cases: CaseSet, **options: Any) -> Any:
@@ -84,10 +109,11 @@ def resolve_agent(spec: str, cases: CaseSet, **options: Any) -> Any:
     if not sep or kind not in FACTORIES:
         raise AgentSpecError(
             f"unknown agent {spec!r}; use baseline, oracle, null, python:mod:attr, "
-            'command:"argv", openai:<model>, replay:<dir> or inspect:<log>'
+            'command:"argv", mcp:COMMAND, openai:<model>, replay:<dir> or inspect:<log>'
         )
+    target = _unquote(target.strip())
     try:
-        return FACTORIES[kind](target.strip().strip('"'), cases, options)
+        return FACTORIES[kind](target, cases, options)
     except ModuleNotFoundError as exc:
         raise AgentSpecError(f"agent {spec!r} needs a missing package: {exc.name}") from exc
 

@@ -8,7 +8,7 @@ exception, hang, limit, garbage — into a trajectory status and reason. It
 never raises: one agent's failure ends its case, not the run.
 
 Only ctirealm's own adapters for agents that run elsewhere (a program over
-stdio, a model API, an Inspect log) get the toolbox itself, because they
+stdio, an MCP client, a model API, an Inspect log) get the toolbox itself, because they
 record notes and logged calls into the trajectory.
 They are recognised by exact class, never by anything an agent declares.
 """
@@ -82,6 +82,7 @@ def agent_name(agent: Any) -> str:
 #: checking costs no import (an adapter whose module was never imported has no instance).
 TOOLBOX_ADAPTERS = (
     ("ctirealm.agents.command", "CommandAgent"),
+    ("ctirealm.agents.mcp", "MCPAgent"),
     ("ctirealm.agents.openai_chat", "OpenAIAgent"),
     ("ctirealm.interop.inspect_log", "InspectLogAgent"),
 )

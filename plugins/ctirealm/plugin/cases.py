@@ -56,7 +56,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ctirealm")
     group.addoption("--realm-agent", default=None, metavar="SPEC",
                     help="agent under test: baseline (default), oracle, null, python:mod:attr, "
-                         'command:"argv", openai:<model>, replay:<dir>, inspect:<log>')
+                         'command:"argv", mcp:COMMAND, openai:<model>, replay:<dir>, '
+                         "inspect:<log>")
     group.addoption("--realm-scoring", choices=MODES, default=None,
                     help="strict (default, deterministic) or compat (the reference's formulas)")
     group.addoption("--realm-judge", default=None, metavar="MODEL",
