@@ -27,7 +27,7 @@ from duckdb_kql import errors as kql_errors
 from duckdb_kql.types import kusto_type
 
 from ..telemetry.schema import DUCKDB_TYPES, TableSchema, coerce_row, parse_datetime
-from . import rewrite
+from . import memo, rewrite
 from .errors import (
     EngineError,
     KqlRuntimeError,
@@ -185,9 +185,16 @@ class LocalEngine:
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
         threads: int | None = None,
         now: datetime | str | None = None,
+        memo_dir: str | Path | None = None,
     ) -> LocalEngine:
-        """Open a store file read-only. Its sidecar ``.meta.json`` gives schemas and clock."""
+        """Open a store file read-only. Its sidecar ``.meta.json`` gives schemas and clock.
+
+        With *memo_dir*, this process remembers its translations and table references there
+        across runs (`memo`; a store's engine uses its cache folder).
+        """
         path = Path(store_path)
+        if memo_dir is not None:
+            memo.use(Path(memo_dir))
         meta_path = path.with_suffix(".meta.json")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no telemetry store here (run `ctirealm telemetry build`)")
@@ -308,6 +315,12 @@ class LocalEngine:
             read.append(column)
             return self._read_distinct(sql, parameters, column, kind)
 
+        disk = memo.current()
+        remembered = disk.get("sql", key) if disk is not None else memo.MISS
+        if remembered is not memo.MISS:
+            with _CACHE_LOCK:
+                _CACHE[key] = remembered
+            return remembered
         sql = translate_kql(kql, schema=self._column_names, now=self.now, types=self._types,
                             read_distinct=read_distinct)
         if read:
@@ -318,6 +331,8 @@ class LocalEngine:
             _CACHE[key] = sql
             if len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
+        if disk is not None:
+            disk.put("sql", key, sql)
         return sql
 
     def _read_distinct(self, sql: str, parameters: dict[str, Any], column: str,

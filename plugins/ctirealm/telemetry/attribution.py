@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from ..engine import memo
 from .labels import Labels
 from .schema import TableSchema
 
@@ -83,7 +84,22 @@ def _matches(ref: str, table: str) -> bool:
 
 @lru_cache(maxsize=2048)
 def _references(kql: str) -> frozenset[str] | None:
-    """Table names and wildcards *kql* reads (``let`` names resolved); None if it does not parse."""
+    """Table names and wildcards *kql* reads (``let`` names resolved); None if it does not parse.
+
+    Remembered across runs in the engine's memo (parsing is the cost), when one is in use.
+    """
+    disk = memo.current()
+    if disk is not None:
+        known = disk.get("tables", kql)
+        if known is not memo.MISS:
+            return known
+    found = _parsed_references(kql)
+    if disk is not None:
+        disk.put("tables", kql, found)
+    return found
+
+
+def _parsed_references(kql: str) -> frozenset[str] | None:
     from duckdb_kql.errors import KqlError
     from duckdb_kql.parser import parse
 

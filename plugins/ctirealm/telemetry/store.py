@@ -78,9 +78,13 @@ class Store:
         return [FileProblem.from_dict(p) for p in self.meta.get("problems", [])]
 
     def engine(self, **options: Any) -> LocalEngine:
-        """A read-only `LocalEngine` on this store (options: timeout, max_rows, memory_limit)."""
+        """A read-only `LocalEngine` on this store (options: timeout, max_rows, memory_limit).
+
+        Its translations are remembered in the cache folder beside the store (``engine.memo``).
+        """
         from ..engine.local import LocalEngine
 
+        options.setdefault("memo_dir", self.path.parent / "kql-memo")
         return LocalEngine.open(self.path, **options)
 
     @classmethod

@@ -30,6 +30,7 @@ from typing import Any
 
 from duckdb_kql import ir
 from duckdb_kql import lower as _lower
+from duckdb_kql import parser as _parser
 from duckdb_kql import schema as _schema
 from duckdb_kql import translate as _translate
 from duckdb_kql.errors import KqlError, KqlSchemaError, KqlUnsupportedError
@@ -1331,10 +1332,14 @@ def _restore_names(sql: Any) -> Any:
 
 def _parse_text(original: Callable[[str], Any]) -> Callable[[str], Any]:
     """duckdb-kql's parser, given the text with `text.rewrite_text`'s spellings (same
-    length and line breaks, so positions in errors still point into the query)."""
+    length and line breaks, so positions in errors still point into the query).
+
+    It calls the parser module's ``parse`` as it is at call time, so that `speed`'s memo of
+    parsed texts serves translation and every other reader of the same query alike.
+    """
 
     def parse(kql: str) -> Any:
-        return original(rewrite_text(kql) if isinstance(kql, str) else kql)
+        return _parser.parse(rewrite_text(kql) if isinstance(kql, str) else kql)
 
     return parse
 
