@@ -29,7 +29,7 @@ def _query(args: argparse.Namespace) -> int:
         if args.sql:
             print(str(engine.translate(kql)), file=sys.stderr)
     if args.json:
-        print(json.dumps(result.to_kusto_json(), ensure_ascii=False, indent=1))
+        print(json.dumps(result.to_kusto_json(wire_values=True), ensure_ascii=False, indent=1))
         return 0
     from rich.console import Console
     from rich.table import Table

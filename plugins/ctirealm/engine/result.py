@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 #: Kusto type -> the .NET DataType name a v1 response carries.
-_NET_TYPES = {
+NET_TYPES = {
     "bool": "Boolean", "int": "Int32", "long": "Int64", "real": "Double",
     "decimal": "Decimal", "string": "String", "datetime": "DateTime",
     "timespan": "TimeSpan", "guid": "Guid", "dynamic": "Object",
@@ -43,10 +44,24 @@ def format_datetime(value: datetime) -> str:
     return text + "Z"
 
 
+def kusto_datetime(value: datetime | date) -> str:
+    """A datetime as Kusto writes it in a REST response: UTC, ``Z``, and either no
+    fraction (a whole second) or all seven fractional digits of its 100 ns ticks."""
+    if not isinstance(value, datetime):
+        return f"{value.isoformat()}T00:00:00Z"
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    # isoformat() writes the six microsecond digits only when there are any; the
+    # seventh (tick) digit is below what a Python datetime holds.
+    return value.isoformat() + ("0Z" if value.microsecond else "Z")
+
+
 def to_json_value(value: Any) -> Any:
     """A result cell as plain JSON (datetimes and timespans as Kusto text)."""
     if isinstance(value, datetime):
         return format_datetime(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, timedelta):
@@ -62,6 +77,15 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return value.decode("utf-8", "replace")
     return value
+
+
+def _wire_value(value: Any) -> Any:
+    """A cell as Kusto's REST JSON carries it: datetimes with their ticks, decimals as text."""
+    if isinstance(value, datetime):
+        return kusto_datetime(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    return to_json_value(value)
 
 
 @dataclass
@@ -90,18 +114,25 @@ class QueryResult:
         names = self.column_names
         return [dict(zip(names, row, strict=True)) for row in self.rows]
 
-    def to_kusto_json(self, table_name: str = "Table_0") -> dict[str, Any]:
-        """The v1 REST response shape: ``{"Tables": [{"TableName", "Columns", "Rows"}]}``."""
+    def to_kusto_json(self, table_name: str = "Table_0", *,
+                      wire_values: bool = False) -> dict[str, Any]:
+        """The v1 REST response shape: ``{"Tables": [{"TableName", "Columns", "Rows"}]}``.
+
+        *wire_values* writes values exactly as a Kusto response does (datetimes with
+        seven tick digits, decimals as text); otherwise as `to_json_value` (what tools
+        show agents).
+        """
+        value = _wire_value if wire_values else to_json_value
         return {
             "Tables": [
                 {
                     "TableName": table_name,
                     "Columns": [
-                        {"ColumnName": name, "DataType": _NET_TYPES.get(kind, "String"),
+                        {"ColumnName": name, "DataType": NET_TYPES.get(kind, "String"),
                          "ColumnType": kind}
                         for name, kind in self.columns
                     ],
-                    "Rows": [[to_json_value(v) for v in row] for row in self.rows],
+                    "Rows": [[value(v) for v in row] for row in self.rows],
                 }
             ]
         }
