@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import json
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..cases import Case
 from ..tools.facade import AgentTools, facade
 from ..tools.toolbox import AgentStopped, Toolbox, ToolSpec
-from ..tools.trajectory import Trajectory
+from ..tools.trajectory import Submission, Trajectory
 from .parse import SubmissionError, to_submission
 from .prompts import SYSTEM_PROMPT, seeded_notes, user_message
 
@@ -170,5 +171,12 @@ def _preview(answer: Any, limit: int = 20_000) -> str:
     elif isinstance(answer, str):
         text = answer[:limit]
     else:
-        text = repr(answer)[:limit]
+        # An object is recorded as the JSON an agent answering in text would have written, so
+        # compat scoring reads every record as the reference reads a model's output.
+        if isinstance(answer, Submission):
+            answer = answer.to_dict()
+        try:
+            text = json.dumps(answer, ensure_ascii=False, default=str)[:limit]
+        except (TypeError, ValueError):
+            text = repr(answer)[:limit]
     return text

@@ -30,7 +30,6 @@ from typing import Any
 from ..tools.toolbox import AgentStopped, Toolbox
 from ..tools.trajectory import Step
 from .base import DEFAULT_MESSAGE_LIMIT, Task
-from .parse import SubmissionError, extract_json
 
 DEFAULT_REQUEST_TIMEOUT = 300.0
 DEFAULT_MAX_RETRIES = 6
@@ -252,10 +251,9 @@ class OpenAIAgent:
                 messages.append({"role": "assistant", "content": text})
                 if finish == "length":
                     _note(tools, "the final answer was cut off by the response token limit")
-                try:
-                    return extract_json(text)
-                except SubmissionError:
-                    return text  # the runner records why it is not a submission
+                # The text as written: the runner parses it (and says why when it is no
+                # submission), and compat scoring reads the record as the reference would.
+                return text
             messages.append({"role": "assistant", "content": text or None, "tool_calls": [
                 _call_dict(call, index) for index, call in enumerate(calls)]})
             for index, call in enumerate(calls):

@@ -63,3 +63,69 @@ def to_submission(answer: Any) -> Submission:
         raise SubmissionError("; ".join(problems))
     return Submission(sigma_rule=data["sigma_rule"], kql_query=data["kql_query"],
                       query_results=list(data["query_results"]))
+
+
+# -- the reference's reading of an answer (compat scoring only) ----------------------------------
+
+# A json fence opening a line, or a fence closing one, wherever it is: the reference strips both
+# before trying the whole text as JSON.
+_REF_FENCES = re.compile(r"^```json\s*|\s*```$", re.MULTILINE)
+
+
+def _ref_strings(key: str) -> tuple[str, ...]:
+    # Double quotes, single quotes, then a double-quoted key with a single-quoted value.
+    return (rf'"{key}"\s*:\s*"((?:[^"\\]|\\.)*)"', rf"'{key}'\s*:\s*'((?:[^'\\]|\\.)*)'",
+            rf'"{key}"\s*:\s*\'((?:[^\'\\]|\\.)*)\'')
+
+
+# The array ends at the first "]" followed by "," or "}" (or the end): a lazy match.
+_REF_ARRAYS = (r'"query_results"\s*:\s*(\[.*?\](?=\s*[,}]|\s*$))',
+               r"'query_results'\s*:\s*(\[.*?\](?=\s*[,}]|\s*$))")
+_REF_ARRAY_BODIES = (r'"query_results"\s*:\s*\[(.*?)\](?=\s*[,}]|\s*$)',
+                     r"'query_results'\s*:\s*\[(.*?)\](?=\s*[,}]|\s*$)")
+
+
+def reference_fields(output: str) -> dict[str, Any]:
+    """The answer as the reference scorer reads it; ``{}`` when it finds nothing.
+
+    Compat scoring only. The whole text is tried as JSON once its fences are stripped (an
+    object, or nothing); if it is not JSON, each field is looked for with a regular
+    expression: the array match stops at the first ``]`` followed by ``,`` or ``}`` (so
+    ``query_results`` can be lost), and string values are unescaped for ``\\n``, ``\\t`` and
+    quotes only. Nothing is validated: keys and types are whatever was written. Strict scoring
+    uses `to_submission`.
+    """
+    try:
+        value = json.loads(_REF_FENCES.sub("", output.strip()))
+    except json.JSONDecodeError:
+        return _reference_fallback(output)
+    return value if isinstance(value, dict) else {}
+
+
+def _reference_fallback(output: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key in ("sigma_rule", "kql_query"):
+        for pattern in _ref_strings(key):  # each quoting over the whole text, in turn
+            match = re.search(pattern, output, re.DOTALL)
+            if match:
+                found[key] = (match.group(1).replace("\\n", "\n").replace("\\t", "\t")
+                              .replace('\\"', '"').replace("\\'", "'"))
+                break
+    for pattern in _REF_ARRAYS:
+        match = re.search(pattern, output, re.DOTALL)
+        if match:
+            try:
+                found["query_results"] = json.loads(match.group(1))
+                break
+            except json.JSONDecodeError:
+                continue
+    if "query_results" not in found:
+        match = (re.search(_REF_ARRAY_BODIES[0], output, re.DOTALL)
+                 or re.search(_REF_ARRAY_BODIES[1], output, re.DOTALL))
+        if match:
+            body = match.group(1).strip()
+            try:
+                found["query_results"] = json.loads(f"[{body}]") if body else []
+            except json.JSONDecodeError:
+                pass
+    return found

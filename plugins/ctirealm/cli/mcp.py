@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..agents.base import DEFAULT_TIME_LIMIT, Task
+from ..agents.base import DEFAULT_TIME_LIMIT, Task, _preview
 from ..agents.parse import SubmissionError, to_submission
 from ..agents.replay import trajectory_path
 from ..tools.toolbox import VARIANTS, Toolbox
@@ -153,7 +153,7 @@ def conclude(session: Any) -> None:
     """The trajectory's outcome, by the runner's rules: submitted, timeout, limit, or none."""
     trajectory = session.toolbox.trajectory
     if session.answer is not None:
-        trajectory.raw_answer = repr(session.answer)[:20_000]
+        trajectory.raw_answer = _preview(session.answer)
         try:
             trajectory.submission = to_submission(session.answer)
             trajectory.status = "submitted"

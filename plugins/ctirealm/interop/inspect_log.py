@@ -13,6 +13,13 @@ any model or tool again:
 * the answer is the argument of the last ``submit`` call when the agent had a
   submit tool, else the sample's final completion.
 
+Logs of ctirealm's own Inspect task (``inspect eval ctirealm/ctirealm``; their
+samples carry `RUN_STORE_KEY` in the store) are read by that task's rules, so a
+replay records what the live run recorded: the answer is the first accepted
+``submit_detection`` call's arguments, else the text of a final reply without
+tool calls, else nothing; ``submit_detection`` calls are not tool calls of the
+toolbox and are not replayed as such, nor is anything after the accepted one.
+
 Strict scoring then executes the submitted KQL and Sigma rule over the local
 store, so both modes score the same run. Install with the ``inspect`` extra.
 """
@@ -30,6 +37,9 @@ from ..tools.toolbox import Toolbox
 
 LOG_SUFFIXES = (".eval", ".json")
 SUBMIT_TOOLS = ("submit",)
+#: ctirealm's Inspect task: its answer tool and the sample-store key that marks its logs.
+DETECTION_TOOL = "submit_detection"
+RUN_STORE_KEY = "ctirealm:run"
 
 
 class InspectLogError(ValueError):
@@ -114,13 +124,18 @@ def sample_from_log(sample: Any, *, model: str, task: str, log: str) -> Recorded
     for message in messages:
         if getattr(message, "role", None) == "tool" and getattr(message, "tool_call_id", None):
             answers[str(message.tool_call_id)] = message
+    ours = RUN_STORE_KEY in (getattr(sample, "store", None) or {})
     steps: list[RecordedStep] = []
     submitted: str | None = None
+    accepted = False  # this task's run ended at its first accepted submit_detection
+    final_reply: str | None = None
     for message in messages:
-        if getattr(message, "role", None) != "assistant":
+        if getattr(message, "role", None) != "assistant" or accepted:
             continue
         step = RecordedStep(text=_text_of(message.content), reasoning=_reasoning_of(message.content))
-        for call in getattr(message, "tool_calls", None) or []:
+        calls = getattr(message, "tool_calls", None) or []
+        final_reply = None if calls else step.text
+        for call in calls:
             name = str(call.function)
             arguments = _arguments(call)
             reply = answers.get(str(call.id))
@@ -135,13 +150,21 @@ def sample_from_log(sample: Any, *, model: str, task: str, log: str) -> Recorded
                         result = f"Error: {error}"
             if getattr(call, "parse_error", None):
                 error = error or f"arguments could not be parsed: {call.parse_error}"
+            if ours and name == DETECTION_TOOL:
+                if error is None and not result.lstrip().startswith("Error"):
+                    submitted = json.dumps(arguments, ensure_ascii=False, default=str)
+                    accepted = True
+                    break
+                continue
             step.calls.append(RecordedCall(name, arguments, result, error, str(call.id)))
             if name in SUBMIT_TOOLS:
                 value = arguments.get("answer", arguments.get("_raw"))
                 submitted = value if isinstance(value, str) else json.dumps(value)
         steps.append(step)
     answer = submitted
-    if answer is None:
+    if ours:
+        answer = submitted if accepted else _reply_answer(final_reply)
+    elif answer is None:
         output = getattr(sample, "output", None)
         completion = getattr(output, "completion", None) if output is not None else None
         if completion:
@@ -158,6 +181,18 @@ def sample_from_log(sample: Any, *, model: str, task: str, log: str) -> Recorded
         limit=f"{getattr(limit, 'type', 'limit')} limit {getattr(limit, 'limit', '')}".strip()
         if limit is not None else None,
     )
+
+
+def _reply_answer(text: str | None) -> str | None:
+    """A final reply as the task took it: its JSON object when it holds one, else the text."""
+    if not text:
+        return text
+    from ..agents.parse import SubmissionError, extract_json
+
+    try:
+        return json.dumps(extract_json(text), ensure_ascii=False, default=str)
+    except SubmissionError:
+        return text
 
 
 def log_files(location: str | Path) -> list[Path]:

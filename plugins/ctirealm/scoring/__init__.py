@@ -76,16 +76,13 @@ def score_case(
         raise ValueError(f"unknown scoring mode {mode!r}; use strict or compat")
     score = CaseScore(case.id, case.platform, trajectory.epoch, trajectory.status,
                       trajectory.reason, {})
+    if mode == "compat":  # the reference scores whatever it can read of an answer
+        score.checkpoints = compat.checkpoints(case, trajectory, judge)
+        return score
     if trajectory.status != "submitted" or trajectory.submission is None:
         score.checkpoints = _zeroed(case, trajectory)
         return score
     submission = trajectory.submission
-    if mode == "compat":
-        score.checkpoints = {c.name: c for c in (
-            compat.c0(case, trajectory, judge), compat.c1(case, trajectory),
-            compat.c2(case, trajectory), compat.c3(case, trajectory),
-            compat.c4_kql(case, trajectory), compat.c4_sigma(case, trajectory, judge))}
-        return score
     checkpoints = [
         strict.c0_cti_reports(case, trajectory),
         strict.c1_attack_mapping(case, trajectory),
