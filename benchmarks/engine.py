@@ -6,7 +6,7 @@ rows (built by the benign generator, cached by content hash):
 * the median latency of each query through ``LocalEngine.query`` (KQL, warm
   translation cache) and of the same logic written by hand in DuckDB SQL, run
   alternately on equally configured read-only connections, and their ratio
-  (target: median ratio <= 1.5);
+  (target: median ratio <= 1.2, worst <= 3);
 * the one-off translation time of each query (cold cache);
 * the time to build a 1M-row store (all tables; target <= 10 s), in a child
   process, with its peak RSS;
@@ -79,6 +79,15 @@ CASES = [
         "SELECT FileName, count(*) AS n FROM DeviceProcessEvents WHERE regexp_matches("
         f"ProcessCommandLine, '(?i)(?:{B0}(?:base64|wget|nc|socat){B1}|/dev/tcp{B1})') "
         "GROUP BY FileName",
+    ),
+    Case(
+        "has_any and a second condition",
+        'DeviceProcessEvents | where ProcessCommandLine has_any ("wget", "curl") '
+        'and AccountName != "root" '
+        "| project Timestamp, DeviceName, AccountName, ProcessCommandLine",
+        "SELECT Timestamp, DeviceName, AccountName, ProcessCommandLine FROM DeviceProcessEvents "
+        f"WHERE regexp_matches(ProcessCommandLine, '(?i){B0}(?:wget|curl){B1}') "
+        "AND AccountName <> 'root'",
     ),
     Case(
         "startswith on paths",
@@ -265,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['query']:44} {r['kql_ms']:9.1f} {r['sql_ms']:9.1f} {r['ratio']:6.2f} "
               f"{r['translate_ms']:9.1f} {r['rows']:6d}  {'yes' if r['same_result'] else 'NO'}")
     median_ratio = statistics.median(r["ratio"] for r in results)
-    print(f"\nmedian ratio: {median_ratio:.2f} (target <= 1.5)")
+    worst = max(results, key=lambda r: r["ratio"])
+    print(f"\nmedian ratio: {median_ratio:.2f} (target <= 1.2); worst {worst['ratio']:.2f} "
+          f"({worst['query']}; target <= 3)")
     print(f"peak RSS (this process): {_rss_mb():.0f} MB")
     return 0 if all(r["same_result"] for r in results) else 1
 

@@ -17,9 +17,11 @@ once with duckdb-kql as shipped and once with the engine's rewrites
 * **Tier C, execution.** Every query tier B translated runs on empty tables: the
   12 with their real schemas, stand-ins with columns typed by name (a column
   the 12 schemas know keeps its type, ``*Time``/``*Date``/``Timestamp`` is a
-  datetime, anything else ``dynamic``). This is the share that "runs without
-  error"; bind errors on a JSON operand mostly come from a guessed type and are
-  also reported apart.
+  datetime), then by use (a column the query sums, averages, multiplies or
+  divides is ``real``), anything else ``dynamic``. This is the share that "runs
+  without error"; bind errors on a JSON operand mostly come from a guessed type
+  and are also reported apart. A stand-in has no column named as a ``let`` (same
+  case) or as ``union withsource=``'s column, which no real table has either.
 
 Out of scope, counted with a reason: text that is not a KQL query (workbook
 JSON, template placeholders), data from outside the store (``externaldata``,
@@ -240,15 +242,19 @@ def _construct(exc: EngineError) -> str:
 
 
 _LET_NAME = re.compile(r"\blet\s+([A-Za-z_]\w*)\s*=")
+#: The column ``union withsource=X`` adds: no table has it (a stand-in that did clashed).
+_WITHSOURCE = re.compile(r"\bwithsource\s*=\s*([A-Za-z_]\w*)", re.I)
 
 
 def _stand_in_columns(query: str) -> list[str]:
-    """Every identifier of the query, except the names its ``let`` statements bind."""
+    """Every identifier of the query, except the names its ``let`` statements bind and the
+    columns ``union withsource=`` makes."""
     code = strip_comments(query)
-    bound = {name.lower() for name in _LET_NAME.findall(code)}
+    # Kusto's names are case-sensitive: `let subject = ...` leaves a column `Subject` a column.
+    bound = {*_LET_NAME.findall(code), *_WITHSOURCE.findall(code)}
     out: dict[str, str] = {}
     for name in _IDENT.findall(code):
-        if name.lower() not in bound:
+        if name not in bound:
             out.setdefault(name.lower(), name)  # DuckDB folds case: one spelling per name
     return list(out.values())
 
@@ -335,13 +341,32 @@ def _run(source: str, query: str, tier: str, mode: str, action: Any) -> Outcome:
 _TIME_NAME = re.compile(r"(?:Time|Timestamp|Date|DateTime|Generated)$")
 
 
-def _stand_in_type(column: str, types: Mapping[str, str]) -> str:
-    """A stand-in column's type: the 12 schemas' type for that name, else guessed by name."""
+#: A column the query sums, averages or multiplies holds numbers in the real table.
+_NUMERIC_USE = [
+    re.compile(r"\b(?:sum|avg|sumif|avgif|stdev|stdevif|variance|varianceif|percentiles?)"
+               r"\s*\(\s*([A-Za-z_]\w*)\s*[,)]"),
+    re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*[*/]\s*[\d(A-Za-z_]"),
+    re.compile(r"[*/]\s*([A-Za-z_]\w*)\b(?!\s*\()"),
+]
+
+
+def numeric_columns(query: str) -> set[str]:
+    """Names the query uses as numbers: arguments of ``sum``/``avg``/..., operands of ``*``, ``/``."""
+    code = strip_comments(query)
+    return {m.group(1).lower() for pattern in _NUMERIC_USE for m in pattern.finditer(code)}
+
+
+def _stand_in_type(column: str, types: Mapping[str, str], numeric: set[str] = frozenset()) -> str:
+    """A stand-in column's type: the 12 schemas' type for that name, else guessed by name
+    (``*Time``, ``*Date``, ... datetime), then by use (summed, averaged, multiplied: real),
+    else dynamic."""
     known = types.get(column.lower())
     if known:
         return known
     if _TIME_NAME.search(column):
         return "datetime"
+    if column.lower() in numeric:
+        return "real"
     return "dynamic"
 
 
@@ -357,13 +382,14 @@ def _execute_on_stand_ins(
     code = strip_comments(query)
     # `union *` and `search` read every table, so they get all twelve; otherwise only those named.
     every = re.search(r"\bunion\b[^|]*\*|\bsearch\b", code) is not None
+    numeric = numeric_columns(query)
     for table, columns in schema.items():
         if table in real and not every and not re.search(rf"(?<![\w.]){table}\b", code):
             continue
         if table in real:
             schemas[table] = [(c, types[c.lower()]) for c in columns]
         else:
-            schemas[table] = [(c, _stand_in_type(c, types)) for c in columns]
+            schemas[table] = [(c, _stand_in_type(c, types, numeric)) for c in columns]
     with LocalEngine.from_tables(tables={}, schemas=schemas, now=now, timeout=10.0) as eng:
         eng.query(query, limit=10)
 

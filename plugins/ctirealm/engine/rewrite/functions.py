@@ -501,6 +501,182 @@ def _render_series_stats(node: ir.FunctionCall) -> str | None:
     )
 
 
+def _render_bin_at(node: ir.FunctionCall) -> str | None:
+    """``bin_at(value, size, fixed_point)``: *value* rounded down to a multiple of *size*
+    counted from *fixed_point* (datetimes by a timespan, or numbers)."""
+    if len(node.args) != 3:
+        return None
+    value, size, fixed = node.args
+    v, st, f = (_translate.render_expr(a) for a in node.args)
+    if _translate._is_timespan_expr(size):
+        if _translate._is_timespan_expr(value) or _translate._is_timespan_expr(fixed):
+            raise KqlUnsupportedError("function:bin_at", hint="of a timespan value")
+        v, f, st = f"epoch_us({v})", f"epoch_us({f})", f"NULLIF(epoch_us({st}), 0)"
+        return f"make_timestamp({f} + CAST(floor(({v} - {f}) / {st}) AS BIGINT) * {st})"
+    return f"({f} + floor(({v} - {f}) / NULLIF({st}, 0)) * {st})"
+
+
+def _render_translate(node: ir.FunctionCall) -> str | None:
+    """``translate(search, replacement, text)``: each character of *search* in *text*
+    replaced by the one at its position in *replacement* (the last one when *replacement*
+    is shorter; removed when it is empty). DuckDB's ``translate`` removes the characters
+    past the end of its replacement instead, so a literal replacement is padded."""
+    if len(node.args) != 3:
+        return None
+    search, replacement, text = node.args
+    wanted, given = _string_literal(search), _string_literal(replacement)
+    if wanted is None or given is None:
+        raise KqlUnsupportedError(
+            "function:translate", hint="with lists of characters other than string literals")
+    if given:
+        given = given + given[-1] * max(0, len(wanted) - len(given))
+    return (f"translate(CAST({_translate.render_expr(text)} AS VARCHAR), "
+            f"{_translate.quote_string(wanted)}, {_translate.quote_string(given)})")
+
+
+def _string_literal(node: ir.Expr) -> str | None:
+    if isinstance(node, ir.Literal) and node.kind == "string" and node.value is not None:
+        return str(node.value)
+    return None
+
+
+#: format_timespan's specifiers: letter -> (longest run, SQL of the part from microseconds
+#: ``_us`` (not negative), zero-padded to the run's length).
+_TIMESPAN_PARTS = {
+    "d": (8, "_us // 86400000000"),
+    "h": (2, "_us // 3600000000 % 24"),
+    "H": (2, "_us // 3600000000 % 24"),
+    "m": (2, "_us // 60000000 % 60"),
+    "s": (2, "_us // 1000000 % 60"),
+}
+_TIMESPAN_FORMAT = re.compile(r"d+|h+|H+|m+|s+|f+|F+|\\.|'[^']*'|\"[^\"]*\"|[^A-Za-z]")
+
+
+def _render_format_timespan(node: ir.FunctionCall) -> str | None:
+    """``format_timespan(t, "format")`` with a literal format: ``d``-``dddddddd`` days,
+    ``h``/``hh`` (``H``) hours, ``m``/``mm`` minutes, ``s``/``ss`` seconds, ``f``-``fffffff``
+    fraction digits, ``F``-``FFFFFFF`` the same without trailing zeros; other characters,
+    quoted text and ``\\x`` as written. A negative timespan starts with ``-``."""
+    if len(node.args) != 2:
+        return None
+    form = _string_literal(node.args[1])
+    refused = KqlUnsupportedError(
+        "function:format_timespan",
+        hint="with a format other than a literal of d, h, H, m, s, f, F and separators")
+    if form is None:
+        raise refused
+    pieces: list[str] = []
+    position = 0
+    for token in _TIMESPAN_FORMAT.finditer(form):
+        if token.start() != position:
+            raise refused
+        position = token.end()
+        text = token.group(0)
+        letter = text[0]
+        if letter in _TIMESPAN_PARTS:
+            longest, part = _TIMESPAN_PARTS[letter]
+            if len(text) > longest:
+                raise refused
+            pieces.append(f"lpad(CAST({part} AS VARCHAR), {len(text)}, '0')")
+        elif letter in "fF":
+            if len(text) > 7:
+                raise refused
+            digits = f"substr(lpad(CAST(_us % 1000000 AS VARCHAR), 6, '0') || '0', 1, {len(text)})"
+            pieces.append(digits if letter == "f" else f"rtrim({digits}, '0')")
+        elif letter == "\\":
+            pieces.append(_translate.quote_string(text[1:]))
+        elif letter in "'\"":
+            pieces.append(_translate.quote_string(text[1:-1]))
+        else:
+            pieces.append(_translate.quote_string(text))
+    if position != len(form) or not pieces:
+        raise refused
+    value = _translate.render_expr(node.args[0])
+    body = " || ".join(pieces)
+    return (f"list_transform([epoch_us(CAST({value} AS INTERVAL))], lambda _t: "
+            f"CASE WHEN _t < 0 THEN '-' ELSE '' END || "
+            f"list_transform([abs(_t)], lambda _us: {body})[1])[1]")
+
+
+#: Internal functions ``top-nested`` is lowered to: an aggregate over a group of rows, kept
+#: on every row of the group (a window), and the rank of a group within its parent group.
+NESTED_AGGREGATE = "__ctirealm_nested_aggregate"
+NESTED_RANK = "__ctirealm_nested_rank"
+#: DuckDB aggregates Kusto's render to that can take a window (``OVER``) as they are.
+_CALL_HEAD = re.compile(
+    r"\A(?:count|sum|avg|min|max|any_value|stddev_samp|stddev_pop|var_samp|var_pop)\(")
+
+
+def _top_level(sql: str) -> list[int]:
+    """Where *sql*'s parenthesis depth returns to 0, quotes skipped (the end of each group)."""
+    ends, depth, quote = [], 0, ""
+    for i, ch in enumerate(sql):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                ends.append(i)
+    return ends
+
+
+def _windowed(sql: str, window: str) -> str | None:
+    """An aggregate as rendered, ``f(...)`` or ``f(...) FILTER (WHERE ...)``, possibly in
+    ``coalesce(..., default)``, with *window* after the aggregate; None for other shapes."""
+    if sql.startswith("coalesce(") and sql.endswith(")"):
+        inner = sql[len("coalesce("):-1]
+        depth, cut = 0, -1
+        for i, ch in enumerate(inner):  # the default is a literal after the last comma
+            depth += ch == "("
+            depth -= ch == ")"
+            if ch == "," and depth == 0:
+                cut = i
+        windowed = _windowed(inner[:cut], window) if cut > 0 else None
+        return None if windowed is None else f"coalesce({windowed}{inner[cut:]})"
+    if not _CALL_HEAD.match(sql):
+        return None
+    ends = _top_level(sql)
+    if not ends or ends[-1] != len(sql) - 1:
+        return None
+    rest = sql[ends[0] + 1:]
+    if rest and not (rest.startswith(" FILTER (WHERE ") and len(ends) == 2):
+        return None
+    return f"{sql} {window}"
+
+
+def _partition(columns: tuple[ir.Expr, ...]) -> str:
+    keys = ", ".join(_translate.render_expr(c) for c in columns)
+    return f"PARTITION BY {keys}" if keys else ""
+
+
+def _render_nested_aggregate(node: ir.FunctionCall) -> str:
+    """``(aggregate, key, ...)``: the aggregate over the rows sharing the keys."""
+    aggregate = node.args[0]
+    assert isinstance(aggregate, ir.FunctionCall)
+    sql = _windowed(_translate._render_aggregate_call(aggregate),
+                    f"OVER ({_partition(node.args[1:])})")
+    if sql is None:
+        raise KqlUnsupportedError(
+            "top-nested",
+            hint=f"Kusto has top-nested with any aggregate; the embedded engine does not "
+            f"implement it with {aggregate.name}()")
+    return f"({sql})"
+
+
+def _render_nested_rank(node: ir.FunctionCall) -> str:
+    """``(value, ascending, key, parent key, ...)``: 1 for the group with the highest
+    *value* (lowest, *ascending*) among those sharing the parent keys, ties broken by key."""
+    value, ascending, key, *parents = node.args
+    direction = "ASC" if isinstance(ascending, ir.Literal) and ascending.value else "DESC"
+    return (f"dense_rank() OVER ({_partition(tuple(parents))} ORDER BY "
+            f"{_translate.render_expr(value)} {direction} NULLS LAST, "
+            f"{_translate.render_expr(key)} NULLS LAST)")
+
+
 def _render_column_ifexists(node: ir.FunctionCall) -> str | None:
     """Reached only where the input's columns were not known (`tree` resolves the call)."""
     raise KqlUnsupportedError(
@@ -544,6 +720,11 @@ NEW_FORMS: dict[str, Callable[[ir.FunctionCall], str | None]] = {
     SERIES_INDEX: _render_series_index,
     SERIES_LENGTH: _render_series_length,
     TIMESPAN_DIV: _render_timespan_div,
+    "bin_at": _render_bin_at,
+    "translate": _render_translate,
+    "format_timespan": _render_format_timespan,
+    NESTED_AGGREGATE: _render_nested_aggregate,
+    NESTED_RANK: _render_nested_rank,
 }
 
 #: Existing special forms replaced by ones taking more arguments (they decline
@@ -588,6 +769,9 @@ NEW_SCALARS = [
     _functions.FunctionSpec("unicode_codepoints_from_string", "template", "", (1,),
                             note="special"),
     _functions.FunctionSpec("jaccard_index", "template", "", (2,), note="special"),
+    _functions.FunctionSpec("bin_at", "template", "", (3,), note="special"),
+    _functions.FunctionSpec("translate", "template", "", (3,), note="special"),
+    _functions.FunctionSpec("format_timespan", "template", "", (2,), note="special"),
     _functions.FunctionSpec("series_stats_dynamic", "template", "", (1, 2), note="special"),
     # series_stats: expanded into one column per statistic by `tree` (never rendered).
     _functions.FunctionSpec("series_stats", "template", "", (1, 2), note="special"),

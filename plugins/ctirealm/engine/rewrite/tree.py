@@ -38,6 +38,8 @@ from duckdb_kql.errors import KqlError, KqlSchemaError, KqlUnsupportedError
 from .functions import (
     COUNT_OF,
     JOINABLE_STAR_OPS,
+    NESTED_AGGREGATE,
+    NESTED_RANK,
     ROW_TEXT,
     SERIES_AXIS,
     SERIES_INDEX,
@@ -522,6 +524,78 @@ def _lower_make_series(node: Any) -> list[ir.Operator]:
     ]
 
 
+def _lower_top_nested(node: Any) -> list[ir.Operator]:
+    """``top-nested [N] of key by aggregate [asc|desc], top-nested ...`` as operators.
+
+    Kusto: the first clause keeps the *N* values of its key with the highest aggregate
+    (all of them without *N*); each next clause does the same within each group the
+    previous ones kept. Output: one row per kept path, the key and aggregate columns
+    of each level in clause order (an aggregate unnamed is ``aggregated_<key>``).
+    Lowered as each level's aggregate over the rows of its group (a window, so all are
+    computed over the input rows), one row per path, then each level's rank within its
+    parent group, kept up to *N* (ties broken by the key's value). ``with others`` is
+    refused.
+    """
+    from duckdb_kql.translate.naming import expression_name
+
+    keys: list[str] = []
+    computed: list[ir.NamedExpr] = []
+    levels: list[tuple[ir.Expr | None, str, ir.FunctionCall, bool]] = []
+    parts = [node] if _lower._cls(node) == "TopNestedOperatorPart" else [
+        p for p in _lower._rule_children(node) if _lower._cls(p) == "TopNestedOperatorPart"]
+    for index, part in enumerate(parts):
+        kids = _lower._rule_children(part)
+        if any(_lower._cls(k) == "TopNestedOperatorWithOthersClause" for k in kids):
+            raise _lower._unsupported(part, "top-nested with others")
+        named = [k for k in kids if _lower._cls(k) == "NamedExpression"]
+        ordered = [k for k in kids if _lower._cls(k) == "OrderedExpression"]
+        if not named or len(ordered) != 1:
+            raise _lower._unsupported(part, "top-nested")
+        limit = _lower._lower_named(named[0]).expr if len(named) == 2 else None
+        if limit is not None and not (isinstance(limit, ir.Literal) and limit.kind in
+                                      ("long", "int")):
+            raise _lower._unsupported(part, "top-nested with a count that is not a number")
+        key = _lower._lower_named(named[-1])
+        if isinstance(key.expr, ir.ColumnRef) and key.name in (None, key.expr.name):
+            name = key.expr.name
+        else:
+            name = key.name or expression_name(key.expr) or f"Column{index + 1}"
+            computed.append(ir.NamedExpr(key.expr, name))
+        order = _lower._rule_children(ordered[0])
+        aggregate = _lower._lower_named(order[0])
+        if not isinstance(aggregate.expr, ir.FunctionCall) \
+                or _translate.lookup_aggregate(aggregate.expr.name) is None:
+            raise _lower._unsupported(part, "top-nested by an expression over aggregates")
+        ascending = any(o.getText().lower() == "asc" for o in order[1:])
+        keys.append(name)
+        levels.append((limit, aggregate.name or f"aggregated_{name}", aggregate.expr, ascending))
+    if not levels:
+        raise _lower._unsupported(node, "top-nested")
+    columns = [ir.ColumnRef(k) for k in keys]
+    ranks = [f"__ctirealm_nested_rank_{i}" for i in range(len(levels))]
+    kept = [ir.BinaryOp("<=", ir.ColumnRef(rank), limit)
+            for rank, (limit, _, _, _) in zip(ranks, levels, strict=True) if limit is not None]
+    condition: ir.Expr | None = None
+    for test in kept:
+        condition = test if condition is None else ir.BinaryOp("and", condition, test)
+    paths = [ir.NamedExpr(ref) for i, ref in enumerate(columns)
+             for ref in (ref, ir.ColumnRef(levels[i][1]))]
+    return [
+        *([ir.Extend(tuple(computed))] if computed else []),
+        ir.Extend(tuple(
+            ir.NamedExpr(ir.FunctionCall(NESTED_AGGREGATE, (aggregate, *columns[:i + 1])), name)
+            for i, (_, name, aggregate, _) in enumerate(levels))),
+        ir.Summarize((), tuple(paths)),
+        ir.Extend(tuple(
+            ir.NamedExpr(ir.FunctionCall(NESTED_RANK, (
+                ir.ColumnRef(name), ir.Literal(ascending, "bool"), columns[i], *columns[:i])),
+                rank)
+            for i, ((_, name, _, ascending), rank) in enumerate(zip(levels, ranks, strict=True)))),
+        *([ir.Where(condition)] if condition is not None else []),
+        ir.ProjectAway(tuple(ranks)),
+    ]
+
+
 #: Operators a ``mv-apply`` subquery may hold when it is lowered to ``mv-expand``: each
 #: reads one row at a time, so applying it per source row or to all rows is the same.
 _ROW_WISE = (ir.Where, ir.Extend, ir.ProjectRename, ir.ProjectAway, ir.Parse)
@@ -554,8 +628,9 @@ def _lower_mv_apply(node: Any) -> list[ir.Operator]:
     if across:
         raise KqlUnsupportedError(
             "mv-apply",
-            hint=f"a subquery with {', '.join(across)} (which reads across rows) is not "
-            "implemented; where, extend, parse, project-rename and project-away are",
+            hint=f"Kusto has it, the embedded engine does not implement a subquery with "
+            f"{', '.join(across)} (which reads across rows); where, extend, parse, "
+            "project-rename and project-away are",
         )
     present = tuple(
         ir.Where(ir.FunctionCall("isnotnull", (ir.ColumnRef(t.name or t.column),)))
@@ -584,6 +659,8 @@ def _lower_operator(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
             return _lower_mv_apply(inner)
         if kind == "MakeSeriesOperator":
             return _lower_make_series(inner)
+        if kind in ("TopNestedOperator", "TopNestedOperatorPart"):
+            return _lower_top_nested(inner)
         if kind == "EvaluateOperator":
             plugin = _lower_evaluate(inner)
             if plugin is not None:
@@ -936,6 +1013,15 @@ def _declare_let_function(original: Callable[..., None]) -> Callable[..., None]:
         try:
             original(decl, scalars)
         except KqlUnsupportedError as exc:
+            if exc.construct.startswith("let function:") \
+                    and "a tabular body is not supported" not in (exc.hint or "") \
+                    and "Kusto" not in (exc.hint or ""):
+                # Valid Kusto (a body's local `let` of a table, say): say only this engine
+                # lacks it.
+                raise KqlUnsupportedError(
+                    exc.construct, span=exc.span,
+                    hint=f"Kusto has such a function, the embedded engine does not implement "
+                    f"it: {exc.hint}" if exc.hint else None) from None
             if not exc.construct.startswith("let function:") \
                     or "a tabular body is not supported" not in (exc.hint or ""):
                 raise
@@ -986,7 +1072,7 @@ def _lower_mv_expand_target(
 ) -> Callable[[Any], Any]:
     def lower_target(node: Any) -> Any:
         try:
-            return original(node)
+            target, prelude = original(node)
         except KqlUnsupportedError as exc:
             if exc.construct != "mv-expand of an unnamed computed expression":
                 raise
@@ -1007,6 +1093,13 @@ def _lower_mv_expand_target(
                 raise
             name = next(iter(columns))
             return ir.MvExpandTarget(name, None, to_type), ir.NamedExpr(target.expr, name)
+        if prelude is None and target.name not in (None, target.column):
+            # `mv-expand x = l` is `extend x = l | mv-expand x` (duckdb-kql's own reading of
+            # a computed target): then `l` may be a scalar `let` (`dynamic([...])`), which the
+            # `let` substitution reaches in an `extend` and not in a target's column name.
+            return (ir.MvExpandTarget(target.name, None, target.to_type),
+                    ir.NamedExpr(ir.ColumnRef(target.column), target.name))
+        return target, prelude
 
     return lower_target
 
@@ -1361,6 +1454,61 @@ def _emit(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 #: duckdb-kql attributes replaced by `install`: (module, attribute, original -> replacement).
+_WAVE_HINT = "not implemented in this wave"
+
+
+def _kusto_spelling(node: Any, what: str | None) -> str:
+    """How a refusal names what Kusto has: the operator's keyword (and plugin), else "it"."""
+    kind = _lower._cls(node)
+    if what not in (None, kind) or not kind.endswith(("Operator", "OperatorPart")):
+        return "it"
+    keyword = str(getattr(getattr(node, "start", None), "text", "") or "").lower()
+    if not re.fullmatch(r"[a-z][a-z-]*", keyword):
+        return "it"
+    if keyword == "evaluate":
+        calls = _lower._find_all(node, "NamedFunctionCallExpression")
+        kids = _lower._rule_children(calls[0]) if calls else []
+        if kids:
+            return f"the plugin 'evaluate {kids[0].getText()}'"
+    return f"the operator '{keyword}'"
+
+
+def _unsupported(original: Callable[..., KqlUnsupportedError]) -> Callable[..., Any]:
+    """duckdb-kql's refusal of a construct it has not implemented, worded for the reader:
+    the query is valid Kusto, and only this engine lacks the construct (its hint spoke of
+    duckdb-kql's own development waves)."""
+
+    def unsupported(node: Any, what: str | None = None) -> KqlUnsupportedError:
+        error = original(node, what)
+        if not (error.hint or "").startswith(_WAVE_HINT):
+            return error
+        near = error.hint[len(_WAVE_HINT):].lstrip("; ")
+        # A parameter or kind duckdb-kql does not know may be a typo Kusto refuses too.
+        doubtful = what is not None and re.search(r"parameter|kind:", what) is not None
+        claim = "" if doubtful else f"Kusto has {_kusto_spelling(node, what)}, "
+        hint = (f"{claim}the embedded engine does not implement it"
+                + (f"; {near}" if near else ""))
+        return KqlUnsupportedError(error.construct, span=error.span, hint=hint)
+
+    return unsupported
+
+
+def _summarize_parameter(original: Callable[..., None]) -> Callable[..., None]:
+    """``summarize hint.strategy = partitioned`` accepted as the no-op it is on one node.
+
+    duckdb-kql takes ``shuffle`` alone; Azure Monitor's own example queries use
+    ``partitioned`` (a distribution hint, which cannot change the result)."""
+
+    def check(node: Any, by: list[ir.NamedExpr]) -> None:
+        name, _, value = node.getText().partition("=")
+        if name.strip().lower() == "hint.strategy" \
+                and value.strip().strip("'\"").lower() == "partitioned":
+            return None
+        return original(node, by)
+
+    return check
+
+
 PATCHES: list[tuple[Any, str, Callable[[Any], Any]]] = [
     (_lower, "parse", _parse_text),
     (_lower, "_lower_operator", _lower_operator),
@@ -1378,4 +1526,6 @@ PATCHES: list[tuple[Any, str, Callable[[Any], Any]]] = [
     (_translate, "_TIMESPAN_RETURNING", lambda original: original | {TIMESPAN_DIV}),
     (_schema, "union_output_columns", _union_output_columns),
     (_schema, "_source_columns_unchecked", _source_columns),
+    (_lower, "_unsupported", _unsupported),
+    (_lower, "_check_summarize_parameter", _summarize_parameter),
 ]
