@@ -192,6 +192,8 @@ def _match(column: str, term: str) -> str:
 #: which a term is too common to be evidence (a word every command line carries).
 MAX_TERMS = 12
 COMMON_SHARE = 0.001
+#: The share of a table's rows a detection may return before the baseline narrows it.
+NARROW_SHARE = 0.0001
 
 
 class BaselineAgent:
@@ -201,7 +203,8 @@ class BaselineAgent:
     objective suggests, measures how often each of the objective's terms occurs in each table's
     main text column (one ``summarize countif(...)`` per table), keeps the terms that occur but
     are rare — evidence rather than vocabulary — and detects on those, narrowing to the rarest
-    when their union is still large. It understands nothing of the attack, so it is a floor.
+    while their union is more rows than a detection should return (a hundredth of a percent of
+    the table). It understands nothing of the attack, so it is a floor.
     """
 
     name = "baseline"
@@ -301,9 +304,11 @@ class BaselineAgent:
                 if common:
                     weak_picks.append(((0, hits[common[0]]), table, common))
                 continue
-            # Narrow the union while it is larger than the limit: the strongest evidence stays.
+            # Narrow the union while it is larger than a detection's worth of rows (a union of
+            # rare terms grows with the background): the strongest evidence stays.
             chosen = list(rare)
-            while len(chosen) > 1 and sum(hits[t] for t in chosen) > limit:
+            narrow = max(5, int(total * NARROW_SHARE))
+            while len(chosen) > 1 and sum(hits[t] for t in chosen) > narrow:
                 chosen.pop()
             rare_picks.append(((-len(chosen), sum(hits[t] for t in chosen)), table, chosen))
         # Nothing rare anywhere: the least common term that occurs at all, a weak detection

@@ -376,6 +376,8 @@ def trace(
     preferred = set(prefer)
     stored = _stored_ids(engine, schemas, rows, found, families, labels) if verify else None
     events: list[list[tuple[str, str]]] = []
+    # Each table's labels read directly: a match-everything query traces a million rows.
+    marked = {t: labels.events.get(t, {}) for tables in families.values() for t in tables}
     for row in rows:
         named: list[tuple[str, str]] = []
         for column, family in found.items():
@@ -384,7 +386,8 @@ def trace(
                 continue
             key = canonical(value)
             tables = families[family]
-            labelled = [t for t in tables if labels.kind(t, key) != "benign"]
+            labelled = [t for t in tables
+                        if (entry := marked[t].get(key)) is not None and entry["kind"] != "benign"]
             holding = labelled or (tables[:1] if stored is None
                                    else [t for t in tables if (t, key) in stored])
             if not holding:
