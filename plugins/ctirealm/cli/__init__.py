@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 #: Command modules under ``ctirealm.cli``; each adds its sub-commands.
-COMMANDS = ["telemetry", "query", "bench", "cases", "sigma", "report", "serve", "importer", "mcp"]
+COMMANDS = ["telemetry", "query", "bench", "cases", "sigma", "report", "serve", "importer", "mcp",
+            "init"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,6 +72,15 @@ def rules_root(config: pytest.Config) -> Path | None:
         return None
 
 
+def content_root(config: pytest.Config) -> Path | None:
+    """The detection content folder (ini ``realm_content``), or None when the content plugin is
+    disabled."""
+    try:
+        return (Path(config.rootpath) / str(config.getini("realm_content"))).resolve()
+    except ValueError:
+        return None
+
+
 def session_store(config: pytest.Config, split: str = "dev") -> Store:
     """The session's store of *split*, built on first use.
 
@@ -148,7 +157,8 @@ def benchmark_requested(config: pytest.Config) -> bool:
         return False
     targets = [Path(config.invocation_params.dir, a.split("::", 1)[0]).resolve()
                for a in config.args if not a.startswith("-")]
-    folders = [f for f in (cases_root(config), rules_root(config)) if f is not None]
+    folders = [f for f in (cases_root(config), rules_root(config), content_root(config))
+               if f is not None]
     return any(t == f or t in f.parents or f in t.parents for t in targets for f in folders)
 
 

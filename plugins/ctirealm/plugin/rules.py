@@ -54,6 +54,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     if file_path.suffix in (".yml", ".yaml"):
         if file_path.with_suffix(".kql").exists():
             return None  # the expectations of a KQL rule, collected with it
+        if _not_sigma(file_path):
+            return None  # a Sentinel rule or test data: the content gate's (plugin/content.py)
         from .rule_items import SigmaRuleFile
 
         return SigmaRuleFile.from_parent(parent, path=file_path)
@@ -62,3 +64,13 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
         return KqlRuleFile.from_parent(parent, path=file_path)
     return None
+
+
+def _not_sigma(path: Path) -> bool:
+    """A rule's test data (``x.tests/``) or a Sentinel analytics rule, not a Sigma rule."""
+    from .content import content_kind
+    from .content_data import TESTS_SUFFIX
+
+    if any(p.name.endswith(TESTS_SUFFIX) for p in path.parents):
+        return True
+    return content_kind(path) == "sentinel"

@@ -1,0 +1,133 @@
+"""The content gate: a repository's own detections as test items, offline.
+
+Collected from the content folder (ini ``realm_content``, default ``detections``), from any
+folder or file named on the command line, and from the rules folder:
+
+- Microsoft Sentinel analytics rules in the Azure-Sentinel YAML schema, recognised by shape (a
+  ``query`` key and an ``id`` or ``name``), whatever the file is called -> items ``parse``,
+  ``runs``, ``connectors``, ``entities``, ``attack``, ``true_positives``, ``false_positives``;
+- Sigma rules and ``.kql`` queries with a sibling ``.yml`` in the content folder -> the rules
+  gate's items (`rule_items`);
+- a bare ``.kql`` in the content folder (a hunting query) -> ``parse`` and ``runs``.
+
+A rule's recorded test events live beside it in ``<rule>.tests/`` (`content_data`). This module
+only hooks into pytest; the collectors and items are in `content_items`, loaded when a rule is
+collected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from . import content_root, rules_root, telemetry_root
+from .content_data import TESTS_SUFFIX
+
+_SENTINEL_TEXT = re.compile(r"^query\s*:", re.M)
+_NAMED_TEXT = re.compile(r"^(id|name)\s*:", re.M)
+_SIGMA_TEXT = re.compile(r"^detection\s*:", re.M)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("realm_content", "detection content folder, relative to rootdir",
+                  default="detections")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "realm_content(path): a detection under the content gate")
+    _telemetry_fallback(config)
+
+
+def _telemetry_fallback(config: pytest.Config) -> None:
+    """A content repository has no ``telemetry/`` of its own: its rules run over ctirealm's
+    dataset, found through ``$CTIREALM_TELEMETRY`` or beside the installed package (a source
+    checkout). Only when there is content to gate, so unrelated runs are left alone."""
+    if config.getoption("--realm-telemetry") or (telemetry_root(config) / "dataset.yaml").is_file():
+        return
+    root = content_root(config)
+    if not (root is not None and root.is_dir()) and not _argument_paths(config):
+        return
+    bundled = Path(__file__).resolve().parents[3] / "telemetry"
+    for candidate in (os.environ.get("CTIREALM_TELEMETRY"), bundled):
+        if candidate and (Path(candidate) / "dataset.yaml").is_file():
+            config.option.realm_telemetry = str(Path(candidate).resolve())
+            return
+
+
+def _argument_paths(config: pytest.Config) -> list[Path]:
+    """Folders and files named on the command line (not the rootdir itself)."""
+    root = Path(config.rootpath).resolve()
+    out = []
+    for arg in config.args:
+        if arg.startswith("-"):
+            continue
+        path = Path(config.invocation_params.dir, arg.split("::", 1)[0]).resolve()
+        if path != root and path.exists():
+            out.append(path)
+    return out
+
+
+def _under(path: Path, folder: Path | None) -> bool:
+    return folder is not None and (path == folder or folder in path.parents)
+
+
+def content_kind(path: Path) -> str | None:
+    """``sentinel``, ``sigma``, ``kql`` (with expectations), ``hunting`` (a bare ``.kql``) or
+    None, by what the file holds (not its name alone)."""
+    if any(p.name.endswith(TESTS_SUFFIX) for p in path.parents):
+        return None  # a rule's test data
+    if path.suffix == ".kql":
+        has_sibling = path.with_suffix(".yml").exists() or path.with_suffix(".yaml").exists()
+        return "kql" if has_sibling else "hunting"
+    if path.suffix.lower() not in (".yml", ".yaml"):
+        return None
+    if path.with_suffix(".kql").exists():
+        return None  # the expectations of a KQL rule
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        # Broken YAML is still recognised, so its parse item fails instead of it vanishing.
+        if _SENTINEL_TEXT.search(text) and _NAMED_TEXT.search(text):
+            return "sentinel"
+        return "sigma" if _SIGMA_TEXT.search(text) else None
+    if not isinstance(doc, dict):
+        return None
+    if "query" in doc and ("id" in doc or "name" in doc) and "detection" not in doc:
+        return "sentinel"
+    if "detection" in doc and "logsource" in doc:
+        return "sigma"
+    return None
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    config = parent.config
+    path = file_path.resolve()
+    in_content = _under(path, content_root(config))
+    in_rules = _under(path, rules_root(config))
+    named = any(_under(path, a) for a in _argument_paths(config))
+    if not (in_content or in_rules or named):
+        return None
+    kind = content_kind(path)
+    if kind == "sentinel":
+        from .content_items import SentinelRuleFile
+
+        return SentinelRuleFile.from_parent(parent, path=file_path)
+    if kind == "hunting" and in_content and not in_rules:
+        from .content_items import HuntingQueryFile
+
+        return HuntingQueryFile.from_parent(parent, path=file_path)
+    if in_content and not in_rules and kind in ("sigma", "kql"):
+        # The rules gate's own collectors (rules/ is collected by its hook module).
+        from .rule_items import KqlRuleFile, SigmaRuleFile
+
+        cls = SigmaRuleFile if kind == "sigma" else KqlRuleFile
+        return cls.from_parent(parent, path=file_path)
+    return None

