@@ -315,7 +315,8 @@ def test_placeholders_files_and_environment(cases: CaseSet, engine: LocalEngine,
         json.dump({{"argv": sys.argv[1:], "config": json.load(open(config)),
                    "prompt_file": open(prompt_file).read(),
                    "gemini": json.load(open(os.path.join(workdir, ".gemini", "settings.json"))),
-                   "env": {{k: v for k, v in os.environ.items() if k.startswith("CTIREALM_")}}}},
+                   "env": {{k: v for k, v in os.environ.items()
+                           if k.startswith(("CTIREALM_MCP", "CTIREALM_PROMPT", "CTIREALM_CASE"))}}}},
                   open({str(seen)!r}, "w"))
     """), encoding="utf-8")
     agent = MCPAgent(f"{PYTHON} {shlex.quote(str(script))} {{mcp_config}} {{prompt_file}} {{workdir}} "

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from . import content_root, rules_root, telemetry_root
+from . import cases_root, content_root, rules_root, telemetry_root
 from .content_data import TESTS_SUFFIX
 
 _SENTINEL_TEXT = re.compile(r"^query\s*:", re.M)
@@ -45,11 +45,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def _telemetry_fallback(config: pytest.Config) -> None:
     """A content repository has no ``telemetry/`` of its own: its rules run over ctirealm's
     dataset, found through ``$CTIREALM_TELEMETRY`` or beside the installed package (a source
-    checkout). Only when there is content to gate, so unrelated runs are left alone."""
+    checkout). Only when there is content to gate, so unrelated runs are left alone: a run of
+    cases or rules without a dataset is told that no store can be built."""
     if config.getoption("--realm-telemetry") or (telemetry_root(config) / "dataset.yaml").is_file():
         return
     root = content_root(config)
-    if not (root is not None and root.is_dir()) and not _argument_paths(config):
+    benchmark = [f for f in (cases_root(config), rules_root(config)) if f is not None]
+    content_named = [p for p in _argument_paths(config)
+                     if not any(_under(p, f) for f in benchmark)]
+    if not (root is not None and root.is_dir()) and not content_named:
         return
     bundled = Path(__file__).resolve().parents[3] / "telemetry"
     for candidate in (os.environ.get("CTIREALM_TELEMETRY"), bundled):
