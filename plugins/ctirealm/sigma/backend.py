@@ -7,7 +7,10 @@ wrong for our purpose:
   as they are, never quoted as string literals;
 * every comparison is type- and kind-aware, reading what the pipeline recorded for each field:
   numbers against string columns compare as text, text against numeric columns as numbers (or
-  through ``tostring``), list fields (JSON arrays) match elements, JSON fields only ``contains``;
+  through ``tostring``), list fields (JSON arrays) match elements, values inside arrays of
+  objects match when any element's does, other JSON fields only ``contains``;
+* value lists: plain equalities on a field become one ``in~``, other terms a balanced tree of
+  parenthesised groups (a flat chain of hundreds of terms is too deeply nested for KQL parsers);
 * a wildcard inside a value becomes an anchored, case-insensitive regex (``(?is)^a.*b$``) —
   not the stock backend's unordered ``contains`` pairs — and ``?`` matches one character;
 * ``|cased`` uses the ``_cs`` operators, an empty value means "empty or missing" and ``*``
@@ -30,10 +33,12 @@ from sigma.conditions import (
     ConditionOR,
     ConditionValueExpression,
 )
+from sigma.conversion.deferred import DeferredQueryExpression
 from sigma.conversion.state import ConversionState
 from sigma.exceptions import SigmaFeatureNotSupportedByBackendError
 from sigma.types import (
     Placeholder,
+    SigmaCasedString,
     SigmaCompareExpression,
     SigmaFieldReference,
     SigmaRegularExpression,
@@ -48,6 +53,22 @@ _NUMERIC = ("long", "int", "real", "decimal")
 _RE_SPECIAL = set("\\.^$|?*+()[]{}")
 _RE2_UNSUPPORTED = re.compile(r"\(\?<?[=!]|\(\?>|\\[1-9]|\(\?P=")
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+
+#: Most terms joined flat by one `or`/`and`. KQL parsers nest a chain of terms one level per
+#: term and refuse a few hundred (the local engine and Kusto's analyzer both do), so a longer
+#: list becomes parenthesised groups of at most this many: nesting grows with log(n).
+MAX_FLAT_TERMS = 64
+
+
+def balanced(terms: list[str], joiner: str, limit: int = MAX_FLAT_TERMS) -> str:
+    """*terms* joined by *joiner*, as a tree of parenthesised groups of at most *limit*."""
+    if len(terms) <= limit:
+        return joiner.join(terms)
+    size = -(-len(terms) // limit)
+    groups = [terms[i:i + size] for i in range(0, len(terms), size)]
+    return joiner.join(
+        group[0] if len(group) == 1 else f"({balanced(group, joiner, limit)})" for group in groups
+    )
 
 
 def kql_string(text: str) -> str:
@@ -68,6 +89,16 @@ def kql_string(text: str) -> str:
             out.append(char)
     out.append('"')
     return "".join(out)
+
+
+#: Texts found verbatim in JSON text: nothing a JSON writer escapes (some escape <>&'+ too).
+_PREFILTER_SAFE = re.compile(r"^[A-Za-z0-9 _.:@,;=#%()\[\]{}!?-]+$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _access(key: str) -> str:
+    """``.key`` or ``['key']``: a step into a dynamic value."""
+    return f".{key}" if _IDENT.match(key) else "['" + key.replace("'", "\\'") + "']"
 
 
 def _re_escape(text: str) -> str:
@@ -200,6 +231,39 @@ class CtiRealmKustoBackend(KustoBackend):
             f"so {advice}"
         )
 
+    def _match_elements(self, info: dict[str, Any], parts: list[Any], cased: bool) -> str:
+        """Any element of a JSON array matches: the rows whose expanded elements match, by key.
+
+        A scalar test, so it composes with and/or/not. The subquery first keeps the rows whose
+        JSON text holds the literal texts (a cheap prefilter the exact test implies).
+        """
+        head, *nested = info["array"].split(".")
+        steps = [f"mv-expand __e1 = {info.get('source', head)}"]
+        for depth, key in enumerate(nested, start=2):
+            steps.append(f"mv-expand __e{depth} = __e{depth - 1}{_access(key)}")
+        element = f"__e{len(nested) + 1}"
+
+        def value_of(path: str) -> str:
+            return f"tostring({element}{''.join(_access(k) for k in path.split('.'))})"
+
+        target = value_of(info["value"])
+        if info.get("unquote"):
+            target = f"trim('\"', {target})"
+        tests = [f"{value_of(k)} =~ {kql_string(v)}" for k, v in info.get("where", {}).items()]
+        tests.append(self._match_scalar_text(target, parts, cased))
+        op, text = self._shape(parts)
+        needles = list(info.get("where", {}).values())
+        if op in ("eq", "contains", "startswith", "endswith") and text:
+            needles.append(text)
+        text_of = info.get("text", f"tostring({head})")
+        prefilter = [f"{text_of} contains{'_cs' if cased else ''} {kql_string(n)}"
+                     for n in needles if _PREFILTER_SAFE.match(n)]
+        query = " | ".join([
+            info["table"], *([f"where {' and '.join(prefilter)}"] if prefilter else []), *steps,
+            f"where {' and '.join(tests)}", f"project {info['row_key']}",
+        ])
+        return f"{info['row_key']} in (({query}))"
+
     def _match_string(
         self, field: str, value: SigmaString, cased: bool, state: ConversionState
     ) -> str:
@@ -210,6 +274,8 @@ class CtiRealmKustoBackend(KustoBackend):
             return self._match_list(field, info, parts, cased)
         if kind == "json":
             return self._match_json(field, info, parts, cased)
+        if kind == "elements":
+            return self._match_elements(info, parts, cased)
         kusto_type = info.get("type", "string")
         plain = self._plain(parts)
         if kusto_type in _NUMERIC:
@@ -236,11 +302,20 @@ class CtiRealmKustoBackend(KustoBackend):
 
     # -- other value types -------------------------------------------------------------
 
+    @staticmethod
+    def _not_elements(info: dict[str, Any], what: str) -> None:
+        if info.get("kind") == "elements":
+            raise _unsupported(
+                f"{what} on field {info['field']!r} is not supported: it is a value inside the "
+                f"elements of the array {info['array']}, which an element may lack"
+            )
+
     def _scalar_only(self, info: dict[str, str], what: str) -> None:
         if info.get("kind", "scalar") != "scalar":
+            held = {"list": "a list", "elements": "values inside array elements"}
             raise _unsupported(
                 f"{what} on field {info['field']!r} is not supported: it holds "
-                f"{'a list' if info.get('kind') == 'list' else 'JSON'}, not a single value"
+                f"{held.get(info.get('kind', ''), 'JSON')}, not a single value"
             )
 
     def convert_condition_field_eq_val_num(
@@ -249,6 +324,8 @@ class CtiRealmKustoBackend(KustoBackend):
         info = self._info(cond.field, state)
         if info.get("kind") == "list":
             return self._match_list(cond.field, info, [str(cond.value)], False)
+        if info.get("kind") == "elements":
+            return self._match_elements(info, [str(cond.value)], False)
         self._scalar_only(info, "a number match")
         if info.get("type") in _NUMERIC:
             return f"{cond.field} == {cond.value}"
@@ -292,6 +369,7 @@ class CtiRealmKustoBackend(KustoBackend):
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
         info = self._info(cond.field, state)
+        self._not_elements(info, "null or |exists")
         if info.get("kind") == "scalar" and info.get("type") not in ("string", "guid"):
             return f"isnull({cond.field})"
         return f"isempty({cond.field})"
@@ -302,6 +380,7 @@ class CtiRealmKustoBackend(KustoBackend):
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
         info = self._info(cond.field, state)
+        self._not_elements(info, "null or |exists")
         if info.get("kind") == "scalar" and info.get("type") not in ("string", "guid"):
             return f"isnotnull({cond.field})"
         return f"isnotempty({cond.field})"
@@ -341,30 +420,70 @@ class CtiRealmKustoBackend(KustoBackend):
 
     # -- value lists -------------------------------------------------------------------
 
+    def _in_value(self, arg: Any, state: ConversionState) -> tuple[tuple[str, bool], str] | None:
+        """((field, cased), text) when *arg* is a plain equality an `in~`/`in` list can hold."""
+        if not isinstance(arg, ConditionFieldEqualsValueExpression):
+            return None
+        value = arg.value
+        if type(value) not in (SigmaString, SigmaCasedString) or value.contains_special():
+            return None
+        if value.contains_placeholder():
+            return None
+        info = self._info(arg.field, state)
+        if info.get("kind", "scalar") != "scalar" or info.get("type") not in ("string", "guid"):
+            return None
+        text = self._plain(list(value.s))
+        return None if text in ("", None) else ((arg.field, type(value) is SigmaCasedString), text)
+
     def decide_convert_condition_as_in_expression(
         self, cond: ConditionOR | ConditionAND, state: ConversionState
     ) -> bool:
-        if not isinstance(cond, ConditionOR) or not super().decide_convert_condition_as_in_expression(
-            cond, state
-        ):
-            return False
-        info = self._info(cond.args[0].field, state)
-        if info.get("kind", "scalar") != "scalar" or info.get("type") not in ("string", "guid"):
-            return False
-        for arg in cond.args:
-            value = arg.value
-            if type(value) is not SigmaString or value.contains_special():
-                return False
-            if value.contains_placeholder() or self._plain(list(value.s)) in ("", None):
-                return False
-        return True
+        # Value lists go through `convert_condition_or`, which also splits mixed lists.
+        return False
 
-    def convert_condition_as_in_expression(
-        self, cond: ConditionOR | ConditionAND, state: ConversionState
-    ) -> str:
-        field = cond.args[0].field
-        values = ", ".join(kql_string(self._plain(list(arg.value.s)) or "") for arg in cond.args)
-        return f"{field} in~ ({values})"
+    def _terms(self, cond: ConditionOR | ConditionAND, args: list[Any],
+               state: ConversionState) -> list[str]:
+        out = []
+        for arg in args:
+            converted = (self.convert_condition(arg, state) if self.compare_precedence(cond, arg)
+                         else self.convert_condition_group(arg, state))
+            if converted is not None and not isinstance(converted, DeferredQueryExpression):
+                out.append(converted)
+        return out
+
+    def convert_condition_or(self, cond: ConditionOR, state: ConversionState) -> Any:
+        # Plain equalities on one field become one `field in~ (...)` (as Sigma, case-insensitive;
+        # `in` when |cased), whatever else the list holds; the other terms are joined as a
+        # balanced tree.
+        lists: dict[tuple[str, bool], list[str]] = {}
+        slots: list[Any] = []  # in order: a (field, cased) key of an `in~` list, or a condition
+        for arg in cond.args:
+            found = self._in_value(arg, state)
+            if found is None:
+                slots.append(arg)
+            elif found[0] in lists:
+                lists[found[0]].append(found[1])
+            else:
+                lists[found[0]] = [found[1]]
+                slots.append(found[0])
+        terms = []
+        for slot in slots:
+            if not isinstance(slot, tuple):
+                terms += self._terms(cond, [slot], state)
+                continue
+            (field, cased), values = slot, lists[slot]
+            if len(values) == 1:
+                terms.append(f"{field} {'==' if cased else '=~'} {kql_string(values[0])}")
+            else:
+                listed = ", ".join(kql_string(v) for v in values)
+                terms.append(f"{field} {'in' if cased else 'in~'} ({listed})")
+        if not terms:
+            return self.empty_or_expression
+        return balanced(terms, " or ")
+
+    def convert_condition_and(self, cond: ConditionAND, state: ConversionState) -> Any:
+        terms = self._terms(cond, list(cond.args), state)
+        return balanced(terms, " and ") if terms else self.empty_and_expression
 
     # -- keywords ------------------------------------------------------------------------
 

@@ -38,8 +38,8 @@ from sigma.rule import SigmaRule
 
 from ..telemetry.schema import TableSchema
 
-Kind = Literal["scalar", "list", "json"]
-KINDS: tuple[str, ...] = ("scalar", "list", "json")
+Kind = Literal["scalar", "list", "json", "elements"]
+KINDS: tuple[str, ...] = ("scalar", "list", "json")  # what tables.yaml may declare
 
 #: Pipeline state keys the backend reads.
 STATE_TABLE = "ctirealm_table"
@@ -62,9 +62,13 @@ class FieldTarget:
     type: str
     kind: Kind
     how: str
+    #: kind "elements": how to reach the array's elements (see `TableSpec.element_target`).
+    elements: Mapping[str, Any] = field(default_factory=dict)
 
-    def to_state(self) -> dict[str, str]:
-        return {"field": self.field, "type": self.type, "kind": self.kind, "how": self.how}
+    def to_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"field": self.field, "type": self.type, "kind": self.kind,
+                                 "how": self.how}
+        return {**state, **self.elements}
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ class TableSpec:
     dynamic_roots: Mapping[str, str] = field(default_factory=dict)
     arrays: tuple[str, ...] = ()
     flatten_suffixes: tuple[str, ...] = ()
+    array_keys: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    row_key: str | None = None
+    unmapped: Mapping[str, str] = field(default_factory=dict)
 
     # -- look-ups --------------------------------------------------------------
 
@@ -123,6 +130,10 @@ class TableSpec:
             raise PipelineSpecError(
                 f"{self.table}: field {alias!r} maps to {target!r}, which is not a column"
             )
+        if "element" in target:
+            return self.element_target(name, str(target["element"]), str(target["value"]),
+                                       where=dict(target.get("where") or {}),
+                                       unquote=bool(target.get("unquote")))
         expr = str(target["expr"])
         kind = target.get("kind", "scalar")
         return FieldTarget(name, expr, str(target.get("type", "string")), kind, "expression")
@@ -161,19 +172,21 @@ class TableSpec:
                 except UnknownField:
                     break
                 return FieldTarget(name, found.expr, found.type, found.kind,
-                                   f"{found.how} (after removing {prefix!r})")
+                                   f"{found.how} (after removing {prefix!r})", found.elements)
         if "." in name:
             head, *path = name.split(".")
             root = self._dynamic_root(head)
             if root is not None and all(path):
                 if root in self.arrays:
-                    return FieldTarget(name, f"tostring({root})", "string", "json",
-                                       f"JSON text of the array column {root}")
+                    return self._array_path(name, root, path)
                 expr = "tostring(" + root + "".join(
                     f".{p}" if _IDENT.match(p) else "['" + p.replace("'", "\\'") + "']"
                     for p in path
                 ) + ")"
                 return FieldTarget(name, expr, "string", "scalar", f"path in dynamic {root}")
+        for unmapped, reason in self.unmapped.items():
+            if unmapped.casefold() == name.casefold():
+                raise UnknownField(self, name, reason)
         if self.flatten_suffixes:
             flat = re.sub(r"[^A-Za-z0-9_]", "_", name)
             for suffix in self.flatten_suffixes:
@@ -182,6 +195,46 @@ class TableSpec:
                     return self._from_column(name, column, how=f"flattened column {column}")
         raise UnknownField(self, name)
 
+    def _key(self, array: str, key: str) -> str:
+        """*key* spelt as the elements of *array* spell it (Sigma rules vary the case)."""
+        for known in self.array_keys.get(array, ()):
+            if known.casefold() == key.casefold():
+                return known
+        return key
+
+    def _array_path(self, name: str, root: str, path: list[str]) -> FieldTarget:
+        # Walk the path, entering the nested arrays the spec declares (`array_keys` entries).
+        array, rest = root, list(path)
+        while rest:
+            step = self._key(array, rest[0])
+            if f"{array}.{step}" not in self.array_keys:
+                break
+            array, rest = f"{array}.{step}", rest[1:]
+        if not rest:
+            return FieldTarget(name, f"tostring({root})", "string", "json",
+                               f"JSON text of the array column {root}")
+        value = ".".join(self._key(array, k) if i == 0 else k for i, k in enumerate(rest))
+        return self.element_target(name, array, value)
+
+    def element_target(self, name: str, array: str, value: str, *,
+                       where: Mapping[str, str] | None = None, unquote: bool = False) -> FieldTarget:
+        """A value inside the elements of a JSON array column (``array`` a dotted path through
+        nested arrays): matches when an element's *value* matches, among the elements whose keys
+        equal *where*. Needs the table's `row_key` to bring the matched rows back."""
+        if self.row_key is None:
+            raise PipelineSpecError(f"{self.table}: array fields need `row_key`")
+        head = array.split(".")[0]
+        # a string column holding JSON (OfficeActivity's ExtendedProperties) is parsed first
+        dynamic = self.types.get(head) == "dynamic"
+        spec = {"array": array, "value": value, "where": dict(where or {}), "unquote": unquote,
+                "table": self.table, "row_key": self.row_key,
+                "source": head if dynamic else f"todynamic({head})",
+                "text": f"tostring({head})" if dynamic else head}
+        expr = f"{array}[*].{value}" + "".join(
+            f"[{k}={v}]" for k, v in sorted((where or {}).items()))
+        return FieldTarget(name, expr, "string", "elements",
+                           f"elements of the array {array}", spec)
+
     def known_names(self) -> list[str]:
         return sorted({*self.aliases, *self.types}, key=str.casefold)
 
@@ -189,9 +242,12 @@ class TableSpec:
 class UnknownField(SigmaTransformationError):
     """A Sigma field that resolves to no column of the rule's table."""
 
-    def __init__(self, spec: TableSpec, name: str) -> None:
+    def __init__(self, spec: TableSpec, name: str, reason: str | None = None) -> None:
         self.table = spec.table
         self.field = name
+        if reason is not None:
+            super().__init__(f"unknown field {name!r}: no column of {spec.table} holds it: {reason}")
+            return
         close = difflib.get_close_matches(name, spec.known_names(), n=3, cutoff=0.6)
         if not close:
             folded = {n.casefold(): n for n in spec.known_names()}
@@ -235,6 +291,10 @@ def _checked_spec(text: str) -> dict[str, Any]:
             raise PipelineSpecError(f"spec: {table}: `logsources` is required")
         for target in (entry.get("fields") or {}).values():
             if isinstance(target, dict):
+                if "element" in target:
+                    if "value" not in target:
+                        raise PipelineSpecError(f"spec: {table}: element fields need `value`")
+                    continue
                 if "expr" not in target:
                     raise PipelineSpecError(f"spec: {table}: expression fields need `expr`")
                 if target.get("kind", "scalar") not in KINDS:
@@ -271,6 +331,9 @@ def table_specs(schemas: SchemaMap, spec: Mapping[str, Any] | None = None) -> di
             dynamic_roots=dict(entry.get("dynamic_roots") or {}),
             arrays=tuple(entry.get("arrays") or ()),
             flatten_suffixes=tuple(entry.get("flatten_suffixes") or ()),
+            array_keys={k: tuple(v) for k, v in (entry.get("array_keys") or {}).items()},
+            row_key=entry.get("row_key"),
+            unmapped=dict(entry.get("unmapped") or {}),
         )
     return out
 
