@@ -75,7 +75,7 @@ def test_sanitising_and_type_inference() -> None:
     assert sanitize_column("_ResourceId") == "ResourceId"
     assert sanitize_column("Properties.Status") == "Properties_Status"
     assert sanitize_column("[Level]") == "Level"
-    assert sanitize_column("Client App (v2);x,y{z}") == "Client_App__v2__x_y_z"
+    assert sanitize_column("Client App (v2);x,y{z}") == "Client_App_v2_x_y_z"
     assert resolve_type({"int"}) == "long"
     assert resolve_type({"int", "float"}) == "real"
     assert resolve_type({"datetime"}) == "datetime"
@@ -128,7 +128,7 @@ def test_missing_files_and_unexpected_fields_name_the_file(tmp_path: Path) -> No
     with pytest.raises(UpstreamFormatError, match="NoSuchTable"):
         import_cti_realm(root, tmp_path / "out5")
 
-    with pytest.raises(UpstreamFormatError, match="not the upstream CTI-REALM layout"):
+    with pytest.raises(UpstreamFormatError, match="not an upstream CTI-REALM layout"):
         import_cti_realm(tmp_path, tmp_path / "out6")
 
 

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("import", help="import the upstream CTI-REALM dataset or Inspect logs")
     sub = parser.add_subparsers(dest="import_command", metavar="SOURCE", required=True)
     realm = sub.add_parser("cti-realm", help="the upstream dataset layout -> cases and telemetry")
-    realm.add_argument("path", type=Path, help="folder holding cti_realm/ (or cti_realm/ itself)")
+    realm.add_argument("path", type=Path,
+                       help="folder holding cti_realm/ (or cti_realm/ itself): the Hugging Face "
+                            "snapshot or the download_data.py layout")
     realm.add_argument("--out", type=Path, default=Path("cti-realm"),
                        help="output folder (default ./cti-realm): cases/, telemetry/, upstream/")
     realm.add_argument("--lenient", action="store_true",
@@ -45,6 +47,18 @@ def _import_realm(args: argparse.Namespace) -> int:
     rows = sum(t["rows"] for t in result.tables.values())
     print(f"imported {len(result.cases)} cases, {result.reports} reports, {len(result.tables)} tables "
           f"({rows:,} rows, window {result.window[0]} .. {result.window[1]}) into {args.out}")
+    # the labels are derived from regex patterns, not given upstream: show them for review
+    print("attack events per case (table: events by pattern -> column):")
+    for case_id, info in sorted(result.cases.items()):
+        labelling = info["labelling"]
+        simulation = f" [simulation {info['simulation']}]" if info.get("simulation") else ""
+        print(f"  {case_id}{simulation}: {labelling['events']} events")
+        for table, entry in labelling["tables"].items():
+            if "refused" in entry:
+                print(f"    {table}: not labelled ({entry['refused']})")
+                continue
+            used = ", ".join(f"{p} -> {c}" for p, c in entry["patterns"].items())
+            print(f"    {table}: {entry['events']} events by {used}")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"run: pytest --realm-cases={args.out / 'cases'} --realm-telemetry={args.out / 'telemetry'} "

@@ -1,8 +1,10 @@
 """Import the upstream CTI-REALM dataset layout into a ctirealm case set and telemetry folder.
 
-Input (a folder holding ``cti_realm/``, or that folder itself)::
+Input (a folder holding ``cti_realm/``, or that folder itself), the Hugging Face
+snapshot layout below or the reference's ``download_data.py`` layout (the same
+files, tables under ``docker/kusto_init/data/`` instead of ``kusto_data/``)::
 
-    cti_realm/data/dataset_samples_stratified_{25,50}.jsonl   id, ground_truth{mitre_techniques,
+    cti_realm/data/dataset_samples_stratified_{25,50}.jsonl   id, simulation, ground_truth{mitre_techniques,
                                                               data_sources, regex_patterns}
     cti_realm/data/dataset_answers_stratified_{25,50}.jsonl   id, detection_description, subtasks
     cti_realm/data/sigma_rules.json
@@ -19,23 +21,25 @@ Output (``--out DIR``)::
     telemetry/attack/<case>/<T>.jsonl   events matching a case's regex patterns
     telemetry/benign/upstream/<T>.jsonl every other event
     upstream/                     sigma_rules.json and seed_memory/, kept as they were
-    import.json                   what was done: counts, renamed columns, warnings
+    import.json                   what was done: counts, renamed columns, labelling, warnings
 
 Decisions (docs/interop.md explains each):
 
 * **Table and column names are upstream's**: ``SignInLogs`` stays spelt so,
-  ``storageboblogs.jsonl`` is ``StorageBlobLogs``, and column names get
-  upstream's treatment (``[]``, spaces and ``(){}.,;`` become ``_``, leading
-  and trailing ``_`` stripped), so queries written for the reference run here.
+  ``storageboblogs.jsonl`` is ``StorageBlobLogs``, and column names go
+  through upstream's ``normalize_field_name`` exactly, so queries written for
+  the reference run here.
 * **Types** are inferred from every row (upstream reads the first rows only;
   reading all of them gives a column that appears late a type too).
 * **Ids.** Each table's natural id column is used when every row has a unique
   value; otherwise a ``RealmEventId`` column is added (a hash of the table and
   the row's line, so it reveals nothing).
-* **Attack events** are derived from the ground truth: an event of one of the
-  case's tables is an attack event of the case when every regex pattern whose
-  column the table has matches it (``re.search`` on ``str(value)``, column
-  names compared case-insensitively, as upstream scores). A case none of whose
+* **Attack events** are derived from the ground truth, per table: an event of
+  one of the case's tables is an attack event of the case when every regex
+  pattern of the case matches it (``re.search`` on ``str(value)``, column
+  names compared case-insensitively, as upstream scores; ``A.b`` may name a
+  renamed or nested column). A table lacking a pattern's column is not
+  labelled, and the labelling is reported per case. A case none of whose
   patterns match keeps ``attack_events: {}``; strict C4 then gives no detection
   credit for it, while compat C4 (the reference's marker formula) is unaffected.
 * **Unexpected fields are errors** naming the file and line (``lenient=True``
@@ -88,13 +92,14 @@ SYNTHETIC_ID = "RealmEventId"
 SOURCE = "cti-realm"
 BACKGROUND = "upstream"
 
-SAMPLE_FIELDS = {"id", "ground_truth"}
+#: ``simulation`` names the attack run whose telemetry a task uses (tasks sharing one share events).
+SAMPLE_FIELDS = {"id", "ground_truth", "simulation"}
+SAMPLE_REQUIRED = {"id", "ground_truth"}
 GROUND_TRUTH_FIELDS = {"mitre_techniques", "data_sources", "regex_patterns"}
 ANSWER_FIELDS = {"id", "detection_description", "subtasks"}
 REPORT_FIELDS = {"id", "title", "content", "tags", "link"}
 SUBSETS = ("25", "50")
 
-_SANITIZE = re.compile(r"[\[\] (){}.,;]")
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|z|[+-]\d{2}:\d{2})?$")
 _CASE_ID = re.compile(r"^(linux|aks|cloud)_\d{3}$")
 
@@ -112,8 +117,20 @@ class UpstreamFormatError(ValueError):
 
 
 def sanitize_column(name: str) -> str:
-    """Upstream's column naming: ``[]``, spaces and ``(){}.,;`` -> ``_``; outer ``_`` stripped."""
-    return _SANITIZE.sub("_", str(name)).strip("_")
+    """Upstream's ``normalize_field_name``, step for step, so reference queries name the same columns.
+
+    ``[]`` removed, spaces and ``(){}.,;`` -> ``_``, runs of ``_`` collapsed, outer ``_``
+    stripped, ``Field_`` before a leading digit, ``Unknown_Field`` when nothing is left.
+    """
+    normalized = str(name).replace("[", "").replace("]", "").replace(" ", "_")
+    for char in "(){}.,;":
+        normalized = normalized.replace(char, "_")
+    while "__" in normalized:
+        normalized = normalized.replace("__", "_")
+    normalized = normalized.strip("_")
+    if normalized and normalized[0].isdigit():
+        normalized = "Field_" + normalized
+    return normalized or "Unknown_Field"
 
 
 def _slug(text: str) -> str:
@@ -160,16 +177,38 @@ class _Checker:
             self.warnings.append(f"{path}:{line}: {message} (ignored)" if line else f"{path}: {message}")
 
 
-def find_root(path: str | Path) -> Path:
-    """The ``cti_realm`` folder: *path* itself or its ``cti_realm`` child."""
+#: Where each layout keeps the telemetry, relative to the folder holding ``data/``:
+#: the Hugging Face snapshot, and the reference's ``download_data.py`` (which
+#: copies the same files next to the emulator's init script).
+TELEMETRY_DIRS = {"snapshot": Path("kusto_data"), "download": Path("docker") / "kusto_init" / "data"}
+
+
+@dataclass
+class Layout:
+    root: Path        # holds data/, cti_reports/, seed_memory/
+    telemetry: Path   # the <table>.jsonl files
+    kind: str         # a key of TELEMETRY_DIRS
+
+
+def find_layout(path: str | Path) -> Layout:
+    """Detect the layout at *path* (or its ``cti_realm`` child); an error names both when neither fits."""
     base = Path(path)
     if not base.exists():
         raise UpstreamFormatError(base, "no such folder")
     for candidate in (base / "cti_realm", base):
-        if (candidate / "data").is_dir() or (candidate / "kusto_data").is_dir():
-            return candidate
-    raise UpstreamFormatError(base, "not the upstream CTI-REALM layout: expected cti_realm/data/ and "
-                             "cti_realm/kusto_data/ here")
+        if not (candidate / "data").is_dir():
+            continue
+        for kind, sub in TELEMETRY_DIRS.items():
+            if (candidate / sub).is_dir():
+                return Layout(candidate, candidate / sub, kind)
+    raise UpstreamFormatError(base, "not an upstream CTI-REALM layout: expected either the Hugging Face "
+                              "snapshot (cti_realm/data/ and cti_realm/kusto_data/) or the download_data.py "
+                              "layout (data/ and docker/kusto_init/data/) here")
+
+
+def find_root(path: str | Path) -> Path:
+    """The folder holding ``data/`` (kept for callers that need only that)."""
+    return find_layout(path).root
 
 
 @dataclass
@@ -180,6 +219,7 @@ class UpstreamCase:
     regex_patterns: dict[str, str]
     description: str = ""
     subtasks: Any = None
+    simulation: str | None = None
     subsets: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
 
@@ -206,7 +246,10 @@ def read_cases(root: Path, checker: _Checker) -> dict[str, UpstreamCase]:
         pairs += 1
         truth: dict[str, tuple[int, dict[str, Any]]] = {}
         for line, record in _jsonl(samples):
-            checker.fields(samples, line, record, SAMPLE_FIELDS | ANSWER_FIELDS, SAMPLE_FIELDS, "sample")
+            checker.fields(samples, line, record, SAMPLE_FIELDS | ANSWER_FIELDS, SAMPLE_REQUIRED, "sample")
+            simulation = record.get("simulation")
+            if simulation is not None and not isinstance(simulation, str):
+                raise UpstreamFormatError(samples, "simulation must be text", line)
             gt = record["ground_truth"]
             if not isinstance(gt, dict):
                 raise UpstreamFormatError(samples, "ground_truth must be an object", line)
@@ -249,13 +292,15 @@ def read_cases(root: Path, checker: _Checker) -> dict[str, UpstreamCase]:
                                        "ground_truth.data_sources"),
                 regex_patterns={str(k): v for k, v in patterns.items()},
                 description=description.strip(), subtasks=record.get("subtasks"),
+                simulation=sample.get("simulation"),
             )
             existing = cases.get(case_id)
             if existing is None:
                 cases[case_id] = candidate
             elif (existing.techniques, existing.data_sources, existing.regex_patterns,
-                  existing.description) != (candidate.techniques, candidate.data_sources,
-                                            candidate.regex_patterns, candidate.description):
+                  existing.description, existing.simulation) != (
+                      candidate.techniques, candidate.data_sources, candidate.regex_patterns,
+                      candidate.description, candidate.simulation):
                 raise UpstreamFormatError(samples, f"id {case_id!r} differs from its entry in "
                                             f"{', '.join(existing.files)}", sample_line)
             entry = cases[case_id]
@@ -375,8 +420,6 @@ def _sanitized_names(path: Path, keys: list[str], warnings: list[str]) -> dict[s
     used: dict[str, str] = {}
     for key in keys:
         name = sanitize_column(key)
-        if not name:
-            raise UpstreamFormatError(path, f"column {key!r} has no usable name once sanitized")
         base, n = name, 2
         while name.lower() in used:
             name = f"{base}_{n}"
@@ -458,6 +501,39 @@ def _choose_time(scan: TableScan) -> str:
                                   "ISO-8601 value in every row")
 
 
+@dataclass
+class _Matcher:
+    """One ground-truth pattern bound to a column (and a path inside it) of one table."""
+
+    pattern_column: str
+    path: tuple[str, ...]      # sanitized column, then keys inside a dynamic value
+    pattern: re.Pattern[str]
+
+    def matches(self, row: dict[str, Any]) -> bool:
+        value: Any = row.get(self.path[0])
+        for key in self.path[1:]:
+            if not isinstance(value, dict):
+                return False
+            value = next((v for k, v in value.items() if str(k).lower() == key.lower()), None)
+        # upstream compares str(value) of whatever the column holds
+        return value is not None and self.pattern.search(str(value)) is not None
+
+
+def _resolve_pattern_column(scan: TableScan, column: str) -> tuple[str, ...] | None:
+    """Where a pattern's column is in *scan*: a column (names compared case-insensitively, as
+    upstream scores, and after upstream's renaming), or ``Column.key`` inside a dynamic column."""
+    by_lower = {c.name.lower(): c.name for c in scan.columns.values()}
+    for name in (column, sanitize_column(column)):
+        if name.lower() in by_lower:
+            return (by_lower[name.lower()],)
+    head, _, rest = column.partition(".")
+    target = by_lower.get(sanitize_column(head).lower()) if rest else None
+    if target is not None and any(c.name == target and "dynamic" in c.kinds
+                                  for c in scan.columns.values()):
+        return (target, *rest.split("."))
+    return None
+
+
 def _synthetic_id(table: str, line: int, text: str) -> str:
     return hashlib.sha256(f"{table}\0{line}\0{text}".encode()).hexdigest()[:20]
 
@@ -481,8 +557,7 @@ class ImportResult:
                 "warnings": self.warnings}
 
 
-def _table_files(root: Path, checker: _Checker) -> dict[str, Path]:
-    folder = root / "kusto_data"
+def _table_files(folder: Path, checker: _Checker) -> dict[str, Path]:
     if not folder.is_dir():
         raise UpstreamFormatError(folder, "missing: the telemetry folder is required")
     files: dict[str, Path] = {}
@@ -525,7 +600,8 @@ def import_cti_realm(
     progress: Progress | None = None,
 ) -> ImportResult:
     """Read the upstream layout at *source* and write a case set and telemetry folder under *out*."""
-    root = find_root(source)
+    layout = find_layout(source)
+    root = layout.root
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -542,7 +618,7 @@ def import_cti_realm(
 
     cases = read_cases(root, checker)
     reports = read_reports(root, checker)
-    files = _table_files(root, checker)
+    files = _table_files(layout.telemetry, checker)
     attack = load_attack()
     folded = {t.lower(): t for t in files}
     for case in cases.values():
@@ -560,7 +636,8 @@ def import_cti_realm(
             name = folded.get(table.lower())
             if name is None:
                 raise UpstreamFormatError(where, f"{case.id}: data source {table!r} has no table file in "
-                                          f"kusto_data/ (tables: {', '.join(sorted(files))})")
+                                          f"{layout.telemetry.relative_to(root)}/ "
+                                          f"(tables: {', '.join(sorted(files))})")
             resolved.append(name)
         case.data_sources = resolved
         if not case.techniques or not case.data_sources:
@@ -575,7 +652,7 @@ def import_cti_realm(
     times: dict[str, str] = {t: _choose_time(s) for t, s in scans.items() if s.rows}
     moments = [scans[t].times[k] for t, k in times.items()]
     if not moments:
-        raise UpstreamFormatError(root / "kusto_data", "the table files hold no rows")
+        raise UpstreamFormatError(layout.telemetry, "the table files hold no rows")
     first = min(m[0] for m in moments)
     last = max(m[1] for m in moments)
     start = first.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -590,15 +667,31 @@ def import_cti_realm(
         "generator": {"seed": 0, "rows": 0},
     }), encoding="utf-8")
 
-    matchers: dict[str, list[tuple[str, list[tuple[str, re.Pattern[str]]]]]] = {}
+    matchers: dict[str, list[tuple[str, list[_Matcher]]]] = {}
+    labelling: dict[str, dict[str, Any]] = {}
     for case in sorted(cases.values(), key=lambda c: c.id):
+        report = labelling[case.id] = {"events": 0, "tables": {}}
         for table in case.data_sources:
-            scan = scans[table]
-            by_lower = {c.name.lower(): c.name for c in scan.columns.values()}
-            applicable = [(by_lower[col.lower()], re.compile(p))
-                          for col, p in case.regex_patterns.items() if col.lower() in by_lower]
-            if applicable:
-                matchers.setdefault(table, []).append((case.id, applicable))
+            entry: dict[str, Any] = {"events": 0, "patterns": {}}
+            report["tables"][table] = entry
+            resolved = {col: _resolve_pattern_column(scans[table], col) for col in case.regex_patterns}
+            missing = sorted(col for col, path in resolved.items() if path is None)
+            if missing:
+                # ignoring a pattern would label more than upstream's ground truth means
+                entry["refused"] = f"no column for pattern(s) {', '.join(missing)}"
+                continue
+            applicable = [_Matcher(col, path, re.compile(case.regex_patterns[col]))
+                          for col, path in resolved.items() if path is not None]
+            if not applicable:
+                entry["refused"] = "the case has no regex patterns"
+                continue
+            entry["patterns"] = {m.pattern_column: ".".join(m.path) for m in applicable}
+            matchers.setdefault(table, []).append((case.id, applicable))
+        # a multi-table case normally has its patterns' columns in one table only: the others
+        # are reported as not labelled; a warning only when no table could be labelled at all
+        if report["tables"] and all("refused" in e for e in report["tables"].values()):
+            checker.warnings.append(f"{case.id}: no table has the columns of all its patterns; "
+                                    "nothing labelled (see labelling in import.json)")
     attack_events: dict[str, dict[str, list[str]]] = {c: {} for c in cases}
 
     for table, scan in sorted(scans.items()):
@@ -626,9 +719,10 @@ def import_cti_realm(
                 group = BACKGROUND
                 owners = []
                 for case_id, applicable in matchers.get(table, []):
-                    if all(row.get(column) is not None and pattern.search(str(row[column]))
-                           for column, pattern in applicable):
+                    if all(m.matches(row) for m in applicable):
                         owners.append(case_id)
+                        labelling[case_id]["tables"][table]["events"] += 1
+                        labelling[case_id]["events"] += 1
                 if owners:
                     matched_rows += 1
                     group = owners[0]
@@ -670,13 +764,19 @@ def import_cti_realm(
             "ground_truth": {"techniques": case.techniques, "tables": case.data_sources,
                              "regex_patterns": case.regex_patterns, "attack_events": events},
         }
+        extra: dict[str, Any] = {}
+        if case.simulation is not None:
+            extra["simulation"] = case.simulation
         if case.subtasks is not None:
-            doc["upstream"] = {"subtasks": case.subtasks}
+            extra["subtasks"] = case.subtasks
+        if extra:
+            doc["upstream"] = extra
         folder = out / "cases" / platform
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{case.id}.yaml").write_text(_dump_yaml(doc), encoding="utf-8")
         result.cases[case.id] = {"subsets": doc["subsets"],
-                                 "attack_events": sum(len(v) for v in events.values())}
+                                 "attack_events": sum(len(v) for v in events.values()),
+                                 "simulation": case.simulation, "labelling": labelling[case.id]}
         if not events:
             checker.warnings.append(f"{case.id}: no event matches its regex patterns; "
                                     "attack_events is empty (strict C4 gives no detection credit)")
