@@ -26,20 +26,13 @@ from inspect_ai.tool import ToolDef, ToolParams
 from ..tools.toolbox import AgentStopped, Toolbox, ToolSpec
 from ..tools.trajectory import Step, ToolCall
 from .base import Task, _preview
-from .parse import SubmissionError, extract_json, to_submission
-
-SUBMIT_TOOL = "submit_detection"
+from .parse import SUBMIT_TOOL, SubmissionError, extract_json, submission_schema, to_submission
 
 SUBMIT_SPEC = ToolSpec(
     SUBMIT_TOOL,
     "Submit the final detection and end the run. Only the first accepted submission counts. "
     "query_results must be rows execute_kql_query returned.",
-    {"type": "object", "properties": {
-        "sigma_rule": {"type": "string", "description": "the Sigma rule as YAML text"},
-        "kql_query": {"type": "string", "description": "the final KQL query"},
-        "query_results": {"type": "array", "items": {"type": "object"},
-                          "description": "rows the final query returned, as column: value objects"},
-    }, "required": ["sigma_rule", "kql_query", "query_results"], "additionalProperties": False},
+    submission_schema(),
 )
 
 INSPECT_NOTE = f"""\

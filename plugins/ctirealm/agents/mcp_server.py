@@ -35,10 +35,9 @@ from mcp.server.stdio import stdio_server
 from ..tools.toolbox import AgentStopped, Toolbox, ToolSpec
 from ..tools.trajectory import Step
 from .base import Task
-from .parse import SubmissionError, to_submission
+from .parse import SUBMIT_TOOL, SubmissionError, submission_schema, to_submission
 
 SERVER_NAME = "ctirealm"
-SUBMIT_TOOL = "submit_detection"
 PROMPT_NAME = "detection_task"
 LOOPBACK = "127.0.0.1"
 
@@ -48,14 +47,9 @@ SUBMIT_SPEC = ToolSpec(
     "further tool calls are refused. query_results must be rows execute_kql_query returned. "
     "Put your analysis (the MITRE ATT&CK technique ids you identified and why) in analysis: "
     "it is the only text of yours that is recorded.",
-    {"type": "object", "properties": {
-        "sigma_rule": {"type": "string", "description": "the Sigma rule as YAML text"},
-        "kql_query": {"type": "string", "description": "the final KQL query"},
-        "query_results": {"type": "array", "items": {"type": "object"},
-                          "description": "rows the final query returned, as column: value objects"},
-        "analysis": {"type": "string",
-                     "description": "your analysis: ATT&CK technique ids, reports and tables used"},
-    }, "required": ["sigma_rule", "kql_query", "query_results"], "additionalProperties": False},
+    submission_schema(analysis={
+        "type": "string",
+        "description": "your analysis: ATT&CK technique ids, reports and tables used"}),
 )
 
 MCP_NOTE = f"""\

@@ -10,6 +10,19 @@ from ..tools.toolbox import validate_output
 from ..tools.trajectory import Submission
 
 MAX_ANSWER_BYTES = 5_000_000
+SUBMIT_TOOL = "submit_detection"
+
+
+def submission_schema(**extra: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of a ``submit_detection`` call (the output contract's three fields), plus
+    *extra* optional properties: the one definition the tool-offering adapters share."""
+    return {"type": "object", "properties": {
+        "sigma_rule": {"type": "string", "description": "the Sigma rule as YAML text"},
+        "kql_query": {"type": "string", "description": "the final KQL query"},
+        "query_results": {"type": "array", "items": {"type": "object"},
+                          "description": "rows the final query returned, as column: value objects"},
+        **extra,
+    }, "required": ["sigma_rule", "kql_query", "query_results"], "additionalProperties": False}
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.DOTALL)
 
 

@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from ..agents.base import Task
+from ..agents.parse import SUBMIT_TOOL
 from ..tools.toolbox import Toolbox
 
 LOG_SUFFIXES = (".eval", ".json")
 SUBMIT_TOOLS = ("submit",)
 #: ctirealm's Inspect task: its answer tool and the sample-store key that marks its logs.
-DETECTION_TOOL = "submit_detection"
+DETECTION_TOOL = SUBMIT_TOOL
 RUN_STORE_KEY = "ctirealm:run"
 
 
