@@ -7,7 +7,8 @@ score, the share of the C4 points earned (C4_kql_detection + C4_sigma_quality ov
 maximum), and both by platform. A benchmark that cannot be gamed keeps every shortcut at or below
 0.15 overall and 10% of the C4 points.
 
-    python benchmarks/shortcuts.py [--agents marker keywords ...] [--workers 2] [--json out.json]
+    python benchmarks/shortcuts.py [--agents marker keywords ...] [--paths cases/aks]
+        [--workers 2] [--rows 100000] [--cache-dir DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ def measure(cases: list[dict[str, Any]]) -> dict[str, float]:
             "c4_share": earned / maximum if maximum else 0.0, "cases": len(cases)}
 
 
-def run(agent: str, paths: list[str], workers: int, report_dir: Path) -> dict[str, Any]:
+def run(agent: str, paths: list[str], workers: int, report_dir: Path,
+        extra: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
     """One pytest run of *agent*; its measurements overall and by platform."""
     command = [sys.executable, "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider",
-               "--realm-agent", spec(agent), "--realm-report-dir", str(report_dir)]
+               "--realm-agent", spec(agent), "--realm-report-dir", str(report_dir), *extra]
     command += ["-n", str(workers)] if workers > 1 else ["-p", "no:xdist"]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -81,8 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (-n)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the run reports")
+    parser.add_argument("--rows", type=int, default=None,
+                        help="background rows of the store (default: dataset.yaml's)")
+    parser.add_argument("--cache-dir", default=None, help="store cache (--realm-cache-dir)")
     args = parser.parse_args(argv)
 
+    extra = [*(["--realm-rows", str(args.rows)] if args.rows else []),
+             *(["--realm-cache-dir", args.cache_dir] if args.cache_dir else [])]
     work = Path(tempfile.mkdtemp(prefix="ctirealm-shortcuts-"))
     print(f"cpus {os.cpu_count()}, load average at start {os.getloadavg()[0]:.2f}")
     print("normalised score and share of C4 points (limits for a shortcut: "
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     figures = []
     try:
         for agent in args.agents:
-            result = run(agent, args.paths, args.workers, work / agent.replace(":", "_"))
+            result = run(agent, args.paths, args.workers, work / agent.replace(":", "_"), extra)
             figures.append(result)
             overall = result["all"]
             over = [f"over {LIMITS[k]:g}" if k == "normalized" else f"over {LIMITS[k]:.0%} of C4"

@@ -85,6 +85,7 @@ def _with(path: str, value: object) -> dict:
         ("ground_truth.attack_events", {"Nope": [1]}, "ground_truth.attack_events.Nope", "unknown table"),
         ("difficulty", "trivial", "difficulty", "is not one of"),
         ("id", "linux_004", "id", "does not match the file name"),
+        ("guidance", ["a", "list"], "guidance", "expected text"),
     ],
 )
 def test_case_errors_name_file_and_field(
@@ -122,3 +123,22 @@ def test_report_without_front_matter_is_rejected(tmp_path: Path) -> None:
     path.write_text("just text")
     with pytest.raises(CaseError, match="front matter"):
         parse_report(path)
+
+
+def test_the_seeded_variant_is_given_the_guidance(tmp_path: Path) -> None:
+    """Two tiers: the terse objective by default, the longer guidance in ``seeded``."""
+    from ctirealm.agents.base import Task
+
+    class NoTools:  # Task.for_case reads only the tool specs
+        def specs(self) -> list:
+            return []
+
+    guidance = "Write a detection for crontab entries that fetch and run remote scripts."
+    case = parse_case(write_case(tmp_path, {**CASE, "guidance": guidance}), tables=TABLES)
+    assert case.objective_for("full") == case.objective_for("minimal") == CASE["objective"]
+    assert case.objective_for("seeded") == guidance
+    plain = parse_case(write_case(tmp_path / "plain", CASE), tables=TABLES)
+    assert plain.objective_for("seeded") == CASE["objective"]
+    for variant, expected in (("full", CASE["objective"]), ("seeded", guidance)):
+        task = Task.for_case(case, NoTools(), variant=variant)  # type: ignore[arg-type]
+        assert task.objective == expected and task.user_message.endswith(expected)

@@ -267,3 +267,76 @@ def test_a_binary_defined_twice_differently_leaves_the_later_scenario_out(
     assert [(p.group, p.message) for p in store.problems] == [
         ("linux_905", "binaries.sometool: already defined differently")]
     assert store.labels.by_table("attack", "linux_904")
+
+
+AKS_STORY = textwrap.dedent("""\
+    case: aks_900
+    attack:
+      name: operator reads then rewrites a config map
+      instances: 2
+      bind:
+        cluster: clusters
+        admin: 'users[team=platform]'
+        seat: k8s_seats
+        name: [feature-flags, routing-table]
+      steps:
+        - table: AKSAudit
+          rows:
+            - {Verb: get, RequestUri: '/api/v1/namespaces/default/configmaps/{name}',
+               ObjectRef: {resource: configmaps, namespace: default, name: '{name}', apiVersion: v1},
+               ResponseStatus: {metadata: {}, code: 200},
+               User: {username: '{admin.upn}', groups: [system:authenticated]},
+               UserAgent: '{seat.ua}', SourceIps: ['{seat.ip}'],
+               Annotations: {authorization.k8s.io/decision: allow}}
+        - table: AKSAuditAdmin
+          after: [2, 5]
+          rows:
+            - {Verb: patch, RequestUri: '/api/v1/namespaces/default/configmaps/{name}',
+               ObjectRef: {resource: configmaps, namespace: default, name: '{name}', apiVersion: v1},
+               ResponseStatus: {metadata: {}, code: 200},
+               User: {username: '{admin.upn}', groups: [system:authenticated]},
+               UserAgent: '{seat.ua}', SourceIps: ['{seat.ip}'],
+               Annotations: {authorization.k8s.io/decision: allow}}
+    routine:
+      - name: operator reads a config map
+        instances: 5
+        bind: {cluster: clusters, admin: 'users[team=platform]', seat: k8s_seats}
+        steps:
+          - table: AKSAudit
+            rows:
+              - {Verb: get, RequestUri: '/api/v1/namespaces/default/configmaps/kube-root-ca.crt',
+                 ObjectRef: {resource: configmaps, namespace: default, name: kube-root-ca.crt,
+                             apiVersion: v1},
+                 ResponseStatus: {metadata: {}, code: 200},
+                 User: {username: '{admin.upn}', groups: [system:authenticated]},
+                 UserAgent: '{seat.ua}', SourceIps: ['{seat.ip}'],
+                 Annotations: {authorization.k8s.io/decision: allow}}
+    """)
+
+
+def test_aks_writes_are_mirrored_into_aksaudit_with_their_labels(telemetry: Path,
+                                                                 tmp_path: Path) -> None:
+    """As AKS writes both diagnostic categories: a write is in AKSAuditAdmin and in AKSAudit
+    with the same AuditId (and label); a read only in AKSAudit; routine work is unlabelled."""
+    (telemetry / "scenarios" / "aks_900.yaml").write_text(AKS_STORY, encoding="utf-8")
+    store = build_store(Dataset.load(telemetry), cache_dir=tmp_path, rows=3000)
+    engine = store.engine()
+    admin = {r["AuditId"]: r for r in engine.query(
+        "AKSAuditAdmin | project AuditId, Verb, RequestUri, Type", limit=100_000).to_dicts()}
+    audit = {r["AuditId"]: r for r in engine.query(
+        "AKSAudit | project AuditId, Verb, RequestUri, Type", limit=100_000).to_dicts()}
+    assert admin and set(admin) <= set(audit)
+    assert {audit[i]["Type"] for i in admin} == {"AKSAudit"}
+    assert all((audit[i]["Verb"], audit[i]["RequestUri"]) == (r["Verb"], r["RequestUri"])
+               for i, r in admin.items())
+    assert not any(r["Verb"] in ("get", "list", "watch") for r in admin.values())
+    attacks = store.labels.by_table("attack", "aks_900")
+    assert len(attacks["AKSAuditAdmin"]) == 2 and len(attacks["AKSAudit"]) == 4
+    assert set(attacks["AKSAuditAdmin"]) < set(attacks["AKSAudit"])
+    routine = engine.query('AKSAudit | where RequestUri endswith "/configmaps/kube-root-ca.crt" '
+                           '| project AuditId', limit=1000).to_dicts()
+    assert len(routine) >= 5
+    assert all(store.labels.kind("AKSAudit", r["AuditId"]) == "benign" for r in routine)
+    # The store is sorted by time then id after the copy, as every table is.
+    times = engine.query("AKSAudit | project TimeGenerated", limit=100_000).rows
+    assert [t for (t,) in times] == sorted(t for (t,) in times)

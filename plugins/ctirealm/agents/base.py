@@ -58,9 +58,10 @@ class Task:
                  message_limit: int = DEFAULT_MESSAGE_LIMIT,
                  time_limit: float = DEFAULT_TIME_LIMIT, epoch: int = 1) -> Task:
         notes = seeded_notes() if variant == "seeded" else ""
-        return cls(case_id=case.id, objective=case.objective, variant=variant,
+        objective = case.objective_for(variant)
+        return cls(case_id=case.id, objective=objective, variant=variant,
                    system_prompt=SYSTEM_PROMPT + (f"\n{notes}" if notes else ""),
-                   user_message=user_message(case.objective), notes=notes,
+                   user_message=user_message(objective), notes=notes,
                    tools=copy.deepcopy(toolbox.specs()), message_limit=message_limit,
                    time_limit=time_limit, epoch=epoch)
 

@@ -113,7 +113,7 @@ def ctirealm(
     for needed in dict.fromkeys(("dev", scored_on)):
         bench.store(needed)  # built now: a broken dataset stops the task before any sample runs
     return Task(
-        dataset=case_dataset(bench, subset=SUBSETS[subset], platforms=platforms),
+        dataset=case_dataset(bench, subset=SUBSETS[subset], platforms=platforms, variant=variant),
         solver=realm_agent(bench, variant=variant, tool_calls=tool_calls,
                            message_limit=message_limit, time_limit=time_limit),
         scorer=realm_scorer(bench, split=scored_on, mode=scoring),
@@ -138,10 +138,11 @@ def _platforms(platform: str | None) -> list[str] | None:
 
 
 def case_dataset(bench: Bench, *, subset: str | None = None,
-                 platforms: list[str] | None = None) -> MemoryDataset:
-    """One sample per case, sorted by id: the objective, the id, platform, subsets, difficulty."""
+                 platforms: list[str] | None = None, variant: str = "full") -> MemoryDataset:
+    """One sample per case, sorted by id: the objective (the guidance in ``seeded``), the id,
+    platform, subsets, difficulty."""
     samples = [
-        Sample(input=case.objective, id=case.id,
+        Sample(input=case.objective_for(variant), id=case.id,
                metadata={"platform": case.platform, "subsets": list(case.subsets),
                          "difficulty": case.difficulty, "title": case.title})
         for case in sorted(bench.cases.cases.values(), key=lambda c: c.id)

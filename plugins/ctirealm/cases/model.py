@@ -57,7 +57,13 @@ class Solution:
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark task. ``objective`` is the only text the agent is given."""
+    """One benchmark task. ``objective`` is the only text the agent is given.
+
+    ``objective`` is terse, as upstream's: the behaviour to detect, in a sentence or two.
+    ``guidance`` is the longer description the ``seeded`` variant gives instead (empty:
+    the objective). Neither names the exclusions that make the rule precise: those are
+    found in the telemetry.
+    """
 
     id: str
     platform: str
@@ -71,6 +77,11 @@ class Case:
     solution: Solution = field(default_factory=lambda: Solution(None, None))
     path: str = ""
     source: str = "ctirealm"
+    guidance: str = ""
+
+    def objective_for(self, variant: str) -> str:
+        """What the agent is told in *variant*: the guidance in ``seeded``, else the objective."""
+        return self.guidance if variant == "seeded" and self.guidance else self.objective
 
     def bound(self, labels: Labels) -> Case:
         """This case with its events in one split's store.
@@ -186,6 +197,9 @@ def parse_case(
     objective = _require(doc, "objective", str, path).strip()
     if len(objective) < 20:
         raise CaseError(path, "objective", "too short to be a detection objective")
+    guidance = doc.get("guidance") or ""
+    if not isinstance(guidance, str):
+        raise CaseError(path, "guidance", "expected text (the seeded variant's longer objective)")
     difficulty = str(doc.get("difficulty", "medium"))
     if difficulty not in DIFFICULTIES:
         raise CaseError(path, "difficulty", f"{difficulty!r} is not one of {', '.join(DIFFICULTIES)}")
@@ -245,6 +259,7 @@ def parse_case(
         solution=Solution(solution.get("sigma"), solution.get("kql")),
         path=str(path),
         source=source,
+        guidance=guidance.strip(),
     )
 
 

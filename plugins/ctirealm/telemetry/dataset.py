@@ -14,7 +14,7 @@ from .events import FileProblem
 from .schema import SchemaError, TableSchema, parse_datetime
 
 #: Bumped whenever the store's layout changes, so old caches are not reused.
-STORE_FORMAT = 2
+STORE_FORMAT = 3
 
 
 class DatasetError(ValueError):

@@ -15,7 +15,11 @@ small template engine that reads them:
 * ``globals`` and ``pools`` — the environment: tenant, hosts, users, apps, clusters...;
 * ``binaries`` and ``lifetimes`` — the Linux executables processes are made of;
 * ``tables`` — per table a ``layout`` (column -> value template) and ``events``
-  (weighted activity templates binding entities from the pools).
+  (weighted activity templates binding entities from the pools); a table with
+  ``mirror_of: <Table>`` also holds every row of that table, with the same id and its
+  own ``force`` values (AKSAudit takes AKSAuditAdmin's events, as AKS writes them to
+  both categories). The store copies those rows (see :func:`mirrors`); the generator
+  writes each table's own events only.
 
 Templates use ``{name.attr}`` for values known when a template is compiled (entities,
 inline choices) and ``{$kind:args}`` for values drawn per row (times, ids, pids...).
@@ -61,9 +65,9 @@ import yaml
 
 from .schema import SchemaError, TableSchema
 
-__all__ = ["OUTPUTS", "ProfileError", "SplitFiles", "available_cpus", "bucket_bounds",
-           "check_background", "generate", "load_profiles", "split_files", "table_counts",
-           "worker_main"]
+__all__ = ["OUTPUTS", "Mirror", "ProfileError", "SplitFiles", "available_cpus", "bucket_bounds",
+           "check_background", "generate", "load_profiles", "mirrors", "split_files",
+           "table_counts", "worker_main"]
 
 #: Rows buffered before a write (and between ``progress`` calls).
 CHUNK_ROWS = 10_000
@@ -160,6 +164,35 @@ def load_profiles(profiles_dir: Path | None = None,
     for path in sorted(Path(scenarios_dir).glob("*.yaml")) if scenarios_dir else []:
         _merge_background(merged, path)
     return _escape_braces(merged)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """*table* also holds every row of *source* (same id), with *force* values replaced."""
+
+    table: str
+    source: str
+    force: dict[str, str]
+
+
+def mirrors(profile: dict[str, Any]) -> list[Mirror]:
+    """The ``mirror_of`` declarations of *profile*'s tables, checked (sorted by table)."""
+    tables = profile.get("tables") or {}
+    found = []
+    for table, spec in sorted(tables.items()):
+        source = (spec or {}).get("mirror_of")
+        if source is None:
+            continue
+        where = f"tables.{table}.mirror_of"
+        if not isinstance(source, str) or source not in tables or source == table:
+            raise ProfileError(f"{where}: {source!r} is not another table of the profiles")
+        if (tables[source] or {}).get("mirror_of"):
+            raise ProfileError(f"{where}: {source} is itself a mirror; mirror its source")
+        force = (spec or {}).get("force") or {}
+        if not all(isinstance(v, str) for v in force.values()):
+            raise ProfileError(f"tables.{table}.force: a mirror's forced values must be text")
+        found.append(Mirror(table, source, {str(k): v for k, v in force.items()}))
+    return found
 
 
 def check_background(profile: dict[str, Any], path: Path, schemas_dir: Path | None = None,

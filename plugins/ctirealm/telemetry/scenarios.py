@@ -7,6 +7,9 @@ language as the background profiles (``telemetry/generator/*.yaml``):
 * ``attack`` — one story (or a list): the procedure, as steps on tables;
 * ``lookalikes`` — stories of benign work a careless detection also matches; their
   events are labelled hard negatives;
+* ``routine`` — stories of ordinary work, played like look-alikes (usually many times)
+  but not labelled: the correlations across tables that normal work has too (a service
+  principal signs in, then reads secrets), so that a join alone is not a detection;
 * ``background`` — benign templates merged into the generator's tables, so the
   behaviour also occurs at its base rate in unlabelled background
   (see `generator.load_profiles`);
@@ -25,7 +28,8 @@ candidate list of two or more entries is dealt out between the splits (the
 ``i``-th split draws from entries ``i, i + n, ...``), so the ``test`` split
 re-simulates the procedure on other hosts, users, paths and command variants than
 ``dev``. Rows go to JSONL files the store validates and labels like committed
-events: ``attack/<case>/<Table>.jsonl`` and ``benign/<case>/<Table>.jsonl``.
+events: ``attack/<case>/<Table>.jsonl`` and ``benign/<case>/<Table>.jsonl``, and
+routine rows (unlabelled) to ``routine/<case>/<Table>.jsonl``.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ from .generator import (
 SCENARIO_STREAM = 3
 #: First shard of scenario tables within that stream (one shard per table).
 SCENARIO_SHARD = 64
+#: Section of a scenario file -> kind of its stories, and the folder their rows go to.
+_SECTIONS = {"attack": "attack", "lookalikes": "hard_negative", "routine": "routine"}
+_FOLDERS = {"attack": "attack", "hard_negative": "benign", "routine": "routine"}
 #: Tries to place a story so that all its steps fall inside the window.
 _PLACEMENT_TRIES = 50
 _STORY_KEYS = {"name", "instances", "when", "bind", "steps"}
@@ -69,7 +76,7 @@ class Story:
     """One procedure: entity slots, instances per split, rhythm and ordered steps."""
 
     name: str
-    kind: str  # "attack" or "hard_negative"
+    kind: str  # "attack", "hard_negative" or "routine" (unlabelled normal work)
     instances: int
     when: str
     bind: dict[str, Any]
@@ -101,8 +108,12 @@ def _where(path: Path, *parts: object) -> str:
     return f"{path}: " + ".".join(str(p) for p in parts if p != "")
 
 
+def _section(kind: str) -> str:
+    return next(section for section, k in _SECTIONS.items() if k == kind)
+
+
 def _story(path: Path, doc: Any, kind: str, index: int | str) -> Story:
-    section = "attack" if kind == "attack" else "lookalikes"
+    section = _section(kind)
     where = _where(path, section, index)
     if not isinstance(doc, dict):
         raise ProfileError(f"{where}: a story is a mapping with steps")
@@ -144,7 +155,8 @@ def load_scenario(path: Path) -> Scenario:
         raise ProfileError(f"{path}: cannot read: {exc.strerror}") from exc
     if not isinstance(doc, dict):
         raise ProfileError(f"{path}: a scenario is a mapping with case, attack, lookalikes")
-    unknown = set(doc) - {"case", "sources", "attack", "lookalikes", "background", "binaries"}
+    unknown = set(doc) - {"case", "sources", "attack", "lookalikes", "routine", "background",
+                          "binaries"}
     if unknown:
         raise ProfileError(f"{path}: unknown sections {sorted(unknown)}")
     case = str(doc.get("case") or path.stem)
@@ -152,12 +164,13 @@ def load_scenario(path: Path) -> Scenario:
     if attack is None:
         raise ProfileError(f"{path}: attack: the scenario has no attack story")
     attacks = attack if isinstance(attack, list) else [attack]
-    looks = doc.get("lookalikes") or []
-    if not isinstance(looks, list):
-        raise ProfileError(f"{path}: lookalikes: expected a list of stories")
     stories = [_story(path, s, "attack", i if isinstance(attack, list) else "")
                for i, s in enumerate(attacks)]
-    stories += [_story(path, s, "hard_negative", i) for i, s in enumerate(looks)]
+    for section in ("lookalikes", "routine"):
+        listed = doc.get(section) or []
+        if not isinstance(listed, list):
+            raise ProfileError(f"{path}: {section}: expected a list of stories")
+        stories += [_story(path, s, _SECTIONS[section], i) for i, s in enumerate(listed)]
     binaries = doc.get("binaries") or {}
     return Scenario(path, case, tuple(stories),
                     _escape_braces(dict(binaries)) if isinstance(binaries, dict) else {})
@@ -232,8 +245,7 @@ class Player:
 
     def play(self, scenario: Scenario, story: Story, instance: int) -> list[tuple[str, str]]:
         """One instance of *story*: ``(table, JSON line)`` in time order."""
-        where = _where(scenario.path, "attack" if story.kind == "attack" else "lookalikes",
-                       story.name)
+        where = _where(scenario.path, _section(story.kind), story.name)
         rng = Random(f"{self.seed}:{scenario.case}:{story.kind}:{story.name}:{instance}")
         extra = {var: _escape_braces(rng.choice(self.candidates(sel, f"{where}.bind.{var}")))
                  for var, sel in story.bind.items()}
@@ -273,9 +285,10 @@ class Player:
     def play_scenario(self, scenario: Scenario, out_dir: Path) -> list[PlayedFile]:
         """Every story instance of *scenario*, written as JSONL under *out_dir*.
 
-        One file per (kind, table): ``attack/<case>/<Table>.jsonl`` or
-        ``benign/<case>/<Table>.jsonl``. Raises `ProfileError` naming the file, story
-        and step of a template that fails; nothing is written then.
+        One file per (kind, table): ``attack/<case>/<Table>.jsonl``,
+        ``benign/<case>/<Table>.jsonl`` or ``routine/<case>/<Table>.jsonl``. Raises
+        `ProfileError` naming the file, story and step of a template that fails; nothing
+        is written then.
         """
         lines: dict[tuple[str, str], list[str]] = {}
         for story in scenario.stories:
@@ -284,7 +297,7 @@ class Player:
                     lines.setdefault((story.kind, table), []).append(line)
         written = []
         for (kind, table), rows in sorted(lines.items()):
-            folder = out_dir / ("attack" if kind == "attack" else "benign") / scenario.case
+            folder = out_dir / _FOLDERS[kind] / scenario.case
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{table}.jsonl"
             with path.open("a", encoding="utf-8") as handle:

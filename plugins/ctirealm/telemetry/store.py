@@ -34,7 +34,7 @@ from filelock import FileLock
 from ..engine.result import format_datetime
 from .dataset import STORE_FORMAT, Dataset, DatasetError, EventFile
 from .events import FileProblem, TelemetryFormatError, read_events
-from .generator import ProfileError, check_background, load_profiles
+from .generator import Mirror, ProfileError, check_background, load_profiles, mirrors
 from .labels import Labels
 from .scenarios import Player, Scenario, load_scenario, scenario_files
 from .schema import DUCKDB_TYPES, SchemaError, TableSchema
@@ -144,7 +144,8 @@ def _validate_committed(
     """Validate attack and benign files, stage normalised copies, fill *labels*.
 
     *played* adds the scenario rows of this split: ``(kind, file, scenario path)``; a
-    problem in them is reported against the scenario file. A file with a problem is
+    problem in them is reported against the scenario file. Routine rows are loaded but
+    not labelled. A file with a problem is
     left out whole (none of its events, no labels) and the problem recorded; with
     *strict* the first problem is raised instead.
     """
@@ -170,11 +171,30 @@ def _validate_committed(
         for event_id, line in ids:
             seen[(entry.table, event_id)] = f"{source}:{line}" if source == entry.path else \
                 f"{source} ({entry.table} row {line})"
-            labels.add(entry.table, event_id, kind, entry.group)  # type: ignore[arg-type]
+            if kind != "routine":  # normal work played from a scenario: background, unlabelled
+                labels.add(entry.table, event_id, kind, entry.group)  # type: ignore[arg-type]
         files.setdefault(entry.table, []).append(out_path)
         if progress:
             progress(f"validated {source.relative_to(dataset.root)}", 0, None)
     return files
+
+
+def _mirrors(dataset: Dataset) -> list[Mirror]:
+    """The dataset's mirrored tables (none without generator profiles)."""
+    profiles = dataset.generator_dir()
+    if not profiles.is_dir() or not any(profiles.glob("*.yaml")):
+        return []
+    return [m for m in mirrors(load_profiles(profiles))
+            if m.table in dataset.schemas and m.source in dataset.schemas]
+
+
+def _mirror_labels(labels: Labels, mirrored: list[Mirror]) -> None:
+    """A mirrored event carries its source's label in the mirror table too (same id)."""
+    for mirror in mirrored:
+        own = labels.events.get(mirror.table, {})
+        for event_id, entry in sorted(labels.events.get(mirror.source, {}).items()):
+            if event_id not in own:
+                labels.add(mirror.table, event_id, entry["kind"], entry["group"])  # type: ignore[arg-type]
 
 
 def _play_scenarios(
@@ -303,8 +323,10 @@ def build_store(
             played, scenarios_dir = _play_scenarios(dataset, split, seed, staging, problems, strict)
             files = _validate_committed(dataset, staging / "committed", labels, problems, strict,
                                         progress, played)
+            mirrored = _mirrors(dataset)
+            _mirror_labels(labels, mirrored)
             temp_db = staging / "store.duckdb"
-            with _Loader(temp_db, dataset, files, staging, progress) as loader:
+            with _Loader(temp_db, dataset, files, staging, progress, mirrored) as loader:
                 if rows > 0:
                     from .generator import generate
 
@@ -407,10 +429,12 @@ class _Loader:
     """
 
     def __init__(self, db_path: Path, dataset: Dataset, files: dict[str, list[Path]],
-                 staging: Path, progress: Progress | None) -> None:
+                 staging: Path, progress: Progress | None, mirrored: list[Mirror] = ()
+                 ) -> None:  # type: ignore[assignment]
         from .generator import available_cpus
 
         self.dataset = dataset
+        self.mirrored = list(mirrored)
         self.files = files
         self.progress = progress
         self.counts: dict[str, int] = {}
@@ -469,6 +493,8 @@ class _Loader:
             for name, schema in self.dataset.schemas.items():
                 if name not in self.counts:
                     self._create(con, schema)
+            for mirror in self.mirrored:
+                self._mirror(con, mirror)
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -614,6 +640,26 @@ class _Loader:
         order = f"{q(schema.time_column)}, {q(schema.id_column)}"
         union = " UNION ALL ".join(f"({s})" for s in sources)
         con.execute(f"INSERT INTO {q(schema.name)} SELECT * FROM ({union}) ORDER BY {order}")
+
+    def _mirror(self, con: duckdb.DuckDBPyConnection, mirror: Mirror) -> None:
+        """Copy the source's rows into the mirror table (ids it lacks), then sort it again."""
+        schema, source = self.dataset.schemas[mirror.table], self.dataset.schemas[mirror.source]
+        q = _quote
+        names = [n for n, _ in schema.columns]
+        if [n for n, _ in source.columns] != names:
+            raise DatasetError(f"{mirror.table} mirrors {mirror.source}, but their schemas differ")
+        values = ", ".join(
+            "'" + mirror.force[n].replace("'", "''") + "'" if n in mirror.force else q(n)
+            for n in names)
+        idc, order = q(schema.id_column), f"{q(schema.time_column)}, {q(schema.id_column)}"
+        table = q(schema.name)
+        con.execute(f"CREATE TEMP TABLE __mirrored AS SELECT * FROM {table} UNION ALL "
+                    f"SELECT {values} FROM {q(source.name)} "
+                    f"WHERE {idc} NOT IN (SELECT {idc} FROM {table})")
+        con.execute(f"DROP TABLE {table}")
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM __mirrored ORDER BY {order}")
+        con.execute("DROP TABLE __mirrored")
+        self._check(con, schema)
 
     def _create(self, con: duckdb.DuckDBPyConnection, schema: TableSchema) -> None:
         """A table of committed events only (or an empty one)."""
