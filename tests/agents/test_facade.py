@@ -16,8 +16,9 @@ from ctirealm.agents.command import CommandAgent
 from ctirealm.cases import CaseSet
 from ctirealm.engine import LocalEngine
 from ctirealm.interop.inspect_log import InspectLogAgent
-from ctirealm.tools import ALL_TOOLS, Toolbox, Trajectory
+from ctirealm.tools import Toolbox, Trajectory
 from ctirealm.tools.facade import facade
+from ctirealm.tools.toolbox import EVERY_TOOL
 
 MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini"
 GOOD = {"sigma_rule": "title: x\n" + "#" * 60, "kql_query": "AKSAudit | take 1",
@@ -85,7 +86,7 @@ def test_the_facade_offers_tool_calls_say_specs_and_names(cases: CaseSet,
     assert tuple(tools.names) == tuple(toolbox.names) and tools.names() == toolbox.names
     assert "execute_kql_query" in tools.names
     assert sorted(dir(tools)) == sorted(["call", "say", "specs", "openai_tools", "names",
-                                         *ALL_TOOLS])
+                                         *EVERY_TOOL])
     assert json.loads(tools.execute_kql_query(query="AKSAudit"))["Tables"][0]["Rows"] == [["a", "list"]]
     assert tools.call("get_table_schema", {"table_name": "aksaudit"}).startswith('{"TableName"')
     assert tools.call("list_kusto_tables", "{}", call_id="c-1").startswith("[")

@@ -31,6 +31,7 @@ from ctirealm.scoring import score_case
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
 from ctirealm.tools import Toolbox, Trajectory
+from ctirealm.tools.sandbox import unavailable_reason
 from ctirealm.tools.toolbox import SPECS, VARIANTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -428,6 +429,23 @@ def test_cli_over_stdio_reports_limits_as_tool_errors(cases: CaseSet, telemetry:
     assert late["is_error"] and "the run is over: time limit of 1 s exceeded" in late["text"]
     saved = _saved(tmp_path, "aks_001")
     assert saved.status == "timeout" and saved.tool_calls() == []
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason=f"no sandbox: {unavailable_reason()}")
+def test_cli_offers_the_sandbox_toolset_through_the_sdk(cases: CaseSet, telemetry: Path,
+                                                         tmp_path: Path) -> None:
+    plan = _plan(tmp_path, [{"call": "bash", "arguments": {"cmd": "echo 6 > n; ls /"}},
+                            {"call": "python", "arguments": {"code": "print(int(open('n').read()) * 7)"}},
+                            {"submit": GOOD}])
+    done = _stdio(plan, telemetry, tmp_path, "aks_001", "--tools", "+sandbox")
+    assert done.returncode == 0, done.stderr
+    log = _log(plan)
+    assert [t["name"] for t in log["tools"]] == [*VARIANTS["full"], "bash", "python", SUBMIT_TOOL]
+    listing, product, _ = log["results"]
+    assert not listing["is_error"] and "workspace" in listing["text"].split()
+    assert "telemetry" not in listing["text"] and product["text"].strip() == "42"
+    saved = _saved(tmp_path, "aks_001")
+    assert [c.name for c in saved.tool_calls()] == ["bash", "python"]
 
 
 def test_cli_over_http_serves_the_minimal_variant_on_loopback(telemetry: Path, tmp_path: Path) -> None:

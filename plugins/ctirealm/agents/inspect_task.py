@@ -50,7 +50,7 @@ from ..cases import PLATFORMS
 # The log reader's own readings of a message: a live run and a replay of its log record the same.
 from ..interop.inspect_log import RUN_STORE_KEY, _arguments, _reasoning_of, _text_of
 from ..scoring import CHECKPOINTS, MODES, CaseScore
-from ..tools.toolbox import VARIANTS, Toolbox
+from ..tools.toolbox import VARIANTS, Toolbox, parse_toolsets
 from ..tools.trajectory import Trajectory
 from .base import DEFAULT_MESSAGE_LIMIT, DEFAULT_TIME_LIMIT
 from .base import Task as RealmTask
@@ -71,6 +71,7 @@ def ctirealm(
     subset: str | int = "all",
     platform: str | None = None,
     variant: str = "full",
+    tools: str = "",
     split: str = "test",
     scoring: str = "strict",
     message_limit: int = DEFAULT_MESSAGE_LIMIT,
@@ -87,6 +88,8 @@ def ctirealm(
         subset: ``25``, ``50`` or ``all`` cases.
         platform: only the cases of these platforms (comma-separated: ``linux,aks``).
         variant: tool set: ``full``, ``minimal`` (no CTI, ATT&CK or Sigma tools) or ``seeded``.
+        tools: opt-in toolsets beside the variant's: ``+sandbox`` (bash and python without
+            network, under bubblewrap).
         split: where final detections are scored (``test``; ``dev`` when the dataset has no
             held-out split). Strict scoring also scores them on ``dev`` beside.
         scoring: ``strict`` (deterministic) or ``compat`` (the reference's formulas; C0 and
@@ -108,6 +111,7 @@ def ctirealm(
     if subset not in SUBSETS:
         raise ValueError(f"subset must be 25, 50 or all, got {subset!r}")
     platforms = _platforms(platform)
+    toolsets = parse_toolsets(tools)
     bench = bench_for(cases, telemetry, cache_dir=cache_dir, query_timeout=query_timeout)
     scored_on = bench.scoring_split(split)
     for needed in dict.fromkeys(("dev", scored_on)):
@@ -115,12 +119,13 @@ def ctirealm(
     return Task(
         dataset=case_dataset(bench, subset=SUBSETS[subset], platforms=platforms, variant=variant),
         solver=realm_agent(bench, variant=variant, tool_calls=tool_calls,
-                           message_limit=message_limit, time_limit=time_limit),
+                           message_limit=message_limit, time_limit=time_limit,
+                           toolsets=toolsets),
         scorer=realm_scorer(bench, split=scored_on, mode=scoring),
         message_limit=message_limit,
         time_limit=time_limit,
         version=1,
-        metadata={"variant": variant, "split": scored_on, "scoring": scoring,
+        metadata={"variant": variant, "toolsets": list(toolsets), "split": scored_on, "scoring": scoring,
                   "dataset": bench.store().meta.get("dataset"),
                   "hashes": {name: bench.store(name).meta.get("hash")
                              for name in dict.fromkeys(("dev", scored_on))}},
@@ -158,7 +163,7 @@ def case_dataset(bench: Bench, *, subset: str | None = None,
 @solver
 def realm_agent(bench: Bench, *, variant: str = "full", tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
                 message_limit: int = DEFAULT_MESSAGE_LIMIT,
-                time_limit: float = DEFAULT_TIME_LIMIT) -> Solver:
+                time_limit: float = DEFAULT_TIME_LIMIT, toolsets: tuple[str, ...] = ()) -> Solver:
     """The tool-calling loop over the case's toolbox (the module docstring says how runs end)."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
@@ -166,7 +171,7 @@ def realm_agent(bench: Bench, *, variant: str = "full", tool_calls: int = DEFAUL
         model = get_model()
         trajectory = Trajectory(case.id, f"inspect:{model}", variant=variant, epoch=state.epoch)
         toolbox = Toolbox(bench.engine("dev"), bench.cases, trajectory, variant=variant,
-                          max_tool_calls=tool_calls)
+                          max_tool_calls=tool_calls, toolsets=toolsets)
         realm_task = RealmTask.for_case(case, toolbox, variant=variant, message_limit=message_limit,
                                         time_limit=float(time_limit), epoch=state.epoch)
         run = CaseRun(realm_task, toolbox)
@@ -206,6 +211,7 @@ def realm_agent(bench: Bench, *, variant: str = "full", tool_calls: int = DEFAUL
             raise
         finally:
             conclude(run, time.perf_counter() - started)
+            toolbox.close()
             # The sample store's record of the run also tells the log reader (inspect:LOG) that
             # this is this task's log, whose answer comes only from submit_detection or a reply.
             state.store.set(RUN_STORE_KEY, {"agent": trajectory.agent, "variant": variant,

@@ -19,7 +19,7 @@ from typing import Any
 from ..agents.base import DEFAULT_TIME_LIMIT, Task, _preview
 from ..agents.parse import SubmissionError, to_submission
 from ..agents.replay import trajectory_path
-from ..tools.toolbox import VARIANTS, Toolbox
+from ..tools.toolbox import VARIANTS, Toolbox, parse_toolsets
 from ..tools.trajectory import Trajectory
 from .common import add_store_options, open_store
 
@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--case", required=True, metavar="CASE_ID", help="the case to serve")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="full",
                         help="tool set: full (default), minimal or seeded")
+    parser.add_argument("--tools", default="", metavar="+TOOLSET",
+                        help="opt-in toolsets: +sandbox (bash and python without network)")
     parser.add_argument("--transport", choices=("stdio", "http"), default="stdio",
                         help="stdio (default: the client starts this command) or http")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
@@ -68,10 +70,13 @@ def _mcp(args: argparse.Namespace) -> int:
     with store.engine(timeout=args.query_timeout) as engine:
         trajectory = Trajectory(case.id, f"mcp:{args.transport}", variant=args.variant)
         toolbox = Toolbox(engine, cases, trajectory, variant=args.variant,
-                          max_tool_calls=args.max_tool_calls)
+                          max_tool_calls=args.max_tool_calls, toolsets=parse_toolsets(args.tools))
         task = Task.for_case(case, toolbox, variant=args.variant, time_limit=args.time_limit)
         started = time.perf_counter()
-        serve(task, toolbox, transport=args.transport, port=args.port)
+        try:
+            serve(task, toolbox, transport=args.transport, port=args.port)
+        finally:
+            toolbox.close()
         trajectory.duration = round(time.perf_counter() - started, 3)
     path = trajectory_path(args.trajectories, case.id, 1)
     trajectory.save(path)

@@ -28,7 +28,7 @@ from ..report.load import generalisation
 from ..scoring import CHECKPOINTS, MODES, CaseScore, neutral_events, score_case, summarize
 from ..scoring.sigma_quality import sigma_scorer_for
 from ..tools import Toolbox, Trajectory
-from ..tools.toolbox import VARIANTS
+from ..tools.toolbox import VARIANTS, parse_toolsets
 from . import (
     StoreUnavailable,
     benchmark_requested,
@@ -66,6 +66,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="25, 50 or all (default all)")
     group.addoption("--realm-variant", choices=sorted(VARIANTS), default=None,
                     help="full (default), minimal (no CTI/ATT&CK/Sigma tools) or seeded")
+    group.addoption("--realm-tools", default=None, metavar="+TOOLSET",
+                    help="opt-in toolsets beside the variant's tools: +sandbox (bash and python "
+                         "without network, under bubblewrap)")
     group.addoption("--realm-epochs", type=int, default=None, metavar="N",
                     help="runs per case (default 1)")
     group.addoption("--realm-min-score", type=float, default=None, metavar="X",
@@ -82,6 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("realm_scoring", "default scoring mode", default="strict")
     parser.addini("realm_subset", "default subset", default="all")
     parser.addini("realm_variant", "default tool variant", default="full")
+    parser.addini("realm_tools", "opt-in toolsets (e.g. +sandbox)", default="")
     parser.addini("realm_epochs", "default runs per case", default="1")
     parser.addini("realm_pass_ratio", "share of a checkpoint's maximum an item needs to pass",
                   default="0.5")
@@ -101,6 +105,7 @@ class Settings:
     scoring: str
     subset: str | None
     variant: str
+    toolsets: tuple[str, ...]
     epochs: int
     pass_ratio: float
     report_dir: Path
@@ -114,11 +119,16 @@ class Settings:
         if subset not in SUBSETS:
             raise pytest.UsageError(f"realm_subset must be one of {sorted(SUBSETS)}, got {subset!r}")
         report = Path(str(_opt(config, "--realm-report-dir", "realm_report_dir")))
+        try:
+            toolsets = parse_toolsets(str(_opt(config, "--realm-tools", "realm_tools")))
+        except ValueError as exc:
+            raise pytest.UsageError(f"--realm-tools: {exc}") from None
         return cls(
             agent=str(_opt(config, "--realm-agent", "realm_agent")),
             scoring=str(_opt(config, "--realm-scoring", "realm_scoring")),
             subset=SUBSETS[subset],
             variant=str(_opt(config, "--realm-variant", "realm_variant")),
+            toolsets=toolsets,
             epochs=max(1, int(_opt(config, "--realm-epochs", "realm_epochs"))),
             pass_ratio=float(config.getini("realm_pass_ratio")),
             report_dir=report if report.is_absolute() else Path(config.rootpath) / report,
@@ -359,9 +369,12 @@ def _run_and_score(config: pytest.Config, agent: Any, cases: CaseSet, case: Case
     engine = session_engine(config)
     trajectory = Trajectory(case.id, agent_name(agent), variant=opts.variant, epoch=epoch)
     toolbox = Toolbox(engine, cases, trajectory, variant=opts.variant,
-                      max_tool_calls=opts.max_tool_calls)
+                      max_tool_calls=opts.max_tool_calls, toolsets=opts.toolsets)
     task = Task.for_case(case, toolbox, variant=opts.variant, time_limit=opts.time_limit, epoch=epoch)
-    run_case(agent, task, toolbox)
+    try:
+        run_case(agent, task, toolbox)
+    finally:
+        toolbox.close()
     # Final detections are scored on the held-out split; dev (what the agent queried) beside.
     split = scoring_split(config)
     score = _score(config, case, cases, trajectory, split)

@@ -30,7 +30,7 @@ import copy
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .toolbox import ALL_TOOLS, SPECS, Toolbox, ToolSpec
+from .toolbox import EVERY_TOOL, SPECS, Toolbox, ToolSpec
 
 #: Everything the facade offers besides the nine tools.
 SURFACE = ("call", "say", "specs", "openai_tools", "names")
@@ -65,13 +65,15 @@ class AgentTools(Protocol):
     def sample_table_data(self, *, table_name: str, rows: int = 5) -> str: ...
     def execute_kql_query(self, *, query: str, limit: int = 10) -> str: ...
     def validate_output_json(self, *, json_output: str) -> str: ...
+    def bash(self, *, cmd: str) -> str: ...  # with the +sandbox toolset
+    def python(self, *, code: str) -> str: ...  # with the +sandbox toolset
 
 
 def facade(toolbox: Toolbox) -> AgentTools:
     """The agent's view of *toolbox*: tool calls, ``say``, specs and names; nothing else."""
     names = ToolNames(toolbox.names)
     specs = tuple(toolbox.specs())
-    offered = ", ".join(SURFACE + ALL_TOOLS)
+    offered = ", ".join(SURFACE + EVERY_TOOL)
     # Bound to locals so the closures below hold the two methods, not the toolbox object.
     run_tool, record_text = toolbox.call, toolbox.say
 
@@ -108,8 +110,8 @@ def facade(toolbox: Toolbox) -> AgentTools:
         "names": names, "call": staticmethod(call), "say": staticmethod(say),
         "specs": staticmethod(specs_), "openai_tools": staticmethod(openai_tools),
         "__getattr__": refuse, "__repr__": describe,
-        "__dir__": lambda self: sorted(SURFACE + ALL_TOOLS),
-        **{name: staticmethod(tool(name)) for name in ALL_TOOLS},
+        "__dir__": lambda self: sorted(SURFACE + EVERY_TOOL),
+        **{name: staticmethod(tool(name)) for name in EVERY_TOOL},
     }
     # A class per toolbox, so the instance itself carries nothing (no __dict__, no slots).
     return type("AgentTools", (), namespace)()  # type: ignore[no-any-return]

@@ -1,5 +1,9 @@
 """The agent toolbox: the reference's nine tools, same names, arguments, limits and result shapes.
 
+Opt-in toolsets add tools beside a variant's: ``+sandbox`` gives ``bash`` and
+``python`` in a sandbox without network or access to the benchmark's files, as the
+reference's container does (`ctirealm.tools.sandbox`).
+
 Tools return text, as upstream: JSON for data, ``Error: ...`` for anything
 wrong. They never raise into the agent, with one exception: once the run is
 stopped (time or call limit), `AgentStopped` — a ``BaseException``, so an
@@ -20,6 +24,7 @@ from ..attack import Attack, load_attack
 from ..cases import CaseSet
 from ..engine import Engine, EngineError
 from . import sigma_index
+from .sandbox import Sandbox, SandboxUnavailable
 from .trajectory import Step, ToolCall, Trajectory
 
 CTI_TOOLS = ("list_cti_report_tags", "get_cti_reports_by_tag")
@@ -28,6 +33,11 @@ SIGMA_TOOLS = ("search_sigma_rules",)
 DATA_TOOLS = ("list_kusto_tables", "get_table_schema", "sample_table_data", "execute_kql_query")
 OUTPUT_TOOLS = ("validate_output_json",)
 ALL_TOOLS = CTI_TOOLS + MITRE_TOOLS + SIGMA_TOOLS + DATA_TOOLS + OUTPUT_TOOLS
+SANDBOX_TOOLS = ("bash", "python")
+#: Opt-in toolsets (``+name``) and the tools each adds to any variant.
+TOOLSETS: dict[str, tuple[str, ...]] = {"sandbox": SANDBOX_TOOLS}
+#: Every tool a toolbox can offer.
+EVERY_TOOL = ALL_TOOLS + SANDBOX_TOOLS
 
 #: Which tools each variant offers (``minimal`` is the reference's ablation).
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -96,7 +106,29 @@ SPECS: dict[str, ToolSpec] = {s.name: s for s in (
              "Check the final answer JSON: exactly the keys sigma_rule (string, >= 50 chars), "
              "kql_query (string, >= 10 chars) and query_results (non-empty list of rows).",
              _params(("json_output",), json_output={"type": "string"})),
+    ToolSpec("bash",
+             "Run a bash command in a sandbox without network (a scratch folder, /workspace, "
+             "kept for this case; no access to the telemetry: query it with execute_kql_query). "
+             "Returns the output.",
+             _params(("cmd",), cmd={"type": "string", "description": "the command to run"})),
+    ToolSpec("python",
+             "Run Python 3 code in the same sandbox as bash (no network; print() what you "
+             "need to see). Returns the output.",
+             _params(("code",), code={"type": "string", "description": "the code to run"})),
 )}
+
+
+def parse_toolsets(spec: str | None) -> tuple[str, ...]:
+    """``"+sandbox"`` (or ``"sandbox"``, several separated by commas or spaces) -> toolset names.
+
+    Raises ValueError naming an unknown toolset and the known ones.
+    """
+    names = [n.strip().lstrip("+") for n in (spec or "").replace(",", " ").split()]
+    unknown = [n for n in names if n and n not in TOOLSETS]
+    if unknown:
+        raise ValueError(f"unknown toolset {', '.join(unknown)}; toolsets: "
+                         + ", ".join(f"+{t}" for t in TOOLSETS))
+    return tuple(dict.fromkeys(n for n in names if n))
 
 
 def _dumps(value: Any) -> str:
@@ -141,9 +173,11 @@ class Toolbox:
         attack: Attack | None = None,
         max_tool_calls: int = 200,
         query_timeout: float | None = None,
+        toolsets: tuple[str, ...] = (),
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+        toolsets = parse_toolsets(" ".join(toolsets))
         self.engine = engine
         self.cases = cases
         self.trajectory = trajectory
@@ -151,11 +185,13 @@ class Toolbox:
         self.attack = attack or load_attack()
         self.max_tool_calls = max_tool_calls
         self.query_timeout = query_timeout
-        self._names = VARIANTS[variant]
+        self.toolsets = toolsets
+        self._names = VARIANTS[variant] + tuple(t for ts in toolsets for t in TOOLSETS[ts])
         self._started = time.perf_counter()
         self._stopped: str | None = None
+        self._sandbox: Sandbox | None = None
         self._impl: dict[str, Callable[..., str]] = {
-            name: getattr(self, f"_tool_{name}") for name in ALL_TOOLS
+            name: getattr(self, f"_tool_{name}") for name in EVERY_TOOL
         }
 
     # -- the agent-facing surface ---------------------------------------------
@@ -207,7 +243,9 @@ class Toolbox:
         if error is None and name not in self._impl:
             error = f"unknown tool {name!r}; available: {', '.join(self._names)}"
         if error is None and name not in self._names:
-            error = f"tool {name!r} is not available in the {self.variant} variant"
+            toolset = next((t for t, names in TOOLSETS.items() if name in names), None)
+            error = (f"tool {name!r} needs the +{toolset} toolset" if toolset else
+                     f"tool {name!r} is not available in the {self.variant} variant")
         if error is None:
             try:
                 result, rows = self._invoke(name, args)
@@ -268,7 +306,7 @@ class Toolbox:
 
     def __getattr__(self, name: str) -> Callable[..., str]:
         # `tools.execute_kql_query(query=...)`: a Python signature per tool.
-        if name in ALL_TOOLS:
+        if name in EVERY_TOOL:
             return lambda **kwargs: self.call(name, kwargs)
         raise AttributeError(name)
 
@@ -286,6 +324,28 @@ class Toolbox:
             raise _ToolError(f"missing required argument(s) {', '.join(missing)} for {name}")
         out = self._impl[name](**args)
         return out if isinstance(out, tuple) else (out, None)
+
+    def close(self) -> None:
+        """Release what the run held (the sandbox's working folder)."""
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+    def _sandboxed(self) -> Sandbox:
+        if self._sandbox is None:
+            self._sandbox = Sandbox()
+        return self._sandbox
+
+    def _tool_bash(self, cmd: Any) -> str:
+        try:
+            return self._sandboxed().bash(_text(cmd, "cmd"))
+        except SandboxUnavailable as exc:
+            raise _ToolError(str(exc)) from None
+
+    def _tool_python(self, code: Any) -> str:
+        try:
+            return self._sandboxed().python(_text(code, "code"))
+        except SandboxUnavailable as exc:
+            raise _ToolError(str(exc)) from None
 
     def _tool_list_cti_report_tags(self) -> str:
         return _dumps([{"tag": tag, "count": n} for tag, n in self.cases.tags().items()])
