@@ -337,6 +337,23 @@ def test_aks_writes_are_mirrored_into_aksaudit_with_their_labels(telemetry: Path
                            '| project AuditId', limit=1000).to_dicts()
     assert len(routine) >= 5
     assert all(store.labels.kind("AKSAudit", r["AuditId"]) == "benign" for r in routine)
+    # A mirrored event is one event to score: found by a query on either table, counted once
+    # by a query on both, and the reads stay events of their own.
+    from ctirealm.scoring.detection import evaluate
+
+    expected = store.labels.by_table("attack", "aks_900")
+    writes = 'where Verb == "patch" and RequestUri has "/configmaps/"'
+    # (AKSAuditAdmin holds no read: the two reads are elsewhere for a rule on it alone.)
+    for kql, missed, elsewhere in ((f"AKSAuditAdmin | {writes}", 0, 2),
+                                   (f"AKSAudit | {writes}", 2, 0),
+                                   (f"union AKSAudit, AKSAuditAdmin | {writes}", 2, 0)):
+        result = evaluate(kql, engine, store.labels, expected=expected, within_tables_read=True)
+        assert (result.tp, result.fp, result.fn, result.expected_elsewhere) == (
+            2, 0, missed, elsewhere), kql
+    listed = ", ".join(f"'{i}'" for i in expected["AKSAudit"])
+    result = evaluate(f"union AKSAudit, AKSAuditAdmin | where AuditId in ({listed})", engine,
+                      store.labels, expected=expected)
+    assert (result.tp, result.fp, result.fn, result.rows) == (4, 0, 0, 6)
     # The store is sorted by time then id after the copy, as every table is.
     times = engine.query("AKSAudit | project TimeGenerated", limit=100_000).rows
     assert [t for (t,) in times] == sorted(t for (t,) in times)

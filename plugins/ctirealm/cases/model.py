@@ -46,7 +46,9 @@ class GroundTruth:
     hard_negatives: dict[str, tuple[str, ...]]
 
     def attack_event_count(self) -> int:
-        return sum(len(ids) for ids in self.attack_events.values())
+        """Attack events, a mirrored event once (its copies share the id: AKSAudit and
+        AKSAuditAdmin list the same AuditId; no two other events of a store share an id)."""
+        return len({str(i) for ids in self.attack_events.values() for i in ids})
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def measure(cases: CaseSet, root: Path, stores: dict[str, Any],
                     reference = _figures(kql, engine, store.labels, truth.attack_events, neutral)
                 out.append(CaseFigures(
                     case_id, split, truth.attack_event_count(),
-                    sum(len(v) for v in truth.hard_negatives.values()), reference,
+                    len({i for v in truth.hard_negatives.values() for i in v}), reference,
                     [_figures(q, engine, store.labels, truth.attack_events, neutral)
                      for q in case.naive_kql]))
     return sorted(out, key=lambda f: (f.case, list(stores).index(f.split)))

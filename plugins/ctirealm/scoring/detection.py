@@ -102,26 +102,41 @@ def neutral_events(case: Case, cases: Any, labels: Labels | None = None) -> froz
 
 
 class _Expected:
-    """The expected events: ``{table: ids}`` (matched by table and id) or bare ids (by id)."""
+    """The expected events: ``{table: ids}`` (matched by table and id) or bare ids (by id).
+
+    Events are keyed by `Labels.identity`, so the two copies of a mirrored event (an
+    AKSAuditAdmin write and the same AuditId in AKSAudit) are one expected event, found
+    by a query on either table, and counted once by a query on both.
+    """
 
     def __init__(self, expected: Mapping[str, Iterable[Any]] | Iterable[Any] | None,
-                 read: list[str], within_tables_read: bool) -> None:
+                 read: list[str], within_tables_read: bool, labels: Labels) -> None:
         self.given = expected is not None
         self.by_table = isinstance(expected, Mapping)
+        self.labels = labels
         self.elsewhere = 0
         self.keys: set[Any] = set()
+        self.listed: set[Event] = set()
+        #: key -> how it is shown ("Table:id", the first table it was listed under).
+        self.shown: dict[Any, str] = {}
         if isinstance(expected, Mapping):
+            tables: dict[Any, set[str]] = {}
             for table, ids in expected.items():
-                ids = [str(i) for i in ids]
-                if within_tables_read and table not in read:
-                    self.elsewhere += len(ids)
+                for i in map(str, ids):
+                    key = labels.identity(table, i)
+                    tables.setdefault(key, set()).update(labels.tables_of(table))
+                    self.shown.setdefault(key, f"{table}:{i}")
+                    self.listed.add((table, i))
+            for key, where in tables.items():
+                if within_tables_read and not where & set(read):
+                    self.elsewhere += 1
                 else:
-                    self.keys.update((table, i) for i in ids)
+                    self.keys.add(key)
         elif expected is not None:
             self.keys = {str(i) for i in expected}
 
     def key(self, event: Event) -> Any:
-        return event if self.by_table else event[1]
+        return self.labels.identity(*event) if self.by_table else event[1]
 
     def __contains__(self, event: Event) -> bool:
         return self.key(event) in self.keys
@@ -129,11 +144,12 @@ class _Expected:
     def prefer(self, read: list[str]) -> set[Event]:
         """``(table, id)`` pairs to prefer when an id is shared by tables."""
         if self.by_table:
-            return set(self.keys)
+            return set(self.listed)
         return {(t, i) for t in read for i in self.keys}
 
     def names(self, keys: Iterable[Any]) -> list[str]:
-        return sorted(f"{k[0]}:{k[1]}" if isinstance(k, tuple) else str(k) for k in keys)
+        return sorted(self.shown.get(k) or (f"{k[0]}:{k[1]}" if isinstance(k, tuple) else str(k))
+                      for k in keys)
 
 
 def _run_uncapped(engine: Engine, kql: str, timeout: float | None) -> Any:
@@ -176,7 +192,7 @@ def evaluate(
     started = time.perf_counter()
     schemas = dict(schemas if schemas is not None else engine.schemas)  # type: ignore[attr-defined]
     read = [t for t in tables if t in schemas] if tables is not None else tables_in(kql, schemas)
-    want = _Expected(expected, read, within_tables_read)
+    want = _Expected(expected, read, within_tables_read, labels)
     out = DetectionResult(kql=kql, tables=read, fn=len(want.keys),
                           missed_attack=want.names(want.keys),
                           expected=len(want.keys) if want.given else None,
@@ -214,11 +230,12 @@ def evaluate(
             if event is not None:
                 events[n] = [event]
     out.rows = total
-    _count(out, events, want, set(neutral), labels, extra)
+    others = {labels.identity(*e) for e in neutral}
+    _count(out, events, want, others, labels, extra)
     if out.unattributed:
         out.hint = _hint(read, traced.id_columns, schemas)
     if examples > 0:
-        out.false_positive_examples = _examples(rows, events, want, set(neutral), labels,
+        out.false_positive_examples = _examples(rows, events, want, others, labels,
                                                 engine, schemas, examples)
     out.elapsed = time.perf_counter() - started
     return out
@@ -226,9 +243,12 @@ def evaluate(
 
 def _count(out: DetectionResult, events: list[list[Event]], want: _Expected,
            neutral: set[Event], labels: Labels, extra: int) -> None:
-    """Fill *out*'s counts from the events each row names (*extra*: rows never read)."""
+    """Fill *out*'s counts from the events each row names (*extra*: rows never read).
+
+    *neutral* holds identities (`Labels.identity`); every event is counted by its identity,
+    so a mirrored event matched in both tables is one event."""
     matched: set[Any] = set()
-    false_events: dict[Event, str] = {}  # event -> its label kind
+    false_events: dict[Event, str] = {}  # event identity -> its label kind
     others: set[Event] = set()
     groups: dict[str, set[str]] = {}
     unattributed = extra
@@ -240,12 +260,13 @@ def _count(out: DetectionResult, events: list[list[Event]], want: _Expected,
             kind = labels.kind(*event)
             if kind == "attack":
                 groups.setdefault(labels.group(*event) or "?", set()).add(f"{event[0]}:{event[1]}")
+            same = labels.identity(*event)
             if event in want or (not want.given and kind == "attack"):
-                matched.add(want.key(event))
-            elif event in neutral:
-                others.add(event)
-            elif event not in false_events:
-                false_events[event] = kind
+                matched.add(want.key(event))  # without an expected set: by id, copies alike
+            elif same in neutral:
+                others.add(same)
+            elif same not in false_events:
+                false_events[same] = kind
     kinds = list(false_events.values())
     out.hard_negatives_matched = kinds.count("hard_negative")
     out.background_matched = kinds.count("benign")
@@ -351,9 +372,11 @@ def _examples(rows: list[dict[str, Any]], events: list[list[Event]], want: _Expe
     cases' attacks, then background; then rows traced to no event."""
     # The first few in order, not a sort of them all: a match-everything query names a
     # million events.
-    chosen = heapq.nsmallest(limit, {e for named in events for e in named
-                                     if e not in want and e not in neutral
-                                     and (want.given or labels.kind(*e) != "attack")},
+    # One copy of each event (a mirrored event matched in both tables is shown once).
+    candidates = {labels.identity(*e): e for named in events for e in named
+                  if e not in want and labels.identity(*e) not in neutral
+                  and (want.given or labels.kind(*e) != "attack")}
+    chosen = heapq.nsmallest(limit, set(candidates.values()),
                              key=lambda e: (_EXAMPLE_ORDER.get(labels.kind(*e), 3), e[0],
                                             _id_key(e[1])))
     shown: list[dict[str, Any]] = []

@@ -20,6 +20,9 @@ class Labels:
     """``{table: {event_id: {"kind": ..., "group": simulation or source folder}}}``."""
 
     events: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    #: Mirror table -> its source (AKSAudit holds every AKSAuditAdmin event, same id): a
+    #: mirrored copy is the same event. Kept in the store's metadata, set when it is opened.
+    mirrors: dict[str, str] = field(default_factory=dict, compare=False)
 
     #: (kind, group) -> {table: ids}, built on first `by_table` (cases are bound per scoring call).
     _groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] | None = field(
@@ -28,6 +31,18 @@ class Labels:
     def add(self, table: str, event_id: str, kind: Kind, group: str) -> None:
         self.events.setdefault(table, {})[str(event_id)] = {"kind": kind, "group": group}
         self._groups = None
+
+    def identity(self, table: str, event_id: object) -> tuple[str, str]:
+        """The event behind ``(table, id)``: a mirror table's row is its source's event.
+
+        Ids are unique across a mirror and its source except for the copies, so mapping
+        the mirror table to its source identifies copies and keeps every other event apart.
+        """
+        return self.mirrors.get(table, table), str(event_id)
+
+    def tables_of(self, table: str) -> set[str]:
+        """The tables an event listed under *table* is in: a source's rows are in its mirrors too."""
+        return {table, *(m for m, source in self.mirrors.items() if source == table)}
 
     def kind(self, table: str, event_id: object) -> Kind:
         entry = self.events.get(table, {}).get(str(event_id))

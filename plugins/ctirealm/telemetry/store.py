@@ -91,6 +91,7 @@ class Store:
     def open(cls, path: Path) -> Store:
         meta = json.loads(path.with_suffix(".meta.json").read_text(encoding="utf-8"))
         labels = Labels.load(path.with_suffix(".labels.json"))
+        labels.mirrors = dict(meta.get("mirrors") or {})
         return cls(path, meta, labels)
 
 
@@ -190,6 +191,7 @@ def _mirrors(dataset: Dataset) -> list[Mirror]:
 
 def _mirror_labels(labels: Labels, mirrored: list[Mirror]) -> None:
     """A mirrored event carries its source's label in the mirror table too (same id)."""
+    labels.mirrors = {m.table: m.source for m in mirrored}
     for mirror in mirrored:
         own = labels.events.get(mirror.table, {})
         for event_id, entry in sorted(labels.events.get(mirror.source, {}).items()):
@@ -352,6 +354,7 @@ def build_store(
                 "now": _iso(dataset.now),
                 "window": [_iso(dataset.window[0]), _iso(dataset.window[1])],
                 "generator": {"seed": seed, "rows": rows},
+                "mirrors": labels.mirrors,
                 "rows": counts,
                 "schemas": {
                     name: {"id_column": s.id_column, "time_column": s.time_column,
