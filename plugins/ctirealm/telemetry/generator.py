@@ -69,6 +69,7 @@ __all__ = ["OUTPUTS", "Mirror", "ProfileError", "SplitFiles", "available_cpus", 
            "check_background", "generate", "load_profiles", "mirrors", "split_files",
            "table_counts", "worker_main"]
 
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 #: Rows buffered before a write (and between ``progress`` calls).
 CHUNK_ROWS = 10_000
 #: Compiled template variants kept before the cache is emptied (bounds memory).
@@ -1046,7 +1047,9 @@ class _TableGenerator:
                 raise ProfileError(f"{where}: {column!r} is not a column of {self.table}")
             out[column] = _coerce(value, kusto, f"{where}.{column}")
         id_column = self.schema["id"]
-        out[id_column] = _RAW + "{$id}" + _RAW if self.types[id_column] in _NUMERIC else "{$id}"
+        if id_column not in out or self.types[id_column] in _NUMERIC:
+            # A text id may be shaped by the layout (AuditLogs: Directory_<correlation>_...).
+            out[id_column] = _RAW + "{$id}" + _RAW if self.types[id_column] in _NUMERIC else "{$id}"
         ordered = {c: out[c] for c in self.types if c in out}
         if self.output == "split":
             return self._encode_split(ordered)
@@ -1089,7 +1092,13 @@ class _TableGenerator:
     # -- dynamic tokens ---------------------------------------------------------------
 
     def _token(self, text: str, tpl: _Template) -> Callable[[int, dict], str]:
-        """Compile ``$kind:args`` into ``f(row_ms, burst_memo) -> str``."""
+        """Compile ``$kind:args`` into ``f(row_ms, burst_memo) -> str``.
+
+        Kinds: ``time``, ``id``, ``chain``, ``row``, ``ago``/``before``/``after``, ``int``,
+        ``real``, ``hex:n``, ``uuid``, ``alnum:n`` (upper-case letters and digits), ``empty``
+        (the empty string a service writes), and the rest below; a last ``:key`` argument
+        shares one value between the rows of a burst (one event, or one scenario step).
+        """
         kind, _, rest = text.partition(":")
         args = rest.split(":") if rest else []
         rnd = self.rng.random
@@ -1155,6 +1164,12 @@ class _TableGenerator:
             if kind == "uuid":
                 bits = self.rng.getrandbits
                 return memo(args[0] if args else None, lambda t, m: _uuid4(bits(128)))
+            if kind == "alnum":  # n upper-case letters and digits
+                n_chars = int(args[0])
+                return memo(args[1] if len(args) > 1 else None,
+                            lambda t, m: "".join(_ALNUM[int(rnd() * 36)] for _ in range(n_chars)))
+            if kind == "empty":  # an empty string the service writes ("" is a missing value)
+                return lambda t, m: ""
             if kind == "date":
                 pattern = rest
                 return lambda t, m: clock.day(t, pattern)
