@@ -66,3 +66,16 @@ def test_eval_prints_tp_fp(tmp_path: Path, telemetry_writer, capsys: pytest.Capt
     assert "TP 1  FP 2  FN 1  precision 0.333  recall 0.500  F1 0.400" in out
     assert "missed: DeviceProcessEvents:590114783321" in out
     assert "hard_negative DeviceProcessEvents 300918273645" in out
+
+
+def test_eval_binds_a_scenario_case_to_the_store(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A case played from a scenario lists no ids: eval scores against the store's labels."""
+    code = main(["sigma", "eval", str(ROOT / "rules" / "linux" / "linux_003_sigma.yml"),
+                 "--telemetry", str(ROOT / "telemetry"), "--rows", "0",
+                 "--cache-dir", str(tmp_path / "cache"), "--cases", str(ROOT / "cases"),
+                 "--case", "linux_003", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert result["expected"] > 0 and result["tp"] == result["expected"]
+    assert result["fn"] == 0 and result["fp"] == 0

@@ -137,7 +137,8 @@ def _eval(args: argparse.Namespace) -> int:
                 print(f"ctirealm: error: unknown case {case_id!r} in {args.cases}", file=sys.stderr)
                 return 2
             case = cases.cases[case_id]
-            expected = dict(case.ground_truth.attack_events)
+            # A scenario-backed case lists no ids: its events are the store's labelled ones.
+            expected = dict(case.bound(store.labels).ground_truth.attack_events)
             neutral = neutral_events(case, cases, store.labels)
         if args.rule.suffix == ".kql":
             result = evaluate(parsed.text or "", engine, store.labels, expected=expected,
