@@ -44,9 +44,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _telemetry_fallback(config: pytest.Config) -> None:
     """A content repository has no ``telemetry/`` of its own: its rules run over ctirealm's
-    dataset, found through ``$CTIREALM_TELEMETRY`` or beside the installed package (a source
-    checkout). Only when there is content to gate, so unrelated runs are left alone: a run of
-    cases or rules without a dataset is told that no store can be built."""
+    dataset, found through ``$CTIREALM_TELEMETRY`` or in the installed package
+    (``ctirealm/dataset``, which the wheel carries and which links to ``telemetry/`` in a
+    source checkout). Only when there is content to gate, so unrelated runs are left alone: a
+    run of cases or rules without a dataset is told that no store can be built."""
     if config.getoption("--realm-telemetry") or (telemetry_root(config) / "dataset.yaml").is_file():
         return
     root = content_root(config)
@@ -55,7 +56,7 @@ def _telemetry_fallback(config: pytest.Config) -> None:
                      if not any(_under(p, f) for f in benchmark)]
     if not (root is not None and root.is_dir()) and not content_named:
         return
-    bundled = Path(__file__).resolve().parents[3] / "telemetry"
+    bundled = Path(__file__).resolve().parents[1] / "dataset"  # in the wheel; telemetry/ in a checkout
     for candidate in (os.environ.get("CTIREALM_TELEMETRY"), bundled):
         if candidate and (Path(candidate) / "dataset.yaml").is_file():
             config.option.realm_telemetry = str(Path(candidate).resolve())

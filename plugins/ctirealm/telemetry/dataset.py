@@ -160,7 +160,10 @@ class Dataset:
         for path in inputs:
             if not path.is_file():
                 continue
-            digest.update(path.relative_to(path.parent.parent).as_posix().encode())
+            # Names relative to the dataset (or the code's file name): the folder's own name and
+            # place (telemetry/ in a checkout, ctirealm/dataset/ installed) do not count.
+            name = path.relative_to(self.root) if path.is_relative_to(self.root) else path.name
+            digest.update(Path(name).as_posix().encode())
             digest.update(b"\0")
             digest.update(path.read_bytes())
             digest.update(b"\0")
