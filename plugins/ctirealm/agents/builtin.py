@@ -108,15 +108,23 @@ def candidate_tables(objective: str) -> list[str]:
     return list(dict.fromkeys(tables))
 
 
-#: The string column a baseline filter goes on, per table.
-SEARCH_COLUMN = {
-    "DeviceProcessEvents": "ProcessCommandLine", "DeviceFileEvents": "FolderPath",
-    "AKSAudit": "RequestUri", "AKSAuditAdmin": "RequestUri", "SigninLogs": "AppDisplayName",
-    "AADServicePrincipalSignInLogs": "ServicePrincipalName", "AuditLogs": "OperationName",
-    "AzureActivity": "OperationNameValue", "AzureDiagnostics": "OperationName",
-    "MicrosoftGraphActivityLogs": "RequestUri", "OfficeActivity": "Operation",
-    "StorageBlobLogs": "OperationName",
+#: The text a baseline filter searches, per table: the main string column first (the Sigma
+#: rule's field), then other text an artefact may sit in (dynamic columns as their JSON text).
+SEARCH_COLUMNS: dict[str, tuple[str, ...]] = {
+    "DeviceProcessEvents": ("ProcessCommandLine", "InitiatingProcessCommandLine", "FolderPath"),
+    "DeviceFileEvents": ("FolderPath", "InitiatingProcessCommandLine"),
+    "AKSAudit": ("RequestUri", "tostring(RequestObject)", "tostring(User)", "UserAgent"),
+    "AKSAuditAdmin": ("RequestUri", "tostring(RequestObject)", "tostring(User)", "UserAgent"),
+    "SigninLogs": ("AppDisplayName", "ResourceDisplayName", "UserAgent", "ResultDescription"),
+    "AADServicePrincipalSignInLogs": ("ServicePrincipalName", "ResourceDisplayName"),
+    "AuditLogs": ("OperationName", "tostring(TargetResources)", "tostring(InitiatedBy)"),
+    "AzureActivity": ("OperationNameValue", "tostring(Properties_d)", "Caller"),
+    "AzureDiagnostics": ("OperationName", "requestUri_s", "id_s"),
+    "MicrosoftGraphActivityLogs": ("RequestUri", "UserAgent"),
+    "OfficeActivity": ("Operation", "Parameters", "UserAgent"),
+    "StorageBlobLogs": ("OperationName", "Uri", "UserAgentHeader"),
 }
+SEARCH_COLUMN = {table: columns[0] for table, columns in SEARCH_COLUMNS.items()}
 SIGMA_LOGSOURCE = {
     "DeviceProcessEvents": {"product": "linux", "category": "process_creation"},
     "DeviceFileEvents": {"product": "linux", "category": "file_event"},
@@ -183,7 +191,7 @@ def _match(column: str, term: str) -> str:
     """A KQL condition for *term* in *column*: ``has`` for a word, ``contains`` for an artefact
     (a path, flag or dotted name, which ``has`` would need as whole tokens) and in a URI, where
     resource names run words together (``certificatesigningrequests``)."""
-    word = term.replace("_", "").isalnum() and not column.endswith("Uri")
+    word = term.replace("_", "").isalnum() and not column.endswith(("Uri", ")"))
     operator = "has" if word else "contains"
     return f"{column} {operator} {kql_string(term)}"
 
@@ -235,21 +243,17 @@ class BaselineAgent:
         for table in tables:
             tools.get_table_schema(table_name=table)
             tools.sample_table_data(table_name=table, rows=5)
-        terms = _terms(objective)[:MAX_TERMS]
+        # A terse objective names the behaviour; the report says what was observed (its inline
+        # code: commands, paths, API names). Both are measured; artefacts rank first.
+        terms = list(dict.fromkeys(_terms(objective)[:MAX_TERMS] + observed[:2 * MAX_TERMS]))
         if not terms:
             return None
-        picks, rare = self._selective(tools, tables, terms)
-        if not rare and observed:
-            # The objective's words are not rare anywhere: try what the report says was observed
-            # (its inline code: commands, paths, API names).
-            found, found_rare = self._selective(tools, tables, observed[:2 * MAX_TERMS])
-            if found_rare:
-                picks = found
+        picks, _ = self._selective(tools, tables, terms)
         if not picks:
             return None
         table, chosen = picks[0]
         column = SEARCH_COLUMN[table]
-        selections = [f"{t}\n| where " + " or ".join(_match(SEARCH_COLUMN[t], x) for x in c)
+        selections = [f"{t}\n| where " + " or ".join(_match(col, x) for col, x in c)
                       for t, c in picks]
         # Evidence in several tables (a process and the file it wrote): one query over each.
         final = selections[0] if len(selections) == 1 else \
@@ -258,8 +262,15 @@ class BaselineAgent:
         if not rows:
             return None
         counts = Counter(str(r.get(column, "")) for r in rows)
-        tools.say(f"Final query keeps the rare terms {', '.join(chosen)}; most common {column} "
-                  f"shown: {counts.most_common(1)[0][0][:120]}")
+        tools.say(f"Final query keeps the rare terms {', '.join(t for _, t in chosen)}; most "
+                  f"common {column} shown: {counts.most_common(1)[0][0][:120]}")
+        # The Sigma rule: the terms found in plain columns, field by field (else the main one).
+        fields: dict[str, list[str]] = {}
+        for col, term in chosen:
+            if "(" not in col:
+                fields.setdefault(col, []).append(term)
+        selection = {f"{col}|contains": terms for col, terms in fields.items()} or \
+            {f"{column}|contains": [t for _, t in chosen]}
         sigma = {
             "title": f"Baseline detection: {objective[:60]}",
             "status": "experimental",
@@ -267,40 +278,39 @@ class BaselineAgent:
             "author": "ctirealm baseline",
             "tags": [f"attack.{t.lower()}" for t in techniques],
             "logsource": SIGMA_LOGSOURCE[table],
-            "detection": {"selection": {f"{column}|contains": list(chosen)},
-                          "condition": "selection"},
+            "detection": {**{f"selection{n}": {k: v} for n, (k, v) in enumerate(selection.items())},
+                          "condition": "1 of selection*"},
             "level": "medium",
         }
         return {"sigma_rule": yaml.safe_dump(sigma, sort_keys=False), "kql_query": final,
                 "query_results": rows}
 
     @staticmethod
-    def _selective(tools: AgentTools, tables: list[str],
-                   terms: list[str]) -> tuple[list[tuple[str, list[str]]], bool]:
-        """Per table, the objective's terms to detect on: those that occur in the table's text
-        column but in few rows, their union narrowed to the rarest while it is large. Tables
-        where some term is rare come first (most terms kept first); a table where none is
-        comes only when no table has one, with its least common term. Also whether any term
-        was rare."""
-        rare_picks: list[tuple[tuple[int, int], str, list[str]]] = []
-        weak_picks: list[tuple[tuple[int, int], str, list[str]]] = []
+    def _selective(tools: AgentTools, tables: list[str], terms: list[str]
+                   ) -> tuple[list[tuple[str, list[tuple[str, str]]]], bool]:
+        """Per table, the ``(column, term)`` pairs to detect on: terms that occur in one of the
+        table's text columns but in few rows, their union narrowed to the rarest while it is
+        large. Tables where some pair is rare come first (most pairs kept first); a table where
+        none is comes only when no table has one, with its least common pair. Also whether any
+        pair was rare."""
+        rare_picks: list[tuple[tuple[int, int], str, list[tuple[str, str]]]] = []
+        weak_picks: list[tuple[tuple[int, int], str, list[tuple[str, str]]]] = []
         for table in tables:
-            column = SEARCH_COLUMN[table]
-            counters = ", ".join(f"t{i} = countif({_match(column, t)})"
-                                 for i, t in enumerate(terms))
+            pairs = [(c, t) for t in terms for c in SEARCH_COLUMNS[table]]
+            counters = ", ".join(f"p{i} = countif({_match(c, t)})" for i, (c, t) in enumerate(pairs))
             found = result_rows(tools.execute_kql_query(
                 query=f"{table}\n| summarize total = count(), {counters}"))
             if not found or not found[0].get("total"):
                 continue
             total = int(found[0]["total"])
-            hits = {t: int(found[0].get(f"t{i}") or 0) for i, t in enumerate(terms)}
+            hits = {pair: int(found[0].get(f"p{i}") or 0) for i, pair in enumerate(pairs)}
             limit = max(5, int(total * COMMON_SHARE))
             # Artefacts (paths, flags, dotted or CamelCase names) before plain words, each by
             # rarity: a rare English word is chance, a rare path is evidence.
-            rare = sorted((t for t in terms if 0 < hits[t] <= limit),
-                          key=lambda t: (-_specificity(t), hits[t], t))
+            rare = sorted((p for p in pairs if 0 < hits[p] <= limit),
+                          key=lambda p: (-_specificity(p[1]), hits[p], p))
             if not rare:
-                common = sorted((t for t in terms if hits[t]), key=lambda t: (hits[t], t))[:1]
+                common = sorted((p for p in pairs if hits[p]), key=lambda p: (hits[p], p))[:1]
                 if common:
                     weak_picks.append(((0, hits[common[0]]), table, common))
                 continue
@@ -308,10 +318,10 @@ class BaselineAgent:
             # rare terms grows with the background): the strongest evidence stays.
             chosen = list(rare)
             narrow = max(5, int(total * NARROW_SHARE))
-            while len(chosen) > 1 and sum(hits[t] for t in chosen) > narrow:
+            while len(chosen) > 1 and sum(hits[p] for p in chosen) > narrow:
                 chosen.pop()
-            rare_picks.append(((-len(chosen), sum(hits[t] for t in chosen)), table, chosen))
-        # Nothing rare anywhere: the least common term that occurs at all, a weak detection
+            rare_picks.append(((-len(chosen), sum(hits[p] for p in chosen)), table, chosen))
+        # Nothing rare anywhere: the least common pair that occurs at all, a weak detection
         # honestly submitted rather than none.
         picks = sorted(rare_picks) or sorted(weak_picks)[:1]
         return [(table, chosen) for _, table, chosen in picks], bool(rare_picks)
