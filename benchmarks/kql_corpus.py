@@ -318,7 +318,8 @@ def _measure_one(
     # Tier B has no data: `evaluate bag_unpack` and `pivot`, whose columns are values in
     # the data, translate as over data without any (tier C reads them from its empty tables).
     out = [_run(source, query, "B", mode, lambda q: translate_kql(
-        q, schema=schema, now=now, read_distinct=lambda sql, parameters, column, kind: []))]
+        q, schema=schema, now=now, read_distinct=lambda sql, parameters, column, kind: [],
+        engine_functions=True))]
     if out[0].ok:
         out.append(_run(source, query, "C", mode,
                         lambda q: _execute_on_stand_ins(q, schema, real, types, now)))

@@ -233,3 +233,38 @@ def test_operators_kusto_has_are_refused_as_missing_here(engine: LocalEngine, kq
     message = str(info.value)
     assert f"Kusto has {named}, the embedded engine does not implement" in message
     assert "wave" not in message and "no function of that name" not in message
+
+
+# --- serialized rows: prev, next, row_number, row_cumsum ------------------------------------
+
+def test_bare_serialize_keeps_positions_and_order(engine: LocalEngine) -> None:
+    """``| serialize`` without columns (rewritten as a same-length no-op, so positions in
+    errors still point into the text) and prev/next over the preceding sort."""
+    from ctirealm.engine.rewrite.text import rewrite_text
+
+    text = "T | order by N asc | serialize // why\n| extend p = prev(N)"
+    assert len(rewrite_text(text)) == len(text)
+    assert rewrite_text('print s = "| serialize"') == 'print s = "| serialize"'
+    got = engine.query("T | order by N asc | serialize\n| extend p = prev(N), "
+                       "q = next(Op, 1, 'end') | project N, p, q").rows
+    assert got[:2] == [(1, None, "a"), (2, 1, "a")] and got[-1] == (9, 8, "end")
+    with pytest.raises(KqlSemanticError) as info:
+        engine.query("T | serialize\n| where nope == 1")
+    assert (info.value.line, info.value.column) == (2, 9)
+
+
+def test_window_functions_refuse_what_they_cannot_read(engine: LocalEngine) -> None:
+    with pytest.raises(KqlUnsupportedError, match="restart"):
+        engine.query("T | order by N asc | extend r = row_number(1, Op != prev(Op))")
+    with pytest.raises(KqlUnsupportedError, match="not a literal"):
+        engine.query("T | order by N asc | extend r = prev(N, N)")
+
+
+def test_window_functions_over_many_rows_are_bounded(engine: LocalEngine) -> None:
+    kql = ("range x from 1 to 300000000 step 1 | order by x desc "
+           "| extend p = prev(x), r = row_number() | where p - x != 1 | count")
+    started = time.perf_counter()
+    with pytest.raises((QueryTimeout, ResourceLimitExceeded)):
+        engine.query(kql, timeout=1.0)
+    assert time.perf_counter() - started < 3.0
+    assert engine.query("T | count").rows == [(len(ROWS),)]

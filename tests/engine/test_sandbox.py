@@ -495,3 +495,15 @@ def test_the_guard_reads_strings_and_comments(kql: str, refused: bool) -> None:
             check_read_only(kql)
     else:
         check_read_only(kql)
+
+
+@pytest.mark.parametrize("name", ["__ctirealm_raw_sql", "__CTIREALM_series_bag", "__ctirealm_window",
+                                  "__ctirealm_row_text", "__ctirealm_typeof"])
+def test_internal_functions_cannot_be_called(engine: LocalEngine, name: str) -> None:
+    """The rewrites' internal functions take rendered SQL or trusted arguments (one passes
+    SQL through as written): a query naming one is told Kusto has no such function."""
+    from ctirealm.engine import KqlSemanticError
+
+    with pytest.raises(KqlSemanticError, match="Kusto has no function of that name"):
+        engine.query(f'print a = {name}("1); SELECT 1 --", dynamic([1]))')
+    _still_works(engine)

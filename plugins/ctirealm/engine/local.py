@@ -27,7 +27,7 @@ from duckdb_kql import errors as kql_errors
 from duckdb_kql.types import kusto_type
 
 from ..telemetry.schema import DUCKDB_TYPES, TableSchema, coerce_row, parse_datetime
-from . import memo, rewrite
+from . import memo, rewrite, series, xmljson
 from .errors import (
     EngineError,
     KqlRuntimeError,
@@ -161,6 +161,15 @@ class LocalEngine:
         self._catalogue = (tuple(sorted((t, tuple(s.columns)) for t, s in self._schemas.items())),
                            self.now)
         self._lock = threading.Lock()
+        # Set when the running query's time limit fires: Kusto's series functions run in
+        # Python (`series`), which DuckDB's interrupt does not reach, and stop on it.
+        self._stopped = threading.Event()
+        connection.create_function(
+            series.FUNCTION_NAME, series.sql_function(self._check_stopped),
+            ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR", null_handling="special",
+            side_effects=False)
+        connection.create_function(xmljson.FUNCTION_NAME, xmljson.sql_function, ["VARCHAR"],
+                                   "VARCHAR", null_handling="special", side_effects=False)
 
     # -- construction ---------------------------------------------------------
 
@@ -322,7 +331,7 @@ class LocalEngine:
                 _CACHE[key] = remembered
             return remembered
         sql = translate_kql(kql, schema=self._column_names, now=self.now, types=self._types,
-                            read_distinct=read_distinct)
+                            read_distinct=read_distinct, engine_functions=True)
         if read:
             # The SQL depends on this store's data (bag_unpack's keys, pivot's values):
             # engines sharing the cache may hold other data, so it is not cached.
@@ -390,6 +399,8 @@ class LocalEngine:
         with self._lock:
             fired = threading.Event()
 
+            self._stopped = fired
+
             def interrupt() -> None:
                 fired.set()
                 self._con.interrupt()
@@ -434,6 +445,11 @@ class LocalEngine:
         rows = _convert_rows(raw[:cap], columns)
         return QueryResult(columns, rows, truncated=truncated, elapsed=elapsed, sql=sql)
 
+    def _check_stopped(self) -> None:
+        """Raised inside a series function once the query's time limit has fired."""
+        if self._stopped.is_set():
+            raise series.SeriesError("stopped at the query's time limit")
+
     def close(self) -> None:
         self._con.close()
 
@@ -447,7 +463,7 @@ class LocalEngine:
 def translate_kql(kql: str, *, schema: Mapping[str, Sequence[str]], now: datetime | None,
                   types: Mapping[str, Mapping[str, str]] | None = None,
                   read_distinct: Callable[[str, dict[str, Any], str, str], list[str]] | None = None,
-                  ) -> Any:
+                  engine_functions: bool = False) -> Any:
     """KQL -> DuckDB SQL through duckdb-kql, writes disabled, every failure an `EngineError`.
 
     *schema* maps table names to column names; *now* pins ``now()``/``ago()``;
@@ -455,6 +471,8 @@ def translate_kql(kql: str, *, schema: Mapping[str, Sequence[str]], now: datetim
     ``search`` test string columns directly; *read_distinct* reads the keys and
     values ``evaluate bag_unpack`` and ``evaluate pivot`` make columns of (without
     it, they are refused; see ``rewrite.READ_DISTINCT``).
+    *engine_functions* says the SQL will run on a `LocalEngine` connection, which carries
+    the series analytics (`series`); without it, ``series_fit_line`` and kin are refused.
     The read-only check runs first.
     It translates with whatever `rewrite` state is in force: `LocalEngine`
     installs the rewrites; a caller without an engine calls `rewrite.install()`.
@@ -462,11 +480,13 @@ def translate_kql(kql: str, *, schema: Mapping[str, Sequence[str]], now: datetim
     check_read_only(kql)
     token = rewrite.COLUMN_TYPES.set(types)
     keys_token = rewrite.READ_DISTINCT.set(read_distinct)
+    functions_token = rewrite.ENGINE_FUNCTIONS.set(engine_functions)
     try:
         return _translate_kql(kql, schema, now)
     finally:
         rewrite.COLUMN_TYPES.reset(token)
         rewrite.READ_DISTINCT.reset(keys_token)
+        rewrite.ENGINE_FUNCTIONS.reset(functions_token)
 
 
 def _translate_kql(kql: str, schema: Mapping[str, Sequence[str]], now: datetime | None) -> Any:

@@ -17,13 +17,13 @@ without an engine call `install`. docs/engine.md lists every patch.
 
 from __future__ import annotations
 
-from .functions import STRREP_MAX_BYTES
+from .functions import ENGINE_FUNCTIONS, STRREP_MAX_BYTES
 from .install import DUCKDB_KQL_VERSION, disabled, ensure_installed, install, installed, uninstall
 from .names import KUSTO_FUNCTIONS, is_kusto_function
 from .tree import COLUMN_TYPES, MAX_DATA_COLUMNS, READ_DISTINCT
 
 __all__ = [
-    "COLUMN_TYPES", "DUCKDB_KQL_VERSION", "KUSTO_FUNCTIONS", "MAX_DATA_COLUMNS",
+    "COLUMN_TYPES", "DUCKDB_KQL_VERSION", "ENGINE_FUNCTIONS", "KUSTO_FUNCTIONS", "MAX_DATA_COLUMNS",
     "READ_DISTINCT", "STRREP_MAX_BYTES", "disabled", "ensure_installed", "install", "installed",
     "is_kusto_function", "uninstall",
 ]

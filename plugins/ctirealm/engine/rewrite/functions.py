@@ -5,8 +5,11 @@ duckdb-kql keeps its functions as data (``translate/functions.py``:
 (``translate._SPECIAL_FORMS``: a call -> SQL). This module only *describes*
 rows for those tables; `install` adds them. New rows are Kusto functions with
 one well-defined meaning (``ipv4_is_in_range``, ``bag_keys``, ``make_set_if``,
-``make_bag``, ``set_difference``, ``url_encode``, ``parse_path``, ...), and
-internal functions other rewrites lower to (``make-series``, ``* has``).
+``make_bag``, ``set_difference``, ``url_encode``, ``parse_path``, ``bag_merge``,
+``extract_json``, ...), calls of the Python functions `LocalEngine` registers
+(the series analytics of `ctirealm.engine.series`, ``parse_xml``; refused when
+translating for any other connection, `ENGINE_FUNCTIONS`), and internal
+functions other rewrites lower to (``make-series``, ``* has``, window functions).
 Existing rows are replaced only to take arguments Kusto allows (``split``,
 ``indexof``, ``strrep``, ``bin`` with a timespan expression, ``extract_all``
 with group names): the wider renderer declines, so the original runs, for
@@ -15,6 +18,7 @@ every form duckdb-kql already handles.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
 from collections.abc import Callable
@@ -501,6 +505,256 @@ def _render_series_stats(node: ir.FunctionCall) -> str | None:
     )
 
 
+#: Kusto's series analytics run in `ctirealm.engine.series`, a scalar function the engine
+#: registers on its connection: (kind, series, arguments) as JSON text -> JSON text.
+#: Multi-column functions give a bag of their outputs (`SERIES_BAG`), of which `tree`
+#: makes columns; used alone as a value (`x = series_fit_line(y)`), the first output.
+SERIES_BAG = "__ctirealm_series_bag"
+#: Kusto function -> arities (the series included).
+SERIES_ARITIES: dict[str, tuple[int, ...]] = {
+    "series_fit_line": (1,), "series_fit_line_dynamic": (1,),
+    "series_fit_2lines": (1,), "series_fit_2lines_dynamic": (1,),
+    "series_decompose": (1, 2, 3, 4, 5), "series_decompose_anomalies": tuple(range(1, 8)),
+    "series_decompose_forecast": (2, 3, 4, 5), "series_outliers": (1, 2, 3, 4, 5),
+    "series_fir": (2, 3, 4),
+}
+
+
+#: True while `LocalEngine` translates: its connection has the series function; other
+#: translators (``ctirealm serve``, which runs duckdb-kql's own server) refuse the calls.
+ENGINE_FUNCTIONS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ctirealm_engine_functions", default=False)
+
+
+def _series_call(kind: str, args: tuple[ir.Expr, ...]) -> str:
+    from ctirealm.engine.series import FUNCTION_NAME, MAX_SERIES_LENGTH
+
+    _require_engine(kind)
+
+    series = _translate.render_expr(args[0])
+    rest = ", ".join(_translate.render_expr(a) for a in args[1:])
+    arguments = f"CAST(json_array({rest}) AS VARCHAR)" if rest else "'[]'"
+    # A non-array (a string, a number) reaches the function as its JSON text and is refused
+    # there; the length bound is checked before Python sees the value.
+    text = f"CAST(to_json({series}) AS VARCHAR)"
+    return (f"CAST({FUNCTION_NAME}('{kind}', CASE WHEN json_array_length({text}) > "
+            f"{MAX_SERIES_LENGTH} THEN error('{kind}: series longer than the engine limit of "
+            f"{MAX_SERIES_LENGTH} elements') ELSE {text} END, {arguments}) AS JSON)")
+
+
+def _series_function(kind: str) -> Callable[[ir.FunctionCall], str | None]:
+    from ctirealm.engine.series import OUTPUTS
+
+    def render(node: ir.FunctionCall) -> str | None:
+        if not node.args or len(node.args) not in SERIES_ARITIES[kind]:
+            return None
+        sql = _series_call(kind, node.args)
+        if kind not in OUTPUTS:
+            return sql
+        first, kusto_type = OUTPUTS[kind][0]
+        value = f"json_extract({sql}, '$.{first}')"
+        return f"CAST({value} AS DOUBLE)" if kusto_type == "real" else value
+
+    return render
+
+
+#: `(a, b, c) = f(x)`: the call of a function returning several columns, with every name
+#: (duckdb-kql's lowering keeps only the first); `tree` expands it in extend and project.
+MULTI_NAMES = "__ctirealm_names"
+
+
+def _render_multi_names(node: ir.FunctionCall) -> str:
+    """Reached only where `tree` did not expand the names (outside extend and project)."""
+    call = node.args[0]
+    raise KqlUnsupportedError(
+        f"function:{getattr(call, 'name', 'series')}",
+        hint="a list of names `(a, b) = f(x)` is taken in extend and project only")
+
+
+def _render_bag_merge(node: ir.FunctionCall) -> str | None:
+    """``bag_merge(bag1, bag2, ...)``: the keys of every bag; a key in several takes the
+    value of the leftmost bag (a shallow merge: nested bags are not merged). A value that
+    is not a bag adds nothing; no bag at all gives null."""
+    if not 2 <= len(node.args) <= 64:
+        return None
+    maps = ", ".join(
+        f"TRY_CAST(TRY_CAST({_translate.render_expr(a)} AS JSON) AS MAP(VARCHAR, JSON))"
+        for a in reversed(node.args))
+    return f"to_json(map_concat({maps}))"
+
+
+#: ``prev``, ``next``, ``row_number``, ``row_cumsum`` over serialized rows: `tree` lowers
+#: them to ``(function, argument count, key count, arguments..., (key, ascending,
+#: nulls first)...)`` with the sort keys that serialized the rows.
+WINDOW = "__ctirealm_window"
+
+
+def _render_window(node: ir.FunctionCall) -> str:
+    fn, n_args, n_keys = (a.value for a in node.args[:3])  # type: ignore[attr-defined]
+    args = node.args[3:3 + n_args]
+    flat = node.args[3 + n_args:]
+    keys = tuple(ir.SortKey(flat[3 * i], bool(flat[3 * i + 1].value),  # type: ignore[attr-defined]
+                            flat[3 * i + 2].value)  # type: ignore[attr-defined]
+                 for i in range(n_keys))
+    over = f"OVER (ORDER BY {_translate.render_sort_keys(keys)})" if keys else "OVER ()"
+    rendered = [_translate.render_expr(a) for a in args]
+    if fn in ("prev", "next"):
+        offset = rendered[1] if len(rendered) > 1 else "1"
+        default = f", {rendered[2]}" if len(rendered) > 2 else ""
+        sql = "lag" if fn == "prev" else "lead"
+        return f"{sql}({rendered[0]}, CAST({offset} AS BIGINT){default}) {over}"
+    if fn == "row_number":
+        start = rendered[0] if rendered else "1"
+        return f"(row_number() {over} + CAST({start} AS BIGINT) - 1)"
+    if fn == "row_cumsum":
+        return f"sum({rendered[0]}) {over[:-1]} ROWS UNBOUNDED PRECEDING)" if keys \
+            else f"sum({rendered[0]}) OVER (ROWS UNBOUNDED PRECEDING)"
+    raise KqlUnsupportedError(f"function:{fn}")
+
+
+#: ``typeof(T)`` written as an argument (``extract_json(path, text, typeof(long))``).
+TYPE_LITERAL = "__ctirealm_typeof"
+#: Kusto scalar type -> the conversion function giving a value of that type.
+_CONVERSIONS = {"string": "tostring", "long": "tolong", "int": "toint", "real": "todouble",
+                "double": "todouble", "decimal": "todouble", "bool": "tobool",
+                "boolean": "tobool", "datetime": "todatetime", "date": "todatetime",
+                "timespan": "totimespan", "time": "totimespan", "dynamic": "todynamic",
+                "guid": "tostring"}
+
+
+def _render_type_literal(node: ir.FunctionCall) -> str:
+    """Reached only where no function took the type as its argument."""
+    raise KqlUnsupportedError(
+        "expression:typeof", hint="Kusto takes a type here; the embedded engine takes typeof(T) only as the "
+        "last argument of extract_json")
+
+
+def _type_argument(node: ir.Expr, function: str) -> str:
+    if isinstance(node, ir.FunctionCall) and node.name == TYPE_LITERAL \
+            and isinstance(node.args[0], ir.Literal) and node.args[0].value in _CONVERSIONS:
+        return str(node.args[0].value)
+    raise KqlUnsupportedError(f"function:{function}", hint="its last argument must be typeof(T)")
+
+
+def _json_path(text: str) -> str | None:
+    """A Kusto JSONPath (``$.a.b``, ``$['a b']``, ``$.a[0]``) as DuckDB writes it."""
+    if not text.startswith("$"):
+        return None
+    out, rest = "$", text[1:]
+    step = re.compile(r"\.(?P<name>[A-Za-z_][\w]*)|\[\s*(?P<index>-?\d+)\s*\]"
+                      r"|\[\s*(?P<q>['\"])(?P<quoted>(?:(?!(?P=q)).)*)(?P=q)\s*\]")
+    while rest:
+        match = step.match(rest)
+        if match is None:
+            return None
+        if match.group("name") is not None:
+            out += "." + match.group("name")
+        elif match.group("index") is not None:
+            out += f"[{match.group('index')}]"
+        else:
+            quoted = match.group("quoted")
+            if '"' in quoted:
+                return None
+            out += f'."{quoted}"'
+        rest = rest[match.end():]
+    return out
+
+
+def _render_extract_json(node: ir.FunctionCall) -> str | None:
+    """``extract_json(path, text[, typeof(T)])``: the element *path* selects in the JSON
+    *text*, as a string (an object or array as its JSON text), or converted to *T*; null
+    when the path selects nothing or the text is not JSON."""
+    if len(node.args) not in (2, 3):
+        return None
+    path = node.args[0]
+    if not (isinstance(path, ir.Literal) and isinstance(path.value, str)):
+        raise KqlUnsupportedError("function:extract_json", hint="a path that is not a literal")
+    duck_path = _json_path(path.value)
+    if duck_path is None:
+        raise KqlUnsupportedError("function:extract_json",
+                                  hint=f"the path {path.value!r} (filters and wildcards)")
+    text = _translate.render_kql_tostring(node.args[1])
+    escaped = duck_path.replace("'", "''")
+    value = f"json_extract_string(TRY_CAST({text} AS JSON), '{escaped}')"
+    if len(node.args) == 2:
+        return value
+    kind = _type_argument(node.args[2], "extract_json")
+    if kind == "dynamic":
+        return f"json_extract(TRY_CAST({text} AS JSON), '{escaped}')"
+    if kind in ("string", "guid"):
+        return value
+    raw = ir.FunctionCall(RAW_SQL, (ir.Literal(value, "string"),))
+    converted = ir.FunctionCall(_CONVERSIONS[kind], (raw,))
+    return _translate.render_expr(converted)
+
+
+def _render_extract_typed(node: ir.FunctionCall) -> str | None:
+    """``extract(regex, group, text, typeof(T))``: the match converted to *T* (declines every
+    other form, which duckdb-kql renders)."""
+    if len(node.args) != 4 or not (isinstance(node.args[3], ir.FunctionCall)
+                                   and node.args[3].name == TYPE_LITERAL):
+        return None
+    kind = _type_argument(node.args[3], "extract")
+    value = _translate.render_expr(ir.FunctionCall("extract", node.args[:3]))
+    if kind in ("string", "guid"):
+        return value
+    # Kusto: "if the conversion fails, null"; an empty match converts to null as well.
+    raw = ir.FunctionCall(RAW_SQL, (ir.Literal(f"NULLIF({value}, '')", "string"),))
+    return _translate.render_expr(ir.FunctionCall(_CONVERSIONS[kind], (raw,)))
+
+
+#: A piece of SQL already rendered, passed through (internal; never parsed from a query).
+RAW_SQL = "__ctirealm_raw_sql"
+
+
+def _render_raw_sql(node: ir.FunctionCall) -> str:
+    literal = node.args[0]
+    assert isinstance(literal, ir.Literal)
+    return f"({literal.value})"
+
+
+def _timezone_shift(to_utc: bool) -> Callable[[ir.FunctionCall], str | None]:
+    """``datetime_local_to_utc(t, tz)`` / ``datetime_utc_to_local(t, tz)``: *t* read as a
+    wall-clock time in the IANA zone *tz* (DuckDB's built-in ICU time zones, daylight saving
+    included), or shown as one. An unknown zone is a run-time error."""
+
+    def render(node: ir.FunctionCall) -> str | None:
+        if len(node.args) != 2:
+            return None
+        value, zone = (_translate.render_expr(a) for a in node.args)
+        zone_text = f"CAST({zone} AS VARCHAR)"
+        if to_utc:
+            return f"(timezone({zone_text}, CAST({value} AS TIMESTAMP)) AT TIME ZONE 'UTC')"
+        return f"timezone({zone_text}, CAST({value} AS TIMESTAMP) AT TIME ZONE 'UTC')"
+
+    return render
+
+
+def _require_engine(name: str) -> None:
+    if not ENGINE_FUNCTIONS.get():
+        raise KqlUnsupportedError(
+            f"function:{name}", hint="Kusto has it; the embedded engine runs it through "
+            "LocalEngine only (its connection carries the function)")
+
+
+def _render_parse_xml(node: ir.FunctionCall) -> str | None:
+    """``parse_xml(xml)``: `ctirealm.engine.xmljson`, which the engine registers."""
+    from ctirealm.engine.xmljson import FUNCTION_NAME
+
+    if len(node.args) != 1:
+        return None
+    _require_engine("parse_xml")
+    return f"CAST({FUNCTION_NAME}({_translate.render_kql_tostring(node.args[0])}) AS JSON)"
+
+
+def _render_series_bag(node: ir.FunctionCall) -> str:
+    """``(kind literal, series, arguments...)``: every output of *kind*, as one bag."""
+    kind = node.args[0]
+    if not (isinstance(kind, ir.Literal) and kind.value in SERIES_ARITIES):
+        raise KqlUnsupportedError("function:series")
+    return _series_call(str(kind.value), node.args[1:])
+
+
 def _render_bin_at(node: ir.FunctionCall) -> str | None:
     """``bin_at(value, size, fixed_point)``: *value* rounded down to a multiple of *size*
     counted from *fixed_point* (datetimes by a timespan, or numbers)."""
@@ -725,6 +979,18 @@ NEW_FORMS: dict[str, Callable[[ir.FunctionCall], str | None]] = {
     "format_timespan": _render_format_timespan,
     NESTED_AGGREGATE: _render_nested_aggregate,
     NESTED_RANK: _render_nested_rank,
+    SERIES_BAG: _render_series_bag,
+    MULTI_NAMES: _render_multi_names,
+    "parse_xml": _render_parse_xml,
+    "bag_merge": _render_bag_merge,
+    WINDOW: _render_window,
+    TYPE_LITERAL: _render_type_literal,
+    RAW_SQL: _render_raw_sql,
+    "extract_json": _render_extract_json,
+    "extract": _render_extract_typed,
+    "datetime_local_to_utc": _timezone_shift(to_utc=True),
+    "datetime_utc_to_local": _timezone_shift(to_utc=False),
+    **{name: _series_function(name) for name in SERIES_ARITIES},
 }
 
 #: Existing special forms replaced by ones taking more arguments (they decline
@@ -773,6 +1039,20 @@ NEW_SCALARS = [
     _functions.FunctionSpec("translate", "template", "", (3,), note="special"),
     _functions.FunctionSpec("format_timespan", "template", "", (2,), note="special"),
     _functions.FunctionSpec("series_stats_dynamic", "template", "", (1, 2), note="special"),
+    *(
+        _functions.FunctionSpec(name, "template", "", arities, note="special")
+        for name, arities in SERIES_ARITIES.items()
+    ),
+    _functions.FunctionSpec("parse_xml", "template", "", (1,), note="special"),
+    _functions.FunctionSpec("bag_merge", "template", "", tuple(range(2, 65)), note="special"),
+    _functions.FunctionSpec("extract_json", "template", "", (2, 3), note="special"),
+    _functions.FunctionSpec("datetime_local_to_utc", "template", "", (2,), note="special"),
+    _functions.FunctionSpec("datetime_utc_to_local", "template", "", (2,), note="special"),
+    _functions.FunctionSpec("prev", "template", "", (1, 2, 3), note="special: serialized rows"),
+    _functions.FunctionSpec("next", "template", "", (1, 2, 3), note="special: serialized rows"),
+    _functions.FunctionSpec("row_number", "template", "", (0, 1, 2),
+                            note="special: serialized rows"),
+    _functions.FunctionSpec("row_cumsum", "template", "", (1, 2), note="special: serialized rows"),
     # series_stats: expanded into one column per statistic by `tree` (never rendered).
     _functions.FunctionSpec("series_stats", "template", "", (1, 2), note="special"),
     _functions.FunctionSpec("string_size", "native", "strlen(CAST({0} AS VARCHAR))", (1,),

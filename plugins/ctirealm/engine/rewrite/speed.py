@@ -36,8 +36,11 @@ _HAS_OPS = {
     "has_cs": ("LIKE", False), "!has_cs": ("LIKE", True),
 }
 _LIKE_SPECIAL = frozenset("%_\\")
-#: Longest has_any/has_all list given a substring pre-filter.
+#: Longest has_any list given substring pre-filters (longer ones are one alternation).
 _PREFILTER_MAX_NEEDLES = 64
+#: Longest has_any/has_all list rendered here (duckdb-kql's own rendering, a regex per
+#: needle built by concatenation, took over 20 s for 3,000 needles over 2,000 rows).
+MAX_LIST_NEEDLES = 100_000
 
 
 def _literal_text(node: ir.Expr) -> str | None:
@@ -108,6 +111,19 @@ def _term_pattern(needle: str) -> str:
     return start + _quote_meta(needle) + end
 
 
+def _alternation(needles: list[str]) -> str:
+    """The `has` regexes of *needles* as one alternation, the term boundaries factored out
+    of each group of needles sharing them: ``B(?:a|b|c)B`` rather than ``BaB|BbB|BcB``,
+    which RE2 matches in one pass where the unfactored form, over thousands of needles,
+    falls back to a slow simulation (3,000 indicators over 2,000 rows: over 20 s, 0.2 s so)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for n in needles:
+        start = _functions._TERM_START if _functions.is_term_char(n[:1]) else ""
+        end = _functions._TERM_END if _functions.is_term_char(n[-1:]) else ""
+        groups.setdefault((start, end), []).append(_quote_meta(n))
+    return "|".join(f"{start}(?:{'|'.join(body)}){end}" for (start, end), body in groups.items())
+
+
 def _has_list(original: Callable[[ir.HasList], str]) -> Callable[[ir.HasList], str]:
     """``has_any``/``has_all`` over literal ASCII needles: one regex behind substring pre-filters.
 
@@ -132,15 +148,30 @@ def _has_list(original: Callable[[ir.HasList], str]) -> Callable[[ir.HasList], s
             if listed is None or any(n is None for n in listed):
                 return original(node)
             needles.extend(n for n in listed if n is not None)
-        if not needles or len(needles) > _PREFILTER_MAX_NEEDLES:
+        if not needles or len(needles) > MAX_LIST_NEEDLES:
             return original(node)
         if not all(n and n.isascii() for n in needles):
             return original(node)
         needles = list(dict.fromkeys(needles))
+        # Over many needles an OR of pre-filters costs as much as the alternation it guards
+        # (a has_any of thousands of indicators: one regex scan of each row instead).
+        long_any = not node.require_all and len(needles) > _PREFILTER_MAX_NEEDLES
 
         def build(sqls: Any) -> str:
             value = sqls[0]
             likes = [f"{value} ILIKE {_translate.quote_string('%' + n + '%')}" for n in needles]
+            if node.require_all and len(needles) > _PREFILTER_MAX_NEEDLES:
+                # Thousands of terms: two list lambdas rather than thousands of expressions
+                # (which DuckDB evaluates, and compiles, however few rows pass).
+                lowered = "[" + ", ".join(_translate.quote_string(n.lower()) for n in needles) + "]"
+                patterns = "[" + ", ".join(
+                    _translate.quote_string("(?i)" + _term_pattern(n)) for n in needles) + "]"
+                count = len(needles)
+                prefilter = (f"len(list_filter({lowered}, lambda _hn: "
+                             f"contains(lower({value}), _hn))) = {count}")
+                test = (f"len(list_filter({patterns}, lambda _hp: "
+                        f"regexp_matches({value}, _hp))) = {count}")
+                return _prefiltered(f"({prefilter})", test)
             if node.require_all:
                 prefilter = " AND ".join(likes)
                 test = " AND ".join(
@@ -149,9 +180,11 @@ def _has_list(original: Callable[[ir.HasList], str]) -> Callable[[ir.HasList], s
                 )
             else:
                 prefilter = " OR ".join(likes)
-                alternation = "|".join(_term_pattern(n) for n in needles)
+                alternation = _alternation(needles)
                 test = (f"regexp_matches({value}, "
                         f"{_translate.quote_string('(?i)(?:' + alternation + ')')})")
+                if long_any:
+                    return f"coalesce({test}, FALSE)"
             return _prefiltered(f"({prefilter})", test)
 
         return _translate._in_string_context(

@@ -11,12 +11,18 @@ it for everything it does not handle. Two kinds:
   pipeline at the head is flattened; unnamed ``mv-expand f(col)`` / ``A.B``
   are named; ``.[n]`` path steps, ``parse`` with a leading column or quoted
   names, tabular ``let`` functions (expanded as stored functions, at most
-  `MAX_FUNCTION_EXPANSIONS` times) and the `text` spellings are accepted.
+  `MAX_FUNCTION_EXPANSIONS` times) and the `text` spellings are accepted;
+  ``serialize`` becomes an ``extend`` (or nothing), ``(a, b) = f(x)`` keeps all
+  its names, ``typeof(T)`` arguments are carried, and the rewrites' internal
+  functions cannot be named by a query.
 * **IR passes** (from the one ``translate.to_sql`` wrapper, before emission):
   deprecated function names become their replacements, a computed ``arg_max``
-  expression is extended first, names differing only in case are carried
-  apart and restored on the result, and placeholders are resolved with the
-  schema (``column_ifexists`` too). ``database(...)`` is refused.
+  expression is extended first, functions returning several columns
+  (``series_fit_line``, ...) are expanded into them, ``prev``/``next``/
+  ``row_number``/``row_cumsum`` become window functions over the last sort's
+  keys, names differing only in case are carried apart and restored on the
+  result, and placeholders are resolved with the schema (``column_ifexists``
+  too). ``database(...)`` is refused.
 """
 
 from __future__ import annotations
@@ -38,14 +44,18 @@ from duckdb_kql.errors import KqlError, KqlSchemaError, KqlUnsupportedError
 from .functions import (
     COUNT_OF,
     JOINABLE_STAR_OPS,
+    MULTI_NAMES,
     NESTED_AGGREGATE,
     NESTED_RANK,
     ROW_TEXT,
     SERIES_AXIS,
+    SERIES_BAG,
     SERIES_INDEX,
     SERIES_LENGTH,
     SERIES_VALUES,
     TIMESPAN_DIV,
+    TYPE_LITERAL,
+    WINDOW,
 )
 from .names import DEPRECATED_ALIASES
 from .text import rewrite_text
@@ -129,13 +139,27 @@ def _lower_expr(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
             if not op or op.startswith("!") or len(rules) < 2:
                 raise _lower._unsupported(collapsed, f"* {op}")
             return _StarMatch(op, lower_expr(rules[-1]))
+        if _lower._cls(collapsed) == "TypeLiteralExpression":  # `typeof(long)` as an argument
+            match = re.fullmatch(r"typeof\((\w+)\)", collapsed.getText())
+            if match:
+                return ir.FunctionCall(TYPE_LITERAL, (ir.Literal(match.group(1).lower(), "string"),))
         if _lower._cls(collapsed) == "CountExpression":
             rules = _lower._rule_children(collapsed)
             if len(rules) == 1:  # `count(x)`, which duckdb-kql lowered as a call of `x`
                 return ir.FunctionCall(COUNT_OF, (lower_expr(rules[0]),))
-        return _timespan_by_number(original(node))
+        lowered = original(node)
+        if isinstance(lowered, ir.FunctionCall) and lowered.name.lower().startswith(_INTERNAL):
+            # The rewrites' internal functions take rendered SQL and trusted arguments: a
+            # query never reaches them by name.
+            raise KqlUnsupportedError(f"function:{lowered.name}",
+                                      hint="no DuckDB mapping: not a Kusto function")
+        return _timespan_by_number(lowered)
 
     return lower_expr
+
+
+#: The prefix of the rewrites' internal function names.
+_INTERNAL = "__ctirealm"
 
 
 _NUMERIC_KINDS = frozenset({"long", "int", "real", "decimal"})
@@ -665,6 +689,10 @@ def _lower_operator(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
             plugin = _lower_evaluate(inner)
             if plugin is not None:
                 return plugin
+        if kind == "SerializeOperator":  # the order is the last sort's (`_serialized_functions`)
+            named = [_lower._lower_named(n) for n in _lower._rule_children(inner)
+                     if _lower._cls(n) == "NamedExpression"]
+            return ir.Extend(tuple(named)) if named else ir.Where(ir.Literal(True, "bool"))
         if kind == "SearchOperator":  # `T | search P` is `T | where P` (terms over all columns)
             sources, predicate = _search_parts(inner)
             if sources:
@@ -1341,6 +1369,219 @@ def _expanded_series_stats(node: Any) -> Any:
     return dataclasses.replace(node, expressions=tuple(out))
 
 
+def _multi_outputs(name: str) -> tuple[tuple[str, str], ...] | None:
+    """The (column, type) outputs of a Kusto function returning several columns."""
+    from ctirealm.engine.series import OUTPUTS
+
+    if name == "series_stats":
+        return tuple((stat, "long" if convert == "tolong" else "real")
+                     for stat, convert in _SERIES_STATS_TYPES.items())
+    return OUTPUTS.get(name)
+
+
+def _lower_named(original: Callable[[Any], ir.NamedExpr]) -> Callable[[Any], ir.NamedExpr]:
+    """``(a, b, c) = f(x)`` of a function returning several columns keeps every name."""
+
+    def lower_named(node: Any) -> ir.NamedExpr:
+        named = original(node)
+        call = named.expr
+        if not (isinstance(call, ir.FunctionCall) and _multi_outputs(call.name)):
+            return named
+        inner = _lower._collapse(node)
+        kids = _lower._rule_children(inner)
+        if len(kids) != 2 or _lower._cls(kids[0]) != "NamedExpressionNameClause":
+            return named
+        names = _lower._find_names(kids[0])
+        if len(names) < 2:
+            return named
+        literals = tuple(ir.Literal(n, "string") for n in names)
+        return ir.NamedExpr(ir.FunctionCall(MULTI_NAMES, (call, *literals)), names[0])
+
+    return lower_named
+
+
+def _multi_columns(named: ir.NamedExpr, keep_rest: bool, bag: str,
+                   ) -> list[ir.NamedExpr] | None:
+    """The columns `named` stands for, read from the bag column *bag*; None when it is not a
+    call of a multi-column function written as Kusto expands it (unnamed, or a name list)."""
+    from duckdb_kql.translate.naming import expression_name
+
+    call = named.expr
+    names: list[str] = []
+    if isinstance(call, ir.FunctionCall) and call.name == MULTI_NAMES:
+        names = [str(a.value) for a in call.args[1:] if isinstance(a, ir.Literal)]
+        call = call.args[0]
+    elif named.name is not None:
+        return None
+    if not isinstance(call, ir.FunctionCall):
+        return None
+    outputs = _multi_outputs(call.name)
+    if not outputs or (not names and call.name == "series_stats"):
+        return None  # unnamed series_stats: `_expanded_series_stats`
+    if len(names) > len(outputs):
+        raise KqlUnsupportedError(
+            f"function:{call.name}",
+            hint=f"it returns {len(outputs)} columns; {len(names)} names were given")
+    base = expression_name(call.args[0]) if call.args else None
+    if (not names or keep_rest) and base is None:
+        raise KqlUnsupportedError(
+            f"function:{call.name}",
+            hint="name its columns (`(a, b) = f(x)`) when its argument is not a column")
+    columns = []
+    for i, (key, kusto_type) in enumerate(outputs):
+        if i < len(names):
+            name = names[i]
+        elif not names or keep_rest:
+            name = f"{call.name}_{base}_{key}"
+        else:
+            break
+        value: ir.Expr = ir.PathAccess(ir.ColumnRef(bag), (ir.PathStep(name=key),))
+        if kusto_type != "dynamic":
+            value = ir.FunctionCall("todouble" if kusto_type == "real" else "tolong", (value,))
+        columns.append(ir.NamedExpr(value, name))
+    return columns
+
+
+def _bag_of(call: ir.FunctionCall) -> ir.Expr:
+    if call.name == MULTI_NAMES:
+        call = call.args[0]  # type: ignore[assignment]
+    if call.name == "series_stats":
+        return ir.FunctionCall("series_stats_dynamic", call.args)
+    return ir.FunctionCall(SERIES_BAG, (ir.Literal(call.name, "string"), *call.args))
+
+
+def _expanded_multi(node: Any) -> Any:
+    """Functions returning several columns (``series_fit_line``, ``series_decompose_anomalies``,
+    ``series_stats`` with names, ...) in ``extend`` and ``project``, as Kusto documents
+    (https://learn.microsoft.com/kusto/query/series-fit-2lines-function): unnamed, every
+    column as ``f_x_column``; ``(a, b) = f(x)``, the first columns under those names, and
+    in ``project`` the others under their default names. The function runs once per row:
+    its bag of outputs is extended under an internal name, read, then dropped."""
+    if not isinstance(node, ir.Query):
+        return _rebuilt(node, _expanded_multi)
+    node = _rebuilt(node, _expanded_multi)
+    operators: list[Any] = []
+    changed = False
+    for op in node.operators:
+        if not isinstance(op, (ir.Extend, ir.Project)):
+            operators.append(op)
+            continue
+        bags: list[ir.NamedExpr] = []
+        out: list[ir.NamedExpr] = []
+        for named in op.expressions:
+            bag = f"__ctirealm_bag_{len(bags)}"
+            columns = _multi_columns(named, isinstance(op, ir.Project), bag)
+            if columns is None:
+                out.append(named)
+                continue
+            assert isinstance(named.expr, ir.FunctionCall)
+            bags.append(ir.NamedExpr(_bag_of(named.expr), bag))
+            out.extend(columns)
+        if not bags:
+            operators.append(op)
+            continue
+        changed = True
+        operators.append(ir.Extend(tuple(bags)))
+        operators.append(dataclasses.replace(op, expressions=tuple(out)))
+        if isinstance(op, ir.Extend):
+            operators.append(ir.ProjectAway(tuple(b.name for b in bags if b.name)))
+    return dataclasses.replace(node, operators=operators) if changed else node
+
+
+#: Functions over serialized rows (the row before, after, the row's number).
+_WINDOW_FUNCTIONS = frozenset({"prev", "next", "row_number", "row_cumsum"})
+
+
+def _has_window(node: Any) -> bool:
+    if isinstance(node, ir.FunctionCall) and node.name in _WINDOW_FUNCTIONS:
+        return True
+    if isinstance(node, ir.Query):
+        return False
+    if isinstance(node, (list, tuple)):
+        return any(_has_window(n) for n in node)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return any(_has_window(getattr(node, f.name)) for f in dataclasses.fields(node))
+    return False
+
+
+def _windowed(node: Any, keys: tuple[ir.SortKey, ...]) -> Any:
+    """*node* with its ``prev``/``next``/``row_number``/``row_cumsum`` calls over *keys*."""
+    if isinstance(node, ir.Query):
+        return node
+    node = _rebuilt(node, lambda n: _windowed(n, keys))
+    if not (isinstance(node, ir.FunctionCall) and node.name in _WINDOW_FUNCTIONS):
+        return node
+    if node.name == "row_number" and len(node.args) > 1 or \
+            node.name == "row_cumsum" and len(node.args) > 1:
+        raise KqlUnsupportedError(
+            f"function:{node.name}", hint="Kusto has the restart argument; the embedded "
+            "engine does not implement it")
+    if node.name in ("prev", "next") and len(node.args) > 1 \
+            and not isinstance(node.args[1], ir.Literal):
+        raise KqlUnsupportedError(f"function:{node.name}", hint="an offset that is not a literal")
+    flat: list[ir.Expr] = []
+    for key in keys:
+        nulls = None if key.nulls_first is None else bool(key.nulls_first)
+        flat.extend((key.expr, ir.Literal(bool(key.ascending), "bool"),
+                     ir.Literal(nulls, "bool") if nulls is not None else ir.Literal(None, "null")))
+    return ir.FunctionCall(WINDOW, (
+        ir.Literal(node.name, "string"), ir.Literal(len(node.args), "long"),
+        ir.Literal(len(keys), "long"), *node.args, *flat))
+
+
+def _serialized_functions(node: Any) -> Any:
+    """``prev``, ``next``, ``row_number`` and ``row_cumsum`` (Kusto: over serialized rows,
+    https://learn.microsoft.com/kusto/query/serialize-operator) as SQL window functions.
+
+    The rows' order is the last ``sort``/``order by``/``top`` before them, which
+    ``where``, ``extend``, ``serialize``, ``take`` and a ``project`` keeping the sort
+    columns preserve; with no such sort (``T | serialize``), the order the rows arrive
+    in, which Kusto does not define either. In ``where``, the condition is extended
+    first and filtered on (SQL takes no window function in WHERE).
+    """
+    if not isinstance(node, ir.Query):
+        return _rebuilt(node, _serialized_functions)
+    node = _rebuilt(node, _serialized_functions)
+    if not _has_window(node.operators):
+        return node
+    keys: tuple[ir.SortKey, ...] = ()
+    operators: list[Any] = []
+    for op in node.operators:
+        if _has_window(op):
+            if isinstance(op, ir.Where):
+                flag = f"__ctirealm_serial_{len(operators)}"
+                operators.append(ir.Extend((ir.NamedExpr(_windowed(op.predicate, keys), flag),)))
+                operators.append(ir.Where(ir.ColumnRef(flag)))
+                operators.append(ir.ProjectAway((flag,)))
+                if keys:  # window functions leave the rows in any order: sorted again
+                    operators.append(ir.Sort(keys))
+                continue
+            if not isinstance(op, (ir.Extend, ir.Project)):
+                raise KqlUnsupportedError(
+                    "function:prev", hint="prev, next and row_number are taken in extend, "
+                    "project and where")
+            op = _windowed(op, keys)
+            if keys and isinstance(op, ir.Extend):
+                operators.extend((op, ir.Sort(keys)))
+                continue
+        operators.append(op)
+        if isinstance(op, (ir.Sort, ir.Top)):
+            keys = tuple(op.keys) if isinstance(op, ir.Sort) else tuple(
+                getattr(op, "keys", ()) or ())
+        elif isinstance(op, ir.Project):
+            kept = {n.name or getattr(n.expr, "name", None) for n in op.expressions
+                    if n.name is None or (isinstance(n.expr, ir.ColumnRef)
+                                          and n.expr.name == n.name)}
+            used: set[str] = set()
+            for key in keys:
+                _column_refs(key.expr, used, [])
+            if not used <= kept:
+                keys = ()
+        elif not isinstance(op, (ir.Where, ir.Extend, ir.Take)):
+            keys = ()
+    return dataclasses.replace(node, operators=operators)
+
+
 _ARG_EXTREME_PREFIX = {"arg_max": "max_", "arg_min": "min_"}
 
 
@@ -1437,10 +1678,38 @@ def _parse_text(original: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+#: The tables of the catalogue the query is translated against (the top-level ``to_sql``'s
+#: schema), which ``union *`` reads: duckdb-kql adds each tabular ``let`` to the schema it
+#: passes down, and a wildcard then matched the ``let`` names too.
+_CATALOGUE: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "ctirealm_catalogue", default=None)
+
+
+def _match_wildcard(original: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    """``union *`` (and ``T*``) over tables only: Kusto's wildcard never reads a ``let``
+    (``let a = union * | ...; let b = union * | ...; a | join b ...`` read ``a`` as a table)."""
+
+    def match_wildcard(source: Any, schema: Any) -> list[str]:
+        catalogue = _CATALOGUE.get()
+        if catalogue is None or schema is None:
+            return original(source, schema)
+        tables = {k: v for k, v in dict(schema).items() if k in catalogue}
+        return original(source, tables)
+
+    return match_wildcard
+
+
 def _emit(original: Callable[..., Any]) -> Callable[..., Any]:
     def to_sql(query: ir.Query, schema: Any = None) -> Any:
+        if _CATALOGUE.get() is None and schema is not None:
+            token = _CATALOGUE.set(frozenset(dict(schema)))
+            try:
+                return to_sql(query, schema)
+            finally:
+                _CATALOGUE.reset(token)
         if _translate._NAMES_STATE.get() is None:
-            query = _expanded_series_stats(_computed_arg_extremes(_canonical_names(query)))
+            query = _serialized_functions(_expanded_series_stats(
+                _expanded_multi(_computed_arg_extremes(_canonical_names(query)))))
             renames = _case_renames(query, dict(schema or {}))
             if renames:
                 query = _renamed_columns(query, renames)
@@ -1515,6 +1784,7 @@ PATCHES: list[tuple[Any, str, Callable[[Any], Any]]] = [
     (_lower, "_lower_head", _lower_head),
     (_lower, "_lower_mv_expand_target", _lower_mv_expand_target),
     (_lower, "_lower_expr", _lower_expr),
+    (_lower, "_lower_named", _lower_named),
     (_lower, "_lower_path", _lower_path),
     (_lower, "_lower_parse", _lower_parse),
     (_lower, "_declare_let_function", _declare_let_function),
@@ -1525,6 +1795,7 @@ PATCHES: list[tuple[Any, str, Callable[[Any], Any]]] = [
     (_translate, "to_sql", _emit),
     (_translate, "_TIMESPAN_RETURNING", lambda original: original | {TIMESPAN_DIV}),
     (_schema, "union_output_columns", _union_output_columns),
+    (_schema, "match_wildcard", _match_wildcard),
     (_schema, "_source_columns_unchecked", _source_columns),
     (_lower, "_unsupported", _unsupported),
     (_lower, "_check_summarize_parameter", _summarize_parameter),
