@@ -19,6 +19,7 @@ import pytest
 
 from ctirealm.telemetry import generator, store
 from ctirealm.telemetry.dataset import Dataset
+from ctirealm.telemetry.scenarios import Player, load_scenario, scenario_files
 from ctirealm.telemetry.store import Store, build_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,12 +129,30 @@ def test_shards_are_deterministic_and_workers_do_not_matter(tmp_path: Path,
     assert _queried(one) == _queried(two)
 
 
+def _routine_ids(dataset: Dataset, tmp_path: Path) -> dict[str, set[str]]:
+    """Ids of the scenarios' routine rows in the dev split: played, unlabelled, not generated."""
+    player = Player(dataset.generator_dir(), dataset.root / "schemas", dataset.scenarios_dir(),
+                    dataset.split_seed("dev"), dataset.window, dataset.split_position("dev"),
+                    len(dataset.splits))
+    ids: dict[str, set[str]] = {}
+    for path in scenario_files(dataset.scenarios_dir()):
+        for played in player.play_scenario(load_scenario(path), tmp_path / "played"):
+            if played.kind == "routine":
+                id_column = dataset.schemas[played.table].id_column
+                ids.setdefault(played.table, set()).update(
+                    str(json.loads(line)[id_column]) for line in played.path.read_text().splitlines())
+    return ids
+
+
 def test_split_output_holds_the_jsonl_rows(reference: Store, tmp_path: Path) -> None:
-    """The generated rows of the store are exactly the ``jsonl`` output, loaded as JSON."""
+    """The generated rows of the store are exactly the ``jsonl`` output, loaded as JSON (the
+    store also holds labelled scenario rows, routine scenario rows and mirrored copies)."""
     dataset = Dataset.load(ROOT / "telemetry")
     out = tmp_path / "jsonl"
     generator.generate(out, seed=dataset.seed, rows=ROWS, window=dataset.window,
                        profiles_dir=dataset.generator_dir(), scenarios_dir=dataset.scenarios_dir())
+    routine = _routine_ids(dataset, tmp_path)
+    mirrors = reference.labels.mirrors
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone='UTC'")
     con.execute(f"ATTACH '{reference.path}' AS s (READ_ONLY)")
@@ -143,12 +162,15 @@ def test_split_output_holds_the_jsonl_rows(reference: Store, tmp_path: Path) -> 
             if not path.stat().st_size:
                 continue
             key = f'"{schema.time_column}", "{schema.id_column}"'
-            labelled = reference.labels.events.get(table, {})
-            ids = ", ".join(f"'{i}'" for i in labelled) or "NULL"
+            played = set(reference.labels.events.get(table, {})) | routine.get(table, set())
+            ids = ", ".join(f"'{i}'" for i in played) or "NULL"
+            idc = f'"{schema.id_column}"'
+            copies = (f' AND {idc} NOT IN (SELECT {idc} FROM s."{mirrors[table]}")'
+                      if table in mirrors else "")
             ours = con.execute(
                 f"SELECT md5(string_agg(md5(CAST(x AS VARCHAR)), '' ORDER BY {key})) FROM "
-                f'(SELECT * FROM s."{table}" WHERE CAST("{schema.id_column}" AS VARCHAR) '
-                f"NOT IN ({ids})) x"
+                f'(SELECT * FROM s."{table}" WHERE CAST({idc} AS VARCHAR) '
+                f"NOT IN ({ids}){copies}) x"
             ).fetchone()
             theirs = con.execute(
                 f"SELECT md5(string_agg(md5(CAST(x AS VARCHAR)), '' ORDER BY {key})) FROM "
