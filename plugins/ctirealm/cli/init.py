@@ -4,7 +4,9 @@ Writes, only where nothing is there yet (it never overwrites, so running it twic
 
 - ``pytest.ini`` enabling the content gate on ``detections/`` (skipped, with the lines to add,
   when the folder already configures pytest elsewhere: a new ``pytest.ini`` would shadow it);
-- an example Sentinel analytics rule with its test data (``detections/<rule>.tests/``);
+  when the folder already holds Sentinel rules, on the folder that holds them instead;
+- an example Sentinel analytics rule with its test data (``detections/<rule>.tests/``), unless
+  the folder already holds Sentinel rules of its own;
 - a GitHub Actions workflow, ``.github/workflows/detections.yml``.
 
 The plugin itself is enabled by installing ctirealm (a pytest entry point), so no conftest.py is
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import json
+import os
 from pathlib import Path
 
 RULE = "reverse_shell_from_service_account"
@@ -23,11 +26,13 @@ RULE = "reverse_shell_from_service_account"
 PYTEST_INI = """\
 [pytest]
 # ctirealm's content gate: every Sentinel analytics rule, Sigma rule and .kql query under
-# detections/ becomes test items (parse, runs, connectors, entities, attack, true_positives,
+# {folder}/ becomes test items (parse, runs, connectors, entities, attack, true_positives,
 # false_positives). Test data for a rule lives beside it in <rule>.tests/.
-testpaths = detections
-realm_content = detections
+testpaths = {folder}
+realm_content = {folder}
 """
+#: Folders never searched for existing rules.
+_SKIPPED = {"node_modules", "venv", "env", "build", "dist", "site-packages"}
 
 EXAMPLE_RULE = """\
 id: 3f6f1c7e-5b0a-4d4e-9a57-0c1d2e3f4a5b
@@ -107,10 +112,9 @@ jobs:
         with:
           python-version: "3.12"
       - run: pip install ctirealm
-      # The rules run over ctirealm's dataset (its telemetry/ folder): point CTIREALM_TELEMETRY
-      # at a checkout of ctirealm when the installed package does not sit in one.
-      # The benign background the rules run over is ctirealm's dataset; building it takes a
-      # while, so the built store is cached between runs.
+      # The benign background the rules run over is built from the dataset that ships in
+      # the ctirealm package (CTIREALM_TELEMETRY points at another telemetry/ folder); building
+      # it takes about a minute, so the built store is cached between runs.
       - uses: actions/cache@v4
         with:
           path: ~/.cache/ctirealm
@@ -150,17 +154,47 @@ def pytest_configured(folder: Path) -> str | None:
     return None
 
 
+def existing_rules(folder: Path) -> list[Path]:
+    """The Sentinel rules (analytics and hunting) already in *folder*, hidden folders, virtual
+    environments and rules' test data left out."""
+    from ..plugin.content import content_kind
+
+    found = []
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        if any(p.startswith(".") or p in _SKIPPED or p.endswith(".tests") for p in parts[:-1]):
+            continue
+        if path.suffix.lower() in (".yaml", ".yml") and path.is_file() and \
+                content_kind(path) in ("sentinel", "sentinel_hunting"):
+            found.append(path)
+    example = folder / "detections" / f"{RULE}.yaml"
+    return [] if found == [example] else found
+
+
+def content_folder(folder: Path, rules: list[Path]) -> str:
+    """Where *rules* live, relative to *folder* (``.`` for the folder itself)."""
+    if not rules:
+        return "detections"
+    common = Path(os.path.commonpath([r.parent for r in rules]))
+    relative = common.relative_to(folder.resolve()) if common.is_absolute() else common
+    return relative.as_posix() or "."
+
+
 def init(folder: Path) -> list[tuple[str, str]]:
     """Write the missing files into *folder*; ``(path, what happened)`` for each."""
     done: list[tuple[str, str]] = []
+    rules = existing_rules(folder.resolve())
+    where = content_folder(folder, rules)
     configured = pytest_configured(folder)
     if configured is None:
-        (folder / "pytest.ini").write_text(PYTEST_INI, encoding="utf-8")
-        done.append(("pytest.ini", "created"))
+        (folder / "pytest.ini").write_text(PYTEST_INI.format(folder=where), encoding="utf-8")
+        done.append(("pytest.ini", f"created (content: {where}/)"))
     else:
-        done.append((configured, "exists, left alone: add 'realm_content = detections' to its "
+        done.append((configured, f"exists, left alone: add 'realm_content = {where}' to its "
                                  "pytest section"))
     for relative, text in files().items():
+        if rules and relative.startswith("detections/"):
+            continue
         path = folder / relative
         if path.exists():
             done.append((relative, "exists, left alone"))
@@ -186,7 +220,11 @@ def _init(args: argparse.Namespace) -> int:
     folder: Path = args.folder
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
+    found = len(existing_rules(folder.resolve()))
     for relative, what in init(folder):
         print(f"{relative}: {what}")
-    print("next: pytest   (docs/gating.md)")
+    if found:
+        print(f"found {found} Sentinel rules of your own, so no example rule was written; "
+              "test data for a rule goes in <rule>.tests/match/<Table>.csv beside it")
+    print("next: pytest -rs")
     return 0

@@ -362,9 +362,15 @@ class LocalEngine:
         return [str(row[0]) for row in result.rows if row[0] is not None]
 
     def query(
-        self, kql: str, *, limit: int | None = None, timeout: float | None = None
+        self, kql: str, *, limit: int | None = None, timeout: float | None = None,
+        now: datetime | None = None,
     ) -> QueryResult:
-        """Run *kql*. At most *limit* rows (default: the engine's ``max_rows``) come back."""
+        """Run *kql*. At most *limit* rows (default: the engine's ``max_rows``) come back.
+
+        *now* replaces the dataset's clock for this query (``now()``, ``ago()``): a scheduled
+        rule's run ending at that moment. The translation is the same (the clock is a bound
+        parameter), so it stays cached.
+        """
         check_query_text(kql)
         token = _QUERY_TIMEOUT.set(timeout)  # what reading bag_unpack's keys may take too
         try:
@@ -373,6 +379,8 @@ class LocalEngine:
             _QUERY_TIMEOUT.reset(token)
         cap = self.max_rows if limit is None else max(0, min(int(limit), self.max_rows))
         params = dict(sql.parameters) if getattr(sql, "parameters", None) else None
+        if now is not None and params and "kqlnow" in params:
+            params["kqlnow"] = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
         return self._execute(kql, str(sql), params, cap, timeout)
 
     def lookup(self, table: str, values: list[str], *, ids_only: bool = False,

@@ -8,7 +8,13 @@ folder or file named on the command line, and from the rules folder:
   ``runs``, ``connectors``, ``entities``, ``attack``, ``true_positives``, ``false_positives``;
 - Sigma rules and ``.kql`` queries with a sibling ``.yml`` in the content folder -> the rules
   gate's items (`rule_items`);
-- a bare ``.kql`` in the content folder (a hunting query) -> ``parse`` and ``runs``.
+- Sentinel hunting queries in the Azure-Sentinel hunting schema (the same shape without any
+  scheduling or trigger field) -> ``parse``, ``runs``, ``connectors``, ``entities``,
+  ``attack``, ``true_positives``;
+- a bare ``.kql`` in the content folder (a Defender or Sentinel hunting query) -> ``parse``,
+  ``runs``, ``true_positives``.
+
+A hunting query without test data has its ``true_positives`` skipped as "untested".
 
 A rule's recorded test events live beside it in ``<rule>.tests/`` (`content_data`). This module
 only hooks into pytest; the collectors and items are in `content_items`, loaded when a rule is
@@ -81,8 +87,8 @@ def _under(path: Path, folder: Path | None) -> bool:
 
 
 def content_kind(path: Path) -> str | None:
-    """``sentinel``, ``sigma``, ``kql`` (with expectations), ``hunting`` (a bare ``.kql``) or
-    None, by what the file holds (not its name alone)."""
+    """``sentinel``, ``sentinel_hunting``, ``sigma``, ``kql`` (with expectations), ``hunting``
+    (a bare ``.kql``) or None, by what the file holds (not its name alone)."""
     if any(p.name.endswith(TESTS_SUFFIX) for p in path.parents):
         return None  # a rule's test data
     if path.suffix == ".kql":
@@ -106,7 +112,10 @@ def content_kind(path: Path) -> str | None:
     if not isinstance(doc, dict):
         return None
     if "query" in doc and ("id" in doc or "name" in doc) and "detection" not in doc:
-        return "sentinel"
+        from_scheduling = any(key in doc for key in ("queryFrequency", "queryPeriod", "kind",
+                                                     "triggerOperator", "triggerThreshold",
+                                                     "severity"))
+        return "sentinel" if from_scheduling else "sentinel_hunting"
     if "detection" in doc and "logsource" in doc:
         return "sigma"
     return None
@@ -125,6 +134,10 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
         from .content_items import SentinelRuleFile
 
         return SentinelRuleFile.from_parent(parent, path=file_path)
+    if kind == "sentinel_hunting":
+        from .content_items import HuntingRuleFile
+
+        return HuntingRuleFile.from_parent(parent, path=file_path)
     if kind == "hunting" and in_content and not in_rules:
         from .content_items import HuntingQueryFile
 

@@ -216,12 +216,14 @@ def labels_of(data: RuleTestData, schemas: Mapping[str, TableSchema]) -> Labels:
 
 
 def overlay_engine(store_path: Path, schemas: Mapping[str, TableSchema], now: datetime,
-                   tables: Mapping[str, list[dict[str, Any]]], **options: Any) -> Any:
+                   tables: Mapping[str, list[dict[str, Any]]], *, windowed: bool = False,
+                   **options: Any) -> Any:
     """A read-only `LocalEngine` over the store plus *tables* (``{table: rows}``).
 
     The store file is attached read-only, never copied: each table is a view
     ``store.T union all tests.T``, so adding a few recorded events costs what they
-    weigh, not a rebuild of the background.
+    weigh, not a rebuild of the background. With *windowed*, each view keeps only the rows
+    of one time window, set per query: a `WindowedEngine` comes back.
     """
     import duckdb
 
@@ -240,9 +242,40 @@ def overlay_engine(store_path: Path, schemas: Mapping[str, TableSchema], now: da
             marks = ", ".join("?" for _ in schema.columns)
             con.executemany(f"INSERT INTO tests.{_quote(name)} VALUES ({marks})", rows)
         listed = ", ".join(_quote(c) for c, _ in schema.columns)
+        where = ""
+        if windowed:
+            clock = _quote(schema.time_column)
+            where = (f" WHERE {clock} >= getvariable('{_FROM}') AND {clock} < getvariable('{_TO}')")
         con.execute(f"CREATE VIEW {_quote(database)}.main.{_quote(name)} AS "
-                    f"SELECT {listed} FROM store.main.{_quote(name)} "
-                    f"UNION ALL SELECT {listed} FROM tests.{_quote(name)}")
+                    f"SELECT {listed} FROM store.main.{_quote(name)}{where} "
+                    f"UNION ALL SELECT {listed} FROM tests.{_quote(name)}{where}")
     _kusto_string_views(con, schemas)
     LocalEngine._lock_down(con, options.pop("memory_limit", "2GB"), None)
-    return LocalEngine(con, schemas, now=now, **options)
+    engine = LocalEngine(con, schemas, now=now, **options)
+    return WindowedEngine(engine, con) if windowed else engine
+
+
+_FROM, _TO = "ctirealm_window_from", "ctirealm_window_to"
+
+
+class WindowedEngine:
+    """An overlay engine whose tables show one time window at a time, and whose ``now()`` is
+    that window's end: one scheduled run of a Sentinel rule per `query_window`.
+
+    Each run binds its own clock (`LocalEngine.query`'s ``now``) and reuses the engine's
+    cached translation.
+    """
+
+    def __init__(self, engine: Any, connection: Any) -> None:
+        self.engine = engine
+        self._con = connection
+        self.schemas = engine.schemas
+
+    def query_window(self, kql: str, start: datetime, end: datetime, *, limit: int) -> Any:
+        for name, moment in ((_FROM, start), (_TO, end)):
+            naive = moment.astimezone(UTC).replace(tzinfo=None)
+            self._con.execute(f"SET VARIABLE {name} = TIMESTAMP '{naive.isoformat(sep=' ')}'")
+        return self.engine.query(kql, limit=limit, now=end)
+
+    def close(self) -> None:
+        self.engine.close()

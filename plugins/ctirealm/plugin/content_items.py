@@ -1,21 +1,23 @@
-"""The content gate's Sentinel analytics rule: its collector and the reviewer's checks.
+"""The content gate's Sentinel analytics rules and hunting queries: collectors and the
+reviewer's checks.
 
-Loaded by the `content` hook module when a Sentinel rule is collected. A rule runs three times at
-most, each once per session: over the store's benign background (``A``), over the background
-plus its must-match events (``B``) and plus its must-not-match events (``C``). Rows of ``B`` (or
-``C``) that ``A`` does not have are the alerts the test events raise: aggregating queries
-(``summarize ... by``) drop event ids, so comparing outputs is what works for every rule; when
-the output keeps an id column, the one detection evaluator (`scoring.detection.evaluate`)
-also checks each must-match event by id.
+Loaded by the `content` hook module when a rule is collected. A rule's query runs over the
+store's benign background (``A``), over the background plus its must-match events (``B``) and
+plus its must-not-match events (``C``), each once per session; `content_schedule` turns each
+of those into Sentinel's scheduled runs (every ``queryFrequency`` over ``queryPeriod``) and
+the trigger decides which runs raise alerts. In each run, rows of ``B`` (or ``C``) that ``A``
+does not have are what the test events added: aggregating queries (``summarize ... by``) drop
+event ids, so comparing outputs is what works for every rule; when the output keeps an id
+column, each must-match event is also looked for by id.
 """
 
 from __future__ import annotations
 
 import json
-import operator
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -26,9 +28,8 @@ import yaml
 
 from ..attack import load_attack
 from ..engine import EngineError
-from ..scoring.detection import evaluate
-from ..scoring.model import DetectionResult
 from ..telemetry.attribution import tables_in
+from ..telemetry.schema import parse_datetime
 from . import StoreUnavailable, session_store, split_engine
 from .content_data import (
     ContentDataError,
@@ -38,13 +39,24 @@ from .content_data import (
     overlay_engine,
     tests_folder,
 )
+from .content_schedule import (
+    MAX_RUNS,
+    Schedule,
+    Simulation,
+    binned,
+    event_kinds,
+    ids_in,
+    iso_minute,
+    parse_duration,
+    per_run,
+    row_times,
+    unbinnable,
+    whole_window,
+)
 
 ITEMS = ("parse", "runs", "connectors", "entities", "attack", "true_positives", "false_positives")
 _MAX_ROWS = 50_000
 _SHOWN = 3
-_DURATION = re.compile(r"^(\d+)([mhd])$")
-_UNITS = {"m": 1, "h": 60, "d": 1440}
-_OPERATORS = {">": operator.gt, "<": operator.lt, "==": operator.eq, "!=": operator.ne}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -109,11 +121,12 @@ def schema_problems(rule: SentinelRule) -> list[str]:
     if rule.kind == "Scheduled":
         minutes = {}
         for key in ("queryFrequency", "queryPeriod"):
-            match = _DURATION.match(str(doc.get(key, "")))
-            if not match:
-                out.append(f"{key} {doc.get(key)!r}: expected a duration such as 5m, 1h or 14d")
+            duration = parse_duration(doc.get(key))
+            if duration is None:
+                out.append(f"{key} {doc.get(key)!r}: expected a duration such as 5m, 1h, 14d, "
+                           "PT1H or P1D")
                 continue
-            minutes[key] = int(match.group(1)) * _UNITS[match.group(2)]
+            minutes[key] = duration.total_seconds() / 60
         if minutes.get("queryFrequency", 5) < 5:
             out.append("queryFrequency is under 5m")
         if minutes.get("queryPeriod", 0) > 14 * 1440:
@@ -172,6 +185,7 @@ class SentinelRuleFile(pytest.File):
     """One analytics rule; its items share the parsed rule, its test data and its runs."""
 
     item_names = ITEMS
+    hunting = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -179,7 +193,7 @@ class SentinelRuleFile(pytest.File):
         self._data: RuleTestData | None | ContentDataError = None
         self._data_read = False
         self._runs: dict[str, Run] = {}
-        self._evaluated: dict[str, DetectionResult] = {}
+        self._simulated: dict[str, Simulation] = {}
         self._engines: dict[str, Any] = {}
 
     def collect(self) -> list[pytest.Item]:
@@ -247,21 +261,101 @@ class SentinelRuleFile(pytest.File):
                                                   data.rows(which))
         return self._engines[which]
 
-    def evaluated(self, which: str) -> DetectionResult:
-        """The detection evaluator's account of one run (attribution, false-positive examples)."""
-        if which not in self._evaluated:
+    def schedule(self) -> Schedule:
+        return Schedule.of(self.rule().doc)
+
+    def labels(self, which: str) -> Any:
+        if which == "background":
+            return session_store(self.config).labels
+        data = self.test_data()
+        assert data is not None
+        return labels_of(data, self.schemas())
+
+    def simulated(self, which: str) -> Simulation:
+        """Every scheduled run of the rule over one data set (`content_schedule`)."""
+        if which in self._simulated:
+            return self._simulated[which]
+        schedule, query, schemas = self.schedule(), self.rule().query, self.schemas()
+        store = session_store(self.config)
+        start = _aware(parse_datetime(store.meta["window"][0]))
+        ends = schedule.ends(start, store.now)
+        run = self.run(which)
+        # Runs with test events are compared with the store's own: both must exist.
+        error = run.error or (self.simulated("background").error if which != "background" else None)
+        if error:
+            sim = Simulation(schedule, "none", error=error)
+            self._simulated[which] = sim
+            return sim
+        read = tables_in(query, schemas)
+        reason = unbinnable(query, schemas)
+        if reason is None and run.truncated:
+            reason = f"its output over the whole window passes {_MAX_ROWS} rows"
+        if reason is None:
+            times = row_times(run.rows, run.columns, read, schemas, self.engine(which),
+                              self.labels(which))
+            if times is not None:
+                sim = binned(schedule, ends, run.rows, run.columns, times)
+                self._simulated[which] = sim
+                return sim
+            reason = "its rows carry neither an event time nor an event id"
+        if len(ends) > MAX_RUNS:
+            sim = whole_window(schedule, run.rows, run.columns, store.now,
+                               f"not simulated: {reason}, and {len(ends)} runs are too many to "
+                               "run one by one, so it ran once over the whole window")
+        else:
+            windowed = self._engines.get(f"window:{which}")
+            if windowed is None:
+                data = self.test_data() if which != "background" else None
+                rows = data.rows(which) if data is not None else {}
+                windowed = overlay_engine(store.path, schemas, store.now, rows, windowed=True)
+                self._engines[f"window:{which}"] = windowed
+            note = f"not binned: {reason}"
             if which == "background":
-                labels = session_store(self.config).labels
-                expected = None
+                sim = per_run(schedule, ends, windowed, query, note=note, limit=_MAX_ROWS)
             else:
-                data = self.test_data()
-                assert data is not None
-                labels = labels_of(data, self.schemas())
-                expected = data.ids("match", self.schemas()) if which == "match" else None
-            self._evaluated[which] = evaluate(self.rule().query, self.engine(which), labels,
-                                              expected=expected, within_tables_read=True,
-                                              examples=_SHOWN)
-        return self._evaluated[which]
+                lo, hi = self.test_span(which)
+                sim = per_run(schedule, ends, windowed, query, note=note, limit=_MAX_ROWS,
+                              only=lambda end: end > lo and end - schedule.period <= hi,
+                              reuse=self.simulated("background"))
+        self._simulated[which] = sim
+        return sim
+
+    def test_span(self, which: str) -> tuple[datetime, datetime]:
+        """The first and last time of the *which* test events."""
+        data = self.test_data()
+        assert data is not None
+        schemas = self.schemas()
+        times = [_aware(parse_datetime(row[schemas[t].time_column]))
+                 for t, rows in data.rows(which).items() for row in rows]
+        return min(times), max(times)
+
+    def match_alerts(self) -> list[dict[str, Any]]:
+        """The rows the must-match events add: in alerting runs for an analytics rule, in the
+        one run over the whole window for a hunting query."""
+        if self.hunting:
+            return new_rows(self.run("match"), self.run("background"))
+        return [row for _, rows in self.raised("match")[0] for row in rows]
+
+    def raised(self, which: str) -> tuple[list[tuple[int, list[dict[str, Any]]]],
+                                          list[tuple[int, int]]]:
+        """What the *which* test events change, run by run: ``(alerting, quiet)``, the runs that
+        raise alerts with rows the store alone does not return (and those rows), and the runs
+        with such rows that do not raise alerts (and their result count)."""
+        with_events, alone = self.simulated(which), self.simulated("background")
+        same_runs = len(with_events.spans) == len(alone.spans)
+        alerting, quiet = [], []
+        for k in range(len(with_events.spans)):
+            rows = with_events.run_rows(k)
+            # Evaluated two ways (binned, once over the whole window): against all of the store's.
+            before = alone.run_rows(k) if same_runs else alone.rows
+            added = new_rows(Run(rows=rows), Run(rows=before))
+            if not added:
+                continue
+            if with_events.schedule.fires(len(rows)):
+                alerting.append((k, added))
+            else:
+                quiet.append((k, len(rows)))
+        return alerting, quiet
 
     def teardown(self) -> None:
         for engine in self._engines.values():
@@ -269,11 +363,21 @@ class SentinelRuleFile(pytest.File):
         self._engines.clear()
 
 
-class HuntingQueryFile(SentinelRuleFile):
-    """A Defender or Sentinel hunting query (``.kql`` without a sibling ``.yml``): a query an
-    analyst runs by hand, so it has no alert rule's fields to check, only that it works."""
+class HuntingRuleFile(SentinelRuleFile):
+    """A Sentinel hunting query in the Azure-Sentinel hunting schema (a YAML ``query`` with
+    ``name``, ``requiredDataConnectors``, ``tactics``, ``relevantTechniques``, and no schedule
+    or trigger): run once over the whole window by an analyst, so it has no false-positive
+    budget; its must-match events, when it has some, must be among its rows."""
 
-    item_names = ("parse", "runs")
+    item_names = ("parse", "runs", "connectors", "entities", "attack", "true_positives")
+    hunting = True
+
+
+class HuntingQueryFile(HuntingRuleFile):
+    """A Defender or Sentinel hunting query (``.kql`` without a sibling ``.yml``): nowhere to
+    declare connectors, entities or ATT&CK, so only that it works and what it returns."""
+
+    item_names = ("parse", "runs", "true_positives")
 
     def rule(self) -> SentinelRule:
         if self._rule is None:
@@ -305,7 +409,13 @@ class SentinelItem(pytest.Item):
         rule = self.rule_file.rule()
         self.user_properties.extend([("rule", _relative(self.config, self.path)),
                                      ("rule_check", self.check), ("rule_title", rule.name)])
-        getattr(self, f"_check_{self.check}")()
+        try:
+            getattr(self, f"_check_{self.check}")()
+        except pytest.skip.Exception as exc:
+            if exc._use_item_location:
+                raise
+            # `pytest -rs` then names the rule file, not the line of this module that skipped.
+            raise pytest.skip.Exception(exc.msg, _use_item_location=True) from None
 
     def _require(self, *, runs: bool = False) -> SentinelRule:
         rule = self.rule_file.rule()
@@ -324,7 +434,12 @@ class SentinelItem(pytest.Item):
         rule = self.rule_file.rule()
         if rule.error:
             raise ContentCheckFailed(f"does not parse: {rule.error}")
-        problems = [] if isinstance(self.rule_file, HuntingQueryFile) else schema_problems(rule)
+        if isinstance(self.rule_file, HuntingQueryFile):
+            problems = []
+        elif self.rule_file.hunting:
+            problems = [f"{key} is missing" for key in ("name", "query") if not rule.doc.get(key)]
+        else:
+            problems = schema_problems(rule)
         if rule.query.strip():
             engine = split_engine(self.config, "dev")
             try:
@@ -405,25 +520,30 @@ class SentinelItem(pytest.Item):
         if len(mappings) > data["limits"]["entity_mappings"]:
             problems.append(f"{len(mappings)} entity mappings (Sentinel takes at most "
                             f"{data['limits']['entity_mappings']})")
-        columns: dict[str, str] = {}
+        columns: list[tuple[str, str, str]] = []  # (entity type, identifier, column)
         for n, mapping in enumerate(mappings, 1):
             kind = str((mapping or {}).get("entityType", ""))
             fields = (mapping or {}).get("fieldMappings") or []
             if kind not in data["entities"]:
                 problems.append(f"entity {n}: unknown entityType {kind!r}")
                 continue
+            if not fields:
+                problems.append(f"entity {n} ({kind}): no fieldMappings")
             for f in fields:
                 identifier, column = str(f.get("identifier", "")), str(f.get("columnName", ""))
                 if identifier not in data["entities"][kind]:
                     problems.append(f"{kind}.{identifier}: not an identifier of {kind} "
                                     f"({', '.join(data['entities'][kind])})")
-                columns[f"{kind}.{identifier}"] = column
+                if not column:
+                    problems.append(f"{kind}.{identifier}: no columnName")
+                    continue
+                columns.append((kind, identifier, column))
         if problems:
             raise ContentCheckFailed("; ".join(problems))
         self._require(runs=True)
         file = self.rule_file
         output = file.run("background").columns
-        missing = [f"{entity} -> {column}" for entity, column in columns.items()
+        missing = [f"{kind}.{identifier} -> {column}" for kind, identifier, column in columns
                    if column not in output]
         if missing:
             raise ContentCheckFailed(
@@ -432,15 +552,20 @@ class SentinelItem(pytest.Item):
         test = file.test_data()
         if test is None or not test.has("match"):
             return
-        alerts = new_rows(file.run("match"), file.run("background"))
+        alerts = file.match_alerts()
         if not alerts:
             return  # true_positives reports it
-        empty = [f"{entity} -> {column}" for entity, column in columns.items()
-                 if all(row.get(column) in (None, "", [], {}) for row in alerts)]
+        empty = []
+        for kind, identifier, column in columns:
+            blank = [row for row in alerts if _blank(row.get(column))]
+            if blank:
+                empty.append(f"entity {kind}, identifier {identifier}: column {column} is empty "
+                             f"on {len(blank)} of {len(alerts)}, e.g. "
+                             f"{_rows_text(blank[:1], inline=True)}")
         if empty:
             raise ContentCheckFailed(
-                f"mapped columns empty on every alert the must-match events raise "
-                f"({len(alerts)}): {', '.join(empty)}")
+                "mapped columns without a value on the rows the must-match events raise "
+                "(Sentinel drops such an entity from the alert): " + "; ".join(empty))
 
     # attack ---------------------------------------------------------------------------------
     def _check_attack(self) -> None:
@@ -482,67 +607,132 @@ class SentinelItem(pytest.Item):
         run = file.run("match")
         if run.error:
             raise ContentCheckFailed(f"does not run with the must-match events: {run.error}")
-        alerts = new_rows(run, file.run("background"))
+        if file.hunting:
+            self._hunting_true_positives(data)
+            return
+        sim = file.simulated("match")
+        if sim.error:
+            raise ContentCheckFailed(f"its scheduled runs with the must-match events failed: "
+                                     f"{sim.error}")
+        alerting, quiet = file.raised("match")
+        alerts = [row for _, rows in alerting for row in rows]
         count = sum(len(v) for v in data.rows("match").values())
-        result = file.evaluated("match")
-        self.user_properties.extend([("alerts", len(alerts)), ("tp", result.tp)])
+        schemas = file.schemas()
+        read = tables_in(rule.query, schemas)
+        wanted = {i for ids in data.ids("match", schemas).values() for i in ids}
+        caught = wanted & {i for k, _ in alerting
+                           for i in ids_in(sim.run_rows(k), sim.columns, read, schemas)}
+        traced = wanted & ids_in(sim.rows, sim.columns, read, schemas)
+        self.user_properties.extend([("alerts", len(alerting)), ("tp", len(caught)),
+                                     ("schedule", sim.summary())])
+        self.add_report_section("call", "schedule (match)", sim.summary())
         self.add_report_section("call", "alerts (match)", _rows_text(alerts))
-        if not alerts:
+        if not alerting and not quiet:
             raise ContentCheckFailed(f"raised no alert on its {count} must-match events "
                                      f"({', '.join(data.rows('match'))})")
-        if result.tp and result.missed_attack:
-            missed = [e.split(":", 1)[-1] for e in result.missed_attack]
+        if not alerting:
+            k, results = max(quiet, key=lambda q: q[1])
+            raise ContentCheckFailed(
+                f"would not fire: the run ending {iso_minute(sim.ends[k])} that reads the "
+                f"must-match events gives {results} result rows, and the rule fires when that "
+                f"is {sim.schedule.symbol} {sim.schedule.threshold} (triggerOperator "
+                f"{sim.schedule.operator}; it runs {sim.schedule.cadence()})")
+        if traced and caught != wanted:
+            missed = sorted(wanted - caught)
+            raise ContentCheckFailed(f"missed {len(missed)} of {count} must-match events (no "
+                                     f"alerting run returns them): " + ", ".join(missed[:20]))
+
+    def _hunting_true_positives(self, data: RuleTestData) -> None:
+        file = self.rule_file
+        schemas = file.schemas()
+        read = tables_in(file.rule().query, schemas)
+        added = file.match_alerts()
+        count = sum(len(v) for v in data.rows("match").values())
+        wanted = {i for ids in data.ids("match", schemas).values() for i in ids}
+        run = file.run("match")
+        returned = wanted & ids_in(run.rows, run.columns, read, schemas)
+        self.user_properties.extend([("rows", len(added)), ("tp", len(returned))])
+        self.add_report_section("call", "rows (match)", _rows_text(added))
+        if not added:
+            raise ContentCheckFailed(f"returned no row for its {count} must-match events "
+                                     f"({', '.join(data.rows('match'))})")
+        if returned and returned != wanted:
+            missed = sorted(wanted - returned)
             raise ContentCheckFailed(f"missed {len(missed)} of {count} must-match events: "
                                      + ", ".join(missed[:20]))
-        op = "gt" if rule.kind == "NRT" else str(rule.doc.get("triggerOperator", "gt"))
-        threshold = 0 if rule.kind == "NRT" else int(rule.doc.get("triggerThreshold") or 0)
-        symbol = sentinel_data()["trigger_operators"].get(op, ">")
-        if not _OPERATORS[symbol](len(alerts), threshold):
-            raise ContentCheckFailed(
-                f"would not fire: the must-match events give {len(alerts)} result rows, and the "
-                f"rule fires when that is {symbol} {threshold} (triggerOperator {op})")
 
     def _check_false_positives(self) -> None:
-        self._require(runs=True)
+        rule = self._require(runs=True)
         file = self.rule_file
         data = file.test_data()
         limit = data.max_false_positives if data is not None else 0
-        background = file.evaluated("background")
-        if background.error:
-            raise ContentCheckFailed(f"{background.stage} failed: {background.error}")
-        rows = file.run("background").rows
-        fp = background.fp
-        self.user_properties.extend([("fp", fp), ("max_false_positives", limit)])
-        self.add_report_section("call", "alerts (background)", background.summary())
+        sim = file.simulated("background")
+        if sim.error:
+            raise ContentCheckFailed(f"its scheduled runs over the store failed: {sim.error}")
+        schemas = file.schemas()
+        read = tables_in(rule.query, schemas)
+        kinds = event_kinds(sim, read, schemas, file.engine("background"),
+                            session_store(self.config).labels)
+        false_alerts: list[tuple[int, list[int]]] = []
+        for k in sim.firing():
+            lo, hi = sim.spans[k]
+            groups = [[n] for n in range(lo, hi)] if sim.schedule.per_result else [list(range(lo, hi))]
+            for group in groups:
+                if not any(kinds[n] == "attack" for n in group):
+                    false_alerts.append((k, group))
+        fp = len(false_alerts)
+        self.user_properties.extend([("fp", fp), ("max_false_positives", limit),
+                                     ("schedule", sim.summary())])
+        self.add_report_section("call", "schedule (background)", sim.summary())
         failures = []
         if fp > limit:
-            parts = [f"{background.hard_negatives_matched} hard negatives",
-                     f"{background.background_matched} background"]
-            if background.unattributed:
-                parts.append(f"{background.unattributed} result rows traced to no single event")
-            examples = [e for e in background.false_positive_examples if "row" in e]
-            shown = (_rows_text([e["row"] for e in examples], inline=True) if examples
-                     else _rows_text(rows, inline=True))
-            failures.append(f"raised {fp} false positives over the store's benign activity "
-                            f"(max_false_positives: {limit}): {', '.join(parts)}, e.g. {shown}")
+            seen: dict[str, set[str]] = {"hard_negative": set(), "benign": set(), None: set()}
+            for _, group in false_alerts:
+                for n in group:
+                    if kinds[n] != "attack":
+                        seen[kinds[n]].add(_key(sim.rows[n]))  # type: ignore[index]
+            parts = [f"{len(seen['hard_negative'])} hard negatives",
+                     f"{len(seen['benign'])} background"]
+            if seen[None]:
+                parts.append(f"{len(seen[None])} result rows traced to no single event")
+            k, group = false_alerts[0]
+            shown = _rows_text([sim.rows[n] for n in group], inline=True) if group else "no rows"
+            failures.append(
+                f"raised {fp} false-positive alerts over the store's benign activity "
+                f"(max_false_positives: {limit}) in {len(sim.ends)} runs "
+                f"{sim.schedule.describe()}: their rows hold {', '.join(parts)}, e.g. the run "
+                f"ending {iso_minute(sim.ends[k])}: {shown}")
         if data is not None and data.has("nomatch"):
-            raised = new_rows(file.run("nomatch"), file.run("background"))
-            if raised:
-                count = sum(len(v) for v in data.rows("nomatch").values())
-                failures.append(f"alerted on its must-not-match events: {len(raised)} alerts from "
-                                f"{count} events, e.g. {_rows_text(raised[:_SHOWN], inline=True)}")
+            nomatch = file.simulated("nomatch")
+            if nomatch.error:
+                failures.append(f"its scheduled runs with the must-not-match events failed: "
+                                f"{nomatch.error}")
+            else:
+                alerting, _ = file.raised("nomatch")
+                raised = [row for _, rows in alerting for row in rows]
+                if raised:
+                    count = sum(len(v) for v in data.rows("nomatch").values())
+                    failures.append(
+                        f"alerted on its must-not-match events: {len(alerting)} alerting runs "
+                        f"with {len(raised)} rows from {count} events, e.g. "
+                        f"{_rows_text(raised[:_SHOWN], inline=True)}")
         if failures:
             raise ContentCheckFailed("\n".join(failures))
 
     # reporting ------------------------------------------------------------------------------
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, self.name
+        return self.path, 0, self.name
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: Any = None) -> str:
         if isinstance(excinfo.value, (ContentCheckFailed, StoreUnavailable)):
             return f"{self.rule_file.label}: {excinfo.value}"
         return super().repr_failure(excinfo, style)  # type: ignore[arg-type]
+
+
+def _blank(value: Any) -> bool:
+    """No value, as Sentinel sees an entity field: null, empty or blank text, empty dynamic."""
+    return value is None or (isinstance(value, str) and not value.strip()) or value in ([], {})
 
 
 def _workspace_function(error: object) -> str | None:
@@ -572,6 +762,10 @@ def _rows_text(rows: list[dict[str, Any]], *, inline: bool = False, width: int =
         text = ", ".join(f"{k}={v}" for k, v in row.items() if v not in (None, "", [], {}))
         lines.append(text if len(text) <= width else text[: width - 3] + "...")
     return "; ".join(lines) if inline else "\n".join(lines) or "(none)"
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _relative(config: pytest.Config, path: Path) -> str:
