@@ -248,7 +248,7 @@ class BaselineAgent:
         terms = list(dict.fromkeys(_terms(objective)[:MAX_TERMS] + observed[:2 * MAX_TERMS]))
         if not terms:
             return None
-        picks, _ = self._selective(tools, tables, terms)
+        picks = self._selective(tools, tables, terms)
         if not picks:
             return None
         table, chosen = picks[0]
@@ -287,12 +287,11 @@ class BaselineAgent:
 
     @staticmethod
     def _selective(tools: AgentTools, tables: list[str], terms: list[str]
-                   ) -> tuple[list[tuple[str, list[tuple[str, str]]]], bool]:
+                   ) -> list[tuple[str, list[tuple[str, str]]]]:
         """Per table, the ``(column, term)`` pairs to detect on: terms that occur in one of the
         table's text columns but in few rows, their union narrowed to the rarest while it is
         large. Tables where some pair is rare come first (most pairs kept first); a table where
-        none is comes only when no table has one, with its least common pair. Also whether any
-        pair was rare."""
+        none is comes only when no table has one, with its least common pair."""
         rare_picks: list[tuple[tuple[int, int], str, list[tuple[str, str]]]] = []
         weak_picks: list[tuple[tuple[int, int], str, list[tuple[str, str]]]] = []
         for table in tables:
@@ -324,7 +323,7 @@ class BaselineAgent:
         # Nothing rare anywhere: the least common pair that occurs at all, a weak detection
         # honestly submitted rather than none.
         picks = sorted(rare_picks) or sorted(weak_picks)[:1]
-        return [(table, chosen) for _, table, chosen in picks], bool(rare_picks)
+        return [(table, chosen) for _, table, chosen in picks]
 
 
 def builtin_agent(name: str, cases: CaseSet) -> Any:

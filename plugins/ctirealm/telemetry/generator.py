@@ -797,11 +797,6 @@ class _TableGenerator:
         default_rhythm = spec.get("rhythm", "always")
         self.templates: list[_Template] = []
         events = list(spec.get("events") or [])
-        for other in spec.get("events_from") or []:
-            source = (profile.get("tables") or {}).get(other)
-            if not source:
-                raise ProfileError(f"tables.{table}.events_from: unknown table {other!r}")
-            events += source.get("events") or []
         for i, event in enumerate(events):
             self.templates.append(self._template(i, event, default_rhythm))
         if not self.templates:
