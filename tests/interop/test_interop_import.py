@@ -54,7 +54,8 @@ def test_import_produces_cases_reports_and_telemetry(imported: Path, imported_st
     assert dict(schemas["AKSAudit"].columns)["ObjectRef_Resource"] == "string"
     assert dict(schemas["AKSAudit"].columns)["Level"] == "string"
     assert schemas["DeviceProcessEvents"].id_column == "ReportId"
-    assert dict(schemas["DeviceProcessEvents"].columns)["ReportId"] == "long"
+    assert dict(schemas["DeviceProcessEvents"].columns)["ReportId"] == "long"   # beyond 32 bits
+    assert dict(schemas["DeviceProcessEvents"].columns)["ProcessId"] == "int"
     # repeating CorrelationIds: a synthetic id column is added
     assert schemas["StorageBlobLogs"].id_column == "RealmEventId"
     assert summary["tables"]["StorageBlobLogs"]["id_synthetic"] is True
@@ -76,7 +77,8 @@ def test_sanitising_and_type_inference() -> None:
     assert sanitize_column("Properties.Status") == "Properties_Status"
     assert sanitize_column("[Level]") == "Level"
     assert sanitize_column("Client App (v2);x,y{z}") == "Client_App_v2_x_y_z"
-    assert resolve_type({"int"}) == "long"
+    assert resolve_type({"int"}) == "int"          # upstream's type for integers
+    assert resolve_type({"int", "long"}) == "long"  # one value beyond 32 bits
     assert resolve_type({"int", "float"}) == "real"
     assert resolve_type({"datetime"}) == "datetime"
     assert resolve_type({"datetime", "string"}) == "string"

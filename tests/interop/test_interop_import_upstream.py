@@ -22,6 +22,7 @@ from interop_helpers import UPSTREAM
 from ctirealm.cases import load_cases
 from ctirealm.cli import main
 from ctirealm.interop.cti_realm import (
+    UPSTREAM_TABLES,
     UpstreamFormatError,
     find_layout,
     import_cti_realm,
@@ -127,8 +128,8 @@ NAMES = ["a[0]", "[Level]", "_ResourceId", "Properties.Status", "Client App (v2)
          "a__b", "x[1].y[2]", "1st", "9", "[]", "__", "Ok", "a b  c", "(x)", "props{0}.v"]
 
 
-def _upstream_normalize(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Upstream's function; its module imports siblings as top-level modules (it runs as a script)."""
+def _upstream_loader(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Upstream's loader module; it imports siblings as top-level modules (it runs as a script)."""
     try:
         spec = importlib.util.find_spec("inspect_evals.cti_realm.docker.kusto_init")
     except ImportError:
@@ -149,11 +150,11 @@ def _upstream_normalize(monkeypatch: pytest.MonkeyPatch) -> Any:
         for name in set(sys.modules) - before:
             if "." not in name and name in ("init_kusto", "data_loader", "runtime_state", "kusto_tables"):
                 del sys.modules[name]
-    return module.normalize_field_name
+    return module
 
 
 def test_column_names_follow_upstreams_function(monkeypatch: pytest.MonkeyPatch) -> None:
-    normalize = _upstream_normalize(monkeypatch)
+    normalize = _upstream_loader(monkeypatch).normalize_field_name
     for name in NAMES:
         assert sanitize_column(name) == normalize(name), name
 
@@ -164,6 +165,35 @@ def test_column_names_without_upstream() -> None:
     assert sanitize_column("1st") == "Field_1st"
     assert sanitize_column("[]") == "Unknown_Field"
     assert sanitize_column("x[1].y[2]") == "x1_y2"
+
+
+def test_column_types_follow_upstreams_inference(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    """Upstream's own schema inference over every table file: the same type per column, except
+    an integer beyond 32 bits, which upstream declares ``int`` (its ingestion then fails) and
+    the importer ``long``."""
+    loader = _upstream_loader(monkeypatch)
+    root = _copy(tmp_path)
+    import_cti_realm(root, tmp_path / "out")
+    schemas = load_schemas(tmp_path / "out" / "telemetry" / "schemas")
+    compared = 0
+    for path in sorted((root / "kusto_data").glob("*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        ours = dict(schemas[UPSTREAM_TABLES[path.stem]].columns)
+        # every row, as the importer reads them (upstream samples the first ten)
+        upstream = loader.analyze_jsonl_schema(path, sample_size=len(rows))
+        for column, kind in upstream.items():
+            values = [r[k] for r in rows for k in r if sanitize_column(k) == column
+                      and r[k] is not None]
+            wide = any(isinstance(v, int) and not isinstance(v, bool) and not -2**31 <= v < 2**31
+                       for v in values)
+            expected = "long" if kind == "int" and wide else kind
+            if kind == "string" and not values:
+                continue   # all null: both say string
+            assert ours[column] == expected, (path.name, column, kind, ours[column])
+            compared += 1
+    assert compared > 40
+    assert ours and "int" in {t for s in schemas.values() for _, t in s.columns}
 
 
 def test_imported_schema_uses_upstream_names(tmp_path: Path) -> None:

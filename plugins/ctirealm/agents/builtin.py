@@ -98,11 +98,41 @@ TABLE_HINTS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+#: Per platform: the report tags that place a report there, and tags that place it elsewhere
+#: (an AKS report is tagged ``azure`` too).
+PLATFORM_TAGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "linux": (frozenset({"linux"}), frozenset()),
+    "aks": (frozenset({"kubernetes"}), frozenset()),
+    "cloud": (frozenset({"azure", "entra id", "cloud", "m365"}), frozenset({"kubernetes", "linux"})),
+}
+
+
+def platform_of(objective: str) -> str:
+    """The platform an objective's words place it on (``linux`` when none does)."""
+    lowered = objective.lower()
+    hits = {p: sum(lowered.count(w) for w in words) for p, words in PLATFORM_WORDS.items()}
+    return max(hits, key=lambda p: (hits[p], p)) if any(hits.values()) else "linux"
+
+
+def on_platform(report: dict[str, Any], platform: str) -> bool:
+    """Whether a report's tags place it on *platform*."""
+    tags = {t.lower() for t in report.get("tags") or ()}
+    wanted, elsewhere = PLATFORM_TAGS[platform]
+    return bool(tags & wanted) and not tags & elsewhere
+
+
+def report_relevance(report: dict[str, Any], words: set[str]) -> int:
+    """How many of the objective's words a report uses, a word in its title or tags counting
+    three times (distinct words, so a long report does not win by length)."""
+    body = report["content"].lower()
+    heading = (report["title"] + " " + " ".join(report.get("tags") or ())).lower()
+    return sum((w in body) + 3 * (w in heading) for w in words if len(w) > 3)
+
+
 def candidate_tables(objective: str) -> list[str]:
     """Tables worth exploring for an objective: platform first, then hints in the text."""
     lowered = objective.lower()
-    hits = {p: sum(lowered.count(w) for w in words) for p, words in PLATFORM_WORDS.items()}
-    platform = max(hits, key=lambda p: (hits[p], p)) if any(hits.values()) else "linux"
+    platform = platform_of(objective)
     tables = [t for hint, ts in TABLE_HINTS[platform].items() if hint and hint in lowered for t in ts]
     tables += list(TABLE_HINTS[platform][""])
     return list(dict.fromkeys(tables))
@@ -199,6 +229,8 @@ def _match(column: str, term: str) -> str:
 #: Most terms whose selectivity is measured per table, and the share of a table's rows above
 #: which a term is too common to be evidence (a word every command line carries).
 MAX_TERMS = 12
+#: Tags read for reports: the most specific that share a word with the objective.
+REPORT_TAGS = 3
 COMMON_SHARE = 0.001
 #: The share of a table's rows a detection may return before the baseline narrows it.
 NARROW_SHARE = 0.0001
@@ -207,7 +239,9 @@ NARROW_SHARE = 0.0001
 class BaselineAgent:
     """A deterministic analyst without a model: overlap-driven reading, selectivity-driven KQL.
 
-    It reads the reports that share the most words with the objective, explores the tables the
+    It reads the reports of the tags that share words with the objective, keeps those on the
+    objective's platform and takes the one using most of the objective's words (its title and
+    tags weigh more) for its techniques and observed artefacts, explores the tables the
     objective suggests, measures how often each of the objective's terms occurs in each table's
     main text column (one ``summarize countif(...)`` per table), keeps the terms that occur but
     are rare — evidence rather than vocabulary — and detects on those, narrowing to the rarest
@@ -219,24 +253,13 @@ class BaselineAgent:
 
     def run(self, task: Task, tools: AgentTools) -> dict[str, Any] | None:
         objective = task.objective
-        words = {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z-]+", objective)} - _STOP
         techniques: list[str] = []
         observed: list[str] = []
         if "list_cti_report_tags" in tools.names:
-            counts = {t["tag"]: t["count"] for t in json.loads(tools.list_cti_report_tags())}
-            # The most specific tags that share a word with the objective come first.
-            overlapping = [t for t in counts if set(t.lower().split()) & words]
-            chosen = sorted(overlapping, key=lambda t: (counts[t], t))[:2] or list(counts)[:1]
-            best: tuple[int, dict[str, Any]] | None = None
-            for tag in chosen:
-                for report in json.loads(tools.get_cti_reports_by_tag(tag=tag)):
-                    text = (report["title"] + " " + report["content"]).lower()
-                    overlap = sum(text.count(w) for w in words if len(w) > 3)
-                    if best is None or overlap > best[0]:
-                        best = (overlap, report)
+            best = self.read_reports(tools, objective)
             if best is not None:
-                techniques = extract_technique_ids(best[1]["content"])[:3]
-                observed = _observed(best[1]["content"])
+                techniques = extract_technique_ids(best["content"])[:3]
+                observed = _observed(best["content"])
         tables = candidate_tables(objective)[:2]
         tools.say(f"Candidate techniques: {', '.join(techniques) or 'none found'}. "
                   f"Candidate tables: {', '.join(tables)}.")
@@ -284,6 +307,31 @@ class BaselineAgent:
         }
         return {"sigma_rule": yaml.safe_dump(sigma, sort_keys=False), "kql_query": final,
                 "query_results": rows}
+
+    @staticmethod
+    def read_reports(tools: Any, objective: str) -> dict[str, Any] | None:
+        """The report the baseline works from, read through the report tools.
+
+        The most specific tags that share a word with the objective are read; of their reports,
+        those on the objective's platform are candidates (a "password" tag also holds cloud
+        password sprays); none there: the platform's own tag. The candidate using most of the
+        objective's words wins."""
+        words = {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z-]+", objective)} - _STOP
+        counts = {t["tag"]: t["count"] for t in json.loads(tools.list_cti_report_tags())}
+        platform = platform_of(objective)
+        overlapping = [t for t in counts if set(t.lower().split()) & words]
+        chosen = sorted(overlapping, key=lambda t: (counts[t], t))[:REPORT_TAGS]
+        candidates = [r for tag in chosen for r in json.loads(tools.get_cti_reports_by_tag(tag=tag))
+                      if on_platform(r, platform)]
+        if not candidates:
+            wanted = sorted((t for t in counts if t.lower() in PLATFORM_TAGS[platform][0]),
+                            key=lambda t: (counts[t], t))
+            for tag in wanted[:1] or list(counts)[:1]:
+                found = json.loads(tools.get_cti_reports_by_tag(tag=tag))
+                candidates = [r for r in found if on_platform(r, platform)] or found
+        if not candidates:
+            return None
+        return max(candidates, key=lambda r: (report_relevance(r, words), r["id"]))
 
     @staticmethod
     def _selective(tools: AgentTools, tables: list[str], terms: list[str]

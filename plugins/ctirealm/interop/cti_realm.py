@@ -367,7 +367,11 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "int" if -(2 ** 63) <= value < 2 ** 63 else "float"
+        # Upstream declares integers `int`; one that does not fit 32 bits needs `long`
+        # (upstream's ingestion would fail on it), one beyond 64 bits `real`.
+        if -(2 ** 31) <= value < 2 ** 31:
+            return "int"
+        return "long" if -(2 ** 63) <= value < 2 ** 63 else "float"
     if isinstance(value, float):
         return "float"
     if isinstance(value, (dict, list)):
@@ -390,8 +394,10 @@ def resolve_type(kinds: set[str]) -> str:
     if kinds == {"bool"}:
         return "bool"
     if kinds == {"int"}:
+        return "int"
+    if kinds <= {"int", "long"}:
         return "long"
-    if kinds <= {"int", "float"}:
+    if kinds <= {"int", "long", "float"}:
         return "real"
     if kinds == {"datetime"}:
         return "datetime"
