@@ -90,7 +90,7 @@ def test_worker_processes_give_the_same_store(reference: Store, tmp_path: Path,
 
 def test_buckets_give_the_same_store(reference: Store, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(generator, "BUCKET_ROWS", 150)  # many time buckets per table
+    monkeypatch.setattr(generator.workers, "BUCKET_ROWS", 150)  # many time buckets per table
     bucketed = _build(tmp_path)
     assert _physical(bucketed.path) == _physical(reference.path)
 
@@ -109,7 +109,7 @@ def test_fallback_paths_give_the_same_store(reference: Store, tmp_path: Path,
     def resort(self: store._Loader, *args) -> int:  # noqa: ANN001, ANN002
         return narrow(self, *args) + 1  # claim a misplaced row: the table is re-sorted
 
-    monkeypatch.setattr(generator, "BUCKET_ROWS", 400)
+    monkeypatch.setattr(generator.workers, "BUCKET_ROWS", 400)
     monkeypatch.setattr(store._Loader, "_bucket_narrow", wide if path == "wide" else resort)
     built = _build(tmp_path)
     assert _physical(built.path) == _physical(reference.path)
@@ -119,8 +119,8 @@ def test_shards_are_deterministic_and_workers_do_not_matter(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A table larger than SHARD_ROWS is cut into shards; the store is the same either way
     it is generated, and sharded ids stay unique."""
-    monkeypatch.setattr(generator, "SHARD_ROWS", 600)
-    monkeypatch.setattr(generator, "BUCKET_ROWS", 500)
+    monkeypatch.setattr(generator.workers, "SHARD_ROWS", 600)
+    monkeypatch.setattr(generator.workers, "BUCKET_ROWS", 500)
     one = _build(tmp_path / "one")
     monkeypatch.setattr(generator, "PARALLEL_MIN_ROWS", 0)
     two = _build(tmp_path / "two")

@@ -240,7 +240,7 @@ def test_workers_and_shards_do_not_change_output(tmp_path: Path,
     the same whether one process or several write them, and ids stay unique."""
     import ctirealm.telemetry.generator as generator
 
-    monkeypatch.setattr(generator, "SHARD_ROWS", 300)
+    monkeypatch.setattr(generator.workers, "SHARD_ROWS", 300)
     here, there = tmp_path / "here", tmp_path / "there"
     counts = generate(here, seed=5, rows=2_000, window=WINDOW, profiles_dir=PROFILES)
     assert generate(there, seed=5, rows=2_000, window=WINDOW, profiles_dir=PROFILES,
@@ -256,7 +256,7 @@ def test_split_output_has_every_row_and_variant(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import ctirealm.telemetry.generator as generator
 
-    monkeypatch.setattr(generator, "BUCKET_ROWS", 200)
+    monkeypatch.setattr(generator.workers, "BUCKET_ROWS", 200)
     ticks: list[int] = []
     counts = generate(tmp_path, seed=9, rows=3_000, window=WINDOW, profiles_dir=PROFILES,
                       output="split", progress=ticks.append)

@@ -155,14 +155,16 @@ class Dataset:
             if base.is_dir():
                 inputs += sorted(p for p in base.rglob("*") if p.is_file())
         # The generator's code shapes the background as much as its profiles do.
-        inputs.append(Path(__file__).with_name("generator.py"))
-        inputs.append(Path(__file__).with_name("scenarios.py"))
+        code = Path(__file__).parent
+        inputs += sorted((code / "generator").glob("*.py"))
+        inputs.append(code / "scenarios.py")
         for path in inputs:
             if not path.is_file():
                 continue
-            # Names relative to the dataset (or the code's file name): the folder's own name and
+            # Names relative to the dataset (or to the code's package): the folder's own name and
             # place (telemetry/ in a checkout, ctirealm/dataset/ installed) do not count.
-            name = path.relative_to(self.root) if path.is_relative_to(self.root) else path.name
+            name = (path.relative_to(self.root) if path.is_relative_to(self.root)
+                    else path.relative_to(code))
             digest.update(Path(name).as_posix().encode())
             digest.update(b"\0")
             digest.update(path.read_bytes())

@@ -45,17 +45,10 @@ import yaml
 
 # The scenario player is the background generator's table engine driven by a story
 # instead of by weights: same package, same private machinery on purpose.
-from .generator import (
-    _LOADER,
-    ProfileError,
-    _Clock,
-    _escape_braces,
-    _load_schemas,
-    _ReportIds,
-    _select,
-    _TableGenerator,
-    load_profiles,
-)
+from .generator.profiles import _LOADER, ProfileError, _escape_braces, _load_schemas, load_profiles
+from .generator.tables import _TableGenerator
+from .generator.templates import _select
+from .generator.values import _Clock, _ReportIds
 
 #: Id stream of scenario rows: the background uses streams 0 and 1 of each id family;
 #: every stream is scattered over the whole id space by the same seeded bijection.
