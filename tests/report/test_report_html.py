@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from report_helpers import console_messages, needs_chromium, non_white_share, raw
 
 from ctirealm.report import check_results, render_html, write_reports
-from ctirealm.report.html import esc, tag
+from ctirealm.report.markup import esc, tag
 
 Load = Callable[[str], dict[str, Any]]
 HOSTILE = '<script>alert("x")</script><img src=x onerror="alert(1)">'

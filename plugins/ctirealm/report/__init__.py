@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .compare import Comparison, compare_results, format_comparison
-from .html import render_comparison_html, render_html
+from .html import render_html
+from .html_compare import render_comparison_html
 from .load import CURRENT_FORMAT, SUPPORTED_FORMATS, ResultsError, check_results, load_results
 from .markdown import render_markdown
 from .navigator import coverage_layer

@@ -1,29 +1,19 @@
-"""The HTML score report and the HTML comparison: one self-contained file each.
+"""The HTML score report: one self-contained page for a results document.
 
-Everything a page needs is inline (CSS, a little JavaScript, SVG charts); it
-loads nothing from the network, and a Content-Security-Policy with the hashes
-of its own style and script keeps anything else from running. The page shell,
-CSS and JS are package data under ``templates/``; the fragments are built
-here with `tag`, which escapes every text and attribute value it is given, so
-agent output (queries, answers, error messages) is always shown as text.
+Everything the page needs is inline (CSS, a little JavaScript, SVG charts); it loads
+nothing from the network (see `markup`, which also escapes every value, so agent output
+such as queries, answers and error messages is always shown as text). The comparison of
+several runs is `html_compare`; pieces both pages use are in `widgets`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html as _html
 import os
-from collections.abc import Iterable
-from functools import cache, lru_cache
-from importlib import resources
 from pathlib import Path
-from string import Template
 from typing import Any
 from urllib.parse import quote
 
 from .facts import (
-    OUTCOME_TEXT,
     CaseFacts,
     case_facts,
     checkpoint_code,
@@ -38,183 +28,19 @@ from .facts import (
     ratio,
     rule_passed,
 )
-
-_VOID = frozenset({"br", "hr", "img", "meta", "wbr"})
-
-
-class Markup(str):
-    """Text that is already HTML: `tag` and `esc` insert it as is."""
-
-
-def esc(value: object) -> Markup:
-    """Escape for HTML text and attribute values (Markup passes through)."""
-    if isinstance(value, Markup):
-        return value
-    return Markup(_html.escape("" if value is None else str(value), quote=True))
-
-
-def _flatten(children: Iterable[Any]) -> Iterable[Any]:
-    for child in children:
-        if isinstance(child, (list, tuple)):
-            yield from _flatten(child)
-        elif child is not None and child is not False:
-            yield child
-
-
-def tag(name: str, *children: Any, **attrs: Any) -> Markup:
-    """``tag("td", text, class_="num")``: children and attribute values are escaped."""
-    parts = [name]
-    for key, value in attrs.items():
-        if value is None or value is False:
-            continue
-        attr = key.rstrip("_").replace("_", "-")
-        parts.append(attr if value is True else f'{attr}="{esc(value)}"')
-    opening = "<" + " ".join(parts) + ">"
-    if name in _VOID:
-        return Markup(opening)
-    return Markup(opening + "".join(esc(c) for c in _flatten(children)) + f"</{name}>")
-
-
-# -- templates -----------------------------------------------------------------------------
-
-
-@cache
-def _template(name: str) -> str:
-    return resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
-
-
-def _sha256(text: str) -> str:
-    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
-
-
-def _page(*, title: str, heading: str, subheading: Markup, body: Markup, footer: Markup) -> str:
-    style, script = _template("report.css"), _template("report.js")
-    csp = (f"default-src 'none'; style-src '{_sha256(style)}'; script-src '{_sha256(script)}'; "
-           "img-src data:; base-uri 'none'; form-action 'none'")
-    from .. import __version__
-
-    return Template(_template("page.html")).substitute(
-        csp=esc(csp), version=esc(__version__), title=esc(title), heading=esc(heading),
-        subheading=subheading, body=body, footer=footer, style=style, script=script)
-
-
-# -- small pieces --------------------------------------------------------------------------
-
-
-def heat_class(value: float | None) -> str:
-    """A discrete colour bucket for a ratio in [0, 1] (``hn``: not scored)."""
-    if value is None:
-        return "hn"
-    return f"h{min(4, max(0, int(value * 5)))}"
-
-
-def _tone(value: float | None) -> str:
-    if value is None:
-        return "none"
-    return "good" if value >= 0.8 else "mid" if value >= 0.4 else "bad"
-
-
-def _score_badge(value: float) -> Markup:
-    return tag("span", f"{value:.3f}", class_=f"badge {_tone(value)}", title="normalised score")
-
-
-_STATUS_TONE = {"submitted": "good", "no_submission": "mid"}
-_OUTCOME_TONE = {"validated": "good", "attempted": "mid", "missed": "bad"}
-
-
-def _status_badge(status: str) -> Markup:
-    return tag("span", status.replace("_", " "), class_=f"badge {_STATUS_TONE.get(status, 'bad')}")
-
-
-def _outcome_badge(outcome: str) -> Markup:
-    return tag("span", outcome, class_=f"badge {_OUTCOME_TONE[outcome]}", title=OUTCOME_TEXT[outcome])
-
-
-def _meter(value: float | None, width: int = 90) -> Markup:
-    filled = 0 if value is None else round(max(0.0, min(1.0, value)) * width)
-    return tag("svg", tag("rect", class_="track", width=width, height=8, rx=4),
-               tag("rect", class_=f"fill-{_tone(value)}", width=filled, height=8, rx=4),
-               class_="meter-svg", width=width, height=8, viewBox=f"0 0 {width} 8",
-               role="img", aria_label="not scored" if value is None else f"{value:.0%}")
-
-
-def _bars(rows: list[tuple[str, float | None, str]], *, label_width: int = 150) -> Markup:
-    """Horizontal bars: (label, ratio in [0,1] or None, value text) -> an inline SVG chart."""
-    if not rows:
-        return tag("p", "No data.", class_="empty")
-    width, bar_h, gap = 560, 18, 10
-    track = width - label_width - 120
-    height = len(rows) * (bar_h + gap) + 6
-    shapes = []
-    for i, (label, value, text) in enumerate(rows):
-        y = 4 + i * (bar_h + gap)
-        filled = 0 if value is None else max(0.0, min(1.0, value)) * track
-        shapes.append(tag("text", label, x=0, y=y + 13))
-        shapes.append(tag("rect", class_="track", x=label_width, y=y, width=track, height=bar_h, rx=3))
-        shapes.append(tag("rect", class_=f"fill-{_tone(value)}", x=label_width, y=y,
-                          width=f"{filled:.1f}", height=bar_h, rx=3))
-        shapes.append(tag("text", text, x=label_width + track + 8, y=y + 13,
-                          class_="muted" if value is None else None))
-    return tag("svg", shapes, class_="chart", viewBox=f"0 0 {width} {height}", role="img",
-               aria_label="; ".join(f"{label}: {text}" for label, _, text in rows))
-
-
-def _ci_chart(mean: float, low: float, high: float) -> Markup:
-    width, pad = 240, 8
-    span = width - 2 * pad
-
-    def x(v: float) -> float:
-        return pad + max(0.0, min(1.0, v)) * span
-
-    return tag("svg",
-               tag("rect", class_="track", x=pad, y=9, width=span, height=6, rx=3),
-               tag("g", tag("line", x1=f"{x(low):.1f}", x2=f"{x(high):.1f}", y1=12, y2=12),
-                   tag("line", x1=f"{x(low):.1f}", x2=f"{x(low):.1f}", y1=6, y2=18),
-                   tag("line", x1=f"{x(high):.1f}", x2=f"{x(high):.1f}", y1=6, y2=18), class_="ci"),
-               tag("circle", cx=f"{x(mean):.1f}", cy=12, r=5, class_=f"fill-{_tone(mean)}"),
-               tag("text", "0", x=pad, y=32, class_="muted"),
-               tag("text", "1", x=width - pad - 6, y=32, class_="muted"),
-               class_="chart", viewBox=f"0 0 {width} 36", role="img",
-               aria_label=f"score {mean:.3f}, 95% CI {low:.3f} to {high:.3f}")
-
-
-def _chips(items: list[str], kind: str, *, titles: dict[str, str] | None = None) -> list[Markup]:
-    return [tag("span", item, class_=f"chip {kind}", title=(titles or {}).get(item)) for item in items]
-
-
-def _compared_box(title: str, compared: Any, *, found_word: str, titles: dict[str, str] | None = None,
-                  hint: str = "") -> Markup:
-    rows = []
-    if compared.expected is None:
-        chips = _chips(compared.found, "", titles=titles) or [tag("span", "none", class_="chip none")]
-        rows.append(tag("p", tag("b", found_word), " ", tag("span", chips, class_="chips")))
-        rows.append(tag("p", "Expected values are not in this results file.", class_="notes"))
-    else:
-        found = compared.matched
-        rows.append(tag("p", tag("b", f"{found_word} {len(found)} of {len(compared.expected)}"),
-                        tag("span", _chips(found, "hit", titles=titles)
-                            or [tag("span", "none", class_="chip none")], class_="chips")))
-        if compared.missed:
-            rows.append(tag("p", tag("b", "Missed"),
-                            tag("span", _chips(compared.missed, "miss", titles=titles), class_="chips")))
-        if compared.extra:
-            rows.append(tag("p", tag("b", "Extra"),
-                            tag("span", _chips(compared.extra, "extra", titles=titles), class_="chips")))
-    return tag("div", tag("h3", title), hint and tag("p", hint, class_="notes"), rows, class_="box")
-
-
-@lru_cache(maxsize=1)
-def _technique_names() -> dict[str, str]:
-    """ATT&CK technique names for tooltips (empty when the bundled data is unavailable)."""
-    try:
-        from ..attack import load_attack
-
-        return {t.id: t.name for t in load_attack().techniques.values()}
-    except Exception:  # the report must render without the ATT&CK data
-        return {}
-
-
-# -- the score report ----------------------------------------------------------------------
+from .markup import Markup, _page, tag
+from .widgets import (
+    _bars,
+    _chips,
+    _ci_chart,
+    _compared_box,
+    _meter,
+    _outcome_badge,
+    _score_badge,
+    _status_badge,
+    _technique_names,
+    heat_class,
+)
 
 
 def render_html(results: dict[str, Any], *, trajectories: Path | None = None,
@@ -608,124 +434,3 @@ def _events(case: dict[str, Any]) -> Markup:
 
 
 # -- the comparison ------------------------------------------------------------------------
-
-
-def _delta(value: float | None, digits: int = 3) -> Markup:
-    if value is None:
-        return tag("span", "–", class_="delta-zero")
-    if abs(value) < 0.5 * 10 ** -digits:
-        return tag("span", f"{0:.{digits}f}", class_="delta-zero")
-    cls = "delta-pos" if value > 0 else "delta-neg"
-    return tag("span", f"{value:+.{digits}f}", class_=cls)
-
-
-def render_comparison_html(comparison: Any) -> str:
-    """The comparison page for a `compare.Comparison`: regressions first."""
-    runs = comparison.runs
-    base = runs[0]
-    head = tag("tr", tag("th", ""), tag("th", "Run"), tag("th", "Agent"), tag("th", "Scoring"),
-               tag("th", "Dataset"), tag("th", "Case runs", class_="num"), tag("th", "Score", class_="num"),
-               tag("th", "95% CI", class_="num"), tag("th", "Δ vs A", class_="num"))
-    rows = []
-    for run in runs:
-        delta = None if run is base else run.score - base.score
-        rows.append(tag("tr", tag("td", tag("b", run.key)), tag("td", tag("code", run.label)),
-                        tag("td", run.agent), tag("td", run.scoring), tag("td", run.dataset),
-                        tag("td", str(run.cases), class_="num"), tag("td", f"{run.score:.3f}", class_="num"),
-                        tag("td", f"{run.ci[0]:.3f} – {run.ci[1]:.3f}", class_="num"),
-                        tag("td", "" if delta is None else _delta(delta), class_="num")))
-    body = [tag("section", tag("h2", "Runs"), tag("div", tag("table", tag("thead", head), tag("tbody", rows)),
-                                                  class_="scroll"),
-                [tag("p", w, class_="notes") for w in comparison.warnings], class_="panel", id="runs")]
-    for pair in comparison.pairs:
-        body.append(_pair_section(pair))
-    sub = Markup(tag("span", f"{len(runs)} runs") + tag("span", f"baseline {base.key}: {base.label}"))
-    return _page(title="ctirealm comparison", heading="Run comparison", subheading=sub,
-                 body=Markup("\n".join(body)),
-                 footer=tag("p", "Generated from results.json files alone; regenerate with: "
-                                 "ctirealm report compare A.json B.json --html OUT"))
-
-
-def _pair_section(pair: Any) -> Markup:
-    a, b = pair.base, pair.other
-    names = pair.checkpoints
-    title = tag("h2", f"{b.key} vs {a.key}: ", _delta(pair.score_delta),
-                tag("span", f"  ({a.score:.3f} → {b.score:.3f})", class_="hint"))
-    counts = tag("p", f"{plural(len(pair.regressions), 'regression')}, "
-                      f"{plural(len(pair.improvements), 'improvement')}, {len(pair.unchanged)} unchanged"
-                 + (f", {len(pair.only_base)} only in {a.key}" if pair.only_base else "")
-                 + (f", {len(pair.only_other)} only in {b.key}" if pair.only_other else ""), class_="hint")
-    cp_rows = [(f"{checkpoint_code(n)} {checkpoint_label(n)}", pair.checkpoint_means[n]) for n in names]
-    cp_table = tag("table", tag("thead", tag("tr", tag("th", "Checkpoint"), tag("th", a.key, class_="num"),
-                                            tag("th", b.key, class_="num"), tag("th", "Δ", class_="num"))),
-                   tag("tbody", [tag("tr", tag("td", label), tag("td", fmt_score(x), class_="num"),
-                                     tag("td", fmt_score(y), class_="num"),
-                                     tag("td", _delta(None if x is None or y is None else y - x, 2),
-                                         class_="num"))
-                                 for label, (x, y) in cp_rows]))
-    pl_table = tag("table", tag("thead", tag("tr", tag("th", "Platform"), tag("th", a.key, class_="num"),
-                                            tag("th", b.key, class_="num"), tag("th", "Δ", class_="num"))),
-                   tag("tbody", [tag("tr", tag("td", p), tag("td", fmt_score(x, 3), class_="num"),
-                                     tag("td", fmt_score(y, 3), class_="num"),
-                                     tag("td", _delta(None if x is None or y is None else y - x),
-                                         class_="num"))
-                                 for p, (x, y) in pair.platform_means.items()]))
-    sections = [tag("div", tag("section", tag("h2", "By checkpoint"), cp_table, class_="panel"),
-                    tag("section", tag("h2", "By platform"), pl_table, class_="panel"),
-                    class_="grid2 charts")]
-    sections.append(_delta_table("Regressions", pair.regressions, names, a.key, b.key,
-                                 "No case scored lower."))
-    sections.append(_delta_table("Improvements", pair.improvements, names, a.key, b.key,
-                                 "No case scored higher."))
-    if pair.rule_changes:
-        sections.append(_rule_changes(pair))
-    if pair.unchanged:
-        sections.append(tag("section", tag("details", tag("summary", f"Unchanged ({len(pair.unchanged)})"),
-                                           tag("p", ", ".join(d.case for d in pair.unchanged))),
-                            class_="panel"))
-    if pair.only_base or pair.only_other:
-        sections.append(tag("section", tag("h2", "Cases in one run only"),
-                            pair.only_base and tag("p", f"only in {a.key}: " + ", ".join(pair.only_base)),
-                            pair.only_other and tag("p", f"only in {b.key}: " + ", ".join(pair.only_other)),
-                            class_="panel"))
-    return tag("section", tag("section", title, counts, class_="panel"), sections,
-               id=f"pair-{b.key}")
-
-
-def _delta_table(title: str, deltas: list[Any], names: list[str], a: str, b: str, empty: str) -> Markup:
-    if not deltas:
-        return tag("section", tag("h2", f"{title} (0)"), tag("p", empty, class_="empty"), class_="panel")
-    head = [tag("th", "Case"), tag("th", "Platform"), tag("th", a, class_="num"), tag("th", b, class_="num"),
-            tag("th", "Δ", class_="num")]
-    head += [tag("th", checkpoint_code(n), tag("br"), tag("small", checkpoint_label(n)), class_="num")
-             for n in names]
-    head += [tag("th", "KQL TP/FP"), tag("th", "Status")]
-    rows = []
-    for d in deltas:
-        cells = [tag("td", tag("b", d.case)), tag("td", d.platform),
-                 tag("td", fmt_score(d.before, 3), class_="num"),
-                 tag("td", fmt_score(d.after, 3), class_="num"),
-                 tag("td", _delta(d.delta), class_="num", data_sort=f"{d.delta:.6f}")]
-        for n in names:
-            x, y = d.checkpoints.get(n, (None, None))
-            change = None if x is None or y is None else y - x
-            cells.append(tag("td", _delta(change, 2), class_="num",
-                             title=f"{fmt_score(x)} → {fmt_score(y)}"))
-        cells.append(tag("td", f"{d.tpfp[0]} → {d.tpfp[1]}"))
-        before, after = (s.replace("_", " ") for s in d.status)
-        cells.append(tag("td", f"{before} → {after}" if before != after else after))
-        rows.append(tag("tr", cells))
-    return tag("section", tag("h2", f"{title} ({len(deltas)})"),
-               tag("div", tag("table", tag("thead", tag("tr", head)), tag("tbody", rows), class_="sortable"),
-                   class_="scroll"), class_="panel")
-
-
-def _rule_changes(pair: Any) -> Markup:
-    rows = [tag("tr", tag("td", tag("code", c.path)), tag("td", f"{c.before} → {c.after}"),
-                tag("td", c.tpfp_before + " → " + c.tpfp_after),
-                tag("td", tag("span", c.kind,
-                              class_="badge " + ("bad" if c.kind in ("regression", "removed") else "good"))))
-            for c in pair.rule_changes]
-    head = tag("tr", tag("th", "Rule"), tag("th", "Status"), tag("th", "TP/FP"), tag("th", "Change"))
-    return tag("section", tag("h2", f"Rule changes ({len(rows)})"),
-               tag("table", tag("thead", head), tag("tbody", rows)), class_="panel")
