@@ -13,9 +13,9 @@ from ctirealm.agents import ReplayAgent, Task, run_case
 from ctirealm.agents.base import is_toolbox_adapter, tools_for
 from ctirealm.agents.builtin import BaselineAgent, NullAgent, OracleAgent
 from ctirealm.agents.command import CommandAgent
+from ctirealm.agents.inspect_log import InspectLogAgent
 from ctirealm.cases import CaseSet
 from ctirealm.engine import LocalEngine
-from ctirealm.interop.inspect_log import InspectLogAgent
 from ctirealm.tools import Toolbox, Trajectory
 from ctirealm.tools.facade import facade
 from ctirealm.tools.toolbox import EVERY_TOOL

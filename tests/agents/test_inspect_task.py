@@ -28,9 +28,9 @@ from inspect_ai.model import ChatMessageTool, ModelOutput, ModelUsage, get_model
 
 from ctirealm.agents import OracleAgent, Task, resolve_agent, run_case
 from ctirealm.agents.inspect_bench import Bench, bench_for
+from ctirealm.agents.inspect_log import RUN_STORE_KEY, InspectLogAgent
 from ctirealm.agents.inspect_task import case_dataset, ctirealm
 from ctirealm.cases import Case, CaseSet
-from ctirealm.interop.inspect_log import RUN_STORE_KEY, InspectLogAgent
 from ctirealm.scoring import CHECKPOINTS, CaseScore
 from ctirealm.tools import Toolbox, Trajectory
 from ctirealm.tools.toolbox import SPECS, VARIANTS, result_rows

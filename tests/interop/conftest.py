@@ -35,7 +35,7 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The upstream-layout fixture imported once: ``<dir>/cases``, ``<dir>/telemetry``, ..."""
     from interop_helpers import UPSTREAM
 
-    from ctirealm.interop.cti_realm import import_cti_realm
+    from ctirealm.cases.upstream import import_cti_realm
 
     out = tmp_path_factory.mktemp("imported") / "cti-realm"
     import_cti_realm(UPSTREAM, out)

@@ -12,13 +12,13 @@ import yaml
 from interop_helpers import UPSTREAM
 
 from ctirealm.cases import load_cases
-from ctirealm.cli import main
-from ctirealm.interop.cti_realm import (
+from ctirealm.cases.upstream import (
     UpstreamFormatError,
     import_cti_realm,
     resolve_type,
     sanitize_column,
 )
+from ctirealm.cli import main
 from ctirealm.telemetry.labels import Labels
 from ctirealm.telemetry.schema import load_schemas
 from ctirealm.telemetry.store import Store

@@ -20,14 +20,14 @@ import yaml
 from interop_helpers import UPSTREAM
 
 from ctirealm.cases import load_cases
-from ctirealm.cli import main
-from ctirealm.interop.cti_realm import (
+from ctirealm.cases.upstream import (
     UPSTREAM_TABLES,
     UpstreamFormatError,
     find_layout,
     import_cti_realm,
     sanitize_column,
 )
+from ctirealm.cli import main
 from ctirealm.telemetry.schema import load_schemas
 
 SIMULATIONS = {"linux_001": "cron_persistence", "aks_001": "k8s_dump_secrets",

@@ -16,9 +16,10 @@ from interop_helpers import write_inspect_log
 
 pytest.importorskip("inspect_ai", reason="the inspect extra (inspect-ai) is not installed")
 
+from ctirealm.agents.inspect_log import InspectLogAgent
 from ctirealm.cases import load_cases
 from ctirealm.cli import main
-from ctirealm.interop.inspect_log import InspectLogAgent, rescore
+from ctirealm.scoring.rescore import rescore
 from ctirealm.telemetry.store import Store
 
 FIRST = ("DeviceProcessEvents | where ProcessCommandLine has 'crontab' "

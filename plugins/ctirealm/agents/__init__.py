@@ -69,7 +69,7 @@ def _openai(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
 
 
 def _inspect(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
-    from ..interop.inspect_log import InspectLogAgent, InspectLogError
+    from .inspect_log import InspectLogAgent, InspectLogError
 
     try:
         return InspectLogAgent(target)

@@ -86,7 +86,7 @@ TOOLBOX_ADAPTERS = (
     ("ctirealm.agents.command", "CommandAgent"),
     ("ctirealm.agents.mcp", "MCPAgent"),
     ("ctirealm.agents.openai_chat", "OpenAIAgent"),
-    ("ctirealm.interop.inspect_log", "InspectLogAgent"),
+    ("ctirealm.agents.inspect_log", "InspectLogAgent"),
 )
 
 

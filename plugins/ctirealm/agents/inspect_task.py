@@ -46,15 +46,15 @@ from inspect_ai.solver import Generate, Solver, TaskState, solver
 from inspect_ai.util import LimitExceededError
 
 from ..cases import PLATFORMS
-
-# The log reader's own readings of a message: a live run and a replay of its log record the same.
-from ..interop.inspect_log import RUN_STORE_KEY, _arguments, _reasoning_of, _text_of
 from ..scoring import CHECKPOINTS, MODES, CaseScore
 from ..tools.toolbox import VARIANTS, Toolbox, parse_toolsets
 from ..tools.trajectory import Trajectory
 from .base import DEFAULT_MESSAGE_LIMIT, DEFAULT_TIME_LIMIT
 from .base import Task as RealmTask
 from .inspect_bench import DEFAULT_QUERY_TIMEOUT, Bench, bench_for
+
+# The log reader's own readings of a message: a live run and a replay of its log record the same.
+from .inspect_log import RUN_STORE_KEY, _arguments, _reasoning_of, _text_of
 from .inspect_run import CaseRun, conclude, inspect_prompt
 
 DEFAULT_MAX_TOOL_CALLS = 200

@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _import_realm(args: argparse.Namespace) -> int:
-    from ..interop.cti_realm import import_cti_realm
+    from ..cases.upstream import import_cti_realm
 
     result = import_cti_realm(args.path, args.out, lenient=args.lenient, force=args.force,
                               progress=lambda message: print(message, file=sys.stderr))
@@ -68,7 +68,7 @@ def _import_realm(args: argparse.Namespace) -> int:
 
 def _import_inspect(args: argparse.Namespace) -> int:
     from ..cases import load_cases
-    from ..interop.inspect_log import rescore
+    from ..scoring.rescore import rescore
 
     store = open_store(args)
     cases = load_cases(args.cases, tables=set(store.meta["schemas"]))

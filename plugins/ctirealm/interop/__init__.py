@@ -1,6 +1,7 @@
-"""Interoperability: serve the store over the Kusto REST API, push telemetry to a cluster,
-import the upstream CTI-REALM dataset layout, and replay Inspect AI logs as trajectories.
+"""Interoperability with Kusto clusters: serve the store over the Kusto REST API, and push
+telemetry to a cluster. (The upstream importer lives in `cases.upstream`, the Inspect log replay
+in `agents.inspect_log`.)
 
 Each sub-module is imported on demand, so the optional packages each needs
-(azure-kusto-ingest, inspect-ai) are only required by the feature that uses them.
+(azure-kusto-ingest) are only required by the feature that uses them.
 """

@@ -21,20 +21,20 @@ tool calls, else nothing; ``submit_detection`` calls are not tool calls of the
 toolbox and are not replayed as such, nor is anything after the accepted one.
 
 Strict scoring then executes the submitted KQL and Sigma rule over the local
-store, so both modes score the same run. Install with the ``inspect`` extra.
+store, so both modes score the same run (`ctirealm.scoring.rescore` scores a whole
+log). Install with the ``inspect`` extra.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..agents.base import Task
-from ..agents.parse import SUBMIT_TOOL
 from ..tools.toolbox import Toolbox
+from .base import Task
+from .parse import SUBMIT_TOOL
 
 LOG_SUFFIXES = (".eval", ".json")
 SUBMIT_TOOLS = ("submit",)
@@ -188,7 +188,7 @@ def _reply_answer(text: str | None) -> str | None:
     """A final reply as the task took it: its JSON object when it holds one, else the text."""
     if not text:
         return text
-    from ..agents.parse import SubmissionError, extract_json
+    from .parse import SubmissionError, extract_json
 
     try:
         return json.dumps(extract_json(text), ensure_ascii=False, default=str)
@@ -269,42 +269,3 @@ class InspectLogAgent:
 
     def run(self, task: Task, tools: Toolbox) -> str | None:
         return replay(self.find(task.case_id, task.epoch), tools)
-
-
-def rescore(
-    location: str | Path,
-    cases: Any,
-    *,
-    engine: Any,
-    labels: Any,
-    schemas: Any,
-    modes: Iterable[str] = ("strict", "compat"),
-    judge: Any = None,
-) -> list[dict[str, Any]]:
-    """Score every logged sample of a known case under each mode, without re-running the model.
-
-    Returns one entry per sample: ``{"id", "epoch", "model", "status", "scores": {mode: CaseScore}}``.
-    """
-    from ..agents.base import run_case
-    from ..scoring import neutral_events, score_case
-    from ..scoring.sigma_quality import sigma_scorer_for
-    from ..tools.trajectory import Trajectory
-
-    agent = InspectLogAgent(location)
-    out = []
-    scorer = sigma_scorer_for(engine, labels, schemas)
-    for (case_id, epoch), sample in sorted(agent.samples.items()):
-        case = cases.cases.get(case_id)
-        if case is None:
-            continue
-        trajectory = Trajectory(case.id, agent.name, epoch=epoch)
-        toolbox = Toolbox(engine, cases, trajectory, max_tool_calls=10_000)
-        task = Task.for_case(case, toolbox, epoch=epoch)
-        run_case(agent, task, toolbox)
-        neutral = neutral_events(case, cases, labels)
-        scores = {mode: score_case(case, trajectory, engine=engine, labels=labels, schemas=schemas,
-                                   mode=mode, sigma_scorer=scorer, judge=judge, neutral=neutral)
-                  for mode in modes}
-        out.append({"id": case_id, "epoch": epoch, "model": sample.model,
-                    "status": trajectory.status, "scores": scores})
-    return out
