@@ -17,6 +17,7 @@ import yaml
 
 from ..attack import extract_technique_ids
 from ..cases import Case, CaseSet
+from ..sigma.pipelines import table_logsource
 from ..tools.facade import AgentTools
 from ..tools.toolbox import result_rows
 from .base import Task
@@ -155,20 +156,6 @@ SEARCH_COLUMNS: dict[str, tuple[str, ...]] = {
     "StorageBlobLogs": ("OperationName", "Uri", "UserAgentHeader"),
 }
 SEARCH_COLUMN = {table: columns[0] for table, columns in SEARCH_COLUMNS.items()}
-SIGMA_LOGSOURCE = {
-    "DeviceProcessEvents": {"product": "linux", "category": "process_creation"},
-    "DeviceFileEvents": {"product": "linux", "category": "file_event"},
-    "AKSAudit": {"product": "kubernetes", "service": "audit"},
-    "AKSAuditAdmin": {"product": "kubernetes", "service": "audit_admin"},
-    "SigninLogs": {"product": "azure", "service": "signinlogs"},
-    "AADServicePrincipalSignInLogs": {"product": "azure", "service": "serviceprincipalsignins"},
-    "AuditLogs": {"product": "azure", "service": "auditlogs"},
-    "AzureActivity": {"product": "azure", "service": "activitylogs"},
-    "AzureDiagnostics": {"product": "azure", "service": "keyvault"},
-    "MicrosoftGraphActivityLogs": {"product": "azure", "service": "graphactivitylogs"},
-    "OfficeActivity": {"product": "m365", "service": "audit"},
-    "StorageBlobLogs": {"product": "azure", "service": "storagebloblogs"},
-}
 _STOP = set("""a an and the to of in on by for from with that this which into or as is are be
 write detection rule detect identify monitoring monitor events event activity using use via
 their its any new such when where who what than then through suspicious malicious potential
@@ -300,7 +287,7 @@ class BaselineAgent:
             "description": objective,
             "author": "ctirealm baseline",
             "tags": [f"attack.{t.lower()}" for t in techniques],
-            "logsource": SIGMA_LOGSOURCE[table],
+            "logsource": table_logsource(table),
             "detection": {**{f"selection{n}": {k: v} for n, (k, v) in enumerate(selection.items())},
                           "condition": "1 of selection*"},
             "level": "medium",

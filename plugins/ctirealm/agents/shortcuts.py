@@ -39,10 +39,11 @@ from typing import Any
 import yaml
 
 from ..attack import extract_technique_ids
+from ..sigma.pipelines import table_logsource
 from ..tools.facade import AgentTools
 from ..tools.toolbox import result_rows
 from .base import Task
-from .builtin import SIGMA_LOGSOURCE, candidate_tables, kql_string
+from .builtin import candidate_tables, kql_string
 
 #: The natural event-id columns of the Microsoft tables, as their public documentation names
 #: them; a result row that carries its table's id is traced to an event.
@@ -182,7 +183,7 @@ class Shortcut:
             "description": f"{detection.idea}. Objective: {seen.objective}"[:1000],
             "author": "ctirealm shortcut agents",
             "date": "2026-03-16",
-            "logsource": SIGMA_LOGSOURCE[detection.table],
+            "logsource": table_logsource(detection.table),
             "detection": {**selections, "condition": "1 of selection*"},
             "falsepositives": ["Unknown"],
             "level": "medium",

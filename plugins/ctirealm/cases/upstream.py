@@ -61,32 +61,22 @@ from typing import Any
 import yaml
 
 from ..attack import load_attack
-from ..telemetry.schema import parse_datetime
+from ..telemetry.dataset import bundled_root
+from ..telemetry.schema import load_schemas, parse_datetime
 
+#: Tables upstream spells otherwise than the shipped schemas.
+UPSTREAM_SPELLINGS: dict[str, str] = {"SigninLogs": "SignInLogs"}
+#: File stems of upstream's download that are not a table's name in lower case.
+UPSTREAM_FILE_ALIASES: dict[str, str] = {"storageboblogs": "StorageBlobLogs"}
+_SHIPPED = load_schemas(bundled_root() / "schemas")
 #: Upstream file stem (lower case) -> table name, upstream's spellings.
 UPSTREAM_TABLES: dict[str, str] = {
-    "aadserviceprincipalsigninlogs": "AADServicePrincipalSignInLogs",
-    "aksaudit": "AKSAudit",
-    "aksauditadmin": "AKSAuditAdmin",
-    "auditlogs": "AuditLogs",
-    "azureactivity": "AzureActivity",
-    "azurediagnostics": "AzureDiagnostics",
-    "devicefileevents": "DeviceFileEvents",
-    "deviceprocessevents": "DeviceProcessEvents",
-    "microsoftgraphactivitylogs": "MicrosoftGraphActivityLogs",
-    "officeactivity": "OfficeActivity",
-    "signinlogs": "SignInLogs",
-    "storageboblogs": "StorageBlobLogs",
-    "storagebloblogs": "StorageBlobLogs",
+    **{UPSTREAM_SPELLINGS.get(n, n).lower(): UPSTREAM_SPELLINGS.get(n, n) for n in sorted(_SHIPPED)},
+    **UPSTREAM_FILE_ALIASES,
 }
-#: Each table's natural id column (used when unique and always present).
-NATURAL_IDS: dict[str, str] = {
-    "AADServicePrincipalSignInLogs": "Id", "AKSAudit": "AuditId", "AKSAuditAdmin": "AuditId",
-    "AuditLogs": "Id", "AzureActivity": "EventDataId", "AzureDiagnostics": "CorrelationId",
-    "DeviceFileEvents": "ReportId", "DeviceProcessEvents": "ReportId",
-    "MicrosoftGraphActivityLogs": "RequestId", "OfficeActivity": "OfficeId", "SignInLogs": "Id",
-    "StorageBlobLogs": "CorrelationId",
-}
+#: Each table's natural id column (used when unique and always present): the shipped schema's.
+NATURAL_IDS: dict[str, str] = {UPSTREAM_SPELLINGS.get(n, n): s.id_column
+                               for n, s in sorted(_SHIPPED.items()) if s.id_column}
 TIME_COLUMNS = ("TimeGenerated", "Timestamp")
 SYNTHETIC_ID = "RealmEventId"
 SOURCE = "cti-realm"

@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -388,7 +389,7 @@ def _run_and_score(config: pytest.Config, agent: Any, cases: CaseSet, case: Case
              "ground_truth": {"techniques": list(case.ground_truth.techniques),
                               "tables": list(case.ground_truth.tables), "reports": list(case.reports)},
              "difficulty": case.difficulty, "subsets": list(case.subsets),
-             "trajectory": {**_trajectory_summary(trajectory),
+             "trajectory": {**_trajectory_summary(trajectory, engine.schemas),
                             # The --realm-agent spec, when it built the agent (not an override).
                             "agent_spec": opts.agent if config.stash.get(_AGENT_FROM_SPEC, False)
                             else None},
@@ -418,7 +419,9 @@ def _judge(config: pytest.Config) -> Any:
     return OpenAIJudge(model, base_url=config.getoption("--realm-base-url"))
 
 
-def _trajectory_summary(trajectory: Trajectory) -> dict[str, Any]:
+def _trajectory_summary(trajectory: Trajectory, tables: Iterable[str]) -> dict[str, Any]:
+    """What results.json keeps of a trajectory; *tables* are the store's (explored ones are
+    named from them)."""
     from ..scoring.strict import reports_read, tables_explored, techniques_found
 
     queries = [{"query": c.arguments.get("query", c.arguments.get("_raw", "")), "ok": c.ok,
@@ -429,10 +432,7 @@ def _trajectory_summary(trajectory: Trajectory) -> dict[str, Any]:
         "agent": trajectory.agent, "status": trajectory.status, "reason": trajectory.reason,
         "tool_calls": len(trajectory.tool_calls()), "reports_read": reports_read(trajectory),
         "techniques_named": techniques_found(trajectory),
-        "tables_explored": tables_explored(trajectory, [
-            "DeviceProcessEvents", "DeviceFileEvents", "AKSAudit", "AKSAuditAdmin", "AzureActivity",
-            "AzureDiagnostics", "SigninLogs", "AADServicePrincipalSignInLogs", "AuditLogs",
-            "MicrosoftGraphActivityLogs", "OfficeActivity", "StorageBlobLogs"]),
+        "tables_explored": tables_explored(trajectory, tables),
         "queries": queries,
         "submission": sub.to_dict() if sub else None,
     }

@@ -276,6 +276,13 @@ def load_spec(text: str | None = None) -> dict[str, Any]:
     return _checked_spec(text)
 
 
+def table_logsource(table: str) -> dict[str, str]:
+    """The logsource a Sigma rule for *table* names: the first that ``tables.yaml`` lists for it
+    (without its extra ``conditions``). KeyError for a table the spec does not map."""
+    first = _shipped_spec()["tables"][table]["logsources"][0]
+    return {k: str(v) for k, v in first.items() if k != "conditions"}
+
+
 @lru_cache(maxsize=1)
 def _shipped_spec() -> dict[str, Any]:
     return _checked_spec(_spec_text())

@@ -17,6 +17,12 @@ from .schema import SchemaError, TableSchema, parse_datetime
 STORE_FORMAT = 3
 
 
+def bundled_root() -> Path:
+    """The benchmark's own dataset shipped with the package (``ctirealm/dataset``: a link to
+    ``telemetry/`` in a checkout, a copy in the wheel): schemas, organisation, profiles."""
+    return Path(__file__).resolve().parents[1] / "dataset"
+
+
 class DatasetError(ValueError):
     """The dataset folder or ``dataset.yaml`` is missing or malformed."""
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ..dataset import bundled_root
 from ..schema import SchemaError, TableSchema
 
 _OPEN, _CLOSE, _RAW = "\x01", "\x02", "\x03"
@@ -30,8 +31,8 @@ class ProfileError(ValueError):
 
 
 def default_profiles_dir() -> Path:
-    """``telemetry/generator`` of the repository this package sits in."""
-    return Path(__file__).resolve().parents[4] / "telemetry" / "generator"
+    """The generator profiles of the dataset shipped with the package."""
+    return bundled_root() / "generator"
 
 
 def _escape_braces(value: Any) -> Any:
