@@ -106,8 +106,7 @@ def test_replay_reads_logs_with_inspects_reader(logs: Path) -> None:
 def test_both_modes_score_every_sample(logs: Path, imported: Path, imported_store: Store) -> None:
     cases = load_cases(imported / "cases", tables=set(imported_store.meta["schemas"]))
     with imported_store.engine() as engine:
-        entries = rescore(logs, cases, engine=engine, labels=imported_store.labels,
-                          schemas=engine.schemas)
+        entries = rescore(logs, cases, engine=engine, labels=imported_store.labels)
     by_id = {e["id"]: e for e in entries}
     assert sorted(by_id) == ["aks_001", "linux_001"]
     compat = {k: v.score for k, v in by_id["linux_001"]["scores"]["compat"].checkpoints.items()}

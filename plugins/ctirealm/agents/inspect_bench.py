@@ -16,8 +16,8 @@ from typing import Any
 
 from ..cases import Case, CaseSet, load_cases
 from ..engine import Engine
-from ..scoring import CaseScore, neutral_events, score_case
-from ..scoring.sigma_quality import sigma_scorer_for
+from ..scoring import CaseScore
+from ..scoring.run import score_on
 from ..telemetry.dataset import Dataset
 from ..telemetry.store import Store, build_store
 from ..tools.trajectory import Trajectory
@@ -85,12 +85,8 @@ class Bench:
     def score(self, case: Case, trajectory: Trajectory, split: str, *, mode: str = "strict",
               judge: Any = None) -> CaseScore:
         """Every checkpoint of *case*, its final detections executed on *split*'s store."""
-        store = self.store(split)
-        engine = self.engine(split)
-        score = score_case(case.bound(store.labels), trajectory, engine=engine, labels=store.labels,
-                           schemas=engine.schemas, mode=mode,
-                           sigma_scorer=sigma_scorer_for(engine, store.labels, engine.schemas),
-                           neutral=neutral_events(case, self.cases, store.labels), judge=judge)
+        score = score_on(case, self.cases, trajectory, engine=self.engine(split),
+                         labels=self.store(split).labels, mode=mode, judge=judge)
         score.split = split
         return score
 

@@ -73,7 +73,7 @@ def _import_inspect(args: argparse.Namespace) -> int:
     store = open_store(args)
     cases = load_cases(args.cases, tables=set(store.meta["schemas"]))
     with store.engine() as engine:
-        entries = rescore(args.log, cases, engine=engine, labels=store.labels, schemas=engine.schemas)
+        entries = rescore(args.log, cases, engine=engine, labels=store.labels)
     if not entries:
         print(f"ctirealm: no logged sample matches a case in {args.cases}", file=sys.stderr)
         return 1

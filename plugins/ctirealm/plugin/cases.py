@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 
 from .. import __version__
-from ..agents import AgentSpecError, Task, agent_name, resolve_agent, run_case, trajectory_path
+from ..agents import AgentSpecError, resolve_agent, trajectory_path
 from ..cases import PLATFORMS, Case, CaseError, CaseSet, load_cases, parse_case
 from ..report.load import generalisation
-from ..scoring import CHECKPOINTS, MODES, CaseScore, neutral_events, score_case, summarize
-from ..scoring.sigma_quality import sigma_scorer_for
-from ..tools import Toolbox, Trajectory
+from ..scoring import CHECKPOINTS, MODES, CaseScore, summarize
+from ..scoring.run import RunSettings, run_agent, score_on
+from ..tools import Trajectory
 from ..tools.toolbox import VARIANTS, parse_toolsets
 from . import (
     StoreUnavailable,
@@ -368,14 +368,9 @@ def _run_and_score(config: pytest.Config, agent: Any, cases: CaseSet, case: Case
                    epoch: int) -> CaseRun:
     opts = settings(config)
     engine = session_engine(config)
-    trajectory = Trajectory(case.id, agent_name(agent), variant=opts.variant, epoch=epoch)
-    toolbox = Toolbox(engine, cases, trajectory, variant=opts.variant,
-                      max_tool_calls=opts.max_tool_calls, toolsets=opts.toolsets)
-    task = Task.for_case(case, toolbox, variant=opts.variant, time_limit=opts.time_limit, epoch=epoch)
-    try:
-        run_case(agent, task, toolbox)
-    finally:
-        toolbox.close()
+    trajectory = run_agent(agent, case, cases, engine, RunSettings(
+        variant=opts.variant, max_tool_calls=opts.max_tool_calls, toolsets=opts.toolsets,
+        time_limit=opts.time_limit), epoch=epoch)
     # Final detections are scored on the held-out split; dev (what the agent queried) beside.
     split = scoring_split(config)
     score = _score(config, case, cases, trajectory, split)
@@ -402,12 +397,9 @@ def _run_and_score(config: pytest.Config, agent: Any, cases: CaseSet, case: Case
 def _score(config: pytest.Config, case: Case, cases: CaseSet, trajectory: Trajectory,
            split: str) -> CaseScore:
     """Every checkpoint of *case*, its final detections executed on *split*'s store."""
-    store = session_store(config, split)
-    engine = split_engine(config, split)
-    return score_case(case.bound(store.labels), trajectory, engine=engine, labels=store.labels,
-                      schemas=engine.schemas, mode=settings(config).scoring,
-                      sigma_scorer=sigma_scorer_for(engine, store.labels, engine.schemas),
-                      neutral=neutral_events(case, cases, store.labels), judge=_judge(config))
+    return score_on(case, cases, trajectory, engine=split_engine(config, split),
+                    labels=session_store(config, split).labels, mode=settings(config).scoring,
+                    judge=_judge(config))
 
 
 def _judge(config: pytest.Config) -> Any:

@@ -7,12 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..agents.base import Task, run_case
 from ..agents.inspect_log import InspectLogAgent
-from ..tools.toolbox import Toolbox
-from ..tools.trajectory import Trajectory
-from . import neutral_events, score_case
-from .sigma_quality import sigma_scorer_for
+from .run import RunSettings, run_agent, score_on
 
 
 def rescore(
@@ -21,7 +17,6 @@ def rescore(
     *,
     engine: Any,
     labels: Any,
-    schemas: Any,
     modes: Iterable[str] = ("strict", "compat"),
     judge: Any = None,
 ) -> list[dict[str, Any]]:
@@ -31,18 +26,15 @@ def rescore(
     """
     agent = InspectLogAgent(location)
     out = []
-    scorer = sigma_scorer_for(engine, labels, schemas)
+    # A log is replayed, not run: no tool-call budget cuts what the model did.
+    settings = RunSettings(max_tool_calls=10_000)
     for (case_id, epoch), sample in sorted(agent.samples.items()):
         case = cases.cases.get(case_id)
         if case is None:
             continue
-        trajectory = Trajectory(case.id, agent.name, epoch=epoch)
-        toolbox = Toolbox(engine, cases, trajectory, max_tool_calls=10_000)
-        task = Task.for_case(case, toolbox, epoch=epoch)
-        run_case(agent, task, toolbox)
-        neutral = neutral_events(case, cases, labels)
-        scores = {mode: score_case(case, trajectory, engine=engine, labels=labels, schemas=schemas,
-                                   mode=mode, sigma_scorer=scorer, judge=judge, neutral=neutral)
+        trajectory = run_agent(agent, case, cases, engine, settings, epoch=epoch)
+        scores = {mode: score_on(case, cases, trajectory, engine=engine, labels=labels,
+                                 mode=mode, judge=judge)
                   for mode in modes}
         out.append({"id": case_id, "epoch": epoch, "model": sample.model,
                     "status": trajectory.status, "scores": scores})
