@@ -216,7 +216,8 @@ def test_partitioned_strategy_is_a_no_op(engine: LocalEngine) -> None:
 
 @pytest.mark.parametrize(("kql", "named"), [
     ("T | reduce by Op", "the operator 'reduce'"),
-    ("T | as X", "the operator 'as'"),
+    ("T | fork (take 1)", "the operator 'fork'"),
+    ("T | evaluate ipv4_lookup((T | take 1), Op, Op)", "the plugin 'evaluate ipv4_lookup'"),
     ("T | partition by Op (top 1 by N)", "the operator 'partition'"),
     ("T | sample 3", "the operator 'sample'"),
     ("T | evaluate autocluster()", "the plugin 'evaluate autocluster'"),

@@ -1,7 +1,8 @@
 """Fuzzing the constructs added for real hunting queries: `has_any`/`has_all` needles built
-into one regex, `format_timespan` formats, `translate` lists, `top-nested`. Only engine
-errors escape, needles are data (never SQL or regex syntax), and the answers agree with
-the plain `has` they abbreviate."""
+into one regex, `format_timespan` formats, `translate` lists, `top-nested`, `ipv4_lookup`
+and `ipv4_is_in_any_range`, `parse_user_agent`, `geo_info_from_ip_address`,
+`parse_command_line`, `render` properties. Only engine errors escape, needles are data
+(never SQL or regex syntax), and the answers agree with the plain forms they abbreviate."""
 
 from __future__ import annotations
 
@@ -88,3 +89,79 @@ def test_top_nested_answers_or_refuses(levels: list[tuple[int | None, str, str, 
     first = levels[0][0]
     if first is not None and first >= 0:
         assert len({row[0] for row in result.rows}) <= first
+
+
+#: Addresses and ranges: valid, out of range, prefixes too long, text, quotes.
+OCTET = st.integers(0, 300).map(str)
+ADDRESS = st.one_of(st.builds(lambda a, b, c, d: f"{a}.{b}.{c}.{d}", OCTET, OCTET, OCTET, OCTET),
+                    st.text(alphabet=st.sampled_from(list("0123456789./:'\"ab ")), max_size=15))
+RANGE = st.one_of(st.builds(lambda ip, p: f"{ip}/{p}", ADDRESS, st.integers(0, 40)), ADDRESS)
+
+
+@SETTINGS
+@given(st.lists(ADDRESS, min_size=1, max_size=4), st.lists(RANGE, min_size=1, max_size=4),
+       st.booleans())
+def test_ipv4_lookup_agrees_with_ipv4_is_in_range(ips: list[str], ranges: list[str],
+                                                  unmatched: bool) -> None:
+    """Each (address, range) row of the lookup is one ipv4_is_in_range holds for; with
+    return_unmatched every address comes back at least once."""
+    source = "datatable(ip: string, k: long) [" + ", ".join(
+        f"{kql_string(ip)}, {i}" for i, ip in enumerate(ips)) + "]"
+    table = "datatable(net: string, r: long) [" + ", ".join(
+        f"{kql_string(net)}, {j}" for j, net in enumerate(ranges)) + "]"
+    flag = ", return_unmatched = true" if unmatched else ""
+    try:
+        got = ENGINE.query(f"let R = {table}; {source} | evaluate ipv4_lookup(R, ip, net{flag}) "
+                           "| project k, r").rows
+    except EngineError:
+        return
+    expected = ENGINE.query(f"let R = {table}; {source} | extend one = 1 "
+                            "| join kind=inner (R | extend one = 1) on one "
+                            "| where ipv4_is_in_range(ip, net) | project k, r").rows
+    matched = sorted((k, r) for k, r in got if r is not None)
+    assert matched == sorted(expected)
+    if unmatched:
+        assert {k for k, _ in got} == set(range(len(ips)))
+
+
+@SETTINGS
+@given(st.text(max_size=60), st.sampled_from(['"browser"', '"os"', '"device"',
+                                              'dynamic(["browser", "os", "device"])']))
+def test_parse_user_agent_answers_any_text(agent: str, look_for: str) -> None:
+    try:
+        rows = ENGINE.query(f"print u = parse_user_agent({kql_string(agent)}, {look_for})").rows
+    except EngineError:
+        return
+    assert isinstance(rows[0][0], dict)
+
+
+@SETTINGS
+@given(ADDRESS)
+def test_geo_info_answers_any_text(address: str) -> None:
+    try:
+        rows = ENGINE.query(f"print g = geo_info_from_ip_address({kql_string(address)})").rows
+    except EngineError:
+        return
+    assert rows[0][0] is None or set(rows[0][0]) == {"country", "state", "city", "latitude",
+                                                     "longitude"}
+
+
+@SETTINGS
+@given(st.text(alphabet=st.sampled_from(list('ab "\\\t\'c;|()')), max_size=30))
+def test_parse_command_line_answers_any_text(line: str) -> None:
+    try:
+        rows = ENGINE.query(f"print a = parse_command_line({kql_string(line)}, 'windows')").rows
+    except EngineError:
+        return
+    assert isinstance(rows[0][0], list)
+
+
+@SETTINGS
+@given(st.text(alphabet=st.sampled_from(list('abc"\'()|;=, ')), max_size=20))
+def test_render_properties_never_reach_sql(title: str) -> None:
+    try:
+        ENGINE.query(f"L | render columnchart title=strcat({kql_string(title)}, Line)", limit=3)
+    except EngineError:
+        pass
+    assert ENGINE.query("L | count").rows == [(len(LINES),)]
+

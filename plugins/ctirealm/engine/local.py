@@ -27,7 +27,7 @@ from duckdb_kql import errors as kql_errors
 from duckdb_kql.types import kusto_type
 
 from ..telemetry.schema import DUCKDB_TYPES, TableSchema, coerce_row, parse_datetime
-from . import memo, rewrite, series, xmljson
+from . import cmdline, geoip, memo, rewrite, series, useragent, xmljson
 from .errors import (
     EngineError,
     KqlRuntimeError,
@@ -170,6 +170,14 @@ class LocalEngine:
             side_effects=False)
         connection.create_function(xmljson.FUNCTION_NAME, xmljson.sql_function, ["VARCHAR"],
                                    "VARCHAR", null_handling="special", side_effects=False)
+        connection.create_function(
+            useragent.FUNCTION_NAME, useragent.sql_function(self._check_stopped),
+            ["VARCHAR", "VARCHAR"], "VARCHAR", null_handling="special", side_effects=False)
+        connection.create_function(geoip.FUNCTION_NAME, geoip.sql_function, ["VARCHAR"],
+                                   "VARCHAR", null_handling="special", side_effects=False)
+        connection.create_function(cmdline.FUNCTION_NAME, cmdline.sql_function,
+                                   ["VARCHAR", "VARCHAR"], "VARCHAR", null_handling="special",
+                                   side_effects=False)
 
     # -- construction ---------------------------------------------------------
 
@@ -454,7 +462,7 @@ class LocalEngine:
         return QueryResult(columns, rows, truncated=truncated, elapsed=elapsed, sql=sql)
 
     def _check_stopped(self) -> None:
-        """Raised inside a series function once the query's time limit has fired."""
+        """Raised inside a Python function (series, user agents) once the time limit has fired."""
         if self._stopped.is_set():
             raise series.SeriesError("stopped at the query's time limit")
 

@@ -76,6 +76,8 @@ def install() -> None:
         for aggregate in functions.new_aggregates():
             if aggregate.name not in aggregates:
                 put(aggregates, aggregate.name, aggregate)
+        for aggregate in functions.replaced_aggregates():
+            put(aggregates, aggregate.name, aggregate)
         # A deprecated spelling is registered where its replacement is, so duckdb-kql's
         # lowering accepts the call; `tree` renames it to the replacement before emission.
         for alias, target in names.DEPRECATED_ALIASES.items():

@@ -219,13 +219,15 @@ def _column_ifexists(node: ir.FunctionCall, columns: list[str]) -> ir.Expr:
     Kusto decides it when the query is compiled, from the input's schema, which is
     what the engine knows at translation; the name is compared case-sensitively.
     """
-    if len(node.args) != 2 or not isinstance(node.args[0], ir.Literal) \
-            or node.args[0].kind != "string":
+    given = node.args[0] if node.args else None
+    while isinstance(given, ir.LetRef):  # a `let` or a function parameter: a constant too
+        given = given.value
+    if len(node.args) != 2 or not isinstance(given, ir.Literal) or given.kind != "string":
         raise KqlUnsupportedError(
             "function:column_ifexists",
-            hint="the column name must be a string literal (Kusto requires a constant)",
+            hint="the column name must be a string constant (Kusto requires one)",
         )
-    name = str(node.args[0].value)
+    name = str(given.value)
     return ir.ColumnRef(name) if name in columns else node.args[1]
 
 
@@ -351,6 +353,107 @@ class _BagUnpack(ir.Operator):
         return [*([ir.Extend(extend)] if extend else []), ir.ProjectAway((self.column,))]
 
 
+@dataclasses.dataclass(frozen=True)
+class _LetCount(ir.Operator):
+    """``take n`` / ``top n by x`` with *n* a ``let`` name: Kusto takes any constant
+    expression there; duckdb-kql a number literal only. duckdb-kql substitutes the
+    ``let``'s value into *count* like into any expression; before emission it must be a
+    whole-number literal (else a semantic error, as in Kusto)."""
+
+    operator: str
+    count: ir.Expr
+    keys: tuple[ir.SortKey, ...] = ()
+
+    def resolve(self) -> ir.Operator:
+        value = _whole_number(self.count)
+        if value is None:
+            # Kusto refuses both: an unknown name, and a count that is not a whole number.
+            if isinstance(self.count, ir.ColumnRef):
+                raise KqlSchemaError(self.count.name, hint=f"{self.operator}: no scalar `let` "
+                                     "of that name for the count")
+            raise KqlSchemaError(getattr(self.count, "name", self.operator),
+                                 hint=f"{self.operator}: the count must be a whole number")
+        if self.operator == "take":
+            return ir.Take(value)
+        return ir.Top(value, self.keys)
+
+
+def _whole_number(node: ir.Expr) -> int | None:
+    """The value of a whole-number literal (a literal keeps its lexical text), else None."""
+    while isinstance(node, ir.LetRef):  # a `let` name, carrying the value it stands for
+        node = node.value
+    if not isinstance(node, ir.Literal) or node.kind not in ("long", "int"):
+        return None
+    if isinstance(node.value, bool):
+        return None
+    if isinstance(node.value, int):
+        return node.value
+    text = str(node.value).strip()
+    return int(text) if re.fullmatch(r"[0-9]+", text) else None
+
+
+def _lower_let_count(inner: Any, kind: str) -> _LetCount | None:
+    """``take n`` / ``top n by x`` whose count is a name; None for any other count."""
+    kids = _lower._rule_children(inner)
+    if kind == "TakeOperator" and kids:
+        count = _lower._lower_expr(kids[-1])
+        if isinstance(count, ir.ColumnRef):
+            return _LetCount("take", count)
+    if kind == "TopOperator" and len(kids) == 2:
+        count = _lower._lower_expr(kids[0])
+        if isinstance(count, ir.ColumnRef):
+            return _LetCount("top", count, (_lower._lower_sort_key(kids[1]),))
+    return None
+
+
+def _substitute_operator(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """duckdb-kql's scalar ``let`` substitution, reaching a `_LetCount`'s count too."""
+
+    def substitute_operator(op: Any, scalars: Any) -> Any:
+        if isinstance(op, _LetCount):
+            return dataclasses.replace(op, count=_lower._substitute(op.count, scalars))
+        return original(op, scalars)
+
+    return substitute_operator
+
+
+@dataclasses.dataclass(frozen=True)
+class _As(ir.Operator):
+    """``| as T``: names the rows reaching it ``T`` for the rest of the query; the rows pass
+    unchanged. Resolved before emission: ``A | as T | B`` is ``let T = A; T | B``."""
+
+    name: str
+
+
+def _lower_as(inner: Any) -> _As:
+    names = [k for k in _lower._rule_children(inner)
+             if _lower._cls(k) == "IdentifierOrKeywordOrEscapedName"]
+    if len(names) != 1:
+        raise _lower._unsupported(inner, "as")
+    found = _lower._find_names(names[0])
+    return _As(found[0] if found else names[0].getText())
+
+
+def _split_as(query: ir.Query) -> ir.Query:
+    """The query with its last ``as T`` turned into ``let T = <rows before it>``."""
+    at = max(i for i, op in enumerate(query.operators) if isinstance(op, _As))
+    name = query.operators[at].name  # type: ignore[attr-defined]
+    if any(bound == name for bound, _ in query.lets):
+        raise KqlUnsupportedError("as", hint=f"a `let` of this query already binds {name!r}; "
+                                  "the embedded engine does not rebind a name with `as`")
+    before = _split_as_all(ir.Query(query.source, list(query.operators[:at]), lets=[]))
+    # An earlier `as` of the same pipeline binds a name the rest of the query reads too.
+    hoisted, before = list(before.lets), dataclasses.replace(before, lets=[])
+    return dataclasses.replace(query, lets=[*query.lets, *hoisted, (name, before)],
+                               source=ir.TableRef(name), operators=list(query.operators[at + 1:]))
+
+
+def _split_as_all(query: ir.Query) -> ir.Query:
+    if any(isinstance(op, _As) for op in query.operators):
+        return _split_as(query)
+    return query
+
+
 def _refuse_clashes(operator: str, names: list[str], existing: list[str], why: str) -> None:
     """New column *names* must not repeat *existing* ones, nor differ from another only in
     case (DuckDB's names are case-insensitive; Kusto would keep both)."""
@@ -406,8 +509,9 @@ _PIVOT_AGGREGATES = {"count": "countif", "sum": "sumif", "avg": "avgif", "dcount
                      "make_set": "make_set_if", "make_list": "make_list_if"}
 
 
-def _lower_evaluate(node: Any) -> ir.Operator | None:
-    """``evaluate bag_unpack(...)`` and ``evaluate pivot(...)``; None for other plugins."""
+def _lower_evaluate(node: Any) -> ir.Operator | list[ir.Operator] | None:
+    """``evaluate bag_unpack(...)``, ``evaluate pivot(...)``, ``evaluate ipv4_lookup(...)``;
+    None for other plugins."""
     calls = _lower._find_all(node, "NamedFunctionCallExpression")
     if not calls:
         return None
@@ -415,6 +519,8 @@ def _lower_evaluate(node: Any) -> ir.Operator | None:
     plugin = kids[0].getText().lower() if kids else ""
     if plugin == "bag_unpack":
         return _lower_bag_unpack(node)
+    if plugin == "ipv4_lookup":
+        return _lower_ipv4_lookup(node, kids)  # type: ignore[return-value]
     if plugin != "pivot":
         return None
     if any(_lower._find_all(k, "NamedExpressionNameClause") for k in kids[1:]):
@@ -432,6 +538,98 @@ def _lower_evaluate(node: Any) -> ir.Operator | None:
         raise _lower._unsupported(node, "evaluate pivot: group by columns only")
     groups = tuple(a.name for a in rest if isinstance(a, ir.ColumnRef)) or None
     return _Pivot(args[0].name, aggregate, groups)
+
+
+#: ``ipv4_lookup``'s internal columns (dropped before the plugin's output).
+_IP4 = "__ctirealm_ip4"
+_IP4_HITS = "__ctirealm_ip4_hits"
+_IP4_HIT = "__ctirealm_ip4_hit"
+_IP4_ANY = "__ctirealm_ip4_any"
+_IP4_PREFIX = "__ctirealm_ip4_prefix"
+_IP4_MARK = "__ctirealm_ip4_mark"
+#: A range's key is its prefix length times 2**32 plus its network bits, so one equality
+#: join finds an address's ranges: an address is keyed once per prefix length the table has.
+_IP4_PREFIX_UNIT = 1 << 32
+
+
+def _quoted(name: str) -> str:
+    return f"['{name}']" if "'" not in name else f'["{name}"]'
+
+
+def _lower_ipv4_lookup(node: Any, kids: list[Any]) -> list[ir.Operator]:
+    """``evaluate ipv4_lookup(LookupTable, SourceIPv4Key, IPv4LookupKey [, ExtraKey...]
+    [, return_unmatched])``: the input's rows joined with the lookup rows whose IPv4 range
+    (``a.b.c.d/n``, or one address) holds the source address, as ``lookup`` joins: input
+    columns, then the lookup table's; with *return_unmatched*, rows matching no range are
+    kept with nulls (https://learn.microsoft.com/kusto/query/ipv4-lookup-plugin).
+
+    Lowered to operators duckdb-kql has: an address in any of the ranges
+    (``ipv4_is_in_any_range``) is expanded to one row per prefix length the table has,
+    keyed by its network at that length (`_IP4_PREFIX_UNIT`), and ``lookup``-joined with
+    the ranges on that key and the extra keys.
+    """
+    positional: list[Any] = []
+    unmatched = False
+    for kid in kids[1:]:
+        if _lower._find_all(kid, "NamedExpressionNameClause"):
+            named = _lower._lower_named(kid)
+            if (named.name or "").lower() != "return_unmatched" \
+                    or not isinstance(named.expr, ir.Literal) or named.expr.kind != "bool":
+                raise _lower._unsupported(node, "evaluate ipv4_lookup: the only named "
+                                          "argument is return_unmatched = true|false")
+            unmatched = bool(named.expr.value)
+            continue
+        try:
+            positional.append(_lower._lower_expr(kid))
+        except KqlUnsupportedError:  # a tabular expression for the table, say
+            positional.append(None)
+    if positional and isinstance(positional[-1], ir.Literal) and positional[-1].kind == "bool":
+        unmatched = bool(positional.pop().value)
+    missing = "Kusto has the plugin 'evaluate ipv4_lookup', the embedded engine does not implement"
+    if len(positional) < 3:
+        raise KqlSchemaError("ipv4_lookup", hint="takes (LookupTable, SourceIPv4Key, "
+                             "IPv4LookupKey [, ExtraKey...] [, return_unmatched])")
+    if not isinstance(positional[0], ir.ColumnRef):
+        raise KqlUnsupportedError("evaluate ipv4_lookup", span=_lower._span(node), hint=(
+            f"{missing} it with a tabular expression for the table; name the table in a `let`"))
+    if not all(isinstance(a, ir.ColumnRef) for a in positional):
+        raise KqlSchemaError("ipv4_lookup", hint="the keys must be column names")
+    table, source, network, *extra = (a.name for a in positional)  # type: ignore[union-attr]
+    if unmatched and extra:
+        raise KqlUnsupportedError("evaluate ipv4_lookup", span=_lower._span(node), hint=(
+            f"{missing} it with extra keys and return_unmatched = true"))
+    net = _quoted(network)
+    prefix = f'iff({net} has "/", tolong(split({net}, "/")[1]), 32)'
+    keyed = (f"{_quoted(table)} | extend {_IP4_PREFIX} = {prefix} "
+             f"| extend {_IP4_HIT} = {_IP4_PREFIX} * {_IP4_PREFIX_UNIT} "
+             f"+ binary_shift_right(parse_ipv4({net}), 32 - {_IP4_PREFIX}) "
+             f"| where isnotnull({_IP4_HIT})")
+    ranges = f"{keyed} | project-away {_IP4_PREFIX}"
+    on = ", ".join([_IP4_HIT, *(_quoted(k) for k in extra)])
+    internal = [_IP4, _IP4_ANY, _IP4_HITS, _IP4_PREFIX, _IP4_HIT]
+    text = (
+        f"__ctirealm_input | extend {_IP4} = parse_ipv4({_quoted(source)}) "
+        f"| extend {_IP4_ANY} = ipv4_is_in_any_range({_quoted(source)}, "
+        f"toscalar({_quoted(table)} | summarize make_list({net}))) "
+        + ("" if unmatched else f"| where {_IP4_ANY} == true ")
+        + f"| extend {_IP4_HITS} = iff({_IP4_ANY} == true, "
+        f"toscalar({keyed} | summarize make_set({_IP4_PREFIX})), dynamic([null])) "
+        f"| mv-expand {_IP4_PREFIX} = {_IP4_HITS} to typeof(long) "
+        f"| extend {_IP4_HIT} = {_IP4_PREFIX} * {_IP4_PREFIX_UNIT} "
+        f"+ binary_shift_right({_IP4}, 32 - {_IP4_PREFIX}) "
+    )
+    if unmatched:
+        # Every prefix length of the table is tried for a matching address; the tries that
+        # find no range are dropped, the one row of an address matching none is kept.
+        text += (f"| lookup kind=leftouter ({ranges} | extend {_IP4_MARK} = true) on {on} "
+                 f"| where isnull({_IP4_PREFIX}) or {_IP4_MARK} == true ")
+        internal.append(_IP4_MARK)
+    else:
+        text += f"| lookup kind=inner ({ranges}) on {on} "
+    text += f"| project-away {', '.join(internal)}"
+    tree = _lower.parse(text).tree
+    pipes = _lower._find_all(tree, "PipeExpression")
+    return list(_lower._lower_query_node(pipes[0]).operators)
 
 
 def _lower_bag_unpack(node: Any) -> _BagUnpack:
@@ -681,6 +879,12 @@ def _lower_operator(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
             return _ColumnPlaceholder("project-away", _placeholder_items(inner))
         if kind == "MvapplyOperator":
             return _lower_mv_apply(inner)
+        if kind == "AsOperator":
+            return _lower_as(inner)
+        if kind in ("TakeOperator", "TopOperator"):
+            counted = _lower_let_count(inner, kind)
+            if counted is not None:
+                return counted
         if kind == "MakeSeriesOperator":
             return _lower_make_series(inner)
         if kind in ("TopNestedOperator", "TopNestedOperatorPart"):
@@ -1041,6 +1245,12 @@ def _declare_let_function(original: Callable[..., None]) -> Callable[..., None]:
         try:
             original(decl, scalars)
         except KqlUnsupportedError as exc:
+            if exc.construct.startswith("let function:") and "binds a table" in (exc.hint or "") \
+                    and _tabular_result(decl, scalars):
+                # A body's local `let` of a table: duckdb-kql's scalar-function path stops
+                # there; a tabular result makes it a stored function, which takes local lets.
+                exc = KqlUnsupportedError(exc.construct, span=exc.span,
+                                          hint="a tabular body is not supported")
             if exc.construct.startswith("let function:") \
                     and "a tabular body is not supported" not in (exc.hint or "") \
                     and "Kusto" not in (exc.hint or ""):
@@ -1085,6 +1295,61 @@ def _expand(original: Callable[..., Any]) -> Callable[..., Any]:
         return original(node, function, arg_nodes)
 
     return expand
+
+
+def _tabular_result(decl: Any, scalars: Any) -> bool:
+    """Whether a ``let`` function's body ends in a tabular expression (its result)."""
+    bodies = [k for k in _lower._rule_children(decl) if _lower._cls(k) == "LetFunctionBody"]
+    if not bodies:
+        return False
+    last = [k for k in _lower._rule_children(bodies[0])
+            if _lower._cls(k) != "LetFunctionBodyStatement"]
+    return bool(last) and _lower._is_tabular_value(_lower._collapse(last[-1]), scalars)
+
+
+def _bind_stored_arguments(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Arguments of a call of a tabular function, named ones too: ``f('a', x = 'b')`` binds
+    the positional arguments in order, then each named one to the parameter of its name
+    (Kusto's named arguments); parameters left unbound take their defaults."""
+
+    def bind(node: Any, function: Any, arg_nodes: list[Any]) -> Any:
+        named_nodes = [a for a in arg_nodes if _lower._find_all(a, "NamedExpressionNameClause")]
+        if not named_nodes:
+            return original(node, function, arg_nodes)
+        positional = [a for a in arg_nodes if a not in named_nodes]
+        if arg_nodes[:len(positional)] != positional:
+            raise KqlUnsupportedError(f"function:{function.name}", hint="the embedded engine "
+                                      "takes named arguments after the positional ones")
+        scope = _lower._FN_STATE.get()
+        scalars = scope.scalars if scope is not None else {}
+        parameters = _lower._stored_parameters(function)
+        names = [p for p, _ in parameters]
+        if len(positional) > len(parameters):
+            return original(node, function, arg_nodes)  # its arity error
+        # Lowered in the caller's scope, as duckdb-kql lowers positional arguments.
+        binding = {name: _lower._substitute(_lower._lower_expr(arg), scalars)
+                   for name, arg in zip(names, positional, strict=False)}
+        bound = set(names[:len(positional)])
+        for arg in named_nodes:
+            named = _lower._lower_named(arg)
+            if named.name not in names:
+                raise KqlSchemaError(named.name or function.name, hint=(
+                    f"{function.name}() has no parameter of that name; its parameters are "
+                    f"{', '.join(names)}"))
+            if named.name in bound:
+                raise KqlSchemaError(named.name, hint=f"{function.name}(): the parameter is "
+                                     "given twice")
+            bound.add(named.name)
+            binding[named.name] = _lower._substitute(named.expr, scalars)
+        for parameter, default in parameters:
+            if parameter not in bound:
+                if default is None:
+                    raise KqlSchemaError(parameter, hint=f"{function.name}(): the parameter "
+                                         "has no default and no argument (Kusto: SEM0219)")
+                binding[parameter] = default
+        return binding
+
+    return bind
 
 
 def _stored_function(name: str, decl: Any) -> Any:
@@ -1138,7 +1403,8 @@ def _inspect(node: Any) -> bool:
     The engine's world is the store's tables: ``database("x").T`` (DuckDB's own
     catalogs included) is refused rather than resolved.
     """
-    if isinstance(node, (_ColumnPlaceholder, _StarMatch, _SearchSource, _BagUnpack, _Pivot)):
+    if isinstance(node, (_ColumnPlaceholder, _StarMatch, _SearchSource, _BagUnpack, _Pivot,
+                         _LetCount, _As)):
         return True
     if isinstance(node, ir.FunctionCall) and node.name == "column_ifexists":
         return True
@@ -1163,6 +1429,7 @@ def _resolve(node: Any, schema: dict[str, list[str]]) -> Any:
 def _resolve_query(query: ir.Query, schema: dict[str, list[str]]) -> ir.Query:
     from duckdb_kql.schema import output_columns
 
+    query = _split_as_all(query)
     scope = dict(schema)
     lets: list[tuple[str, Any]] = []
     for name, bound in query.lets:
@@ -1186,6 +1453,9 @@ def _resolve_query(query: ir.Query, schema: dict[str, list[str]]) -> ir.Query:
             continue
         if isinstance(op, (_BagUnpack, _Pivot)):
             operators.extend(op.resolve(query, source, operators, scope))
+            continue
+        if isinstance(op, _LetCount):
+            operators.append(op.resolve())
             continue
         expanded = _expand_stars(op, [])
         if expanded is not op:  # the operator reads `*`: expand it over its input columns
@@ -1600,6 +1870,28 @@ def _expanded_percentiles(aggregates: tuple[ir.NamedExpr, ...]) -> list[ir.Named
     return out
 
 
+def _is_constant(expr: Any) -> bool:
+    """An expression reading no column and calling no aggregate (``""``, ``strcat("a", k)``
+    of a `let` ``k``)."""
+    columns: set[str] = set()
+    _column_refs(expr, columns, [])
+    return not columns and not _calls_aggregate(expr)
+
+
+def _calls_aggregate(node: Any) -> bool:
+    if isinstance(node, ir.FunctionCall) and (
+            node.name.lower() in _functions_table().AGGREGATE_FUNCTIONS
+            or node.name.lower() in _ARG_EXTREME_PREFIX):
+        return True
+    if isinstance(node, ir.Query):
+        return False
+    if isinstance(node, (list, tuple)):
+        return any(_calls_aggregate(n) for n in node)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return any(_calls_aggregate(getattr(node, f.name)) for f in dataclasses.fields(node))
+    return False
+
+
 def _computed_arg_extremes(node: Any) -> Any:
     """``summarize arg_max(expr, ...)`` where *expr* is computed, not a column.
 
@@ -1619,16 +1911,32 @@ def _computed_arg_extremes(node: Any) -> Any:
             extends, renames, aggregates = [], [], []
             for named in _expanded_percentiles(op.aggregates):
                 call = named.expr
+                if named.name is not None and _is_constant(call):
+                    # `summarize z = ""`: Kusto takes a constant as a column of every group.
+                    aggregates.append(dataclasses.replace(
+                        named, expr=ir.FunctionCall("take_any", (call,))))
+                    continue
                 if not (isinstance(call, ir.FunctionCall) and call.name in _ARG_EXTREME_PREFIX
-                        and len(call.args) >= 2 and not isinstance(call.args[0], ir.ColumnRef)):
+                        and len(call.args) >= 2):
                     aggregates.append(named)
                     continue
-                internal = f"__ctirealm_arg_{len(extends)}"
-                extends.append(ir.NamedExpr(call.args[0], internal))
+                args = list(call.args)
+                # A returned path (`x.reason`) is extended first; Kusto names it `x_reason`.
+                for i, arg in enumerate(args[1:], start=1):
+                    path = _path_name(arg)
+                    if path is not None:
+                        internal = f"__ctirealm_arg_{len(extends)}"
+                        extends.append(ir.NamedExpr(arg, internal))
+                        args[i] = ir.ColumnRef(internal)
+                        renames.append((internal, path))
+                if not isinstance(call.args[0], ir.ColumnRef):
+                    internal = f"__ctirealm_arg_{len(extends)}"
+                    extends.append(ir.NamedExpr(call.args[0], internal))
+                    args[0] = ir.ColumnRef(internal)
+                    if named.name is None:
+                        renames.append((internal, _ARG_EXTREME_PREFIX[call.name]))
                 aggregates.append(dataclasses.replace(named, expr=ir.FunctionCall(
-                    call.name, (ir.ColumnRef(internal), *call.args[1:]))))
-                if named.name is None:
-                    renames.append((internal, _ARG_EXTREME_PREFIX[call.name]))
+                    call.name, tuple(args))))
             if not extends:
                 if tuple(aggregates) != tuple(op.aggregates):
                     changed = True
@@ -1792,6 +2100,8 @@ PATCHES: list[tuple[Any, str, Callable[[Any], Any]]] = [
     (_translate, "_parse_pattern", _parse_pattern),
     (_translate, "_refuse_empty_literal", _refuse_empty_literal),
     (_lower, "_substitute_once", _substitute_once),
+    (_lower, "_substitute_operator", _substitute_operator),
+    (_lower, "_bind_stored_arguments", _bind_stored_arguments),
     (_translate, "to_sql", _emit),
     (_translate, "_TIMESPAN_RETURNING", lambda original: original | {TIMESPAN_DIV}),
     (_schema, "union_output_columns", _union_output_columns),
