@@ -85,23 +85,6 @@ def rule(**changes: object) -> str:
     return RULE.format(**values)
 
 
-@pytest.fixture(scope="module")
-def store_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("store-cache")
-
-
-@pytest.fixture
-def project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
-    write_telemetry(pytester.path / "telemetry")
-    (pytester.path / "detections").mkdir()
-    pytester.makeini(f"""
-        [pytest]
-        testpaths = detections
-        addopts = --realm-cache-dir={store_cache} --realm-rows=0 -p no:cacheprovider
-    """)
-    return pytester
-
-
 def add_rule(project: pytest.Pytester, name: str, text: str, *, match: str | None = MATCH_CSV,
              nomatch: dict | None = NOMATCH, settings: str | None = None) -> Path:
     path = project.path / "detections" / f"{name}.yaml"

@@ -25,9 +25,10 @@ RULE = "reverse_shell_from_service_account"
 
 PYTEST_INI = """\
 [pytest]
-# ctirealm's content gate: every Sentinel analytics rule, Sigma rule and .kql query under
-# {folder}/ becomes test items (parse, runs, connectors, entities, attack, true_positives,
-# false_positives). Test data for a rule lives beside it in <rule>.tests/.
+# ctirealm's content gate: every Sentinel analytics rule or hunting query, Defender custom
+# detection rule (Graph JSON/YAML), Sigma rule, .kql query and KQL block of a Markdown page
+# under {folder}/ becomes test items (parse, runs, true_positives, false_positives and the
+# checks of its kind). Test data for a rule lives beside it in <rule>.tests/.
 testpaths = {folder}
 realm_content = {folder}
 """
@@ -155,8 +156,8 @@ def pytest_configured(folder: Path) -> str | None:
 
 
 def existing_rules(folder: Path) -> list[Path]:
-    """The Sentinel rules (analytics and hunting) already in *folder*, hidden folders, virtual
-    environments and rules' test data left out."""
+    """The Sentinel rules (analytics and hunting) and Defender custom detection rules already in
+    *folder*, hidden folders, virtual environments and rules' test data left out."""
     from ..plugin.content import content_kind
 
     found = []
@@ -164,8 +165,8 @@ def existing_rules(folder: Path) -> list[Path]:
         parts = path.relative_to(folder).parts
         if any(p.startswith(".") or p in _SKIPPED or p.endswith(".tests") for p in parts[:-1]):
             continue
-        if path.suffix.lower() in (".yaml", ".yml") and path.is_file() and \
-                content_kind(path) in ("sentinel", "sentinel_hunting"):
+        if path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file() and \
+                content_kind(path) in ("sentinel", "sentinel_hunting", "defender"):
             found.append(path)
     example = folder / "detections" / f"{RULE}.yaml"
     return [] if found == [example] else found
@@ -224,7 +225,8 @@ def _init(args: argparse.Namespace) -> int:
     for relative, what in init(folder):
         print(f"{relative}: {what}")
     if found:
-        print(f"found {found} Sentinel rules of your own, so no example rule was written; "
+        print(f"found {found} Sentinel or Defender rules of your own, so no example rule was "
+              "written; "
               "test data for a rule goes in <rule>.tests/match/<Table>.csv beside it")
     print("next: pytest -rs")
     return 0

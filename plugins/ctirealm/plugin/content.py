@@ -12,7 +12,14 @@ folder or file named on the command line, and from the rules folder:
   scheduling or trigger field) -> ``parse``, ``runs``, ``connectors``, ``entities``,
   ``attack``, ``true_positives``;
 - a bare ``.kql`` in the content folder (a Defender or Sentinel hunting query) -> ``parse``,
-  ``runs``, ``true_positives``.
+  ``runs``, ``true_positives``;
+- a Markdown page in the content folder with fenced ``kql``/``kusto`` blocks (Defender hunting
+  queries as their repositories keep them) -> per block, the items of a bare ``.kql``
+  (`content_markdown`);
+- Defender custom detection rules as Microsoft Graph's security API exports them (JSON or
+  YAML with ``queryCondition.queryText``), recognised by content -> ``parse``, ``runs``,
+  ``columns``, ``assets``, ``attack``, ``true_positives``, ``false_positives``
+  (`content_defender`).
 
 A hunting query without test data has its ``true_positives`` skipped as "untested".
 
@@ -23,6 +30,7 @@ collected.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -36,6 +44,9 @@ from .content_data import TESTS_SUFFIX
 _SENTINEL_TEXT = re.compile(r"^query\s*:", re.M)
 _NAMED_TEXT = re.compile(r"^(id|name)\s*:", re.M)
 _SIGMA_TEXT = re.compile(r"^detection\s*:", re.M)
+#: A fenced KQL block in Markdown (`content_markdown` reads the blocks themselves).
+_KQL_FENCE = re.compile(r"^ {0,3}(?:`{3,}|~{3,})\s*(?:kql|kusto)\b", re.M | re.I)
+_DEFENDER_TEXT = re.compile(r"[\"']?queryCondition[\"']?\s*:")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -88,28 +99,41 @@ def _under(path: Path, folder: Path | None) -> bool:
 
 def content_kind(path: Path) -> str | None:
     """``sentinel``, ``sentinel_hunting``, ``sigma``, ``kql`` (with expectations), ``hunting``
-    (a bare ``.kql``) or None, by what the file holds (not its name alone)."""
+    (a bare ``.kql``), ``markdown`` (a page with KQL blocks), ``defender`` (a custom detection
+    rule) or None, by what the file holds (not its name alone)."""
     if any(p.name.endswith(TESTS_SUFFIX) for p in path.parents):
         return None  # a rule's test data
     if path.suffix == ".kql":
         has_sibling = path.with_suffix(".yml").exists() or path.with_suffix(".yaml").exists()
         return "kql" if has_sibling else "hunting"
-    if path.suffix.lower() not in (".yml", ".yaml"):
+    suffix = path.suffix.lower()
+    if suffix not in (".yml", ".yaml", ".json", ".md", ".markdown"):
         return None
-    if path.with_suffix(".kql").exists():
+    if suffix != ".json" and path.with_suffix(".kql").exists():
         return None  # the expectations of a KQL rule
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
+    if suffix in (".md", ".markdown"):
+        return "markdown" if _KQL_FENCE.search(text) else None
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError:
+        doc = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError):
         # Broken YAML is still recognised, so its parse item fails instead of it vanishing.
+        if _DEFENDER_TEXT.search(text) and "queryText" in text:
+            return "defender"
+        if suffix == ".json":
+            return None
         if _SENTINEL_TEXT.search(text) and _NAMED_TEXT.search(text):
             return "sentinel"
         return "sigma" if _SIGMA_TEXT.search(text) else None
     if not isinstance(doc, dict):
+        return None
+    condition = doc.get("queryCondition")
+    if isinstance(condition, dict) and "queryText" in condition:
+        return "defender"
+    if suffix == ".json":
         return None
     if "query" in doc and ("id" in doc or "name" in doc) and "detection" not in doc:
         from_scheduling = any(key in doc for key in ("queryFrequency", "queryPeriod", "kind",
@@ -142,6 +166,14 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
         from .content_items import HuntingQueryFile
 
         return HuntingQueryFile.from_parent(parent, path=file_path)
+    if kind == "markdown" and in_content and not in_rules:
+        from .content_markdown import MarkdownQueryFile
+
+        return MarkdownQueryFile.from_parent(parent, path=file_path)
+    if kind == "defender":
+        from .content_defender import DefenderRuleFile
+
+        return DefenderRuleFile.from_parent(parent, path=file_path)
     if in_content and not in_rules and kind in ("sigma", "kql"):
         # The rules gate's own collectors (rules/ is collected by its hook module).
         from .rule_items import KqlRuleFile, SigmaRuleFile

@@ -5,7 +5,7 @@ A rule ``detections/brute_force.yaml`` is tested with the files under
 
     match/SigninLogs.csv          # recorded events the rule must alert on (every one)
     nomatch/SigninLogs.jsonl      # look-alikes it must not alert on
-    tests.yaml                    # optional: max_false_positives (default 0)
+    tests.yaml                    # optional: max_false_positives (default 0), ingestion_delay
 
 A file is named after its table (``SigninLogs.csv``, ``SigninLogs.export-2.csv``): JSONL (one
 event a line) or CSV as the Sentinel and Data Explorer portals export it (a header row; ``TimeGenerated
@@ -32,6 +32,7 @@ import yaml
 
 from ..telemetry.labels import Labels
 from ..telemetry.schema import DUCKDB_TYPES, TableSchema, coerce_row, parse_datetime
+from .content_schedule import RUN_DELAY, parse_duration
 
 #: Test-data folders, by label.
 KINDS = ("match", "nomatch")
@@ -55,6 +56,14 @@ class RuleTestData:
     events: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     max_false_positives: int = 0
     files: list[Path] = field(default_factory=list)
+    #: ``ingestion_delay``: how late events reach the workspace, by table (``*``: every table).
+    ingestion_delay: dict[str, timedelta] = field(default_factory=dict)
+
+    def delay_for(self, tables: list[str]) -> timedelta:
+        """The longest ingestion delay among *tables* (0 when none is declared)."""
+        found = [self.ingestion_delay.get(t, self.ingestion_delay.get("*", timedelta(0)))
+                 for t in tables] or [self.ingestion_delay.get("*", timedelta(0))]
+        return max(found)
 
     def rows(self, kind: str) -> dict[str, list[dict[str, Any]]]:
         return self.events.get(kind, {})
@@ -72,10 +81,12 @@ def tests_folder(rule: Path) -> Path:
     return rule.with_name(rule.stem + TESTS_SUFFIX)
 
 
-def load_test_data(rule: Path, schemas: Mapping[str, TableSchema], now: datetime) -> RuleTestData | None:
+def load_test_data(rule: Path, schemas: Mapping[str, TableSchema], now: datetime, *,
+                   folder: Path | None = None) -> RuleTestData | None:
     """The rule's test data shaped for *schemas*, moved in time to end just before *now*;
-    None when it has no test folder. Raises `ContentDataError` for a file that cannot be used."""
-    folder = tests_folder(rule)
+    None when it has no test folder (*folder*, default ``<rule>.tests``). Raises
+    `ContentDataError` for a file that cannot be used."""
+    folder = folder or tests_folder(rule)
     if not folder.is_dir():
         return None
     data = RuleTestData(folder)
@@ -87,6 +98,7 @@ def load_test_data(rule: Path, schemas: Mapping[str, TableSchema], now: datetime
         except (yaml.YAMLError, AttributeError, TypeError, ValueError) as exc:
             raise ContentDataError(f"{settings}: expected a mapping with max_false_positives: {exc}") \
                 from None
+        data.ingestion_delay = _delays(settings, doc.get("ingestion_delay"), schemas)
     by_lower = {name.lower(): name for name in schemas}
     for kind in KINDS:
         for path in sorted((folder / kind).glob("*")):
@@ -101,6 +113,26 @@ def load_test_data(rule: Path, schemas: Mapping[str, TableSchema], now: datetime
             data.files.append(path)
     _prepare(data, schemas, now)
     return data
+
+
+def _delays(settings: Path, value: Any, schemas: Mapping[str, TableSchema]) -> dict[str, timedelta]:
+    """``ingestion_delay: 10m`` (every table) or ``{SigninLogs: 10m, ...}``."""
+    if value is None:
+        return {}
+    pairs = value.items() if isinstance(value, dict) else [("*", value)]
+    out = {}
+    by_lower = {name.lower(): name for name in schemas}
+    for table, text in pairs:
+        duration = parse_duration(text)
+        if duration is None:
+            raise ContentDataError(f"{settings}: ingestion_delay {text!r}: expected a duration "
+                                   "such as 10m, 2h or PT10M")
+        name = "*" if table == "*" else by_lower.get(str(table).lower())
+        if name is None:
+            raise ContentDataError(f"{settings}: ingestion_delay names {table!r}, which is not a "
+                                   f"table (tables: {', '.join(sorted(schemas))})")
+        out[name] = duration
+    return out
 
 
 def _read(path: Path, schema: TableSchema) -> list[dict[str, Any]]:
@@ -179,7 +211,11 @@ def _prepare(data: RuleTestData, schemas: Mapping[str, TableSchema], now: dateti
     times = [_aware(parse_datetime(r[schemas[t].time_column]))
              for kind in data.events.values() for t, rows in kind.items() for r in rows
              if r.get(schemas[t].time_column)]
-    shift = (now - LEAD - max(times)) if times else timedelta(0)
+    # Events not ingested yet when the last run reads the end of its window would be missed
+    # for that reason alone: they land before what the run reads (see content_schedule).
+    late = max(data.ingestion_delay.values(), default=timedelta(0)) - RUN_DELAY
+    lead = LEAD + max(timedelta(0), late)
+    shift = (now - lead - max(times)) if times else timedelta(0)
     serial = 0
     for kind in KINDS:
         for table, rows in data.rows(kind).items():
@@ -271,11 +307,14 @@ class WindowedEngine:
         self._con = connection
         self.schemas = engine.schemas
 
-    def query_window(self, kql: str, start: datetime, end: datetime, *, limit: int) -> Any:
+    def query_window(self, kql: str, start: datetime, end: datetime, *, limit: int,
+                     now: datetime | None = None) -> Any:
+        """*kql* over the rows of ``[start, end)``, with ``now()`` at *now* (default *end*; later
+        when the end of the window is not ingested yet at the run's time)."""
         for name, moment in ((_FROM, start), (_TO, end)):
             naive = moment.astimezone(UTC).replace(tzinfo=None)
             self._con.execute(f"SET VARIABLE {name} = TIMESTAMP '{naive.isoformat(sep=' ')}'")
-        return self.engine.query(kql, limit=limit, now=end)
+        return self.engine.query(kql, limit=limit, now=now or end)
 
     def close(self) -> None:
         self.engine.close()

@@ -8,7 +8,12 @@ of those into Sentinel's scheduled runs (every ``queryFrequency`` over ``queryPe
 the trigger decides which runs raise alerts. In each run, rows of ``B`` (or ``C``) that ``A``
 does not have are what the test events added: aggregating queries (``summarize ... by``) drop
 event ids, so comparing outputs is what works for every rule; when the output keeps an id
-column, each must-match event is also looked for by id.
+column, each must-match event is also looked for by id. Alerts a rule's suppression
+(``suppressionEnabled``) holds back are counted apart, and an ingestion delay declared beside
+the rule (``tests.yaml``) narrows what each run reads.
+
+`RuleCollector` holds what one detection's items share; a rule file, a Markdown block
+(`content_markdown`) and a Defender custom detection (`content_defender`) are collectors of it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -31,6 +36,7 @@ from ..engine import EngineError
 from ..telemetry.attribution import tables_in
 from ..telemetry.schema import parse_datetime
 from . import StoreUnavailable, session_store, split_engine
+from .checks import CheckFailed, CheckItem, check_items, relative
 from .content_data import (
     ContentDataError,
     RuleTestData,
@@ -41,6 +47,7 @@ from .content_data import (
 )
 from .content_schedule import (
     MAX_RUNS,
+    RUN_DELAY,
     Schedule,
     Simulation,
     binned,
@@ -55,6 +62,8 @@ from .content_schedule import (
 )
 
 ITEMS = ("parse", "runs", "connectors", "entities", "attack", "true_positives", "false_positives")
+#: A query with nowhere to declare connectors, entities or ATT&CK.
+HUNTING_QUERY_ITEMS = ("parse", "runs", "true_positives")
 _MAX_ROWS = 50_000
 _SHOWN = 3
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -67,7 +76,7 @@ def sentinel_data() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-class ContentCheckFailed(AssertionError):
+class ContentCheckFailed(CheckFailed):
     """A check of a detection failed; the message says exactly what is wrong."""
 
 
@@ -137,6 +146,15 @@ def schema_problems(rule: SentinelRule) -> list[str]:
             out.append(f"triggerOperator {doc.get('triggerOperator')!r}: expected gt, lt, eq or ne")
         if not isinstance(doc.get("triggerThreshold"), int):
             out.append(f"triggerThreshold {doc.get('triggerThreshold')!r}: expected an integer")
+    if doc.get("suppressionEnabled") not in (None, True, False):
+        out.append(f"suppressionEnabled {doc['suppressionEnabled']!r}: expected true or false")
+    if doc.get("suppressionEnabled") is True:
+        pause = parse_duration(doc.get("suppressionDuration"))
+        if pause is None:
+            out.append(f"suppressionDuration {doc.get('suppressionDuration')!r}: expected a "
+                       "duration such as 5h or PT5H (suppressionEnabled is true)")
+        elif not timedelta(minutes=5) <= pause <= timedelta(hours=24):
+            out.append(f"suppressionDuration {doc.get('suppressionDuration')!r}: expected 5m to 24h")
     return out
 
 
@@ -181,11 +199,16 @@ def new_rows(after: Run, before: Run) -> list[dict[str, Any]]:
 # -- the collector --------------------------------------------------------------------------
 
 
-class SentinelRuleFile(pytest.File):
-    """One analytics rule; its items share the parsed rule, its test data and its runs."""
+class RuleCollector(pytest.Collector):
+    """One detection (a rule file, or one query of a Markdown file); its items share the
+    parsed rule, its test data and its runs. Subclasses say which items it has, how it is read
+    (`rule`) and scheduled (`schedule`)."""
 
-    item_names = ITEMS
+    item_names: tuple[str, ...] = ITEMS
     hunting = False
+    #: Which schema the parse check holds the rule's fields to: ``sentinel``, ``hunting``
+    #: (name and query), or ``none`` (a bare query).
+    fields = "sentinel"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -197,13 +220,8 @@ class SentinelRuleFile(pytest.File):
         self._engines: dict[str, Any] = {}
 
     def collect(self) -> list[pytest.Item]:
-        items = []
-        for name in self.item_names:
-            item = SentinelItem.from_parent(self, name=name, check=name)
-            item.add_marker(pytest.mark.realm_content(str(self.path)))
-            item.add_marker(pytest.mark.xdist_group(name=f"content:{self.path}"))
-            items.append(item)
-        return items
+        return check_items(self, self.item_class, self.item_names,
+                           pytest.mark.realm_content(str(self.path)), f"content:{self.path}")
 
     def rule(self) -> SentinelRule:
         if self._rule is None:
@@ -211,8 +229,23 @@ class SentinelRuleFile(pytest.File):
         return self._rule
 
     @property
+    def item_class(self) -> type[SentinelItem]:
+        return SentinelItem
+
+    @property
     def label(self) -> str:
-        return f"{self.rule().name!r} ({_relative(self.config, self.path)})"
+        return f"{self.rule().name!r} ({relative(self.config, self.path)})"
+
+    def locate(self, message: str) -> str:
+        """*message* with query positions made positions in the file (a Markdown block)."""
+        return message
+
+    def first_line(self) -> int:
+        """The 0-based line of the file where the rule starts, for reports."""
+        return 0
+
+    def tests_folder(self) -> Path:
+        return tests_folder(self.path)
 
     def schemas(self) -> dict[str, Any]:
         return dict(split_engine(self.config, "dev").schemas)  # type: ignore[attr-defined]
@@ -235,7 +268,8 @@ class SentinelRuleFile(pytest.File):
             self._data_read = True
             store = session_store(self.config)
             try:
-                self._data = load_test_data(self.path, self.schemas(), store.now)
+                self._data = load_test_data(self.path, self.schemas(), store.now,
+                                            folder=self.tests_folder())
             except ContentDataError as exc:
                 self._data = exc
         if isinstance(self._data, ContentDataError):
@@ -262,7 +296,12 @@ class SentinelRuleFile(pytest.File):
         return self._engines[which]
 
     def schedule(self) -> Schedule:
-        return Schedule.of(self.rule().doc)
+        schedule = Schedule.of(self.rule().doc)
+        data = self.test_data()
+        if data is not None and data.ingestion_delay:
+            read = tables_in(self.rule().query, self.schemas())
+            schedule = schedule.with_ingestion_delay(data.delay_for(read))
+        return schedule
 
     def labels(self, which: str) -> Any:
         if which == "background":
@@ -315,7 +354,7 @@ class SentinelRuleFile(pytest.File):
             else:
                 lo, hi = self.test_span(which)
                 sim = per_run(schedule, ends, windowed, query, note=note, limit=_MAX_ROWS,
-                              only=lambda end: end > lo and end - schedule.period <= hi,
+                              only=lambda k, end: end > lo and schedule.window(k, end)[0] <= hi,
                               reuse=self.simulated("background"))
         self._simulated[which] = sim
         return sim
@@ -344,6 +383,7 @@ class SentinelRuleFile(pytest.File):
         with_events, alone = self.simulated(which), self.simulated("background")
         same_runs = len(with_events.spans) == len(alone.spans)
         alerting, quiet = [], []
+        firing, suppressed = set(with_events.firing()), set(with_events.suppressed())
         for k in range(len(with_events.spans)):
             rows = with_events.run_rows(k)
             # Evaluated two ways (binned, once over the whole window): against all of the store's.
@@ -351,16 +391,33 @@ class SentinelRuleFile(pytest.File):
             added = new_rows(Run(rows=rows), Run(rows=before))
             if not added:
                 continue
-            if with_events.schedule.fires(len(rows)):
+            if k in firing:
                 alerting.append((k, added))
-            else:
+            elif k not in suppressed:
                 quiet.append((k, len(rows)))
         return alerting, quiet
+
+    def suppressed_with(self, which: str) -> list[tuple[int, int]]:
+        """The runs with rows the *which* events add whose alert is suppressed (and their
+        result count)."""
+        with_events, alone = self.simulated(which), self.simulated("background")
+        same_runs = len(with_events.spans) == len(alone.spans)
+        out = []
+        for k in with_events.suppressed():
+            rows = with_events.run_rows(k)
+            before = alone.run_rows(k) if same_runs else alone.rows
+            if new_rows(Run(rows=rows), Run(rows=before)):
+                out.append((k, len(rows)))
+        return out
 
     def teardown(self) -> None:
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
+
+
+class SentinelRuleFile(RuleCollector, pytest.File):
+    """One Sentinel analytics rule file."""
 
 
 class HuntingRuleFile(SentinelRuleFile):
@@ -371,13 +428,15 @@ class HuntingRuleFile(SentinelRuleFile):
 
     item_names = ("parse", "runs", "connectors", "entities", "attack", "true_positives")
     hunting = True
+    fields = "hunting"
 
 
 class HuntingQueryFile(HuntingRuleFile):
     """A Defender or Sentinel hunting query (``.kql`` without a sibling ``.yml``): nowhere to
     declare connectors, entities or ATT&CK, so only that it works and what it returns."""
 
-    item_names = ("parse", "runs", "true_positives")
+    item_names = HUNTING_QUERY_ITEMS
+    fields = "none"
 
     def rule(self) -> SentinelRule:
         if self._rule is None:
@@ -393,29 +452,28 @@ class HuntingQueryFile(HuntingRuleFile):
 # -- the items --------------------------------------------------------------------------------
 
 
-class SentinelItem(pytest.Item):
+class SentinelItem(CheckItem):
     """One reviewer's check of one analytics rule."""
 
-    def __init__(self, *, check: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.check = check
+    expected_failures = (ContentCheckFailed, StoreUnavailable)
+    skip_at_item = True
+
+    def failure_label(self) -> str:
+        return self.rule_file.label
+
+    def failure_text(self, message: str) -> str:
+        return f"{self.failure_label()}: {self.rule_file.locate(message)}"
 
     @property
-    def rule_file(self) -> SentinelRuleFile:
-        assert isinstance(self.parent, SentinelRuleFile)
+    def rule_file(self) -> RuleCollector:
+        assert isinstance(self.parent, RuleCollector)
         return self.parent
 
     def runtest(self) -> None:
         rule = self.rule_file.rule()
-        self.user_properties.extend([("rule", _relative(self.config, self.path)),
+        self.user_properties.extend([("rule", relative(self.config, self.path)),
                                      ("rule_check", self.check), ("rule_title", rule.name)])
-        try:
-            getattr(self, f"_check_{self.check}")()
-        except pytest.skip.Exception as exc:
-            if exc._use_item_location:
-                raise
-            # `pytest -rs` then names the rule file, not the line of this module that skipped.
-            raise pytest.skip.Exception(exc.msg, _use_item_location=True) from None
+        self.run_check()
 
     def _require(self, *, runs: bool = False) -> SentinelRule:
         rule = self.rule_file.rule()
@@ -434,12 +492,7 @@ class SentinelItem(pytest.Item):
         rule = self.rule_file.rule()
         if rule.error:
             raise ContentCheckFailed(f"does not parse: {rule.error}")
-        if isinstance(self.rule_file, HuntingQueryFile):
-            problems = []
-        elif self.rule_file.hunting:
-            problems = [f"{key} is missing" for key in ("name", "query") if not rule.doc.get(key)]
-        else:
-            problems = schema_problems(rule)
+        problems = self.field_problems(rule)
         if rule.query.strip():
             engine = split_engine(self.config, "dev")
             try:
@@ -450,6 +503,15 @@ class SentinelItem(pytest.Item):
                     problems.append(f"the query does not translate: {exc}")
         if problems:
             raise ContentCheckFailed("; ".join(problems))
+
+    def field_problems(self, rule: SentinelRule) -> list[str]:
+        """What the rule's own schema refuses in its fields."""
+        fields = self.rule_file.fields
+        if fields == "none":
+            return []
+        if fields == "hunting":
+            return [f"{key} is missing" for key in ("name", "query") if not rule.doc.get(key)]
+        return schema_problems(rule)
 
     # runs ---------------------------------------------------------------------------------
     def _check_runs(self) -> None:
@@ -601,9 +663,11 @@ class SentinelItem(pytest.Item):
         rule = self._require(runs=True)
         file = self.rule_file
         data = file.test_data()
+        if not file.hunting:
+            _check_coverage(file.schedule())
         if data is None or not data.has("match"):
             pytest.skip(f"untested: no must-match events in "
-                        f"{_relative(self.config, tests_folder(self.path))}/match/")
+                        f"{relative(self.config, file.tests_folder())}/match/")
         run = file.run("match")
         if run.error:
             raise ContentCheckFailed(f"does not run with the must-match events: {run.error}")
@@ -623,10 +687,19 @@ class SentinelItem(pytest.Item):
         caught = wanted & {i for k, _ in alerting
                            for i in ids_in(sim.run_rows(k), sim.columns, read, schemas)}
         traced = wanted & ids_in(sim.rows, sim.columns, read, schemas)
+        suppressed = file.suppressed_with("match")
         self.user_properties.extend([("alerts", len(alerting)), ("tp", len(caught)),
-                                     ("schedule", sim.summary())])
+                                     ("suppressed", len(suppressed)), ("schedule", sim.summary())])
         self.add_report_section("call", "schedule (match)", sim.summary())
         self.add_report_section("call", "alerts (match)", _rows_text(alerts))
+        if not alerting and suppressed:
+            k, results = suppressed[0]
+            earlier = max(e for e in sim.firing() if e < k)
+            raise ContentCheckFailed(
+                f"suppressed: the run ending {iso_minute(sim.ends[k])} that reads the must-match "
+                f"events gives {results} result rows, but an alert was raised by the run ending "
+                f"{iso_minute(sim.ends[earlier])}, less than suppressionDuration "
+                f"({_duration(sim.schedule.suppression)}) before, so the rule did not run")
         if not alerting and not quiet:
             raise ContentCheckFailed(f"raised no alert on its {count} must-match events "
                                      f"({', '.join(data.rows('match'))})")
@@ -673,15 +746,11 @@ class SentinelItem(pytest.Item):
         read = tables_in(rule.query, schemas)
         kinds = event_kinds(sim, read, schemas, file.engine("background"),
                             session_store(self.config).labels)
-        false_alerts: list[tuple[int, list[int]]] = []
-        for k in sim.firing():
-            lo, hi = sim.spans[k]
-            groups = [[n] for n in range(lo, hi)] if sim.schedule.per_result else [list(range(lo, hi))]
-            for group in groups:
-                if not any(kinds[n] == "attack" for n in group):
-                    false_alerts.append((k, group))
+        false_alerts = [(k, group) for k, group in sim.alert_groups()
+                        if not any(kinds[n] == "attack" for n in group)]
         fp = len(false_alerts)
         self.user_properties.extend([("fp", fp), ("max_false_positives", limit),
+                                     ("suppressed", len(sim.suppressed())),
                                      ("schedule", sim.summary())])
         self.add_report_section("call", "schedule (background)", sim.summary())
         failures = []
@@ -721,13 +790,7 @@ class SentinelItem(pytest.Item):
 
     # reporting ------------------------------------------------------------------------------
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, 0, self.name
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: Any = None) -> str:
-        if isinstance(excinfo.value, (ContentCheckFailed, StoreUnavailable)):
-            return f"{self.rule_file.label}: {excinfo.value}"
-        return super().repr_failure(excinfo, style)  # type: ignore[arg-type]
+        return self.path, self.rule_file.first_line(), self.name
 
 
 def _blank(value: Any) -> bool:
@@ -768,8 +831,26 @@ def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _relative(config: pytest.Config, path: Path) -> str:
-    try:
-        return path.relative_to(config.rootpath).as_posix()
-    except ValueError:
-        return str(path)
+def _check_coverage(schedule: Schedule) -> None:
+    """Fail when late events fall where no run reads them (`Schedule.coverage_gap`)."""
+    gap = schedule.coverage_gap()
+    if not gap:
+        return
+    lag = schedule.lag
+    raise ContentCheckFailed(
+        f"misses late events: with an ingestion delay of {_duration(lag + RUN_DELAY)}, "
+        f"the last {_duration(lag)} of each run's window is not ingested yet when the run "
+        f"reads it (Sentinel starts a run {_duration(RUN_DELAY)} late), and the next run "
+        f"does not look back that far, so events in {_duration(gap)} of every "
+        f"{_duration(schedule.frequency)} are never read: make queryPeriod at least "
+        f"{_duration(schedule.frequency + lag)} (and keep each event in one run with "
+        f"ingestion_time() > ago({_duration(schedule.frequency)}))")
+
+
+def _duration(value: timedelta | None) -> str:
+    minutes = int((value or timedelta(0)).total_seconds() // 60)
+    if minutes and minutes % 1440 == 0:
+        return f"{minutes // 1440}d"
+    if minutes and minutes % 60 == 0:
+        return f"{minutes // 60}h"
+    return f"{minutes}m"

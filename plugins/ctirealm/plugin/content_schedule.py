@@ -17,14 +17,29 @@ Two ways to get each run's rows, the cheap one whenever it gives the same answer
 
 A schedule with more runs than `MAX_RUNS` that cannot be binned (an NRT rule runs every
 minute) is evaluated once over the whole window instead, and says so.
+
+Two things make runs depend on more than their window:
+
+- **ingestion delay**: Sentinel runs a scheduled rule five minutes after its scheduled time, so
+  events that reach the workspace up to five minutes late are still read. Events later than
+  that (a declared ``ingestion_delay``) are not there yet when the run reads the end of its
+  window: a run reads ``[end - period, end - lag)``, ``lag`` being the delay beyond five minutes;
+- **suppression** (``suppressionEnabled``/``suppressionDuration``): after a run raises an alert,
+  the rule stops running for the duration, so runs scheduled inside it raise nothing. Which runs
+  are suppressed depends on which earlier runs alerted, so it is decided after the runs' rows.
+
+A Defender custom detection (`Schedule.defender`) has a longer lookback than its frequency, a
+first run that looks back 30 days, one alert per result row at most 100 a run, and raises an
+alert for a row once however many runs read it.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +52,13 @@ from ..telemetry.schema import TableSchema, parse_datetime
 MAX_RUNS = 2_000
 #: Result rows all runs of one simulation may return together (memory, and far past any budget).
 MAX_TOTAL_ROWS = 1_000_000
+#: Sentinel starts a scheduled run this long after its scheduled time, for late events.
+RUN_DELAY = timedelta(minutes=5)
+#: Defender ``schedule.period`` -> (how often it runs, how far back each run reads).
+DEFENDER_LOOKBACK = {"1H": (timedelta(hours=1), timedelta(hours=4)),
+                     "3H": (timedelta(hours=3), timedelta(hours=12)),
+                     "12H": (timedelta(hours=12), timedelta(hours=48)),
+                     "24H": (timedelta(hours=24), timedelta(days=30))}
 _SHORT = re.compile(r"^(\d+)([mhd])$")
 _ISO = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
 _SYMBOLS = {"gt": ">", "lt": "<", "eq": "==", "ne": "!=", "GreaterThan": ">", "LessThan": "<",
@@ -92,6 +114,18 @@ class Schedule:
     #: ``eventGroupingSettings.aggregationKind: AlertPerResult``: one alert per result row.
     per_result: bool = False
     nrt: bool = False
+    #: The lookback of the first run, when it differs (a Defender detection's 30 days).
+    first_period: timedelta | None = None
+    #: ``suppressionDuration`` when ``suppressionEnabled``: no run for so long after an alert.
+    suppression: timedelta | None = None
+    #: How much of the end of each window is not ingested yet when the run reads it.
+    lag: timedelta = timedelta(0)
+    #: One alert per distinct result row across runs (Defender); and at most this many a run.
+    dedupe: bool = False
+    max_alerts: int | None = None
+    #: For messages: ``Sentinel`` or ``Defender``; and the period's own spelling.
+    product: str = "Sentinel"
+    label: str = ""
 
     @classmethod
     def of(cls, doc: Mapping[str, Any]) -> Schedule:
@@ -110,7 +144,43 @@ class Schedule:
             threshold = int(doc.get("triggerThreshold") or 0)
         except (TypeError, ValueError):
             threshold = 0
-        return cls(frequency, period, _SYMBOLS.get(operator, ">"), threshold, operator, per_result)
+        suppression = None
+        if doc.get("suppressionEnabled") is True:
+            suppression = parse_duration(doc.get("suppressionDuration"))
+        return cls(frequency, period, _SYMBOLS.get(operator, ">"), threshold, operator, per_result,
+                   suppression=suppression)
+
+    @classmethod
+    def defender(cls, period: str) -> Schedule:
+        """A Defender custom detection's ``schedule.period`` (``0`` = continuous, NRT): it runs
+        every period over its lookback (`DEFENDER_LOOKBACK`), the first run over 30 days, and
+        raises one alert per new result row (any result fires)."""
+        code = str(period).strip().upper()
+        if code == "0":
+            minute = timedelta(minutes=1)
+            return cls(minute, minute, per_result=True, nrt=True, dedupe=True, max_alerts=100,
+                       product="Defender", label="0")
+        frequency, lookback = DEFENDER_LOOKBACK.get(code, DEFENDER_LOOKBACK["24H"])
+        return cls(frequency, lookback, per_result=True, first_period=timedelta(days=30),
+                   dedupe=True, max_alerts=100, product="Defender", label=code)
+
+    def with_ingestion_delay(self, delay: timedelta) -> Schedule:
+        """This schedule when events reach the workspace *delay* after their time: Sentinel's
+        five-minute late start (`RUN_DELAY`) absorbs that much; the rest is each run's lag."""
+        return replace(self, lag=max(timedelta(0), delay - RUN_DELAY))
+
+    def window(self, k: int, end: datetime) -> tuple[datetime, datetime]:
+        """What run *k*, scheduled to end at *end*, reads: ``[start, stop)``."""
+        period = self.first_period if (k == 0 and self.first_period) else self.period
+        return end - period, end - self.lag
+
+    def coverage_gap(self) -> timedelta:
+        """How long a stretch at the end of each window no run ever reads (0 when none): what is
+        not ingested yet when a run reads it is outside the next run's lookback unless
+        ``period - lag >= frequency``."""
+        if self.nrt:
+            return timedelta(0)
+        return max(timedelta(0), self.frequency - (self.period - self.lag))
 
     def fires(self, count: int) -> bool:
         return _COMPARE[self.symbol](count, self.threshold)
@@ -125,12 +195,24 @@ class Schedule:
         return out[::-1]
 
     def cadence(self) -> str:
-        return "every minute (NRT)" if self.nrt else \
-            f"every {_text(self.frequency)} over the last {_text(self.period)}"
+        if self.nrt:
+            return "every minute (NRT)"
+        first = (f" (the first run over the last {_text(self.first_period)})"
+                 if self.first_period and self.first_period != self.period else "")
+        return f"every {_text(self.frequency)} over the last {_text(self.period)}{first}"
 
     def describe(self) -> str:
+        if self.dedupe:
+            return f"{self.cadence()}, an alert per new result row (at most {self.max_alerts} a run)"
         grouping = ", an alert per result row" if self.per_result else ""
-        return f"{self.cadence()}, alerting when results {self.symbol} {self.threshold}{grouping}"
+        extra = ""
+        if self.suppression:
+            extra += f", suppressed for {_text(self.suppression)} after an alert"
+        if self.lag:
+            extra += (f", each run missing the last {_text(self.lag)} of its window (not "
+                      "ingested yet)")
+        return (f"{self.cadence()}, alerting when results {self.symbol} {self.threshold}"
+                f"{grouping}{extra}")
 
 
 def unbinnable(kql: str, known: Mapping[str, TableSchema]) -> str | None:
@@ -206,8 +288,52 @@ class Simulation:
         return self.rows[lo:hi]
 
     def firing(self) -> list[int]:
-        """The runs that raise alerts."""
-        return [k for k, (lo, hi) in enumerate(self.spans) if self.schedule.fires(hi - lo)]
+        """The runs that raise alerts (a suppressed run raises none)."""
+        return self._decided()[0]
+
+    def suppressed(self) -> list[int]:
+        """The runs whose results meet the trigger but that fall within ``suppressionDuration``
+        of an earlier alert, so Sentinel does not run them."""
+        return self._decided()[1]
+
+    def _decided(self) -> tuple[list[int], list[int]]:
+        raising: list[int] = []
+        quiet: list[int] = []
+        last: datetime | None = None
+        pause = self.schedule.suppression
+        for k, (lo, hi) in enumerate(self.spans):
+            if not self.schedule.fires(hi - lo):
+                continue
+            # The rule stops running for the duration after an alert: a run scheduled before
+            # it is over does not happen (one scheduled exactly at its end does).
+            if pause and last is not None and self.ends[k] < last + pause:
+                quiet.append(k)
+                continue
+            raising.append(k)
+            last = self.ends[k]
+        return raising, quiet
+
+    def alert_groups(self) -> list[tuple[int, list[int]]]:
+        """Every alert raised, as ``(run, indices of its rows)``: one per alerting run, one per
+        row (``AlertPerResult``), or one per row not alerted on before, at most
+        ``max_alerts`` a run (Defender)."""
+        out: list[tuple[int, list[int]]] = []
+        seen: set[str] = set()
+        for k in self.firing():
+            lo, hi = self.spans[k]
+            if self.schedule.dedupe:
+                fresh = []
+                for n in range(lo, hi):
+                    key = row_key(self.rows[n])
+                    if key not in seen:
+                        seen.add(key)
+                        fresh.append([n])
+                out.extend((k, group) for group in fresh[: self.schedule.max_alerts])
+            elif self.schedule.per_result:
+                out.extend((k, [n]) for n in range(lo, hi))
+            else:
+                out.append((k, list(range(lo, hi))))
+        return out
 
     def alerts(self, k: int) -> list[list[dict[str, Any]]]:
         """The alerts run *k* raises: one with all its rows, or one per row (AlertPerResult)."""
@@ -220,7 +346,8 @@ class Simulation:
         fired = self.firing()
         head = (f"{len(self.ends)} runs ({self.schedule.describe()}), {self.method}"
                 + (f": {self.note}" if self.note else ""))
-        return f"{head}; {len(fired)} raise alerts"
+        tail = f", {len(self.suppressed())} suppressed" if self.schedule.suppression else ""
+        return f"{head}; {len(fired)} raise alerts{tail}"
 
 
 def row_times(rows: list[dict[str, Any]], columns: list[str], read: list[str],
@@ -274,25 +401,27 @@ def binned(schedule: Schedule, ends: list[datetime], rows: list[dict[str, Any]],
     ordered = [rows[n] for n in order]
     keys = [times[n] for n in order]
     sim = Simulation(schedule, "binned", ends=ends, rows=ordered, columns=columns)
-    for end in ends:
-        sim.spans.append((bisect.bisect_left(keys, end - schedule.period),
-                          bisect.bisect_left(keys, end)))
+    for k, end in enumerate(ends):
+        start, stop = schedule.window(k, end)
+        sim.spans.append((bisect.bisect_left(keys, start), bisect.bisect_left(keys, max(start, stop))))
     return sim
 
 
 def per_run(schedule: Schedule, ends: list[datetime], windowed: Any, kql: str, *, note: str,
-            limit: int, only: Callable[[datetime], bool] | None = None,
+            limit: int, only: Callable[[int, datetime], bool] | None = None,
             reuse: Simulation | None = None) -> Simulation:
     """Run *kql* once per window on *windowed* (a `WindowedEngine`). With *only*, runs it
-    rejects take their rows from *reuse* (the same run over the store alone)."""
+    rejects (given the run's index and end) take their rows from *reuse* (the same run over the
+    store alone)."""
     sim = Simulation(schedule, "per run", note=note, ends=ends)
     for k, end in enumerate(ends):
-        if only is not None and reuse is not None and not only(end):
+        if only is not None and reuse is not None and not only(k, end):
             rows = reuse.run_rows(k)
             sim.columns = sim.columns or reuse.columns
         else:
             try:
-                result = windowed.query_window(kql, end - schedule.period, end, limit=limit)
+                start, stop = schedule.window(k, end)
+                result = windowed.query_window(kql, start, stop, limit=limit, now=end)
             except EngineError as exc:
                 sim.error = f"the run ending {_iso(end)}: {exc}"
                 return sim
@@ -336,6 +465,11 @@ def ids_in(rows: list[dict[str, Any]], columns: list[str], read: list[str],
     """The event ids *rows* carry in the id columns of the tables read."""
     held = id_columns(columns, id_families({t: schemas[t] for t in read}))
     return {str(row[c]) for row in rows for c in held if row.get(c) not in (None, "")}
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """A result row as text, to compare rows between runs and data sets."""
+    return json.dumps(row, sort_keys=True, default=str)
 
 
 def _iso(moment: datetime) -> str:

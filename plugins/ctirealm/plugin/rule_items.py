@@ -37,6 +37,7 @@ from . import (
     session_store,
     split_engine,
 )
+from .checks import CheckFailed, CheckItem, check_items, relative
 from .problems import case_problems, known_tables
 
 _CASES = pytest.StashKey[CaseSet]()
@@ -65,8 +66,8 @@ def _validator(config: pytest.Config) -> RuleValidator:
     return config.stash[_VALIDATOR]
 
 
-class RuleCheckFailed(AssertionError):
-    """A gate check failed; the message says exactly what is wrong."""
+class RuleCheckFailed(CheckFailed):
+    """A rules gate check failed; the message says exactly what is wrong."""
 
 
 @dataclass
@@ -128,13 +129,8 @@ class RuleFile(pytest.File):
         self._results: dict[str, DetectionResult] = {}
 
     def collect(self) -> list[pytest.Item]:
-        items = []
-        for name in self.item_names:
-            item = RuleItem.from_parent(self, name=name, check=name)
-            item.add_marker(pytest.mark.realm_rule(str(self.path)))
-            item.add_marker(pytest.mark.xdist_group(name=f"rule:{self.path}"))
-            items.append(item)
-        return items
+        return check_items(self, RuleItem, self.item_names, pytest.mark.realm_rule(str(self.path)),
+                           f"rule:{self.path}")
 
     def parsed(self) -> ParsedRule:
         """The rule as read by the subclass's ``read`` (once)."""
@@ -188,12 +184,13 @@ class KqlRuleFile(RuleFile):
 # -- items -----------------------------------------------------------------------------------
 
 
-class RuleItem(pytest.Item):
+class RuleItem(CheckItem):
     """One check of one rule."""
 
-    def __init__(self, *, check: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.check = check
+    expected_failures = (RuleCheckFailed, SigmaRuleError, StoreUnavailable)
+
+    def failure_label(self) -> str:
+        return self.rule_file.parsed().label
 
     @property
     def rule_file(self) -> RuleFile:
@@ -209,13 +206,13 @@ class RuleItem(pytest.Item):
         return parsed
 
     def runtest(self) -> None:
-        self.user_properties.extend([("rule", _relative(self.config, self.path)),
+        self.user_properties.extend([("rule", relative(self.config, self.path)),
                                      ("rule_check", self.check)])
         parsed = self.rule_file.parsed()
         self.user_properties.append(("rule_title", parsed.label))
         if parsed.expectations is not None and getattr(parsed.expectations, "case", None):
             self.user_properties.append(("rule_case", parsed.expectations.case))
-        getattr(self, f"_check_{self.check}")()
+        self.run_check()
 
     # parse ----------------------------------------------------------------------------------
     def _check_parse(self) -> None:
@@ -335,19 +332,6 @@ class RuleItem(pytest.Item):
     # reporting ------------------------------------------------------------------------------
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, self.name
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: Any = None) -> str:
-        if isinstance(excinfo.value, (RuleCheckFailed, SigmaRuleError, StoreUnavailable)):
-            return f"{self.rule_file.parsed().label}: {excinfo.value}"
-        return super().repr_failure(excinfo, style)  # type: ignore[arg-type]
-
-
-def _relative(config: pytest.Config, path: Path) -> str:
-    try:
-        return path.relative_to(config.rootpath).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def _bare(event: str) -> str:

@@ -67,10 +67,11 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def _not_sigma(path: Path) -> bool:
-    """A rule's test data (``x.tests/``) or a Sentinel analytics rule, not a Sigma rule."""
+    """A rule's test data (``x.tests/``), a Sentinel analytics rule or hunting query, or a
+    Defender custom detection rule: the content gate's, not a Sigma rule."""
     from .content import content_kind
     from .content_data import TESTS_SUFFIX
 
     if any(p.name.endswith(TESTS_SUFFIX) for p in path.parents):
         return True
-    return content_kind(path) == "sentinel"
+    return content_kind(path) in ("sentinel", "sentinel_hunting", "defender")
