@@ -17,7 +17,7 @@ import yaml
 
 from ..attack import extract_technique_ids
 from ..cases import Case, CaseSet
-from ..sigma.pipelines import table_logsource
+from ..sigma.spec import table_logsource
 from ..tools.facade import AgentTools
 from ..tools.toolbox import result_rows
 from .base import Task

@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+from .session import session_results
+from .settings import settings
+
 _HEADERS = ('<th class="sortable" data-column-type="realmCase">Case</th>',
             '<th class="sortable" data-column-type="realmPoints">Points</th>')
 
@@ -74,10 +77,7 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
 
 
 def _session_results(config: pytest.Config) -> dict[str, Any] | None:
-    from . import cases
-
-    key = getattr(cases, "_RESULTS", None)
-    return config.stash.get(key, None) if key is not None else None
+    return session_results(config)
 
 
 def _score_link(config: pytest.Config, fragment: str) -> str | None:
@@ -86,8 +86,6 @@ def _score_link(config: pytest.Config, fragment: str) -> str | None:
     if target is None:
         return None
     try:
-        from .cases import settings
-
         score = settings(config).report_dir / "score.html"
     except Exception:  # no cases plugin settings: no link
         return None

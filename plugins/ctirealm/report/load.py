@@ -14,9 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-#: The results.json format versions this report reads.
-SUPPORTED_FORMATS = (1,)
-CURRENT_FORMAT = max(SUPPORTED_FORMATS)
+from ..scoring.results import FORMAT as CURRENT_FORMAT
+from ..scoring.results import SUPPORTED_FORMATS, generalisation
 
 
 class ResultsError(ValueError):
@@ -274,30 +273,4 @@ def _normalise_rule(rule: Any, index: int, source: str) -> dict[str, Any]:
         "fp": None if rule.get("fp") is None else int(_number(rule.get("fp"), 0) or 0),
         "expected": rule.get("expected"),
         "message": str(rule.get("message") or ""),
-    }
-
-
-def _f1(case_detection: dict[str, Any], kind: str) -> float:
-    found = case_detection.get(kind)
-    return float(found["f1"]) if found and not found.get("error") else 0.0
-
-
-def generalisation(cases: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Final detections on the split they were scored on against the ``dev`` split the agent
-    queried: mean normalised score and mean KQL and Sigma F1 on each. None when every case was
-    scored on ``dev`` (a dataset with one split)."""
-    scored = [c for c in cases if isinstance(c.get("dev"), dict)]
-    if not scored:
-        return None
-    def mean(values: list[float]) -> float:
-        return sum(values) / len(values)
-    split = str(scored[0].get("split") or "test")
-    return {
-        "scored_on": split, "cases": len(scored),
-        split: {"normalized_score": mean([c["normalized_score"] for c in scored]),
-                "kql_f1": mean([_f1(c["detection"], "kql") for c in scored]),
-                "sigma_f1": mean([_f1(c["detection"], "sigma") for c in scored])},
-        "dev": {"normalized_score": mean([c["dev"]["normalized_score"] for c in scored]),
-                "kql_f1": mean([_f1(c["dev"]["detection"], "kql") for c in scored]),
-                "sigma_f1": mean([_f1(c["dev"]["detection"], "sigma") for c in scored])},
     }
