@@ -7,6 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import ctirealm
 from ctirealm.telemetry.dataset import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,8 +19,11 @@ def test_the_wheel_carries_the_dataset_unchanged(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("ctirealm-*.whl")
+    # The version is written once (ctirealm.__version__) and the package says it is typed.
+    assert wheel.name.startswith(f"ctirealm-{ctirealm.__version__}-")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
+        assert "ctirealm/py.typed" in names
         archive.extractall(tmp_path / "site", [n for n in names if n.startswith("ctirealm/dataset/")])
     shipped = tmp_path / "site" / "ctirealm" / "dataset"
     repo = ROOT / "telemetry"
