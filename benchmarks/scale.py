@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ctirealm.engine import LocalEngine
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
@@ -92,7 +94,7 @@ def time_queries(store_path: Path, named: list[tuple[str, str]], repeat: int) ->
     from ctirealm.telemetry.store import Store
 
     out = []
-    with Store.open(store_path).engine(timeout=300) as engine:
+    with LocalEngine.of_store(Store.open(store_path), timeout=300) as engine:
         for name, kql in named:
             engine.query(kql)  # warm-up: translation cache, data pages in the OS cache
             times = []

@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ctirealm.interop.server import build_realm_server
+from ctirealm.engine import LocalEngine
+from ctirealm.engine.server import build_realm_server
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import build_store
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     store = build_store(Dataset.load(args.telemetry))
     query = args.table
-    with store.engine(timeout=600) as engine:
+    with LocalEngine.of_store(store, timeout=600) as engine:
         columns = len(engine.schema(args.table))
         local, rows = median_seconds(lambda: len(engine.query(query, limit=10**9).rows), args.repeat)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 # `sigma` package (pySigma): drop the folder before importing.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from ctirealm.engine import LocalEngine  # noqa: E402
 from ctirealm.scoring.detection import evaluate_rule  # noqa: E402
 from ctirealm.sigma.parse import parse_rule  # noqa: E402
 from ctirealm.telemetry.dataset import Dataset  # noqa: E402
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     built = time.perf_counter()
     store = build_store(Dataset.load(args.telemetry), cache_dir=args.cache_dir, rows=args.rows)
-    engine = store.engine()
+    engine = LocalEngine.of_store(store)
     build_seconds = time.perf_counter() - built
 
     per_source: dict[str, Counter] = defaultdict(Counter)

@@ -13,8 +13,8 @@ import pytest
 # DuckDB, duckdb-kql and pySigma only on first use, so without these imports the first inner
 # run would import them and the next would import DuckDB's extension module again, which
 # aborts the process. Imported here, they outlive every inner run.
-import ctirealm.engine.local  # noqa: F401, E402
-import ctirealm.plugin.rule_items  # noqa: F401, E402
+import ctirealm.engine.local
+import ctirealm.plugin.rule_items  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 MINI = ROOT / "tests" / "fixtures" / "mini"

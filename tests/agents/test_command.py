@@ -57,7 +57,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 @pytest.fixture(scope="module")
 def engine(store: Store) -> LocalEngine:
-    return store.engine()
+    return LocalEngine.of_store(store)
 
 
 def _run(agent: CommandAgent, cases: CaseSet, engine: LocalEngine, case_id: str = "aks_001", *,

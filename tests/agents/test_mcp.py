@@ -59,7 +59,7 @@ def store(telemetry: Path) -> Store:
 
 @pytest.fixture(scope="module")
 def engine(store: Store) -> LocalEngine:
-    return store.engine()
+    return LocalEngine.of_store(store)
 
 
 def _plan(tmp_path: Path, steps: list[dict[str, Any]], name: str = "plan", **extra: Any) -> Path:

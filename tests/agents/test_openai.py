@@ -18,12 +18,12 @@ import pytest
 
 pytest.importorskip("openai", reason="the openai extra is not installed")
 
-from ctirealm.agents import AgentSpecError, Task, resolve_agent, run_case  # noqa: E402
-from ctirealm.agents.openai_chat import ModelAPIError, OpenAIAgent, resolve_api_key  # noqa: E402
-from ctirealm.cases import CaseSet  # noqa: E402
-from ctirealm.engine import LocalEngine  # noqa: E402
-from ctirealm.scoring.judge import JudgeError, OpenAIJudge, parse_reply  # noqa: E402
-from ctirealm.tools import Toolbox, Trajectory  # noqa: E402
+from ctirealm.agents import AgentSpecError, Task, resolve_agent, run_case
+from ctirealm.agents.openai_chat import ModelAPIError, OpenAIAgent, resolve_api_key
+from ctirealm.cases import CaseSet
+from ctirealm.engine import LocalEngine
+from ctirealm.scoring.judge import JudgeError, OpenAIJudge, parse_reply
+from ctirealm.tools import Toolbox, Trajectory
 
 MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini"
 GOOD = {"sigma_rule": "title: scripted\n" + "#" * 60, "kql_query": "AKSAudit | take 1",
@@ -50,7 +50,7 @@ class ScriptedServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 status, payload, headers = server.next(self.path, body, dict(self.headers))
                 data = json.dumps(payload).encode()

@@ -16,6 +16,7 @@ import pytest
 
 from ctirealm.cases import CaseSet, load_cases
 from ctirealm.cli.cases import measure, render_markdown
+from ctirealm.engine import LocalEngine
 from ctirealm.scoring.detection import evaluate_query, neutral_events
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
@@ -36,7 +37,7 @@ def stores() -> dict[str, Store]:
 
 @pytest.fixture(scope="module")
 def engines(stores: dict[str, Store]):
-    engines = {split: store.engine(timeout=60) for split, store in stores.items()}
+    engines = {split: LocalEngine.of_store(store, timeout=60) for split, store in stores.items()}
     yield engines
     for engine in engines.values():
         engine.close()

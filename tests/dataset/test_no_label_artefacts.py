@@ -37,6 +37,7 @@ import pytest
 import yaml
 
 from ctirealm.cases import CaseSet, load_cases
+from ctirealm.engine import LocalEngine
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
 
@@ -195,7 +196,7 @@ def store() -> Store:
 
 @pytest.fixture(scope="module")
 def artefacts(store: Store) -> dict[str, list[Artefact]]:
-    with store.engine(timeout=120) as engine:
+    with LocalEngine.of_store(store, timeout=120) as engine:
         return find_artefacts(CASES, store, engine)
 
 
@@ -215,7 +216,7 @@ def test_the_check_finds_the_markers_planted_in_the_test_fixture(
     shutil.copytree(mini / "telemetry", telemetry)
     shutil.copytree(ROOT / "telemetry" / "schemas", telemetry / "schemas")
     small = build_store(Dataset.load(telemetry), cache_dir=tmp_path_factory.mktemp("cache"))
-    with small.engine(timeout=60) as engine:
+    with LocalEngine.of_store(small, timeout=60) as engine:
         found = find_artefacts(load_cases(mini / "cases"), small, engine)
     # The fixture's AKS attack rows carry a `kubectl/... sim-5a1e77` user agent, as the
     # dataset's did before the issue that added this test.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ctirealm.engine import LocalEngine
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
 
@@ -19,7 +20,7 @@ def store(request: pytest.FixtureRequest) -> Store:
 
 
 def _one(store: Store, kql: str) -> dict:
-    with store.engine(timeout=120) as engine:
+    with LocalEngine.of_store(store, timeout=120) as engine:
         return engine.query(kql).to_dicts()[0]
 
 

@@ -26,7 +26,7 @@ import yaml
 
 import ctirealm.engine as engine_module
 from ctirealm.engine import EngineError, LocalEngine
-from ctirealm.engine.result import to_json_value
+from ctirealm.telemetry.values import to_json_value
 
 CASES: list[dict[str, Any]] = yaml.safe_load(
     (Path(__file__).parent / "conformance.yaml").read_text(encoding="utf-8")

@@ -185,7 +185,7 @@ def test_lookup_returns_what_the_kql_in_filter_returns(id_type: str) -> None:
         tables={"T": rows},
         schemas={"T": [("Id", id_type), ("Timestamp", "datetime"), ("Name", "string")]},
     )
-    wanted = ids[::3] + ["999", "not-an-id", "O'Brien"]
+    wanted = [*ids[::3], "999", "not-an-id", "O'Brien"]
     literals = ", ".join(i if id_type == "long" and i.isdigit() else "'" + i.replace("'", "\\'") + "'"
                          for i in wanted if id_type == "string" or i.isdigit())
     by_kql = engine.query(f"T | where Id in ({literals})", limit=1000)

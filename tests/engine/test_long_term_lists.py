@@ -36,7 +36,7 @@ def test_long_has_any_matches_whole_terms_only() -> None:
     rows = engine.query(f"T | where x has_any ({_list(needles)}) | project x").rows
     assert sorted(r[0] for r in rows) == ["alpha beta.gamma x-1 Delta",
                                           "ioc7.example.com was contacted"]
-    short = engine.query(f"T | where x has_any ({_list(needles[:3] + ['beta.gamma'])}) "
+    short = engine.query(f"T | where x has_any ({_list([*needles[:3], 'beta.gamma'])}) "
                          "| project x").rows
     assert short == [("alpha beta.gamma x-1 Delta",)]
 
@@ -55,7 +55,7 @@ def test_long_has_all_needs_every_term() -> None:
     wide = LocalEngine.from_tables(tables={"T": [{"x": " ".join(words)}, {"x": "w1 w2"}]},
                                    schemas={"T": [("x", "string")]})
     assert wide.query(f"T | where x has_all ({_list(words)}) | count").rows == [(1,)]
-    assert wide.query(f"T | where x has_all ({_list(words + ['w7x'])}) | count").rows == [(0,)]
+    assert wide.query(f"T | where x has_all ({_list([*words, 'w7x'])}) | count").rows == [(0,)]
 
 
 def test_thousands_of_indicators_finish_quickly() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ctirealm.engine import LocalEngine, memo
-from ctirealm.telemetry import attribution
+from ctirealm.engine import LocalEngine
+from ctirealm.telemetry import attribution, memo
 
 SCHEMAS = {"AKSAudit": [("AuditId", "string"), ("Verb", "string")],
            "SigninLogs": [("Id", "string"), ("UserPrincipalName", "string")]}
@@ -37,7 +37,8 @@ def test_a_translation_is_remembered_on_disk_and_served_from_it(disk: memo.DiskM
 def test_a_remembered_translation_serves_another_process(tmp_path: Path) -> None:
     script = (
         "import sys\n"
-        "from ctirealm.engine import LocalEngine, memo\n"
+        "from ctirealm.engine import LocalEngine\n"
+        "from ctirealm.telemetry import memo\n"
         "from ctirealm.engine import local\n"
         f"memo.use(__import__('pathlib').Path({str(tmp_path / 'm')!r}))\n"
         f"e = LocalEngine.from_tables({ROWS!r}, {SCHEMAS!r}, now='2026-03-15T00:00:00Z')\n"
@@ -87,7 +88,7 @@ def test_a_store_engine_remembers_beside_the_store(tmp_path: Path, make_telemetr
     root = make_telemetry()
     try:
         store = build_store(Dataset.load(root), cache_dir=tmp_path / "cache", rows=0)
-        with store.engine() as engine:
+        with LocalEngine.of_store(store) as engine:
             engine.query("AKSAudit | count // memo test store")
         assert list((tmp_path / "cache" / "kql-memo" / "sql").rglob("*.pickle"))
     finally:

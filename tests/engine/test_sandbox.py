@@ -438,7 +438,7 @@ def test_concurrent_queries_are_serialised(engine: LocalEngine) -> None:
         try:
             for _ in range(5):
                 _still_works(engine)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]

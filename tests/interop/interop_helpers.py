@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from ctirealm.interop.server import build_realm_server, make_server
+from ctirealm.engine.server import build_realm_server, make_server
 from ctirealm.telemetry.schema import DUCKDB_TYPES, TableSchema, coerce_row
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -36,8 +36,8 @@ from ctirealm.engine.kusto import (
     connection_builder,
     parse_kusto_url,
 )
-from ctirealm.engine.result import to_json_value
-from ctirealm.interop.server import build_realm_server, normalise_request, timespan_seconds
+from ctirealm.engine.server import build_realm_server, normalise_request, timespan_seconds
+from ctirealm.telemetry.values import to_json_value
 
 CASES: list[dict[str, Any]] = yaml.safe_load(
     (ROOT / "tests" / "engine" / "conformance.yaml").read_text(encoding="utf-8"))["cases"]

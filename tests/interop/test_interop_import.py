@@ -19,6 +19,7 @@ from ctirealm.cases.upstream import (
     sanitize_column,
 )
 from ctirealm.cli import main
+from ctirealm.engine import LocalEngine
 from ctirealm.telemetry.labels import Labels
 from ctirealm.telemetry.schema import load_schemas
 from ctirealm.telemetry.store import Store
@@ -64,7 +65,7 @@ def test_import_produces_cases_reports_and_telemetry(imported: Path, imported_st
                                    "SignInLogs": 80, "StorageBlobLogs": 60}
     assert len(imported_store.labels.ids("attack")) == 14
     assert imported_store.meta["now"] == "2025-06-07T00:00:00Z"
-    with imported_store.engine() as engine:
+    with LocalEngine.of_store(imported_store) as engine:
         rows = engine.query("SignInLogs | where UserAgent has 'c1oud-spray-77' | count").rows
         assert rows == [(3,)]
     # upstream extras kept as they were

@@ -136,7 +136,7 @@ def _upstream_loader(monkeypatch: pytest.MonkeyPatch) -> Any:
         spec = None
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("inspect_evals' CTI-REALM kusto_init is not installed")
-    folder = Path(list(spec.submodule_search_locations)[0])
+    folder = Path(next(iter(spec.submodule_search_locations)))
     # its imports resolve as in the container: the script's folder and the eval's folder
     monkeypatch.syspath_prepend(str(folder.parent.parent))
     monkeypatch.syspath_prepend(str(folder))

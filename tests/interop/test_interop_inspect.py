@@ -19,6 +19,7 @@ pytest.importorskip("inspect_ai", reason="the inspect extra (inspect-ai) is not 
 from ctirealm.agents.inspect_log import InspectLogAgent
 from ctirealm.cases import load_cases
 from ctirealm.cli import main
+from ctirealm.engine import LocalEngine
 from ctirealm.scoring.rescore import rescore
 from ctirealm.telemetry.store import Store
 
@@ -44,7 +45,7 @@ def _rows(result_json: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def logs(imported_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two logged samples, as an upstream run would have recorded them (.eval and .json)."""
-    with imported_store.engine() as engine:
+    with LocalEngine.of_store(imported_store) as engine:
         first = json.dumps(engine.query(FIRST + " | take 10", limit=10).to_kusto_json())
         final = json.dumps(engine.query(FINAL + " | take 10", limit=10).to_kusto_json())
         sample = json.dumps(engine.query("AKSAudit | take 2").to_kusto_json())
@@ -105,7 +106,7 @@ def test_replay_reads_logs_with_inspects_reader(logs: Path) -> None:
 
 def test_both_modes_score_every_sample(logs: Path, imported: Path, imported_store: Store) -> None:
     cases = load_cases(imported / "cases", tables=set(imported_store.meta["schemas"]))
-    with imported_store.engine() as engine:
+    with LocalEngine.of_store(imported_store) as engine:
         entries = rescore(logs, cases, engine=engine, labels=imported_store.labels)
     by_id = {e["id"]: e for e in entries}
     assert sorted(by_id) == ["aks_001", "linux_001"]

@@ -10,8 +10,9 @@ import pytest
 from interop_helpers import MINI, ROOT, writable_endpoint
 
 from ctirealm.cli import main
+from ctirealm.engine import LocalEngine
 from ctirealm.engine.kusto import KustoEngine, make_client, parse_kusto_url
-from ctirealm.interop.push import (
+from ctirealm.engine.push import (
     PushError,
     append_command,
     create_table_command,
@@ -62,7 +63,7 @@ def test_push_creates_tables_ingests_rows_and_resumes(mini_store: Store, tmp_pat
                        batch_rows=3, state_path=state)
 
         # the pushed rows are the store's rows, value for value
-        local = mini_store.engine()
+        local = LocalEngine.of_store(mini_store)
         remote = KustoEngine(client, "scratch", schemas=local.schemas, now=mini_store.now)
         for query in ("AKSAudit | order by AuditId asc", "DeviceProcessEvents | order by ReportId asc"):
             assert remote.query(query).to_dicts() == local.query(query).to_dicts()

@@ -18,10 +18,10 @@ import pytest
 from interop_helpers import serving
 
 pytest.importorskip("azure.kusto.data")
-from azure.kusto.data import KustoClient, KustoConnectionStringBuilder  # noqa: E402
-from azure.kusto.data.exceptions import KustoApiError, KustoServiceError  # noqa: E402
+from azure.kusto.data import KustoClient, KustoConnectionStringBuilder
+from azure.kusto.data.exceptions import KustoApiError, KustoServiceError
 
-from ctirealm.interop.server import build_realm_server, serve_forever  # noqa: E402
+from ctirealm.engine.server import build_realm_server, serve_forever
 
 GUID = "0b2f8a4e-1111-2222-3333-444455556666"
 
@@ -278,7 +278,7 @@ def test_duckdb_writes_the_rows_python_would(server: Any, query: str) -> None:
     """The fast path (DuckDB writes each row's JSON) and the Python one agree value for value."""
     from duckdb_kql.engine import kql
 
-    from ctirealm.interop import server as module
+    from ctirealm.engine import server as module
 
     with server._lock:
         rel = kql(server._con, query, None, None, False, query_now=server.now)
@@ -302,7 +302,7 @@ def test_a_failure_while_writing_rows_reaches_the_client(monkeypatch: pytest.Mon
     from azure.kusto.data.exceptions import KustoMultiApiError
     from azure.kusto.data.response import KustoResponseDataSetV1, KustoResponseDataSetV2
 
-    from ctirealm.interop import server as module
+    from ctirealm.engine import server as module
 
     def broken(kind: str) -> Any:
         def encode(values: Any) -> list[Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ctirealm.engine import LocalEngine
 from ctirealm.plugin.content_data import ContentDataError, load_test_data, overlay_engine
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.schema import load_schemas
@@ -19,7 +20,7 @@ NOW = datetime(2026, 3, 16, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def schemas():  # noqa: ANN201 - {table: TableSchema}
+def schemas():
     return load_schemas(ROOT / "telemetry" / "schemas")
 
 
@@ -79,7 +80,7 @@ def test_a_bad_value_names_file_line_and_column(tmp_path: Path, schemas: dict) -
 
 
 def test_the_overlay_adds_events_without_touching_the_store(store: Store) -> None:
-    engine = store.engine()
+    engine = LocalEngine.of_store(store)
     overlay = overlay_engine(store.path, engine.schemas, store.now, {"SigninLogs": [
         {"Id": "test-1", "TimeGenerated": "2026-03-15T23:55:00Z",
          "UserPrincipalName": "b@corp.example", "ResultType": "50126"}]})

@@ -24,6 +24,7 @@ from ctirealm.agents.builtin import builtin_agent
 from ctirealm.agents.parse import SubmissionError, reference_fields, to_submission
 from ctirealm.agents.shortcuts import SHORTCUTS
 from ctirealm.cases import Case, load_cases
+from ctirealm.engine import LocalEngine
 from ctirealm.scoring import score_case
 from ctirealm.scoring.compat import RECORDED_ANSWER_CHARS
 from ctirealm.telemetry.dataset import Dataset
@@ -347,13 +348,13 @@ def mini_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("mini")
     shutil.copytree(MINI / "telemetry", root / "telemetry")
     shutil.copytree(ROOT / "telemetry" / "schemas", root / "telemetry" / "schemas")
-    return build_store(Dataset.load(root / "telemetry"), cache_dir=root / "cache").engine()
+    return LocalEngine.of_store(build_store(Dataset.load(root / "telemetry"), cache_dir=root / "cache"))
 
 
 @pytest.fixture(scope="module")
 def real_engine() -> Any:
     # The default store, shared with the other tests that run agents over the real cases.
-    return build_store(Dataset.load(ROOT / "telemetry"), cache_dir=default_cache_dir()).engine()
+    return LocalEngine.of_store(build_store(Dataset.load(ROOT / "telemetry"), cache_dir=default_cache_dir()))
 
 
 REAL = load_cases(ROOT / "cases")

@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import ROOT, process_event, write_jsonl
 
 from ctirealm.cases import Case, GroundTruth
+from ctirealm.engine import LocalEngine
 from ctirealm.scoring.detection import evaluate, evaluate_query, neutral_events, technique_parents
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
@@ -70,12 +71,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 
 @pytest.fixture(scope="module")
-def engine(store: Store):  # noqa: ANN201 - LocalEngine
-    with store.engine() as engine:
+def engine(store: Store):
+    with LocalEngine.of_store(store) as engine:
         yield engine
 
 
-def judge(store: Store, engine, kql: str, case_id: str = "linux_101", **kw):  # noqa: ANN001, ANN201
+def judge(store: Store, engine, kql: str, case_id: str = "linux_101", **kw):
     target = CASES[case_id]
     neutral = neutral_events(target, CASES, store.labels)
     return evaluate_query(kql, target, engine, store.labels, engine.schemas, neutral=neutral, **kw)

@@ -29,7 +29,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, LocalEngine,
     shutil.copytree(ROOT / "telemetry" / "schemas", root / "telemetry" / "schemas")
     store = build_store(Dataset.load(root / "telemetry"), cache_dir=root / "cache")
     cases = load_cases(MINI / "cases")
-    return store, store.engine(), cases.cases
+    return store, LocalEngine.of_store(store), cases.cases
 
 
 def call(name: str, args: dict, result: object, rows: int | None = None) -> Step:
@@ -131,7 +131,7 @@ def test_attribution_rules(world, kql: str, tp: int, fp: int, f1: float) -> None
 
 
 def test_c3_counts_only_queries_over_the_case_tables(world) -> None:
-    store, engine, cases = world
+    _store, engine, _cases = world
     kql = "DeviceProcessEvents | where AccountName == 'www-data' | project ReportId"
     base = trajectory_a(engine, kql)
     # Only queries over another table (AKSAudit; linux_001 needs DeviceProcessEvents): nothing.

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ctirealm.engine import LocalEngine
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.schema import TableSchema, load_schemas
 from ctirealm.telemetry.store import Store, build_store
@@ -68,7 +69,7 @@ def write_telemetry(root: Path, events: dict = EVENTS) -> Path:
 
 
 @pytest.fixture(scope="session")
-def telemetry_writer():  # noqa: ANN201 - the write_telemetry function
+def telemetry_writer():
     """`write_telemetry(root, events=EVENTS)` for tests that build their own projects."""
     return write_telemetry
 
@@ -85,7 +86,7 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 
 @pytest.fixture(scope="session")
-def tiny_engine(tiny_store: Store):  # noqa: ANN201 - LocalEngine
-    engine = tiny_store.engine()
+def tiny_engine(tiny_store: Store):
+    engine = LocalEngine.of_store(tiny_store)
     yield engine
     engine.close()

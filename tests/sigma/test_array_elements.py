@@ -68,7 +68,7 @@ OFFICE = [
 
 
 @pytest.fixture(scope="module")
-def engine(schemas: dict):  # noqa: ANN201 - LocalEngine
+def engine(schemas: dict):
     engine = LocalEngine.from_tables({"AuditLogs": AUDIT, "OfficeActivity": OFFICE}, schemas)
     yield engine
     engine.close()

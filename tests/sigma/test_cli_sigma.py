@@ -35,7 +35,7 @@ def test_convert_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_eval_prints_tp_fp(tmp_path: Path, telemetry_writer, capsys: pytest.CaptureFixture[str],
-                           monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+                           monkeypatch: pytest.MonkeyPatch) -> None:
     root = telemetry_writer(tmp_path / "telemetry")
     rule = tmp_path / "rule.yml"
     rule.write_text(RULE)

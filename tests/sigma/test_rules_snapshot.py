@@ -20,7 +20,7 @@ SIGMA_RULES = sorted(
 
 @pytest.mark.parametrize("path", SIGMA_RULES or [None],
                          ids=[str(p.relative_to(RULES)) for p in SIGMA_RULES] or ["no-rules"])
-def test_rule_conversion_snapshot(path: Path | None, schemas: dict, snapshot) -> None:  # noqa: ANN001
+def test_rule_conversion_snapshot(path: Path | None, schemas: dict, snapshot) -> None:
     if path is None:
         pytest.skip("no Sigma rules under rules/")
     try:

@@ -70,5 +70,5 @@ def test_every_supported_logsource_converts_and_executes(outcomes: dict) -> None
     assert sum(1 for _, status, _ in outcomes.values() if status == "ok") >= 240
 
 
-def test_sigmahq_conversions_snapshot(outcomes: dict, snapshot) -> None:  # noqa: ANN001
+def test_sigmahq_conversions_snapshot(outcomes: dict, snapshot) -> None:
     assert {name: text for name, (_, _, text) in sorted(outcomes.items())} == snapshot

@@ -45,7 +45,7 @@ GOOD = textwrap.dedent("""\
 
 
 @pytest.fixture(scope="module")
-def no_network(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a generator fixture
+def no_network(tmp_path_factory: pytest.TempPathFactory):
     """Any socket use fails; the loaders are seeded into a fresh, empty cache directory."""
 
     def refuse(*args: object, **kwargs: object) -> None:

@@ -106,7 +106,7 @@ def _flat_run(kql: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def engine(schemas: dict):  # noqa: ANN201 - LocalEngine
+def engine(schemas: dict):
     engine = LocalEngine.from_tables({"DeviceProcessEvents": ROWS}, schemas)
     yield engine
     engine.close()

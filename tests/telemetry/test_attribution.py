@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.conftest import ROOT, process_event, write_jsonl
 
+from ctirealm.engine import LocalEngine
 from ctirealm.scoring.detection import evaluate
 from ctirealm.telemetry.attribution import canonical, id_columns, tables_in, trace
 from ctirealm.telemetry.dataset import Dataset
@@ -40,8 +41,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return build_store(Dataset.load(root), cache_dir=tmp_path_factory.mktemp("c"), rows=0)
 
 
-def _trace(store: Store, kql: str, **kw):  # noqa: ANN202
-    with store.engine() as engine:
+def _trace(store: Store, kql: str, **kw):
+    with LocalEngine.of_store(store) as engine:
         result = engine.query(kql)
         return trace(kql, result.column_names, result.to_dicts(), engine, engine.schemas,
                      store.labels, **kw)
@@ -158,7 +159,7 @@ def test_a_shared_id_goes_to_the_preferred_table(store: Store) -> None:
 def test_the_evaluator_attributes_a_join_by_its_suffixed_id(store: Store) -> None:
     kql = ("DeviceFileEvents | join kind=inner (DeviceProcessEvents "
            "| where ProcessCommandLine has '77aa') on DeviceName | project ReportId, ReportId1")
-    with store.engine() as engine:
+    with LocalEngine.of_store(store) as engine:
         result = evaluate(kql, engine, store.labels, within_tables_read=True,
                           expected={"DeviceProcessEvents": ["111000000001", "111000000002"],
                                     "DeviceFileEvents": ["222000000001"]})

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from ctirealm.engine import LocalEngine
 from ctirealm.telemetry import generator, store
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.scenarios import Player, load_scenario, scenario_files
@@ -52,7 +53,7 @@ def _physical(path: Path) -> dict[str, tuple]:
 def _queried(built: Store) -> dict[str, str]:
     """Per table: a hash of ``T | order by <id column> asc`` run through the engine."""
     out = {}
-    with built.engine() as engine:
+    with LocalEngine.of_store(built) as engine:
         for table, spec in sorted(built.meta["schemas"].items()):
             result = engine.query(f"{table} | order by {spec['id_column']} asc")
             assert not result.truncated
@@ -101,12 +102,12 @@ def test_fallback_paths_give_the_same_store(reference: Store, tmp_path: Path,
     """Sorting whole rows, or re-sorting a table found out of order, changes nothing."""
     narrow = store._Loader._bucket_narrow
 
-    def wide(self: store._Loader, con, schema, paths, own, filled, where, loaded,  # noqa: ANN001
-             committed) -> int:  # noqa: ANN001
+    def wide(self: store._Loader, con, schema, paths, own, filled, where, loaded,
+             committed) -> int:
         self._bucket_wide(con, schema, frozenset(n for n, _ in own), paths, where, committed)
         return 0
 
-    def resort(self: store._Loader, *args) -> int:  # noqa: ANN001, ANN002
+    def resort(self: store._Loader, *args) -> int:
         return narrow(self, *args) + 1  # claim a misplaced row: the table is re-sorted
 
     monkeypatch.setattr(generator.workers, "BUCKET_ROWS", 400)

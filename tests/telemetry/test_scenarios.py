@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ctirealm.cases import load_cases
+from ctirealm.engine import LocalEngine
 from ctirealm.telemetry.dataset import Dataset, DatasetError
 from ctirealm.telemetry.generator import ProfileError
 from ctirealm.telemetry.scenarios import Player, load_scenario
@@ -115,7 +116,7 @@ def test_scenario_rows_are_shaped_like_the_background(telemetry: Path, tmp_path:
     """Same id space, millisecond times and organisation: nothing but behaviour differs."""
     played = _play(telemetry, 0, tmp_path)
     store = build_store(Dataset.load(telemetry), cache_dir=tmp_path / "cache", rows=3000)
-    engine = store.engine()
+    engine = LocalEngine.of_store(store)
     background = engine.query(
         "DeviceProcessEvents | project ReportId, Timestamp, DeviceName, TenantId | take 500",
     ).to_dicts()
@@ -142,7 +143,7 @@ def test_store_labels_scenario_events_with_their_case(telemetry: Path, tmp_path:
     assert set(dev.labels.ids("attack")).isdisjoint(test.labels.ids("attack"))
     # The background template is generated, unlabelled, in both splits.
     for store in (dev, test):
-        rows = store.engine().query(
+        rows = LocalEngine.of_store(store).query(
             'DeviceProcessEvents | where ProcessCommandLine == "cp dist/app /srv/artifacts/app" '
             "| project ReportId").to_dicts()
         assert rows and all(store.labels.kind("DeviceProcessEvents", r["ReportId"]) == "benign"
@@ -320,7 +321,7 @@ def test_aks_writes_are_mirrored_into_aksaudit_with_their_labels(telemetry: Path
     with the same AuditId (and label); a read only in AKSAudit; routine work is unlabelled."""
     (telemetry / "scenarios" / "aks_900.yaml").write_text(AKS_STORY, encoding="utf-8")
     store = build_store(Dataset.load(telemetry), cache_dir=tmp_path, rows=3000)
-    engine = store.engine()
+    engine = LocalEngine.of_store(store)
     admin = {r["AuditId"]: r for r in engine.query(
         "AKSAuditAdmin | project AuditId, Verb, RequestUri, Type", limit=100_000).to_dicts()}
     audit = {r["AuditId"]: r for r in engine.query(

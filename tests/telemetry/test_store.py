@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 from tests.conftest import ROOT, process_event, write_jsonl
 
-from ctirealm.engine import ReadOnlyViolation
+from ctirealm.engine import LocalEngine, ReadOnlyViolation
 from ctirealm.telemetry.dataset import Dataset, DatasetError
 from ctirealm.telemetry.events import TelemetryFormatError
 from ctirealm.telemetry.schema import SchemaError, load_schemas
@@ -39,7 +40,7 @@ def test_store_loads_events_with_types_and_labels(make_telemetry, tmp_path: Path
     assert store.labels.kind("DeviceProcessEvents", "771029384455") == "hard_negative"
     assert store.labels.kind("DeviceProcessEvents", 1) == "benign"
     assert store.labels.group("DeviceProcessEvents", 482913377104) == "sim1"
-    with store.engine() as engine:
+    with LocalEngine.of_store(store) as engine:
         rows = engine.query(
             "DeviceProcessEvents | where ReportId == 590114783321 "
             "| project Timestamp, AdditionalFields"
@@ -118,13 +119,13 @@ def test_duplicate_ids_are_reported_with_both_places(make_telemetry, tmp_path: P
 def test_unknown_table_file_and_missing_schema_are_clear(make_telemetry, tmp_path: Path) -> None:
     root = make_telemetry(ATTACK)
     write_jsonl(root / "attack" / "sim1" / "DeviceEvents.jsonl", [{"x": 1}])
-    with pytest.raises(TelemetryFormatError, match="DeviceEvents.jsonl: file name must be a table name"):
+    with pytest.raises(TelemetryFormatError, match=re.escape("DeviceEvents.jsonl: file name must be a table name")):
         build_store(Dataset.load(root), cache_dir=tmp_path / "c", rows=0)
     (root / "schemas" / "AKSAudit.json").write_text('{"table": "AKSAudit"}')
     dataset = Dataset.load(root)
     assert "AKSAudit" not in dataset.schemas
     assert [str(p) for p in dataset.problems] == ["schemas/AKSAudit.json: missing field 'id_column'"]
-    with pytest.raises(SchemaError, match="AKSAudit.json: missing field 'id_column'"):
+    with pytest.raises(SchemaError, match=re.escape("AKSAudit.json: missing field 'id_column'")):
         build_store(dataset, cache_dir=tmp_path / "c", rows=0)
     (root / "schemas").rename(root / "gone")
     with pytest.raises(DatasetError, match="schemas: schema directory not found"):
@@ -156,7 +157,7 @@ def test_lenient_build_leaves_out_a_truncated_file_and_names_its_line(
     assert store.labels.simulations() == ["good"]
     assert store.labels.kind("DeviceProcessEvents", 482913377104) == "benign"
     assert store.labels.kind("DeviceProcessEvents", 771029384455) == "hard_negative"
-    with store.engine() as engine:
+    with LocalEngine.of_store(store) as engine:
         assert engine.query("DeviceProcessEvents | count").rows == [(2,)]
         assert engine.query("DeviceProcessEvents | where ReportId == 482913377104").rows == []
     # the cached store keeps its problems; a strict caller still gets the error
@@ -211,7 +212,7 @@ def test_lenient_build_without_a_broken_schema_keeps_the_other_tables(
     assert "AKSAudit" not in store.rows and "AKSAudit" not in store.meta["schemas"]
     # the generator still fills the other tables
     assert store.rows["DeviceProcessEvents"] > 2 and sum(store.rows.values()) >= 2000 * 0.5
-    with store.engine() as engine:
+    with LocalEngine.of_store(store) as engine:
         assert "AKSAudit" not in engine.tables()
 
 

@@ -371,4 +371,4 @@ def builtin_agent(name: str, cases: CaseSet) -> Any:
     raise ValueError(f"unknown built-in agent {name!r}; built-ins: baseline, oracle, null")
 
 
-__all__ = ["BaselineAgent", "NullAgent", "OracleAgent", "builtin_agent", "Case"]
+__all__ = ["BaselineAgent", "Case", "NullAgent", "OracleAgent", "builtin_agent"]

@@ -71,15 +71,15 @@ class Bench:
     def engine(self, split: str = "dev") -> Engine:
         """The read-only local engine on *split*'s store (``dev``: what the tools query)."""
         if split not in self._engines:
-            self._engines[split] = self.store(split).engine(timeout=self.query_timeout)
+            from ..engine.local import LocalEngine  # DuckDB only when a sample runs
+
+            self._engines[split] = LocalEngine.of_store(self.store(split), timeout=self.query_timeout)
         return self._engines[split]
 
     @property
     def cases(self) -> CaseSet:
         if self._cases is None:
-            from ..plugin.problems import known_tables
-
-            self._cases = load_cases(self.cases_root, tables=known_tables(self.store()))
+            self._cases = load_cases(self.cases_root, tables=self.store().known_tables())
         return self._cases
 
     def score(self, case: Case, trajectory: Trajectory, split: str, *, mode: str = "strict",
@@ -113,4 +113,4 @@ def bench_for(cases_root: str | Path, telemetry: str | Path, *, cache_dir: str |
         return _BENCHES[key]
 
 
-__all__ = ["Bench", "DEFAULT_QUERY_TIMEOUT", "bench_for"]
+__all__ = ["DEFAULT_QUERY_TIMEOUT", "Bench", "bench_for"]

@@ -50,7 +50,7 @@ from .builtin import candidate_tables, kql_string
 ID_COLUMNS = ("ReportId", "AuditId", "EventDataId", "CorrelationId", "RequestId", "OfficeId", "Id")
 #: Column-name fragments that hold free text an attack leaves traces in.
 TEXT_HINTS = ("CommandLine", "Path", "FileName", "Uri", "Url", "UserAgent")
-WIDE_HINTS = TEXT_HINTS + ("Operation", "Activity", "Verb", "DisplayName")
+WIDE_HINTS = (*TEXT_HINTS, "Operation", "Activity", "Verb", "DisplayName")
 #: Entity columns a memorising agent pins (hosts first, then accounts).
 ENTITY_COLUMNS = ("DeviceName", "Computer", "UserPrincipalName", "AccountName",
                   "InitiatingProcessAccountName", "Caller", "Identity", "UserId",

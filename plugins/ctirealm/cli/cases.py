@@ -60,7 +60,8 @@ def measure(cases: CaseSet, root: Path, stores: dict[str, Any],
     """Every case (or *ids*) on every split's store (``{split: Store}``), in case order."""
     out = []
     for split, store in stores.items():
-        with store.engine(timeout=120) as engine:
+        from ..engine.local import LocalEngine
+        with LocalEngine.of_store(store, timeout=120) as engine:
             for case_id, case in sorted(cases.cases.items()):
                 if ids and case_id not in ids:
                     continue

@@ -72,7 +72,8 @@ def _import_inspect(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     cases = load_cases(args.cases, tables=set(store.meta["schemas"]))
-    with store.engine() as engine:
+    from ..engine.local import LocalEngine
+    with LocalEngine.of_store(store) as engine:
         entries = rescore(args.log, cases, engine=engine, labels=store.labels)
     if not entries:
         print(f"ctirealm: no logged sample matches a case in {args.cases}", file=sys.stderr)

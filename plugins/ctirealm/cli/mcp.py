@@ -55,19 +55,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _mcp(args: argparse.Namespace) -> int:
     from ..cases import load_cases
-    from ..plugin.problems import known_tables
 
     try:
         import mcp  # noqa: F401
     except ImportError:
         raise ValueError("ctirealm mcp needs the MCP SDK: pip install 'ctirealm[mcp]'") from None
     store = open_store(args)
-    cases = load_cases(args.cases, tables=known_tables(store))
+    cases = load_cases(args.cases, tables=store.known_tables())
     if args.case not in cases.cases:
         raise ValueError(f"no case {args.case!r} in {args.cases}; cases: "
                          + ", ".join(sorted(cases.cases)) if cases.cases else f"no cases in {args.cases}")
     case = cases.cases[args.case]
-    with store.engine(timeout=args.query_timeout) as engine:
+    from ..engine.local import LocalEngine
+    with LocalEngine.of_store(store, timeout=args.query_timeout) as engine:
         trajectory = Trajectory(case.id, f"mcp:{args.transport}", variant=args.variant)
         toolbox = Toolbox(engine, cases, trajectory, variant=args.variant,
                           max_tool_calls=args.max_tool_calls, toolsets=parse_toolsets(args.tools))

@@ -1,7 +1,7 @@
 """``ctirealm telemetry push --cluster URL --database DB``: the store's tables and events onto a cluster.
 
 Registered as a sub-command of ``ctirealm telemetry`` (see `add_push`). The
-work is done by `ctirealm.interop.push`; this module parses options, picks the
+work is done by `ctirealm.engine.push`; this module parses options, picks the
 ingestion mode, draws the progress bar and prints the counts that arrived.
 """
 
@@ -46,7 +46,7 @@ def add_push(sub: argparse._SubParsersAction) -> None:
 
 def _push(args: argparse.Namespace) -> int:
     from ..engine.kusto import make_client, parse_kusto_url
-    from ..interop.push import default_state_path, push_store
+    from ..engine.push import default_state_path, push_store
 
     target = parse_kusto_url(args.cluster, args.database)
     mode = args.mode if args.mode != "auto" else ("direct" if target.loopback else "queued")

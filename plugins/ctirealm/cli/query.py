@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..engine.result import to_json_value
+from ..telemetry.values import to_json_value
 from .common import add_store_options, open_store
 
 
@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _query(args: argparse.Namespace) -> int:
     kql = sys.stdin.read() if args.kql == "-" else args.kql
     store = open_store(args)
-    with store.engine(timeout=args.timeout) as engine:
+    from ..engine.local import LocalEngine
+    with LocalEngine.of_store(store, timeout=args.timeout) as engine:
         result = engine.query(kql, limit=args.limit)
         if args.sql:
             print(str(engine.translate(kql)), file=sys.stderr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..interop.server import DEFAULT_DATABASE
+from ..engine.server import DEFAULT_DATABASE
 from .common import add_store_options, open_store
 
 DEFAULT_PORT = 31415
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from ..engine.kusto import is_loopback
-    from ..interop.server import build_realm_server, serve_forever
+    from ..engine.server import build_realm_server, serve_forever
 
     if not is_loopback(args.host):
         raise ValueError(f"refusing to serve on {args.host!r}: ctirealm serve binds loopback "

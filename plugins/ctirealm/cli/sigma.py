@@ -119,7 +119,8 @@ def _eval(args: argparse.Namespace) -> int:
     from ..sigma.parse import parse_kql_rule, parse_rule
 
     store = open_store(args)
-    engine = store.engine()
+    from ..engine.local import LocalEngine
+    engine = LocalEngine.of_store(store)
     try:
         case_id = args.case
         if args.rule.suffix == ".kql":

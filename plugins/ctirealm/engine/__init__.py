@@ -26,6 +26,7 @@ from .guard import check_read_only
 from .result import QueryResult
 
 if TYPE_CHECKING:
+    from ..telemetry.schema import TableSchema
     from .local import LocalEngine
 
 
@@ -51,6 +52,11 @@ class Engine(Protocol):
     def tables(self) -> list[str]: ...
 
     def schema(self, table: str) -> list[tuple[str, str]]: ...
+
+    @property
+    def schemas(self) -> dict[str, TableSchema]:
+        """Every table's schema (id and time columns included), by name."""
+        ...
 
 
 __all__ = [

@@ -121,7 +121,7 @@ def _operator_at(kql: str, line: int | None, column: int | None) -> str | None:
     if line is None or column is None:
         return None
     lines = kql.split("\n")
-    before = "\n".join(lines[: line - 1] + [lines[line - 1][: column - 1]]) if line <= len(lines) \
+    before = "\n".join([*lines[:line - 1], lines[line - 1][:column - 1]]) if line <= len(lines) \
         else kql
     before = before.rsplit(";", 1)[-1]
     pipes = list(_OPERATOR.finditer(before))

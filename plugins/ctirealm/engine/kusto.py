@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..telemetry.schema import TableSchema, parse_datetime, parse_timespan
+from ..telemetry.values import format_datetime
 from . import rewrite
 from .errors import (
     EngineError,
@@ -51,7 +52,7 @@ from .errors import (
     ResourceLimitExceeded,
 )
 from .guard import check_query_text, check_read_only
-from .result import QueryResult, format_datetime
+from .result import QueryResult
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_ROWS = 100_000

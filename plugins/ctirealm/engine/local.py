@@ -26,8 +26,10 @@ import duckdb_kql
 from duckdb_kql import errors as kql_errors
 from duckdb_kql.types import kusto_type
 
+from ..telemetry import memo
 from ..telemetry.schema import DUCKDB_TYPES, TableSchema, coerce_row, parse_datetime
-from . import cmdline, geoip, memo, rewrite, series, useragent, xmljson
+from ..telemetry.store import Store
+from . import cmdline, geoip, rewrite, series, useragent, xmljson
 from .errors import (
     EngineError,
     KqlRuntimeError,
@@ -191,6 +193,14 @@ class LocalEngine:
         con.execute("SET autoinstall_known_extensions=false")
         con.execute("SET autoload_known_extensions=false")
         con.execute("SET lock_configuration=true")
+
+    @classmethod
+    def of_store(cls, store: Store, **options: Any) -> LocalEngine:
+        """A read-only engine on a built telemetry store (options as for `open`: timeout,
+        max_rows, memory_limit, ...). Its translations are remembered in the cache folder
+        beside the store (`telemetry.memo`)."""
+        options.setdefault("memo_dir", store.path.parent / "kql-memo")
+        return cls.open(store.path, **options)
 
     @classmethod
     def open(

@@ -140,7 +140,8 @@ def split_engine(config: pytest.Config, split: str) -> Engine:
             engines[split] = session_engine(config)
         else:
             timeout = config.getoption("--realm-timeout") or float(config.getini("realm_query_timeout"))
-            engines[split] = session_store(config, split).engine(timeout=timeout)
+            from ..engine.local import LocalEngine
+            engines[split] = LocalEngine.of_store(session_store(config, split), timeout=timeout)
     return engines[split]
 
 
@@ -217,7 +218,8 @@ def session_engine(config: pytest.Config) -> Engine:
         spec = engine_spec(config)
         _check_engine_spec(spec)
         if spec == "local":
-            config.stash[_ENGINE] = store.engine(timeout=timeout)
+            from ..engine.local import LocalEngine
+            config.stash[_ENGINE] = LocalEngine.of_store(store, timeout=timeout)
         else:
             from ..engine.kusto import KustoEngine
 

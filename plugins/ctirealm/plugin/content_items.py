@@ -213,7 +213,7 @@ class RuleCollector(pytest.Collector):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._rule: SentinelRule | None = None
-        self._data: RuleTestData | None | ContentDataError = None
+        self._data: RuleTestData | ContentDataError | None = None
         self._data_read = False
         self._runs: dict[str, Run] = {}
         self._simulated: dict[str, Simulation] = {}

@@ -21,12 +21,6 @@ from ..telemetry.store import Store
 from . import dataset_splits, session_store, telemetry_root
 
 
-def known_tables(store: Store) -> set[str]:
-    """Tables cases may name: the store's, plus those whose schema file did not load (so a
-    case on such a table reports the schema problem, not an unknown table)."""
-    return set(store.meta["schemas"]) | {p.table for p in store.problems if p.kind == "schema"}
-
-
 def located(config: pytest.Config, problem: FileProblem) -> str:
     """*problem* with its path relative to the rootdir (``telemetry/attack/...``)."""
     path = _relative(config, telemetry_root(config) / problem.path)

@@ -38,7 +38,7 @@ from . import (
     split_engine,
 )
 from .checks import CheckFailed, CheckItem, check_items, relative
-from .problems import case_problems, known_tables
+from .problems import case_problems
 
 _CASES = pytest.StashKey[CaseSet]()
 _VALIDATOR = pytest.StashKey[RuleValidator]()
@@ -52,7 +52,7 @@ _EXAMPLES = 3
 
 def _case_set(config: pytest.Config) -> CaseSet:
     if _CASES not in config.stash:
-        tables = known_tables(session_store(config))
+        tables = session_store(config).known_tables()
         config.stash[_CASES] = load_cases(cases_root(config), tables=tables)
     return config.stash[_CASES]
 

@@ -38,7 +38,7 @@ from . import (
     session_store,
     split_engine,
 )
-from .problems import known_tables, run_problems
+from .problems import run_problems
 from .settings import settings
 
 _SESSION = pytest.StashKey["RealmSession"]()
@@ -78,7 +78,7 @@ class RealmSession:
     def case_set(self) -> CaseSet:
         """Every case and report, checked against the store's tables (loaded once)."""
         if self._cases is None:
-            tables = known_tables(session_store(self.config))
+            tables = session_store(self.config).known_tables()
             self._cases = load_cases(cases_root(self.config), tables=tables)
         return self._cases
 

@@ -54,8 +54,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     low, high = summary["ci95"]
     dataset = run["dataset"]
     if not facts and results["rules"]:  # a rules-gate run: no benchmark score to show
-        lines = ["## ctirealm rules gate", ""] + _problems(results["problems"]) + _rules(results["rules"])
-        return "\n".join(lines + [f"<sub>results format {results['format']}</sub>", ""])
+        lines = ["## ctirealm rules gate", "", *_problems(results["problems"]), *_rules(results["rules"])]
+        return "\n".join([*lines, f"<sub>results format {results['format']}</sub>", ""])
     lines = [f"## ctirealm score: **{summary['normalized_score']:.3f}** (95% CI {low:.3f}–{high:.3f})", ""]
     meta = [f"agent **{md(run['agent'])}**", f"{md(run['scoring'])} scoring", f"{md(run['variant'])} toolset",
             f"subset {md(run['subset'])}", plural(run["epochs"], "epoch"), plural(len(facts), "case run")]
@@ -96,7 +96,7 @@ def _generalisation(summary: dict[str, Any]) -> list[str]:
         values = gen[name]
         lines.append(_row([md(name), f"{values['normalized_score']:.3f}", f"{values['kql_f1']:.2f}",
                            f"{values['sigma_f1']:.2f}"]))
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _platforms(summary: dict[str, Any]) -> list[str]:
@@ -105,7 +105,7 @@ def _platforms(summary: dict[str, Any]) -> list[str]:
     lines = [_row(["Platform", "Score", "Runs"]), _align("lrr")]
     for platform, values in summary["by_platform"].items():
         lines.append(_row([md(platform), f"{values['normalized_score']:.3f}", str(values["cases"])]))
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _checkpoints(summary: dict[str, Any], names: list[str]) -> list[str]:
@@ -118,7 +118,7 @@ def _checkpoints(summary: dict[str, Any], names: list[str]) -> list[str]:
         share = "not scored" if mean is None or not maximum else f"{mean / maximum:.0%}"
         lines.append(_row([f"{checkpoint_code(name)} {md(checkpoint_label(name))}", fmt_score(mean),
                            fmt_max(maximum), share]))
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _tpfp(case: dict[str, Any]) -> str:
@@ -141,7 +141,7 @@ def _attention(facts: list[CaseFacts]) -> list[str]:
         more = f" (+{len(f.lost) - 1} more)" if len(f.lost) > 1 else ""
         lines.append(_row([md(f.label), md(f.data["platform"]), f"{f.data['normalized_score']:.3f}",
                            _tpfp(f.data), md(reason, 220) + more]))
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _all_cases(facts: list[CaseFacts], names: list[str]) -> list[str]:
@@ -156,7 +156,7 @@ def _all_cases(facts: list[CaseFacts], names: list[str]) -> list[str]:
                   for n in names]
         cells += [_tpfp(case), f.outcome, md(case["status"].replace("_", " "))]
         lines.append(_row(cells))
-    return lines + ["", "</details>", ""]
+    return [*lines, "", "</details>", ""]
 
 
 def _suffix(name: str) -> str:
@@ -171,7 +171,7 @@ def _problems(problems: list[dict[str, Any]]) -> list[str]:
     for problem in problems:
         stops = f" (stops {md(', '.join(problem['cases']))})" if problem["cases"] else ""
         lines.append(f"- {md(problem['message'].splitlines()[0], 300)}{stops}")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _rules(rules: list[dict[str, Any]]) -> list[str]:
@@ -185,4 +185,4 @@ def _rules(rules: list[dict[str, Any]]) -> list[str]:
                            "" if rule["tp"] is None else str(rule["tp"]),
                            "" if rule["fp"] is None else str(rule["fp"]),
                            md(describe_expected(rule["expected"])), md(rule["message"], 200)]))
-    return lines + [""]
+    return [*lines, ""]

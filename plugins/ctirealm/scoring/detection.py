@@ -405,7 +405,7 @@ def _id_key(value: str) -> tuple[int, str]:
 
 def _trim(row: dict[str, Any], width: int = 160) -> dict[str, Any]:
     """Non-empty values, long text cut."""
-    from ..engine.result import to_json_value
+    from ..telemetry.values import to_json_value
 
     out = {}
     for key, value in row.items():

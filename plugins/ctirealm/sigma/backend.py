@@ -196,7 +196,7 @@ class CtiRealmKustoBackend(KustoBackend):
             return f"{field} {'==' if cased else '=~'} {kql_string(text)}"
         if op in ("contains", "startswith", "endswith"):
             if text == "":
-                return f"isnotempty({field})" if op == "contains" else f"isnotempty({field})"
+                return f"isnotempty({field})"  # every non-empty value contains, starts, ends with ""
             return f"{field} {op}{cs} {kql_string(text)}"
         flags = "(?s)" if cased else "(?is)"
         return f"{field} matches regex {kql_string(flags + '^' + self._regex(parts) + '$')}"

@@ -310,7 +310,7 @@ class RuleValidator:
             for name, validator in instances.items():
                 try:
                     found = validator.validate(rule)
-                except Exception as exc:  # noqa: BLE001 - a validator bug is not the rule's fault
+                except Exception as exc:
                     per_rule[index].append(Issue(name, "internal", "the validator itself failed",
                                                  f"{type(exc).__name__}: {exc}"))
                     continue
@@ -318,7 +318,7 @@ class RuleValidator:
         for name, validator in instances.items():
             try:
                 final = validator.finalize()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 final = []
             for issue in final:
                 for index, rule in enumerate(rules):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ..engine import memo
+from . import memo
 from .labels import Labels
 from .schema import TableSchema
 
@@ -35,7 +35,7 @@ def canonical(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     if hasattr(value, "isoformat"):
-        from ..engine.result import to_json_value
+        from .values import to_json_value
 
         return str(to_json_value(value))
     if isinstance(value, float) and value.is_integer():

@@ -31,18 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
-from ..engine.result import format_datetime
 from .dataset import STORE_FORMAT, Dataset, DatasetError, EventFile
 from .events import FileProblem, TelemetryFormatError, read_events
 from .generator import Mirror, ProfileError, check_background, load_profiles, mirrors
 from .labels import Labels
 from .scenarios import Player, Scenario, load_scenario, scenario_files
 from .schema import DUCKDB_TYPES, SchemaError, TableSchema
+from .values import format_datetime
 
 if TYPE_CHECKING:
     import duckdb
-
-    from ..engine.local import LocalEngine
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -72,20 +70,15 @@ class Store:
     def rows(self) -> dict[str, int]:
         return dict(self.meta["rows"])
 
+    def known_tables(self) -> set[str]:
+        """Tables cases may name: the store's, plus those whose schema file did not load (so a
+        case on such a table reports the schema problem, not an unknown table)."""
+        return set(self.meta["schemas"]) | {p.table for p in self.problems if p.kind == "schema"}
+
     @property
     def problems(self) -> list[FileProblem]:
         """Files left out of a leniently built store (paths relative to the dataset)."""
         return [FileProblem.from_dict(p) for p in self.meta.get("problems", [])]
-
-    def engine(self, **options: Any) -> LocalEngine:
-        """A read-only `LocalEngine` on this store (options: timeout, max_rows, memory_limit).
-
-        Its translations are remembered in the cache folder beside the store (``engine.memo``).
-        """
-        from ..engine.local import LocalEngine
-
-        options.setdefault("memo_dir", self.path.parent / "kql-memo")
-        return LocalEngine.open(self.path, **options)
 
     @classmethod
     def open(cls, path: Path) -> Store:

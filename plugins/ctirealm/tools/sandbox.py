@@ -149,7 +149,7 @@ class Sandbox:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-        process = subprocess.Popen(  # noqa: S603 - a fixed argv; the agent's text goes to stdin
+        process = subprocess.Popen(
             _command(self.workdir, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, preexec_fn=limit, start_new_session=True)
         try:

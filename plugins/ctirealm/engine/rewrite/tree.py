@@ -1781,8 +1781,8 @@ def _windowed(node: Any, keys: tuple[ir.SortKey, ...]) -> Any:
     node = _rebuilt(node, lambda n: _windowed(n, keys))
     if not (isinstance(node, ir.FunctionCall) and node.name in _WINDOW_FUNCTIONS):
         return node
-    if node.name == "row_number" and len(node.args) > 1 or \
-            node.name == "row_cumsum" and len(node.args) > 1:
+    if (node.name == "row_number" and len(node.args) > 1) or \
+            (node.name == "row_cumsum" and len(node.args) > 1):
         raise KqlUnsupportedError(
             f"function:{node.name}", hint="Kusto has the restart argument; the embedded "
             "engine does not implement it")

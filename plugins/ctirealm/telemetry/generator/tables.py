@@ -551,7 +551,7 @@ class _TableGenerator:
                 parts += [f"v{p}", f"F{i + 1}"]
             lines.append(f"        return JOIN(({', '.join(parts)}))")
             lines.append("    return emit")
-            exec("\n".join(lines), env)  # noqa: S102 - code built from token kinds only
+            exec("\n".join(lines), env)
             make = self._makers[signature] = env["make"]
         return make(*fragments)
 

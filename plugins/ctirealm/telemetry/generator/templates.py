@@ -201,7 +201,7 @@ def _csv_text(value: Any, kusto: str) -> str:
 class _Row:
     """One compiled row: a %-format string, its per-row tokens, and (once bound) an emitter."""
 
-    __slots__ = ("fmt", "fragments", "names", "positions", "emit")
+    __slots__ = ("emit", "fmt", "fragments", "names", "positions")
 
     def __init__(self, encoded: str) -> None:
         pieces = _DYNAMIC.split(encoded)
@@ -285,7 +285,7 @@ def _unshare(encoded_rows: list[str]) -> list[str]:
 class _Binder:
     """Picks one entity per burst for a template variable (pool, filtered pool or list)."""
 
-    __slots__ = ("items", "cdf", "parent", "attr", "name")
+    __slots__ = ("attr", "cdf", "items", "name", "parent")
 
     def __init__(self, name: str, items: list[Any] | None, parent: int = -1,
                  attr: str = "") -> None:
@@ -309,7 +309,7 @@ class _Binder:
 
 
 class _Template:
-    __slots__ = ("index", "name", "weight", "rhythm", "binders", "spec", "gap")
+    __slots__ = ("binders", "gap", "index", "name", "rhythm", "spec", "weight")
 
     def __init__(self, index: int, name: str, weight: float, rhythm: Any,
                  binders: list[_Binder], spec: dict[str, Any], gap: tuple[int, int]) -> None:

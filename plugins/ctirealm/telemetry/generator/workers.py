@@ -73,7 +73,7 @@ class _Writer:
                 if op == "open":
                     if name in handles:
                         handles.pop(name).close()
-                    handles[name] = open(arg, "wb")  # noqa: SIM115 - closed on stop
+                    handles[name] = open(arg, "wb")
                 else:
                     handles[name].write(arg)
             except BaseException as exc:  # reported to the caller on exit

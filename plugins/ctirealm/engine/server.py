@@ -40,8 +40,10 @@ from duckdb_kql.kusto.client import _Deadline, _seconds
 from duckdb_kql.server import KustoRestServer, RestColumn, Result, _Handler
 from duckdb_kql.types import KQL_TO_NET, kusto_type
 
-from ..engine import rewrite
-from ..engine.errors import (
+from ..telemetry.schema import parse_timespan
+from ..telemetry.values import format_datetime, format_timespan, kusto_datetime
+from . import rewrite
+from .errors import (
     EngineError,
     KqlRuntimeError,
     KqlSemanticError,
@@ -52,9 +54,8 @@ from ..engine.errors import (
     ResourceLimitExceeded,
     to_kusto_error,
 )
-from ..engine.kusto import is_loopback
-from ..engine.result import NET_TYPES, format_datetime, format_timespan, kusto_datetime
-from ..telemetry.schema import parse_timespan
+from .kusto import is_loopback
+from .result import NET_TYPES
 
 DEFAULT_DATABASE = "ctirealm"
 _PY_TIMESPAN = re.compile(r"^(?:(-?\d+) days?, )?(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
@@ -283,7 +284,7 @@ def make_server(
                     encoded = None if csl.lstrip().startswith(".") else _json_rows_sql(
                         names, [str(t).upper() for t in rel.types], set(_typed_columns(csl)))
                     rows = _fetch(rel, encoded)
-            except Exception as exc:  # noqa: BLE001 - every failure is answered, classified
+            except Exception as exc:
                 raise engine_error(csl, exc, timeout) from None
             if _SHOW_DATABASES.match(csl):
                 # The store is attached as a second DuckDB database; clients see only the
@@ -393,7 +394,7 @@ def engine_error(kql_text: str, exc: BaseException, timeout: float | None = None
     from duckdb_kql import errors as kql_errors
     from duckdb_kql.kusto.exceptions import KustoServiceError as DeadlineError
 
-    from ..engine import local
+    from . import local
 
     if isinstance(exc, EngineError):
         return exc
@@ -637,7 +638,7 @@ def _rows_json(result: Result, failed: list[KustoError] | None = None) -> Iterat
                               default=_json_default)[1:-1]
             yield (text if first else "," + text).encode("utf-8")
             first = False
-    except Exception as exc:  # noqa: BLE001 - the client must hear of it, in the response
+    except Exception as exc:
         error = to_kusto_error(KqlRuntimeError(f"writing the result failed: {exc}"))
         if failed is not None:
             failed.append(error)

@@ -47,7 +47,7 @@ class DiskMemo:
         try:
             with self._path(kind, key).open("rb") as handle:
                 return pickle.load(handle)
-        except Exception:  # noqa: BLE001 - absent, truncated by a full disk, or from another Python
+        except Exception:
             return MISS
 
     def put(self, kind: str, key: Any, value: Any) -> None:
@@ -80,9 +80,10 @@ def fingerprint() -> str:
     """duckdb-kql's version and a digest of the code whose results are remembered."""
     import duckdb_kql
 
-    here = Path(__file__).resolve().parent
-    sources = sorted((here / "rewrite").glob("*.py")) + [
-        here / "local.py", here.parent / "telemetry" / "attribution.py"]
+    package = Path(__file__).resolve().parents[1]
+    engine = package / "engine"
+    sources = [*sorted((engine / "rewrite").glob("*.py")), engine / "local.py",
+               package / "telemetry" / "attribution.py"]
     digest = hashlib.sha256(duckdb_kql.__version__.encode())
     for source in sources:
         digest.update(source.name.encode())

@@ -39,9 +39,9 @@ from typing import Any
 
 import duckdb
 
-from ..engine.result import format_datetime, format_timespan
 from ..telemetry.schema import TableSchema
 from ..telemetry.store import Store
+from ..telemetry.values import format_datetime, format_timespan
 
 DIRECT_BATCH_ROWS = 1_000
 QUEUED_BATCH_ROWS = 100_000
