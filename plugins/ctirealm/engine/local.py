@@ -329,7 +329,8 @@ class LocalEngine:
     def translate(self, kql: str) -> Any:
         """KQL -> DuckDB SQL (a ``str`` carrying ``.parameters``), cached."""
         check_read_only(kql)
-        key = (kql, self._catalogue, rewrite.installed())
+        # Whether the geo extra is installed decides how geo_info_from_ip_address translates.
+        key = (kql, self._catalogue, rewrite.installed(), geoip.available())
         with _CACHE_LOCK:
             cached = _CACHE.get(key)
             if cached is not None:
