@@ -8,16 +8,26 @@ detection reads the same way whichever gate collected it.
 
 from __future__ import annotations
 
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from . import StoreUnavailable
 
 
 class CheckFailed(AssertionError):
     """A gate check failed; the message says exactly what is wrong."""
+
+
+@cache
+def platform_data(name: str) -> dict[str, Any]:
+    """``plugin/data/<name>.yaml`` (a platform's connectors, periods, entities...), read once."""
+    text = resources.files(__package__).joinpath(f"data/{name}.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
 
 
 def relative(config: pytest.Config, path: Path) -> str:
@@ -55,8 +65,9 @@ class CheckItem(pytest.Item):
         self.check = check
 
     def failure_label(self) -> str:
-        """How the detection is named in front of a failure's message."""
-        raise NotImplementedError
+        """How the detection is named in front of a failure's message (each gate's item
+        names it its own way)."""
+        raise NotImplementedError(f"{type(self).__name__} must name its detection")
 
     def failure_text(self, message: str) -> str:
         return f"{self.failure_label()}: {message}"

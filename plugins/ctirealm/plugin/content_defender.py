@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ import yaml
 
 from ..attack import load_attack
 from ..telemetry.attribution import tables_in
-from .checks import relative
+from .checks import platform_data, relative
 from .content_items import (
     ContentCheckFailed,
     RuleCollector,
@@ -51,11 +49,9 @@ _REQUIRED = ("displayName", "queryCondition.queryText", "schedule.period",
 _STRING = re.compile(r"@?'(?:[^'\\\n]|\\.)*'|@?\"(?:[^\"\\\n]|\\.)*\"")
 
 
-@lru_cache(maxsize=1)
 def defender_data() -> dict[str, Any]:
     """``plugin/data/defender.yaml``: periods, severities, categories, impacted assets."""
-    text = resources.files(__package__).joinpath("data/defender.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return platform_data("defender")
 
 
 class DefenderRule(SentinelRule):

@@ -23,8 +23,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ from ..engine import EngineError
 from ..telemetry.attribution import tables_in
 from ..telemetry.schema import parse_datetime
 from . import StoreUnavailable, session_store, split_engine
-from .checks import CheckFailed, CheckItem, check_items, relative
+from .checks import CheckFailed, CheckItem, check_items, platform_data, relative
 from .content_data import (
     ContentDataError,
     RuleTestData,
@@ -69,11 +67,9 @@ _SHOWN = 3
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-@lru_cache(maxsize=1)
 def sentinel_data() -> dict[str, Any]:
     """``plugin/data/sentinel.yaml``: connectors, entity identifiers, limits, operators."""
-    text = resources.files(__package__).joinpath("data/sentinel.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return platform_data("sentinel")
 
 
 class ContentCheckFailed(CheckFailed):
