@@ -38,11 +38,13 @@ bench: $(STAMP)
 ## make test: the project's own tests
 test: $(STAMP) kql-analyzer
 	$(BIN)/ruff check plugins tests benchmarks examples
+	$(BIN)/ruff format --check plugins tests benchmarks examples
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest tests -n 2 --snapshot-warn-unused
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugins tests benchmarks examples
+	$(BIN)/ruff format --check plugins tests benchmarks examples
 	$(BIN)/lint-imports --no-cache
 
 clean:

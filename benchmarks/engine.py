@@ -68,8 +68,7 @@ CASES = [
     Case(
         "contains on command line",
         'DeviceProcessEvents | where ProcessCommandLine contains "metrics" | count',
-        "SELECT count(*) AS Count FROM DeviceProcessEvents "
-        "WHERE ProcessCommandLine ILIKE '%metrics%'",
+        "SELECT count(*) AS Count FROM DeviceProcessEvents WHERE ProcessCommandLine ILIKE '%metrics%'",
     ),
     Case(
         "has_any indicator list",
@@ -91,8 +90,7 @@ CASES = [
     ),
     Case(
         "startswith on paths",
-        'DeviceProcessEvents | where FolderPath startswith "/usr/local/" '
-        "| summarize n = count() by FileName",
+        'DeviceProcessEvents | where FolderPath startswith "/usr/local/" | summarize n = count() by FileName',
         "SELECT FileName, count(*) AS n FROM DeviceProcessEvents "
         "WHERE FolderPath ILIKE '/usr/local/%' GROUP BY FileName",
     ),
@@ -189,7 +187,9 @@ def measure_build(rows: int) -> tuple[float, int, float]:
     with tempfile.TemporaryDirectory() as tmp:
         stdout = subprocess.run(
             [sys.executable, "-c", _BUILD_CHILD, str(ROOT / "telemetry"), str(rows), tmp],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     line = next(ln for ln in stdout.splitlines() if ln.startswith("BUILD "))
     _, seconds, total = line.split()
@@ -234,10 +234,17 @@ def run_queries(store: Path, now: datetime, repeat: int, threads: int | None) ->
             sql_times.append(time.perf_counter() - started)
         kql_ms = statistics.median(kql_times) * 1000
         sql_ms = statistics.median(sql_times) * 1000
-        results.append({
-            "query": case.name, "kql_ms": kql_ms, "sql_ms": sql_ms, "ratio": kql_ms / sql_ms,
-            "translate_ms": translate_ms, "rows": len(kql_rows), "same_result": same,
-        })
+        results.append(
+            {
+                "query": case.name,
+                "kql_ms": kql_ms,
+                "sql_ms": sql_ms,
+                "ratio": kql_ms / sql_ms,
+                "translate_ms": translate_ms,
+                "rows": len(kql_rows),
+                "same_result": same,
+            }
+        )
     engine.close()
     con.close()
     return results
@@ -257,26 +264,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {os.cpu_count()} cpus; duckdb {duckdb.__version__}")
     if not args.skip_build:
         seconds, rows, rss = measure_build(args.build_rows)
-        print(f"store build, {rows:,} rows (all tables, generator + load): {seconds:.1f} s "
-              f"(target <= 10 s); child peak RSS {rss:.0f} MB")
+        print(
+            f"store build, {rows:,} rows (all tables, generator + load): {seconds:.1f} s "
+            f"(target <= 10 s); child peak RSS {rss:.0f} MB"
+        )
     started = time.perf_counter()
     if args.store:
         opened = Store.open(args.store)
         store, now, process_rows = opened.path, opened.now, opened.rows["DeviceProcessEvents"]
     else:
         store, now, process_rows = process_store(args.process_rows, args.cache_dir)
-    print(f"query store: DeviceProcessEvents {process_rows:,} rows "
-          f"(ready in {time.perf_counter() - started:.1f} s, cached in {args.cache_dir})")
+    print(
+        f"query store: DeviceProcessEvents {process_rows:,} rows "
+        f"(ready in {time.perf_counter() - started:.1f} s, cached in {args.cache_dir})"
+    )
     results = run_queries(store, now, args.repeat, args.threads)
-    print(f"\n{'query':44} {'KQL ms':>9} {'SQL ms':>9} {'ratio':>6} {'xlate ms':>9} "
-          f"{'rows':>6}  same")
+    print(f"\n{'query':44} {'KQL ms':>9} {'SQL ms':>9} {'ratio':>6} {'xlate ms':>9} {'rows':>6}  same")
     for r in results:
-        print(f"{r['query']:44} {r['kql_ms']:9.1f} {r['sql_ms']:9.1f} {r['ratio']:6.2f} "
-              f"{r['translate_ms']:9.1f} {r['rows']:6d}  {'yes' if r['same_result'] else 'NO'}")
+        print(
+            f"{r['query']:44} {r['kql_ms']:9.1f} {r['sql_ms']:9.1f} {r['ratio']:6.2f} "
+            f"{r['translate_ms']:9.1f} {r['rows']:6d}  {'yes' if r['same_result'] else 'NO'}"
+        )
     median_ratio = statistics.median(r["ratio"] for r in results)
     worst = max(results, key=lambda r: r["ratio"])
-    print(f"\nmedian ratio: {median_ratio:.2f} (target <= 1.2); worst {worst['ratio']:.2f} "
-          f"({worst['query']}; target <= 3)")
+    print(
+        f"\nmedian ratio: {median_ratio:.2f} (target <= 1.2); worst {worst['ratio']:.2f} "
+        f"({worst['query']}; target <= 3)"
+    )
     print(f"peak RSS (this process): {_rss_mb():.0f} MB")
     return 0 if all(r["same_result"] for r in results) else 1
 

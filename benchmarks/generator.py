@@ -42,16 +42,29 @@ def measure(rows: int, output: str, workers: int) -> dict[str, float]:
     try:
         cpu = _cpu()
         started = time.perf_counter()
-        counts = generate(out, seed=SEED, rows=rows, window=WINDOW, output=output,
-                          workers=workers, profiles_dir=ROOT / "telemetry" / "generator")
+        counts = generate(
+            out,
+            seed=SEED,
+            rows=rows,
+            window=WINDOW,
+            output=output,
+            workers=workers,
+            profiles_dir=ROOT / "telemetry" / "generator",
+        )
         seconds = time.perf_counter() - started
         cpu = _cpu() - cpu
         size = sum(p.stat().st_size for p in out.iterdir())
     finally:
         shutil.rmtree(out, ignore_errors=True)
     assert sum(counts.values()) == rows
-    return {"rows": rows, "seconds": seconds, "cpu": cpu, "rows_per_s": rows / seconds,
-            "mb_per_s": size / seconds / 1e6, "bytes_per_row": size / max(rows, 1)}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "cpu": cpu,
+        "rows_per_s": rows / seconds,
+        "mb_per_s": size / seconds / 1e6,
+        "bytes_per_row": size / max(rows, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,10 +76,13 @@ def main(argv: list[str] | None = None) -> None:
     for rows in (int(a.replace("_", "")) for a in args.rows):
         for output, workers in (("jsonl", 1), ("split", args.workers)):
             r = measure(rows, output, workers)
-            print(f"{rows:>11,} rows  {output:>5} x{workers}  {r['seconds']:7.2f} s  "
-                  f"{r['rows_per_s']:>9,.0f} rows/s  cpu {r['cpu']:6.2f} s  "
-                  f"{r['mb_per_s']:6.1f} MB/s  {r['bytes_per_row']:6.0f} B/row  "
-                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+            print(
+                f"{rows:>11,} rows  {output:>5} x{workers}  {r['seconds']:7.2f} s  "
+                f"{r['rows_per_s']:>9,.0f} rows/s  cpu {r['cpu']:6.2f} s  "
+                f"{r['mb_per_s']:6.1f} MB/s  {r['bytes_per_row']:6.0f} B/row  "
+                f"load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

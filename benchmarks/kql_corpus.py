@@ -67,11 +67,22 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The corpus file: ``--corpus``, else ``$CTIREALM_KQL_CORPUS``.
 CORPUS_ENV = "CTIREALM_KQL_CORPUS"
 
-TABLES = frozenset({
-    "DeviceProcessEvents", "DeviceFileEvents", "AKSAudit", "AKSAuditAdmin", "AzureActivity",
-    "AzureDiagnostics", "SigninLogs", "AADServicePrincipalSignInLogs", "AuditLogs",
-    "MicrosoftGraphActivityLogs", "OfficeActivity", "StorageBlobLogs",
-})
+TABLES = frozenset(
+    {
+        "DeviceProcessEvents",
+        "DeviceFileEvents",
+        "AKSAudit",
+        "AKSAuditAdmin",
+        "AzureActivity",
+        "AzureDiagnostics",
+        "SigninLogs",
+        "AADServicePrincipalSignInLogs",
+        "AuditLogs",
+        "MicrosoftGraphActivityLogs",
+        "OfficeActivity",
+        "StorageBlobLogs",
+    }
+)
 
 #: (pattern over the query with comments removed, reason). First match wins.
 OUT_OF_SCOPE: list[tuple[re.Pattern[str], str]] = [
@@ -79,16 +90,24 @@ OUT_OF_SCOPE: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\{[A-Za-z_][\w:.-]*\}"), "not a query: template placeholder {...}"),
     (re.compile(r"\bexternal_?data\b", re.I), "externaldata: reads a URL"),
     (re.compile(r"\b_GetWatchlist\b"), "watchlist (_GetWatchlist): workspace data"),
-    (re.compile(r"\b(?:workspace|app|cluster|adx|arg)\s*\(", re.I),
-     "cross-resource query: workspace()/app()/cluster()"),
+    (
+        re.compile(r"\b(?:workspace|app|cluster|adx|arg)\s*\(", re.I),
+        "cross-resource query: workspace()/app()/cluster()",
+    ),
     (re.compile(r"\b_(?:ASim|Im)_?\w*|\bim[A-Z]\w+\s*\(", re.I), "ASIM parser: workspace function"),
     (re.compile(r"\binvoke\s+(?!\w+\s*\(\s*\)\s*$)"), "invoke of a stored function"),
 ]
 
 #: Stored functions of other workspaces seen in the corpus (no definition in the query).
-FOREIGN_FUNCTIONS = frozenset({
-    "FileProfile", "DeviceFromIP", "SeenBy", "AssignedIPAddresses", "AccountInfo",
-})
+FOREIGN_FUNCTIONS = frozenset(
+    {
+        "FileProfile",
+        "DeviceFromIP",
+        "SeenBy",
+        "AssignedIPAddresses",
+        "AccountInfo",
+    }
+)
 
 _COMMENT = re.compile(r"//[^\n]*")
 _IDENT = re.compile(r"(?<![\w.$])[A-Za-z_][\w]*")
@@ -130,7 +149,7 @@ def split_queries(text: str) -> list[str]:
         first = diagnostics[0]
         lines = rest.split("\n")
         line = first.span.line - 1
-        before = [ln.strip() for ln in lines[max(0, line - 1):line]]
+        before = [ln.strip() for ln in lines[max(0, line - 1) : line]]
         starts_statement = (
             "expecting {<EOF>, ';'}" in first.message
             and first.span.column == 0
@@ -179,9 +198,7 @@ _SOURCE_POSITION = re.compile(
 )
 
 
-def stand_in_schema(
-    query: str, listed: list[str], real: Mapping[str, list[str]]
-) -> dict[str, list[str]]:
+def stand_in_schema(query: str, listed: list[str], real: Mapping[str, list[str]]) -> dict[str, list[str]]:
     """The 12 real schemas, plus a stand-in column list for every other table the query names.
 
     Candidate tables are the corpus' own list and every identifier in a source
@@ -259,9 +276,7 @@ def _stand_in_columns(query: str) -> list[str]:
     return list(out.values())
 
 
-def measure(
-    corpus: Path, store_path: Path, *, now: Any, show: str | None = None
-) -> Report:
+def measure(corpus: Path, store_path: Path, *, now: Any, show: str | None = None) -> Report:
     """Run the three tiers over *corpus*, without and with the rewrites."""
     report = Report()
     engine = LocalEngine.open(store_path, timeout=10.0)
@@ -284,13 +299,20 @@ def measure(
             for mode in MODES:
                 context = engine_rewrite.disabled() if mode == "baseline" else nullcontext()
                 with context:
-                    measured.extend(_measure_one(
-                        record["source_path"], query, mode, tables, schema, engine, real,
-                        types, now,
-                    ))
-            reason = next(
-                (r for o in measured if o.tier == "B" and (r := _not_measurable(o, real))), None
-            )
+                    measured.extend(
+                        _measure_one(
+                            record["source_path"],
+                            query,
+                            mode,
+                            tables,
+                            schema,
+                            engine,
+                            real,
+                            types,
+                            now,
+                        )
+                    )
+            reason = next((r for o in measured if o.tier == "B" and (r := _not_measurable(o, real))), None)
             if reason:
                 report.out_of_scope[reason] += 1
                 continue
@@ -298,8 +320,7 @@ def measure(
             if show:
                 for o in measured:
                     if not o.ok and (show in o.message or show in f"{o.kind}: {o.construct}"):
-                        print(f"--- [{o.tier} {o.mode}] {record['source_path']}\n"
-                              f"{o.message}\n{query}\n")
+                        print(f"--- [{o.tier} {o.mode}] {record['source_path']}\n{o.message}\n{query}\n")
     engine.close()
     return report
 
@@ -317,12 +338,25 @@ def _measure_one(
 ) -> list[Outcome]:
     # Tier B has no data: `evaluate bag_unpack` and `pivot`, whose columns are values in
     # the data, translate as over data without any (tier C reads them from its empty tables).
-    out = [_run(source, query, "B", mode, lambda q: translate_kql(
-        q, schema=schema, now=now, read_distinct=lambda sql, parameters, column, kind: [],
-        engine_functions=True))]
+    out = [
+        _run(
+            source,
+            query,
+            "B",
+            mode,
+            lambda q: translate_kql(
+                q,
+                schema=schema,
+                now=now,
+                read_distinct=lambda sql, parameters, column, kind: [],
+                engine_functions=True,
+            ),
+        )
+    ]
     if out[0].ok:
-        out.append(_run(source, query, "C", mode,
-                        lambda q: _execute_on_stand_ins(q, schema, real, types, now)))
+        out.append(
+            _run(source, query, "C", mode, lambda q: _execute_on_stand_ins(q, schema, real, types, now))
+        )
     if tables and tables <= TABLES:
         out.append(_run(source, query, "A", mode, lambda q: engine.query(q, limit=10)))
     return out
@@ -344,8 +378,10 @@ _TIME_NAME = re.compile(r"(?:Time|Timestamp|Date|DateTime|Generated)$")
 
 #: A column the query sums, averages or multiplies holds numbers in the real table.
 _NUMERIC_USE = [
-    re.compile(r"\b(?:sum|avg|sumif|avgif|stdev|stdevif|variance|varianceif|percentiles?)"
-               r"\s*\(\s*([A-Za-z_]\w*)\s*[,)]"),
+    re.compile(
+        r"\b(?:sum|avg|sumif|avgif|stdev|stdevif|variance|varianceif|percentiles?)"
+        r"\s*\(\s*([A-Za-z_]\w*)\s*[,)]"
+    ),
     re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*[*/]\s*[\d(A-Za-z_]"),
     re.compile(r"[*/]\s*([A-Za-z_]\w*)\b(?!\s*\()"),
 ]
@@ -431,28 +467,36 @@ def print_report(report: Report, *, top: int = 20) -> dict[str, Any]:
     print(f"\nin scope: {scope} queries\n")
     print(f"{'':58} {'duckdb-kql alone':>18} {'with rewrites':>18}")
     rows = [
-        ("A: read only the 12 tables, executed on the store",
-         lambda m: (sum(o.ok for o in report.tier("A", m)), len(report.tier("A", m)))),
-        ("B: translated (stand-in schemas for other tables)",
-         lambda m: (sum(o.ok for o in report.tier("B", m)), scope)),
-        ("C: translated and executed on empty stand-in tables",
-         lambda m: (sum(o.ok for o in report.tier("C", m)), scope)),
-        ("C, not counting JSON bind errors of guessed column types",
-         lambda m: (sum(o.ok for o in report.tier("C", m)),
-                    scope - sum(o.typing_artefact for o in report.tier("C", m)))),
+        (
+            "A: read only the 12 tables, executed on the store",
+            lambda m: (sum(o.ok for o in report.tier("A", m)), len(report.tier("A", m))),
+        ),
+        (
+            "B: translated (stand-in schemas for other tables)",
+            lambda m: (sum(o.ok for o in report.tier("B", m)), scope),
+        ),
+        (
+            "C: translated and executed on empty stand-in tables",
+            lambda m: (sum(o.ok for o in report.tier("C", m)), scope),
+        ),
+        (
+            "C, not counting JSON bind errors of guessed column types",
+            lambda m: (
+                sum(o.ok for o in report.tier("C", m)),
+                scope - sum(o.typing_artefact for o in report.tier("C", m)),
+            ),
+        ),
     ]
     for label, count in rows:
         cells = [_share(*count(m)) for m in MODES]
         print(f"{label:58} {cells[0]:>18} {cells[1]:>18}")
-        figures[label.split(":")[0]] = {m: dict(zip(("ok", "of"), count(m), strict=True))
-                                        for m in MODES}
+        figures[label.split(":")[0]] = {m: dict(zip(("ok", "of"), count(m), strict=True)) for m in MODES}
     for mode in MODES:
         failures = [o for o in report.tier("B", mode) if not o.ok]
         failures += [o for o in report.tier("C", mode) if not o.ok and not o.typing_artefact]
         kinds = Counter(o.kind for o in failures)
         constructs = Counter((o.tier, o.kind, o.construct) for o in failures)
-        print(f"\n[{mode}] failures by kind: "
-              + ", ".join(f"{kind} {n}" for kind, n in kinds.most_common()))
+        print(f"\n[{mode}] failures by kind: " + ", ".join(f"{kind} {n}" for kind, n in kinds.most_common()))
         print(f"[{mode}] failures by construct (top {top}; tier B = translation, C = bind/run):")
         for (tier, kind, construct), n in constructs.most_common(top):
             print(f"  {n:5d}  {tier}  {kind}: {construct[:80]}")
@@ -468,8 +512,12 @@ def print_report(report: Report, *, top: int = 20) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=os.environ.get(CORPUS_ENV),
-                        help=f"the JSONL corpus (default: ${CORPUS_ENV})")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=os.environ.get(CORPUS_ENV),
+        help=f"the JSONL corpus (default: ${CORPUS_ENV})",
+    )
     parser.add_argument("--store", type=Path, help="a built store (default: build rows=0)")
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--json", type=Path, help="write the figures here")

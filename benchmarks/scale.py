@@ -33,8 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
 #: Reference detections used as typical queries (skipped when a file is missing).
-QUERIES = ["linux_003", "linux_009", "linux_014", "linux_020",
-           "aks_003", "aks_011", "cloud_002", "cloud_004"]
+QUERIES = ["linux_003", "linux_009", "linux_014", "linux_020", "aks_003", "aks_011", "cloud_002", "cloud_004"]
 
 
 def _vm_hwm_mb() -> float:
@@ -73,8 +72,12 @@ def child_build(rows: int, cache_dir: Path) -> dict[str, float | str]:
 
 def build(rows: int, cache_dir: Path) -> dict[str, float | str]:
     """Run :func:`child_build` in a fresh interpreter and return its figures."""
-    done = subprocess.run([sys.executable, __file__, "--child-build", str(rows), str(cache_dir)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child-build", str(rows), str(cache_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"build of {rows:,} rows failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -111,8 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per query")
     parser.add_argument("--all-rules", action="store_true", help="time every KQL rule")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="build here (default: a temporary folder)")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="build here (default: a temporary folder)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the built stores")
     parser.add_argument("--child-build", nargs=2, metavar=("ROWS", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -127,11 +131,14 @@ def main(argv: list[str] | None = None) -> None:
         for rows in args.rows:
             load = os.getloadavg()[0]
             figures = build(rows, work / f"rows-{rows}")
-            print(f"{rows:>11,} rows  build {figures['wall']:6.1f} s  "
-                  f"cpu {figures['cpu_build']:6.1f} s + workers {figures['cpu_workers']:6.1f} s  "
-                  f"disk {figures['size_mb']:7.1f} MB  peak RSS {figures['rss_build_mb']:6.0f} MB "
-                  f"(worker {figures['rss_worker_mb']:4.0f} MB)  "
-                  f"load {load:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)
+            print(
+                f"{rows:>11,} rows  build {figures['wall']:6.1f} s  "
+                f"cpu {figures['cpu_build']:6.1f} s + workers {figures['cpu_workers']:6.1f} s  "
+                f"disk {figures['size_mb']:7.1f} MB  peak RSS {figures['rss_build_mb']:6.0f} MB "
+                f"(worker {figures['rss_worker_mb']:4.0f} MB)  "
+                f"load {load:.2f} -> {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
             largest = figures
         if largest:
             named = queries(args.all_rules)
@@ -139,9 +146,11 @@ def main(argv: list[str] | None = None) -> None:
             timed = time_queries(Path(str(largest["path"])), named, args.repeat)
             for name, seconds, count in timed:
                 print(f"  {name:<12} {seconds * 1000:8.1f} ms  {count:>6} rows")
-            print(f"median over {len(timed)} queries on {largest['rows']:,} rows: "
-                  f"{statistics.median(t for _, t, _ in timed) * 1000:.1f} ms  "
-                  f"(load {load:.2f} -> {os.getloadavg()[0]:.2f})")
+            print(
+                f"median over {len(timed)} queries on {largest['rows']:,} rows: "
+                f"{statistics.median(t for _, t, _ in timed) * 1000:.1f} ms  "
+                f"(load {load:.2f} -> {os.getloadavg()[0]:.2f})"
+            )
     finally:
         if args.keep or args.cache_dir:
             print(f"stores kept in {work}")

@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES)
     parser.add_argument("--telemetry", type=Path, default=ROOT / "telemetry")
-    parser.add_argument("--rows", type=int, default=None,
-                        help="generated background rows (default: dataset.yaml)")
+    parser.add_argument(
+        "--rows", type=int, default=None, help="generated background rows (default: dataset.yaml)"
+    )
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
@@ -92,9 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     total = len(files)
     executed = sum(c["executed"] for c in per_source.values())
     figures = {
-        "rules": total, "converted": sum(c["converted"] for c in per_source.values()),
-        "executed": executed, "seconds": round(elapsed, 2),
-        "rules_per_second": round(total / elapsed, 1), "store_rows": store.rows,
+        "rules": total,
+        "converted": sum(c["converted"] for c in per_source.values()),
+        "executed": executed,
+        "seconds": round(elapsed, 2),
+        "rules_per_second": round(total / elapsed, 1),
+        "store_rows": store.rows,
         "store_build_seconds": round(build_seconds, 2),
         "per_logsource": {k: dict(v) for k, v in sorted(per_source.items())},
         "failures": dict(reasons.most_common()),
@@ -110,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     for key, count in reasons.most_common():
         print(f"  {count:4}  {key}  (e.g. {examples[key]})")
     rows = sum(store.rows.values())
-    print(f"\n{total} rules gated (convert + execute + TP/FP) in {elapsed:.2f} s: "
-          f"{total / elapsed:.1f} rules/s over {rows} events "
-          f"(store built or reused in {build_seconds:.1f} s)")
+    print(
+        f"\n{total} rules gated (convert + execute + TP/FP) in {elapsed:.2f} s: "
+        f"{total / elapsed:.1f} rules/s over {rows} events "
+        f"(store built or reused in {build_seconds:.1f} s)"
+    )
     return 0
 
 

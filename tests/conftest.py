@@ -27,8 +27,9 @@ def mini_project(pytester: pytest.Pytester, cache: Path, ini: str = "") -> pytes
     for part in ("cases", "rules", "telemetry"):
         shutil.copytree(MINI / part, pytester.path / part)
     shutil.copytree(ROOT / "telemetry" / "schemas", pytester.path / "telemetry" / "schemas")
-    pytester.makeini("[pytest]\ntestpaths = cases\n"
-                     f"addopts = --realm-cache-dir={cache} -p no:cacheprovider\n{ini}")
+    pytester.makeini(
+        f"[pytest]\ntestpaths = cases\naddopts = --realm-cache-dir={cache} -p no:cacheprovider\n{ini}"
+    )
     return pytester
 
 
@@ -65,6 +66,12 @@ def make_telemetry(tmp_path: Path) -> Callable[..., Path]:
 
 
 def process_event(report_id: int, command: str, when: str = "2026-03-05T10:00:00Z", **extra) -> dict:
-    return {"Timestamp": when, "TimeGenerated": when, "DeviceName": "web01.corp.example",
-            "ProcessCommandLine": command, "FileName": command.split()[0], "ReportId": report_id,
-            **extra}
+    return {
+        "Timestamp": when,
+        "TimeGenerated": when,
+        "DeviceName": "web01.corp.example",
+        "ProcessCommandLine": command,
+        "FileName": command.split()[0],
+        "ReportId": report_id,
+        **extra,
+    }

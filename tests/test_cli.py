@@ -21,11 +21,12 @@ def test_info_and_query(make_telemetry, tmp_path: Path, capsys) -> None:
     assert info["rows"]["DeviceProcessEvents"] == 1
     assert info["attack_events"]["DeviceProcessEvents"] == 1
     assert info["now"] == "2026-03-16T00:00:00Z"
-    assert main(["query", "--json", "DeviceProcessEvents | project ReportId, Timestamp",
-                 *_args(root, tmp_path)]) == 0
+    assert (
+        main(["query", "--json", "DeviceProcessEvents | project ReportId, Timestamp", *_args(root, tmp_path)])
+        == 0
+    )
     table = json.loads(capsys.readouterr().out)["Tables"][0]
-    assert table["Columns"][0] == {"ColumnName": "ReportId", "DataType": "Int64",
-                                   "ColumnType": "long"}
+    assert table["Columns"][0] == {"ColumnName": "ReportId", "DataType": "Int64", "ColumnType": "long"}
     assert table["Rows"] == [[111111111111, "2026-03-05T10:00:00Z"]]
 
 

@@ -38,10 +38,36 @@ TABLE_HINTS: list[tuple[tuple[str, ...], str]] = [
 ]
 DEFAULT_TABLE = "DeviceProcessEvents"
 #: Columns worth searching for a keyword, most useful first.
-TEXT_COLUMNS = ("ProcessCommandLine", "RequestUri", "OperationNameValue", "OperationName",
-                "FileName", "FolderPath", "Operation", "RequestURI", "AppDisplayName")
-STOPWORDS = {"write", "detection", "identify", "monitoring", "activity", "through", "their",
-             "which", "where", "rule", "from", "with", "that", "this", "by", "the", "and"}
+TEXT_COLUMNS = (
+    "ProcessCommandLine",
+    "RequestUri",
+    "OperationNameValue",
+    "OperationName",
+    "FileName",
+    "FolderPath",
+    "Operation",
+    "RequestURI",
+    "AppDisplayName",
+)
+STOPWORDS = {
+    "write",
+    "detection",
+    "identify",
+    "monitoring",
+    "activity",
+    "through",
+    "their",
+    "which",
+    "where",
+    "rule",
+    "from",
+    "with",
+    "that",
+    "this",
+    "by",
+    "the",
+    "and",
+}
 _ids = itertools.count(1)
 
 
@@ -100,22 +126,25 @@ def keywords(objective: str) -> list[str]:
 
 
 def sigma_rule(objective: str, table: str, column: str, keyword: str) -> str:
-    logsource = {"AKSAudit": "  product: kubernetes\n  service: audit",
-                 "DeviceProcessEvents": "  product: linux\n  category: process_creation",
-                 "DeviceFileEvents": "  product: linux\n  category: file_event"}.get(
-        table, "  product: azure\n  service: activitylogs")
+    logsource = {
+        "AKSAudit": "  product: kubernetes\n  service: audit",
+        "DeviceProcessEvents": "  product: linux\n  category: process_creation",
+        "DeviceFileEvents": "  product: linux\n  category: file_event",
+    }.get(table, "  product: azure\n  service: activitylogs")
     title = re.sub(r"^write a detection rule to (?:identify|detect)\s+", "", objective, flags=re.I)
     title = re.split(r"\s+by monitoring\s+", title)[0]
-    return (f"title: {(title[:1].upper() + title[1:])[:70].rstrip()}\n"
-            f"id: {uuid.uuid4()}\n"
-            "status: experimental\n"
-            f"description: {json.dumps(objective)}\n"
-            f"logsource:\n{logsource}\n"
-            "detection:\n"
-            "  selection:\n"
-            f"    {column}|contains: {json.dumps(keyword)}\n"
-            "  condition: selection\n"
-            "level: medium\n")
+    return (
+        f"title: {(title[:1].upper() + title[1:])[:70].rstrip()}\n"
+        f"id: {uuid.uuid4()}\n"
+        "status: experimental\n"
+        f"description: {json.dumps(objective)}\n"
+        f"logsource:\n{logsource}\n"
+        "detection:\n"
+        "  selection:\n"
+        f"    {column}|contains: {json.dumps(keyword)}\n"
+        "  condition: selection\n"
+        "level: medium\n"
+    )
 
 
 def main() -> None:
@@ -142,9 +171,11 @@ def main() -> None:
     rows = found or survey
     say(f"Searching {column} for '{keyword}' returned {len(found)} rows.")
 
-    answer = {"sigma_rule": sigma_rule(objective, table, column, keyword),
-              "kql_query": query if found else f"{table} | take 10",
-              "query_results": rows[:10]}
+    answer = {
+        "sigma_rule": sigma_rule(objective, table, column, keyword),
+        "kql_query": query if found else f"{table} | take 10",
+        "query_results": rows[:10],
+    }
     send({"type": "submit", "answer": answer})
 
 

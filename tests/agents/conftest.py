@@ -20,5 +20,7 @@ def cases() -> CaseSet:
 @pytest.fixture
 def engine() -> LocalEngine:
     """One AKSAudit row: enough for tool calls that run; test_command overrides it with a store."""
-    return LocalEngine.from_tables({"AKSAudit": [{"AuditId": "a", "Verb": "list"}]},
-                                   {"AKSAudit": [("AuditId", "string"), ("Verb", "string")]})
+    return LocalEngine.from_tables(
+        {"AKSAudit": [{"AuditId": "a", "Verb": "list"}]},
+        {"AKSAudit": [("AuditId", "string"), ("Verb", "string")]},
+    )

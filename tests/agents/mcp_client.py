@@ -40,8 +40,9 @@ async def connect(plan: dict[str, Any], url: str | None):
         transport = streamable_http_client(url)
     else:
         server = plan["server"]
-        transport = stdio_client(StdioServerParameters(command=server["command"], args=server["args"],
-                                                       env=server.get("env")))
+        transport = stdio_client(
+            StdioServerParameters(command=server["command"], args=server["args"], env=server.get("env"))
+        )
     async with transport as (read, write), ClientSession(read, write) as session:
         init = await session.initialize()
         yield session, init
@@ -62,8 +63,10 @@ async def main(plan: dict[str, Any], url: str | None) -> None:
     while True:
         async with connect(plan, url) as (session, init):
             log["instructions"] = init.instructions
-            log["tools"] = [t.model_dump(mode="json", by_alias=True, exclude_none=True)
-                            for t in (await session.list_tools()).tools]
+            log["tools"] = [
+                t.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for t in (await session.list_tools()).tools
+            ]
             log["prompts"] = [p.name for p in (await session.list_prompts()).prompts]
             prompt = await session.get_prompt(log["prompts"][0])
             log["prompt"] = prompt.messages[0].content.text
@@ -74,8 +77,9 @@ async def main(plan: dict[str, Any], url: str | None) -> None:
                 step = steps.pop(0)
                 if "call" in step:
                     result = await session.call_tool(step["call"], step.get("arguments", {}))
-                    log["results"].append({"step": index, "text": text_of(result),
-                                           "is_error": bool(result.is_error)})
+                    log["results"].append(
+                        {"step": index, "text": text_of(result), "is_error": bool(result.is_error)}
+                    )
                 elif "flood" in step:
                     found: list[dict[str, Any]] = []
 
@@ -92,8 +96,9 @@ async def main(plan: dict[str, Any], url: str | None) -> None:
                     if "rows_from" in step:
                         answer["query_results"] = result_rows(log["results"][step["rows_from"]]["text"])
                     result = await session.call_tool("submit_detection", answer)
-                    log["results"].append({"step": index, "text": text_of(result),
-                                           "is_error": bool(result.is_error)})
+                    log["results"].append(
+                        {"step": index, "text": text_of(result), "is_error": bool(result.is_error)}
+                    )
                 elif "sleep" in step:
                     log["results"].append({"step": index})
                     save()

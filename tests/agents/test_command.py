@@ -60,8 +60,15 @@ def engine(store: Store) -> LocalEngine:
     return LocalEngine.of_store(store)
 
 
-def _run(agent: CommandAgent, cases: CaseSet, engine: LocalEngine, case_id: str = "aks_001", *,
-         time_limit: float = 20.0, max_tool_calls: int = 200) -> Trajectory:
+def _run(
+    agent: CommandAgent,
+    cases: CaseSet,
+    engine: LocalEngine,
+    case_id: str = "aks_001",
+    *,
+    time_limit: float = 20.0,
+    max_tool_calls: int = 200,
+) -> Trajectory:
     case = cases.cases[case_id]
     trajectory = Trajectory(case.id, agent.name)
     toolbox = Toolbox(engine, cases, trajectory, max_tool_calls=max_tool_calls)
@@ -92,12 +99,17 @@ def test_python_example_end_to_end(cases: CaseSet, engine: LocalEngine, store: S
     trajectory = _run(agent, cases, engine, case_id)
     assert trajectory.status == "submitted", trajectory.reason
     assert [c.name for c in trajectory.tool_calls()] == [
-        "list_kusto_tables", "get_table_schema", "execute_kql_query", "execute_kql_query"]
+        "list_kusto_tables",
+        "get_table_schema",
+        "execute_kql_query",
+        "execute_kql_query",
+    ]
     assert all(c.ok for c in trajectory.tool_calls())
     assert any(s.kind == "assistant" and "points at" in s.text for s in trajectory.steps)
 
-    score = score_case(cases.cases[case_id], trajectory, engine=engine, labels=store.labels,
-                       schemas=engine.schemas)
+    score = score_case(
+        cases.cases[case_id], trajectory, engine=engine, labels=store.labels, schemas=engine.schemas
+    )
     checkpoints = score.checkpoints
     # The walk earns C2 and C3 in full; they are paid in proportion to the detection it led to.
     for name in ("C2_data_sources", "C3_query_iteration"):
@@ -119,8 +131,9 @@ def test_js_example_end_to_end(cases: CaseSet, engine: LocalEngine) -> None:
 
 
 def test_spec_builds_a_command_agent(cases: CaseSet, tmp_path: Path) -> None:
-    agent = resolve_agent('command:"python my agent.py --flag"', cases, cwd=tmp_path, env={"X": "1"},
-                          base_url="ignored")
+    agent = resolve_agent(
+        'command:"python my agent.py --flag"', cases, cwd=tmp_path, env={"X": "1"}, base_url="ignored"
+    )
     assert isinstance(agent, CommandAgent)
     assert agent.argv == ["python", "my", "agent.py", "--flag"]
     assert agent.cwd == str(tmp_path) and agent.env is not None and agent.env["X"] == "1"
@@ -132,7 +145,9 @@ def test_spec_builds_a_command_agent(cases: CaseSet, tmp_path: Path) -> None:
 
 
 def test_the_task_message_and_tool_round_trip(cases: CaseSet, engine: LocalEngine, tmp_path: Path) -> None:
-    agent = _program(tmp_path, """
+    agent = _program(
+        tmp_path,
+        """
         assert task["type"] == "task" and task["case_id"] == "aks_001", task
         assert task["user_message"].startswith("DETECTION OBJECTIVE:")
         assert task["message_limit"] == 70 and task["time_limit"] == 20
@@ -146,12 +161,15 @@ def test_the_task_message_and_tool_round_trip(cases: CaseSet, engine: LocalEngin
         assert receive()["content"].startswith("Error: arguments are not valid JSON")
         send({"type": "message", "text": "Maps to T1552.007", "reasoning": "secrets listing"})
         send({"type": "submit", "answer": "```json\\n" + json.dumps(GOOD) + "\\n```"})
-    """)
+    """,
+    )
     trajectory = _run(agent, cases, engine)
     assert trajectory.status == "submitted", trajectory.reason
     calls = trajectory.tool_calls()
     assert [(c.name, c.call_id, c.ok) for c in calls] == [
-        ("get_table_schema", "7", True), ("execute_kql_query", "b", False)]
+        ("get_table_schema", "7", True),
+        ("execute_kql_query", "b", False),
+    ]
     assert "T1552.007" in trajectory.assistant_text()
     assert "secrets listing" in trajectory.assistant_text()
 
@@ -166,8 +184,9 @@ def test_the_task_message_and_tool_round_trip(cases: CaseSet, engine: LocalEngin
         ('send({"type": "shout", "text": "hi"})', "crashed", "unknown message type 'shout'"),
     ],
 )
-def test_endings(cases: CaseSet, engine: LocalEngine, tmp_path: Path, body: str, status: str,
-                 reason: str) -> None:
+def test_endings(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path, body: str, status: str, reason: str
+) -> None:
     trajectory = _run(_program(tmp_path, body), cases, engine)
     assert trajectory.status == status
     assert reason in trajectory.reason
@@ -176,15 +195,19 @@ def test_endings(cases: CaseSet, engine: LocalEngine, tmp_path: Path, body: str,
 # -- failures -----------------------------------------------------------------------------
 
 
-def test_a_crash_mid_run_reports_exit_code_and_stderr(cases: CaseSet, engine: LocalEngine,
-                                                      tmp_path: Path) -> None:
-    agent = _program(tmp_path, """
+def test_a_crash_mid_run_reports_exit_code_and_stderr(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
+    agent = _program(
+        tmp_path,
+        """
         call("list_kusto_tables")
         for n in range(40):
             print(f"debug line {n}", file=sys.stderr)
         print("Traceback: something broke", file=sys.stderr)
         sys.exit(3)
-    """)
+    """,
+    )
     trajectory = _run(agent, cases, engine)
     assert trajectory.status == "crashed"
     assert "exited with code 3 before submitting" in trajectory.reason
@@ -206,10 +229,13 @@ def test_a_program_that_cannot_start(cases: CaseSet, engine: LocalEngine, tmp_pa
     assert "cannot start" in trajectory.reason
 
 
-def test_a_hanging_program_and_its_children_are_killed(cases: CaseSet, engine: LocalEngine,
-                                                       tmp_path: Path) -> None:
+def test_a_hanging_program_and_its_children_are_killed(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
     pids = tmp_path / "pids"
-    agent = _program(tmp_path, f"""
+    agent = _program(
+        tmp_path,
+        f"""
         import signal
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL will do
         child = subprocess.Popen(["sleep", "300"])
@@ -217,7 +243,8 @@ def test_a_hanging_program_and_its_children_are_killed(cases: CaseSet, engine: L
             f.write(f"{{os.getpid()}} {{child.pid}}")
         call("list_kusto_tables")
         time.sleep(300)
-    """)
+    """,
+    )
     started = time.perf_counter()
     trajectory = _run(agent, cases, engine, time_limit=1.0)
     elapsed = time.perf_counter() - started
@@ -245,12 +272,16 @@ def _alive_group(pgid: int) -> bool:
     return False
 
 
-def test_a_tool_call_loop_is_stopped_and_the_program_killed(cases: CaseSet, engine: LocalEngine,
-                                                            tmp_path: Path) -> None:
-    agent = _program(tmp_path, """
+def test_a_tool_call_loop_is_stopped_and_the_program_killed(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
+    agent = _program(
+        tmp_path,
+        """
         while True:
             call("list_kusto_tables")
-    """)
+    """,
+    )
     started = time.perf_counter()
     trajectory = _run(agent, cases, engine, max_tool_calls=5)
     assert trajectory.status == "limit_exceeded"
@@ -263,14 +294,17 @@ def test_a_tool_call_loop_is_stopped_and_the_program_killed(cases: CaseSet, engi
     [
         ('print("hello from print debugging")', "line 1 of the program's stdout is not JSON"),
         ('sys.stdout.buffer.write(b"\\xff\\xfe{}\\n"); sys.stdout.flush(); time.sleep(5)', "is not UTF-8"),
-        ('send([1, 2, 3])', "JSON but not an object"),
-        (f'sys.stdout.write("x" * {MAX_LINE_BYTES + 10}); sys.stdout.flush(); time.sleep(5)',
-         "longer than the 10,485,760-byte limit"),
+        ("send([1, 2, 3])", "JSON but not an object"),
+        (
+            f'sys.stdout.write("x" * {MAX_LINE_BYTES + 10}); sys.stdout.flush(); time.sleep(5)',
+            "longer than the 10,485,760-byte limit",
+        ),
     ],
     ids=["not-json", "not-utf8", "not-an-object", "huge-line"],
 )
-def test_garbage_on_stdout_is_a_clear_error(cases: CaseSet, engine: LocalEngine, tmp_path: Path,
-                                            body: str, reason: str) -> None:
+def test_garbage_on_stdout_is_a_clear_error(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path, body: str, reason: str
+) -> None:
     started = time.perf_counter()
     trajectory = _run(_program(tmp_path, body), cases, engine)
     assert trajectory.status == "crashed"
@@ -278,16 +312,20 @@ def test_garbage_on_stdout_is_a_clear_error(cases: CaseSet, engine: LocalEngine,
     assert time.perf_counter() - started < 4  # the program is killed, not waited for
 
 
-def test_a_stderr_flood_neither_blocks_nor_fills_memory(cases: CaseSet, engine: LocalEngine,
-                                                        tmp_path: Path) -> None:
-    agent = _program(tmp_path, """
+def test_a_stderr_flood_neither_blocks_nor_fills_memory(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
+    agent = _program(
+        tmp_path,
+        """
         chunk = "log " * 16384 + "\\n"
         for _ in range(400):  # about 26 MB, far beyond any pipe buffer
             sys.stderr.write(chunk)
         sys.stderr.flush()
         call("list_kusto_tables")
         send({"type": "submit", "answer": GOOD})
-    """)
+    """,
+    )
     trajectory = _run(agent, cases, engine)
     assert trajectory.status == "submitted", trajectory.reason
     notes = [s.text for s in trajectory.steps if s.kind == "note"]

@@ -21,8 +21,11 @@ from ctirealm.tools.facade import facade
 from ctirealm.tools.toolbox import EVERY_TOOL
 
 MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini"
-GOOD = {"sigma_rule": "title: x\n" + "#" * 60, "kql_query": "AKSAudit | take 1",
-        "query_results": [{"AuditId": "a", "Verb": "list"}]}
+GOOD = {
+    "sigma_rule": "title: x\n" + "#" * 60,
+    "kql_query": "AKSAudit | take 1",
+    "query_results": [{"AuditId": "a", "Verb": "list"}],
+}
 #: What an agent reaching past its tools would try, and the exception it must get.
 REACHES = {
     "tools.cases": lambda tools: tools.cases,
@@ -66,8 +69,7 @@ class Prober:
         return {**GOOD, "query_results": [{"AuditId": rows[0][0], "Verb": rows[0][1]}]}
 
 
-def test_every_reach_past_the_tools_fails_and_the_case_goes_on(cases: CaseSet,
-                                                                engine: LocalEngine) -> None:
+def test_every_reach_past_the_tools_fails_and_the_case_goes_on(cases: CaseSet, engine: LocalEngine) -> None:
     agent = Prober()
     toolbox = _toolbox(cases, engine)
     trajectory = run_case(agent, Task.for_case(cases.cases["aks_001"], toolbox), toolbox)
@@ -79,14 +81,12 @@ def test_every_reach_past_the_tools_fails_and_the_case_goes_on(cases: CaseSet,
     assert [s.text for s in trajectory.steps if s.kind == "assistant"] == ["T1552: credentials in files"]
 
 
-def test_the_facade_offers_tool_calls_say_specs_and_names(cases: CaseSet,
-                                                          engine: LocalEngine) -> None:
+def test_the_facade_offers_tool_calls_say_specs_and_names(cases: CaseSet, engine: LocalEngine) -> None:
     toolbox = _toolbox(cases, engine)
     tools = facade(toolbox)
     assert tuple(tools.names) == tuple(toolbox.names) and tools.names() == toolbox.names
     assert "execute_kql_query" in tools.names
-    assert sorted(dir(tools)) == sorted(["call", "say", "specs", "openai_tools", "names",
-                                         *EVERY_TOOL])
+    assert sorted(dir(tools)) == sorted(["call", "say", "specs", "openai_tools", "names", *EVERY_TOOL])
     assert json.loads(tools.execute_kql_query(query="AKSAudit"))["Tables"][0]["Rows"] == [["a", "list"]]
     assert tools.call("get_table_schema", {"table_name": "aksaudit"}).startswith('{"TableName"')
     assert tools.call("list_kusto_tables", "{}", call_id="c-1").startswith("[")
@@ -100,8 +100,9 @@ def test_the_facade_offers_tool_calls_say_specs_and_names(cases: CaseSet,
         tools.cases  # noqa: B018
 
 
-def test_an_agent_editing_its_specs_changes_nothing_for_the_toolbox(cases: CaseSet,
-                                                                    engine: LocalEngine) -> None:
+def test_an_agent_editing_its_specs_changes_nothing_for_the_toolbox(
+    cases: CaseSet, engine: LocalEngine
+) -> None:
     toolbox = _toolbox(cases, engine)
     tools = facade(toolbox)
     for spec in tools.specs():
@@ -110,20 +111,24 @@ def test_an_agent_editing_its_specs_changes_nothing_for_the_toolbox(cases: CaseS
     tools.openai_tools()[0]["function"]["parameters"]["required"].append("x")
     assert "sneaky" not in json.dumps(tools.openai_tools())
     assert tools.call("execute_kql_query", {"query": "AKSAudit", "sneaky": "1"}).startswith(
-        "Error: unexpected argument(s) sneaky")
+        "Error: unexpected argument(s) sneaky"
+    )
     task = Task.for_case(cases.cases["aks_001"], toolbox)
     task.tools[0].parameters["properties"]["sneaky"] = {}
     assert "sneaky" not in json.dumps(toolbox.openai_tools())
 
 
-def test_only_ctirealms_own_remote_adapters_get_the_toolbox(cases: CaseSet,
-                                                            engine: LocalEngine,
-                                                            tmp_path: Path) -> None:
+def test_only_ctirealms_own_remote_adapters_get_the_toolbox(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
     openai_chat = pytest.importorskip("ctirealm.agents.openai_chat")
     toolbox = _toolbox(cases, engine)
     # Adapters for agents that run elsewhere record notes and logged calls: they keep the toolbox.
-    for adapter in (CommandAgent("python agent.py"), object.__new__(openai_chat.OpenAIAgent),
-                    object.__new__(InspectLogAgent)):
+    for adapter in (
+        CommandAgent("python agent.py"),
+        object.__new__(openai_chat.OpenAIAgent),
+        object.__new__(InspectLogAgent),
+    ):
         assert is_toolbox_adapter(adapter), type(adapter)
         assert tools_for(adapter, toolbox) is toolbox
 
@@ -138,8 +143,15 @@ def test_only_ctirealms_own_remote_adapters_get_the_toolbox(cases: CaseSet,
 
     disguised = Disguised()
     assert isinstance(disguised, CommandAgent)
-    for agent in (Sub("python agent.py"), disguised, OracleAgent(cases), BaselineAgent(),
-                  NullAgent(), ReplayAgent(tmp_path), Prober()):
+    for agent in (
+        Sub("python agent.py"),
+        disguised,
+        OracleAgent(cases),
+        BaselineAgent(),
+        NullAgent(),
+        ReplayAgent(tmp_path),
+        Prober(),
+    ):
         assert not is_toolbox_adapter(agent), type(agent)
         assert not isinstance(tools_for(agent, toolbox), Toolbox)
 
@@ -180,7 +192,8 @@ def realm_agent(realm_cases):
 
 
 def test_an_agent_from_the_realm_agent_fixture_sees_the_facade_and_scores_as_usual(
-        pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     project = mini_project(pytester, tmp_path_factory.mktemp("cache"))
     project.makeconftest(FIXTURE_AGENT)
     result = project.runpytest()
@@ -192,8 +205,7 @@ def test_an_agent_from_the_realm_agent_fixture_sees_the_facade_and_scores_as_usu
         assert case["normalized_score"] >= 0.95
     # The run says which agent ran, not the --realm-agent default the override replaced.
     assert results["run"]["agent"] == "snooping"
-    trajectory = json.loads((project.path / "reports" / "trajectories" / "linux_001.e1.json")
-                            .read_text())
+    trajectory = json.loads((project.path / "reports" / "trajectories" / "linux_001.e1.json").read_text())
     assert trajectory["agent"] == "snooping"
     said = [s["text"] for s in trajectory["steps"] if s["kind"] == "assistant"]
     assert said[0] == "reached: nothing"

@@ -48,8 +48,10 @@ def realm(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(MINI / part, root / part)
     shutil.copytree(ROOT / "telemetry" / "schemas", root / "telemetry" / "schemas")
     dataset = root / "telemetry" / "dataset.yaml"
-    dataset.write_text(dataset.read_text(encoding="utf-8") + "splits:\n  dev: {seed: 7}\n  test: {seed: 8}\n",
-                       encoding="utf-8")
+    dataset.write_text(
+        dataset.read_text(encoding="utf-8") + "splits:\n  dev: {seed: 7}\n  test: {seed: 8}\n",
+        encoding="utf-8",
+    )
     return root
 
 
@@ -59,8 +61,12 @@ def bench(realm: Path) -> Bench:
 
 
 def _args(realm: Path, **extra: Any) -> dict[str, Any]:
-    return {"cases": str(realm / "cases"), "telemetry": str(realm / "telemetry"),
-            "cache_dir": str(realm / "cache"), **extra}
+    return {
+        "cases": str(realm / "cases"),
+        "telemetry": str(realm / "telemetry"),
+        "cache_dir": str(realm / "cache"),
+        **extra,
+    }
 
 
 def _output(name: str | None, arguments: dict[str, Any] | None = None, text: str = "") -> ModelOutput:
@@ -87,8 +93,11 @@ def scripted(turns: list[Turn], seen: list[list[str]] | None = None) -> Any:
             seen.append([t.name for t in tools])
         name, arguments, text = next(pending)
         if arguments.get("query_results") == "ROWS":
-            rows = [result_rows(m.text) for m in messages if isinstance(m, ChatMessageTool)
-                    and not m.text.startswith("Error")][-1]
+            rows = [
+                result_rows(m.text)
+                for m in messages
+                if isinstance(m, ChatMessageTool) and not m.text.startswith("Error")
+            ][-1]
             arguments = {**arguments, "query_results": rows}
             text = text.format(rows=len(rows))
         return _output(name, arguments, text)
@@ -109,8 +118,10 @@ def oracle_turns(case: Case, cases: CaseSet) -> list[Turn]:
         retrieved |= {r.id for r in cases.reports.values() if tag in r.tags}
         turns.append(("get_cti_reports_by_tag", {"tag": tag}, ""))
     truth = case.ground_truth
-    said = (f"The objective maps to ATT&CK {', '.join(truth.techniques)}; the evidence is in "
-            f"{', '.join(truth.tables)}.")
+    said = (
+        f"The objective maps to ATT&CK {', '.join(truth.techniques)}; the evidence is in "
+        f"{', '.join(truth.tables)}."
+    )
     for index, table in enumerate(truth.tables):
         turns.append(("get_table_schema", {"table_name": table}, said if index == 0 else ""))
         turns.append(("sample_table_data", {"table_name": table, "rows": 3}, ""))
@@ -118,15 +129,25 @@ def oracle_turns(case: Case, cases: CaseSet) -> list[Turn]:
     sigma = (root / str(case.solution.sigma)).read_text(encoding="utf-8")
     turns.append(("execute_kql_query", {"query": f"{truth.tables[0]} | summarize count()"}, ""))
     turns.append(("execute_kql_query", {"query": kql}, ""))
-    turns.append(("submit_detection", {"sigma_rule": sigma, "kql_query": kql, "query_results": "ROWS"},
-                  "Final query returns {rows} rows (first 10 shown)."))
+    turns.append(
+        (
+            "submit_detection",
+            {"sigma_rule": sigma, "kql_query": kql, "query_results": "ROWS"},
+            "Final query returns {rows} rows (first 10 shown).",
+        )
+    )
     return turns
 
 
 def _eval(model: Any, realm: Path, log_dir: Path, **task_args: Any) -> EvalLog:
     sample_id = task_args.pop("sample_id", "linux_001")
-    logs = inspect_eval(ctirealm(**_args(realm, **task_args)), model=model, sample_id=sample_id,
-                        log_dir=str(log_dir), display="none")
+    logs = inspect_eval(
+        ctirealm(**_args(realm, **task_args)),
+        model=model,
+        sample_id=sample_id,
+        log_dir=str(log_dir),
+        display="none",
+    )
     assert len(logs) == 1 and logs[0].status == "success", logs[0].error
     return logs[0]
 
@@ -157,13 +178,22 @@ def test_samples_are_the_cases(bench: Bench) -> None:
     assert [s.id for s in samples] == ["aks_001", "linux_001"]
     linux = samples[1]
     assert linux.input == bench.cases.cases["linux_001"].objective
-    assert linux.metadata == {"platform": "linux", "subsets": ["realm-25", "realm-50"],
-                              "difficulty": "medium", "title": bench.cases.cases["linux_001"].title}
+    assert linux.metadata == {
+        "platform": "linux",
+        "subsets": ["realm-25", "realm-50"],
+        "difficulty": "medium",
+        "title": bench.cases.cases["linux_001"].title,
+    }
     assert [s.id for s in case_dataset(bench, platforms=["aks"])] == ["aks_001"]
     with pytest.raises(ValueError, match="no cases"):
         case_dataset(bench, subset="realm-nothing")
-    task = ctirealm(subset=25, platform="linux", cases=str(bench.cases_root), telemetry=str(bench.telemetry),
-                    cache_dir=str(bench.cache_dir))  # as `-T subset=25` passes it
+    task = ctirealm(
+        subset=25,
+        platform="linux",
+        cases=str(bench.cases_root),
+        telemetry=str(bench.telemetry),
+        cache_dir=str(bench.cache_dir),
+    )  # as `-T subset=25` passes it
     assert [s.id for s in task.dataset] == ["linux_001"]
     with pytest.raises(ValueError, match="unknown platform"):
         ctirealm(platform="windows", cases=str(bench.cases_root), telemetry=str(bench.telemetry))
@@ -203,8 +233,9 @@ def test_a_replay_of_the_log_records_and_scores_the_same_run(oracle_log: EvalLog
     oracle = _oracle(bench)
     assert replayed.status == "submitted"
     assert replayed.submission == oracle.submission
-    assert [(c.name, c.arguments, c.result, c.ok) for c in replayed.tool_calls()] == \
-        [(c.name, c.arguments, c.result, c.ok) for c in oracle.tool_calls()]
+    assert [(c.name, c.arguments, c.result, c.ok) for c in replayed.tool_calls()] == [
+        (c.name, c.arguments, c.result, c.ok) for c in oracle.tool_calls()
+    ]
     assert replayed.assistant_text() == oracle.assistant_text()
     logged = oracle_log.samples[0].scores["realm_scorer"].value
     assert _values(bench.score(case, replayed, "test")) == pytest.approx(_logged(logged))
@@ -231,10 +262,17 @@ def test_refused_calls_are_recorded_as_the_log_shows_them(realm: Path, bench: Be
         ("get_table_schema", {}, "T1053.003 looks right."),  # Inspect refuses: table_name missing
         ("no_such_tool", {"x": 1}, ""),
         ("execute_kql_query", {"query": "DeviceProcessEvents | take 2"}, ""),
-        ("submit_detection", {"sigma_rule": "too short", "kql_query": "DeviceProcessEvents",
-                              "query_results": []}, ""),
-        (None, {}, '{"sigma_rule": "' + "x" * 60 + '", "kql_query": "DeviceProcessEvents | take 2", '
-                   '"query_results": [{"a": 1}]}'),
+        (
+            "submit_detection",
+            {"sigma_rule": "too short", "kql_query": "DeviceProcessEvents", "query_results": []},
+            "",
+        ),
+        (
+            None,
+            {},
+            '{"sigma_rule": "' + "x" * 60 + '", "kql_query": "DeviceProcessEvents | take 2", '
+            '"query_results": [{"a": 1}]}',
+        ),
     ]
     log = _eval(scripted(turns), realm, tmp_path)
     sample = log.samples[0]
@@ -247,7 +285,10 @@ def test_refused_calls_are_recorded_as_the_log_shows_them(realm: Path, bench: Be
     toolbox = Toolbox(bench.engine("dev"), bench.cases, replayed)
     run_case(agent, Task.for_case(case, toolbox), toolbox)
     assert [(c.name, c.ok) for c in replayed.tool_calls()] == [
-        ("get_table_schema", False), ("no_such_tool", False), ("execute_kql_query", True)]
+        ("get_table_schema", False),
+        ("no_such_tool", False),
+        ("execute_kql_query", True),
+    ]
     assert replayed.status == "submitted"
     logged = sample.scores["realm_scorer"].value
     assert _values(bench.score(case, replayed, "test")) == pytest.approx(_logged(logged))
@@ -261,8 +302,15 @@ def test_limits_end_the_run(realm: Path, tmp_path: Path) -> None:
     assert "tool-call limit of 2" in score.metadata["reason"]
     assert score.value["normalized"] == 0.0
     # The call that reaches the limit is refused; the answer may still be submitted, with words.
-    answer = ("submit_detection", {"sigma_rule": "title: x\n" + "#" * 60, "kql_query": "DeviceProcessEvents | take 1",
-                                   "query_results": "ROWS"}, "Submitting what I have: T1053.003.")
+    answer = (
+        "submit_detection",
+        {
+            "sigma_rule": "title: x\n" + "#" * 60,
+            "kql_query": "DeviceProcessEvents | take 1",
+            "query_results": "ROWS",
+        },
+        "Submitting what I have: T1053.003.",
+    )
     log = _eval(scripted([query, query, query, answer]), realm, tmp_path / "submit", tool_calls=2)
     score = log.samples[0].scores["realm_scorer"]
     assert score.metadata["status"] == "submitted"
@@ -286,8 +334,9 @@ def test_the_time_limit_is_a_timeout(realm: Path, tmp_path: Path) -> None:
     assert score.metadata["status"] == "timeout" and score.value["normalized"] == 0.0
 
 
-def test_compat_scoring_leaves_judged_checkpoints_unscored(oracle_log: EvalLog, realm: Path, bench: Bench,
-                                                           tmp_path: Path) -> None:
+def test_compat_scoring_leaves_judged_checkpoints_unscored(
+    oracle_log: EvalLog, realm: Path, bench: Bench, tmp_path: Path
+) -> None:
     case = bench.cases.cases["linux_001"]
     log = _eval(scripted(oracle_turns(case, bench.cases)), realm, tmp_path, scoring="compat")
     value = log.samples[0].scores["realm_scorer"].value
@@ -298,12 +347,19 @@ def test_compat_scoring_leaves_judged_checkpoints_unscored(oracle_log: EvalLog, 
     assert scored["C0_cti_reports"].unscored_samples == 1  # NaN: left out of the metric
 
 
-def test_pytest_rescores_the_log_with_the_inspect_agent(pytester: pytest.Pytester, oracle_log: EvalLog,
-                                                       realm: Path) -> None:
+def test_pytest_rescores_the_log_with_the_inspect_agent(
+    pytester: pytest.Pytester, oracle_log: EvalLog, realm: Path
+) -> None:
     pytester.makeini(f"[pytest]\naddopts = --realm-cache-dir={realm / 'cache'} -p no:cacheprovider\n")
-    pytester.runpytest(f"--realm-cases={realm / 'cases'}", f"--realm-telemetry={realm / 'telemetry'}",
-                       f"--realm-agent=inspect:{oracle_log.location}", f"--rootdir={pytester.path}",
-                       str(realm / "cases"), "-k", "linux_001")
+    pytester.runpytest(
+        f"--realm-cases={realm / 'cases'}",
+        f"--realm-telemetry={realm / 'telemetry'}",
+        f"--realm-agent=inspect:{oracle_log.location}",
+        f"--rootdir={pytester.path}",
+        str(realm / "cases"),
+        "-k",
+        "linux_001",
+    )
     results = json.loads((pytester.path / "reports" / "results.json").read_text())
     [case] = results["cases"]
     logged = oracle_log.samples[0].scores["realm_scorer"].value
@@ -331,12 +387,25 @@ main()
 """
 
 
-@pytest.mark.skipif(not _entry_point_installed(),
-                    reason="the package's inspect_ai entry point is not installed (pip install -e .)")
+@pytest.mark.skipif(
+    not _entry_point_installed(),
+    reason="the package's inspect_ai entry point is not installed (pip install -e .)",
+)
 def test_inspect_eval_finds_the_task_by_its_registry_name(realm: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-c", CLI, "eval", "ctirealm/ctirealm", "--model", MODEL,
-               *[a for k, v in _args(realm, platform="aks").items() for a in ("-T", f"{k}={v}")],
-               "--log-dir", str(tmp_path), "--display", "none"]
+    command = [
+        sys.executable,
+        "-c",
+        CLI,
+        "eval",
+        "ctirealm/ctirealm",
+        "--model",
+        MODEL,
+        *[a for k, v in _args(realm, platform="aks").items() for a in ("-T", f"{k}={v}")],
+        "--log-dir",
+        str(tmp_path),
+        "--display",
+        "none",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     [path] = list(tmp_path.glob("*.eval"))
@@ -344,4 +413,3 @@ def test_inspect_eval_finds_the_task_by_its_registry_name(realm: Path, tmp_path:
     assert log.eval.task == "ctirealm/ctirealm" and log.status == "success"
     assert [s.id for s in log.samples] == ["aks_001"]
     assert log.samples[0].scores["realm_scorer"].metadata["status"] == "invalid_submission"
-

@@ -39,8 +39,11 @@ MINI = ROOT / "tests" / "fixtures" / "mini"
 CLIENT = Path(__file__).resolve().parent / "mcp_client.py"
 PYTHON = shlex.quote(sys.executable)
 CLI = [sys.executable, "-c", "import sys; from ctirealm.cli import main; sys.exit(main())"]
-GOOD = {"sigma_rule": "title: scripted\n" + "#" * 60, "kql_query": "AKSAudit | take 1",
-        "query_results": [{"Verb": "list"}]}
+GOOD = {
+    "sigma_rule": "title: scripted\n" + "#" * 60,
+    "kql_query": "AKSAudit | take 1",
+    "query_results": [{"Verb": "list"}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +67,9 @@ def engine(store: Store) -> LocalEngine:
 
 def _plan(tmp_path: Path, steps: list[dict[str, Any]], name: str = "plan", **extra: Any) -> Path:
     path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps({"log": str(tmp_path / f"{name}.log.json"), "steps": steps, **extra}),
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps({"log": str(tmp_path / f"{name}.log.json"), "steps": steps, **extra}), encoding="utf-8"
+    )
     return path
 
 
@@ -77,8 +81,16 @@ def _agent(plan: Path, **options: Any) -> MCPAgent:
     return MCPAgent(f"{PYTHON} {shlex.quote(str(CLIENT))} {shlex.quote(str(plan))} {{url}}", **options)
 
 
-def _run(agent: Any, cases: CaseSet, engine: LocalEngine, case_id: str = "linux_001", *,
-         variant: str = "full", time_limit: float = 30.0, max_tool_calls: int = 200) -> Trajectory:
+def _run(
+    agent: Any,
+    cases: CaseSet,
+    engine: LocalEngine,
+    case_id: str = "linux_001",
+    *,
+    variant: str = "full",
+    time_limit: float = 30.0,
+    max_tool_calls: int = 200,
+) -> Trajectory:
     case = cases.cases[case_id]
     trajectory = Trajectory(case.id, getattr(agent, "name", "agent"), variant=variant)
     toolbox = Toolbox(engine, cases, trajectory, variant=variant, max_tool_calls=max_tool_calls)
@@ -104,19 +116,26 @@ def oracle_steps(case: Case, cases: CaseSet) -> list[dict[str, Any]]:
         steps.append({"call": "sample_table_data", "arguments": {"table_name": table, "rows": 3}})
     kql = (root / str(case.solution.kql)).read_text(encoding="utf-8").strip()
     sigma = (root / str(case.solution.sigma)).read_text(encoding="utf-8")
-    steps.append({"call": "execute_kql_query", "arguments": {"query": f"{truth.tables[0]} | summarize count()"}})
+    steps.append(
+        {"call": "execute_kql_query", "arguments": {"query": f"{truth.tables[0]} | summarize count()"}}
+    )
     steps.append({"call": "execute_kql_query", "arguments": {"query": kql}})
-    analysis = (f"The objective maps to ATT&CK {', '.join(truth.techniques)}; the evidence is in "
-                f"{', '.join(truth.tables)}.")
-    steps.append({"submit": {"sigma_rule": sigma, "kql_query": kql, "analysis": analysis},
-                  "rows_from": len(steps) - 1})
+    analysis = (
+        f"The objective maps to ATT&CK {', '.join(truth.techniques)}; the evidence is in "
+        f"{', '.join(truth.tables)}."
+    )
+    steps.append(
+        {"submit": {"sigma_rule": sigma, "kql_query": kql, "analysis": analysis}, "rows_from": len(steps) - 1}
+    )
     return steps
 
 
-def _scores(cases: CaseSet, case_id: str, trajectory: Trajectory, engine: LocalEngine,
-            store: Store) -> dict[str, float | None]:
-    score = score_case(cases.cases[case_id], trajectory, engine=engine, labels=store.labels,
-                       schemas=engine.schemas)
+def _scores(
+    cases: CaseSet, case_id: str, trajectory: Trajectory, engine: LocalEngine, store: Store
+) -> dict[str, float | None]:
+    score = score_case(
+        cases.cases[case_id], trajectory, engine=engine, labels=store.labels, schemas=engine.schemas
+    )
     return {name: checkpoint.score for name, checkpoint in score.checkpoints.items()}
 
 
@@ -136,8 +155,9 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("case_id", ["linux_001", "aks_001"])
-def test_solves_a_case_and_scores_like_the_oracle(cases: CaseSet, engine: LocalEngine, store: Store,
-                                                  tmp_path: Path, case_id: str) -> None:
+def test_solves_a_case_and_scores_like_the_oracle(
+    cases: CaseSet, engine: LocalEngine, store: Store, tmp_path: Path, case_id: str
+) -> None:
     oracle = _run(OracleAgent(cases), cases, engine, case_id)
     assert oracle.status == "submitted", oracle.reason
     plan = _plan(tmp_path, oracle_steps(cases.cases[case_id], cases))
@@ -148,7 +168,9 @@ def test_solves_a_case_and_scores_like_the_oracle(cases: CaseSet, engine: LocalE
     assert all(c.ok for c in trajectory.tool_calls())
     assert all(c.call_id for c in trajectory.tool_calls())  # the JSON-RPC request ids
     assert trajectory.submission == oracle.submission
-    assert _scores(cases, case_id, trajectory, engine, store) == _scores(cases, case_id, oracle, engine, store)
+    assert _scores(cases, case_id, trajectory, engine, store) == _scores(
+        cases, case_id, oracle, engine, store
+    )
     assert sum(s or 0 for s in _scores(cases, case_id, trajectory, engine, store).values()) > 0
     notes = [s.text for s in trajectory.steps if s.kind == "note"]
     assert any(f"{SUBMIT_TOOL} accepted" in n for n in notes), notes
@@ -157,14 +179,17 @@ def test_solves_a_case_and_scores_like_the_oracle(cases: CaseSet, engine: LocalE
     assert log["results"][-1]["text"].startswith("Submission accepted")
 
 
-def test_tools_prompt_and_instructions_match_the_toolbox(cases: CaseSet, engine: LocalEngine,
-                                                         tmp_path: Path) -> None:
+def test_tools_prompt_and_instructions_match_the_toolbox(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
     plan = _plan(tmp_path, [{"submit": GOOD}])
     trajectory = _run(_agent(plan), cases, engine, "aks_001")
     assert trajectory.status == "submitted", trajectory.reason
     log = _log(plan)
-    expected = [{"name": s.name, "description": s.description, "inputSchema": s.parameters}
-                for s in [*(SPECS[n] for n in VARIANTS["full"]), SUBMIT_SPEC]]
+    expected = [
+        {"name": s.name, "description": s.description, "inputSchema": s.parameters}
+        for s in [*(SPECS[n] for n in VARIANTS["full"]), SUBMIT_SPEC]
+    ]
     assert log["tools"] == expected
     objective = cases.cases["aks_001"].objective
     assert objective in log["instructions"] and objective in log["prompt"]
@@ -174,8 +199,9 @@ def test_tools_prompt_and_instructions_match_the_toolbox(cases: CaseSet, engine:
 
 @pytest.mark.parametrize("variant", ["minimal", "seeded"])
 def test_the_variant_is_honoured(cases: CaseSet, engine: LocalEngine, tmp_path: Path, variant: str) -> None:
-    plan = _plan(tmp_path, [{"call": "list_cti_report_tags"}, {"call": "list_kusto_tables"},
-                            {"submit": GOOD}])
+    plan = _plan(
+        tmp_path, [{"call": "list_cti_report_tags"}, {"call": "list_kusto_tables"}, {"submit": GOOD}]
+    )
     trajectory = _run(_agent(plan), cases, engine, "aks_001", variant=variant)
     assert trajectory.status == "submitted", trajectory.reason
     log = _log(plan)
@@ -193,8 +219,9 @@ def test_the_variant_is_honoured(cases: CaseSet, engine: LocalEngine, tmp_path: 
 # -- the adapter: how runs end ------------------------------------------------------------
 
 
-def test_a_second_submission_gets_a_tool_error_and_the_first_counts(cases: CaseSet, engine: LocalEngine,
-                                                                     tmp_path: Path) -> None:
+def test_a_second_submission_gets_a_tool_error_and_the_first_counts(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
     second = {**GOOD, "kql_query": "AKSAudit | take 2"}
     plan = _plan(tmp_path, [{"submit": GOOD}, {"submit": second}, {"call": "list_kusto_tables"}])
     trajectory = _run(_agent(plan, exit_grace=10.0), cases, engine, "aks_001")
@@ -208,8 +235,13 @@ def test_a_second_submission_gets_a_tool_error_and_the_first_counts(cases: CaseS
 
 
 def test_a_refused_submission_can_be_fixed(cases: CaseSet, engine: LocalEngine, tmp_path: Path) -> None:
-    plan = _plan(tmp_path, [{"submit": {**GOOD, "sigma_rule": "too short"}},
-                            {"submit": {**GOOD, "analysis": "Secrets read by a workload: T1552.007."}}])
+    plan = _plan(
+        tmp_path,
+        [
+            {"submit": {**GOOD, "sigma_rule": "too short"}},
+            {"submit": {**GOOD, "analysis": "Secrets read by a workload: T1552.007."}},
+        ],
+    )
     trajectory = _run(_agent(plan), cases, engine, "aks_001")
     assert trajectory.status == "submitted", trajectory.reason
     refused, accepted = _log(plan)["results"]
@@ -219,8 +251,9 @@ def test_a_refused_submission_can_be_fixed(cases: CaseSet, engine: LocalEngine, 
     assert any("refused" in s.text for s in trajectory.steps if s.kind == "note")
 
 
-def test_exiting_without_submitting_is_no_submission(cases: CaseSet, engine: LocalEngine,
-                                                     tmp_path: Path) -> None:
+def test_exiting_without_submitting_is_no_submission(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
     plan = _plan(tmp_path, [{"call": "list_kusto_tables"}])
     trajectory = _run(_agent(plan), cases, engine, "aks_001")
     assert trajectory.status == "no_submission"
@@ -229,8 +262,13 @@ def test_exiting_without_submitting_is_no_submission(cases: CaseSet, engine: Loc
 
 
 def test_a_crash_is_reported_with_its_output(cases: CaseSet, engine: LocalEngine, tmp_path: Path) -> None:
-    agent = MCPAgent([sys.executable, "-c", "import sys; print('model said: giving up'); "
-                      "sys.stderr.write('bad api key\\n'); sys.exit(3)"])
+    agent = MCPAgent(
+        [
+            sys.executable,
+            "-c",
+            "import sys; print('model said: giving up'); sys.stderr.write('bad api key\\n'); sys.exit(3)",
+        ]
+    )
     trajectory = _run(agent, cases, engine, "aks_001")
     assert trajectory.status == "crashed"
     assert "exited with code 3 before submitting" in trajectory.reason
@@ -249,18 +287,26 @@ def test_a_disconnect_mid_run_is_contained(cases: CaseSet, engine: LocalEngine, 
         httpx.post(_log(plan)["url"], json={}, timeout=2.0)
 
 
-def test_a_client_that_reconnects_finds_the_same_run(cases: CaseSet, engine: LocalEngine,
-                                                     tmp_path: Path) -> None:
-    plan = _plan(tmp_path, [{"call": "list_kusto_tables"}, {"reconnect": True},
-                            {"call": "get_table_schema", "arguments": {"table_name": "AKSAudit"}},
-                            {"submit": GOOD}])
+def test_a_client_that_reconnects_finds_the_same_run(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
+    plan = _plan(
+        tmp_path,
+        [
+            {"call": "list_kusto_tables"},
+            {"reconnect": True},
+            {"call": "get_table_schema", "arguments": {"table_name": "AKSAudit"}},
+            {"submit": GOOD},
+        ],
+    )
     trajectory = _run(_agent(plan), cases, engine, "aks_001")
     assert trajectory.status == "submitted", trajectory.reason
     assert [c.name for c in trajectory.tool_calls()] == ["list_kusto_tables", "get_table_schema"]
 
 
-def test_the_tool_call_limit_is_a_tool_error_then_ends_the_run(cases: CaseSet, engine: LocalEngine,
-                                                               tmp_path: Path) -> None:
+def test_the_tool_call_limit_is_a_tool_error_then_ends_the_run(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
     calls = [{"call": "list_kusto_tables"}] * 3
     plan = _plan(tmp_path, [*calls, {"call": "list_kusto_tables"}, {"submit": GOOD}], name="answer")
     trajectory = _run(_agent(plan), cases, engine, "aks_001", max_tool_calls=3)
@@ -269,8 +315,11 @@ def test_the_tool_call_limit_is_a_tool_error_then_ends_the_run(cases: CaseSet, e
     assert "tool-call limit of 3 reached; submit your answer now" in results[3]["text"]
     assert trajectory.status == "submitted", trajectory.reason  # the answer may still be given
 
-    plan = _plan(tmp_path, [*calls, {"call": "list_kusto_tables"}, {"call": "list_kusto_tables"},
-                            {"sleep": 60}], name="more")
+    plan = _plan(
+        tmp_path,
+        [*calls, {"call": "list_kusto_tables"}, {"call": "list_kusto_tables"}, {"sleep": 60}],
+        name="more",
+    )
     started = time.monotonic()
     trajectory = _run(_agent(plan), cases, engine, "aks_001", max_tool_calls=3)
     assert trajectory.status == "limit_exceeded", trajectory.reason
@@ -281,10 +330,13 @@ def test_the_tool_call_limit_is_a_tool_error_then_ends_the_run(cases: CaseSet, e
     assert _gone(log["pid"])
 
 
-def test_a_flood_of_concurrent_calls_meets_the_limit(cases: CaseSet, engine: LocalEngine,
-                                                     tmp_path: Path) -> None:
-    plan = _plan(tmp_path, [{"flood": "sample_table_data", "arguments": {"table_name": "AKSAudit"},
-                             "count": 40}, {"sleep": 60}])
+def test_a_flood_of_concurrent_calls_meets_the_limit(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
+    plan = _plan(
+        tmp_path,
+        [{"flood": "sample_table_data", "arguments": {"table_name": "AKSAudit"}, "count": 40}, {"sleep": 60}],
+    )
     trajectory = _run(_agent(plan), cases, engine, "aks_001", max_tool_calls=10)
     assert trajectory.status == "limit_exceeded", trajectory.reason
     calls = trajectory.tool_calls()
@@ -293,8 +345,9 @@ def test_a_flood_of_concurrent_calls_meets_the_limit(cases: CaseSet, engine: Loc
     assert len({c.call_id for c in calls}) == 11
 
 
-def test_the_time_limit_kills_the_program_and_its_children(cases: CaseSet, engine: LocalEngine,
-                                                           tmp_path: Path) -> None:
+def test_the_time_limit_kills_the_program_and_its_children(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
     plan = _plan(tmp_path, [{"spawn": ["sleep", "60"]}, {"call": "list_kusto_tables"}, {"sleep": 60}])
     started = time.monotonic()
     trajectory = _run(_agent(plan), cases, engine, "aks_001", time_limit=4.0)
@@ -310,7 +363,8 @@ def test_the_time_limit_kills_the_program_and_its_children(cases: CaseSet, engin
 def test_placeholders_files_and_environment(cases: CaseSet, engine: LocalEngine, tmp_path: Path) -> None:
     seen = tmp_path / "seen.json"
     script = tmp_path / "look.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, os, sys
         config, prompt_file, workdir, case_id, prompt = sys.argv[1:6]
         json.dump({{"argv": sys.argv[1:], "config": json.load(open(config)),
@@ -319,9 +373,13 @@ def test_placeholders_files_and_environment(cases: CaseSet, engine: LocalEngine,
                    "env": {{k: v for k, v in os.environ.items()
                            if k.startswith(("CTIREALM_MCP", "CTIREALM_PROMPT", "CTIREALM_CASE"))}}}},
                   open({str(seen)!r}, "w"))
-    """), encoding="utf-8")
-    agent = MCPAgent(f"{PYTHON} {shlex.quote(str(script))} {{mcp_config}} {{prompt_file}} {{workdir}} "
-                     "{case_id} {prompt} {unknown} '{\"json\": 1}'")
+    """),
+        encoding="utf-8",
+    )
+    agent = MCPAgent(
+        f"{PYTHON} {shlex.quote(str(script))} {{mcp_config}} {{prompt_file}} {{workdir}} "
+        "{case_id} {prompt} {unknown} '{\"json\": 1}'"
+    )
     trajectory = _run(agent, cases, engine, "aks_001")
     assert trajectory.status == "no_submission"
     found = json.loads(seen.read_text())
@@ -333,33 +391,56 @@ def test_placeholders_files_and_environment(cases: CaseSet, engine: LocalEngine,
     assert argv[3] == "aks_001" and argv[4] == found["prompt_file"]  # the prompt is one argument
     assert cases.cases["aks_001"].objective in argv[4] and SUBMIT_TOOL in argv[4]
     assert argv[5:] == ["{unknown}", '{"json": 1}']
-    assert found["env"] == {"CTIREALM_MCP_URL": url, "CTIREALM_MCP_CONFIG": argv[0],
-                            "CTIREALM_PROMPT_FILE": argv[1], "CTIREALM_CASE_ID": "aks_001"}
+    assert found["env"] == {
+        "CTIREALM_MCP_URL": url,
+        "CTIREALM_MCP_CONFIG": argv[0],
+        "CTIREALM_PROMPT_FILE": argv[1],
+        "CTIREALM_CASE_ID": "aks_001",
+    }
     assert not Path(argv[2]).exists()  # the run's directory is removed
 
 
-def test_the_client_can_connect_through_the_config_file(cases: CaseSet, engine: LocalEngine,
-                                                        tmp_path: Path) -> None:
+def test_the_client_can_connect_through_the_config_file(
+    cases: CaseSet, engine: LocalEngine, tmp_path: Path
+) -> None:
     plan = _plan(tmp_path, [{"call": "list_kusto_tables"}, {"submit": GOOD}])
     agent = MCPAgent(f"{PYTHON} {shlex.quote(str(CLIENT))} {shlex.quote(str(plan))} {{mcp_config}}")
     assert _run(agent, cases, engine, "aks_001").status == "submitted"
 
 
 def test_substitute_fills_whole_words_only() -> None:
-    values = {"url": "http://x", "prompt": "a 'quoted' {url} prompt", "mcp_config": "c.json",
-              "prompt_file": "p.md", "workdir": "w", "case_id": "k"}
+    values = {
+        "url": "http://x",
+        "prompt": "a 'quoted' {url} prompt",
+        "mcp_config": "c.json",
+        "prompt_file": "p.md",
+        "workdir": "w",
+        "case_id": "k",
+    }
     assert substitute(["-p", "{prompt}", "--url={url}", "{other}"], values) == [
-        "-p", "a 'quoted' {url} prompt", "--url=http://x", "{other}"]
+        "-p",
+        "a 'quoted' {url} prompt",
+        "--url=http://x",
+        "{other}",
+    ]
 
 
 def test_spec_builds_an_mcp_agent(cases: CaseSet, tmp_path: Path) -> None:
-    agent = resolve_agent("mcp:claude -p {prompt} --mcp-config {mcp_config}", cases, cwd=tmp_path,
-                          env={"X": "1"}, base_url="ignored")
+    agent = resolve_agent(
+        "mcp:claude -p {prompt} --mcp-config {mcp_config}",
+        cases,
+        cwd=tmp_path,
+        env={"X": "1"},
+        base_url="ignored",
+    )
     assert isinstance(agent, MCPAgent)
     assert agent.argv == ["claude", "-p", "{prompt}", "--mcp-config", "{mcp_config}"]
     assert agent.cwd == str(tmp_path) and agent.env == {"X": "1"}
     assert resolve_agent('mcp:"my agent" --prompt "{prompt}"', cases).argv == [
-        "my agent", "--prompt", "{prompt}"]
+        "my agent",
+        "--prompt",
+        "{prompt}",
+    ]
     assert resolve_agent('mcp:"agent {url}"', cases).argv == ["agent", "{url}"]
     with pytest.raises(AgentSpecError, match="mcp agent needs a command line"):
         resolve_agent("mcp:", cases)
@@ -369,26 +450,44 @@ def test_spec_builds_an_mcp_agent(cases: CaseSet, tmp_path: Path) -> None:
 
 
 def _cli_args(telemetry: Path, tmp_path: Path, case_id: str, *extra: str) -> list[str]:
-    return ["mcp", "--case", case_id, "--cases", str(MINI / "cases"), "--telemetry", str(telemetry),
-            "--cache-dir", str(telemetry.parent / "cache"), "--trajectories", str(tmp_path / "out"),
-            *extra]
+    return [
+        "mcp",
+        "--case",
+        case_id,
+        "--cases",
+        str(MINI / "cases"),
+        "--telemetry",
+        str(telemetry),
+        "--cache-dir",
+        str(telemetry.parent / "cache"),
+        "--trajectories",
+        str(tmp_path / "out"),
+        *extra,
+    ]
 
 
 def _saved(tmp_path: Path, case_id: str) -> Trajectory:
     return Trajectory.load(tmp_path / "out" / f"{case_id}.e1.json")
 
 
-def _stdio(plan: Path, telemetry: Path, tmp_path: Path, case_id: str, *extra: str) -> subprocess.CompletedProcess:
+def _stdio(
+    plan: Path, telemetry: Path, tmp_path: Path, case_id: str, *extra: str
+) -> subprocess.CompletedProcess:
     data = json.loads(plan.read_text())
-    data["server"] = {"command": CLI[0], "args": [*CLI[1:], *_cli_args(telemetry, tmp_path, case_id, *extra)],
-                      "env": {"PYTHONPATH": os.pathsep.join(sys.path)}}
+    data["server"] = {
+        "command": CLI[0],
+        "args": [*CLI[1:], *_cli_args(telemetry, tmp_path, case_id, *extra)],
+        "env": {"PYTHONPATH": os.pathsep.join(sys.path)},
+    }
     plan.write_text(json.dumps(data))
-    return subprocess.run([sys.executable, str(CLIENT), str(plan)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, str(CLIENT), str(plan)], capture_output=True, text=True, timeout=120
+    )
 
 
-def test_cli_over_stdio_solves_a_case_like_the_oracle(cases: CaseSet, engine: LocalEngine, store: Store,
-                                                      telemetry: Path, tmp_path: Path) -> None:
+def test_cli_over_stdio_solves_a_case_like_the_oracle(
+    cases: CaseSet, engine: LocalEngine, store: Store, telemetry: Path, tmp_path: Path
+) -> None:
     oracle = _run(OracleAgent(cases), cases, engine, "linux_001")
     plan = _plan(tmp_path, oracle_steps(cases.cases["linux_001"], cases))
     done = _stdio(plan, telemetry, tmp_path, "linux_001")
@@ -396,20 +495,28 @@ def test_cli_over_stdio_solves_a_case_like_the_oracle(cases: CaseSet, engine: Lo
     log = _log(plan)
     assert [t["name"] for t in log["tools"]] == [*VARIANTS["full"], SUBMIT_TOOL]
     assert [t["inputSchema"] for t in log["tools"]] == [
-        *(SPECS[n].parameters for n in VARIANTS["full"]), SUBMIT_SPEC.parameters]
+        *(SPECS[n].parameters for n in VARIANTS["full"]),
+        SUBMIT_SPEC.parameters,
+    ]
     assert cases.cases["linux_001"].objective in log["instructions"]
     saved = _saved(tmp_path, "linux_001")
     assert saved.status == "submitted", saved.reason
     assert _calls(saved) == _calls(oracle)
     assert saved.submission == oracle.submission
-    assert _scores(cases, "linux_001", saved, engine, store) == _scores(cases, "linux_001", oracle, engine, store)
+    assert _scores(cases, "linux_001", saved, engine, store) == _scores(
+        cases, "linux_001", oracle, engine, store
+    )
     # What the command wrote is what `--realm-agent replay:DIR` scores.
     replayed = _run(ReplayAgent(tmp_path / "out"), cases, engine, "linux_001")
     assert replayed.status == "submitted" and _calls(replayed) == _calls(oracle)
-    assert _scores(cases, "linux_001", replayed, engine, store) == _scores(cases, "linux_001", oracle, engine, store)
+    assert _scores(cases, "linux_001", replayed, engine, store) == _scores(
+        cases, "linux_001", oracle, engine, store
+    )
 
 
-def test_cli_over_stdio_reports_limits_as_tool_errors(cases: CaseSet, telemetry: Path, tmp_path: Path) -> None:
+def test_cli_over_stdio_reports_limits_as_tool_errors(
+    cases: CaseSet, telemetry: Path, tmp_path: Path
+) -> None:
     plan = _plan(tmp_path, [{"flood": "list_kusto_tables", "count": 12}, {"submit": GOOD}])
     done = _stdio(plan, telemetry, tmp_path, "aks_001", "--max-tool-calls", "5")
     assert done.returncode == 0, done.stderr
@@ -432,11 +539,17 @@ def test_cli_over_stdio_reports_limits_as_tool_errors(cases: CaseSet, telemetry:
 
 
 @pytest.mark.skipif(unavailable_reason() is not None, reason=f"no sandbox: {unavailable_reason()}")
-def test_cli_offers_the_sandbox_toolset_through_the_sdk(cases: CaseSet, telemetry: Path,
-                                                         tmp_path: Path) -> None:
-    plan = _plan(tmp_path, [{"call": "bash", "arguments": {"cmd": "echo 6 > n; ls /"}},
-                            {"call": "python", "arguments": {"code": "print(int(open('n').read()) * 7)"}},
-                            {"submit": GOOD}])
+def test_cli_offers_the_sandbox_toolset_through_the_sdk(
+    cases: CaseSet, telemetry: Path, tmp_path: Path
+) -> None:
+    plan = _plan(
+        tmp_path,
+        [
+            {"call": "bash", "arguments": {"cmd": "echo 6 > n; ls /"}},
+            {"call": "python", "arguments": {"code": "print(int(open('n').read()) * 7)"}},
+            {"submit": GOOD},
+        ],
+    )
     done = _stdio(plan, telemetry, tmp_path, "aks_001", "--tools", "+sandbox")
     assert done.returncode == 0, done.stderr
     log = _log(plan)
@@ -449,9 +562,16 @@ def test_cli_offers_the_sandbox_toolset_through_the_sdk(cases: CaseSet, telemetr
 
 
 def test_cli_over_http_serves_the_minimal_variant_on_loopback(telemetry: Path, tmp_path: Path) -> None:
-    server = subprocess.Popen([*CLI, *_cli_args(telemetry, tmp_path, "aks_001", "--transport", "http",
-                                                "--port", "0", "--variant", "minimal")],
-                              stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            *CLI,
+            *_cli_args(
+                telemetry, tmp_path, "aks_001", "--transport", "http", "--port", "0", "--variant", "minimal"
+            ),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stderr is not None
         url = None
@@ -461,10 +581,18 @@ def test_cli_over_http_serves_the_minimal_variant_on_loopback(telemetry: Path, t
                 url = found.group(1)
                 break
         assert url is not None and re.fullmatch(r"http://127\.0\.0\.1:\d+/mcp", url)
-        plan = _plan(tmp_path, [{"call": "search_sigma_rules", "arguments": {"keyword": "secret"}},
-                                {"call": "list_kusto_tables"}, {"submit": GOOD}, {"submit": GOOD}])
-        done = subprocess.run([sys.executable, str(CLIENT), str(plan), url], capture_output=True,
-                              text=True, timeout=60)
+        plan = _plan(
+            tmp_path,
+            [
+                {"call": "search_sigma_rules", "arguments": {"keyword": "secret"}},
+                {"call": "list_kusto_tables"},
+                {"submit": GOOD},
+                {"submit": GOOD},
+            ],
+        )
+        done = subprocess.run(
+            [sys.executable, str(CLIENT), str(plan), url], capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         assert server.wait(timeout=30) == 0  # the run ended with the submission
     finally:
@@ -482,7 +610,8 @@ def test_cli_over_http_serves_the_minimal_variant_on_loopback(telemetry: Path, t
 
 
 def test_cli_refuses_an_unknown_case(telemetry: Path, tmp_path: Path) -> None:
-    done = subprocess.run([*CLI, *_cli_args(telemetry, tmp_path, "nope_001")], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [*CLI, *_cli_args(telemetry, tmp_path, "nope_001")], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     assert "no case 'nope_001'" in done.stderr and "aks_001" in done.stderr

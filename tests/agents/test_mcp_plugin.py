@@ -15,8 +15,10 @@ from ctirealm.cases import load_cases
 
 def _scores(path: Path) -> dict[str, dict[str, float | None]]:
     results = json.loads(path.read_text())
-    return {case["id"]: {name: cp["score"] for name, cp in case["checkpoints"].items()}
-            for case in results["cases"]}
+    return {
+        case["id"]: {name: cp["score"] for name, cp in case["checkpoints"].items()}
+        for case in results["cases"]
+    }
 
 
 def test_mcp_agent_under_xdist_scores_like_the_oracle(mini: pytest.Pytester) -> None:
@@ -25,11 +27,13 @@ def test_mcp_agent_under_xdist_scores_like_the_oracle(mini: pytest.Pytester) -> 
     plans = mini.path / "plans"
     plans.mkdir()
     for case_id, case in cases.cases.items():
-        (plans / f"{case_id}.json").write_text(json.dumps(
-            {"log": str(plans / f"{case_id}.log.json"), "steps": oracle_steps(case, cases)}))
+        (plans / f"{case_id}.json").write_text(
+            json.dumps({"log": str(plans / f"{case_id}.log.json"), "steps": oracle_steps(case, cases)})
+        )
     command = shlex.join([sys.executable, str(CLIENT), str(plans)]) + " {url} {case_id}"
-    result = mini.runpytest_subprocess("--realm-agent", f"mcp:{command}", "-n", "2",
-                                       "--realm-report-dir", "mcp")
+    result = mini.runpytest_subprocess(
+        "--realm-agent", f"mcp:{command}", "-n", "2", "--realm-report-dir", "mcp"
+    )
     result.assert_outcomes(passed=12)
     results = json.loads((mini.path / "mcp" / "results.json").read_text())
     assert [c["status"] for c in results["cases"]] == ["submitted", "submitted"]

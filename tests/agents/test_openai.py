@@ -26,8 +26,11 @@ from ctirealm.scoring.judge import JudgeError, OpenAIJudge, parse_reply
 from ctirealm.tools import Toolbox, Trajectory
 
 MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini"
-GOOD = {"sigma_rule": "title: scripted\n" + "#" * 60, "kql_query": "AKSAudit | take 1",
-        "query_results": [{"Verb": "list"}]}
+GOOD = {
+    "sigma_rule": "title: scripted\n" + "#" * 60,
+    "kql_query": "AKSAudit | take 1",
+    "query_results": [{"Verb": "list"}],
+}
 
 
 # -- the scripted server ------------------------------------------------------------------
@@ -89,22 +92,34 @@ class ScriptedServer:
         self.httpd.server_close()
 
 
-def completion(content: str | None = None, calls: list[tuple[str, str, Any]] | None = None, *,
-               reasoning: str | None = None, tokens: tuple[int, int] = (100, 20)) -> dict[str, Any]:
+def completion(
+    content: str | None = None,
+    calls: list[tuple[str, str, Any]] | None = None,
+    *,
+    reasoning: str | None = None,
+    tokens: tuple[int, int] = (100, 20),
+) -> dict[str, Any]:
     """A chat.completion body; *calls* are (id, name, arguments — a dict, or raw text sent as is)."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if reasoning is not None:
         message["reasoning_content"] = reasoning
     if calls:
         message["tool_calls"] = [
-            {"id": cid, "type": "function", "function": {
-                "name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
-            for cid, name, args in calls]
-    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "scripted",
-            "choices": [{"index": 0, "message": message,
-                         "finish_reason": "tool_calls" if calls else "stop"}],
-            "usage": {"prompt_tokens": tokens[0], "completion_tokens": tokens[1],
-                      "total_tokens": sum(tokens)}}
+            {
+                "id": cid,
+                "type": "function",
+                "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+            }
+            for cid, name, args in calls
+        ]
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "scripted",
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+        "usage": {"prompt_tokens": tokens[0], "completion_tokens": tokens[1], "total_tokens": sum(tokens)},
+    }
 
 
 def error(status: int, message: str = "boom", **headers: str) -> tuple[int, Any, dict[str, str]]:
@@ -121,8 +136,14 @@ def _no_ambient_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def _run(agent: OpenAIAgent, cases: CaseSet, engine: LocalEngine, *, message_limit: int = 70,
-         time_limit: float = 20.0) -> tuple[Trajectory, Task]:
+def _run(
+    agent: OpenAIAgent,
+    cases: CaseSet,
+    engine: LocalEngine,
+    *,
+    message_limit: int = 70,
+    time_limit: float = 20.0,
+) -> tuple[Trajectory, Task]:
     case = cases.cases["aks_001"]
     trajectory = Trajectory(case.id, agent.name)
     toolbox = Toolbox(engine, cases, trajectory)
@@ -139,13 +160,15 @@ def _notes(trajectory: Trajectory) -> list[str]:
 
 def test_tool_calls_then_a_fenced_answer(cases: CaseSet, engine: LocalEngine) -> None:
     script = [
-        completion("Looking at the data first.", [
-            ("call_1", "list_kusto_tables", {}),
-            ("call_2", "get_table_schema", {"table_name": "AKSAudit"})],
-            reasoning="Secret listing by a workload: T1552.007."),
+        completion(
+            "Looking at the data first.",
+            [("call_1", "list_kusto_tables", {}), ("call_2", "get_table_schema", {"table_name": "AKSAudit"})],
+            reasoning="Secret listing by a workload: T1552.007.",
+        ),
         completion(None, [("call_3", "execute_kql_query", {"query": "AKSAudit | where Verb == 'list'"})]),
-        completion("Here is my answer:\n```json\n" + json.dumps(GOOD) + "\n```\nLet me know!",
-                   tokens=(300, 80)),
+        completion(
+            "Here is my answer:\n```json\n" + json.dumps(GOOD) + "\n```\nLet me know!", tokens=(300, 80)
+        ),
     ]
     with ScriptedServer(script) as server:
         agent = OpenAIAgent("scripted-model", base_url=server.base_url, temperature=0.2)
@@ -153,14 +176,18 @@ def test_tool_calls_then_a_fenced_answer(cases: CaseSet, engine: LocalEngine) ->
     assert trajectory.status == "submitted", trajectory.reason
     assert trajectory.submission is not None and trajectory.submission.to_dict() == GOOD
     assert [(c.name, c.call_id, c.ok) for c in trajectory.tool_calls()] == [
-        ("list_kusto_tables", "call_1", True), ("get_table_schema", "call_2", True),
-        ("execute_kql_query", "call_3", True)]
+        ("list_kusto_tables", "call_1", True),
+        ("get_table_schema", "call_2", True),
+        ("execute_kql_query", "call_3", True),
+    ]
     assert "T1552.007" in trajectory.assistant_text()  # reasoning is recorded with the text
 
     first, second, third = server.requests
     assert first["model"] == "scripted-model" and first["temperature"] == 0.2
-    assert first["messages"] == [{"role": "system", "content": task.system_prompt},
-                                 {"role": "user", "content": task.user_message}]
+    assert first["messages"] == [
+        {"role": "system", "content": task.system_prompt},
+        {"role": "user", "content": task.user_message},
+    ]
     assert [t["function"]["name"] for t in first["tools"]] == [s.name for s in task.tools]
     assert server.headers[0]["authorization"] == "Bearer unused"  # no key needed on loopback
     # The second request replays the assistant turn and answers each tool call by id.
@@ -192,12 +219,10 @@ def test_malformed_tool_arguments_come_back_as_an_error(cases: CaseSet, engine: 
     assert not first.ok and first.arguments == {"_raw": '{"query": "AKSAudit | take 1'}
 
 
-def test_a_model_that_never_answers_stops_at_the_message_limit(cases: CaseSet,
-                                                                engine: LocalEngine) -> None:
+def test_a_model_that_never_answers_stops_at_the_message_limit(cases: CaseSet, engine: LocalEngine) -> None:
     loop = completion("Let me check again.", [("c", "list_kusto_tables", {})])
     with ScriptedServer([loop], repeat_last=True) as server:
-        trajectory, _ = _run(OpenAIAgent("m", base_url=server.base_url), cases, engine,
-                             message_limit=8)
+        trajectory, _ = _run(OpenAIAgent("m", base_url=server.base_url), cases, engine, message_limit=8)
     assert trajectory.status == "no_submission"
     # system + user, then three assistant/tool pairs make 8 messages: three requests.
     assert len(server.requests) == 3
@@ -206,8 +231,12 @@ def test_a_model_that_never_answers_stops_at_the_message_limit(cases: CaseSet,
 
 
 def test_transient_errors_are_retried_with_backoff(cases: CaseSet, engine: LocalEngine) -> None:
-    script = [error(500), error(429, "slow down", **{"retry-after-ms": "20"}), error(503),
-              completion(json.dumps(GOOD))]
+    script = [
+        error(500),
+        error(429, "slow down", **{"retry-after-ms": "20"}),
+        error(503),
+        completion(json.dumps(GOOD)),
+    ]
     with ScriptedServer(script) as server:
         agent = OpenAIAgent("m", base_url=server.base_url, backoff=0.01)
         trajectory, _ = _run(agent, cases, engine)
@@ -225,8 +254,9 @@ def test_a_permanent_api_error_is_reported(cases: CaseSet, engine: LocalEngine) 
     assert len(server.requests) == 1  # 4xx other than 408/409/429 is not retried
 
     with ScriptedServer([error(502)], repeat_last=True) as server:
-        trajectory, _ = _run(OpenAIAgent("m", base_url=server.base_url, backoff=0.001, max_retries=2),
-                             cases, engine)
+        trajectory, _ = _run(
+            OpenAIAgent("m", base_url=server.base_url, backoff=0.001, max_retries=2), cases, engine
+        )
     assert trajectory.status == "crashed" and "after 2 retries" in trajectory.reason
     assert len(server.requests) == 3
 
@@ -253,7 +283,11 @@ def test_spec_and_api_key_resolution(cases: CaseSet, monkeypatch: pytest.MonkeyP
     agent = resolve_agent("openai:gpt-test", cases, base_url="http://127.0.0.1:9/v1", temperature=0.0)
     assert isinstance(agent, OpenAIAgent)
     assert (agent.model, agent.base_url, agent.temperature, agent.name) == (
-        "gpt-test", "http://127.0.0.1:9/v1", 0.0, "openai:gpt-test")
+        "gpt-test",
+        "http://127.0.0.1:9/v1",
+        0.0,
+        "openai:gpt-test",
+    )
     with pytest.raises(ModelAPIError, match="OPENAI_API_KEY"):
         resolve_api_key(None, None)
     with pytest.raises(AgentSpecError, match="openai:gpt-test: no API key"):
@@ -268,12 +302,15 @@ def test_spec_and_api_key_resolution(cases: CaseSet, monkeypatch: pytest.MonkeyP
 
 
 def test_judge_scores_both_questions() -> None:
-    script = [completion('```json\n{"score": 0.8, "reason": "relevant tags, details used"}\n```'),
-              completion('Verdict: {"syntax": 1, "specificity": "70%", "reason": "keys on the marker"}')]
+    script = [
+        completion('```json\n{"score": 0.8, "reason": "relevant tags, details used"}\n```'),
+        completion('Verdict: {"syntax": 1, "specificity": "70%", "reason": "keys on the marker"}'),
+    ]
     with ScriptedServer(script) as server:
         judge = OpenAIJudge("judge-model", base_url=server.base_url)
-        score = judge.cti_analysis("detect secret listing", ["kubernetes"], ["K8s secret theft"],
-                                   "The report names T1552.007.")
+        score = judge.cti_analysis(
+            "detect secret listing", ["kubernetes"], ["K8s secret theft"], "The report names T1552.007."
+        )
         syntax, specificity = judge.sigma_quality("detect secret listing", "title: x\nlogsource: {}\n")
     assert score == 0.8
     assert (syntax, specificity) == (1.0, 0.7)
@@ -285,8 +322,11 @@ def test_judge_scores_both_questions() -> None:
 
 
 def test_judge_drops_temperature_for_models_that_refuse_it() -> None:
-    script = [error(400, "Unsupported value: 'temperature' does not support 0 with this model."),
-              completion('{"score": 0.5}'), completion('{"score": 0.25}')]
+    script = [
+        error(400, "Unsupported value: 'temperature' does not support 0 with this model."),
+        completion('{"score": 0.5}'),
+        completion('{"score": 0.25}'),
+    ]
     with ScriptedServer(script) as server:
         judge = OpenAIJudge("reasoner", base_url=server.base_url)
         assert judge.cti_analysis("o", ["t"], [], "") == 0.5

@@ -16,12 +16,16 @@ from ctirealm.engine import LocalEngine
 from ctirealm.tools import Toolbox, Trajectory
 
 MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini"
-GOOD = {"sigma_rule": "title: x\n" + "#" * 60, "kql_query": "AKSAudit | take 1",
-        "query_results": [{"Verb": "list"}]}
+GOOD = {
+    "sigma_rule": "title: x\n" + "#" * 60,
+    "kql_query": "AKSAudit | take 1",
+    "query_results": [{"Verb": "list"}],
+}
 
 
-def _run(agent: Any, cases: CaseSet, engine: LocalEngine, *, time_limit: float = 5.0,
-         max_tool_calls: int = 200) -> Trajectory:
+def _run(
+    agent: Any, cases: CaseSet, engine: LocalEngine, *, time_limit: float = 5.0, max_tool_calls: int = 200
+) -> Trajectory:
     case = cases.cases["aks_001"]
     trajectory = Trajectory(case.id, "test")
     toolbox = Toolbox(engine, cases, trajectory, max_tool_calls=max_tool_calls)
@@ -98,11 +102,13 @@ def test_an_infinite_tool_loop_hits_the_call_limit(cases: CaseSet, engine: Local
 
 def test_bad_tool_arguments_come_back_as_errors(cases: CaseSet, engine: LocalEngine) -> None:
     def probe(task: Task, tools: Toolbox) -> dict:
-        results = [tools.call("execute_kql_query", "{not json"),
-                   tools.call("execute_kql_query", {"query": 5}),
-                   tools.call("get_table_schema", {"table_name": "Nope"}),
-                   tools.call("execute_kql_query", {"query": "AKSAudit", "bogus": 1}),
-                   tools.call("no_such_tool", {})]
+        results = [
+            tools.call("execute_kql_query", "{not json"),
+            tools.call("execute_kql_query", {"query": 5}),
+            tools.call("get_table_schema", {"table_name": "Nope"}),
+            tools.call("execute_kql_query", {"query": "AKSAudit", "bogus": 1}),
+            tools.call("no_such_tool", {}),
+        ]
         assert all(r.startswith("Error: ") for r in results), results
         return GOOD
 
@@ -119,13 +125,17 @@ def test_python_adapter_loads_objects_and_factories(cases: CaseSet) -> None:
 
 
 def test_replay_reproduces_a_run(cases: CaseSet, engine: LocalEngine, tmp_path: Path) -> None:
-    first = _run(resolve_agent("oracle", cases), cases, LocalEngine.from_tables({}, {
-        "AKSAudit": [("AuditId", "string"), ("Verb", "string")]}))
+    first = _run(
+        resolve_agent("oracle", cases),
+        cases,
+        LocalEngine.from_tables({}, {"AKSAudit": [("AuditId", "string"), ("Verb", "string")]}),
+    )
     first.save(trajectory_path(tmp_path, "aks_001"))
     again = _run(ReplayAgent(tmp_path), cases, engine)
     assert again.status == first.status
-    assert [(c.name, c.arguments) for c in again.tool_calls()] == \
-        [(c.name, c.arguments) for c in first.tool_calls()]
+    assert [(c.name, c.arguments) for c in again.tool_calls()] == [
+        (c.name, c.arguments) for c in first.tool_calls()
+    ]
     assert again.submission == first.submission
 
 

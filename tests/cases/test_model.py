@@ -56,7 +56,9 @@ def test_a_valid_case_and_report_load(tmp_path: Path) -> None:
     assert case.ground_truth.attack_events == {"DeviceProcessEvents": ("482913377104",)}
     assert case.subsets == ("realm-25", "realm-50")
     report = found.reports["linux-cron-persistence"]
-    assert report.tags == ("linux", "persistence") and report.written == "2024-05-14"  # the older `published:`
+    assert (
+        report.tags == ("linux", "persistence") and report.written == "2024-05-14"
+    )  # the older `published:`
     assert found.tags() == {"linux": 1, "persistence": 1}
     assert [c.id for c in found.select(subset="realm-25", platform="linux")] == ["linux_003"]
 

@@ -96,7 +96,9 @@ def test_case_is_sound(case_id: str, split: str, stores: dict[str, Store], engin
     # attack events exist, are labelled attack, and hard negatives are labelled as such
     for table, ids in truth.attack_events.items():
         for event in ids:
-            assert store.labels.kind(table, event) == "attack", f"{where}: {table}:{event} is not an attack event"
+            assert store.labels.kind(table, event) == "attack", (
+                f"{where}: {table}:{event} is not an attack event"
+            )
     negatives = [(t, i) for t, ids in truth.hard_negatives.items() for i in ids]
     assert len(negatives) >= 3, f"{where}: needs at least 3 hard negatives"
     for table, event in negatives:
@@ -108,8 +110,9 @@ def test_case_is_sound(case_id: str, split: str, stores: dict[str, Store], engin
         for table in truth.tables:
             assert re.search(rf"\b{table}\b", kql), f"{case_id}: reference KQL does not use {table}"
     # the reference solution catches every attack event and nothing benign, over the whole store
-    result = evaluate_query(kql, case, engine, store.labels, engine.schemas,
-                            neutral=neutral_events(case, CASES, store.labels))
+    result = evaluate_query(
+        kql, case, engine, store.labels, engine.schemas, neutral=neutral_events(case, CASES, store.labels)
+    )
     assert result.error is None, f"{where}: {result.error}"
     assert result.missed_attack == [], f"{where}: reference misses {result.missed_attack}"
     assert result.fp == 0, f"{where}: reference matches benign events: {result.false_positive_examples}"
@@ -117,8 +120,7 @@ def test_case_is_sound(case_id: str, split: str, stores: dict[str, Store], engin
 
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("case_id", IDS)
-def test_hard_negatives_are_real_traps(case_id: str, split: str, stores: dict[str, Store],
-                                       engines) -> None:
+def test_hard_negatives_are_real_traps(case_id: str, split: str, stores: dict[str, Store], engines) -> None:
     case = CASES.cases[case_id].bound(stores[split].labels)
     engine = engines[split]
     negatives = {(t, str(i)) for t, ids in case.ground_truth.hard_negatives.items() for i in ids}
@@ -127,22 +129,31 @@ def test_hard_negatives_are_real_traps(case_id: str, split: str, stores: dict[st
     for query in case.naive_kql:
         caught |= _ids(engine, query, case.ground_truth.hard_negatives)
     assert caught, f"{case_id} ({split}): no naive query matches a hard negative"
-    assert negatives <= caught, \
+    assert negatives <= caught, (
         f"{case_id} ({split}): hard negatives no naive query matches: {sorted(negatives - caught)}"
+    )
 
 
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("case_id", IDS)
-def test_careless_queries_draw_background_false_positives(case_id: str, split: str,
-                                                          stores: dict[str, Store], engines) -> None:
+def test_careless_queries_draw_background_false_positives(
+    case_id: str, split: str, stores: dict[str, Store], engines
+) -> None:
     """Real base rates: the behaviour also occurs in ordinary, unlabelled background work, so a
     careless query pays for it there, not only on look-alikes an agent could exclude one by one."""
     store = stores[split]
     case = CASES.cases[case_id].bound(store.labels)
     missing = []
     for query in case.naive_kql:
-        result = evaluate_query(query, case, engines[split], store.labels, engines[split].schemas,
-                                neutral=neutral_events(case, CASES, store.labels), examples=0)
+        result = evaluate_query(
+            query,
+            case,
+            engines[split],
+            store.labels,
+            engines[split].schemas,
+            neutral=neutral_events(case, CASES, store.labels),
+            examples=0,
+        )
         assert result.error is None, f"{case_id}: {query}: {result.error}"
         if not result.background_matched:
             missing.append(query)
@@ -150,10 +161,24 @@ def test_careless_queries_draw_background_false_positives(case_id: str, split: s
 
 
 #: Where an event names its host, account, cluster or caller: a re-simulation plays elsewhere.
-ENTITY_COLUMNS = ("DeviceName", "AccountName", "InitiatingProcessAccountName", "_ResourceId",
-                  "User", "SourceIps", "UserPrincipalName", "ServicePrincipalId", "Caller",
-                  "CallerIpAddress", "CallerIPAddress", "IPAddress", "UserId", "ClientIP",
-                  "AppId", "ResourceId")
+ENTITY_COLUMNS = (
+    "DeviceName",
+    "AccountName",
+    "InitiatingProcessAccountName",
+    "_ResourceId",
+    "User",
+    "SourceIps",
+    "UserPrincipalName",
+    "ServicePrincipalId",
+    "Caller",
+    "CallerIpAddress",
+    "CallerIPAddress",
+    "IPAddress",
+    "UserId",
+    "ClientIP",
+    "AppId",
+    "ResourceId",
+)
 
 
 def _literal(value: str, kind: str | None) -> str:
@@ -175,8 +200,11 @@ def test_test_split_is_a_re_simulation(case_id: str, stores: dict[str, Store], e
             if not entities:
                 continue
             listed = ", ".join(_literal(v, schema.type_of(schema.id_column)) for v in values)
-            rows = engines[split].query(f"{table} | where {schema.id_column} in ({listed}) "
-                                        f"| project {', '.join(entities)}").rows
+            rows = (
+                engines[split]
+                .query(f"{table} | where {schema.id_column} in ({listed}) | project {', '.join(entities)}")
+                .rows
+            )
             places |= {(table, str(v)) for r in rows for v in r}
         seen[split] = (ids, places)
     assert seen["dev"][0].isdisjoint(seen["test"][0]), f"{case_id}: test reuses dev event ids"
@@ -189,7 +217,8 @@ def test_base_rate_page_is_current(stores: dict[str, Store]) -> None:
     fresh = render_markdown(measure(CASES, ROOT, stores), CASES)
     assert page.read_text(encoding="utf-8") == fresh, (
         "docs/base-rates.md is out of date: run "
-        "`.venv/bin/ctirealm cases check --markdown docs/base-rates.md`")
+        "`.venv/bin/ctirealm cases check --markdown docs/base-rates.md`"
+    )
 
 
 def _ids(engine, query: str, wanted: dict) -> set[tuple[str, str]]:
@@ -212,8 +241,10 @@ def _pattern_hits(case, column: str, pattern: str, store: Store, engine) -> tupl
         if schema.type_of(column) is None:
             continue
         literal = pattern.replace("\\", "\\\\").replace('"', '\\"')
-        result = engine.query(f'{table} | where tostring({column}) matches regex "(?i){literal}" '
-                              f"| project {schema.id_column}", limit=100_000)
+        result = engine.query(
+            f'{table} | where tostring({column}) matches regex "(?i){literal}" | project {schema.id_column}',
+            limit=100_000,
+        )
         ids = {str(row[0]) for row in result.rows}
         attack += len(ids & {str(i) for i in case.ground_truth.attack_events.get(table, [])})
         benign += sum(1 for i in ids if store.labels.kind(table, i) != "attack")

@@ -61,9 +61,29 @@ SHAPES = {
     "long hex": re.compile(r"(^|[^0-9a-f])[0-9a-f]{16,}([^0-9a-f]|$)", re.IGNORECASE),
 }
 #: Name fragments of columns holding the behaviour an attack is detected by.
-BEHAVIOUR = ("CommandLine", "FileName", "FolderPath", "Path", "SHA1", "SHA256", "MD5", "Uri",
-             "Url", "Operation", "ActionType", "Activity", "Verb", "Stage", "Level", "Category",
-             "ResultType", "ResultDescription", "StatusCode", "StatusText", "Result")
+BEHAVIOUR = (
+    "CommandLine",
+    "FileName",
+    "FolderPath",
+    "Path",
+    "SHA1",
+    "SHA256",
+    "MD5",
+    "Uri",
+    "Url",
+    "Operation",
+    "ActionType",
+    "Activity",
+    "Verb",
+    "Stage",
+    "Level",
+    "Category",
+    "ResultType",
+    "ResultDescription",
+    "StatusCode",
+    "StatusText",
+    "Result",
+)
 _SEPARATORS = re.compile(r"[-/.:@\\ _]")
 
 
@@ -81,8 +101,10 @@ class Artefact:
         return f"{self.table}.{self.column}"
 
     def __str__(self) -> str:
-        return (f"{self.case}: {self.table}.{self.column} {self.pattern} selects {self.covered} of "
-                f"its {self.of} attack events and no other row")
+        return (
+            f"{self.case}: {self.table}.{self.column} {self.pattern} selects {self.covered} of "
+            f"its {self.of} attack events and no other row"
+        )
 
 
 def is_context(column: str) -> bool:
@@ -94,10 +116,10 @@ def candidates(value: str) -> Iterable[tuple[str, str]]:
     yield "exact", value
     cut = max(value.rfind("-"), value.rfind("/"))
     if 0 <= cut < len(value) - 1:
-        yield "suffix", value[cut + 1:]
+        yield "suffix", value[cut + 1 :]
     for match in _SEPARATORS.finditer(value):
         if match.end() >= 3 and match.end() < len(value):
-            yield "prefix", value[:match.end()]
+            yield "prefix", value[: match.end()]
 
 
 def matches(kind: str, text: str, value: str) -> bool:
@@ -105,7 +127,7 @@ def matches(kind: str, text: str, value: str) -> bool:
         return value == text
     if kind == "suffix":
         cut = max(value.rfind("-"), value.rfind("/"))
-        return cut >= 0 and value[cut + 1:] == text
+        return cut >= 0 and value[cut + 1 :] == text
     return value.startswith(text)
 
 
@@ -120,17 +142,21 @@ def find_artefacts(cases: CaseSet, store: Store, engine: Any) -> dict[str, list[
     bound = {case_id: case.bound(labels) for case_id, case in sorted(cases.cases.items())}
     for table, schema in sorted(engine.schemas.items()):
         attack_ids = labels.ids("attack", table)
-        per_case = {case_id: [str(i) for i in case.ground_truth.attack_events.get(table, ())]
-                    for case_id, case in bound.items()}
+        per_case = {
+            case_id: [str(i) for i in case.ground_truth.attack_events.get(table, ())]
+            for case_id, case in bound.items()
+        }
         per_case = {k: v for k, v in per_case.items() if v}
         if not per_case:
             continue
         columns = [c for c, t in schema.columns if t == "string" and c != schema.id_column]
         numeric = schema.type_of(schema.id_column) in ("long", "int")
         ids = ", ".join(_literal(i, numeric) for i in attack_ids)
-        rows = engine.query(f"{table} | where {schema.id_column} in ({ids}) "
-                            f"| project {schema.id_column}, {', '.join(columns)}",
-                            limit=len(attack_ids) + 1).to_dicts()
+        rows = engine.query(
+            f"{table} | where {schema.id_column} in ({ids}) "
+            f"| project {schema.id_column}, {', '.join(columns)}",
+            limit=len(attack_ids) + 1,
+        ).to_dicts()
         by_id = {str(r[schema.id_column]): r for r in rows}
         others = f"{table} | where not({schema.id_column} in ({ids}))"
         # Shapes: which (column, shape) cover a case; then one query counts them in other rows.
@@ -144,9 +170,15 @@ def find_artefacts(cases: CaseSet, store: Store, engine: Any) -> dict[str, list[
                         shaped[(column, name)].append((case_id, covered, len(events)))
         if shaped:
             keys = sorted(shaped)
-            counts = engine.query(others + " | summarize " + ", ".join(
-                f's{i} = countif({column} matches regex @"(?i){SHAPES[name].pattern}")'
-                for i, (column, name) in enumerate(keys)), limit=2).to_dicts()[0]
+            counts = engine.query(
+                others
+                + " | summarize "
+                + ", ".join(
+                    f's{i} = countif({column} matches regex @"(?i){SHAPES[name].pattern}")'
+                    for i, (column, name) in enumerate(keys)
+                ),
+                limit=2,
+            ).to_dicts()[0]
             for i, (column, name) in enumerate(keys):
                 if int(counts[f"s{i}"] or 0) == 0:
                     for case_id, covered, total in shaped[(column, name)]:
@@ -164,28 +196,35 @@ def find_artefacts(cases: CaseSet, store: Store, engine: Any) -> dict[str, list[
                 for pattern, covered in tally.items():
                     if covered >= COVERAGE * len(events):
                         wanted.setdefault(column, defaultdict(list))[pattern].append(
-                            (case_id, covered, len(events)))
+                            (case_id, covered, len(events))
+                        )
         if wanted:
-            stats = engine.query(f"{table} | summarize n = count(), " + ", ".join(
-                f"d{i} = dcount({c})" for i, c in enumerate(sorted(wanted))), limit=2).to_dicts()[0]
+            stats = engine.query(
+                f"{table} | summarize n = count(), "
+                + ", ".join(f"d{i} = dcount({c})" for i, c in enumerate(sorted(wanted))),
+                limit=2,
+            ).to_dicts()[0]
             limit = max(CATEGORICAL_MIN, int(stats["n"]) * CATEGORICAL_SHARE)
-            wanted = {c: p for i, (c, p) in enumerate(sorted(wanted.items()))
-                      if int(stats[f"d{i}"]) <= limit}
+            wanted = {c: p for i, (c, p) in enumerate(sorted(wanted.items())) if int(stats[f"d{i}"]) <= limit}
         if not wanted:
             continue
         # One scan: every other row's distinct values of the columns a pattern was derived on
         # ("=" prefixed: make_set reads a string holding a JSON array as that array).
         named = sorted(wanted)
-        sets = engine.query(others + " | summarize " + ", ".join(
-            f'v{i} = make_set(strcat("=", {c}), 1000000)' for i, c in enumerate(named)),
-            limit=2).to_dicts()[0]
+        sets = engine.query(
+            others
+            + " | summarize "
+            + ", ".join(f'v{i} = make_set(strcat("=", {c}), 1000000)' for i, c in enumerate(named)),
+            limit=2,
+        ).to_dicts()[0]
         for i, column in enumerate(named):
             seen = {str(v)[1:] for v in sets[f"v{i}"] or ()}
             for (kind, text), hits in wanted[column].items():
                 if not any(matches(kind, text, value) for value in seen):
                     for case_id, covered, total in hits:
-                        found[case_id].append(Artefact(case_id, table, column, f"{kind} {text!r}",
-                                                       covered, total))
+                        found[case_id].append(
+                            Artefact(case_id, table, column, f"{kind} {text!r}", covered, total)
+                        )
     return found
 
 
@@ -205,12 +244,14 @@ def test_the_lists_name_real_cases_and_give_reasons() -> None:
         assert set(section) <= set(IDS), f"{KNOWN_FILE.name}: unknown cases {set(section) - set(IDS)}"
     for case_id, entries in ACCEPTED.items():
         for key, reason in entries.items():
-            assert isinstance(reason, str) and reason.strip(), \
+            assert isinstance(reason, str) and reason.strip(), (
                 f"{KNOWN_FILE.name}: accepted.{case_id}.{key} needs a reason"
+            )
 
 
 def test_the_check_finds_the_markers_planted_in_the_test_fixture(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     mini = ROOT / "tests" / "fixtures" / "mini"
     telemetry = tmp_path_factory.mktemp("mini") / "telemetry"
     shutil.copytree(mini / "telemetry", telemetry)
@@ -220,13 +261,13 @@ def test_the_check_finds_the_markers_planted_in_the_test_fixture(
         found = find_artefacts(load_cases(mini / "cases"), small, engine)
     # The fixture's AKS attack rows carry a `kubectl/... sim-5a1e77` user agent, as the
     # dataset's did before the issue that added this test.
-    assert any(a.key == "AKSAudit.UserAgent" and a.pattern == "sim- tag"
-               for a in found["aks_001"]), found
+    assert any(a.key == "AKSAudit.UserAgent" and a.pattern == "sim- tag" for a in found["aks_001"]), found
 
 
 def test_the_patterns() -> None:
-    assert all(SHAPES["uuid fragment"].search(v) for v in ("kubectl/v1.29 a7b8c9d0-1e2f",
-                                                          "/tmp/x-e9a9d6d6-9538 -q"))
+    assert all(
+        SHAPES["uuid fragment"].search(v) for v in ("kubectl/v1.29 a7b8c9d0-1e2f", "/tmp/x-e9a9d6d6-9538 -q")
+    )
     assert not SHAPES["uuid fragment"].search("4da300f7-fdbe-44c4-8466-3f7bd657ef9d")
     assert ("suffix", "c24e8549") in set(candidates("/subscriptions/c24e8549"))
     assert ("prefix", "203.0.113.") in set(candidates("203.0.113.7"))
@@ -235,8 +276,9 @@ def test_the_patterns() -> None:
 
 
 @pytest.mark.parametrize("case_id", IDS)
-def test_no_pattern_tells_attack_events_from_the_rest(case_id: str,
-                                                      artefacts: dict[str, list[Artefact]]) -> None:
+def test_no_pattern_tells_attack_events_from_the_rest(
+    case_id: str, artefacts: dict[str, list[Artefact]]
+) -> None:
     found = [a for a in artefacts.get(case_id, []) if a.key not in ACCEPTED.get(case_id, {})]
     keys = sorted({a.key for a in found})
     known = sorted(KNOWN.get(case_id, []))
@@ -244,6 +286,7 @@ def test_no_pattern_tells_attack_events_from_the_rest(case_id: str,
     assert not sorted(set(keys) - set(known)), f"label artefacts:\n{listing}"
     assert not sorted(set(known) - set(keys)), (
         f"{case_id}: {', '.join(sorted(set(known) - set(keys)))} no longer carry an artefact: "
-        f"remove them from {KNOWN_FILE.name}")
+        f"remove them from {KNOWN_FILE.name}"
+    )
     if found:
         pytest.xfail(f"known, not yet fixed ({KNOWN_FILE.name}):\n{listing}")

@@ -20,8 +20,8 @@ CASES: CaseSet = load_cases(ROOT / "cases")
 REPORTS = sorted(CASES.reports.values(), key=lambda r: r.id)
 #: Headings of the sections a vendor report cannot honestly contain for this organisation.
 FORBIDDEN_HEADING = re.compile(
-    r"detect|hunt|benign|look-?alike|false positive|mapping|guidance|mitigat|alert|defend",
-    re.IGNORECASE)
+    r"detect|hunt|benign|look-?alike|false positive|mapping|guidance|mitigat|alert|defend", re.IGNORECASE
+)
 #: The simulated organisation: the reports are written about the world, not about it.
 ORGANISATION = re.compile(r"meridian", re.IGNORECASE)
 #: At least this many reports that no case needs: reading every report costs precision.
@@ -35,19 +35,18 @@ def test_a_report_has_no_section_that_hands_over_the_detection(report) -> None:
     headings = [line for line in report.content.splitlines() if line.lstrip().startswith("#")]
     bad = [h for h in headings if FORBIDDEN_HEADING.search(h)]
     assert not bad, f"{report.path}: sections on detection, benign activity or mapping: {bad}"
-    assert not ORGANISATION.search(report.content), \
-        f"{report.path}: names the simulated organisation"
+    assert not ORGANISATION.search(report.content), f"{report.path}: names the simulated organisation"
 
 
 @pytest.mark.parametrize("report", REPORTS, ids=lambda r: r.id)
 def test_a_report_says_when_the_project_wrote_it_and_cites_sources(report) -> None:
     text = (ROOT / "cases" / "reports" / f"{report.id}.md").read_text(encoding="utf-8")
     front = text.split("---")[1]
-    assert re.search(r"^written:", front, re.MULTILINE), \
+    assert re.search(r"^written:", front, re.MULTILINE), (
         f"{report.path}: front matter needs `written:` (the project's text, not a publication)"
+    )
     assert report.written and report.source_urls, f"{report.path}: `written` and `source_urls`"
-    assert all(u.startswith(("https://", "http://")) for u in report.source_urls), \
-        report.source_urls
+    assert all(u.startswith(("https://", "http://")) for u in report.source_urls), report.source_urls
 
 
 def test_some_reports_are_needed_by_no_case() -> None:
@@ -64,5 +63,6 @@ def test_the_reports_do_not_name_the_ground_truth_techniques_exactly() -> None:
         named = {t for r in case.reports for t in extract_technique_ids(CASES.reports[r].content)}
         if named == set(case.ground_truth.techniques):
             handed.append(case.id)
-    assert len(CASES.cases) - len(handed) >= MIN_CASES_NOT_HANDED_THEIR_TECHNIQUES, \
+    assert len(CASES.cases) - len(handed) >= MIN_CASES_NOT_HANDED_THEIR_TECHNIQUES, (
         f"{len(handed)} cases' reports name exactly their ground truth: {handed}"
+    )

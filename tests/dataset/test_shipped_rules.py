@@ -16,8 +16,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_shipped_rule_passes_its_gate(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "rules", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         "--realm-report-dir", str(tmp_path / "reports")],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "rules",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "--realm-report-dir",
+            str(tmp_path / "reports"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     failed = [line for line in done.stdout.splitlines() if line.startswith("FAILED")]
     assert done.returncode == 0, "\n".join(failed) or done.stdout[-3000:] + done.stderr[-2000:]

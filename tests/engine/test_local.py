@@ -33,11 +33,22 @@ def _store(path: Path) -> Path:
         "'x' AS Name, NULL::VARCHAR AS Note, '{\"a\": [1, 2]}'::JSON AS Extra, 7 AS Id"
     )
     con.close()
-    meta = {"now": NOW, "schemas": {"Events": {
-        "id_column": "Id", "time_column": "Timestamp",
-        "columns": [["Timestamp", "datetime"], ["Name", "string"], ["Note", "string"],
-                    ["Extra", "dynamic"], ["Id", "int"]],
-    }}}
+    meta = {
+        "now": NOW,
+        "schemas": {
+            "Events": {
+                "id_column": "Id",
+                "time_column": "Timestamp",
+                "columns": [
+                    ["Timestamp", "datetime"],
+                    ["Name", "string"],
+                    ["Note", "string"],
+                    ["Extra", "dynamic"],
+                    ["Id", "int"],
+                ],
+            }
+        },
+    }
     path.with_suffix(".meta.json").write_text(json.dumps(meta), encoding="utf-8")
     return path
 
@@ -87,12 +98,20 @@ def test_result_shapes(store: Path) -> None:
     with LocalEngine.open(store) as engine:
         result = engine.query("Events | project Timestamp, Name, Extra, Id")
     assert isinstance(result, QueryResult)
-    assert result.columns == [("Timestamp", "datetime"), ("Name", "string"),
-                              ("Extra", "dynamic"), ("Id", "int")]
-    assert result.to_dicts() == [{
-        "Timestamp": datetime(2026, 3, 15, 10, tzinfo=UTC), "Name": "x",
-        "Extra": {"a": [1, 2]}, "Id": 7,
-    }]
+    assert result.columns == [
+        ("Timestamp", "datetime"),
+        ("Name", "string"),
+        ("Extra", "dynamic"),
+        ("Id", "int"),
+    ]
+    assert result.to_dicts() == [
+        {
+            "Timestamp": datetime(2026, 3, 15, 10, tzinfo=UTC),
+            "Name": "x",
+            "Extra": {"a": [1, 2]},
+            "Id": 7,
+        }
+    ]
     table = result.to_kusto_json()["Tables"][0]
     assert [c["DataType"] for c in table["Columns"]] == ["DateTime", "String", "Object", "Int32"]
     assert table["Rows"] == [["2026-03-15T10:00:00Z", "x", {"a": [1, 2]}, 7]]
@@ -116,14 +135,18 @@ def test_translation_is_cached(store: Path) -> None:
 def test_engines_of_one_catalogue_share_translations(tmp_path: Path) -> None:
     """The dev and test stores of a dataset parse each query once; another catalogue does not
     reuse a translation made for different columns."""
-    with LocalEngine.open(_store(tmp_path / "a.duckdb")) as a, \
-            LocalEngine.open(_store(tmp_path / "b.duckdb")) as b:
+    with (
+        LocalEngine.open(_store(tmp_path / "a.duckdb")) as a,
+        LocalEngine.open(_store(tmp_path / "b.duckdb")) as b,
+    ):
         assert a.translate("Events | where Name == 'x'") is b.translate("Events | where Name == 'x'")
-    other = LocalEngine.from_tables(tables={"Events": [{"Id": 1, "Name": "x"}]},
-                                    schemas={"Events": [("Id", "long"), ("Name", "string")]}, now=NOW)
+    other = LocalEngine.from_tables(
+        tables={"Events": [{"Id": 1, "Name": "x"}]},
+        schemas={"Events": [("Id", "long"), ("Name", "string")]},
+        now=NOW,
+    )
     with LocalEngine.open(_store(tmp_path / "c.duckdb")) as c:
-        assert other.translate("Events | where Name == 'x'") is not c.translate(
-            "Events | where Name == 'x'")
+        assert other.translate("Events | where Name == 'x'") is not c.translate("Events | where Name == 'x'")
         assert other.query("Events | where Name == 'x'").column_names == ["Id", "Name"]
 
 
@@ -179,15 +202,20 @@ def test_kusto_function_names() -> None:
 def test_lookup_returns_what_the_kql_in_filter_returns(id_type: str) -> None:
     """Scoring's id look-up binds the ids instead of parsing them: the same rows and columns."""
     ids = [f"{100000000000 + n * 7}" for n in range(60)]
-    rows = [{"Id": int(i) if id_type == "long" else i, "Name": f"n{k}", "Timestamp": NOW}
-            for k, i in enumerate(ids)]
+    rows = [
+        {"Id": int(i) if id_type == "long" else i, "Name": f"n{k}", "Timestamp": NOW}
+        for k, i in enumerate(ids)
+    ]
     engine = LocalEngine.from_tables(
         tables={"T": rows},
         schemas={"T": [("Id", id_type), ("Timestamp", "datetime"), ("Name", "string")]},
     )
     wanted = [*ids[::3], "999", "not-an-id", "O'Brien"]
-    literals = ", ".join(i if id_type == "long" and i.isdigit() else "'" + i.replace("'", "\\'") + "'"
-                         for i in wanted if id_type == "string" or i.isdigit())
+    literals = ", ".join(
+        i if id_type == "long" and i.isdigit() else "'" + i.replace("'", "\\'") + "'"
+        for i in wanted
+        if id_type == "string" or i.isdigit()
+    )
     by_kql = engine.query(f"T | where Id in ({literals})", limit=1000)
     by_lookup = engine.lookup("T", wanted)
     assert by_lookup.column_names == by_kql.column_names
@@ -202,10 +230,15 @@ def test_uninstall_restores_duckdb_kql_exactly() -> None:
 
     def snapshot() -> tuple[Any, ...]:
         return (
-            dict(translate._SPECIAL_FORMS), dict(functions.SCALAR_FUNCTIONS),
+            dict(translate._SPECIAL_FORMS),
+            dict(functions.SCALAR_FUNCTIONS),
             dict(functions.AGGREGATE_FUNCTIONS),
-            {name: getattr(module, name) for module in (lower, schema, translate)
-             for name in dir(module) if not name.startswith("__")},
+            {
+                name: getattr(module, name)
+                for module in (lower, schema, translate)
+                for name in dir(module)
+                if not name.startswith("__")
+            },
         )
 
     rewrite.install()
@@ -234,32 +267,48 @@ def test_importing_the_engine_installs_nothing_until_an_engine_is_made() -> None
 # (translation reads them from the store) and is tested here rather than in the conformance
 # suite, which also runs through `ctirealm serve` (where it is refused).
 
+
 def test_bag_unpack_makes_a_column_per_key(engine: LocalEngine) -> None:
-    result = engine.query("Proc | where ReportId in (1, 2) | project ReportId, AdditionalFields "
-                          "| evaluate bag_unpack(AdditionalFields) | order by ReportId asc")
-    assert result.columns == [("ReportId", "long"), ("net", "dynamic"), ("tags", "dynamic"),
-                              ("tty", "dynamic"), ("uid", "dynamic")]
-    assert result.rows == [(1, None, ["interactive", "ssh"], "pts/0", 0),
-                           (2, {"dst": "198.51.100.7", "port": 80}, None, None, 0)]
+    result = engine.query(
+        "Proc | where ReportId in (1, 2) | project ReportId, AdditionalFields "
+        "| evaluate bag_unpack(AdditionalFields) | order by ReportId asc"
+    )
+    assert result.columns == [
+        ("ReportId", "long"),
+        ("net", "dynamic"),
+        ("tags", "dynamic"),
+        ("tty", "dynamic"),
+        ("uid", "dynamic"),
+    ]
+    assert result.rows == [
+        (1, None, ["interactive", "ssh"], "pts/0", 0),
+        (2, {"dst": "198.51.100.7", "port": 80}, None, None, 0),
+    ]
 
 
 def test_bag_unpack_with_a_prefix_then_filtered(engine: LocalEngine) -> None:
-    result = engine.query("Proc | project ReportId, AdditionalFields "
-                          '| evaluate bag_unpack(AdditionalFields, "af_") '
-                          "| where toint(af_uid) >= 998 | project ReportId, af_uid")
+    result = engine.query(
+        "Proc | project ReportId, AdditionalFields "
+        '| evaluate bag_unpack(AdditionalFields, "af_") '
+        "| where toint(af_uid) >= 998 | project ReportId, af_uid"
+    )
     assert sorted(result.rows) == [(4, 1000), (5, 998)]
 
 
 def test_bag_unpack_of_no_rows_removes_the_bag(engine: LocalEngine) -> None:
-    result = engine.query("Proc | where ReportId < 0 | project ReportId, AdditionalFields "
-                          "| evaluate bag_unpack(AdditionalFields)")
+    result = engine.query(
+        "Proc | where ReportId < 0 | project ReportId, AdditionalFields "
+        "| evaluate bag_unpack(AdditionalFields)"
+    )
     assert result.column_names == ["ReportId"] and result.rows == []
 
 
 def test_bag_unpack_key_naming_an_existing_column_is_an_error(engine: LocalEngine) -> None:
     with pytest.raises(KqlSemanticError) as info:
-        engine.query('Proc | where ReportId == 1 | project ReportId, b = bag_pack("ReportId", 5) '
-                     "| evaluate bag_unpack(b)")
+        engine.query(
+            'Proc | where ReportId == 1 | project ReportId, b = bag_pack("ReportId", 5) '
+            "| evaluate bag_unpack(b)"
+        )
     assert info.value.construct == "ReportId"
 
 
@@ -286,24 +335,30 @@ def test_deprecated_spellings_are_kusto_functions(engine: LocalEngine) -> None:
 
 # evaluate pivot: a column per value in the data, so (like bag_unpack) engine-only.
 
+
 def test_pivot_counts_per_value_grouped_by_the_other_columns(engine: LocalEngine) -> None:
     result = engine.query("Proc | project DeviceId, AccountName | evaluate pivot(DeviceId)")
     assert result.column_names == ["AccountName", "d1", "d2", "d3"]
-    assert sorted(result.rows) == [("Administrator", 0, 0, 1), ("SYSTEM", 0, 0, 1),
-                                   ("azureuser", 0, 1, 0), ("root", 3, 0, 0),
-                                   ("svc_backup", 0, 1, 0), ("www-data", 1, 0, 0)]
+    assert sorted(result.rows) == [
+        ("Administrator", 0, 0, 1),
+        ("SYSTEM", 0, 0, 1),
+        ("azureuser", 0, 1, 0),
+        ("root", 3, 0, 0),
+        ("svc_backup", 0, 1, 0),
+        ("www-data", 1, 0, 0),
+    ]
 
 
 def test_pivot_with_an_aggregate_and_group_columns(engine: LocalEngine) -> None:
-    result = engine.query("Proc | where DeviceId == 'd1' "
-                          "| evaluate pivot(FileName, count(), AccountName)")
+    result = engine.query("Proc | where DeviceId == 'd1' | evaluate pivot(FileName, count(), AccountName)")
     assert result.column_names == ["AccountName", "base64", "bash", "curl", "sh"]
     assert sorted(result.rows) == [("root", 0, 1, 1, 1), ("www-data", 1, 0, 0, 0)]
 
 
 def test_pivot_of_no_rows_keeps_the_groups_only(engine: LocalEngine) -> None:
-    result = engine.query("Proc | where ReportId < 0 | project DeviceId, AccountName "
-                          "| evaluate pivot(DeviceId)")
+    result = engine.query(
+        "Proc | where ReportId < 0 | project DeviceId, AccountName | evaluate pivot(DeviceId)"
+    )
     assert result.column_names == ["AccountName"] and result.rows == []
 
 

@@ -34,10 +34,8 @@ def test_long_has_any_matches_whole_terms_only() -> None:
     engine = _engine()
     needles = [f"ioc{i}.example.com" for i in range(100)] + ["beta.gamma", "alph", "-1"]
     rows = engine.query(f"T | where x has_any ({_list(needles)}) | project x").rows
-    assert sorted(r[0] for r in rows) == ["alpha beta.gamma x-1 Delta",
-                                          "ioc7.example.com was contacted"]
-    short = engine.query(f"T | where x has_any ({_list([*needles[:3], 'beta.gamma'])}) "
-                         "| project x").rows
+    assert sorted(r[0] for r in rows) == ["alpha beta.gamma x-1 Delta", "ioc7.example.com was contacted"]
+    short = engine.query(f"T | where x has_any ({_list([*needles[:3], 'beta.gamma'])}) | project x").rows
     assert short == [("alpha beta.gamma x-1 Delta",)]
 
 
@@ -47,21 +45,20 @@ def test_long_has_all_needs_every_term() -> None:
     filler = [f"zz{i}" for i in range(80)]
     assert engine.query(f"T | where x has_all ({_list(present * 30)}) | count").rows == [(1,)]
     assert engine.query(f"T | where x has_all ({_list(present + filler)}) | count").rows == [(0,)]
-    assert engine.query(
-        f"T | where x has_all ({_list(present + ['alpha'] * 70)}) | count"
-    ).rows == [(1,)]
+    assert engine.query(f"T | where x has_all ({_list(present + ['alpha'] * 70)}) | count").rows == [(1,)]
     # over 64 distinct needles, all present
     words = [f"w{i}" for i in range(70)]
-    wide = LocalEngine.from_tables(tables={"T": [{"x": " ".join(words)}, {"x": "w1 w2"}]},
-                                   schemas={"T": [("x", "string")]})
+    wide = LocalEngine.from_tables(
+        tables={"T": [{"x": " ".join(words)}, {"x": "w1 w2"}]}, schemas={"T": [("x", "string")]}
+    )
     assert wide.query(f"T | where x has_all ({_list(words)}) | count").rows == [(1,)]
     assert wide.query(f"T | where x has_all ({_list([*words, 'w7x'])}) | count").rows == [(0,)]
 
 
 def test_thousands_of_indicators_finish_quickly() -> None:
     engine = LocalEngine.from_tables(
-        tables={"T": [{"x": f"host{i} value{i}"} for i in range(2000)]},
-        schemas={"T": [("x", "string")]})
+        tables={"T": [{"x": f"host{i} value{i}"} for i in range(2000)]}, schemas={"T": [("x", "string")]}
+    )
     needles = _list([f"ioc{i}.example.com" for i in range(3000)] + ["value1999"])
     for op in ("has_any", "has_all"):
         kql = f"T | where x {op} ({needles}) | count"

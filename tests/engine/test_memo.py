@@ -11,8 +11,10 @@ import pytest
 from ctirealm.engine import LocalEngine, geoip
 from ctirealm.telemetry import attribution, memo
 
-SCHEMAS = {"AKSAudit": [("AuditId", "string"), ("Verb", "string")],
-           "SigninLogs": [("Id", "string"), ("UserPrincipalName", "string")]}
+SCHEMAS = {
+    "AKSAudit": [("AuditId", "string"), ("Verb", "string")],
+    "SigninLogs": [("Id", "string"), ("UserPrincipalName", "string")],
+}
 ROWS = {"AKSAudit": [{"AuditId": "a", "Verb": "create"}, {"AuditId": "b", "Verb": "list"}]}
 
 
@@ -47,8 +49,12 @@ def test_a_remembered_translation_serves_another_process(tmp_path: Path) -> None
         "local.translate_kql = lambda *a, **k: called.append(1) or real(*a, **k)\n"
         "print(e.query(\"AKSAudit | where Verb == 'list' | project AuditId\").rows, len(called))\n"
     )
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                           check=True).stdout.split() for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
     assert runs[0][-1] == "1"  # translated, then remembered
     assert runs[1][-1] == "0"  # served from the folder, no translation
     assert runs[0][:-1] == runs[1][:-1]
@@ -72,8 +78,9 @@ def test_an_unreadable_entry_is_a_miss_and_an_unwritable_folder_no_memo(tmp_path
     assert memo.DiskMemo(blocked).get("sql", "k") is memo.MISS
 
 
-def test_entries_are_keyed_by_the_code_that_made_them(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_entries_are_keyed_by_the_code_that_made_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = memo.DiskMemo(tmp_path / "m")
     folder.put("sql", "k", "SELECT 1")
     assert folder.get("sql", "k") == "SELECT 1"

@@ -32,8 +32,12 @@ from ctirealm.engine.guard import MAX_QUERY_CHARS
 ROWS = 4000
 NOW = "2026-03-16T00:00:00Z"
 SCHEMA = [
-    ("Timestamp", "datetime"), ("DeviceId", "string"), ("FileName", "string"),
-    ("ProcessCommandLine", "string"), ("FileSize", "long"), ("ReportId", "long"),
+    ("Timestamp", "datetime"),
+    ("DeviceId", "string"),
+    ("FileName", "string"),
+    ("ProcessCommandLine", "string"),
+    ("FileSize", "long"),
+    ("ReportId", "long"),
 ]
 
 
@@ -54,10 +58,13 @@ def _build_store(path: Path) -> Path:
     con.close()
     meta = {
         "now": NOW,
-        "schemas": {"DeviceProcessEvents": {
-            "id_column": "ReportId", "time_column": "Timestamp",
-            "columns": [list(c) for c in SCHEMA],
-        }},
+        "schemas": {
+            "DeviceProcessEvents": {
+                "id_column": "ReportId",
+                "time_column": "Timestamp",
+                "columns": [list(c) for c in SCHEMA],
+            }
+        },
     }
     path.with_suffix(".meta.json").write_text(json.dumps(meta), encoding="utf-8")
     return path
@@ -144,9 +151,7 @@ INERT_LITERALS = [
 @pytest.mark.parametrize("literal", INERT_LITERALS)
 def test_sql_in_string_literals_is_just_text(engine: LocalEngine, literal: str) -> None:
     kql_string = "'" + literal.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    result = engine.query(
-        f"DeviceProcessEvents | where ProcessCommandLine == {kql_string} | count"
-    )
+    result = engine.query(f"DeviceProcessEvents | where ProcessCommandLine == {kql_string} | count")
     assert result.rows == [(0,)]
     echoed = engine.query(f"print s = {kql_string}")
     assert echoed.rows == [(literal,)]
@@ -155,8 +160,7 @@ def test_sql_in_string_literals_is_just_text(engine: LocalEngine, literal: str) 
 
 def test_sql_in_identifiers_is_just_a_name(engine: LocalEngine) -> None:
     result = engine.query(
-        "DeviceProcessEvents | take 1 "
-        '| extend ["x\\"; DROP TABLE DeviceProcessEvents; --"] = 1 | count'
+        'DeviceProcessEvents | take 1 | extend ["x\\"; DROP TABLE DeviceProcessEvents; --"] = 1 | count'
     )
     assert result.rows == [(1,)]
     _still_works(engine)
@@ -213,6 +217,7 @@ def test_the_connection_itself_is_locked(engine: LocalEngine, sql: str) -> None:
 
 
 # --------------------------------------------------------------------------- size and shape
+
 
 def test_enormous_query_text_is_refused_before_parsing(engine: LocalEngine) -> None:
     started = time.perf_counter()
@@ -315,8 +320,9 @@ def test_bag_unpack_of_too_many_keys_is_refused(engine: LocalEngine) -> None:
     """A bag with a key per row would ask for a table of as many columns."""
     started = time.perf_counter()
     with pytest.raises(KqlUnsupportedError) as info:
-        engine.query('range x from 1 to 5000 step 1 | extend b = bag_pack(strcat("k", x), x) '
-                     "| evaluate bag_unpack(b)")
+        engine.query(
+            'range x from 1 to 5000 step 1 | extend b = bag_pack(strcat("k", x), x) | evaluate bag_unpack(b)'
+        )
     assert time.perf_counter() - started < 5.0
     assert "distinct keys" in str(info.value)
     _still_works(engine)
@@ -349,11 +355,15 @@ def test_make_series_of_many_groups_and_bins_is_stopped(engine: LocalEngine) -> 
     """Each group's series is one value: bins are capped, and groups times bins is bounded
     by the time and memory limits."""
     with pytest.raises(KqlRuntimeError, match="bins"):
-        engine.query("DeviceProcessEvents | make-series c = count() on Timestamp "
-                     "from datetime(2020-01-01) to datetime(2030-01-01) step 1s")
-    kql = ("range x from 1 to 200000 step 1 | extend t = datetime(2026-01-01) + x * 1s "
-           "| make-series c = count() on t from datetime(2026-01-01) to datetime(2026-01-02) "
-           "step 1s by x | summarize n = sum(array_length(c))")
+        engine.query(
+            "DeviceProcessEvents | make-series c = count() on Timestamp "
+            "from datetime(2020-01-01) to datetime(2030-01-01) step 1s"
+        )
+    kql = (
+        "range x from 1 to 200000 step 1 | extend t = datetime(2026-01-01) + x * 1s "
+        "| make-series c = count() on t from datetime(2026-01-01) to datetime(2026-01-02) "
+        "step 1s by x | summarize n = sum(array_length(c))"
+    )
     started = time.perf_counter()
     with pytest.raises((QueryTimeout, ResourceLimitExceeded)):
         engine.query(kql, timeout=1.0)
@@ -362,6 +372,7 @@ def test_make_series_of_many_groups_and_bins_is_stopped(engine: LocalEngine) -> 
 
 
 # --------------------------------------------------------------------------- limits
+
 
 def test_cross_join_is_stopped_by_the_timeout(engine: LocalEngine) -> None:
     kql = (
@@ -380,9 +391,11 @@ def test_cross_join_is_stopped_by_the_timeout(engine: LocalEngine) -> None:
 
 
 def test_a_search_over_every_table_crossed_with_itself_is_stopped(engine: LocalEngine) -> None:
-    kql = ('search "*e*" | extend k = 1 '
-           '| join kind=inner (search "*e*" | extend k = 1) on k '
-           '| join kind=inner (search "*e*" | extend k = 1) on k | summarize count()')
+    kql = (
+        'search "*e*" | extend k = 1 '
+        '| join kind=inner (search "*e*" | extend k = 1) on k '
+        '| join kind=inner (search "*e*" | extend k = 1) on k | summarize count()'
+    )
     with pytest.raises(QueryTimeout):
         engine.query(kql, timeout=1.0)
     _still_works(engine)
@@ -391,9 +404,7 @@ def test_a_search_over_every_table_crossed_with_itself_is_stopped(engine: LocalE
 def test_huge_range_is_streamed_and_stopped(engine: LocalEngine) -> None:
     started = time.perf_counter()
     with pytest.raises(QueryTimeout):
-        engine.query(
-            "range x from 1 to 100000000000 step 1 | where x % 7 == 3 | count", timeout=1.0
-        )
+        engine.query("range x from 1 to 100000000000 step 1 | where x % 7 == 3 | count", timeout=1.0)
     assert time.perf_counter() - started < 2.0
     _still_works(engine)
 
@@ -402,8 +413,7 @@ def test_memory_hungry_query_is_stopped(engine: LocalEngine) -> None:
     started = time.perf_counter()
     with pytest.raises((ResourceLimitExceeded, QueryTimeout)):
         engine.query(
-            "range x from 1 to 200000000 step 1 | summarize make_list(x) "
-            "| project n = array_length(list_x)",
+            "range x from 1 to 200000000 step 1 | summarize make_list(x) | project n = array_length(list_x)",
             timeout=5.0,
         )
     assert time.perf_counter() - started < 6.0
@@ -497,8 +507,16 @@ def test_the_guard_reads_strings_and_comments(kql: str, refused: bool) -> None:
         check_read_only(kql)
 
 
-@pytest.mark.parametrize("name", ["__ctirealm_raw_sql", "__CTIREALM_series_bag", "__ctirealm_window",
-                                  "__ctirealm_row_text", "__ctirealm_typeof"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "__ctirealm_raw_sql",
+        "__CTIREALM_series_bag",
+        "__ctirealm_window",
+        "__ctirealm_row_text",
+        "__ctirealm_typeof",
+    ],
+)
 def test_internal_functions_cannot_be_called(engine: LocalEngine, name: str) -> None:
     """The rewrites' internal functions take rendered SQL or trusted arguments (one passes
     SQL through as written): a query naming one is told Kusto has no such function."""

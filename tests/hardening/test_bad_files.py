@@ -51,31 +51,61 @@ def _edit_case(old: str, new: str) -> Callable[[Path], None]:
         text = (root / CASE).read_text()
         assert old in text
         (root / CASE).write_text(text.replace(old, new))
+
     return edit
 
 
 # (how to break linux_001, its failing item, fragments of the message that must name the place)
 BREAKS = {
-    "truncated-jsonl": (_truncate, "telemetry", [
-        f"{PROCESS}:2: invalid JSON at column", "(truncated line?)",
-        "ground_truth.attack_events.DeviceProcessEvents: 2 of 2 ids are not attack events"]),
-    "malformed-row": (_bad_row, "telemetry", [
-        f"{BENIGN}:4: column 'Shell' is not in DeviceProcessEvents",
-        "ground_truth.hard_negatives.DeviceProcessEvents: 3 of 3 ids are not hard negative events"]),
+    "truncated-jsonl": (
+        _truncate,
+        "telemetry",
+        [
+            f"{PROCESS}:2: invalid JSON at column",
+            "(truncated line?)",
+            "ground_truth.attack_events.DeviceProcessEvents: 2 of 2 ids are not attack events",
+        ],
+    ),
+    "malformed-row": (
+        _bad_row,
+        "telemetry",
+        [
+            f"{BENIGN}:4: column 'Shell' is not in DeviceProcessEvents",
+            "ground_truth.hard_negatives.DeviceProcessEvents: 3 of 3 ids are not hard negative events",
+        ],
+    ),
     "clashing-id": (_clashing_id, "telemetry", [f"{BENIGN}:4: ReportId 418275039461 already used at"]),
-    "broken-schema": (_broken_schema, "telemetry", [
-        "telemetry/schemas/DeviceProcessEvents.json: invalid JSON",
-        f"{PROCESS}: the schema of DeviceProcessEvents did not load"]),
-    "missing-schema": (_missing_schema, "load", [
-        f"{CASE.name}: ground_truth.tables: unknown table 'DeviceProcessEvents'"]),
-    "unknown-technique": (_edit_case("techniques: [T1053.003]", "techniques: [T9999.123]"), "load", [
-        f"{CASE.name}: ground_truth.techniques: 'T9999.123' is not an ATT&CK technique"]),
-    "unknown-event": (_edit_case("[418275039461, 527193846120]", "[418275039461, 527193846999]"),
-                      "telemetry", [
-        "ground_truth.attack_events.DeviceProcessEvents: 1 of 2 ids are not attack events in the "
-        "telemetry: 527193846999"]),
-    "malformed-yaml": (lambda root: (root / CASE).write_text("id: linux_001\nplatform: [linux\n"),
-                       "load", [f"{CASE.name}: invalid YAML"]),
+    "broken-schema": (
+        _broken_schema,
+        "telemetry",
+        [
+            "telemetry/schemas/DeviceProcessEvents.json: invalid JSON",
+            f"{PROCESS}: the schema of DeviceProcessEvents did not load",
+        ],
+    ),
+    "missing-schema": (
+        _missing_schema,
+        "load",
+        [f"{CASE.name}: ground_truth.tables: unknown table 'DeviceProcessEvents'"],
+    ),
+    "unknown-technique": (
+        _edit_case("techniques: [T1053.003]", "techniques: [T9999.123]"),
+        "load",
+        [f"{CASE.name}: ground_truth.techniques: 'T9999.123' is not an ATT&CK technique"],
+    ),
+    "unknown-event": (
+        _edit_case("[418275039461, 527193846120]", "[418275039461, 527193846999]"),
+        "telemetry",
+        [
+            "ground_truth.attack_events.DeviceProcessEvents: 1 of 2 ids are not attack events in the "
+            "telemetry: 527193846999"
+        ],
+    ),
+    "malformed-yaml": (
+        lambda root: (root / CASE).write_text("id: linux_001\nplatform: [linux\n"),
+        "load",
+        [f"{CASE.name}: invalid YAML"],
+    ),
 }
 
 
@@ -100,8 +130,7 @@ def test_a_bad_file_fails_only_its_case(project: pytest.Pytester, name: str) -> 
     assert all(p["kind"] in ("case", "telemetry") for p in results["problems"])
 
 
-def test_a_case_left_without_telemetry_is_selected_like_its_checkpoints(
-        project: pytest.Pytester) -> None:
+def test_a_case_left_without_telemetry_is_selected_like_its_checkpoints(project: pytest.Pytester) -> None:
     _truncate(project.path)
     assert project.runpytest("-m", "aks").parseoutcomes() == {"passed": 6, "deselected": 1}
     outcomes = project.runpytest("-m", "linux").parseoutcomes()
@@ -112,19 +141,31 @@ def test_left_out_telemetry_fails_the_rules_that_need_it(project: pytest.Pyteste
     _truncate(project.path)
     result = project.runpytest("cases", "rules", "-n", "2")
     failed = {line.split()[1] for line in result.stdout.lines if line.startswith("FAILED")}
-    assert failed == {f"{CASE}::telemetry",
-                      *(f"rules/linux/{f}::{c}" for f in ("linux_001.kql", "linux_001_sigma.yml")
-                        for c in ("true_positives", "false_positives"))}
-    result.stdout.fnmatch_lines([
-        "*case linux_001 cannot be checked: telemetry left out of the store: "
-        f"{PROCESS}:2: invalid JSON*",
-        "*left out of this run (1; not scored, listed in results.json):*",
-        f"*{PROCESS}:2: invalid JSON*[[]cases: linux_001[]]",
-    ])
+    assert failed == {
+        f"{CASE}::telemetry",
+        *(
+            f"rules/linux/{f}::{c}"
+            for f in ("linux_001.kql", "linux_001_sigma.yml")
+            for c in ("true_positives", "false_positives")
+        ),
+    }
+    result.stdout.fnmatch_lines(
+        [
+            f"*case linux_001 cannot be checked: telemetry left out of the store: {PROCESS}:2: invalid JSON*",
+            "*left out of this run (1; not scored, listed in results.json):*",
+            f"*{PROCESS}:2: invalid JSON*[[]cases: linux_001[]]",
+        ]
+    )
     results = json.loads((project.path / "reports" / "results.json").read_text())
-    assert results["problems"] == [{
-        "kind": "telemetry", "path": str(PROCESS), "line": 2,
-        "message": results["problems"][0]["message"], "cases": ["linux_001"]}]
+    assert results["problems"] == [
+        {
+            "kind": "telemetry",
+            "path": str(PROCESS),
+            "line": 2,
+            "message": results["problems"][0]["message"],
+            "cases": ["linux_001"],
+        }
+    ]
     rules = {r["path"]: r["status"] for r in results["rules"]}
     assert rules["rules/aks/aks_001.kql"] == "passed" and rules["rules/linux/linux_001.kql"] == "failed"
     summary = (project.path / "reports" / "summary.md").read_text()
@@ -132,19 +173,33 @@ def test_left_out_telemetry_fails_the_rules_that_need_it(project: pytest.Pyteste
     assert 'id="problems"' in (project.path / "reports" / "score.html").read_text()
 
 
-def test_the_cli_build_names_left_out_files_and_exits_1(project: pytest.Pytester, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_build_names_left_out_files_and_exits_1(
+    project: pytest.Pytester, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ctirealm.cli import main
 
-    args = ["telemetry", "build", "--telemetry", str(project.path / "telemetry"),
-            "--cache-dir", str(tmp_path / "c")]
+    args = [
+        "telemetry",
+        "build",
+        "--telemetry",
+        str(project.path / "telemetry"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     assert main(args) == 0
     _truncate(project.path)
     assert main(args) == 1
     err = capsys.readouterr().err
     assert f"left out of the store: {project.path / PROCESS}:2: invalid JSON" in err
-    info = ["telemetry", "info", "--json", "--telemetry", str(project.path / "telemetry"),
-            "--cache-dir", str(tmp_path / "c")]
+    info = [
+        "telemetry",
+        "info",
+        "--json",
+        "--telemetry",
+        str(project.path / "telemetry"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     assert main(info) == 0
     listed = json.loads(capsys.readouterr().out)["problems"]
     assert [(p["path"], p["line"]) for p in listed] == [(str(PROCESS.relative_to("telemetry")), 2)]
@@ -154,8 +209,12 @@ def test_a_dataset_that_cannot_be_built_ends_the_run_with_one_message(project: p
     (project.path / "telemetry" / "dataset.yaml").write_text("window: {start: 2026-03-16}\n")
     result = project.runpytest("-n", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stdout.fnmatch_lines(["*ctirealm: the telemetry store cannot be built: *dataset.yaml: "
-                                 "window.start and window.end required*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*ctirealm: the telemetry store cannot be built: *dataset.yaml: "
+            "window.start and window.end required*"
+        ]
+    )
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
@@ -163,7 +222,9 @@ def test_without_a_dataset_each_item_says_why(project: pytest.Pytester) -> None:
     (project.path / "telemetry" / "dataset.yaml").unlink()
     result = project.runpytest("cases", "-n", "2")
     assert result.parseoutcomes() == {"failed": 2}
-    result.stdout.fnmatch_lines(["*the telemetry store cannot be built: *dataset.yaml: dataset file not found*"])
+    result.stdout.fnmatch_lines(
+        ["*the telemetry store cannot be built: *dataset.yaml: dataset file not found*"]
+    )
     assert "INTERNALERROR" not in result.stdout.str()
 
 
@@ -177,14 +238,22 @@ def test_unrelated_test_runs_never_touch_the_store(pytester: pytest.Pytester) ->
 
 
 def _bench(project: pytest.Pytester, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    command = [str(Path(sys.executable).with_name("ctirealm")), "bench", "--workers", "2",
-               "--cache-dir", str(tmp_path / "bench-cache"), "--", "--realm-agent=oracle"]
-    return subprocess.run(command, cwd=project.path, capture_output=True, text=True, timeout=600,
-                          check=False)
+    command = [
+        str(Path(sys.executable).with_name("ctirealm")),
+        "bench",
+        "--workers",
+        "2",
+        "--cache-dir",
+        str(tmp_path / "bench-cache"),
+        "--",
+        "--realm-agent=oracle",
+    ]
+    return subprocess.run(command, cwd=project.path, capture_output=True, text=True, timeout=600, check=False)
 
 
 def test_the_bench_writes_reports_and_fails_when_a_case_could_not_run(
-        project: pytest.Pytester, tmp_path: Path) -> None:
+    project: pytest.Pytester, tmp_path: Path
+) -> None:
     done = _bench(project, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     reports = project.path / "reports"
@@ -194,7 +263,6 @@ def test_the_bench_writes_reports_and_fails_when_a_case_could_not_run(
     _truncate(project.path)
     broken = _bench(project, tmp_path)
     assert broken.returncode == 1
-    assert f"warning: left out of the store: telemetry/{PROCESS.relative_to('telemetry')}:2" \
-        in broken.stderr
+    assert f"warning: left out of the store: telemetry/{PROCESS.relative_to('telemetry')}:2" in broken.stderr
     assert "1 problem(s) left cases out of this run:" in broken.stderr
     assert [c["id"] for c in json.loads((reports / "results.json").read_text())["cases"]] == ["aks_001"]

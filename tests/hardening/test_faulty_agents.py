@@ -8,7 +8,7 @@ import json
 import pytest
 from tests.conftest import mini_project
 
-AGENTS = '''
+AGENTS = """
 import json, os, time
 
 GOOD_SIGMA = "title: t\\nlogsource: {product: linux, category: process_creation}\\n" + "#" * 40
@@ -71,7 +71,7 @@ class Everything:
         table = "AKSAudit" if "Kubernetes" in task.objective else "DeviceProcessEvents"
         rows = _rows(tools.execute_kql_query(query=f"{table} | take 10"))
         return {"sigma_rule": GOOD_SIGMA, "kql_query": f"{table} | take 10", "query_results": rows}
-'''
+"""
 
 
 @pytest.fixture
@@ -97,8 +97,9 @@ def _results(project: pytest.Pytester, agent: str) -> dict:
         ("Huge", "invalid_submission", "limit"),
     ],
 )
-def test_failures_end_the_case_not_the_run(project: pytest.Pytester, agent: str, status: str,
-                                           reason: str) -> None:
+def test_failures_end_the_case_not_the_run(
+    project: pytest.Pytester, agent: str, status: str, reason: str
+) -> None:
     results = _results(project, agent)
     assert len(results["cases"]) == 2
     for case in results["cases"]:

@@ -22,13 +22,59 @@ ENGINE = LocalEngine.from_tables(
     timeout=2.0,
 )
 CASES = load_cases(MINI / "cases")
-KQL_WORDS = st.sampled_from([
-    "DeviceProcessEvents", "|", "where", "project", "extend", "summarize", "count()", "by", "take", "10",
-    "ProcessCommandLine", "has", "contains", "==", "'crontab'", '"x"', "(", ")", ",", "and", "or", "not",
-    "let", "=", ";", ".drop", "table", "join", "on", "ReportId", "matches regex", "'(a+)+$'", "tostring",
-    "parse_json", "mv-expand", "union", "*", "ago(1d)", "bin", "datetime(2026-03-05)", "//", "\n",
-    "externaldata", "read_csv('/etc/passwd')", "'; DROP TABLE x; --", "sort", "asc", "top", "dynamic",
-])
+KQL_WORDS = st.sampled_from(
+    [
+        "DeviceProcessEvents",
+        "|",
+        "where",
+        "project",
+        "extend",
+        "summarize",
+        "count()",
+        "by",
+        "take",
+        "10",
+        "ProcessCommandLine",
+        "has",
+        "contains",
+        "==",
+        "'crontab'",
+        '"x"',
+        "(",
+        ")",
+        ",",
+        "and",
+        "or",
+        "not",
+        "let",
+        "=",
+        ";",
+        ".drop",
+        "table",
+        "join",
+        "on",
+        "ReportId",
+        "matches regex",
+        "'(a+)+$'",
+        "tostring",
+        "parse_json",
+        "mv-expand",
+        "union",
+        "*",
+        "ago(1d)",
+        "bin",
+        "datetime(2026-03-05)",
+        "//",
+        "\n",
+        "externaldata",
+        "read_csv('/etc/passwd')",
+        "'; DROP TABLE x; --",
+        "sort",
+        "asc",
+        "top",
+        "dynamic",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -41,13 +87,35 @@ def test_kql_entry_raises_only_engine_errors(query: str) -> None:
     assert ENGINE.query("DeviceProcessEvents | count").rows == [(1,)]
 
 
-SIGMA_LINES = st.sampled_from([
-    "title: t", "logsource:", "  product: linux", "  category: process_creation", "  service: audit",
-    "  product: kubernetes", "detection:", "  selection:", "    CommandLine|contains: x",
-    "    Image|endswith:", "      - /crontab", "    Nope: 1", "    verb|re: '(a'", "  condition: selection",
-    "  condition: 1 of sel*", "  condition: selection and not filter", "  keywords:", "    - evil",
-    "  filter:", "    User: root", "correlation:", "  type: event_count", "- [", "{", "tags: [attack.t1053]",
-])
+SIGMA_LINES = st.sampled_from(
+    [
+        "title: t",
+        "logsource:",
+        "  product: linux",
+        "  category: process_creation",
+        "  service: audit",
+        "  product: kubernetes",
+        "detection:",
+        "  selection:",
+        "    CommandLine|contains: x",
+        "    Image|endswith:",
+        "      - /crontab",
+        "    Nope: 1",
+        "    verb|re: '(a'",
+        "  condition: selection",
+        "  condition: 1 of sel*",
+        "  condition: selection and not filter",
+        "  keywords:",
+        "    - evil",
+        "  filter:",
+        "    User: root",
+        "correlation:",
+        "  type: event_count",
+        "- [",
+        "{",
+        "tags: [attack.t1053]",
+    ]
+)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -62,11 +130,29 @@ def test_sigma_entry_raises_only_rule_errors(text: str) -> None:
 
 
 @settings(max_examples=120, deadline=None)
-@given(st.sampled_from(["execute_kql_query", "get_table_schema", "sample_table_data", "search_sigma_rules",
-                        "get_cti_reports_by_tag", "search_mitre_techniques", "validate_output_json",
-                        "list_kusto_tables", "nope"]),
-       st.one_of(st.text(max_size=40), st.dictionaries(st.text(max_size=12), st.one_of(
-           st.none(), st.integers(), st.text(max_size=30), st.lists(st.integers(), max_size=3)), max_size=4)))
+@given(
+    st.sampled_from(
+        [
+            "execute_kql_query",
+            "get_table_schema",
+            "sample_table_data",
+            "search_sigma_rules",
+            "get_cti_reports_by_tag",
+            "search_mitre_techniques",
+            "validate_output_json",
+            "list_kusto_tables",
+            "nope",
+        ]
+    ),
+    st.one_of(
+        st.text(max_size=40),
+        st.dictionaries(
+            st.text(max_size=12),
+            st.one_of(st.none(), st.integers(), st.text(max_size=30), st.lists(st.integers(), max_size=3)),
+            max_size=4,
+        ),
+    ),
+)
 def test_tools_never_raise_into_the_agent(name: str, arguments: object) -> None:
     toolbox = Toolbox(ENGINE, CASES, Trajectory("linux_001", "fuzz"))
     result = toolbox.call(name, arguments)  # type: ignore[arg-type]
@@ -75,11 +161,20 @@ def test_tools_never_raise_into_the_agent(name: str, arguments: object) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.one_of(st.text(max_size=200), st.binary(max_size=200),
-                 st.dictionaries(st.sampled_from(["sigma_rule", "kql_query", "query_results", "x"]),
-                                 st.one_of(st.text(max_size=80), st.lists(st.dictionaries(
-                                     st.text(max_size=5), st.integers(), max_size=2), max_size=2)),
-                                 max_size=4)))
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=200),
+        st.dictionaries(
+            st.sampled_from(["sigma_rule", "kql_query", "query_results", "x"]),
+            st.one_of(
+                st.text(max_size=80),
+                st.lists(st.dictionaries(st.text(max_size=5), st.integers(), max_size=2), max_size=2),
+            ),
+            max_size=4,
+        ),
+    )
+)
 def test_answers_parse_or_fail_with_a_reason(answer: object) -> None:
     try:
         to_submission(answer)

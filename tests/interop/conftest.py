@@ -16,8 +16,7 @@ from ctirealm.telemetry.schema import TableSchema, parse_datetime
 @pytest.fixture(scope="session")
 def conformance_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, datetime]:
     """The engine conformance tables (tests/engine) as a store file, and their clock."""
-    data = yaml.safe_load((ROOT / "tests" / "engine" / "conformance_tables.yaml").read_text(
-        encoding="utf-8"))
+    data = yaml.safe_load((ROOT / "tests" / "engine" / "conformance_tables.yaml").read_text(encoding="utf-8"))
     schemas = {}
     for name, spec in data["tables"].items():
         columns = tuple((str(c), str(t)) for c, t in spec["schema"])
@@ -26,8 +25,6 @@ def conformance_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
     tables = {name: spec["rows"] for name, spec in data["tables"].items()}
     write_store(path, tables, schemas, str(data["now"]))
     return path, parse_datetime(str(data["now"]))
-
-
 
 
 @pytest.fixture(scope="session")
@@ -48,5 +45,6 @@ def imported_store(imported: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from ctirealm.telemetry.dataset import Dataset
     from ctirealm.telemetry.store import build_store
 
-    return build_store(Dataset.load(imported / "telemetry"),
-                       cache_dir=tmp_path_factory.mktemp("imported-cache"))
+    return build_store(
+        Dataset.load(imported / "telemetry"), cache_dir=tmp_path_factory.mktemp("imported-cache")
+    )

@@ -35,8 +35,9 @@ def serving(store_path: Path, now: datetime | None, database: str = "ctirealm") 
         thread.join(5)
 
 
-def write_store(path: Path, tables: dict[str, list[dict[str, Any]]],
-                schemas: dict[str, TableSchema], now: str) -> Path:
+def write_store(
+    path: Path, tables: dict[str, list[dict[str, Any]]], schemas: dict[str, TableSchema], now: str
+) -> Path:
     """A DuckDB store file (with its ``.meta.json``) holding *tables*, as the store builder would."""
     con = duckdb.connect(str(path))
     try:
@@ -50,9 +51,17 @@ def write_store(path: Path, tables: dict[str, list[dict[str, Any]]],
                 con.executemany(f'INSERT INTO "{name}" VALUES ({marks})', rows)
     finally:
         con.close()
-    meta = {"now": now, "schemas": {n: {"id_column": s.id_column, "time_column": s.time_column,
-                                        "columns": [list(c) for c in s.columns]}
-                                    for n, s in schemas.items()}}
+    meta = {
+        "now": now,
+        "schemas": {
+            n: {
+                "id_column": s.id_column,
+                "time_column": s.time_column,
+                "columns": [list(c) for c in s.columns],
+            }
+            for n, s in schemas.items()
+        },
+    }
     path.with_suffix(".meta.json").write_text(json.dumps(meta), encoding="utf-8")
     return path
 
@@ -80,8 +89,9 @@ def writable_endpoint(scratch: Path) -> Iterator[str]:
         con.close()
 
 
-def write_inspect_log(path: Path, samples: list[dict[str, Any]], *,
-                      model: str = "openai/gpt-test", task: str = "cti_realm_25") -> Path:
+def write_inspect_log(
+    path: Path, samples: list[dict[str, Any]], *, model: str = "openai/gpt-test", task: str = "cti_realm_25"
+) -> Path:
     """An Inspect log written by inspect-ai's own writer.
 
     Each sample: ``{"id", "epoch"?, "messages": [(role, payload), ...], "completion"?}`` where an
@@ -102,8 +112,10 @@ def write_inspect_log(path: Path, samples: list[dict[str, Any]], *,
 
     built = []
     for spec in samples:
-        messages: list[Any] = [ChatMessageSystem(content="You are a detection engineer."),
-                               ChatMessageUser(content=f"DETECTION OBJECTIVE:\n{spec['id']}")]
+        messages: list[Any] = [
+            ChatMessageSystem(content="You are a detection engineer."),
+            ChatMessageUser(content=f"DETECTION OBJECTIVE:\n{spec['id']}"),
+        ]
         for role, payload in spec["messages"]:
             if role == "assistant":
                 content: list[Any] = []
@@ -114,18 +126,35 @@ def write_inspect_log(path: Path, samples: list[dict[str, Any]], *,
                 messages.append(ChatMessageAssistant(content=content, tool_calls=calls or None))
             else:
                 error = payload.get("error")
-                messages.append(ChatMessageTool(
-                    content=payload.get("result", ""), tool_call_id=payload["id"],
-                    function=payload["function"],
-                    error=ToolCallError("timeout", error) if error else None))
-        built.append(EvalSample(
-            id=spec["id"], epoch=spec.get("epoch", 1), input=f"DETECTION OBJECTIVE:\n{spec['id']}",
-            target="", messages=messages,
-            output=ModelOutput.from_content(model=model, content=spec.get("completion", ""))))
-    log = EvalLog(eval=EvalSpec(created="2026-03-16T00:00:00+00:00", task=task,
-                                dataset=EvalDataset(name="cti_realm", samples=len(built)),
-                                model=model, config=EvalConfig()),
-                  status="success", samples=built)
+                messages.append(
+                    ChatMessageTool(
+                        content=payload.get("result", ""),
+                        tool_call_id=payload["id"],
+                        function=payload["function"],
+                        error=ToolCallError("timeout", error) if error else None,
+                    )
+                )
+        built.append(
+            EvalSample(
+                id=spec["id"],
+                epoch=spec.get("epoch", 1),
+                input=f"DETECTION OBJECTIVE:\n{spec['id']}",
+                target="",
+                messages=messages,
+                output=ModelOutput.from_content(model=model, content=spec.get("completion", "")),
+            )
+        )
+    log = EvalLog(
+        eval=EvalSpec(
+            created="2026-03-16T00:00:00+00:00",
+            task=task,
+            dataset=EvalDataset(name="cti_realm", samples=len(built)),
+            model=model,
+            config=EvalConfig(),
+        ),
+        status="success",
+        samples=built,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_eval_log(log, str(path))
     return path

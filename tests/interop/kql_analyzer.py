@@ -57,12 +57,16 @@ class Analysis:
     def from_record(cls, record: Mapping[str, Any]) -> Analysis:
         """From the tool's output line (or :meth:`to_record`)."""
         columns = record.get("columns")
-        return cls(tuple(Diagnostic(**d) for d in record["diagnostics"]),
-                   None if columns is None else tuple((str(n), str(t)) for n, t in columns))
+        return cls(
+            tuple(Diagnostic(**d) for d in record["diagnostics"]),
+            None if columns is None else tuple((str(n), str(t)) for n, t in columns),
+        )
 
     def to_record(self) -> dict[str, Any]:
-        return {"diagnostics": [vars(d) for d in self.diagnostics],
-                "columns": None if self.columns is None else [list(c) for c in self.columns]}
+        return {
+            "diagnostics": [vars(d) for d in self.diagnostics],
+            "columns": None if self.columns is None else [list(c) for c in self.columns],
+        }
 
 
 def unavailable_reason() -> str | None:
@@ -70,15 +74,18 @@ def unavailable_reason() -> str | None:
     if shutil.which("node") is None:
         return "Microsoft's KQL analyzer needs node (not found); install node and npm, then `make test`"
     if not PACKAGE.is_dir():
-        return ("Microsoft's KQL analyzer is not installed: run `make kql-analyzer` "
-                "(npm ci in tests/interop/kql-analyzer)")
+        return (
+            "Microsoft's KQL analyzer is not installed: run `make kql-analyzer` "
+            "(npm ci in tests/interop/kql-analyzer)"
+        )
     return None
 
 
 def version() -> str:
     """The analyzer package and version, e.g. ``@kusto/language-service-next 12.4.1``."""
-    out = subprocess.run(["node", str(SCRIPT), "--version"], capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        ["node", str(SCRIPT), "--version"], capture_output=True, text=True, check=True, timeout=60
+    )
     return out.stdout.strip()
 
 
@@ -100,13 +107,19 @@ def analyze(
             schema_path = schemas
         else:
             schema_path = Path(tmp) / "schemas.json"
-            schema_path.write_text(json.dumps(
-                {"tables": {t: [list(c) for c in cols] for t, cols in schemas.items()}}),
-                encoding="utf-8")
+            schema_path.write_text(
+                json.dumps({"tables": {t: [list(c) for c in cols] for t, cols in schemas.items()}}),
+                encoding="utf-8",
+            )
         stdin = "".join(json.dumps({"id": qid, "query": q}) + "\n" for qid, q in items)
         proc = subprocess.run(
             ["node", str(SCRIPT), "--schemas", str(schema_path), "--database", database],
-            input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"kql-analyzer exited {proc.returncode}: {proc.stderr.strip()}")
     out: dict[str, Analysis] = {}

@@ -24,8 +24,9 @@ def _comparable(path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("agent", ["baseline", "oracle"])
-def test_mini_benchmark_same_results_over_kusto(pytester: pytest.Pytester, agent: str,
-                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_mini_benchmark_same_results_over_kusto(
+    pytester: pytest.Pytester, agent: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     copy_mini(pytester.path)
     cache = tmp_path_factory.mktemp("store-cache")
     pytester.makeini(f"""
@@ -45,8 +46,9 @@ def test_mini_benchmark_same_results_over_kusto(pytester: pytest.Pytester, agent
         result.assert_outcomes(passed=12)
 
 
-def test_bad_engine_spec_is_a_usage_error(pytester: pytest.Pytester,
-                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_bad_engine_spec_is_a_usage_error(
+    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     copy_mini(pytester.path)
     cache = tmp_path_factory.mktemp("store-cache")
     pytester.makeini(f"""
@@ -54,9 +56,11 @@ def test_bad_engine_spec_is_a_usage_error(pytester: pytest.Pytester,
         testpaths = cases
         addopts = --realm-cache-dir={cache} -p no:cacheprovider
     """)
-    for spec, message in (("kusto://cluster.example.net", "no database"),
-                          ("http://cluster.example.net/db", "loopback"),
-                          ("sqlite://x", "use local or kusto")):
+    for spec, message in (
+        ("kusto://cluster.example.net", "no database"),
+        ("http://cluster.example.net/db", "loopback"),
+        ("sqlite://x", "use local or kusto"),
+    ):
         result = pytester.runpytest("--realm-engine", spec)
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         assert message in result.stderr.str()

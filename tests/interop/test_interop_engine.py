@@ -40,7 +40,8 @@ from ctirealm.engine.server import build_realm_server, normalise_request, timesp
 from ctirealm.telemetry.values import to_json_value
 
 CASES: list[dict[str, Any]] = yaml.safe_load(
-    (ROOT / "tests" / "engine" / "conformance.yaml").read_text(encoding="utf-8"))["cases"]
+    (ROOT / "tests" / "engine" / "conformance.yaml").read_text(encoding="utf-8")
+)["cases"]
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +101,13 @@ def test_clock_limits_and_truncation(engines: tuple[LocalEngine, KustoEngine]) -
 
 def test_errors_map_to_the_engine_errors(engines: tuple[LocalEngine, KustoEngine]) -> None:
     _, remote = engines
-    for kql, kind in [("Proc | wher x", KqlSyntaxError), ("Proc | where nosuch == 1", KqlSemanticError),
-                      ("NoSuchTable | take 1", KqlSemanticError),
-                      (".drop table Proc", ReadOnlyViolation),
-                      ("Proc | take 1; .set-or-append Proc <| Proc", ReadOnlyViolation)]:
+    for kql, kind in [
+        ("Proc | wher x", KqlSyntaxError),
+        ("Proc | where nosuch == 1", KqlSemanticError),
+        ("NoSuchTable | take 1", KqlSemanticError),
+        (".drop table Proc", ReadOnlyViolation),
+        ("Proc | take 1; .set-or-append Proc <| Proc", ReadOnlyViolation),
+    ]:
         with pytest.raises(kind):
             remote.query(kql)
     with pytest.raises(QueryTimeout):
@@ -145,8 +149,7 @@ def test_service_errors_are_classified_by_code_and_message() -> None:
         "Syntax error: SYN0002: A recognition error occurred. [line:position=1:9]": KqlSyntaxError,
         "Semantic error: SEM0100: 'where' operator: Failed to resolve scalar expression named "
         "'nosuch'": KqlSemanticError,
-        "Query execution has exceeded the allowed limits (80DA0001): E_LOW_MEMORY_CONDITION":
-            EngineError,
+        "Query execution has exceeded the allowed limits (80DA0001): E_LOW_MEMORY_CONDITION": EngineError,
         "Request is invalid: E_QUERY_TIMEOUT": QueryTimeout,
         "Cannot invoke a control command that writes as this request is read-only": ReadOnlyViolation,
     }
@@ -175,20 +178,27 @@ def test_serve_is_loopback_only_and_read_only(conformance_store: tuple[Path, dat
         with pytest.raises(KustoServiceError):
             client.execute_query("ctirealm", "externaldata (x:string) ['https://example.com/x.csv']")
         count = client.execute_query("ctirealm", "Proc | count").primary_results[0].raw_rows
-        assert count[0][0] == len(yaml.safe_load(
-            (ROOT / "tests" / "engine" / "conformance_tables.yaml").read_text())["tables"]["Proc"]["rows"])
+        assert count[0][0] == len(
+            yaml.safe_load((ROOT / "tests" / "engine" / "conformance_tables.yaml").read_text())["tables"][
+                "Proc"
+            ]["rows"]
+        )
         # a client that sends no query_now gets the dataset clock
         rows = client.execute_query("ctirealm", "print now()").primary_results[0].raw_rows
         assert rows[0][0].startswith("2026-03-16T00:00:00")
 
 
 def test_request_normalisation() -> None:
-    body = json.dumps({"db": "d", "csl": "T", "properties": json.dumps(
-        {"Options": {"servertimeout": "0:00:30", "request_readonly": True}})}).encode()
+    body = json.dumps(
+        {
+            "db": "d",
+            "csl": "T",
+            "properties": json.dumps({"Options": {"servertimeout": "0:00:30", "request_readonly": True}}),
+        }
+    ).encode()
     request = json.loads(normalise_request(body, datetime(2026, 3, 16)))
     options = request["properties"]["Options"]
-    assert options == {"servertimeout": 30.0, "request_readonly": True,
-                       "query_now": "2026-03-16T00:00:00Z"}
+    assert options == {"servertimeout": 30.0, "request_readonly": True, "query_now": "2026-03-16T00:00:00Z"}
     assert timespan_seconds("1 day, 0:00:01") == 86401
     assert timespan_seconds("00:01:00") == 60
     assert normalise_request(b"not json", None) == b"not json"

@@ -45,8 +45,13 @@ def test_import_produces_cases_reports_and_telemetry(imported: Path, imported_st
     assert len(cases.reports) == 3 and cases.tags()["credential access"] == 2
     # upstream table names and column sanitisation
     schemas = load_schemas(imported / "telemetry" / "schemas")
-    assert sorted(schemas) == ["AKSAudit", "DeviceFileEvents", "DeviceProcessEvents", "SignInLogs",
-                               "StorageBlobLogs"]
+    assert sorted(schemas) == [
+        "AKSAudit",
+        "DeviceFileEvents",
+        "DeviceProcessEvents",
+        "SignInLogs",
+        "StorageBlobLogs",
+    ]
     signin = dict(schemas["SignInLogs"].columns)
     assert signin["ResourceId"] == "string" and signin["Client_App"] == "string"
     assert signin["Properties_Status"] == "dynamic" and signin["IsInteractive"] == "bool"
@@ -55,14 +60,19 @@ def test_import_produces_cases_reports_and_telemetry(imported: Path, imported_st
     assert dict(schemas["AKSAudit"].columns)["ObjectRef_Resource"] == "string"
     assert dict(schemas["AKSAudit"].columns)["Level"] == "string"
     assert schemas["DeviceProcessEvents"].id_column == "ReportId"
-    assert dict(schemas["DeviceProcessEvents"].columns)["ReportId"] == "long"   # beyond 32 bits
+    assert dict(schemas["DeviceProcessEvents"].columns)["ReportId"] == "long"  # beyond 32 bits
     assert dict(schemas["DeviceProcessEvents"].columns)["ProcessId"] == "int"
     # repeating CorrelationIds: a synthetic id column is added
     assert schemas["StorageBlobLogs"].id_column == "RealmEventId"
     assert summary["tables"]["StorageBlobLogs"]["id_synthetic"] is True
     # the store: every row, attack rows labelled, the dataset clock from the data
-    assert imported_store.rows == {"AKSAudit": 100, "DeviceFileEvents": 20, "DeviceProcessEvents": 120,
-                                   "SignInLogs": 80, "StorageBlobLogs": 60}
+    assert imported_store.rows == {
+        "AKSAudit": 100,
+        "DeviceFileEvents": 20,
+        "DeviceProcessEvents": 120,
+        "SignInLogs": 80,
+        "StorageBlobLogs": 60,
+    }
     assert len(imported_store.labels.ids("attack")) == 14
     assert imported_store.meta["now"] == "2025-06-07T00:00:00Z"
     with LocalEngine.of_store(imported_store) as engine:
@@ -78,7 +88,7 @@ def test_sanitising_and_type_inference() -> None:
     assert sanitize_column("Properties.Status") == "Properties_Status"
     assert sanitize_column("[Level]") == "Level"
     assert sanitize_column("Client App (v2);x,y{z}") == "Client_App_v2_x_y_z"
-    assert resolve_type({"int"}) == "int"          # upstream's type for integers
+    assert resolve_type({"int"}) == "int"  # upstream's type for integers
     assert resolve_type({"int", "long"}) == "long"  # one value beyond 32 bits
     assert resolve_type({"int", "float"}) == "real"
     assert resolve_type({"datetime"}) == "datetime"
@@ -113,8 +123,11 @@ def test_missing_files_and_unexpected_fields_name_the_file(tmp_path: Path) -> No
     root = _copy(tmp_path / "c")
     samples = root / "data" / "dataset_samples_stratified_50.jsonl"
     _edit_jsonl(samples, lambda rows: rows[1]["ground_truth"].update(severity="high"))
-    with pytest.raises(UpstreamFormatError, match=r"stratified_50\.jsonl:2: ground_truth: unexpected "
-                                                 r"field\(s\) severity"):
+    with pytest.raises(
+        UpstreamFormatError,
+        match=r"stratified_50\.jsonl:2: ground_truth: unexpected "
+        r"field\(s\) severity",
+    ):
         import_cti_realm(root, tmp_path / "out3")
     result = import_cti_realm(root, tmp_path / "out3", lenient=True)
     assert any("severity" in w for w in result.warnings)
@@ -125,9 +138,12 @@ def test_missing_files_and_unexpected_fields_name_the_file(tmp_path: Path) -> No
         import_cti_realm(root, tmp_path / "out4")
 
     root = _copy(tmp_path / "e")
-    _edit_jsonl(root / "data" / "dataset_samples_stratified_50.jsonl",
-                lambda rows: [r["ground_truth"].update(data_sources=["NoSuchTable"])
-                              for r in rows if r["id"] == "cloud_001"])
+    _edit_jsonl(
+        root / "data" / "dataset_samples_stratified_50.jsonl",
+        lambda rows: [
+            r["ground_truth"].update(data_sources=["NoSuchTable"]) for r in rows if r["id"] == "cloud_001"
+        ],
+    )
     with pytest.raises(UpstreamFormatError, match="NoSuchTable"):
         import_cti_realm(root, tmp_path / "out5")
 
@@ -138,9 +154,14 @@ def test_missing_files_and_unexpected_fields_name_the_file(tmp_path: Path) -> No
 def test_a_case_whose_patterns_match_nothing_keeps_empty_attack_events(tmp_path: Path) -> None:
     root = _copy(tmp_path)
     for subset in ("25", "50"):
-        _edit_jsonl(root / "data" / f"dataset_samples_stratified_{subset}.jsonl",
-                    lambda rows: [r["ground_truth"]["regex_patterns"].update(
-                        ProcessCommandLine=".*never-seen.*") for r in rows if r["id"] == "linux_001"])
+        _edit_jsonl(
+            root / "data" / f"dataset_samples_stratified_{subset}.jsonl",
+            lambda rows: [
+                r["ground_truth"]["regex_patterns"].update(ProcessCommandLine=".*never-seen.*")
+                for r in rows
+                if r["id"] == "linux_001"
+            ],
+        )
     result = import_cti_realm(root, tmp_path / "out")
     assert any("linux_001: no event matches" in w for w in result.warnings)
     case = yaml.safe_load((tmp_path / "out" / "cases" / "linux" / "linux_001.yaml").read_text())

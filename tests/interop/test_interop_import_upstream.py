@@ -30,8 +30,12 @@ from ctirealm.cases.upstream import (
 from ctirealm.cli import main
 from ctirealm.telemetry.schema import load_schemas
 
-SIMULATIONS = {"linux_001": "cron_persistence", "aks_001": "k8s_dump_secrets",
-               "cloud_001": "password_spray", "cloud_002": "password_spray"}
+SIMULATIONS = {
+    "linux_001": "cron_persistence",
+    "aks_001": "k8s_dump_secrets",
+    "cloud_001": "password_spray",
+    "cloud_002": "password_spray",
+}
 
 
 def _copy(tmp_path: Path) -> Path:
@@ -48,8 +52,10 @@ def _edit_jsonl(path: Path, change: Any) -> None:
 
 def _edit_samples(root: Path, change: Any) -> None:
     for subset in ("25", "50"):
-        _edit_jsonl(root / "data" / f"dataset_samples_stratified_{subset}.jsonl",
-                    lambda rows: [change(r) for r in rows])
+        _edit_jsonl(
+            root / "data" / f"dataset_samples_stratified_{subset}.jsonl",
+            lambda rows: [change(r) for r in rows],
+        )
 
 
 def _case(out: Path, case_id: str) -> dict[str, Any]:
@@ -58,6 +64,7 @@ def _case(out: Path, case_id: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- simulation
+
 
 def test_simulation_is_kept_without_lenient(tmp_path: Path) -> None:
     root = _copy(tmp_path)
@@ -79,15 +86,20 @@ def test_simulation_must_be_text_and_agree_across_subsets(tmp_path: Path) -> Non
         import_cti_realm(root, tmp_path / "out")
 
     root = _copy(tmp_path / "b")
-    _edit_jsonl(root / "data" / "dataset_samples_stratified_25.jsonl",
-                lambda rows: [r.update(simulation="one") for r in rows])
-    _edit_jsonl(root / "data" / "dataset_samples_stratified_50.jsonl",
-                lambda rows: [r.update(simulation="two") for r in rows])
+    _edit_jsonl(
+        root / "data" / "dataset_samples_stratified_25.jsonl",
+        lambda rows: [r.update(simulation="one") for r in rows],
+    )
+    _edit_jsonl(
+        root / "data" / "dataset_samples_stratified_50.jsonl",
+        lambda rows: [r.update(simulation="two") for r in rows],
+    )
     with pytest.raises(UpstreamFormatError, match="differs from its entry"):
         import_cti_realm(root, tmp_path / "out2")
 
 
 # --------------------------------------------------------------------------- layouts
+
 
 def _download_layout(tmp_path: Path) -> Path:
     """The folders ``download_data.py`` writes: telemetry under docker/kusto_init/data/."""
@@ -107,8 +119,9 @@ def test_the_download_data_layout_imports_like_the_snapshot(tmp_path: Path) -> N
     got = import_cti_realm(root, tmp_path / "out")
     want = import_cti_realm(UPSTREAM, tmp_path / "ref")
     assert got.warnings == want.warnings == []
-    assert {c: v["attack_events"] for c, v in got.cases.items()} == \
-        {c: v["attack_events"] for c, v in want.cases.items()}
+    assert {c: v["attack_events"] for c, v in got.cases.items()} == {
+        c: v["attack_events"] for c, v in want.cases.items()
+    }
     assert sorted(got.tables) == sorted(want.tables)
     assert (tmp_path / "out" / "upstream" / "seed_memory" / "workflow.md").is_file()
 
@@ -124,8 +137,23 @@ def test_neither_layout_names_both(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- column names
 
-NAMES = ["a[0]", "[Level]", "_ResourceId", "Properties.Status", "Client App (v2);x,y{z}",
-         "a__b", "x[1].y[2]", "1st", "9", "[]", "__", "Ok", "a b  c", "(x)", "props{0}.v"]
+NAMES = [
+    "a[0]",
+    "[Level]",
+    "_ResourceId",
+    "Properties.Status",
+    "Client App (v2);x,y{z}",
+    "a__b",
+    "x[1].y[2]",
+    "1st",
+    "9",
+    "[]",
+    "__",
+    "Ok",
+    "a b  c",
+    "(x)",
+    "props{0}.v",
+]
 
 
 def _upstream_loader(monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -167,8 +195,7 @@ def test_column_names_without_upstream() -> None:
     assert sanitize_column("x[1].y[2]") == "x1_y2"
 
 
-def test_column_types_follow_upstreams_inference(monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
+def test_column_types_follow_upstreams_inference(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Upstream's own schema inference over every table file: the same type per column, except
     an integer beyond 32 bits, which upstream declares ``int`` (its ingestion then fails) and
     the importer ``long``."""
@@ -183,13 +210,13 @@ def test_column_types_follow_upstreams_inference(monkeypatch: pytest.MonkeyPatch
         # every row, as the importer reads them (upstream samples the first ten)
         upstream = loader.analyze_jsonl_schema(path, sample_size=len(rows))
         for column, kind in upstream.items():
-            values = [r[k] for r in rows for k in r if sanitize_column(k) == column
-                      and r[k] is not None]
-            wide = any(isinstance(v, int) and not isinstance(v, bool) and not -2**31 <= v < 2**31
-                       for v in values)
+            values = [r[k] for r in rows for k in r if sanitize_column(k) == column and r[k] is not None]
+            wide = any(
+                isinstance(v, int) and not isinstance(v, bool) and not -(2**31) <= v < 2**31 for v in values
+            )
             expected = "long" if kind == "int" and wide else kind
             if kind == "string" and not values:
-                continue   # all null: both say string
+                continue  # all null: both say string
             assert ours[column] == expected, (path.name, column, kind, ours[column])
             compared += 1
     assert compared > 40
@@ -198,8 +225,10 @@ def test_column_types_follow_upstreams_inference(monkeypatch: pytest.MonkeyPatch
 
 def test_imported_schema_uses_upstream_names(tmp_path: Path) -> None:
     root = _copy(tmp_path)
-    _edit_jsonl(root / "kusto_data" / "signinlogs.jsonl",
-                lambda rows: [r.update({"Tags[0]": "x", "2fa": True, "Geo__City": "Oslo"}) for r in rows])
+    _edit_jsonl(
+        root / "kusto_data" / "signinlogs.jsonl",
+        lambda rows: [r.update({"Tags[0]": "x", "2fa": True, "Geo__City": "Oslo"}) for r in rows],
+    )
     result = import_cti_realm(root, tmp_path / "out")
     columns = dict(load_schemas(tmp_path / "out" / "telemetry" / "schemas")["SignInLogs"].columns)
     assert {"Tags0", "Field_2fa", "Geo_City"} <= set(columns)
@@ -208,29 +237,43 @@ def test_imported_schema_uses_upstream_names(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- labelling
 
+
 def test_patterns_do_not_leak_into_tables_lacking_their_columns(tmp_path: Path) -> None:
     root = _copy(tmp_path)
     # a sign-in whose user agent matches aks_001's UserAgent pattern: SignInLogs has no
     # ObjectRef_Resource column, so labelling it by UserAgent alone would be wrong
-    _edit_jsonl(root / "kusto_data" / "signinlogs.jsonl",
-                lambda rows: rows[0].update(UserAgent="kubectl sim-9d2b41"))
-    _edit_samples(root, lambda r: r["ground_truth"].update(data_sources=["AKSAudit", "SignInLogs"])
-                  if r["id"] == "aks_001" else None)
+    _edit_jsonl(
+        root / "kusto_data" / "signinlogs.jsonl", lambda rows: rows[0].update(UserAgent="kubectl sim-9d2b41")
+    )
+    _edit_samples(
+        root,
+        lambda r: (
+            r["ground_truth"].update(data_sources=["AKSAudit", "SignInLogs"])
+            if r["id"] == "aks_001"
+            else None
+        ),
+    )
     result = import_cti_realm(root, tmp_path / "out")
     labelling = result.cases["aks_001"]["labelling"]
     assert labelling["events"] == 4
     assert labelling["tables"]["AKSAudit"] == {
-        "events": 4, "patterns": {"UserAgent": "UserAgent", "ObjectRef_Resource": "ObjectRef_Resource"}}
+        "events": 4,
+        "patterns": {"UserAgent": "UserAgent", "ObjectRef_Resource": "ObjectRef_Resource"},
+    }
     assert "ObjectRef_Resource" in labelling["tables"]["SignInLogs"]["refused"]
-    assert result.warnings == []   # the other table was labelled; the refusal is in the report
+    assert result.warnings == []  # the other table was labelled; the refusal is in the report
     assert list(_case(tmp_path / "out", "aks_001")["ground_truth"]["attack_events"]) == ["AKSAudit"]
-    assert result.tables["SignInLogs"]["attack_rows"] == 3   # cloud_001's, as before
+    assert result.tables["SignInLogs"]["attack_rows"] == 3  # cloud_001's, as before
 
 
 def test_a_table_missing_a_pattern_column_is_not_labelled(tmp_path: Path) -> None:
     root = _copy(tmp_path)
-    _edit_samples(root, lambda r: r["ground_truth"]["regex_patterns"].update(NoSuchColumn=".*")
-                  if r["id"] == "cloud_001" else None)
+    _edit_samples(
+        root,
+        lambda r: (
+            r["ground_truth"]["regex_patterns"].update(NoSuchColumn=".*") if r["id"] == "cloud_001" else None
+        ),
+    )
     result = import_cti_realm(root, tmp_path / "out")
     assert result.cases["cloud_001"]["attack_events"] == 0
     assert result.cases["cloud_001"]["labelling"]["events"] == 0
@@ -242,17 +285,35 @@ def test_nested_and_renamed_pattern_columns(tmp_path: Path) -> None:
     root = _copy(tmp_path)
     # upstream spells nested fields with a dot: a path into a dynamic column, or the
     # flat column upstream's renaming makes of it, names compared case-insensitively
-    _edit_samples(root, lambda r: r["ground_truth"].update(regex_patterns={
-        "ObjectRef.resource": "^secrets$", "User.username": "^system:serviceaccount:web:", "useragent": ".*sim-9d2b41.*"})
-        if r["id"] == "aks_001" else None)
+    _edit_samples(
+        root,
+        lambda r: (
+            r["ground_truth"].update(
+                regex_patterns={
+                    "ObjectRef.resource": "^secrets$",
+                    "User.username": "^system:serviceaccount:web:",
+                    "useragent": ".*sim-9d2b41.*",
+                }
+            )
+            if r["id"] == "aks_001"
+            else None
+        ),
+    )
     result = import_cti_realm(root, tmp_path / "out")
     entry = result.cases["aks_001"]["labelling"]["tables"]["AKSAudit"]
-    assert entry["patterns"] == {"ObjectRef.resource": "ObjectRef_Resource",
-                                 "User.username": "User.username", "useragent": "UserAgent"}
-    rows = [json.loads(line) for line in
-            (root / "kusto_data" / "aksaudit.jsonl").read_text().splitlines()]
-    want = sum(1 for r in rows if r["ObjectRef.Resource"] == "secrets"
-               and r["User"]["username"].startswith("system:serviceaccount:web:") and "sim-9d2b41" in r["UserAgent"])
+    assert entry["patterns"] == {
+        "ObjectRef.resource": "ObjectRef_Resource",
+        "User.username": "User.username",
+        "useragent": "UserAgent",
+    }
+    rows = [json.loads(line) for line in (root / "kusto_data" / "aksaudit.jsonl").read_text().splitlines()]
+    want = sum(
+        1
+        for r in rows
+        if r["ObjectRef.Resource"] == "secrets"
+        and r["User"]["username"].startswith("system:serviceaccount:web:")
+        and "sim-9d2b41" in r["UserAgent"]
+    )
     assert want > 0 and entry["events"] == want == result.cases["aks_001"]["attack_events"]
 
 
@@ -269,16 +330,28 @@ def test_a_two_table_case_shaped_like_upstreams_linux_cases(tmp_path: Path) -> N
     root = _copy(tmp_path)
     # upstream's linux cases list both device tables and spell pattern keys in lower case;
     # DeviceFileEvents has FileName but no ProcessCommandLine, so it must stay unlabelled
-    _edit_samples(root, lambda r: r["ground_truth"].update(
-        data_sources=["DeviceProcessEvents", "DeviceFileEvents"],
-        regex_patterns={"filename": ".*", "processcommandline": ".*c0ffee11-persist.*"})
-        if r["id"] == "linux_001" else None)
+    _edit_samples(
+        root,
+        lambda r: (
+            r["ground_truth"].update(
+                data_sources=["DeviceProcessEvents", "DeviceFileEvents"],
+                regex_patterns={"filename": ".*", "processcommandline": ".*c0ffee11-persist.*"},
+            )
+            if r["id"] == "linux_001"
+            else None
+        ),
+    )
     result = import_cti_realm(root, tmp_path / "out")
     tables = result.cases["linux_001"]["labelling"]["tables"]
     assert tables["DeviceProcessEvents"]["events"] == 5
-    assert tables["DeviceProcessEvents"]["patterns"] == {"filename": "FileName",
-                                                          "processcommandline": "ProcessCommandLine"}
-    assert tables["DeviceFileEvents"] == {"events": 0, "patterns": {},
-                                          "refused": "no column for pattern(s) processcommandline"}
+    assert tables["DeviceProcessEvents"]["patterns"] == {
+        "filename": "FileName",
+        "processcommandline": "ProcessCommandLine",
+    }
+    assert tables["DeviceFileEvents"] == {
+        "events": 0,
+        "patterns": {},
+        "refused": "no column for pattern(s) processcommandline",
+    }
     assert result.tables["DeviceFileEvents"]["attack_rows"] == 0
     assert result.warnings == []

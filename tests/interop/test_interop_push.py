@@ -34,14 +34,31 @@ def mini_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return build_store(Dataset.load(root / "telemetry"), cache_dir=root / "cache")
 
 
-def test_push_creates_tables_ingests_rows_and_resumes(mini_store: Store, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_push_creates_tables_ingests_rows_and_resumes(
+    mini_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     state = tmp_path / "push-state.json"
     with writable_endpoint(tmp_path / "scratch.duckdb") as url:
         cluster = url.replace("http://", "kusto://")
-        code = main(["telemetry", "push", "--cluster", cluster, "--database", "scratch",
-                     "--telemetry", str(_telemetry_of(mini_store)), "--cache-dir",
-                     str(mini_store.path.parent), "--state", str(state), "--batch-rows", "2", "--json"])
+        code = main(
+            [
+                "telemetry",
+                "push",
+                "--cluster",
+                cluster,
+                "--database",
+                "scratch",
+                "--telemetry",
+                str(_telemetry_of(mini_store)),
+                "--cache-dir",
+                str(mini_store.path.parent),
+                "--state",
+                str(state),
+                "--batch-rows",
+                "2",
+                "--json",
+            ]
+        )
         report = json.loads(capsys.readouterr().out)
         assert code == 0 and report["complete"] and report["mode"] == "direct"
         for table, counts in report["tables"].items():
@@ -51,16 +68,28 @@ def test_push_creates_tables_ingests_rows_and_resumes(mini_store: Store, tmp_pat
 
         # resumed: nothing is sent twice, the counts still match
         client = make_client(parse_kusto_url(f"{cluster}/scratch"))
-        again = push_store(mini_store, client, "scratch", cluster=parse_kusto_url(f"{cluster}/x").url,
-                           batch_rows=2, state_path=state)
+        again = push_store(
+            mini_store,
+            client,
+            "scratch",
+            cluster=parse_kusto_url(f"{cluster}/x").url,
+            batch_rows=2,
+            state_path=state,
+        )
         assert again.complete
         assert again.tables["AKSAudit"].skipped_batches == 3
         assert again.tables["AKSAudit"].arrived == 5
 
         # a state file for another batch size is refused, not silently mixed
         with pytest.raises(PushError, match="batch_rows"):
-            push_store(mini_store, client, "scratch", cluster=parse_kusto_url(f"{cluster}/x").url,
-                       batch_rows=3, state_path=state)
+            push_store(
+                mini_store,
+                client,
+                "scratch",
+                cluster=parse_kusto_url(f"{cluster}/x").url,
+                batch_rows=3,
+                state_path=state,
+            )
 
         # the pushed rows are the store's rows, value for value
         local = LocalEngine.of_store(mini_store)
@@ -101,27 +130,57 @@ def test_queued_push_waits_for_arrival(mini_store: Store, tmp_path: Path) -> Non
         client = make_client(parse_kusto_url(f"{url}/scratch"))
         ingest = _FakeQueuedIngest(client, "scratch")
         tables = ["AKSAudit", "DeviceProcessEvents"]
-        pending = push_store(mini_store, client, "scratch", cluster=url, mode="queued",
-                             ingest_client=ingest, state_path=tmp_path / "q.json", wait=0,
-                             tables=tables)
+        pending = push_store(
+            mini_store,
+            client,
+            "scratch",
+            cluster=url,
+            mode="queued",
+            ingest_client=ingest,
+            state_path=tmp_path / "q.json",
+            wait=0,
+            tables=tables,
+        )
         assert not pending.complete and pending.tables["AKSAudit"].arrived == 0
         assert pending.tables["AKSAudit"].sent_rows == 5
         ingest.deliver(store_schemas(mini_store))
-        done = push_store(mini_store, client, "scratch", cluster=url, mode="queued",
-                          ingest_client=ingest, state_path=tmp_path / "q.json", wait=5, poll=0.1,
-                          tables=tables)
+        done = push_store(
+            mini_store,
+            client,
+            "scratch",
+            cluster=url,
+            mode="queued",
+            ingest_client=ingest,
+            state_path=tmp_path / "q.json",
+            wait=5,
+            poll=0.1,
+            tables=tables,
+        )
         assert done.complete and not ingest.queued  # resumed: nothing queued again
         assert sorted(done.tables) == tables
 
 
 def test_commands_and_literals() -> None:
-    schemas = store_schemas(Store(Path("x"), {"schemas": {"T x": {
-        "id_column": "a", "time_column": "t",
-        "columns": [["a", "long"], ["t", "datetime"], ["d", "dynamic"], ["s", "string"]]}}},
-        None))  # type: ignore[arg-type]
+    schemas = store_schemas(
+        Store(
+            Path("x"),
+            {
+                "schemas": {
+                    "T x": {
+                        "id_column": "a",
+                        "time_column": "t",
+                        "columns": [["a", "long"], ["t", "datetime"], ["d", "dynamic"], ["s", "string"]],
+                    }
+                }
+            },
+            None,
+        )
+    )  # type: ignore[arg-type]
     schema = schemas["T x"]
-    assert create_table_command(schema) == ".create-merge table ['T x'] (a:long, t:datetime, " \
-                                           "d:dynamic, s:string)"
+    assert (
+        create_table_command(schema) == ".create-merge table ['T x'] (a:long, t:datetime, "
+        "d:dynamic, s:string)"
+    )
     assert kql_literal(None, "string") == '""'
     assert kql_literal('a "q"\nb\\', "string") == '"a \\"q\\"\\nb\\\\"'
     assert kql_literal(None, "long") == "long(null)"

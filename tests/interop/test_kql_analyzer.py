@@ -40,9 +40,11 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 ENGINE_TESTS = ROOT / "tests" / "engine"
 CONFORMANCE: list[dict[str, Any]] = yaml.safe_load(
-    (ENGINE_TESTS / "conformance.yaml").read_text(encoding="utf-8"))["cases"]
+    (ENGINE_TESTS / "conformance.yaml").read_text(encoding="utf-8")
+)["cases"]
 CONFORMANCE_TABLES: dict[str, Any] = yaml.safe_load(
-    (ENGINE_TESTS / "conformance_tables.yaml").read_text(encoding="utf-8"))
+    (ENGINE_TESTS / "conformance_tables.yaml").read_text(encoding="utf-8")
+)
 
 RULE_KQL = sorted((ROOT / "rules").rglob("*.kql"))
 RULE_SIGMA = sorted((ROOT / "rules").rglob("*_sigma.yml"))
@@ -68,8 +70,9 @@ def _errors(analysis: Analysis) -> str:
     return "; ".join(str(d) for d in analysis.errors)
 
 
-def _once(request: pytest.FixtureRequest, name: str,
-          compute: Callable[[], dict[str, Analysis]]) -> dict[str, Analysis]:
+def _once(
+    request: pytest.FixtureRequest, name: str, compute: Callable[[], dict[str, Analysis]]
+) -> dict[str, Analysis]:
     """*compute* once per test session, also under xdist (pytest-xdist's recipe: the first
     worker writes the result beside the workers' temporary folders, the others read it)."""
     worker = getattr(request.config, "workerinput", None)
@@ -82,12 +85,12 @@ def _once(request: pytest.FixtureRequest, name: str,
             data = json.loads(path.read_text(encoding="utf-8"))
             return {k: Analysis.from_record(v) for k, v in data.items()}
         result = compute()
-        path.write_text(json.dumps({k: v.to_record() for k, v in result.items()}),
-                        encoding="utf-8")
+        path.write_text(json.dumps({k: v.to_record() for k, v in result.items()}), encoding="utf-8")
         return result
 
 
 # ------------------------------------------------------------------ the schemas, as declared
+
 
 @pytest.fixture(scope="module")
 def schemas() -> dict:
@@ -108,13 +111,15 @@ def test_analyzer_sees_the_declared_schemas() -> None:
 
 def test_analyzer_reports_what_kusto_refuses() -> None:
     chain = " or ".join(f'ProcessCommandLine contains "pkg-{i}"' for i in range(1091))
-    seen = analyze({
-        "ok": "DeviceProcessEvents | where ProcessCommandLine has 'curl' | project ReportId",
-        "column": "DeviceProcessEvents | where NoSuchColumn == 1",
-        "table": "NoSuchTable | take 1",
-        "syntax": "DeviceProcessEvents | where",
-        "flat": f"DeviceProcessEvents | where {chain}",
-    })
+    seen = analyze(
+        {
+            "ok": "DeviceProcessEvents | where ProcessCommandLine has 'curl' | project ReportId",
+            "column": "DeviceProcessEvents | where NoSuchColumn == 1",
+            "table": "NoSuchTable | take 1",
+            "syntax": "DeviceProcessEvents | where",
+            "flat": f"DeviceProcessEvents | where {chain}",
+        }
+    )
     assert seen["ok"].diagnostics == () and seen["ok"].columns == (("ReportId", "long"),)
     assert [d.code for d in seen["column"].errors] == ["KS142"]
     assert [d.code for d in seen["table"].errors] == ["KS204"]
@@ -126,10 +131,16 @@ def test_analyzer_reports_what_kusto_refuses() -> None:
 
 # ------------------------------------------------------------------ Sigma: long value lists
 
+
 def _rule(logsource: dict[str, str], detection: dict[str, Any]) -> dict[str, Any]:
-    return {"title": "Value list", "id": "7a1b2c3d-0000-4000-8000-0000000000a1", "status": "test",
-            "logsource": logsource, "detection": {**detection, "condition": "1 of selection*"},
-            "level": "low"}
+    return {
+        "title": "Value list",
+        "id": "7a1b2c3d-0000-4000-8000-0000000000a1",
+        "status": "test",
+        "logsource": logsource,
+        "detection": {**detection, "condition": "1 of selection*"},
+        "level": "low",
+    }
 
 
 LINUX_PROC = {"product": "linux", "category": "process_creation"}
@@ -143,23 +154,38 @@ def _packages(count: int) -> list[str]:
 def _list_rules(count: int, modifiers: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     values = _packages(count)
     rules = {
-        f"{modifier or 'equals'}-{count}": _rule(LINUX_PROC, {"selection": {
-            f"CommandLine{modifier}": values}})
+        f"{modifier or 'equals'}-{count}": _rule(
+            LINUX_PROC, {"selection": {f"CommandLine{modifier}": values}}
+        )
         for modifier in modifiers
     }
-    rules[f"mixed-wildcards-{count}"] = _rule(LINUX_PROC, {"selection": {
-        "CommandLine": [*values[: count // 2], *(f"npm * {v}" for v in values[count // 2:])]}})
-    rules[f"two-lists-{count}"] = _rule(LINUX_PROC, {
-        "selection_image": {"Image|endswith": ["/npm", "/node", "/bun"],
-                            "CommandLine|contains": values},
-        "selection_parent": {"ParentCommandLine|contains": values[: count // 3]}})
-    rules[f"file-event-{count}"] = _rule({"product": "linux", "category": "file_event"}, {
-        "selection": {"TargetFilename|endswith": [f"/node_modules/{v}/setup.js"
-                                                  for v in values]}})
-    rules[f"aks-list-field-{count}"] = _rule({"product": "kubernetes", "service": "audit"}, {
-        "selection": {"user.groups": [f"group-{i}" for i in range(count)]}})
-    rules[f"signin-numbers-{count}"] = _rule({"product": "azure", "service": "signinlogs"}, {
-        "selection": {"ResultType": list(range(50000, 50000 + count))}})
+    rules[f"mixed-wildcards-{count}"] = _rule(
+        LINUX_PROC,
+        {
+            "selection": {
+                "CommandLine": [*values[: count // 2], *(f"npm * {v}" for v in values[count // 2 :])]
+            }
+        },
+    )
+    rules[f"two-lists-{count}"] = _rule(
+        LINUX_PROC,
+        {
+            "selection_image": {"Image|endswith": ["/npm", "/node", "/bun"], "CommandLine|contains": values},
+            "selection_parent": {"ParentCommandLine|contains": values[: count // 3]},
+        },
+    )
+    rules[f"file-event-{count}"] = _rule(
+        {"product": "linux", "category": "file_event"},
+        {"selection": {"TargetFilename|endswith": [f"/node_modules/{v}/setup.js" for v in values]}},
+    )
+    rules[f"aks-list-field-{count}"] = _rule(
+        {"product": "kubernetes", "service": "audit"},
+        {"selection": {"user.groups": [f"group-{i}" for i in range(count)]}},
+    )
+    rules[f"signin-numbers-{count}"] = _rule(
+        {"product": "azure", "service": "signinlogs"},
+        {"selection": {"ResultType": list(range(50000, 50000 + count))}},
+    )
     return rules
 
 
@@ -168,13 +194,17 @@ def _list_rules(count: int, modifiers: tuple[str, ...]) -> dict[str, dict[str, A
 #: plain values), and 4,000 values as one `in~` list and as grouped `contains` terms.
 LIST_RULES = {
     **_list_rules(1091, ("", "|contains", "|contains|all", "|re")),
-    **{name: rule for name, rule in _list_rules(4000, ("", "|contains")).items()
-       if name in ("equals-4000", "|contains-4000")},
+    **{
+        name: rule
+        for name, rule in _list_rules(4000, ("", "|contains")).items()
+        if name in ("equals-4000", "|contains-4000")
+    },
 }
 #: a path below an array of objects becomes one sub-query per value; 1,091 of them are enough
 LIST_RULES["auditlogs-array-of-objects-1091"] = _rule(
     {"product": "azure", "service": "auditlogs"},
-    {"selection": {"targetResources.type": [f"Type {i}" for i in range(1091)]}})
+    {"selection": {"targetResources.type": [f"Type {i}" for i in range(1091)]}},
+)
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +222,7 @@ def test_long_value_list_is_accepted(list_analysis: dict, name: str) -> None:
 
 
 # ------------------------------------------------------------------ rules/ and cases/
+
 
 @pytest.fixture(scope="module")
 def content_analysis(request: pytest.FixtureRequest, schemas: dict) -> dict[str, Analysis]:
@@ -240,8 +271,7 @@ def test_sigmahq_rules_convert_to_kql_the_analyzer_accepts(schemas: dict) -> Non
     kql = {}
     for path in sorted(SIGMAHQ.rglob("*.yml")):
         try:
-            kql[path.relative_to(SIGMAHQ).as_posix()] = convert(parse_rule(path),
-                                                               schemas=schemas).kql
+            kql[path.relative_to(SIGMAHQ).as_posix()] = convert(parse_rule(path), schemas=schemas).kql
         except SigmaRuleError:
             continue  # refused with a reason: tests/sigma/test_sigmahq.py checks those
     assert len(kql) >= 200
@@ -255,19 +285,19 @@ def test_sigmahq_rules_convert_to_kql_the_analyzer_accepts(schemas: dict) -> Non
 #: Where the engine and the analyzer disagree on whether a conformance query is valid KQL.
 VALIDITY_DIFFERENCES = {
     "todynamic_array_length": "the analyzer refuses array_length() of a literal dynamic that "
-                              "is not an array (KS234); the engine returns null, as the docs "
-                              "say for a non-array value",
+    "is not an array (KS234); the engine returns null, as the docs "
+    "say for a non-array value",
     "count_of_an_expression_ignores_nulls": "Kusto's count() takes no argument but a bool "
-                                            "(KS107); the engine counts non-null values of "
-                                            "count(x), which real hunting queries use",
+    "(KS107); the engine counts non-null values of "
+    "count(x), which real hunting queries use",
     "error_bad_conversion_at_run_time": "Kusto refuses datetime > string when it analyses the "
-                                        "query (KS106); the engine fails at run time",
+    "query (KS106); the engine fails at run time",
     "error_let_tabular_function_recursion_refused": "Kusto refuses the recursive call as an "
-                                                    "unknown function (KS211); the engine "
-                                                    "reports it as unsupported",
+    "unknown function (KS211); the engine "
+    "reports it as unsupported",
     "error_series_stats_inside_an_expression": "Kusto refuses the comparison of series_stats' "
-                                               "tuple (KS106); the engine reports the function "
-                                               "as unsupported in an expression",
+    "tuple (KS106); the engine reports the function "
+    "as unsupported in an expression",
 }
 
 #: Where the analyzer infers other result column names or types than the engine returns.
@@ -277,12 +307,11 @@ COLUMN_DIFFERENCES = {
     "week_month_add_part": "datetime_part() is int in Kusto, long in the engine",
     "deprecated_parsejson_and_datepart": "datepart() is int in Kusto, long in the engine",
     "array_functions": "array_index_of() is long in Kusto, int in the engine",
-    "jaccard_index": "the analyzer types jaccard_index() as dynamic (the docs say real, the "
-                     "engine's type)",
+    "jaccard_index": "the analyzer types jaccard_index() as dynamic (the docs say real, the engine's type)",
     "deprecated_argmax": "Kusto names argmax()'s columns max_FileSize, max_FileSize_FileName; "
-                         "the engine keeps FileSize, FileName",
+    "the engine keeps FileSize, FileName",
     "deprecated_argmin_by": "Kusto names argmin()'s columns min_FileSize, "
-                            "min_FileSize_FileName; the engine keeps FileSize, FileName",
+    "min_FileSize_FileName; the engine keeps FileSize, FileName",
     "deprecated_any": "Kusto names any()'s column any_FileName; the engine keeps FileName",
 }
 
@@ -296,8 +325,7 @@ def _conformance_params(known: dict[str, str], *, accepted_only: bool = False) -
     for case in CONFORMANCE:
         if accepted_only and "error" in case:
             continue
-        marks = [pytest.mark.xfail(strict=True, reason=known[case["name"]])] \
-            if case["name"] in known else []
+        marks = [pytest.mark.xfail(strict=True, reason=known[case["name"]])] if case["name"] in known else []
         params.append(pytest.param(case, id=case["name"], marks=marks))
     return params
 
@@ -305,8 +333,11 @@ def _conformance_params(known: dict[str, str], *, accepted_only: bool = False) -
 @pytest.fixture(scope="module")
 def conformance_analysis(request: pytest.FixtureRequest) -> dict[str, Analysis]:
     schemas = {name: spec["schema"] for name, spec in CONFORMANCE_TABLES["tables"].items()}
-    return _once(request, "conformance", lambda: analyze(
-        {case["name"]: case["kql"] for case in CONFORMANCE}, schemas=schemas))
+    return _once(
+        request,
+        "conformance",
+        lambda: analyze({case["name"]: case["kql"] for case in CONFORMANCE}, schemas=schemas),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +346,8 @@ def conformance_engine() -> Any:
     engine = LocalEngine.from_tables(
         tables={name: spec["rows"] for name, spec in tables.items()},
         schemas={name: [tuple(c) for c in spec["schema"]] for name, spec in tables.items()},
-        now=str(CONFORMANCE_TABLES["now"]))
+        now=str(CONFORMANCE_TABLES["now"]),
+    )
     yield engine
     engine.close()
 
@@ -335,20 +367,28 @@ def test_conformance_validity_agrees(conformance_analysis: dict, case: dict) -> 
         assert not seen.errors, _errors(seen)
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(case, id=case["name"]) for case in CONFORMANCE
-    if case.get("error", {}).get("type") in INVALID and "line" in case["error"]])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, id=case["name"])
+        for case in CONFORMANCE
+        if case.get("error", {}).get("type") in INVALID and "line" in case["error"]
+    ],
+)
 def test_error_positions_agree(conformance_analysis: dict, case: dict) -> None:
     """Where the engine's error names a line and column, the analyzer's first error is there."""
     first = conformance_analysis[case["name"]].errors[0]
     assert (first.line, first.column) == (case["error"]["line"], case["error"]["column"]), first
 
 
-@pytest.mark.xfail(strict=True, reason="`latest` is a Kusto keyword, refused as a let name; "
-                                       "the engine takes it as a name")
+@pytest.mark.xfail(
+    strict=True, reason="`latest` is a Kusto keyword, refused as a let name; the engine takes it as a name"
+)
 def test_keyword_as_a_let_name(conformance_analysis: dict, conformance_engine: LocalEngine) -> None:
-    kql = ("let latest = toscalar(Proc | summarize max(Timestamp));\n"
-           "Proc | where Timestamp == latest | project ReportId")
+    kql = (
+        "let latest = toscalar(Proc | summarize max(Timestamp));\n"
+        "Proc | where Timestamp == latest | project ReportId"
+    )
     schemas = {name: spec["schema"] for name, spec in CONFORMANCE_TABLES["tables"].items()}
     assert analyze({"q": kql}, schemas=schemas)["q"].errors
     conformance_engine.query(kql)  # accepted today: a difference

@@ -43,8 +43,9 @@ def client(server: Any) -> Iterator[KustoClient]:
 def post(server: Any, route: str, csl: str, db: str | None = "ctirealm") -> tuple[int, Any]:
     """A raw POST, as a hand-written client sends it: (status, parsed body)."""
     body = json.dumps({"db": db, "csl": csl}).encode()
-    request = urllib.request.Request(server.url + route, data=body,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        server.url + route, data=body, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -57,6 +58,7 @@ def primary(frames: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- databases
+
 
 def test_default_database_is_an_alias_and_unknown_ones_are_named(client: KustoClient) -> None:
     # execute(None, ...) sends the SDK's default database, NetDefaultDB
@@ -78,14 +80,24 @@ def test_show_databases_lists_only_the_served_one(client: KustoClient) -> None:
 
 # --------------------------------------------------------------------------- values and types
 
+
 def test_guid_decimal_bool_and_ticks_match_kusto(client: KustoClient, server: Any) -> None:
-    query = (f"print g = toguid('{GUID}'), n = new_guid(), d = todecimal(1.5), b = true, "
-             "t = datetime(2026-01-01 10:00:00.123456), w = datetime(2026-01-01), "
-             "s = 1d + 1s + 1ms")
+    query = (
+        f"print g = toguid('{GUID}'), n = new_guid(), d = todecimal(1.5), b = true, "
+        "t = datetime(2026-01-01 10:00:00.123456), w = datetime(2026-01-01), "
+        "s = 1d + 1s + 1ms"
+    )
     table = client.execute("ctirealm", query).primary_results[0]
     kinds = {c.column_name: c.column_type for c in table.columns}
-    assert kinds == {"g": "guid", "n": "guid", "d": "decimal", "b": "bool", "t": "datetime",
-                     "w": "datetime", "s": "timespan"}
+    assert kinds == {
+        "g": "guid",
+        "n": "guid",
+        "d": "decimal",
+        "b": "bool",
+        "t": "datetime",
+        "w": "datetime",
+        "s": "timespan",
+    }
     row = table[0]
     assert str(row["g"]) == GUID and row["d"] == Decimal("1.5") and row["b"] is True
     assert row["t"].microsecond == 123456
@@ -127,17 +139,28 @@ def test_a_wide_result_streams_whole(client: KustoClient, server: Any) -> None:
 
 # --------------------------------------------------------------------------- errors
 
-@pytest.mark.parametrize(("query", "code", "text"), [
-    ("Proc | where nosuch == 1", "SEM0100",
-     "'where' operator: Failed to resolve scalar expression named 'nosuch'"),
-    ("Proc | project DeviceName, Nope", "SEM0100",
-     "'project' operator: Failed to resolve scalar expression named 'Nope'"),
-    ("NoSuchTable | take 1", "SEM0100", "Failed to resolve table expression named 'NoSuchTable'"),
-    ("print nofunc(1)", "SEM0260", "Unknown function: 'nofunc'"),
-    ("Proc | wher x", "SYN0002", "Syntax error: SYN0002"),
-])
-def test_errors_read_as_kusto_errors(client: KustoClient, server: Any, query: str, code: str,
-                                     text: str) -> None:
+
+@pytest.mark.parametrize(
+    ("query", "code", "text"),
+    [
+        (
+            "Proc | where nosuch == 1",
+            "SEM0100",
+            "'where' operator: Failed to resolve scalar expression named 'nosuch'",
+        ),
+        (
+            "Proc | project DeviceName, Nope",
+            "SEM0100",
+            "'project' operator: Failed to resolve scalar expression named 'Nope'",
+        ),
+        ("NoSuchTable | take 1", "SEM0100", "Failed to resolve table expression named 'NoSuchTable'"),
+        ("print nofunc(1)", "SEM0260", "Unknown function: 'nofunc'"),
+        ("Proc | wher x", "SYN0002", "Syntax error: SYN0002"),
+    ],
+)
+def test_errors_read_as_kusto_errors(
+    client: KustoClient, server: Any, query: str, code: str, text: str
+) -> None:
     with pytest.raises(KustoApiError) as caught:
         client.execute("ctirealm", query)
     error = caught.value.get_api_error()
@@ -156,8 +179,7 @@ def test_timeouts_and_writes_are_kusto_errors(client: KustoClient) -> None:
     properties = ClientRequestProperties()
     properties.set_option("servertimeout", timedelta(seconds=0.3))
     with pytest.raises(KustoServiceError, match="E_QUERY_TIMEOUT"):
-        client.execute("ctirealm", "range i from 1 to 5000000000 step 1 | summarize sum(i * i)",
-                       properties)
+        client.execute("ctirealm", "range i from 1 to 5000000000 step 1 | summarize sum(i * i)", properties)
     with pytest.raises(KustoServiceError, match="read-only"):
         client.execute_mgmt("ctirealm", ".set-or-append Proc <| Proc | take 1")
     assert client.execute("ctirealm", "Proc | count").primary_results[0][0][0] > 0
@@ -165,25 +187,37 @@ def test_timeouts_and_writes_are_kusto_errors(client: KustoClient) -> None:
 
 # --------------------------------------------------------------------------- schema commands
 
+
 def test_schema_commands(client: KustoClient, conformance_store: tuple[Path, datetime]) -> None:
     meta = json.loads(conformance_store[0].with_suffix(".meta.json").read_text(encoding="utf-8"))
     expected = {name: [tuple(c) for c in spec["columns"]] for name, spec in meta["schemas"].items()}
 
     table = client.execute_mgmt("ctirealm", ".show database schema").primary_results[0]
     assert [c.column_name for c in table.columns] == [
-        "DatabaseName", "TableName", "ColumnName", "ColumnType", "IsDefaultTable",
-        "IsDefaultColumn", "PrettyName", "Version"]
-    proc = [(r["ColumnName"], r["ColumnType"]) for r in table
-            if r["TableName"] == "Proc" and r["ColumnName"]]
+        "DatabaseName",
+        "TableName",
+        "ColumnName",
+        "ColumnType",
+        "IsDefaultTable",
+        "IsDefaultColumn",
+        "PrettyName",
+        "Version",
+    ]
+    proc = [(r["ColumnName"], r["ColumnType"]) for r in table if r["TableName"] == "Proc" and r["ColumnName"]]
     assert proc[0] == ("Timestamp", "System.DateTime") and len(proc) == len(expected["Proc"])
 
-    for command in (".show database schema as json", ".show database ctirealm schema as json",
-                    ".show database ['ctirealm'] schema as json",
-                    ".show databases (ctirealm) schema as json with (Tables=true, Functions=true)"):
+    for command in (
+        ".show database schema as json",
+        ".show database ctirealm schema as json",
+        ".show database ['ctirealm'] schema as json",
+        ".show databases (ctirealm) schema as json with (Tables=true, Functions=true)",
+    ):
         text = client.execute_mgmt("ctirealm", command).primary_results[0][0]["DatabaseSchema"]
         database = json.loads(text)["Databases"]["ctirealm"]
-        assert {t: [(c["Name"], c["CslType"]) for c in spec["OrderedColumns"]]
-                for t, spec in database["Tables"].items()} == expected
+        assert {
+            t: [(c["Name"], c["CslType"]) for c in spec["OrderedColumns"]]
+            for t, spec in database["Tables"].items()
+        } == expected
 
     schema = client.execute_mgmt("ctirealm", ".show table Proc schema as json").primary_results[0][0]
     assert schema["TableName"] == "Proc" and schema["DatabaseName"] == "ctirealm"
@@ -195,7 +229,8 @@ def test_schema_commands(client: KustoClient, conformance_store: tuple[Path, dat
     assert csl["Schema"] == ",".join(f"{c}:{t}" for c, t in expected["Proc"])
     every = client.execute_mgmt("ctirealm", ".show database ctirealm cslschema").primary_results[0]
     assert {r["TableName"]: r["Schema"] for r in every} == {
-        t: ",".join(f"{c}:{k}" for c, k in cols) for t, cols in expected.items()}
+        t: ",".join(f"{c}:{k}" for c, k in cols) for t, cols in expected.items()
+    }
 
     details = client.execute_mgmt("ctirealm", ".show tables details").primary_results[0]
     counts = {r["TableName"]: r["TotalRowCount"] for r in details}
@@ -216,6 +251,7 @@ def test_schema_commands_refuse_unknown_names(client: KustoClient) -> None:
 
 
 # --------------------------------------------------------------------------- IPv6
+
 
 def _ipv6_loopback() -> bool:
     if not socket.has_ipv6:
@@ -267,13 +303,22 @@ def test_serve_announces_a_bracketed_ipv6_url(conformance_store: tuple[Path, dat
 
 # --------------------------------------------------------------------------- the two encoders
 
-@pytest.mark.parametrize("query", [
-    "Proc", "File", "Act", "Diag", "Str", "Gap",
-    "print n = real(nan), i = real(+inf), j = real(-inf), z = real(null), e = 1e20, f = 0.1, "
-    "t = datetime(null), u = datetime(2026-03-01 12:00:00.000001), b = bool(null), s = '\"é\\\\'",
-    "range i from 1 to 3 step 1 | extend g = toguid(strcat('0b2f8a4e-1111-2222-3333-44445555666', "
-    "tostring(i))), d = parse_json('{\"a\": [1, 2.5, null]}')",
-])
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "Proc",
+        "File",
+        "Act",
+        "Diag",
+        "Str",
+        "Gap",
+        "print n = real(nan), i = real(+inf), j = real(-inf), z = real(null), e = 1e20, f = 0.1, "
+        "t = datetime(null), u = datetime(2026-03-01 12:00:00.000001), b = bool(null), s = '\"é\\\\'",
+        "range i from 1 to 3 step 1 | extend g = toguid(strcat('0b2f8a4e-1111-2222-3333-44445555666', "
+        "tostring(i))), d = parse_json('{\"a\": [1, 2.5, null]}')",
+    ],
+)
 def test_duckdb_writes_the_rows_python_would(server: Any, query: str) -> None:
     """The fast path (DuckDB writes each row's JSON) and the Python one agree value for value."""
     from duckdb_kql.engine import kql
@@ -290,8 +335,7 @@ def test_duckdb_writes_the_rows_python_would(server: Any, query: str) -> None:
     assert isinstance(fast, module.JsonRows) and len(fast) == len(slow)
     kinds = [module.kusto_type(t) for t in rel.types]
     columns = [module.RestColumn(n, k, "", k) for n, k in zip(rel.columns, kinds, strict=True)]
-    as_text = [b"".join(module._rows_json(module.Result(columns, rows))).decode()
-               for rows in (fast, slow)]
+    as_text = [b"".join(module._rows_json(module.Result(columns, rows))).decode() for rows in (fast, slow)]
     # through dumps again, so true and 1, or 1 and 1.0, do not pass as equal
     fast_rows, slow_rows = (json.dumps(json.loads(f"[{t}]")) for t in as_text)
     assert fast_rows == slow_rows
@@ -307,6 +351,7 @@ def test_a_failure_while_writing_rows_reaches_the_client(monkeypatch: pytest.Mon
     def broken(kind: str) -> Any:
         def encode(values: Any) -> list[Any]:
             raise ValueError("cannot write this value")
+
         return encode if kind == "long" else None
 
     monkeypatch.setattr(module, "_CHUNK_ROWS", 2)

@@ -7,8 +7,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-CHECKPOINTS = ["C0_cti_reports", "C1_attack_mapping", "C2_data_sources", "C3_query_iteration",
-               "C4_kql_detection", "C4_sigma_quality"]
+CHECKPOINTS = [
+    "C0_cti_reports",
+    "C1_attack_mapping",
+    "C2_data_sources",
+    "C3_query_iteration",
+    "C4_kql_detection",
+    "C4_sigma_quality",
+]
 
 
 def test_collection_ids_read_naturally(mini: pytest.Pytester) -> None:
@@ -21,7 +27,8 @@ def test_collection_ids_read_naturally(mini: pytest.Pytester) -> None:
 def test_selection_by_keyword_and_markers(mini: pytest.Pytester) -> None:
     result = mini.runpytest("--collect-only", "-q", "-k", "linux_001 and C1")
     assert [line for line in result.outlines if "::" in line] == [
-        "cases/linux/linux_001.yaml::linux_001::C1_attack_mapping"]
+        "cases/linux/linux_001.yaml::linux_001::C1_attack_mapping"
+    ]
     result = mini.runpytest("--collect-only", "-q", "-m", "realm_25 and linux")
     assert len([line for line in result.outlines if "::" in line]) == 6
     result = mini.runpytest("--collect-only", "-q", "--realm-subset", "25")
@@ -86,7 +93,8 @@ def test_under_xdist_each_case_runs_its_agent_once(mini: pytest.Pytester) -> Non
     # Every agent run appends a line; a case whose items were spread over workers would be
     # run once per worker (and its results written twice, racing).
     log = mini.path / "runs.log"
-    mini.makepyfile(counting_agent=f"""
+    mini.makepyfile(
+        counting_agent=f"""
         import os
         from ctirealm.agents.builtin import BaselineAgent
 
@@ -96,10 +104,12 @@ def test_under_xdist_each_case_runs_its_agent_once(mini: pytest.Pytester) -> Non
                 with open({str(log)!r}, "a") as out:
                     out.write(task.case_id + " " + os.environ.get("PYTEST_XDIST_WORKER", "-") + "\\n")
                 return super().run(task, tools)
-    """)
+    """
+    )
     mini.syspathinsert()
-    result = mini.runpytest_subprocess("--realm-agent", "python:counting_agent:Counting", "-n", "2",
-                                       "--realm-epochs", "2", "-v")
+    result = mini.runpytest_subprocess(
+        "--realm-agent", "python:counting_agent:Counting", "-n", "2", "--realm-epochs", "2", "-v"
+    )
     runs = sorted(log.read_text().split("\n")[:-1])
     assert [r.split()[0] for r in runs] == ["aks_001", "aks_001", "linux_001", "linux_001"], runs
     result.stdout.fnmatch_lines(["*scheduling tests via LoadFileScheduling*"])
@@ -113,14 +123,16 @@ def test_epochs_multiply_items_and_runs(mini: pytest.Pytester) -> None:
     result = mini.runpytest("--collect-only", "-q", "--realm-epochs", "2", "-k", "linux_001 and C3")
     assert [line for line in result.outlines if "::" in line] == [
         "cases/linux/linux_001.yaml::linux_001::C3_query_iteration[epoch1]",
-        "cases/linux/linux_001.yaml::linux_001::C3_query_iteration[epoch2]"]
+        "cases/linux/linux_001.yaml::linux_001::C3_query_iteration[epoch2]",
+    ]
 
 
 def test_replaying_recorded_trajectories_gives_the_same_scores(mini: pytest.Pytester) -> None:
     mini.runpytest("--realm-agent", "baseline", "--realm-report-dir", "first")
     first = json.loads((mini.path / "first" / "results.json").read_text())
-    mini.runpytest("--realm-agent", f"replay:{mini.path / 'first' / 'trajectories'}",
-                   "--realm-report-dir", "second")
+    mini.runpytest(
+        "--realm-agent", f"replay:{mini.path / 'first' / 'trajectories'}", "--realm-report-dir", "second"
+    )
     second = json.loads((mini.path / "second" / "results.json").read_text())
     assert first["summary"] == second["summary"]
     assert [c["checkpoints"] for c in first["cases"]] == [c["checkpoints"] for c in second["cases"]]

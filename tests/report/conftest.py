@@ -24,11 +24,24 @@ def chromium(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run headless Chromium on a URL with the given extra flags; stdout and stderr captured."""
 
     def run(url: str, *flags: str) -> subprocess.CompletedProcess[str]:
-        command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                   "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                   "--disable-sync", "--disable-extensions", "--hide-scrollbars",
-                   f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                   "--enable-logging=stderr", "--v=0", *flags, url]
+        command = [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            *flags,
+            url,
+        ]
         return subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
 
     return run

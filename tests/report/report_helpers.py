@@ -17,7 +17,8 @@ TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\
 
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),
-    reason="headless Chromium is not installed at /usr/bin/chromium (Debian: apt-get install chromium)")
+    reason="headless Chromium is not installed at /usr/bin/chromium (Debian: apt-get install chromium)",
+)
 
 
 def raw(name: str) -> dict[str, Any]:
@@ -41,8 +42,8 @@ def png_pixels(path: Path) -> tuple[int, int, list[bytes]]:
     pos, idat, width = 8, b"", 0
     height = depth = colour = interlace = 0
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IHDR":
             width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
@@ -56,7 +57,7 @@ def png_pixels(path: Path) -> tuple[int, int, list[bytes]]:
     previous = bytearray(stride)
     for y in range(height):
         start = y * (stride + 1)
-        kind, line = stream[start], bytearray(stream[start + 1:start + 1 + stride])
+        kind, line = stream[start], bytearray(stream[start + 1 : start + 1 + stride])
         if kind == 1:
             for i in range(bpp, stride):
                 line[i] = (line[i] + line[i - bpp]) & 0xFF

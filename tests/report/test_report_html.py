@@ -26,7 +26,10 @@ def _no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_tag_escapes_text_and_attributes() -> None:
-    assert tag("td", "<b>&", title='"x"', class_="num") == '<td title="&quot;x&quot;" class="num">&lt;b&gt;&amp;</td>'
+    assert (
+        tag("td", "<b>&", title='"x"', class_="num")
+        == '<td title="&quot;x&quot;" class="num">&lt;b&gt;&amp;</td>'
+    )
     assert tag("p", esc("<i>"), tag("b", "ok")) == "<p>&lt;i&gt;<b>ok</b></p>"
     assert tag("details", open=True, hidden=False) == "<details open></details>"
 
@@ -50,13 +53,28 @@ def test_hostile_agent_output_is_shown_as_text(results: Load) -> None:
 
 def test_the_overview_and_a_case_carry_what_a_reader_needs(results: Load) -> None:
     page = render_html(results("baseline"))
-    for text in ("Normalised score", "0.237", "95% CI 0.000 – 0.703", "Score by platform",
-                 "Score by checkpoint", "Checkpoints × cases", 'href="#case-linux_001-e1"',
-                 "Why points were lost", "Queries run (6)", "Final submission", "Sigma rule", "KQL query",
-                 "Attack events the final KQL matched (1)", "Benign events it matched — false positives (2)",
-                 "attack · DeviceProcessEvents · 418275039461",
-                 "Detection rules", "cron_from_web_shell.yml", "1 of 2 rules passed the gate",
-                 "crontab /tmp/.c-7e21a9", "hard_negative · DeviceProcessEvents · 611928374650"):
+    for text in (
+        "Normalised score",
+        "0.237",
+        "95% CI 0.000 – 0.703",
+        "Score by platform",
+        "Score by checkpoint",
+        "Checkpoints × cases",
+        'href="#case-linux_001-e1"',
+        "Why points were lost",
+        "Queries run (6)",
+        "Final submission",
+        "Sigma rule",
+        "KQL query",
+        "Attack events the final KQL matched (1)",
+        "Benign events it matched — false positives (2)",
+        "attack · DeviceProcessEvents · 418275039461",
+        "Detection rules",
+        "cron_from_web_shell.yml",
+        "1 of 2 rules passed the gate",
+        "crontab /tmp/.c-7e21a9",
+        "hard_negative · DeviceProcessEvents · 611928374650",
+    ):
         assert text in page, text
 
 
@@ -97,7 +115,7 @@ def test_hostile_output_does_not_run_in_chromium(tmp_path: Path, chromium: Calla
     assert console_messages(run.stderr) == []  # no script ran, nothing was blocked
     dom = run.stdout
     assert dom.count("<script>") == 1 and "<img" not in dom
-    assert "&lt;script&gt;alert(\"x\")&lt;/script&gt;" in dom
+    assert '&lt;script&gt;alert("x")&lt;/script&gt;' in dom
     assert "The case scored zero on every checkpoint" in dom
 
 
@@ -110,7 +128,8 @@ def test_an_empty_run_renders(tmp_path: Path, chromium: Callable[..., Any]) -> N
 
 
 _TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
-    ["</pre>", "<script>x</script>", '"><svg onload=alert(1)>', "&amp;", "]]>", "\u2028"])
+    ["</pre>", "<script>x</script>", '"><svg onload=alert(1)>', "&amp;", "]]>", "\u2028"]
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -130,10 +149,52 @@ def test_any_agent_text_is_escaped(title: str, query: str, error: str, agent: st
     assert parser.scripts == 1 and not parser.handlers
 
 
-_OWN_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "div", "h1", "h2", "h3", "p", "span",
-             "main", "footer", "script", "section", "dl", "dt", "dd", "small", "svg", "rect", "g", "line",
-             "circle", "text", "table", "thead", "tbody", "tr", "th", "td", "a", "br", "i", "b", "button",
-             "details", "summary", "pre", "ul", "li", "code"}
+_OWN_TAGS = {
+    "html",
+    "head",
+    "meta",
+    "title",
+    "style",
+    "body",
+    "header",
+    "div",
+    "h1",
+    "h2",
+    "h3",
+    "p",
+    "span",
+    "main",
+    "footer",
+    "script",
+    "section",
+    "dl",
+    "dt",
+    "dd",
+    "small",
+    "svg",
+    "rect",
+    "g",
+    "line",
+    "circle",
+    "text",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "a",
+    "br",
+    "i",
+    "b",
+    "button",
+    "details",
+    "summary",
+    "pre",
+    "ul",
+    "li",
+    "code",
+}
 
 
 class _Elements(HTMLParser):

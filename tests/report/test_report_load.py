@@ -25,20 +25,25 @@ def test_a_report_folder_means_its_results_json(tmp_path: Path) -> None:
     assert load_results(tmp_path)["run"]["agent"] == "oracle"
 
 
-@pytest.mark.parametrize(("document", "words"), [
-    (raw("old"), "no 'format' version; it was written by an older ctirealm"),
-    ({**raw("oracle"), "format": 0}, "results format 0 is older than this ctirealm reads"),
-    ({**raw("oracle"), "format": 99}, "results format 99 is newer than this ctirealm reads"),
-    ({**raw("oracle"), "format": "1"}, "format should be an integer version"),
-    ({"format": 1, "run": {}, "cases": []}, "the file has no 'summary' key"),
-    ({"format": 1, "run": {}, "summary": {}, "cases": {}}, "cases should be list, not dict"),
-    ({"format": 1, "run": {}, "summary": {}, "cases": [{"platform": "aks"}]}, "cases[0] has no 'id' key"),
-    ({"format": 1, "run": {}, "summary": {}, "cases": [], "rules": {}}, "rules should be a list"),
-    ({"format": 1, "run": {}, "summary": {}, "cases": [], "problems": "x"}, "problems should be a list"),
-    ({"format": 1, "run": {}, "summary": {}, "cases": [], "problems": [{"path": "a"}]},
-     "problems[0] has no 'message' key"),
-    ([1, 2], "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("document", "words"),
+    [
+        (raw("old"), "no 'format' version; it was written by an older ctirealm"),
+        ({**raw("oracle"), "format": 0}, "results format 0 is older than this ctirealm reads"),
+        ({**raw("oracle"), "format": 99}, "results format 99 is newer than this ctirealm reads"),
+        ({**raw("oracle"), "format": "1"}, "format should be an integer version"),
+        ({"format": 1, "run": {}, "cases": []}, "the file has no 'summary' key"),
+        ({"format": 1, "run": {}, "summary": {}, "cases": {}}, "cases should be list, not dict"),
+        ({"format": 1, "run": {}, "summary": {}, "cases": [{"platform": "aks"}]}, "cases[0] has no 'id' key"),
+        ({"format": 1, "run": {}, "summary": {}, "cases": [], "rules": {}}, "rules should be a list"),
+        ({"format": 1, "run": {}, "summary": {}, "cases": [], "problems": "x"}, "problems should be a list"),
+        (
+            {"format": 1, "run": {}, "summary": {}, "cases": [], "problems": [{"path": "a"}]},
+            "problems[0] has no 'message' key",
+        ),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
 def test_unusable_documents_get_a_clear_message(document: object, words: str) -> None:
     with pytest.raises(ResultsError, match=None) as info:
         check_results(document, source="r.json")
@@ -67,8 +72,12 @@ def test_the_cli_prints_one_line_not_a_traceback(capsys: pytest.CaptureFixture[s
 
 
 def test_missing_optional_keys_get_defaults() -> None:
-    minimal = {"format": 1, "run": {}, "summary": {},
-               "cases": [{"id": "linux_001", "checkpoints": {"C0_cti_reports": {"score": 0.5}}}]}
+    minimal = {
+        "format": 1,
+        "run": {},
+        "summary": {},
+        "cases": [{"id": "linux_001", "checkpoints": {"C0_cti_reports": {"score": 0.5}}}],
+    }
     data = check_results(minimal)
     case = data["cases"][0]
     assert data["run"]["agent"] == "unknown" and data["summary"]["normalized_score"] == 0.0
@@ -81,13 +90,27 @@ def test_problems_are_normalised_and_shown_first() -> None:
     from ctirealm.report.html import render_html
     from ctirealm.report.markdown import render_markdown
 
-    document = {**raw("oracle"), "problems": [
-        {"kind": "telemetry", "path": "telemetry/attack/x/T.jsonl", "line": 3,
-         "message": "telemetry/attack/x/T.jsonl:3: invalid JSON", "cases": ["linux_009"]},
-        {"message": "cases/linux/linux_010.yaml: objective: required field is missing"}]}
+    document = {
+        **raw("oracle"),
+        "problems": [
+            {
+                "kind": "telemetry",
+                "path": "telemetry/attack/x/T.jsonl",
+                "line": 3,
+                "message": "telemetry/attack/x/T.jsonl:3: invalid JSON",
+                "cases": ["linux_009"],
+            },
+            {"message": "cases/linux/linux_010.yaml: objective: required field is missing"},
+        ],
+    }
     data = check_results(document)
-    assert data["problems"][1] == {"kind": "case", "path": "", "line": None, "cases": [],
-                                   "message": "cases/linux/linux_010.yaml: objective: required field is missing"}
+    assert data["problems"][1] == {
+        "kind": "case",
+        "path": "",
+        "line": None,
+        "cases": [],
+        "message": "cases/linux/linux_010.yaml: objective: required field is missing",
+    }
     markdown = render_markdown(data)
     assert "Left out of this run: 2 problems (not scored)" in markdown
     assert "telemetry/attack/x/T.jsonl:3: invalid JSON (stops linux_009)" in markdown

@@ -36,7 +36,9 @@ def test_summary_markdown_snapshot(results: Load, snapshot: Any) -> None:
 
 
 def test_comparison_snapshot(results: Load, snapshot: Any) -> None:
-    comparison = compare_results([results("oracle"), results("baseline")], labels=["oracle.json", "baseline.json"])
+    comparison = compare_results(
+        [results("oracle"), results("baseline")], labels=["oracle.json", "baseline.json"]
+    )
     assert strip_timestamps(format_comparison(comparison)) == snapshot
 
 
@@ -46,7 +48,8 @@ def test_comparison_lists_regressions_first_and_rules(results: Load) -> None:
     assert [d.case for d in pair.regressions] == ["aks_001", "linux_001"]  # the larger drop first
     assert pair.regressions[0].delta <= pair.regressions[1].delta < 0
     assert [(c.path, c.kind) for c in pair.rule_changes] == [
-        ("rules/linux/cron_from_web_shell.yml", "regression")]
+        ("rules/linux/cron_from_web_shell.yml", "regression")
+    ]
     assert comparison.regressed
     text = format_comparison(comparison)
     assert text.index("Regressions") < text.index("Improvements") < text.index("By checkpoint")
@@ -112,8 +115,10 @@ def test_cli_regenerates_reports(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_markdown_escapes_agent_text(results: Load) -> None:
-    assert md("a | b <script>x</script> `c` [l](javascript:x)\nnext") == \
-        r"a \| b \<script\>x\</script\> \`c\` \[l\](javascript:x) next"
+    assert (
+        md("a | b <script>x</script> `c` [l](javascript:x)\nnext")
+        == r"a \| b \<script\>x\</script\> \`c\` \[l\](javascript:x) next"
+    )
     summary = render_markdown(results("errors"))
     own = re.sub(r"</?(details|summary|sub)>", "", summary)
     assert not re.search(r"(?<!\\)<", own)  # every other < is escaped: GitHub shows it as text
@@ -126,7 +131,11 @@ def test_navigator_layer(results: Load) -> None:
     layer = coverage_layer(results("baseline"))
     assert layer["versions"] == {"attack": "18", "navigator": "5.2.0", "layer": "4.5"}
     assert layer["domain"] == "enterprise-attack"
-    assert [item["label"].split(":")[0] for item in layer["legendItems"]] == ["validated", "attempted", "missed"]
+    assert [item["label"].split(":")[0] for item in layer["legendItems"]] == [
+        "validated",
+        "attempted",
+        "missed",
+    ]
     by_id = {t["techniqueID"]: t for t in layer["techniques"]}
     # linux_001: the query matched 1 of 2 attack events and 2 benign ones -> attempted (amber)
     assert by_id["T1053.003"]["color"] == "#fdae61" and by_id["T1053.003"]["score"] == 0
@@ -158,8 +167,10 @@ def test_why_points_were_lost_in_plain_sentences(results: Load) -> None:
 
 
 def test_comparison_html_escapes_labels(results: Load) -> None:
-    hostile = '<script>alert(1)</script>'
-    page = render_comparison_html(compare_results([results("oracle"), results("errors")], labels=[hostile, "b"]))
+    hostile = "<script>alert(1)</script>"
+    page = render_comparison_html(
+        compare_results([results("oracle"), results("errors")], labels=[hostile, "b"])
+    )
     assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 

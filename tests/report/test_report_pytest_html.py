@@ -9,16 +9,18 @@ from tests.conftest import mini_project
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory,
-            monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+def project(
+    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     return mini_project(pytester, tmp_path_factory.mktemp("store-cache"))
 
 
 def test_a_run_writes_reports_and_pytest_html_shows_scores(project: pytest.Pytester) -> None:
     pytest.importorskip("pytest_html")
-    result = project.runpytest("--realm-agent=oracle", "--realm-report-dir=out",
-                               "--html=html/report.html", "--self-contained-html")
+    result = project.runpytest(
+        "--realm-agent=oracle", "--realm-report-dir=out", "--html=html/report.html", "--self-contained-html"
+    )
     assert result.ret == 0, result.stdout.str()
     out = project.path / "out"
     assert {"results.json", "score.html", "summary.md", "coverage.json"} <= {p.name for p in out.iterdir()}

@@ -33,7 +33,8 @@ from ctirealm.tools import Step, Toolbox, ToolCall, Trajectory
 
 ref_scorer = pytest.importorskip(
     "inspect_evals.cti_realm.core.scorer",
-    reason="the reference scorer needs inspect-evals (the dev extra); it cannot be installed here")
+    reason="the reference scorer needs inspect-evals (the dev extra); it cannot be installed here",
+)
 from inspect_ai.model import (  # noqa: E402
     ChatMessageAssistant,
     ChatMessageTool,
@@ -54,12 +55,18 @@ LINUX = CASES.cases["linux_001"]
 SIGMA = (MINI / "rules" / "linux" / "linux_001_sigma.yml").read_text()
 SYNTAX, SPECIFICITY = 0.8, 0.6
 #: compat name -> (reference name, the factor from the reference's value to compat's points)
-PAIRS = {"C0_cti_reports": ("C0_cti_alignment", 1.0), "C1_attack_mapping": ("C1_threat_context", 1.0),
-         "C2_data_sources": ("C2_data_exploration", 1.0), "C3_query_iteration": ("C3_query_execution", 1.0),
-         "C4_kql_detection": ("C4_f1_score", 5.0), "C4_sigma_quality": ("C4_sigma_quality", 1.5)}
+PAIRS = {
+    "C0_cti_reports": ("C0_cti_alignment", 1.0),
+    "C1_attack_mapping": ("C1_threat_context", 1.0),
+    "C2_data_sources": ("C2_data_exploration", 1.0),
+    "C3_query_iteration": ("C3_query_execution", 1.0),
+    "C4_kql_detection": ("C4_f1_score", 5.0),
+    "C4_sigma_quality": ("C4_sigma_quality", 1.5),
+}
 
 
 # -- one deterministic judge, seen from both sides ----------------------------------------------
+
 
 def _cti_ratio(tags_line: str, reports_line: str) -> float:
     """The C0 score for what the judge was shown: any change in tags or titles changes it."""
@@ -105,6 +112,7 @@ class ReferenceJudge:
 
 # -- the reference's view of a trajectory ------------------------------------------------------
 
+
 def task_state(case: Case, trajectory: Trajectory, completion: str) -> TaskState:
     """The run as an Inspect sample: one assistant message per step, each tool call answered by
     its tool message, and *completion* as the model's final output."""
@@ -118,13 +126,27 @@ def task_state(case: Case, trajectory: Trajectory, completion: str) -> TaskState
             messages.append(ChatMessageAssistant(content=content))
         elif step.tool is not None:
             call_id = step.tool.call_id or f"call_{index}"
-            messages.append(ChatMessageAssistant(content="", tool_calls=[InspectToolCall(
-                id=call_id, function=step.tool.name, arguments=dict(step.tool.arguments))]))
-            messages.append(ChatMessageTool(content=step.tool.result, tool_call_id=call_id,
-                                            function=step.tool.name))
-    return TaskState(model="mockllm/model", sample_id=case.id, epoch=trajectory.epoch,
-                     input=objective, messages=messages,
-                     output=ModelOutput.from_content("mockllm/model", completion))
+            messages.append(
+                ChatMessageAssistant(
+                    content="",
+                    tool_calls=[
+                        InspectToolCall(
+                            id=call_id, function=step.tool.name, arguments=dict(step.tool.arguments)
+                        )
+                    ],
+                )
+            )
+            messages.append(
+                ChatMessageTool(content=step.tool.result, tool_call_id=call_id, function=step.tool.name)
+            )
+    return TaskState(
+        model="mockllm/model",
+        sample_id=case.id,
+        epoch=trajectory.epoch,
+        input=objective,
+        messages=messages,
+        output=ModelOutput.from_content("mockllm/model", completion),
+    )
 
 
 @pytest.fixture
@@ -144,9 +166,17 @@ def reference(monkeypatch: pytest.MonkeyPatch) -> Any:
         truth = case.ground_truth
         ref_scorer._DATASETS_CACHE[50] = (
             {case.id: {"id": case.id, "detection_description": case.objective, "subtasks": {}}},
-            {case.id: {"id": case.id, "ground_truth": {
-                "mitre_techniques": list(truth.techniques), "data_sources": list(truth.tables),
-                "regex_patterns": dict(truth.regex_patterns)}}})
+            {
+                case.id: {
+                    "id": case.id,
+                    "ground_truth": {
+                        "mitre_techniques": list(truth.techniques),
+                        "data_sources": list(truth.tables),
+                        "regex_patterns": dict(truth.regex_patterns),
+                    },
+                }
+            },
+        )
         text = trajectory.raw_answer if completion is None else completion
         state = task_state(case, trajectory, text or "")
         return asyncio.run(ref_scorer._score_sample(state, Target(""), stratified_size=50)).value
@@ -157,12 +187,20 @@ def reference(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def compat(case: Case, trajectory: Trajectory, judge: CompatJudge | None = None) -> Any:
     # Compat reads only the trajectory: no engine, labels or schemas are needed.
-    return score_case(case, trajectory, engine=None, labels=None, schemas={},  # type: ignore[arg-type]
-                      mode="compat", judge=judge or CompatJudge())
+    return score_case(
+        case,
+        trajectory,
+        engine=None,
+        labels=None,
+        schemas={},  # type: ignore[arg-type]
+        mode="compat",
+        judge=judge or CompatJudge(),
+    )
 
 
-def assert_same(case: Case, trajectory: Trajectory, ref_values: dict[str, float],
-                judge: CompatJudge | None = None) -> Any:
+def assert_same(
+    case: Case, trajectory: Trajectory, ref_values: dict[str, float], judge: CompatJudge | None = None
+) -> Any:
     ours = compat(case, trajectory, judge)
     got = {name: ours.checkpoints[name].score for name in PAIRS}
     want = {name: ref_values[key] * factor for name, (key, factor) in PAIRS.items()}
@@ -173,33 +211,51 @@ def assert_same(case: Case, trajectory: Trajectory, ref_values: dict[str, float]
 
 # -- hand-built runs on linux_001 ---------------------------------------------------------------
 
-ROWS = [{"ReportId": 418275039461, "ProcessCommandLine": "crontab /tmp/.c-7e21a9", "Note": None},
-        {"ReportId": 611928374650, "ProcessCommandLine": "crontab -l", "Note": None}]
+ROWS = [
+    {"ReportId": 418275039461, "ProcessCommandLine": "crontab /tmp/.c-7e21a9", "Note": None},
+    {"ReportId": 611928374650, "ProcessCommandLine": "crontab -l", "Note": None},
+]
 KQL = "DeviceProcessEvents | where FileName == 'crontab' | project ReportId, ProcessCommandLine, Note"
 
 
 def kusto(rows: list[dict[str, Any]]) -> str:
     columns = list(rows[0]) if rows else []
-    return json.dumps({"Tables": [{"TableName": "PrimaryResult",
-                                   "Columns": [{"ColumnName": c, "ColumnType": "string"} for c in columns],
-                                   "Rows": [[r.get(c) for c in columns] for r in rows]}]})
+    return json.dumps(
+        {
+            "Tables": [
+                {
+                    "TableName": "PrimaryResult",
+                    "Columns": [{"ColumnName": c, "ColumnType": "string"} for c in columns],
+                    "Rows": [[r.get(c) for c in columns] for r in rows],
+                }
+            ]
+        }
+    )
 
 
 def tool(name: str, arguments: dict[str, Any], result: str) -> Step:
     return Step("tool", tool=ToolCall(name, arguments, result, not result.startswith("Error")))
 
 
-def run(answer: Any, *, text: str = "This is T1053.003 (cron).", tags: tuple[str, ...] = ("cron",),
-        titles: str = '"title": "Cron persistence from web shells"', rows: list | None = None,
-        status: str | None = None) -> Trajectory:
+def run(
+    answer: Any,
+    *,
+    text: str = "This is T1053.003 (cron).",
+    tags: tuple[str, ...] = ("cron",),
+    titles: str = '"title": "Cron persistence from web shells"',
+    rows: list | None = None,
+    status: str | None = None,
+) -> Trajectory:
     """A linux_001 run whose answer is *answer* (text, or an object the runner records as JSON)."""
     rows = ROWS if rows is None else rows
     steps = [tool("list_cti_report_tags", {}, '[{"tag": "cron", "count": 1}]')]
-    steps += [tool("get_cti_reports_by_tag", {"tag": tag}, f"[{{{titles}, \"id\": \"r\"}}]") for tag in tags]
-    steps += [Step("assistant", text=text),
-              tool("get_table_schema", {"table_name": "DeviceProcessEvents"}, '{"Columns": []}'),
-              tool("execute_kql_query", {"query": "DeviceProcessEvents | take 2"}, kusto(rows[:1])),
-              tool("execute_kql_query", {"query": KQL}, kusto(rows))]
+    steps += [tool("get_cti_reports_by_tag", {"tag": tag}, f'[{{{titles}, "id": "r"}}]') for tag in tags]
+    steps += [
+        Step("assistant", text=text),
+        tool("get_table_schema", {"table_name": "DeviceProcessEvents"}, '{"Columns": []}'),
+        tool("execute_kql_query", {"query": "DeviceProcessEvents | take 2"}, kusto(rows[:1])),
+        tool("execute_kql_query", {"query": KQL}, kusto(rows)),
+    ]
     raw = answer if isinstance(answer, str) else json.dumps(answer)
     trajectory = Trajectory(LINUX.id, "hand", steps=steps, raw_answer=raw)
     try:  # the runner's verdict
@@ -221,23 +277,36 @@ def test_the_reference_and_compat_agree_on_a_plain_answer(reference) -> None:
     assert ours.total > 7
 
 
-@pytest.mark.parametrize("text", ["the technique is t1053.003", "tags: [attack.persistence, attack.t1053.003]"])
+@pytest.mark.parametrize(
+    "text", ["the technique is t1053.003", "tags: [attack.persistence, attack.t1053.003]"]
+)
 def test_technique_ids_in_lower_case_count(reference, text: str) -> None:
     trajectory = run(GOOD, text=text)
     ours = assert_same(LINUX, trajectory, reference(LINUX, trajectory))
     assert ours.checkpoints["C1_attack_mapping"].score == pytest.approx(0.75)
 
 
-@pytest.mark.parametrize(("answer", "f1"), [
-    ({**GOOD, "notes": "an extra key"}, 2 / 3),
-    ({**GOOD, "sigma_rule": "title: short"}, 2 / 3),
-    ({**GOOD, "query_results": []}, 0.0),
-    ({**GOOD, "query_results": json.dumps(ROWS)}, 2 / 3),
-    ({**GOOD, "query_results": "not json"}, 0.0),
-    ({"sigma_rule": SIGMA}, 0.0),
-    ({"kql_query": KQL, "query_results": ROWS}, 2 / 3),
-], ids=["extra-key", "short-sigma", "empty-results", "results-as-json-string", "results-bad-string",
-        "sigma-only", "no-sigma"])
+@pytest.mark.parametrize(
+    ("answer", "f1"),
+    [
+        ({**GOOD, "notes": "an extra key"}, 2 / 3),
+        ({**GOOD, "sigma_rule": "title: short"}, 2 / 3),
+        ({**GOOD, "query_results": []}, 0.0),
+        ({**GOOD, "query_results": json.dumps(ROWS)}, 2 / 3),
+        ({**GOOD, "query_results": "not json"}, 0.0),
+        ({"sigma_rule": SIGMA}, 0.0),
+        ({"kql_query": KQL, "query_results": ROWS}, 2 / 3),
+    ],
+    ids=[
+        "extra-key",
+        "short-sigma",
+        "empty-results",
+        "results-as-json-string",
+        "results-bad-string",
+        "sigma-only",
+        "no-sigma",
+    ],
+)
 def test_what_strict_rejects_is_scored_as_far_as_it_parsed(reference, answer: dict, f1: float) -> None:
     trajectory = run(answer)
     assert trajectory.status == "invalid_submission"
@@ -294,11 +363,13 @@ def test_prose_around_a_flat_answer_still_parses(reference) -> None:
     assert_same(LINUX, trajectory, reference(LINUX, trajectory))
 
 
-@pytest.mark.parametrize("separator", [": ", " : ", ":", ' :\n  '])
+@pytest.mark.parametrize("separator", [": ", " : ", ":", " :\n  "])
 def test_titles_reach_the_judge_as_the_reference_shows_them(reference, separator: str) -> None:
     judge = CompatJudge()
-    titles = (f'"title"{separator}"Zeta report", "x": 1}}, {{"title"{separator}"Alpha report", '
-              f'"y": {{"title": "Zeta report"}}, "z": {{"title": ""}}')
+    titles = (
+        f'"title"{separator}"Zeta report", "x": 1}}, {{"title"{separator}"Alpha report", '
+        f'"y": {{"title": "Zeta report"}}, "z": {{"title": ""}}'
+    )
     trajectory = run(GOOD, titles=titles, tags=("cron", "linux"))
     assert_same(LINUX, trajectory, reference(LINUX, trajectory), judge)
     assert judge.cti == [(["cron", "linux"], ["Zeta report", "Alpha report"])]
@@ -319,13 +390,16 @@ def test_an_unreadable_answer_zeroes_every_checkpoint(reference) -> None:
     assert ours.total == 0.0 and "parser finds no answer" in ours.checkpoints["C1_attack_mapping"].message
 
 
-@pytest.mark.parametrize("answer", [
-    "Final answer: {\"sigma_rule\": \"title: cron\\ndetection: {}\", \"kql_query\": \"DeviceProcessEvents | take 1\", "
-    "\"query_results\": [{\"ReportId\": 418275039461}]} -- done",
-    "{'sigma_rule': 'title: x', 'kql_query': 'T | take 1', 'query_results': [{'ReportId': 1}]}",
-    "[1, 2, 3]",
-    "```json\n{\"sigma_rule\": \"\", \"kql_query\": \"x\", \"query_results\": [{\"ReportId\": \"418275039461\"}]}\n```",
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        'Final answer: {"sigma_rule": "title: cron\\ndetection: {}", "kql_query": "DeviceProcessEvents | take 1", '
+        '"query_results": [{"ReportId": 418275039461}]} -- done',
+        "{'sigma_rule': 'title: x', 'kql_query': 'T | take 1', 'query_results': [{'ReportId': 1}]}",
+        "[1, 2, 3]",
+        '```json\n{"sigma_rule": "", "kql_query": "x", "query_results": [{"ReportId": "418275039461"}]}\n```',
+    ],
+)
 def test_other_answer_texts(reference, answer: str) -> None:
     assert reference_fields(answer) == ref_parsing.parse_model_output(answer)
     trajectory = run(answer)
@@ -342,6 +416,7 @@ def test_a_failed_run_is_zero_on_both_sides(reference) -> None:
 
 
 # -- real runs: the built-in and shortcut agents over the fixture cases and some real ones -------
+
 
 @pytest.fixture(scope="module")
 def mini_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
@@ -360,16 +435,23 @@ def real_engine() -> Any:
 REAL = load_cases(ROOT / "cases")
 AGENTS = ["oracle", "baseline", *sorted(SHORTCUTS)]
 #: Every agent on the fixture cases; on real cases, all but the two slow shortcuts (seconds a case).
-RUNS = ([(a, "mini", c) for a in AGENTS for c in sorted(CASES.cases)]
-        + [(a, "real", c) for a in AGENTS if a not in ("keywords", "memorise")
-           for c in ("linux_001", "linux_004", "aks_001", "aks_002", "cloud_001", "cloud_002")])
+RUNS = [(a, "mini", c) for a in AGENTS for c in sorted(CASES.cases)] + [
+    (a, "real", c)
+    for a in AGENTS
+    if a not in ("keywords", "memorise")
+    for c in ("linux_001", "linux_004", "aks_001", "aks_002", "cloud_001", "cloud_002")
+]
 
 
 @pytest.mark.parametrize(("agent_name", "where", "case_id"), RUNS, ids=["-".join(r) for r in RUNS])
-def test_real_trajectories_score_the_same(request, reference, agent_name: str, where: str,
-                                          case_id: str) -> None:
-    cases, engine = (CASES, request.getfixturevalue("mini_engine")) if where == "mini" else \
-        (REAL, request.getfixturevalue("real_engine"))
+def test_real_trajectories_score_the_same(
+    request, reference, agent_name: str, where: str, case_id: str
+) -> None:
+    cases, engine = (
+        (CASES, request.getfixturevalue("mini_engine"))
+        if where == "mini"
+        else (REAL, request.getfixturevalue("real_engine"))
+    )
     case = cases.cases[case_id]
     agent = SHORTCUTS[agent_name]() if agent_name in SHORTCUTS else builtin_agent(agent_name, cases)
     trajectory = Trajectory(case.id, agent_name)
@@ -384,8 +466,10 @@ def test_real_trajectories_score_the_same(request, reference, agent_name: str, w
         assert ours.checkpoints["C1_attack_mapping"].score == pytest.approx(0.75)
         assert ours.checkpoints["C2_data_sources"].score == pytest.approx(1.0)
     # The same run answered in text, as a chat model would: pretty, then after prose and a fence.
-    for text in (json.dumps(answer, indent=2),
-                 "Final answer:\n```json\n" + json.dumps(answer, indent=2) + "\n```"):
+    for text in (
+        json.dumps(answer, indent=2),
+        "Final answer:\n```json\n" + json.dumps(answer, indent=2) + "\n```",
+    ):
         trajectory.raw_answer = text
         if len(text) < RECORDED_ANSWER_CHARS:
             assert_same(case, trajectory, reference(case, trajectory), judge)

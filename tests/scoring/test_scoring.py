@@ -45,12 +45,20 @@ def kusto(engine: LocalEngine, kql: str) -> tuple[str, int]:
 def trajectory_a(engine: LocalEngine, kql: str, results: list | None = None) -> Trajectory:
     q1, n1 = kusto(engine, "DeviceProcessEvents | where FileName == 'crontab'")
     q2, n2 = kusto(engine, kql)
-    rows = results if results is not None else [
-        dict(zip([c["ColumnName"] for c in json.loads(q2)["Tables"][0]["Columns"]], r, strict=True))
-        for r in json.loads(q2)["Tables"][0]["Rows"]]
+    rows = (
+        results
+        if results is not None
+        else [
+            dict(zip([c["ColumnName"] for c in json.loads(q2)["Tables"][0]["Columns"]], r, strict=True))
+            for r in json.loads(q2)["Tables"][0]["Rows"]
+        ]
+    )
     steps = [
-        call("get_cti_reports_by_tag", {"tag": "persistence"},
-             [{"id": "cron-persistence", "title": "a"}, {"id": "k8s-secret-theft", "title": "b"}]),
+        call(
+            "get_cti_reports_by_tag",
+            {"tag": "persistence"},
+            [{"id": "cron-persistence", "title": "a"}, {"id": "k8s-secret-theft", "title": "b"}],
+        ),
         Step("assistant", text="This is T1053.003; maybe T1059, and the T1053 family."),
         call("get_table_schema", {"table_name": "DeviceProcessEvents"}, {"Columns": []}),
         call("sample_table_data", {"table_name": "DeviceFileEvents"}, {"Tables": []}, rows=0),
@@ -58,18 +66,22 @@ def trajectory_a(engine: LocalEngine, kql: str, results: list | None = None) -> 
         call("execute_kql_query", {"query": "DeviceProcessEvents  |  where FileName == 'crontab'"}, q1, n1),
         call("execute_kql_query", {"query": kql}, q2, n2),
     ]
-    return Trajectory("linux_001", "hand", steps=steps, status="submitted",
-                      submission=Submission(SIGMA, kql, rows))
+    return Trajectory(
+        "linux_001", "hand", steps=steps, status="submitted", submission=Submission(SIGMA, kql, rows)
+    )
 
 
 def _score(world, trajectory: Trajectory, mode: str = "strict"):
     store, engine, cases = world
-    return score_case(cases["linux_001"], trajectory, engine=engine, labels=store.labels,
-                      schemas=engine.schemas, mode=mode)
+    return score_case(
+        cases["linux_001"], trajectory, engine=engine, labels=store.labels, schemas=engine.schemas, mode=mode
+    )
 
 
 def test_strict_checkpoints_by_hand(world) -> None:
-    kql = "DeviceProcessEvents | where ProcessCommandLine has 'crontab' | project ReportId, ProcessCommandLine"
+    kql = (
+        "DeviceProcessEvents | where ProcessCommandLine has 'crontab' | project ReportId, ProcessCommandLine"
+    )
     score = _score(world, trajectory_a(world[1], kql))
     c = {k: v.score for k, v in score.checkpoints.items()}
     earned = {k: v.details.get("earned", v.score) for k, v in score.checkpoints.items()}
@@ -91,14 +103,17 @@ def test_strict_checkpoints_by_hand(world) -> None:
         assert "paid ×0.80" in score.checkpoints[name].message
     detection = score.detection["kql"]
     assert (detection.tp, detection.fp, detection.fn, detection.hard_negatives_matched) == (1, 2, 1, 2)
-    assert "matched 1 of 2 attack events, 2 false positives (2 hard negatives)" in \
-        score.checkpoints["C4_kql_detection"].message
+    assert (
+        "matched 1 of 2 attack events, 2 false positives (2 hard negatives)"
+        in score.checkpoints["C4_kql_detection"].message
+    )
 
 
 def test_fabricated_results_earn_no_detection_credit(world) -> None:
     kql = "DeviceProcessEvents | where AccountName == 'www-data' | project ReportId"
-    score = _score(world, trajectory_a(world[1], kql, results=[{"ReportId": 418275039461,
-                                                                "Note": "made up"}]))
+    score = _score(
+        world, trajectory_a(world[1], kql, results=[{"ReportId": 418275039461, "Note": "made up"}])
+    )
     assert score.checkpoints["C4_kql_detection"].score == 0.0
     assert "was not returned by any execute_kql_query call" in score.checkpoints["C4_kql_detection"].message
 
@@ -107,10 +122,20 @@ def test_fabricated_results_earn_no_detection_credit(world) -> None:
     ("kql", "tp", "fp", "f1"),
     [
         # no id column, one column: the marker token proves nothing, 2 rows traced to no event
-        ("DeviceProcessEvents | where ProcessCommandLine has '7e21a9' | project ProcessCommandLine", 0, 2, 0.0),
+        (
+            "DeviceProcessEvents | where ProcessCommandLine has '7e21a9' | project ProcessCommandLine",
+            0,
+            2,
+            0.0,
+        ),
         # no id column, but four columns whose values identify one attack event each
-        ("DeviceProcessEvents | where AccountName == 'www-data' "
-         "| project Timestamp, DeviceName, AccountName, ProcessCommandLine", 2, 0, 1.0),
+        (
+            "DeviceProcessEvents | where AccountName == 'www-data' "
+            "| project Timestamp, DeviceName, AccountName, ProcessCommandLine",
+            2,
+            0,
+            1.0,
+        ),
         # bracket-quoted and bare names read the same table
         ("['DeviceProcessEvents'] | where AccountName == 'www-data' | project ReportId", 2, 0, 1.0),
         ("DeviceProcessEvents | where AccountName == 'www-data' | project ReportId", 2, 0, 1.0),
@@ -119,8 +144,13 @@ def test_fabricated_results_earn_no_detection_credit(world) -> None:
         # an aggregate proves nothing: 1 unattributable row
         ("DeviceProcessEvents | summarize count() by DeviceName", 0, 1, 0.0),
         # join suffixes still trace events (ReportId and ReportId1)
-        ("DeviceProcessEvents | where AccountName == 'www-data' | join kind=inner "
-         "(DeviceProcessEvents | project ReportId, X = 1) on ReportId", 2, 0, 1.0),
+        (
+            "DeviceProcessEvents | where AccountName == 'www-data' | join kind=inner "
+            "(DeviceProcessEvents | project ReportId, X = 1) on ReportId",
+            2,
+            0,
+            1.0,
+        ),
     ],
 )
 def test_attribution_rules(world, kql: str, tp: int, fp: int, f1: float) -> None:
@@ -140,30 +170,32 @@ def test_c3_counts_only_queries_over_the_case_tables(world) -> None:
     # the workflow is paid nothing.)
     steps = [s for s in base.steps if not (s.tool and s.tool.name == "execute_kql_query")]
     steps += [call("execute_kql_query", {"query": q}, *kusto(engine, q)) for q in aks]
-    other = Trajectory("linux_001", "hand", steps=steps, status="submitted",
-                       submission=base.submission)
+    other = Trajectory("linux_001", "hand", steps=steps, status="submitted", submission=base.submission)
     c3 = _score(world, other).checkpoints["C3_query_iteration"]
     assert c3.details["distinct_successful_any_table"] == 2  # they ran and returned rows
-    assert c3.details["earned"] == 0.0 and "0 distinct successful queries over the case's tables" in c3.message
+    assert (
+        c3.details["earned"] == 0.0 and "0 distinct successful queries over the case's tables" in c3.message
+    )
     # One of them over the case's table, bracket-quoted: half.
     quoted = "['DeviceProcessEvents'] | take 2"
     steps.append(call("execute_kql_query", {"query": quoted}, *kusto(engine, quoted)))
-    one = Trajectory("linux_001", "hand", steps=steps, status="submitted",
-                     submission=base.submission)
-    assert _score(world, one).checkpoints["C3_query_iteration"].details["earned"] == \
-        pytest.approx(0.25)
+    one = Trajectory("linux_001", "hand", steps=steps, status="submitted", submission=base.submission)
+    assert _score(world, one).checkpoints["C3_query_iteration"].details["earned"] == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize(("kql", "factor"), [
-    # exact: F1 1 -> the workflow pays in full
-    ("DeviceProcessEvents | where AccountName == 'www-data' | project ReportId", 1.0),
-    # everything: F1 4/7 >= 0.5 -> still full (the mini store has 3 benign rows only)
-    ("DeviceProcessEvents | project ReportId", 1.0),
-    # has 'crontab': F1 0.4 -> 0.8
-    ("DeviceProcessEvents | where ProcessCommandLine has 'crontab' | project ReportId", 0.8),
-    # catches nothing (a benign user): F1 0 -> the same walk earns nothing
-    ("DeviceProcessEvents | where AccountName == 'root' | project ReportId", 0.0),
-])
+@pytest.mark.parametrize(
+    ("kql", "factor"),
+    [
+        # exact: F1 1 -> the workflow pays in full
+        ("DeviceProcessEvents | where AccountName == 'www-data' | project ReportId", 1.0),
+        # everything: F1 4/7 >= 0.5 -> still full (the mini store has 3 benign rows only)
+        ("DeviceProcessEvents | project ReportId", 1.0),
+        # has 'crontab': F1 0.4 -> 0.8
+        ("DeviceProcessEvents | where ProcessCommandLine has 'crontab' | project ReportId", 0.8),
+        # catches nothing (a benign user): F1 0 -> the same walk earns nothing
+        ("DeviceProcessEvents | where AccountName == 'root' | project ReportId", 0.0),
+    ],
+)
 def test_the_workflow_is_paid_by_the_detection_it_led_to(world, kql: str, factor: float) -> None:
     score = _score(world, trajectory_a(world[1], kql))
     for name in ("C0_cti_reports", "C1_attack_mapping", "C2_data_sources", "C3_query_iteration"):
@@ -175,15 +207,18 @@ def test_the_workflow_is_paid_by_the_detection_it_led_to(world, kql: str, factor
 
 def test_fabricated_evidence_pays_no_workflow_either(world) -> None:
     kql = "DeviceProcessEvents | where AccountName == 'www-data' | project ReportId"
-    score = _score(world, trajectory_a(world[1], kql, results=[{"ReportId": 418275039461,
-                                                                "Note": "made up"}]))
+    score = _score(
+        world, trajectory_a(world[1], kql, results=[{"ReportId": 418275039461, "Note": "made up"}])
+    )
     # The query is exact, but its evidence was not returned by a tool call: no KQL credit, and
     # without a Sigma scorer no other detection the workflow could be paid by.
     assert score.total == 0.0
 
 
 def test_compat_reproduces_the_reference_formulas(world) -> None:
-    kql = "DeviceProcessEvents | where ProcessCommandLine has 'crontab' | project ReportId, ProcessCommandLine"
+    kql = (
+        "DeviceProcessEvents | where ProcessCommandLine has 'crontab' | project ReportId, ProcessCommandLine"
+    )
     score = _score(world, trajectory_a(world[1], kql), mode="compat")
     c = {k: v.score for k, v in score.checkpoints.items()}
     assert c["C0_cti_reports"] is None and c["C4_sigma_quality"] is None  # no judge: not scored
@@ -212,8 +247,10 @@ def test_a_failed_run_scores_zero_everywhere(world) -> None:
 
 def test_summary_confidence_interval(world) -> None:
     kql = "DeviceProcessEvents | project ReportId"
-    scores = [_score(world, trajectory_a(world[1], kql)),
-              _score(world, Trajectory("linux_001", "x", epoch=2, status="no_submission"))]
+    scores = [
+        _score(world, trajectory_a(world[1], kql)),
+        _score(world, Trajectory("linux_001", "x", epoch=2, status="no_submission")),
+    ]
     summary = summarize(scores)
     assert summary["by_platform"]["linux"]["cases"] == 2
     low, high = summary["ci95"]

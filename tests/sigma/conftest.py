@@ -20,37 +20,76 @@ WHEN = "2026-03-05T10:00:00Z"
 #: Attack and benign events of the tiny store, by kind -> group -> table.
 EVENTS: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {
     "attack": {
-        "sim_cron": {"DeviceProcessEvents": [
-            {"ReportId": 482913377104, "Timestamp": WHEN, "FolderPath": "/usr/bin/crontab",
-             "ProcessCommandLine": "crontab /tmp/.x-4b1f0c7e", "AccountName": "www-data"},
-            {"ReportId": 590114783321, "Timestamp": WHEN, "FolderPath": "/bin/sh",
-             "ProcessCommandLine": "sh -c 'echo 4b1f0c7e >> /etc/crontab'",
-             "AccountName": "www-data"},
-        ]},
-        "sim_csr": {"AKSAudit": [
-            {"AuditId": "9a1c6f0e-0001-4c1e-9b7e-1c0de0000001", "TimeGenerated": WHEN,
-             "Verb": "create", "RequestUri": "/apis/certificates.k8s.io/v1/certificatesigningrequests",
-             "ObjectRef": {"resource": "certificatesigningrequests", "name": "csr-a7b8c9d0"},
-             "User": {"username": "dev-user", "groups": ["system:authenticated"]},
-             "SourceIps": ["10.1.2.3"], "ResponseStatus": {"code": 201},
-             "UserAgent": "kubectl/v1.29 a7b8c9d0"},
-        ]},
+        "sim_cron": {
+            "DeviceProcessEvents": [
+                {
+                    "ReportId": 482913377104,
+                    "Timestamp": WHEN,
+                    "FolderPath": "/usr/bin/crontab",
+                    "ProcessCommandLine": "crontab /tmp/.x-4b1f0c7e",
+                    "AccountName": "www-data",
+                },
+                {
+                    "ReportId": 590114783321,
+                    "Timestamp": WHEN,
+                    "FolderPath": "/bin/sh",
+                    "ProcessCommandLine": "sh -c 'echo 4b1f0c7e >> /etc/crontab'",
+                    "AccountName": "www-data",
+                },
+            ]
+        },
+        "sim_csr": {
+            "AKSAudit": [
+                {
+                    "AuditId": "9a1c6f0e-0001-4c1e-9b7e-1c0de0000001",
+                    "TimeGenerated": WHEN,
+                    "Verb": "create",
+                    "RequestUri": "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+                    "ObjectRef": {"resource": "certificatesigningrequests", "name": "csr-a7b8c9d0"},
+                    "User": {"username": "dev-user", "groups": ["system:authenticated"]},
+                    "SourceIps": ["10.1.2.3"],
+                    "ResponseStatus": {"code": 201},
+                    "UserAgent": "kubectl/v1.29 a7b8c9d0",
+                },
+            ]
+        },
     },
     "benign": {
-        "case_cron": {"DeviceProcessEvents": [
-            {"ReportId": 771029384455, "Timestamp": WHEN, "FolderPath": "/usr/bin/crontab",
-             "ProcessCommandLine": "crontab -l", "AccountName": "root"},
-            {"ReportId": 300918273645, "Timestamp": WHEN, "FolderPath": "/usr/bin/crontab",
-             "ProcessCommandLine": "crontab -e", "AccountName": "admin"},
-        ]},
-        "case_csr": {"AKSAudit": [
-            {"AuditId": "9a1c6f0e-0002-4c1e-9b7e-1c0de0000002", "TimeGenerated": WHEN,
-             "Verb": "get", "RequestUri": "/apis/certificates.k8s.io/v1/certificatesigningrequests",
-             "ObjectRef": {"resource": "certificatesigningrequests"},
-             "User": {"username": "system:kube-controller-manager",
-                      "groups": ["system:masters", "system:authenticated"]},
-             "SourceIps": ["10.0.0.1"], "ResponseStatus": {"code": 200}},
-        ]},
+        "case_cron": {
+            "DeviceProcessEvents": [
+                {
+                    "ReportId": 771029384455,
+                    "Timestamp": WHEN,
+                    "FolderPath": "/usr/bin/crontab",
+                    "ProcessCommandLine": "crontab -l",
+                    "AccountName": "root",
+                },
+                {
+                    "ReportId": 300918273645,
+                    "Timestamp": WHEN,
+                    "FolderPath": "/usr/bin/crontab",
+                    "ProcessCommandLine": "crontab -e",
+                    "AccountName": "admin",
+                },
+            ]
+        },
+        "case_csr": {
+            "AKSAudit": [
+                {
+                    "AuditId": "9a1c6f0e-0002-4c1e-9b7e-1c0de0000002",
+                    "TimeGenerated": WHEN,
+                    "Verb": "get",
+                    "RequestUri": "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+                    "ObjectRef": {"resource": "certificatesigningrequests"},
+                    "User": {
+                        "username": "system:kube-controller-manager",
+                        "groups": ["system:masters", "system:authenticated"],
+                    },
+                    "SourceIps": ["10.0.0.1"],
+                    "ResponseStatus": {"code": 200},
+                },
+            ]
+        },
     },
 }
 

@@ -25,8 +25,7 @@ def test_convert_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     rule.write_text(RULE)
     telemetry = str(ROOT / "telemetry")
     assert main(["sigma", "convert", str(rule), "--telemetry", telemetry]) == 0
-    assert capsys.readouterr().out.strip() == (
-        'DeviceProcessEvents\n| where FolderPath endswith "/crontab"')
+    assert capsys.readouterr().out.strip() == ('DeviceProcessEvents\n| where FolderPath endswith "/crontab"')
     (tmp_path / "bad.yml").write_text("title: bad\ndetection: [\n")
     assert main(["sigma", "check", str(tmp_path), "--telemetry", telemetry, "--json"]) == 1
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -34,13 +33,26 @@ def test_convert_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert lines[1]["table"] == "DeviceProcessEvents" and lines[1]["convert_error"] is None
 
 
-def test_eval_prints_tp_fp(tmp_path: Path, telemetry_writer, capsys: pytest.CaptureFixture[str],
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eval_prints_tp_fp(
+    tmp_path: Path, telemetry_writer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = telemetry_writer(tmp_path / "telemetry")
     rule = tmp_path / "rule.yml"
     rule.write_text(RULE)
-    code = main(["sigma", "eval", str(rule), "--telemetry", str(root), "--rows", "0",
-                 "--cache-dir", str(tmp_path / "cache"), "--json"])
+    code = main(
+        [
+            "sigma",
+            "eval",
+            str(rule),
+            "--telemetry",
+            str(root),
+            "--rows",
+            "0",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--json",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["attack_groups"] == {"sim_cron": ["DeviceProcessEvents:482913377104"]}
@@ -51,16 +63,32 @@ def test_eval_prints_tp_fp(tmp_path: Path, telemetry_writer, capsys: pytest.Capt
     (cases / "linux").mkdir(parents=True)
     (cases / "reports").mkdir()
     (cases / "reports" / "linux-cron.md").write_text(
-        "---\nid: linux-cron\ntitle: Cron\ntags: [linux]\n---\nAttackers drop crontabs.\n")
+        "---\nid: linux-cron\ntitle: Cron\ntags: [linux]\n---\nAttackers drop crontabs.\n"
+    )
     (cases / "linux" / "linux_003.yaml").write_text(
         "id: linux_003\nplatform: linux\ntitle: Cron\nobjective: Detect crontab loaded from "
         "temporary files by a web server.\nreports: [linux-cron]\nground_truth:\n  techniques: "
         "[T1053.003]\n  tables: [DeviceProcessEvents]\n  attack_events:\n    "
-        "DeviceProcessEvents: [482913377104, 590114783321]\n")
+        "DeviceProcessEvents: [482913377104, 590114783321]\n"
+    )
     monkeypatch.setenv("COLUMNS", "300")  # one line per fact, as a wide terminal shows it
-    code = main(["sigma", "eval", str(rule), "--telemetry", str(root), "--rows", "0",
-                 "--cache-dir", str(tmp_path / "cache"), "--cases", str(cases),
-                 "--case", "linux_003"])
+    code = main(
+        [
+            "sigma",
+            "eval",
+            str(rule),
+            "--telemetry",
+            str(root),
+            "--rows",
+            "0",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--cases",
+            str(cases),
+            "--case",
+            "linux_003",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "TP 1  FP 2  FN 1  precision 0.333  recall 0.500  F1 0.400" in out
@@ -68,13 +96,26 @@ def test_eval_prints_tp_fp(tmp_path: Path, telemetry_writer, capsys: pytest.Capt
     assert "hard_negative DeviceProcessEvents 300918273645" in out
 
 
-def test_eval_binds_a_scenario_case_to_the_store(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_binds_a_scenario_case_to_the_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A case played from a scenario lists no ids: eval scores against the store's labels."""
-    code = main(["sigma", "eval", str(ROOT / "rules" / "linux" / "linux_003_sigma.yml"),
-                 "--telemetry", str(ROOT / "telemetry"), "--rows", "0",
-                 "--cache-dir", str(tmp_path / "cache"), "--cases", str(ROOT / "cases"),
-                 "--case", "linux_003", "--json"])
+    code = main(
+        [
+            "sigma",
+            "eval",
+            str(ROOT / "rules" / "linux" / "linux_003_sigma.yml"),
+            "--telemetry",
+            str(ROOT / "telemetry"),
+            "--rows",
+            "0",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--cases",
+            str(ROOT / "cases"),
+            "--case",
+            "linux_003",
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     assert result["expected"] > 0 and result["tp"] == result["expected"]

@@ -20,10 +20,23 @@ from ctirealm.sigma.convert import convert
 
 TABLE = "DeviceProcessEvents"
 #: Sigma field -> column of the test table (all strings) for the linux process_creation pipeline.
-STRING_FIELDS = {"CommandLine": "ProcessCommandLine", "Image": "FolderPath",
-                 "User": "AccountName", "ParentImage": "InitiatingProcessFolderPath"}
-MODIFIERS = ["", "contains", "startswith", "endswith", "contains|all", "cased", "contains|cased",
-             "re", "re|i"]
+STRING_FIELDS = {
+    "CommandLine": "ProcessCommandLine",
+    "Image": "FolderPath",
+    "User": "AccountName",
+    "ParentImage": "InitiatingProcessFolderPath",
+}
+MODIFIERS = [
+    "",
+    "contains",
+    "startswith",
+    "endswith",
+    "contains|all",
+    "cased",
+    "contains|cased",
+    "re",
+    "re|i",
+]
 
 DATA_ALPHABET = "aabbAB/ '\"\\*?"
 VALUE_ALPHABET = "abAB/ '\""
@@ -139,25 +152,31 @@ def _seeds(selections: dict[str, dict]) -> list[str]:
 def events(selections: dict[str, dict]) -> st.SearchStrategy:
     seeds = _seeds(selections)
     return st.lists(
-        st.fixed_dictionaries({
-            "ProcessCommandLine": field_value(seeds),
-            "FolderPath": field_value(seeds),
-            "AccountName": field_value(seeds),
-            "InitiatingProcessFolderPath": field_value(seeds),
-            "ProcessId": st.one_of(st.none(), st.integers(0, 3)),
-        }),
-        min_size=1, max_size=10,
+        st.fixed_dictionaries(
+            {
+                "ProcessCommandLine": field_value(seeds),
+                "FolderPath": field_value(seeds),
+                "AccountName": field_value(seeds),
+                "InitiatingProcessFolderPath": field_value(seeds),
+                "ProcessId": st.one_of(st.none(), st.integers(0, 3)),
+            }
+        ),
+        min_size=1,
+        max_size=10,
     )
 
 
 plain_value = st.text(alphabet=VALUE_ALPHABET, min_size=1, max_size=3)
 wild_value = st.builds(
     lambda head, mid, tail: head + mid + tail,
-    st.sampled_from(["", "*", "?"]), plain_value, st.sampled_from(["", "*", "?", "*b"]),
+    st.sampled_from(["", "*", "?"]),
+    plain_value,
+    st.sampled_from(["", "*", "?", "*b"]),
 )
 regex_value = st.lists(
     st.sampled_from(["a", "b", "A", "/", ".", ".*", "[ab]", "b+", "^a", "a$", "(a|b)"]),
-    min_size=1, max_size=4,
+    min_size=1,
+    max_size=4,
 ).map("".join)
 
 
@@ -189,7 +208,10 @@ def detections(draw: st.DrawFn) -> tuple[dict[str, dict], Any]:
             return leaf
         sub = trees(depth - 1)
         return st.one_of(
-            leaf, st.just(("1of",)), st.just(("allof",)), sub.map(lambda t: ("not", t)),
+            leaf,
+            st.just(("1of",)),
+            st.just(("allof",)),
+            sub.map(lambda t: ("not", t)),
             st.tuples(st.sampled_from(["and", "or"]), sub, sub),
         )
 
@@ -202,18 +224,27 @@ def test_kql_matches_reference(schemas: dict, data: st.DataObject) -> None:
     selections, tree = data.draw(detections(), label="detection")
     rows = data.draw(events(selections), label="events")
     table_rows = [
-        {**{k: v for k, v in row.items() if v is not None}, "ReportId": 100 + i,
-         "Timestamp": "2026-03-05T10:00:00Z"}
+        {
+            **{k: v for k, v in row.items() if v is not None},
+            "ReportId": 100 + i,
+            "Timestamp": "2026-03-05T10:00:00Z",
+        }
         for i, row in enumerate(rows)
     ]
-    doc = {"title": "differential", "logsource": {"product": "linux", "category": "process_creation"},
-           "detection": {**selections, "condition": _render(tree)}}
+    doc = {
+        "title": "differential",
+        "logsource": {"product": "linux", "category": "process_creation"},
+        "detection": {**selections, "condition": _render(tree)},
+    }
     kql = convert(doc, schemas={TABLE: schemas[TABLE]}).kql
     engine = LocalEngine.from_tables({TABLE: table_rows}, {TABLE: schemas[TABLE]})
     try:
         got = {r[0] for r in engine.query(kql + "\n| project ReportId").rows}
     finally:
         engine.close()
-    expected = {row["ReportId"] for row, original in zip(table_rows, rows, strict=True)
-                if _evaluate(tree, original, selections)}
+    expected = {
+        row["ReportId"]
+        for row, original in zip(table_rows, rows, strict=True)
+        if _evaluate(tree, original, selections)
+    }
     assert got == expected, f"{kql}\nrows={table_rows}"

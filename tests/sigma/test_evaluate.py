@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from ctirealm.scoring.detection import evaluate, evaluate_rule
 
-CRON = {"title": "Cron from tmp", "logsource": {"product": "linux", "category": "process_creation"},
-        "detection": {"sel": {"Image|endswith": "/crontab"}, "condition": "sel"}}
+CRON = {
+    "title": "Cron from tmp",
+    "logsource": {"product": "linux", "category": "process_creation"},
+    "detection": {"sel": {"Image|endswith": "/crontab"}, "condition": "sel"},
+}
 EXPECTED = {"DeviceProcessEvents": ["482913377104", "590114783321"]}
 
 
@@ -46,11 +49,15 @@ def test_evaluate_rule_counts_expected_events_of_its_table_only(tiny_store, tiny
 
 
 def test_evaluate_kubernetes_rule(tiny_store, tiny_engine) -> None:
-    rule = {"title": "CSR create", "logsource": {"product": "kubernetes", "service": "audit"},
-            "detection": {"sel": {"objectRef.resource": "certificatesigningrequests",
-                                  "verb": "create"},
-                          "filter": {"user.groups": "system:masters"},
-                          "condition": "sel and not filter"}}
+    rule = {
+        "title": "CSR create",
+        "logsource": {"product": "kubernetes", "service": "audit"},
+        "detection": {
+            "sel": {"objectRef.resource": "certificatesigningrequests", "verb": "create"},
+            "filter": {"user.groups": "system:masters"},
+            "condition": "sel and not filter",
+        },
+    }
     expected = {"AKSAudit": ["9a1c6f0e-0001-4c1e-9b7e-1c0de0000001"]}
     result = evaluate_rule(rule, tiny_engine, tiny_store.labels, expected=expected)
     assert result.f1 == 1.0 and result.fp == 0
@@ -58,13 +65,13 @@ def test_evaluate_kubernetes_rule(tiny_store, tiny_engine) -> None:
 
 def test_a_query_and_the_rule_it_converts_to_are_judged_alike(tiny_store, tiny_engine) -> None:
     rule = evaluate_rule(CRON, tiny_engine, tiny_store.labels, expected=EXPECTED)
-    query = evaluate(rule.kql or "", tiny_engine, tiny_store.labels, expected=EXPECTED,
-                     within_tables_read=True)
+    query = evaluate(
+        rule.kql or "", tiny_engine, tiny_store.labels, expected=EXPECTED, within_tables_read=True
+    )
     assert (query.tp, query.fp, query.fn, query.f1) == (rule.tp, rule.fp, rule.fn, rule.f1)
 
 
-def test_evaluate_kql_without_id_column_counts_rows_as_false_positives(tiny_store,
-                                                                       tiny_engine) -> None:
+def test_evaluate_kql_without_id_column_counts_rows_as_false_positives(tiny_store, tiny_engine) -> None:
     kql = "DeviceProcessEvents | summarize n = count() by AccountName"
     result = evaluate(kql, tiny_engine, tiny_store.labels, expected=EXPECTED)
     assert (result.tp, result.fp, result.unattributed, result.rows) == (0, 3, 3, 3)

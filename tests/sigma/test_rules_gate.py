@@ -38,8 +38,12 @@ logsource:
 
 
 def sigma(title: str, detection: str, expectations: str = "") -> str:
-    return HEADER.format(title=title) + "detection:\n" + textwrap.indent(
-        textwrap.dedent(detection), "    ") + textwrap.dedent(expectations)
+    return (
+        HEADER.format(title=title)
+        + "detection:\n"
+        + textwrap.indent(textwrap.dedent(detection), "    ")
+        + textwrap.dedent(expectations)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +53,7 @@ def store_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, store_cache: Path,
-            telemetry_writer: object) -> pytest.Pytester:
+def project(pytester: pytest.Pytester, store_cache: Path, telemetry_writer: object) -> pytest.Pytester:
     telemetry_writer(pytester.path / "telemetry")
     (pytester.path / "cases" / "linux").mkdir(parents=True)
     (pytester.path / "cases" / "reports").mkdir()
@@ -81,11 +84,19 @@ ctirealm:
 
 
 def test_passing_rule(project: pytest.Pytester) -> None:
-    write(project, "good.yml", sigma("Good", """\
+    write(
+        project,
+        "good.yml",
+        sigma(
+            "Good",
+            """\
         selection:
             CommandLine|contains: '4b1f0c7e'
         condition: selection
-    """, EXPECT))
+    """,
+            EXPECT,
+        ),
+    )
     result = project.runpytest("-v")
     result.assert_outcomes(passed=5)
     for check in ("parse", "validate", "convert", "true_positives", "false_positives"):
@@ -93,53 +104,92 @@ def test_passing_rule(project: pytest.Pytester) -> None:
 
 
 def test_rule_missing_attack_events_lists_them(project: pytest.Pytester) -> None:
-    write(project, "narrow.yml", sigma("Narrow", """\
+    write(
+        project,
+        "narrow.yml",
+        sigma(
+            "Narrow",
+            """\
         selection:
             Image|endswith: '/bin/sh'
         condition: selection
-    """, EXPECT))
+    """,
+            EXPECT,
+        ),
+    )
     result = project.runpytest()
     result.assert_outcomes(passed=4, failed=1)
-    result.stdout.fnmatch_lines([
-        "*'Narrow'*: missed 1 of 2 attack events of linux_003: 482913377104*"])
+    result.stdout.fnmatch_lines(["*'Narrow'*: missed 1 of 2 attack events of linux_003: 482913377104*"])
 
 
 def test_rule_with_false_positives_shows_examples(project: pytest.Pytester) -> None:
-    write(project, "broad.yml", sigma("Broad", """\
+    write(
+        project,
+        "broad.yml",
+        sigma(
+            "Broad",
+            """\
         selection:
             Image|endswith: '/crontab'
         condition: selection
-    """, "ctirealm:\n    case: linux_003\n    max_false_positives: 0\n"))
+    """,
+            "ctirealm:\n    case: linux_003\n    max_false_positives: 0\n",
+        ),
+    )
     result = project.runpytest()
     result.assert_outcomes(passed=4, failed=1)
-    result.stdout.fnmatch_lines([
-        "*'Broad'*: raised 2 false positives (max_false_positives: 0): 2 hard negatives, "
-        "0 background, e.g. DeviceProcessEvents 300918273645 [[]hard_negative] FolderPath=*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*'Broad'*: raised 2 false positives (max_false_positives: 0): 2 hard negatives, "
+            "0 background, e.g. DeviceProcessEvents 300918273645 [[]hard_negative] FolderPath=*"
+        ]
+    )
 
 
 def test_broken_rule_does_not_stop_the_others(project: pytest.Pytester) -> None:
     write(project, "broken.yml", "title: broken\ndetection: [\n")
-    write(project, "unknown_field.yml", sigma("Unknown field", """\
+    write(
+        project,
+        "unknown_field.yml",
+        sigma(
+            "Unknown field",
+            """\
         selection:
             Nope: 'x'
         condition: selection
-    """))
-    write(project, "good.yml", sigma("Good", """\
+    """,
+        ),
+    )
+    write(
+        project,
+        "good.yml",
+        sigma(
+            "Good",
+            """\
         selection:
             CommandLine|contains: '4b1f0c7e'
         condition: selection
-    """, EXPECT))
+    """,
+            EXPECT,
+        ),
+    )
     result = project.runpytest("-rs")
     result.assert_outcomes(passed=5 + 1, failed=1 + 2, skipped=4 + 2)
-    for line in ("*broken.yml*does not parse: invalid YAML at line 3*",
-                 "*'Unknown field'*does not convert to KQL: unknown field 'Nope'*",
-                 "*'Unknown field'*validator error(s): sigmahq_invalid_fieldname*field=Nope*"):
+    for line in (
+        "*broken.yml*does not parse: invalid YAML at line 3*",
+        "*'Unknown field'*does not convert to KQL: unknown field 'Nope'*",
+        "*'Unknown field'*validator error(s): sigmahq_invalid_fieldname*field=Nope*",
+    ):
         result.stdout.fnmatch_lines([line])
 
 
 def test_kql_rule_with_sibling_expectations(project: pytest.Pytester) -> None:
-    write(project, "cron.kql", 'DeviceProcessEvents\n| where ProcessCommandLine has "4b1f0c7e"\n'
-                               "| project ReportId, ProcessCommandLine\n")
+    write(
+        project,
+        "cron.kql",
+        'DeviceProcessEvents\n| where ProcessCommandLine has "4b1f0c7e"\n'
+        "| project ReportId, ProcessCommandLine\n",
+    )
     write(project, "cron.yml", "title: Cron KQL\n" + EXPECT)
     write(project, "summary.kql", "DeviceProcessEvents | summarize count() by AccountName\n")
     write(project, "summary.yml", "title: Summary\nctirealm:\n    max_false_positives: 0\n")
@@ -147,9 +197,12 @@ def test_kql_rule_with_sibling_expectations(project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=3 + 2, failed=1)
     result.stdout.fnmatch_lines(["*cron.kql::parse PASSED*"])
     result.stdout.fnmatch_lines(["*cron.kql::true_positives PASSED*"])
-    result.stdout.fnmatch_lines([
-        "*'Summary'*raised 3 false positives (max_false_positives: 0): 0 hard negatives, "
-        "0 background, 3 rows traced to no event (the result has no id column*ReportId*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*'Summary'*raised 3 false positives (max_false_positives: 0): 0 hard negatives, "
+            "0 background, 3 rows traced to no event (the result has no id column*ReportId*"
+        ]
+    )
 
 
 NEIGHBOUR = """\
@@ -164,25 +217,29 @@ ground_truth:
   attack_events:
     AKSAudit: [9a1c6f0e-0001-4c1e-9b7e-1c0de0000001]
 """
-BOTH = ('union DeviceProcessEvents, AKSAudit\n| where ProcessCommandLine has "4b1f0c7e" '
-        'or Verb == "create"\n| project ReportId, AuditId\n')
+BOTH = (
+    'union DeviceProcessEvents, AKSAudit\n| where ProcessCommandLine has "4b1f0c7e" '
+    'or Verb == "create"\n| project ReportId, AuditId\n'
+)
 
 
-@pytest.mark.parametrize(("technique", "outcome"), [("T1053.007", "passed"),
-                                                    ("T1552.007", "failed")])
+@pytest.mark.parametrize(("technique", "outcome"), [("T1053.007", "passed"), ("T1552.007", "failed")])
 def test_another_cases_attack_is_a_false_positive_unless_a_technique_is_shared(
-        project: pytest.Pytester, technique: str, outcome: str) -> None:
+    project: pytest.Pytester, technique: str, outcome: str
+) -> None:
     (project.path / "cases" / "aks").mkdir()
-    (project.path / "cases" / "aks" / "aks_009.yaml").write_text(
-        NEIGHBOUR.format(technique=technique))
+    (project.path / "cases" / "aks" / "aks_009.yaml").write_text(NEIGHBOUR.format(technique=technique))
     write(project, "both.kql", BOTH)
     write(project, "both.yml", "title: Both\n" + EXPECT)
     result = project.runpytest("-v")
     # linux_003 is T1053.003: aks_009's event is neutral under T1053.007, a false positive else.
     result.stdout.fnmatch_lines([f"*both.kql::false_positives {outcome.upper()}*"])
     if outcome == "failed":
-        result.stdout.fnmatch_lines([
-            "*'Both'*raised 1 false positives (max_false_positives: 0): 0 hard negatives, "
-            "0 background, 1 attack events of cases sharing no technique, e.g. AKSAudit "
-            "9a1c6f0e-0001-4c1e-9b7e-1c0de0000001 [[]attack]*"])
+        result.stdout.fnmatch_lines(
+            [
+                "*'Both'*raised 1 false positives (max_false_positives: 0): 0 hard negatives, "
+                "0 background, 1 attack events of cases sharing no technique, e.g. AKSAudit "
+                "9a1c6f0e-0001-4c1e-9b7e-1c0de0000001 [[]attack]*"
+            ]
+        )
     result.stdout.fnmatch_lines(["*both.kql::true_positives PASSED*"])

@@ -12,14 +12,16 @@ from ctirealm.sigma.parse import SigmaRuleError
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "rules"
-SIGMA_RULES = sorted(
-    p for p in [*RULES.rglob("*.yml"), *RULES.rglob("*.yaml")]
-    if not p.with_suffix(".kql").exists()
-) if RULES.is_dir() else []
+SIGMA_RULES = (
+    sorted(p for p in [*RULES.rglob("*.yml"), *RULES.rglob("*.yaml")] if not p.with_suffix(".kql").exists())
+    if RULES.is_dir()
+    else []
+)
 
 
-@pytest.mark.parametrize("path", SIGMA_RULES or [None],
-                         ids=[str(p.relative_to(RULES)) for p in SIGMA_RULES] or ["no-rules"])
+@pytest.mark.parametrize(
+    "path", SIGMA_RULES or [None], ids=[str(p.relative_to(RULES)) for p in SIGMA_RULES] or ["no-rules"]
+)
 def test_rule_conversion_snapshot(path: Path | None, schemas: dict, snapshot) -> None:
     if path is None:
         pytest.skip("no Sigma rules under rules/")

@@ -16,12 +16,21 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT.parent / "shared" / "data" / "sigmahq" / "rules"
 RULE_FILES = sorted(CORPUS.rglob("*.yml")) if CORPUS.is_dir() else []
 
-SUPPORTED = {"linux/process_creation", "linux/file_event", "kubernetes/application/audit",
-             "kubernetes/audit", "azure/activitylogs", "azure/auditlogs", "azure/signinlogs",
-             "m365/audit", "m365/exchange", "m365/threat_management", "m365/threat_detection"}
+SUPPORTED = {
+    "linux/process_creation",
+    "linux/file_event",
+    "kubernetes/application/audit",
+    "kubernetes/audit",
+    "azure/activitylogs",
+    "azure/auditlogs",
+    "azure/signinlogs",
+    "m365/audit",
+    "m365/exchange",
+    "m365/threat_management",
+    "m365/threat_detection",
+}
 #: Reasons a rule of a supported logsource may fail to convert (all stated in the message).
-ACCEPTED_REASONS = ("unknown field", "keyword (field-less)", "is a JSON (dynamic) value",
-                    "placeholder")
+ACCEPTED_REASONS = ("unknown field", "keyword (field-less)", "is a JSON (dynamic) value", "placeholder")
 
 pytestmark = pytest.mark.skipif(not RULE_FILES, reason="SigmaHQ corpus not present")
 

@@ -71,8 +71,9 @@ def test_attack_tags_are_checked_against_shipped_data(no_network: None) -> None:
     bad = GOOD.replace("attack.t1053.003", "attack.t9999")
     result = validate(bad)
     assert any(i.validator == "attacktag" and "t9999" in i.details for i in result.issues)
-    assert result.score == pytest.approx(1 - 0.10 * len(result.warnings) - 0.05 * len(result.notes)
-                                         - 0.25 * len(result.errors))
+    assert result.score == pytest.approx(
+        1 - 0.10 * len(result.warnings) - 0.05 * len(result.notes) - 0.25 * len(result.errors)
+    )
 
 
 def test_native_columns_are_valid_field_names(no_network: None) -> None:
@@ -107,8 +108,9 @@ def test_score_formula() -> None:
     assert syntax_score(ValidationResult("r", True, None, [Issue("x", "high", "d")] * 5)) == 0.0
 
 
-def test_a_runs_own_tables_name_the_valid_columns(no_network: None, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_runs_own_tables_name_the_valid_columns(
+    no_network: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Run from a folder without telemetry/ (as a team's repository runs with
     --realm-telemetry): the columns come from the schemas given, not the working directory."""
     from tests.conftest import ROOT
@@ -122,5 +124,4 @@ def test_a_runs_own_tables_name_the_valid_columns(no_network: None, tmp_path: Pa
     assert not [i for i in validate(native, schemas=schemas).issues if "fieldname" in i.validator]
     # The same rule, with tables that have no such column: the validator says so.
     bare = {"DeviceProcessEvents": [("Timestamp", "datetime"), ("FileName", "string")]}
-    assert any(i.validator == "sigmahq_invalid_fieldname"
-               for i in validate(native, schemas=bare).errors)
+    assert any(i.validator == "sigmahq_invalid_fieldname" for i in validate(native, schemas=bare).errors)

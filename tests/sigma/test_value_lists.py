@@ -15,15 +15,18 @@ from ctirealm.sigma.convert import convert
 
 ROWS = [
     {"ReportId": i, "FolderPath": path, "ProcessCommandLine": cmd, "AccountName": "root"}
-    for i, (path, cmd) in enumerate([
-        ("/usr/bin/npm", "npm install left-pad@1.3.0"),
-        ("/usr/bin/npm", "npm install LEFT-PAD@1.3.0 --save"),
-        ("/usr/bin/node", "node /tmp/bundle.js postinstall"),
-        ("/usr/bin/curl", "curl -s https://example.test/x.sh"),
-        ("/usr/local/bin/npm", "npm ci"),
-        ("/bin/sh", "sh -c 'node setup_bun.js'"),
-        ("/usr/bin/npm", ""),
-    ], start=1)
+    for i, (path, cmd) in enumerate(
+        [
+            ("/usr/bin/npm", "npm install left-pad@1.3.0"),
+            ("/usr/bin/npm", "npm install LEFT-PAD@1.3.0 --save"),
+            ("/usr/bin/node", "node /tmp/bundle.js postinstall"),
+            ("/usr/bin/curl", "curl -s https://example.test/x.sh"),
+            ("/usr/local/bin/npm", "npm ci"),
+            ("/bin/sh", "sh -c 'node setup_bun.js'"),
+            ("/usr/bin/npm", ""),
+        ],
+        start=1,
+    )
 ]
 
 #: Values that match rows above, per modifier; the long lists add decoys around them.
@@ -40,7 +43,9 @@ ALL_PIECES = ["npm", "install", "left", "pad", "1.3", "@", "np", "in"]
 
 def _rule(modifier: str, values: list[str]) -> dict:
     return {
-        "title": "Value list", "id": "7a1b2c3d-0000-4000-8000-000000000001", "status": "test",
+        "title": "Value list",
+        "id": "7a1b2c3d-0000-4000-8000-000000000001",
+        "status": "test",
         "logsource": {"product": "linux", "category": "process_creation"},
         "detection": {"selection": {f"CommandLine{modifier}": values}, "condition": "selection"},
         "level": "low",
@@ -116,10 +121,13 @@ def _matches(engine: LocalEngine, kql: str) -> list[int]:
     return sorted(r[0] for r in engine.query(kql + "\n| project ReportId").rows)
 
 
-@pytest.mark.parametrize(("modifier", "count"), [
-    *((modifier, count) for modifier in HITS if modifier != "|contains|all" for count in (1091, 2500)),
-    ("|contains|all", 1091),
-])
+@pytest.mark.parametrize(
+    ("modifier", "count"),
+    [
+        *((modifier, count) for modifier in HITS if modifier != "|contains|all" for count in (1091, 2500)),
+        ("|contains|all", 1091),
+    ],
+)
 def test_long_list_matches_as_short_list(
     engine: LocalEngine, schemas: dict, modifier: str, count: int
 ) -> None:
@@ -152,8 +160,7 @@ def test_contains_is_not_token_matching(engine: LocalEngine, schemas: dict) -> N
     assert _matches(engine, kql) == [6]
 
 
-@given(st.lists(st.text("ab", min_size=1, max_size=3), min_size=1, max_size=5000),
-       st.integers(2, 80))
+@given(st.lists(st.text("ab", min_size=1, max_size=3), min_size=1, max_size=5000), st.integers(2, 80))
 def test_balanced_keeps_terms_in_order_and_groups_bounded(terms: list[str], limit: int) -> None:
     text = balanced(terms, " or ", limit)
     assert text.replace("(", "").replace(")", "").split(" or ") == terms

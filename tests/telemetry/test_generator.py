@@ -26,14 +26,22 @@ ROWS = 4_000
 #: (reverse-shell health checks, chattr, CSRs, pods/exec, cluster-admin bindings, secret reads,
 #: inbox rules...) also happens in ordinary work at a base rate, on purpose: careless detections
 #: must pay for it (tests/dataset/test_benchmark_content.py checks they do).
-FORBIDDEN = ["stratum+tcp", "xmrig", "minerd", "nc -e", "pty.spawn", "--donate-level",
-             "unshadow", "john --wordlist", "hashcat"]
+FORBIDDEN = [
+    "stratum+tcp",
+    "xmrig",
+    "minerd",
+    "nc -e",
+    "pty.spawn",
+    "--donate-level",
+    "unshadow",
+    "john --wordlist",
+    "hashcat",
+]
 
 
 def _schema(table: str) -> dict:
     doc = json.loads((SCHEMAS / f"{table}.json").read_text(encoding="utf-8"))
-    return {"types": dict(map(tuple, doc["columns"])), "id": doc["id_column"],
-            "time": doc["time_column"]}
+    return {"types": dict(map(tuple, doc["columns"])), "id": doc["id_column"], "time": doc["time_column"]}
 
 
 def _digest(folder: Path) -> str:
@@ -48,8 +56,7 @@ def _digest(folder: Path) -> str:
 def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
     out = tmp_path_factory.mktemp("generated")
     ticks: list[int] = []
-    counts = generate(out, seed=7, rows=ROWS, window=WINDOW, profiles_dir=PROFILES,
-                      progress=ticks.append)
+    counts = generate(out, seed=7, rows=ROWS, window=WINDOW, profiles_dir=PROFILES, progress=ticks.append)
     assert ticks and ticks[-1] == ROWS and ticks == sorted(ticks)
     return out, counts
 
@@ -123,13 +130,13 @@ def test_defender_columns_are_consistent(generated: tuple[Path, dict[str, int]])
             assert row["Timestamp"] == row["TimeGenerated"]
             assert re.fullmatch(r"[0-9a-f]{40}", row["DeviceId"])
             assert row["DeviceName"].count(".") >= 2
-            assert row["InitiatingProcessFolderPath"].endswith("/" + row[
-                "InitiatingProcessFileName"]) or row["InitiatingProcessFileName"] in row[
-                "InitiatingProcessFolderPath"]
+            assert (
+                row["InitiatingProcessFolderPath"].endswith("/" + row["InitiatingProcessFileName"])
+                or row["InitiatingProcessFileName"] in row["InitiatingProcessFolderPath"]
+            )
             assert row["FolderPath"].endswith(row["FileName"])
             assert row["InitiatingProcessCreationTime"] <= row["Timestamp"]
-            assert row["InitiatingProcessParentCreationTime"] <= row[
-                "InitiatingProcessCreationTime"]
+            assert row["InitiatingProcessParentCreationTime"] <= row["InitiatingProcessCreationTime"]
             for prefix in ("", "InitiatingProcess"):
                 for algo, length in (("SHA1", 40), ("SHA256", 64), ("MD5", 32)):
                     if f"{prefix}{algo}" in row:
@@ -138,8 +145,7 @@ def test_defender_columns_are_consistent(generated: tuple[Path, dict[str, int]])
                 assert row["ActionType"] == "ProcessCreated"
                 assert row["ProcessCreationTime"] == row["Timestamp"]
             else:
-                assert row["ActionType"] in {"FileCreated", "FileModified", "FileDeleted",
-                                             "FileRenamed"}
+                assert row["ActionType"] in {"FileCreated", "FileModified", "FileDeleted", "FileRenamed"}
 
 
 def test_binary_hashes_are_stable(generated: tuple[Path, dict[str, int]]) -> None:
@@ -153,11 +159,14 @@ def test_binary_hashes_are_stable(generated: tuple[Path, dict[str, int]]) -> Non
 
 def test_aks_admin_has_no_reads(generated: tuple[Path, dict[str, int]]) -> None:
     out, _ = generated
-    verbs = {json.loads(line)["Verb"]
-             for line in (out / "AKSAuditAdmin.jsonl").read_text(encoding="utf-8").splitlines()}
+    verbs = {
+        json.loads(line)["Verb"]
+        for line in (out / "AKSAuditAdmin.jsonl").read_text(encoding="utf-8").splitlines()
+    }
     assert verbs and not verbs & {"get", "list", "watch"}
-    types = {json.loads(line)["Type"]
-             for line in (out / "AKSAudit.jsonl").read_text(encoding="utf-8").splitlines()}
+    types = {
+        json.loads(line)["Type"] for line in (out / "AKSAudit.jsonl").read_text(encoding="utf-8").splitlines()
+    }
     assert types == {"AKSAudit"}
 
 
@@ -184,8 +193,11 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     assert _digest(a) != _digest(c)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(rows=st.integers(min_value=0, max_value=300), seed=st.integers(min_value=0, max_value=2**31))
 def test_any_size_is_exact(tmp_path_factory: pytest.TempPathFactory, rows: int, seed: int) -> None:
     out = tmp_path_factory.mktemp("sizes")
@@ -196,8 +208,10 @@ def test_any_size_is_exact(tmp_path_factory: pytest.TempPathFactory, rows: int, 
         assert text.count("\n") == n
 
 
-@given(shares=st.dictionaries(st.sampled_from("ABCDEFGH"), st.integers(1, 1000), min_size=1),
-       rows=st.integers(0, 10**7))
+@given(
+    shares=st.dictionaries(st.sampled_from("ABCDEFGH"), st.integers(1, 1000), min_size=1),
+    rows=st.integers(0, 10**7),
+)
 def test_table_counts_split_exactly(shares: dict[str, int], rows: int) -> None:
     counts = table_counts(shares, rows)
     assert sum(counts.values()) == rows
@@ -221,9 +235,12 @@ def test_profile_errors_name_the_problem(tmp_path: Path) -> None:
     for path in PROFILES.glob("*.yaml"):
         (profiles / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     linux = profiles / "linux.yaml"
-    linux.write_text(linux.read_text(encoding="utf-8").replace(
-        "      ActionType: ProcessCreated\n", "      ActionTyp: ProcessCreated\n"),
-        encoding="utf-8")
+    linux.write_text(
+        linux.read_text(encoding="utf-8").replace(
+            "      ActionType: ProcessCreated\n", "      ActionTyp: ProcessCreated\n"
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(ProfileError, match="ActionTyp"):
         generate(tmp_path / "out", seed=1, rows=100, window=WINDOW, profiles_dir=profiles)
 
@@ -234,8 +251,7 @@ def test_profiles_load_and_merge() -> None:
     assert set(profile["tables"]) == set(profile["shares"])
 
 
-def test_workers_and_shards_do_not_change_output(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_and_shards_do_not_change_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tables over SHARD_ROWS are cut into shards (own streams and id ranges); the bytes are
     the same whether one process or several write them, and ids stay unique."""
     import ctirealm.telemetry.generator as generator
@@ -243,31 +259,46 @@ def test_workers_and_shards_do_not_change_output(tmp_path: Path,
     monkeypatch.setattr(generator.workers, "SHARD_ROWS", 300)
     here, there = tmp_path / "here", tmp_path / "there"
     counts = generate(here, seed=5, rows=2_000, window=WINDOW, profiles_dir=PROFILES)
-    assert generate(there, seed=5, rows=2_000, window=WINDOW, profiles_dir=PROFILES,
-                    workers=2) == counts
+    assert generate(there, seed=5, rows=2_000, window=WINDOW, profiles_dir=PROFILES, workers=2) == counts
     assert _digest(here) == _digest(there)
     assert sorted(p.name for p in here.iterdir()) == sorted(f"{t}.jsonl" for t in counts)
-    ids = [json.loads(line)["ReportId"] for table in ("DeviceProcessEvents", "DeviceFileEvents")
-           for line in (here / f"{table}.jsonl").read_text(encoding="utf-8").splitlines()]
+    ids = [
+        json.loads(line)["ReportId"]
+        for table in ("DeviceProcessEvents", "DeviceFileEvents")
+        for line in (here / f"{table}.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert len(ids) == len(set(ids)) == counts["DeviceProcessEvents"] + counts["DeviceFileEvents"]
 
 
-def test_split_output_has_every_row_and_variant(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_split_output_has_every_row_and_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ctirealm.telemetry.generator as generator
 
     monkeypatch.setattr(generator.workers, "BUCKET_ROWS", 200)
     ticks: list[int] = []
-    counts = generate(tmp_path, seed=9, rows=3_000, window=WINDOW, profiles_dir=PROFILES,
-                      output="split", progress=ticks.append)
+    counts = generate(
+        tmp_path,
+        seed=9,
+        rows=3_000,
+        window=WINDOW,
+        profiles_dir=PROFILES,
+        output="split",
+        progress=ticks.append,
+    )
     assert ticks[-1] == 3_000
     for table, n in counts.items():
         split = generator.split_files(tmp_path, table)
         assert len(split.bounds) == len(split.buckets) + 1
-        vids = {line.split(",", 1)[0] for path in split.variants
-                for line in path.read_text(encoding="utf-8").splitlines()}
-        rows = [line for paths in split.buckets for path in paths
-                for line in path.read_text(encoding="utf-8").splitlines()]
+        vids = {
+            line.split(",", 1)[0]
+            for path in split.variants
+            for line in path.read_text(encoding="utf-8").splitlines()
+        }
+        rows = [
+            line
+            for paths in split.buckets
+            for path in paths
+            for line in path.read_text(encoding="utf-8").splitlines()
+        ]
         assert len(rows) == n, table
         assert {line.split(",", 1)[0] for line in rows} <= vids
         assert split.varying  # at least the id and time columns vary per row
@@ -281,9 +312,11 @@ def test_a_failing_worker_reports_the_profile_error(tmp_path: Path) -> None:
     for path in PROFILES.glob("*.yaml"):
         (profiles / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     linux = profiles / "linux.yaml"
-    linux.write_text(linux.read_text(encoding="utf-8").replace(
-        "      ActionType: ProcessCreated\n", "      ActionTyp: ProcessCreated\n"),
-        encoding="utf-8")
+    linux.write_text(
+        linux.read_text(encoding="utf-8").replace(
+            "      ActionType: ProcessCreated\n", "      ActionTyp: ProcessCreated\n"
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(ProfileError, match="ActionTyp"):
-        generate(tmp_path / "out", seed=1, rows=100, window=WINDOW, profiles_dir=profiles,
-                 workers=2)
+        generate(tmp_path / "out", seed=1, rows=100, window=WINDOW, profiles_dir=profiles, workers=2)

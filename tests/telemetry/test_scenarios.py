@@ -82,8 +82,15 @@ def telemetry(tmp_path: Path) -> Path:
 
 def _play(telemetry: Path, split: int, tmp: Path) -> dict[str, list[dict]]:
     dataset = Dataset.load(telemetry)
-    player = Player(dataset.generator_dir(), telemetry / "schemas", dataset.scenarios_dir(),
-                    list(dataset.splits.values())[split], dataset.window, split, 2)
+    player = Player(
+        dataset.generator_dir(),
+        telemetry / "schemas",
+        dataset.scenarios_dir(),
+        list(dataset.splits.values())[split],
+        dataset.window,
+        split,
+        2,
+    )
     scenario = load_scenario(telemetry / "scenarios" / "linux_900.yaml")
     out: dict[str, list[dict]] = {}
     for played in player.play_scenario(scenario, tmp / f"split{split}"):
@@ -137,25 +144,28 @@ def test_store_labels_scenario_events_with_their_case(telemetry: Path, tmp_path:
     for store in (dev, test):
         attacks = store.labels.by_table("attack", "linux_900")
         negatives = store.labels.by_table("hard_negative", "linux_900")
-        assert {t: len(v) for t, v in attacks.items()} == {"DeviceFileEvents": 2,
-                                                           "DeviceProcessEvents": 2}
+        assert {t: len(v) for t, v in attacks.items()} == {"DeviceFileEvents": 2, "DeviceProcessEvents": 2}
         assert sum(len(v) for v in negatives.values()) == 3
     assert set(dev.labels.ids("attack")).isdisjoint(test.labels.ids("attack"))
     # The background template is generated, unlabelled, in both splits.
     for store in (dev, test):
-        rows = LocalEngine.of_store(store).query(
-            'DeviceProcessEvents | where ProcessCommandLine == "cp dist/app /srv/artifacts/app" '
-            "| project ReportId").to_dicts()
-        assert rows and all(store.labels.kind("DeviceProcessEvents", r["ReportId"]) == "benign"
-                            for r in rows)
+        rows = (
+            LocalEngine.of_store(store)
+            .query(
+                'DeviceProcessEvents | where ProcessCommandLine == "cp dist/app /srv/artifacts/app" '
+                "| project ReportId"
+            )
+            .to_dicts()
+        )
+        assert rows and all(store.labels.kind("DeviceProcessEvents", r["ReportId"]) == "benign" for r in rows)
 
 
-def test_a_case_without_listed_events_is_bound_to_each_split(telemetry: Path,
-                                                             tmp_path: Path) -> None:
+def test_a_case_without_listed_events_is_bound_to_each_split(telemetry: Path, tmp_path: Path) -> None:
     cases_dir = tmp_path / "cases" / "linux"
     cases_dir.mkdir(parents=True)
     (tmp_path / "cases" / "reports").mkdir()
-    (cases_dir / "linux_900.yaml").write_text(textwrap.dedent("""\
+    (cases_dir / "linux_900.yaml").write_text(
+        textwrap.dedent("""\
         id: linux_900
         platform: linux
         title: Tool staged in a hidden temporary folder
@@ -163,18 +173,23 @@ def test_a_case_without_listed_events_is_bound_to_each_split(telemetry: Path,
         ground_truth:
           techniques: [T1105]
           tables: [DeviceProcessEvents]
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     dataset = Dataset.load(telemetry)
     case = load_cases(tmp_path / "cases", tables=set(dataset.schemas)).cases["linux_900"]
     assert not case.ground_truth.attack_events
-    bound = {split: case.bound(build_store(dataset, cache_dir=tmp_path, rows=3000,
-                                           split=split).labels) for split in dataset.splits}
+    bound = {
+        split: case.bound(build_store(dataset, cache_dir=tmp_path, rows=3000, split=split).labels)
+        for split in dataset.splits
+    }
     assert bound["dev"].ground_truth.attack_event_count() == 4
     assert bound["dev"].ground_truth.attack_events != bound["test"].ground_truth.attack_events
 
 
 def test_a_broken_scenario_is_left_out_and_named(telemetry: Path, tmp_path: Path) -> None:
-    (telemetry / "scenarios" / "linux_901.yaml").write_text(textwrap.dedent("""\
+    (telemetry / "scenarios" / "linux_901.yaml").write_text(
+        textwrap.dedent("""\
         attack:
           name: broken
           steps:
@@ -183,23 +198,31 @@ def test_a_broken_scenario_is_left_out_and_named(telemetry: Path, tmp_path: Path
                 - [bash, -bash]
                 - [bash, 'bash x.sh']
                 - [cp, 'cp {nothing} /tmp/x']
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     dataset = Dataset.load(telemetry)
     with pytest.raises(ProfileError, match=r"linux_901\.yaml: attack\.broken\.steps\.0: .*nothing"):
         build_store(dataset, cache_dir=tmp_path / "strict", rows=2000)
     store = build_store(dataset, cache_dir=tmp_path / "lenient", rows=2000, strict=False)
     [problem] = store.problems
-    assert (problem.path, problem.kind, problem.group) == ("scenarios/linux_901.yaml", "scenario",
-                                                           "linux_901")
+    assert (problem.path, problem.kind, problem.group) == (
+        "scenarios/linux_901.yaml",
+        "scenario",
+        "linux_901",
+    )
     assert "nothing" in problem.message
     assert store.labels.by_table("attack", "linux_900")  # the other scenario still played
 
 
-@pytest.mark.parametrize(("splits", "message"), [
-    ("{test: {seed: 1}, dev: {seed: 2}}", "first split must be dev"),
-    ("{dev: {seed: 1}, test: {seed: 1}}", "its own seed"),
-    ("{dev: {seed: x}}", r"splits\.dev\.seed"),
-])
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [
+        ("{test: {seed: 1}, dev: {seed: 2}}", "first split must be dev"),
+        ("{dev: {seed: 1}, test: {seed: 1}}", "its own seed"),
+        ("{dev: {seed: x}}", r"splits\.dev\.seed"),
+    ],
+)
 def test_bad_splits_are_named(telemetry: Path, splits: str, message: str) -> None:
     config = telemetry / "dataset.yaml"
     text = re.sub(r"splits:\n(  .*\n)+", f"splits: {splits}\n", config.read_text())
@@ -210,20 +233,23 @@ def test_bad_splits_are_named(telemetry: Path, splits: str, message: str) -> Non
 
 def test_story_structure_errors_name_the_field(tmp_path: Path) -> None:
     path = tmp_path / "linux_902.yaml"
-    path.write_text("attack:\n  name: x\n  steps:\n    - table: DeviceProcessEvents\n"
-                    "      bind: {host: hosts}\n", encoding="utf-8")
+    path.write_text(
+        "attack:\n  name: x\n  steps:\n    - table: DeviceProcessEvents\n      bind: {host: hosts}\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ProfileError, match=r"attack\.steps\.0\.bind: bind entities on the story"):
         load_scenario(path)
-    path.write_text("attack:\n  steps:\n    - table: DeviceProcessEvents\n      after: [5, 1]\n",
-                    encoding="utf-8")
+    path.write_text(
+        "attack:\n  steps:\n    - table: DeviceProcessEvents\n      after: [5, 1]\n", encoding="utf-8"
+    )
     with pytest.raises(ProfileError, match=r"steps\.0\.after: expected \[min, max\]"):
         load_scenario(path)
 
 
-def test_a_broken_background_template_leaves_only_its_scenario_out(telemetry: Path,
-                                                                   tmp_path: Path) -> None:
+def test_a_broken_background_template_leaves_only_its_scenario_out(telemetry: Path, tmp_path: Path) -> None:
     """A background template is compiled before the build: one typo does not stop every case."""
-    (telemetry / "scenarios" / "linux_903.yaml").write_text(textwrap.dedent("""\
+    (telemetry / "scenarios" / "linux_903.yaml").write_text(
+        textwrap.dedent("""\
         attack:
           name: fine
           bind: {host: hosts}
@@ -241,7 +267,9 @@ def test_a_broken_background_template_leaves_only_its_scenario_out(telemetry: Pa
                 - [systemd, /sbin/init]
                 - [bash, 'bash {hots.name}']
                 - [cp, 'cp a b']
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     store = build_store(Dataset.load(telemetry), cache_dir=tmp_path, rows=2000, strict=False)
     [problem] = store.problems
     assert problem.group == "linux_903" and "hots.name" in problem.message
@@ -249,9 +277,11 @@ def test_a_broken_background_template_leaves_only_its_scenario_out(telemetry: Pa
 
 
 def test_a_binary_defined_twice_differently_leaves_the_later_scenario_out(
-        telemetry: Path, tmp_path: Path) -> None:
+    telemetry: Path, tmp_path: Path
+) -> None:
     for name, size in (("linux_904", 1), ("linux_905", 2)):
-        (telemetry / "scenarios" / f"{name}.yaml").write_text(textwrap.dedent(f"""\
+        (telemetry / "scenarios" / f"{name}.yaml").write_text(
+            textwrap.dedent(f"""\
             attack:
               name: uses a tool
               bind: {{host: hosts}}
@@ -263,10 +293,13 @@ def test_a_binary_defined_twice_differently_leaves_the_later_scenario_out(
                     - [sometool, 'sometool --run']
             binaries:
               sometool: {{path: /opt/sometool, size: {size}}}
-            """), encoding="utf-8")
+            """),
+            encoding="utf-8",
+        )
     store = build_store(Dataset.load(telemetry), cache_dir=tmp_path, rows=2000, strict=False)
     assert [(p.group, p.message) for p in store.problems] == [
-        ("linux_905", "binaries.sometool: already defined differently")]
+        ("linux_905", "binaries.sometool: already defined differently")
+    ]
     assert store.labels.by_table("attack", "linux_904")
 
 
@@ -315,27 +348,34 @@ AKS_STORY = textwrap.dedent("""\
     """)
 
 
-def test_aks_writes_are_mirrored_into_aksaudit_with_their_labels(telemetry: Path,
-                                                                 tmp_path: Path) -> None:
+def test_aks_writes_are_mirrored_into_aksaudit_with_their_labels(telemetry: Path, tmp_path: Path) -> None:
     """As AKS writes both diagnostic categories: a write is in AKSAuditAdmin and in AKSAudit
     with the same AuditId (and label); a read only in AKSAudit; routine work is unlabelled."""
     (telemetry / "scenarios" / "aks_900.yaml").write_text(AKS_STORY, encoding="utf-8")
     store = build_store(Dataset.load(telemetry), cache_dir=tmp_path, rows=3000)
     engine = LocalEngine.of_store(store)
-    admin = {r["AuditId"]: r for r in engine.query(
-        "AKSAuditAdmin | project AuditId, Verb, RequestUri, Type", limit=100_000).to_dicts()}
-    audit = {r["AuditId"]: r for r in engine.query(
-        "AKSAudit | project AuditId, Verb, RequestUri, Type", limit=100_000).to_dicts()}
+    admin = {
+        r["AuditId"]: r
+        for r in engine.query(
+            "AKSAuditAdmin | project AuditId, Verb, RequestUri, Type", limit=100_000
+        ).to_dicts()
+    }
+    audit = {
+        r["AuditId"]: r
+        for r in engine.query("AKSAudit | project AuditId, Verb, RequestUri, Type", limit=100_000).to_dicts()
+    }
     assert admin and set(admin) <= set(audit)
     assert {audit[i]["Type"] for i in admin} == {"AKSAudit"}
-    assert all((audit[i]["Verb"], audit[i]["RequestUri"]) == (r["Verb"], r["RequestUri"])
-               for i, r in admin.items())
+    assert all(
+        (audit[i]["Verb"], audit[i]["RequestUri"]) == (r["Verb"], r["RequestUri"]) for i, r in admin.items()
+    )
     assert not any(r["Verb"] in ("get", "list", "watch") for r in admin.values())
     attacks = store.labels.by_table("attack", "aks_900")
     assert len(attacks["AKSAuditAdmin"]) == 2 and len(attacks["AKSAudit"]) == 4
     assert set(attacks["AKSAuditAdmin"]) < set(attacks["AKSAudit"])
-    routine = engine.query('AKSAudit | where RequestUri endswith "/configmaps/kube-root-ca.crt" '
-                           '| project AuditId', limit=1000).to_dicts()
+    routine = engine.query(
+        'AKSAudit | where RequestUri endswith "/configmaps/kube-root-ca.crt" | project AuditId', limit=1000
+    ).to_dicts()
     assert len(routine) >= 5
     assert all(store.labels.kind("AKSAudit", r["AuditId"]) == "benign" for r in routine)
     # A mirrored event is one event to score: found by a query on either table, counted once
@@ -345,15 +385,20 @@ def test_aks_writes_are_mirrored_into_aksaudit_with_their_labels(telemetry: Path
     expected = store.labels.by_table("attack", "aks_900")
     writes = 'where Verb == "patch" and RequestUri has "/configmaps/"'
     # (AKSAuditAdmin holds no read: the two reads are elsewhere for a rule on it alone.)
-    for kql, missed, elsewhere in ((f"AKSAuditAdmin | {writes}", 0, 2),
-                                   (f"AKSAudit | {writes}", 2, 0),
-                                   (f"union AKSAudit, AKSAuditAdmin | {writes}", 2, 0)):
+    for kql, missed, elsewhere in (
+        (f"AKSAuditAdmin | {writes}", 0, 2),
+        (f"AKSAudit | {writes}", 2, 0),
+        (f"union AKSAudit, AKSAuditAdmin | {writes}", 2, 0),
+    ):
         result = evaluate(kql, engine, store.labels, expected=expected, within_tables_read=True)
-        assert (result.tp, result.fp, result.fn, result.expected_elsewhere) == (
-            2, 0, missed, elsewhere), kql
+        assert (result.tp, result.fp, result.fn, result.expected_elsewhere) == (2, 0, missed, elsewhere), kql
     listed = ", ".join(f"'{i}'" for i in expected["AKSAudit"])
-    result = evaluate(f"union AKSAudit, AKSAuditAdmin | where AuditId in ({listed})", engine,
-                      store.labels, expected=expected)
+    result = evaluate(
+        f"union AKSAudit, AKSAuditAdmin | where AuditId in ({listed})",
+        engine,
+        store.labels,
+        expected=expected,
+    )
     assert (result.tp, result.fp, result.fn, result.rows) == (4, 0, 0, 6)
     # The store is sorted by time then id after the copy, as every table is.
     times = engine.query("AKSAudit | project TimeGenerated", limit=100_000).rows

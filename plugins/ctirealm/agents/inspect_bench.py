@@ -59,13 +59,15 @@ class Bench:
             return wanted
         if wanted == "test":
             return "dev"
-        raise ValueError(f"{self.telemetry / 'dataset.yaml'}: no split {wanted!r}; "
-                         f"splits: {', '.join(self.splits)}")
+        raise ValueError(
+            f"{self.telemetry / 'dataset.yaml'}: no split {wanted!r}; splits: {', '.join(self.splits)}"
+        )
 
     def store(self, split: str = "dev") -> Store:
         if split not in self._stores:
-            self._stores[split] = build_store(self.dataset, cache_dir=self.cache_dir, strict=False,
-                                              split=split)
+            self._stores[split] = build_store(
+                self.dataset, cache_dir=self.cache_dir, strict=False, split=split
+            )
         return self._stores[split]
 
     def engine(self, split: str = "dev") -> Engine:
@@ -82,11 +84,19 @@ class Bench:
             self._cases = load_cases(self.cases_root, tables=self.store().known_tables())
         return self._cases
 
-    def score(self, case: Case, trajectory: Trajectory, split: str, *, mode: str = "strict",
-              judge: Any = None) -> CaseScore:
+    def score(
+        self, case: Case, trajectory: Trajectory, split: str, *, mode: str = "strict", judge: Any = None
+    ) -> CaseScore:
         """Every checkpoint of *case*, its final detections executed on *split*'s store."""
-        score = score_on(case, self.cases, trajectory, engine=self.engine(split),
-                         labels=self.store(split).labels, mode=mode, judge=judge)
+        score = score_on(
+            case,
+            self.cases,
+            trajectory,
+            engine=self.engine(split),
+            labels=self.store(split).labels,
+            mode=mode,
+            judge=judge,
+        )
         score.split = split
         return score
 
@@ -102,11 +112,20 @@ _BENCHES: dict[tuple[Path, Path, Path | None, float], Bench] = {}
 _BENCHES_LOCK = threading.Lock()
 
 
-def bench_for(cases_root: str | Path, telemetry: str | Path, *, cache_dir: str | Path | None = None,
-              query_timeout: float = DEFAULT_QUERY_TIMEOUT) -> Bench:
+def bench_for(
+    cases_root: str | Path,
+    telemetry: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    query_timeout: float = DEFAULT_QUERY_TIMEOUT,
+) -> Bench:
     """The process's `Bench` for these folders (built on first use, then shared)."""
-    key = (Path(cases_root).resolve(), Path(telemetry).resolve(),
-           Path(cache_dir).resolve() if cache_dir else None, float(query_timeout))
+    key = (
+        Path(cases_root).resolve(),
+        Path(telemetry).resolve(),
+        Path(cache_dir).resolve() if cache_dir else None,
+        float(query_timeout),
+    )
     with _BENCHES_LOCK:
         if key not in _BENCHES:
             _BENCHES[key] = Bench(*key)

@@ -176,11 +176,17 @@ def sample_from_log(sample: Any, *, model: str, task: str, log: str) -> Recorded
     error = getattr(sample, "error", None)
     limit = getattr(sample, "limit", None)
     return RecordedSample(
-        id=str(sample.id), epoch=int(getattr(sample, "epoch", 1) or 1), model=model, task=task,
-        log=log, steps=steps, answer=answer,
+        id=str(sample.id),
+        epoch=int(getattr(sample, "epoch", 1) or 1),
+        model=model,
+        task=task,
+        log=log,
+        steps=steps,
+        answer=answer,
         error=str(getattr(error, "message", error)) if error is not None else None,
         limit=f"{getattr(limit, 'type', 'limit')} limit {getattr(limit, 'limit', '')}".strip()
-        if limit is not None else None,
+        if limit is not None
+        else None,
     )
 
 
@@ -214,8 +220,9 @@ def read_samples(location: str | Path) -> dict[tuple[str, int], RecordedSample]:
     try:
         from inspect_ai.log import read_eval_log
     except ImportError as exc:  # pragma: no cover - depends on the extra
-        raise ImportError(f"reading Inspect logs needs inspect-ai (pip install 'ctirealm[inspect]'): "
-                          f"{exc}") from exc
+        raise ImportError(
+            f"reading Inspect logs needs inspect-ai (pip install 'ctirealm[inspect]'): {exc}"
+        ) from exc
     samples: dict[tuple[str, int], RecordedSample] = {}
     for path in log_files(location):
         try:
@@ -228,8 +235,9 @@ def read_samples(location: str | Path) -> dict[tuple[str, int], RecordedSample]:
             recorded = sample_from_log(sample, model=model, task=task, log=str(path))
             samples.setdefault((recorded.id, recorded.epoch), recorded)
     if not samples:
-        raise InspectLogError(f"{location}: the logs hold no samples (was the log written "
-                              "with samples, not header only?)")
+        raise InspectLogError(
+            f"{location}: the logs hold no samples (was the log written with samples, not header only?)"
+        )
     return samples
 
 
@@ -239,8 +247,14 @@ def replay(sample: RecordedSample, tools: Toolbox) -> str | None:
         if step.text or step.reasoning:
             tools.say(step.text, step.reasoning)
         for call in step.calls:
-            tools.record(call.name, call.arguments, call.result, error=call.error,
-                         ok=None if call.error is None else False, call_id=call.call_id)
+            tools.record(
+                call.name,
+                call.arguments,
+                call.result,
+                error=call.error,
+                ok=None if call.error is None else False,
+                call_id=call.call_id,
+            )
     if sample.error and not sample.answer:
         raise RuntimeError(f"the recorded sample failed: {sample.error}")
     return sample.answer
@@ -262,9 +276,11 @@ class InspectLogAgent:
     def find(self, case_id: str, epoch: int = 1) -> RecordedSample:
         sample = self.samples.get((case_id, epoch)) or self.samples.get((case_id, 1))
         if sample is None:
-            raise LookupError(f"no sample {case_id!r} in the Inspect logs at {self.location} "
-                              f"(samples: {', '.join(self.cases()[:10])}"
-                              f"{' ...' if len(self.cases()) > 10 else ''})")
+            raise LookupError(
+                f"no sample {case_id!r} in the Inspect logs at {self.location} "
+                f"(samples: {', '.join(self.cases()[:10])}"
+                f"{' ...' if len(self.cases()) > 10 else ''})"
+            )
         return sample
 
     def run(self, task: Task, tools: Toolbox) -> str | None:

@@ -94,7 +94,7 @@ class CaseRun:
         # first pending call with this name and these arguments is the one running.
         for index, (call_id, function, args) in enumerate(self._pending):
             if function == name and args == arguments:
-                del self._pending[:index + 1]
+                del self._pending[: index + 1]
                 return call_id
         return None
 
@@ -102,8 +102,10 @@ class CaseRun:
         """Run one tool call; returns its text (``Error: ...`` for anything wrong). Never raises."""
         call_id = self._call_id(name, arguments)
         if self.submitted:
-            return (f"Error: the run has ended: an answer was already submitted with {SUBMIT_TOOL}; "
-                    "only the first submission counts")
+            return (
+                f"Error: the run has ended: an answer was already submitted with {SUBMIT_TOOL}; "
+                "only the first submission counts"
+            )
         if self.stopped is not None:
             return f"Error: the run is over: {self.stopped}"
         if name == SUBMIT_TOOL:
@@ -114,8 +116,9 @@ class CaseRun:
             self._stop(str(exc))
             return f"Error: the run is over: {exc}"
 
-    def record_refused(self, name: str, arguments: dict[str, Any], result: str, error: str,
-                       call_id: str | None) -> None:
+    def record_refused(
+        self, name: str, arguments: dict[str, Any], result: str, error: str, call_id: str | None
+    ) -> None:
         """A call Inspect refused before it reached a tool (arguments that break the schema, an
         unknown tool), recorded as a failed call with what the model saw, as a replay of the log
         records it."""
@@ -125,8 +128,12 @@ class CaseRun:
             try:
                 self.toolbox.record(name, arguments, result, ok=False, error=error, call_id=call_id)
             except AgentStopped:  # past the tool-call limit: still what the model did
-                self.trajectory.steps.append(Step(kind="tool", tool=ToolCall(
-                    name, dict(arguments), result, ok=False, error=error, call_id=call_id)))
+                self.trajectory.steps.append(
+                    Step(
+                        kind="tool",
+                        tool=ToolCall(name, dict(arguments), result, ok=False, error=error, call_id=call_id),
+                    )
+                )
 
     def final_reply(self, text: str) -> None:
         """A reply without tool calls ends the run; its JSON, if any, is the answer."""
@@ -216,8 +223,13 @@ def _tool_def(run: CaseRun, spec: ToolSpec, lock: Any) -> ToolDef:
         # Queries block for seconds: off the event loop, so other samples go on meanwhile.
         return await anyio.to_thread.run_sync(invoke, kwargs)
 
-    return ToolDef(execute, name=spec.name, description=spec.description,
-                   parameters=ToolParams.model_validate(spec.parameters), max_output=0)
+    return ToolDef(
+        execute,
+        name=spec.name,
+        description=spec.description,
+        parameters=ToolParams.model_validate(spec.parameters),
+        max_output=0,
+    )
 
 
 __all__ = ["INSPECT_NOTE", "SUBMIT_SPEC", "SUBMIT_TOOL", "CaseRun", "conclude", "inspect_prompt"]

@@ -59,8 +59,7 @@ from .inspect_run import CaseRun, conclude, inspect_prompt
 
 DEFAULT_MAX_TOOL_CALLS = 200
 #: --realm-subset's names, and the subsets' own.
-SUBSETS = {"25": "realm-25", "50": "realm-50", "all": None, "realm-25": "realm-25",
-           "realm-50": "realm-50"}
+SUBSETS = {"25": "realm-25", "50": "realm-50", "all": None, "realm-25": "realm-25", "realm-50": "realm-50"}
 #: Runs between the solver and the scorer, by sample uuid: a trajectory holds a toolbox,
 #: which Inspect's store (serialised into the log) cannot.
 _RUNS: dict[str, CaseRun] = {}
@@ -118,17 +117,28 @@ def ctirealm(
         bench.store(needed)  # built now: a broken dataset stops the task before any sample runs
     return Task(
         dataset=case_dataset(bench, subset=SUBSETS[subset], platforms=platforms, variant=variant),
-        solver=realm_agent(bench, variant=variant, tool_calls=tool_calls,
-                           message_limit=message_limit, time_limit=time_limit,
-                           toolsets=toolsets),
+        solver=realm_agent(
+            bench,
+            variant=variant,
+            tool_calls=tool_calls,
+            message_limit=message_limit,
+            time_limit=time_limit,
+            toolsets=toolsets,
+        ),
         scorer=realm_scorer(bench, split=scored_on, mode=scoring),
         message_limit=message_limit,
         time_limit=time_limit,
         version=1,
-        metadata={"variant": variant, "toolsets": list(toolsets), "split": scored_on, "scoring": scoring,
-                  "dataset": bench.store().meta.get("dataset"),
-                  "hashes": {name: bench.store(name).meta.get("hash")
-                             for name in dict.fromkeys(("dev", scored_on))}},
+        metadata={
+            "variant": variant,
+            "toolsets": list(toolsets),
+            "split": scored_on,
+            "scoring": scoring,
+            "dataset": bench.store().meta.get("dataset"),
+            "hashes": {
+                name: bench.store(name).meta.get("hash") for name in dict.fromkeys(("dev", scored_on))
+            },
+        },
     )
 
 
@@ -142,46 +152,75 @@ def _platforms(platform: str | None) -> list[str] | None:
     return names
 
 
-def case_dataset(bench: Bench, *, subset: str | None = None,
-                 platforms: list[str] | None = None, variant: str = "full") -> MemoryDataset:
+def case_dataset(
+    bench: Bench, *, subset: str | None = None, platforms: list[str] | None = None, variant: str = "full"
+) -> MemoryDataset:
     """One sample per case, sorted by id: the objective (the guidance in ``seeded``), the id,
     platform, subsets, difficulty."""
     samples = [
-        Sample(input=case.objective_for(variant), id=case.id,
-               metadata={"platform": case.platform, "subsets": list(case.subsets),
-                         "difficulty": case.difficulty, "title": case.title})
+        Sample(
+            input=case.objective_for(variant),
+            id=case.id,
+            metadata={
+                "platform": case.platform,
+                "subsets": list(case.subsets),
+                "difficulty": case.difficulty,
+                "title": case.title,
+            },
+        )
         for case in sorted(bench.cases.cases.values(), key=lambda c: c.id)
-        if (subset is None or subset in case.subsets)
-        and (platforms is None or case.platform in platforms)
+        if (subset is None or subset in case.subsets) and (platforms is None or case.platform in platforms)
     ]
     if not samples:
-        raise ValueError(f"no cases in {bench.cases_root} match subset={subset or 'all'}, "
-                         f"platform={','.join(platforms or []) or 'any'}")
+        raise ValueError(
+            f"no cases in {bench.cases_root} match subset={subset or 'all'}, "
+            f"platform={','.join(platforms or []) or 'any'}"
+        )
     return MemoryDataset(samples, name="ctirealm")
 
 
 @solver
-def realm_agent(bench: Bench, *, variant: str = "full", tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
-                message_limit: int = DEFAULT_MESSAGE_LIMIT,
-                time_limit: float = DEFAULT_TIME_LIMIT, toolsets: tuple[str, ...] = ()) -> Solver:
+def realm_agent(
+    bench: Bench,
+    *,
+    variant: str = "full",
+    tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
+    message_limit: int = DEFAULT_MESSAGE_LIMIT,
+    time_limit: float = DEFAULT_TIME_LIMIT,
+    toolsets: tuple[str, ...] = (),
+) -> Solver:
     """The tool-calling loop over the case's toolbox (the module docstring says how runs end)."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         case = bench.cases.cases[str(state.sample_id)]
         model = get_model()
         trajectory = Trajectory(case.id, f"inspect:{model}", variant=variant, epoch=state.epoch)
-        toolbox = Toolbox(bench.engine("dev"), bench.cases, trajectory, variant=variant,
-                          max_tool_calls=tool_calls, toolsets=toolsets)
-        realm_task = RealmTask.for_case(case, toolbox, variant=variant, message_limit=message_limit,
-                                        time_limit=float(time_limit), epoch=state.epoch)
+        toolbox = Toolbox(
+            bench.engine("dev"),
+            bench.cases,
+            trajectory,
+            variant=variant,
+            max_tool_calls=tool_calls,
+            toolsets=toolsets,
+        )
+        realm_task = RealmTask.for_case(
+            case,
+            toolbox,
+            variant=variant,
+            message_limit=message_limit,
+            time_limit=float(time_limit),
+            epoch=state.epoch,
+        )
         run = CaseRun(realm_task, toolbox)
         _RUNS[state.uuid] = run
         # Given to each generate, not set as state.tools: Inspect would re-derive the schemas
         # from them and insist on a description for every parameter, which some of ours (the
         # reference's) lack.
         tools = run.tools(bench.lock)
-        state.messages = [ChatMessageSystem(content=inspect_prompt(realm_task)),
-                          ChatMessageUser(content=realm_task.user_message)]
+        state.messages = [
+            ChatMessageSystem(content=inspect_prompt(realm_task)),
+            ChatMessageUser(content=realm_task.user_message),
+        ]
         started = time.perf_counter()
         try:
             while not run.ended:
@@ -203,8 +242,7 @@ def realm_agent(bench: Bench, *, variant: str = "full", tool_calls: int = DEFAUL
             raise
         except anyio.get_cancelled_exc_class():
             # Inspect's time limit cancels the solver and raises its LimitExceededError outside.
-            run.stop(f"time limit of {time_limit:g} s reached, or the sample was cancelled",
-                     limit="time")
+            run.stop(f"time limit of {time_limit:g} s reached, or the sample was cancelled", limit="time")
             raise
         except Exception as exc:  # a model API error, say: Inspect records it as the sample's error
             run.error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -214,9 +252,15 @@ def realm_agent(bench: Bench, *, variant: str = "full", tool_calls: int = DEFAUL
             toolbox.close()
             # The sample store's record of the run also tells the log reader (inspect:LOG) that
             # this is this task's log, whose answer comes only from submit_detection or a reply.
-            state.store.set(RUN_STORE_KEY, {"agent": trajectory.agent, "variant": variant,
-                                            "status": trajectory.status,
-                                            "reason": trajectory.reason})
+            state.store.set(
+                RUN_STORE_KEY,
+                {
+                    "agent": trajectory.agent,
+                    "variant": variant,
+                    "status": trajectory.status,
+                    "reason": trajectory.reason,
+                },
+            )
             text = run.answer_text()
             if text is not None and run.submitted:
                 state.output.completion = text  # what `inspect view` shows as the answer
@@ -238,9 +282,15 @@ def _record_refused(run: CaseRun, calls: list[Any], replies: list[Any], steps_be
         result = _text_of(reply.content)
         if not result.strip():
             result = f"Error: {error}"
-        later = {str(c.id) for c in calls[position + 1:]}
-        index = next((i for i in range(steps_before, len(steps))
-                      if steps[i].tool is not None and steps[i].tool.call_id in later), len(steps))
+        later = {str(c.id) for c in calls[position + 1 :]}
+        index = next(
+            (
+                i
+                for i in range(steps_before, len(steps))
+                if steps[i].tool is not None and steps[i].tool.call_id in later
+            ),
+            len(steps),
+        )
         count = len(steps)
         run.record_refused(str(call.function), _arguments(call), result, error, str(call.id))
         if len(steps) > count:
@@ -264,8 +314,11 @@ def realm_scorer(bench: Bench, *, split: str = "test", mode: str = "strict") -> 
         def grade() -> tuple[CaseScore, CaseScore | None]:
             with bench.lock:
                 scored = bench.score(case, trajectory, split, mode=mode)
-                dev = bench.score(case, trajectory, "dev", mode=mode) \
-                    if split != "dev" and mode == "strict" else None
+                dev = (
+                    bench.score(case, trajectory, "dev", mode=mode)
+                    if split != "dev" and mode == "strict"
+                    else None
+                )
             return scored, dev
 
         scored, dev = await anyio.to_thread.run_sync(grade)
@@ -277,9 +330,11 @@ def realm_scorer(bench: Bench, *, split: str = "test", mode: str = "strict") -> 
 def case_score(scored: CaseScore, trajectory: Trajectory, dev: CaseScore | None = None) -> Score:
     """An Inspect `Score` of a ctirealm case score: checkpoints and ``normalized`` as the value."""
     value: dict[str, float] = {
-        name: math.nan if scored.checkpoints[name].score is None
+        name: math.nan
+        if scored.checkpoints[name].score is None
         else round(float(scored.checkpoints[name].score or 0.0), 6)
-        for name in CHECKPOINTS}
+        for name in CHECKPOINTS
+    }
     value["normalized"] = round(scored.normalized, 6)
     lines = [f"{trajectory.status}" + (f": {trajectory.reason}" if trajectory.reason else "")]
     for name in CHECKPOINTS:
@@ -288,13 +343,23 @@ def case_score(scored: CaseScore, trajectory: Trajectory, dev: CaseScore | None 
         lines.append(f"{name} {shown}: {checkpoint.message}")
     submission = trajectory.submission
     metadata: dict[str, Any] = {
-        "status": trajectory.status, "reason": trajectory.reason, "split": scored.split,
-        "tool_calls": len(trajectory.tool_calls()), "case": scored.to_dict()}
+        "status": trajectory.status,
+        "reason": trajectory.reason,
+        "split": scored.split,
+        "tool_calls": len(trajectory.tool_calls()),
+        "case": scored.to_dict(),
+    }
     if dev is not None:
-        metadata["dev"] = {"normalized": round(dev.normalized, 6),
-                           "checkpoints": {k: v.score for k, v in dev.checkpoints.items()}}
-    return Score(value=value, answer=submission.kql_query if submission else None,
-                 explanation="\n".join(lines), metadata=metadata)
+        metadata["dev"] = {
+            "normalized": round(dev.normalized, 6),
+            "checkpoints": {k: v.score for k, v in dev.checkpoints.items()},
+        }
+    return Score(
+        value=value,
+        answer=submission.kql_query if submission else None,
+        explanation="\n".join(lines),
+        metadata=metadata,
+    )
 
 
 __all__ = ["case_dataset", "case_score", "ctirealm", "realm_agent", "realm_scorer"]

@@ -86,9 +86,15 @@ class _Program:
 
     def __init__(self, argv: list[str], cwd: str | None, env: dict[str, str]) -> None:
         try:
-            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, cwd=cwd, env=env,
-                                          start_new_session=True)
+            self.popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise AgentCrashed(f"cannot start {shlex.join(argv)}: {exc}") from exc
         assert self.popen.stdout and self.popen.stderr
@@ -139,9 +145,15 @@ class _Program:
 class MCPAgent:
     """Runs a command per case against that case's MCP server (see the module docstring)."""
 
-    def __init__(self, command: str | list[str], *, cwd: str | Path | None = None,
-                 env: Mapping[str, str] | None = None, name: str | None = None,
-                 exit_grace: float = EXIT_GRACE) -> None:
+    def __init__(
+        self,
+        command: str | list[str],
+        *,
+        cwd: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        name: str | None = None,
+        exit_grace: float = EXIT_GRACE,
+    ) -> None:
         argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
         if not argv:
             raise ValueError("mcp agent needs a command line, e.g. mcp:'my-agent --mcp-config {mcp_config}'")
@@ -161,9 +173,14 @@ class MCPAgent:
         program: _Program | None = None
         try:
             values = self._files(workdir, server.url, session.prompt, task.case_id)
-            env = {**os.environ, **self.env, "CTIREALM_MCP_URL": values["url"],
-                   "CTIREALM_MCP_CONFIG": values["mcp_config"],
-                   "CTIREALM_PROMPT_FILE": values["prompt_file"], "CTIREALM_CASE_ID": task.case_id}
+            env = {
+                **os.environ,
+                **self.env,
+                "CTIREALM_MCP_URL": values["url"],
+                "CTIREALM_MCP_CONFIG": values["mcp_config"],
+                "CTIREALM_PROMPT_FILE": values["prompt_file"],
+                "CTIREALM_CASE_ID": task.case_id,
+            }
             program = _Program(substitute(self.argv, values), self.cwd, env)
             with self._lock:
                 self._running.add((program, session))
@@ -175,8 +192,11 @@ class MCPAgent:
                     self._running.discard((program, session))
                     self._cancelled.discard(session)
                 code = program.close(grace)
-                _note(tools, f"the program wrote {program.stdout.total:,} bytes to stdout and "
-                             f"{program.stderr.total:,} to stderr and {_exit_status(code)}")
+                _note(
+                    tools,
+                    f"the program wrote {program.stdout.total:,} bytes to stdout and "
+                    f"{program.stderr.total:,} to stderr and {_exit_status(code)}",
+                )
             server.stop()
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -207,10 +227,17 @@ class MCPAgent:
         prompt_file.write_text(prompt, encoding="utf-8")
         gemini = workdir / ".gemini" / "settings.json"
         gemini.parent.mkdir()
-        gemini.write_text(json.dumps({"mcpServers": {SERVER_NAME: {"httpUrl": url}}}) + "\n",
-                          encoding="utf-8")
-        return {"url": url, "mcp_config": str(config), "prompt": prompt,
-                "prompt_file": str(prompt_file), "workdir": str(workdir), "case_id": case_id}
+        gemini.write_text(
+            json.dumps({"mcpServers": {SERVER_NAME: {"httpUrl": url}}}) + "\n", encoding="utf-8"
+        )
+        return {
+            "url": url,
+            "mcp_config": str(config),
+            "prompt": prompt,
+            "prompt_file": str(prompt_file),
+            "workdir": str(workdir),
+            "case_id": case_id,
+        }
 
     def _watch(self, program: _Program, session: CaseSession, tools: Toolbox) -> Any:
         while not session.ended.wait(POLL):

@@ -47,9 +47,12 @@ SUBMIT_SPEC = ToolSpec(
     "further tool calls are refused. query_results must be rows execute_kql_query returned. "
     "Put your analysis (the MITRE ATT&CK technique ids you identified and why) in analysis: "
     "it is the only text of yours that is recorded.",
-    submission_schema(analysis={
-        "type": "string",
-        "description": "your analysis: ATT&CK technique ids, reports and tables used"}),
+    submission_schema(
+        analysis={
+            "type": "string",
+            "description": "your analysis: ATT&CK technique ids, reports and tables used",
+        }
+    ),
 )
 
 MCP_NOTE = f"""\
@@ -94,13 +97,16 @@ class CaseSession:
         self.toolbox.stop(reason)
         self._stopped(reason)
 
-    def call(self, name: str, arguments: dict[str, Any] | None, call_id: str | None = None
-             ) -> tuple[str, bool]:
+    def call(
+        self, name: str, arguments: dict[str, Any] | None, call_id: str | None = None
+    ) -> tuple[str, bool]:
         """Run one tool call; returns its text and whether it is an error. Never raises."""
         with self._lock:
             if self.answer is not None:
-                return (f"Error: the run has ended: an answer was already submitted with "
-                        f"{SUBMIT_TOOL}; only the first submission counts"), True
+                return (
+                    f"Error: the run has ended: an answer was already submitted with "
+                    f"{SUBMIT_TOOL}; only the first submission counts"
+                ), True
             if self._deadline is not None and time.monotonic() > self._deadline and not self.stopped:
                 self.timed_out = True
                 self.stop(f"time limit of {self._time_limit:g} s exceeded")
@@ -144,10 +150,14 @@ class CaseSession:
 
 def build_server(session: CaseSession) -> Server[Any]:
     """An SDK server for *session*: its tools, the submit tool, the objective as instructions and prompt."""
-    tools = [types.Tool(name=s.name, description=s.description, input_schema=s.parameters)
-             for s in session.specs()]
-    prompt = types.Prompt(name=PROMPT_NAME, title="CTI-REALM detection task",
-                          description=f"the detection objective of case {session.task.case_id}")
+    tools = [
+        types.Tool(name=s.name, description=s.description, input_schema=s.parameters) for s in session.specs()
+    ]
+    prompt = types.Prompt(
+        name=PROMPT_NAME,
+        title="CTI-REALM detection task",
+        description=f"the detection objective of case {session.task.case_id}",
+    )
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[t.model_copy(deep=True) for t in tools])
@@ -164,12 +174,22 @@ def build_server(session: CaseSession) -> Server[Any]:
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         if params.name != PROMPT_NAME:
             raise ValueError(f"unknown prompt {params.name!r}; the only prompt is {PROMPT_NAME}")
-        return types.GetPromptResult(description=prompt.description, messages=[
-            types.PromptMessage(role="user", content=types.TextContent(type="text", text=session.prompt))])
+        return types.GetPromptResult(
+            description=prompt.description,
+            messages=[
+                types.PromptMessage(role="user", content=types.TextContent(type="text", text=session.prompt))
+            ],
+        )
 
-    return Server(SERVER_NAME, version=_version(), instructions=session.prompt,
-                  on_list_tools=list_tools, on_call_tool=call_tool,
-                  on_list_prompts=list_prompts, on_get_prompt=get_prompt)
+    return Server(
+        SERVER_NAME,
+        version=_version(),
+        instructions=session.prompt,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+    )
 
 
 def _version() -> str:
@@ -199,8 +219,9 @@ def loopback_socket(port: int = 0) -> socket.socket:
 def http_server(server: Server[Any], sock: socket.socket, path: str) -> uvicorn.Server:
     """A uvicorn server for *server*'s streamable HTTP endpoint at *path* (SDK host checks on)."""
     app = server.streamable_http_app(streamable_http_path=path, host=LOOPBACK)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1,
-                            access_log=False)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, access_log=False
+    )
     return uvicorn.Server(config)
 
 
@@ -220,8 +241,9 @@ class HTTPServerThread:
         path = f"/{secrets.token_urlsafe(12)}/mcp"
         self.url = endpoint(self._sock, path)
         self._uvicorn = http_server(server, self._sock, path)
-        self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._sock]},
-                                        name="mcp-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._uvicorn.run, kwargs={"sockets": [self._sock]}, name="mcp-http", daemon=True
+        )
 
     def start(self, timeout: float = 10.0) -> HTTPServerThread:
         self._thread.start()
@@ -248,6 +270,19 @@ def dumps_config(url: str, name: str = SERVER_NAME) -> str:
     return json.dumps({"mcpServers": {name: {"type": "http", "url": url}}}, indent=2) + "\n"
 
 
-__all__ = ["MCP_NOTE", "PROMPT_NAME", "SERVER_NAME", "SUBMIT_SPEC", "SUBMIT_TOOL", "CaseSession",
-           "HTTPServerThread", "build_server", "dumps_config", "endpoint", "http_server",
-           "loopback_socket", "mcp_prompt", "serve_stdio"]
+__all__ = [
+    "MCP_NOTE",
+    "PROMPT_NAME",
+    "SERVER_NAME",
+    "SUBMIT_SPEC",
+    "SUBMIT_TOOL",
+    "CaseSession",
+    "HTTPServerThread",
+    "build_server",
+    "dumps_config",
+    "endpoint",
+    "http_server",
+    "loopback_socket",
+    "mcp_prompt",
+    "serve_stdio",
+]

@@ -63,16 +63,20 @@ def resolve_api_key(api_key: str | None, base_url: str | None) -> str:
         return key
     if base_url or os.environ.get("OPENAI_BASE_URL"):
         return "unused"
-    raise ModelAPIError("no API key: set OPENAI_API_KEY, or point --realm-base-url at a server "
-                        "that needs none")
+    raise ModelAPIError(
+        "no API key: set OPENAI_API_KEY, or point --realm-base-url at a server that needs none"
+    )
 
 
 def make_client(base_url: str | None, api_key: str | None, timeout: float) -> Any:
     """An ``openai.OpenAI`` client with the SDK's own retries off (callers retry, cancellably)."""
     from openai import OpenAI
 
-    options: dict[str, Any] = {"api_key": resolve_api_key(api_key, base_url), "timeout": timeout,
-                               "max_retries": 0}
+    options: dict[str, Any] = {
+        "api_key": resolve_api_key(api_key, base_url),
+        "timeout": timeout,
+        "max_retries": 0,
+    }
     if base_url:
         options["base_url"] = base_url
     return OpenAI(**options)
@@ -139,8 +143,10 @@ class Usage:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     def summary(self) -> str:
-        text = (f"{self.requests} requests, {self.prompt_tokens:,} prompt + "
-                f"{self.completion_tokens:,} completion = {self.total_tokens:,} tokens")
+        text = (
+            f"{self.requests} requests, {self.prompt_tokens:,} prompt + "
+            f"{self.completion_tokens:,} completion = {self.total_tokens:,} tokens"
+        )
         if self.reasoning_tokens:
             text += f" ({self.reasoning_tokens:,} reasoning)"
         if self.retries:
@@ -238,8 +244,10 @@ class OpenAIAgent:
         schemas = tools.openai_tools()
         while True:
             if len(messages) >= limit:
-                _note(tools, f"message limit of {limit} reached without a final answer "
-                             f"({len(messages)} messages)")
+                _note(
+                    tools,
+                    f"message limit of {limit} reached without a final answer ({len(messages)} messages)",
+                )
                 return None
             message, finish = self._complete(run, messages, schemas)
             text = message.content if isinstance(message.content, str) else ""
@@ -254,20 +262,25 @@ class OpenAIAgent:
                 # The text as written: the runner parses it (and says why when it is no
                 # submission), and compat scoring reads the record as the reference would.
                 return text
-            messages.append({"role": "assistant", "content": text or None, "tool_calls": [
-                _call_dict(call, index) for index, call in enumerate(calls)]})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": text or None,
+                    "tool_calls": [_call_dict(call, index) for index, call in enumerate(calls)],
+                }
+            )
             for index, call in enumerate(calls):
                 call_id = call.id or f"call_{index}"
                 function = getattr(call, "function", None)
                 if getattr(call, "type", "function") != "function" or function is None:
-                    content = (f"Error: only function tools are available; "
-                               f"use one of {', '.join(tools.names)}")
+                    content = f"Error: only function tools are available; use one of {', '.join(tools.names)}"
                 else:
                     content = tools.call(function.name or "", function.arguments or "", call_id=call_id)
                 messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
 
-    def _complete(self, run: _Run, messages: list[dict[str, Any]],
-                  schemas: list[dict[str, Any]]) -> tuple[Any, str | None]:
+    def _complete(
+        self, run: _Run, messages: list[dict[str, Any]], schemas: list[dict[str, Any]]
+    ) -> tuple[Any, str | None]:
         """One chat completion, retried on transient failures; the first choice's message."""
         request: dict[str, Any] = {"model": self.model, "messages": messages}
         if schemas:
@@ -290,10 +303,11 @@ class OpenAIAgent:
                 if not _retryable(exc) or attempt >= self.max_retries:
                     raise ModelAPIError(
                         f"{self.model} at {self.base_url or 'the default endpoint'}: {_describe(exc)}"
-                        + (f" (after {attempt} retries)" if attempt else "")) from exc
+                        + (f" (after {attempt} retries)" if attempt else "")
+                    ) from exc
                 delay = _retry_after(exc)
                 if delay is None:
-                    delay = min(self.backoff * 2 ** attempt, MAX_BACKOFF) * (0.75 + random.random() / 4)
+                    delay = min(self.backoff * 2**attempt, MAX_BACKOFF) * (0.75 + random.random() / 4)
                 attempt += 1
                 run.usage.retries += 1
                 if run.cancelled.wait(min(delay, MAX_BACKOFF)):
@@ -302,8 +316,9 @@ class OpenAIAgent:
             run.usage.add(getattr(response, "usage", None))
             choices = getattr(response, "choices", None) or []
             if not choices or getattr(choices[0], "message", None) is None:
-                raise ModelAPIError(f"{self.model}: the API returned no message "
-                                    f"(response {str(response)[:300]})")
+                raise ModelAPIError(
+                    f"{self.model}: the API returned no message (response {str(response)[:300]})"
+                )
             return choices[0].message, getattr(choices[0], "finish_reason", None)
 
 
@@ -324,5 +339,8 @@ def _call_dict(call: Any, index: int) -> dict[str, Any]:
         data = call.model_dump(exclude_none=True) if hasattr(call, "model_dump") else {}
         data.setdefault("id", getattr(call, "id", None) or f"call_{index}")
         return data
-    return {"id": call.id or f"call_{index}", "type": "function",
-            "function": {"name": function.name or "", "arguments": function.arguments or ""}}
+    return {
+        "id": call.id or f"call_{index}",
+        "type": "function",
+        "function": {"name": function.name or "", "arguments": function.arguments or ""},
+    }

@@ -16,13 +16,23 @@ SUBMIT_TOOL = "submit_detection"
 def submission_schema(**extra: dict[str, Any]) -> dict[str, Any]:
     """The JSON Schema of a ``submit_detection`` call (the output contract's three fields), plus
     *extra* optional properties: the one definition the tool-offering adapters share."""
-    return {"type": "object", "properties": {
-        "sigma_rule": {"type": "string", "description": "the Sigma rule as YAML text"},
-        "kql_query": {"type": "string", "description": "the final KQL query"},
-        "query_results": {"type": "array", "items": {"type": "object"},
-                          "description": "rows the final query returned, as column: value objects"},
-        **extra,
-    }, "required": ["sigma_rule", "kql_query", "query_results"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {
+            "sigma_rule": {"type": "string", "description": "the Sigma rule as YAML text"},
+            "kql_query": {"type": "string", "description": "the final KQL query"},
+            "query_results": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "rows the final query returned, as column: value objects",
+            },
+            **extra,
+        },
+        "required": ["sigma_rule", "kql_query", "query_results"],
+        "additionalProperties": False,
+    }
+
+
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.DOTALL)
 
 
@@ -74,8 +84,9 @@ def to_submission(answer: Any) -> Submission:
     problems = validate_output(data)
     if problems:
         raise SubmissionError("; ".join(problems))
-    return Submission(sigma_rule=data["sigma_rule"], kql_query=data["kql_query"],
-                      query_results=list(data["query_results"]))
+    return Submission(
+        sigma_rule=data["sigma_rule"], kql_query=data["kql_query"], query_results=list(data["query_results"])
+    )
 
 
 # -- the reference's reading of an answer (compat scoring only) ----------------------------------
@@ -87,15 +98,22 @@ _REF_FENCES = re.compile(r"^```json\s*|\s*```$", re.MULTILINE)
 
 def _ref_strings(key: str) -> tuple[str, ...]:
     # Double quotes, single quotes, then a double-quoted key with a single-quoted value.
-    return (rf'"{key}"\s*:\s*"((?:[^"\\]|\\.)*)"', rf"'{key}'\s*:\s*'((?:[^'\\]|\\.)*)'",
-            rf'"{key}"\s*:\s*\'((?:[^\'\\]|\\.)*)\'')
+    return (
+        rf'"{key}"\s*:\s*"((?:[^"\\]|\\.)*)"',
+        rf"'{key}'\s*:\s*'((?:[^'\\]|\\.)*)'",
+        rf'"{key}"\s*:\s*\'((?:[^\'\\]|\\.)*)\'',
+    )
 
 
 # The array ends at the first "]" followed by "," or "}" (or the end): a lazy match.
-_REF_ARRAYS = (r'"query_results"\s*:\s*(\[.*?\](?=\s*[,}]|\s*$))',
-               r"'query_results'\s*:\s*(\[.*?\](?=\s*[,}]|\s*$))")
-_REF_ARRAY_BODIES = (r'"query_results"\s*:\s*\[(.*?)\](?=\s*[,}]|\s*$)',
-                     r"'query_results'\s*:\s*\[(.*?)\](?=\s*[,}]|\s*$)")
+_REF_ARRAYS = (
+    r'"query_results"\s*:\s*(\[.*?\](?=\s*[,}]|\s*$))',
+    r"'query_results'\s*:\s*(\[.*?\](?=\s*[,}]|\s*$))",
+)
+_REF_ARRAY_BODIES = (
+    r'"query_results"\s*:\s*\[(.*?)\](?=\s*[,}]|\s*$)',
+    r"'query_results'\s*:\s*\[(.*?)\](?=\s*[,}]|\s*$)",
+)
 
 
 def reference_fields(output: str) -> dict[str, Any]:
@@ -121,8 +139,13 @@ def _reference_fallback(output: str) -> dict[str, Any]:
         for pattern in _ref_strings(key):  # each quoting over the whole text, in turn
             match = re.search(pattern, output, re.DOTALL)
             if match:
-                found[key] = (match.group(1).replace("\\n", "\n").replace("\\t", "\t")
-                              .replace('\\"', '"').replace("\\'", "'"))
+                found[key] = (
+                    match.group(1)
+                    .replace("\\n", "\n")
+                    .replace("\\t", "\t")
+                    .replace('\\"', '"')
+                    .replace("\\'", "'")
+                )
                 break
     for pattern in _REF_ARRAYS:
         match = re.search(pattern, output, re.DOTALL)
@@ -133,8 +156,9 @@ def _reference_fallback(output: str) -> dict[str, Any]:
             except json.JSONDecodeError:
                 continue
     if "query_results" not in found:
-        match = (re.search(_REF_ARRAY_BODIES[0], output, re.DOTALL)
-                 or re.search(_REF_ARRAY_BODIES[1], output, re.DOTALL))
+        match = re.search(_REF_ARRAY_BODIES[0], output, re.DOTALL) or re.search(
+            _REF_ARRAY_BODIES[1], output, re.DOTALL
+        )
         if match:
             body = match.group(1).strip()
             try:

@@ -52,14 +52,26 @@ ID_COLUMNS = ("ReportId", "AuditId", "EventDataId", "CorrelationId", "RequestId"
 TEXT_HINTS = ("CommandLine", "Path", "FileName", "Uri", "Url", "UserAgent")
 WIDE_HINTS = (*TEXT_HINTS, "Operation", "Activity", "Verb", "DisplayName")
 #: Entity columns a memorising agent pins (hosts first, then accounts).
-ENTITY_COLUMNS = ("DeviceName", "Computer", "UserPrincipalName", "AccountName",
-                  "InitiatingProcessAccountName", "Caller", "Identity", "UserId",
-                  "ServicePrincipalName", "CallerIpAddress", "IPAddress")
-_STOP = set("""a an and the to of in on by for from with that this which into or as is are be
+ENTITY_COLUMNS = (
+    "DeviceName",
+    "Computer",
+    "UserPrincipalName",
+    "AccountName",
+    "InitiatingProcessAccountName",
+    "Caller",
+    "Identity",
+    "UserId",
+    "ServicePrincipalName",
+    "CallerIpAddress",
+    "IPAddress",
+)
+_STOP = set(
+    """a an and the to of in on by for from with that this which into or as is are be
 write detection rule detect identify monitoring monitor events event activity using use via their
 its any new such when where who what than then through suspicious malicious potential attempts
 attempt attacker attackers adversary adversaries outside normal linux azure kubernetes cluster
-used uses other them they were been have has within across after before being more most also""".split())
+used uses other them they were been have has within across after before being more most also""".split()
+)
 _WORD = re.compile(r"[A-Za-z0-9_./:~-]{4,}")
 
 
@@ -94,9 +106,14 @@ class Seen:
 
     def strings(self, table: str, hints: tuple[str, ...] | None = None) -> list[str]:
         """String columns of *table* (whose names contain one of *hints*), ids excluded."""
-        return [c for c, t in self.columns[table] if t == "string" and c not in ID_COLUMNS
-                and not (hints and c.endswith("Id"))
-                and (hints is None or any(h.lower() in c.lower() for h in hints))]
+        return [
+            c
+            for c, t in self.columns[table]
+            if t == "string"
+            and c not in ID_COLUMNS
+            and not (hints and c.endswith("Id"))
+            and (hints is None or any(h.lower() in c.lower() for h in hints))
+        ]
 
     def ids(self, table: str) -> list[str]:
         present = {c for c, _ in self.columns[table]}
@@ -140,8 +157,7 @@ class Shortcut:
         if rows is None:
             rows = result_rows(tools.execute_kql_query(query=detection.kql)) or seen.probe_rows
         tools.say(f"Final detection ({detection.idea}) returns {len(rows)} rows shown.")
-        return {"sigma_rule": self.sigma(seen, detection), "kql_query": detection.kql,
-                "query_results": rows}
+        return {"sigma_rule": self.sigma(seen, detection), "kql_query": detection.kql, "query_results": rows}
 
     def explore(self, task: Task, tools: AgentTools) -> Seen:
         seen = Seen(task.objective)
@@ -156,10 +172,12 @@ class Shortcut:
                     found.update(extract_technique_ids(report["content"]))
             seen.techniques = [t for t, _ in found.most_common(3)]
         available = {t["TableName"]: t["Rows"] for t in json.loads(tools.list_kusto_tables())}
-        seen.tables = [t for t in candidate_tables(task.objective) if t in available][:self.max_tables]
+        seen.tables = [t for t in candidate_tables(task.objective) if t in available][: self.max_tables]
         seen.sizes = {t: int(available[t]) for t in seen.tables}
-        tools.say(f"This looks like {', '.join(seen.techniques) or 'an unknown technique'}; "
-                  f"the data should be in {', '.join(seen.tables)}.")
+        tools.say(
+            f"This looks like {', '.join(seen.techniques) or 'an unknown technique'}; "
+            f"the data should be in {', '.join(seen.tables)}."
+        )
         for table in seen.tables:
             schema = json.loads(tools.get_table_schema(table_name=table))
             seen.columns[table] = [(c["ColumnName"], c["ColumnType"]) for c in schema["Columns"]]
@@ -173,11 +191,13 @@ class Shortcut:
     def sigma(self, seen: Seen, detection: Detection) -> str:
         """A Sigma rule of the same idea, on the detection's main table."""
         selections = detection.selections or {
-            "selection": {f"{seen.strings(detection.table)[0]}|contains": terms(seen.objective)[:3]}}
+            "selection": {f"{seen.strings(detection.table)[0]}|contains": terms(seen.objective)[:3]}
+        }
         # Title Case and no ATT&CK tags (the validators want each tag's tactic): full syntax marks.
         rule = {
-            "title": " ".join(w if w in ("in", "of", "the") else w.capitalize()
-                              for w in detection.idea.split())[:110],
+            "title": " ".join(
+                w if w in ("in", "of", "the") else w.capitalize() for w in detection.idea.split()
+            )[:110],
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"ctirealm-shortcut/{self.name}/{seen.objective}")),
             "status": "experimental",
             "description": f"{detection.idea}. Objective: {seen.objective}"[:1000],
@@ -195,8 +215,11 @@ class Marker(Shortcut):
     """Marker regexes (UUID fragments, ``sim-`` tags, long hex) over text columns."""
 
     name = "marker"
-    REGEXES = (r"[0-9a-f]{8}-[0-9a-f]{4}([^-0-9a-f]|$)", r"(^|[^a-z])sim-[0-9a-z]",
-               r"(^|[^0-9a-f])[0-9a-f]{12,}([^0-9a-f]|$)")
+    REGEXES = (
+        r"[0-9a-f]{8}-[0-9a-f]{4}([^-0-9a-f]|$)",
+        r"(^|[^a-z])sim-[0-9a-z]",
+        r"(^|[^0-9a-f])[0-9a-f]{12,}([^0-9a-f]|$)",
+    )
 
     def detect(self, seen: Seen, tools: AgentTools) -> Detection:
         kept: dict[str, list[tuple[str, str]]] = {}
@@ -204,8 +227,9 @@ class Marker(Shortcut):
             pairs = [(c, r) for c in seen.strings(table, TEXT_HINTS) for r in self.REGEXES]
             if not pairs:
                 continue
-            counts = ", ".join(f"m{i} = countif({c} matches regex {kql_string(r)})"
-                               for i, (c, r) in enumerate(pairs))
+            counts = ", ".join(
+                f"m{i} = countif({c} matches regex {kql_string(r)})" for i, (c, r) in enumerate(pairs)
+            )
             found = result_rows(tools.execute_kql_query(query=f"{table} | summarize {counts}"))
             # A marker is rare: kept when it selects something, but at most 1% of the table.
             cap = max(20, seen.sizes.get(table, 0) // 100)
@@ -216,8 +240,12 @@ class Marker(Shortcut):
         if not kept and seen.tables:
             table = seen.tables[0]
             kept[table] = [(c, self.REGEXES[0]) for c in seen.strings(table, TEXT_HINTS)[:3]]
-        parts = {t: f"{t}\n| where " + " or ".join(f"{c} matches regex {kql_string(r)}" for c, r in pairs)
-                 + f"\n| {seen.project(t)}" for t, pairs in kept.items()}
+        parts = {
+            t: f"{t}\n| where "
+            + " or ".join(f"{c} matches regex {kql_string(r)}" for c, r in pairs)
+            + f"\n| {seen.project(t)}"
+            for t, pairs in kept.items()
+        }
         table = max(kept, key=lambda t: len(kept[t]))
         selections = {f"selection_{i}": {f"{c}|re": r} for i, (c, r) in enumerate(kept[table])}
         return Detection(union(parts), table, selections, "simulation markers in text columns")
@@ -236,41 +264,59 @@ class RareValues(Shortcut):
             columns = seen.strings(table)
             if not columns:
                 continue
-            distinct = result_rows(tools.execute_kql_query(query=f"{table} | summarize " + ", ".join(
-                f"d{i} = dcount({c})" for i, c in enumerate(columns))))
+            distinct = result_rows(
+                tools.execute_kql_query(
+                    query=f"{table} | summarize "
+                    + ", ".join(f"d{i} = dcount({c})" for i, c in enumerate(columns))
+                )
+            )
             counts = distinct[0] if distinct else {}
-            categorical = sorted((int(counts.get(f"d{i}") or 0), c) for i, c in enumerate(columns)
-                                 if 2 <= int(counts.get(f"d{i}") or 0) <= 200)
+            categorical = sorted(
+                (int(counts.get(f"d{i}") or 0), c)
+                for i, c in enumerate(columns)
+                if 2 <= int(counts.get(f"d{i}") or 0) <= 200
+            )
             limit = max(5, seen.sizes.get(table, 0) // 2000)
             rare: dict[str, list[str]] = {}
-            for _, column in categorical[:self.max_columns]:
-                found = result_rows(tools.execute_kql_query(
-                    query=f"{table} | summarize count() by {column} | where count_ < {limit} "
-                          f"| order by count_ asc, {column} asc"))
+            for _, column in categorical[: self.max_columns]:
+                found = result_rows(
+                    tools.execute_kql_query(
+                        query=f"{table} | summarize count() by {column} | where count_ < {limit} "
+                        f"| order by count_ asc, {column} asc"
+                    )
+                )
                 values = [str(r[column]) for r in found if r.get(column) not in (None, "")]
                 if values:
                     rare[column] = values
             if not rare:
                 continue
-            score = " + ".join(f"iff({c} in ({', '.join(kql_string(v) for v in vs)}), 1, 0)"
-                               for c, vs in rare.items())
-            levels = result_rows(tools.execute_kql_query(
-                query=f"{table} | extend rarity = {score} | summarize "
-                      + ", ".join(f"n{k} = countif(rarity >= {k})" for k in (1, 2, 3))))
+            score = " + ".join(
+                f"iff({c} in ({', '.join(kql_string(v) for v in vs)}), 1, 0)" for c, vs in rare.items()
+            )
+            levels = result_rows(
+                tools.execute_kql_query(
+                    query=f"{table} | extend rarity = {score} | summarize "
+                    + ", ".join(f"n{k} = countif(rarity >= {k})" for k in (1, 2, 3))
+                )
+            )
             level = levels[0] if levels else {}
             # The strictest level that still selects rows, unless a looser one is already small.
             cap = max(20, seen.sizes.get(table, 0) // 500)
-            threshold = next((k for k in (1, 2, 3) if 0 < int(level.get(f"n{k}") or 0) <= cap),
-                             max((k for k in (1, 2, 3) if int(level.get(f"n{k}") or 0) > 0),
-                                 default=1))
-            parts[table] = (f"{table}\n| extend rarity = {score}\n| where rarity >= {threshold}"
-                            f"\n| {seen.project(table)}")
+            threshold = next(
+                (k for k in (1, 2, 3) if 0 < int(level.get(f"n{k}") or 0) <= cap),
+                max((k for k in (1, 2, 3) if int(level.get(f"n{k}") or 0) > 0), default=1),
+            )
+            parts[table] = (
+                f"{table}\n| extend rarity = {score}\n| where rarity >= {threshold}\n| {seen.project(table)}"
+            )
             rare_by_table[table] = rare
         if not parts:
             return Everything().detect(seen, tools)
         table = max(rare_by_table, key=lambda t: len(rare_by_table[t]))
-        selections = {f"selection_{i}": {column: values}
-                      for i, (column, values) in enumerate(rare_by_table[table].items())}
+        selections = {
+            f"selection_{i}": {column: values}
+            for i, (column, values) in enumerate(rare_by_table[table].items())
+        }
         return Detection(union(parts), table, selections, "rare values of categorical columns")
 
 
@@ -293,8 +339,9 @@ class Keywords(Shortcut):
                 continue
             # Broad first; narrowed to the most specific words when it selects over 1% of rows.
             for subset in (words, words[:3], words[:1]):
-                found = result_rows(tools.execute_kql_query(
-                    query=f"{table} | where {self.where(columns, subset)} | count"))
+                found = result_rows(
+                    tools.execute_kql_query(query=f"{table} | where {self.where(columns, subset)} | count")
+                )
                 count = int(found[0]["Count"]) if found else 0
                 if count and count <= max(50, seen.sizes.get(table, 0) // 100):
                     chosen[table] = (columns, subset)
@@ -311,8 +358,9 @@ class Keywords(Shortcut):
         chosen = self.filters(seen, tools)
         if not chosen:
             return Everything().detect(seen, tools)
-        parts = {t: f"{t}\n| where {self.where(cs, ws)}\n| {seen.project(t)}"
-                 for t, (cs, ws) in chosen.items()}
+        parts = {
+            t: f"{t}\n| where {self.where(cs, ws)}\n| {seen.project(t)}" for t, (cs, ws) in chosen.items()
+        }
         table = next(iter(chosen))
         columns, words = chosen[table]
         selections = {f"selection_{i}": {f"{c}|contains": words} for i, c in enumerate(columns)}
@@ -367,8 +415,9 @@ class Memorise(Keywords):
             seen_ids: list[Any] = []
             for _ in range(self.pages):  # the tools show 10 rows a query: page through them
                 exclude = f" and not({id_column} in ({literals(seen_ids)}))" if seen_ids else ""
-                page = result_rows(tools.execute_kql_query(
-                    query=f"{table} | where ({self.where(columns, words)}){exclude}"))
+                page = result_rows(
+                    tools.execute_kql_query(query=f"{table} | where ({self.where(columns, words)}){exclude}")
+                )
                 if not page:
                     break
                 seen_ids += [r[id_column] for r in page if r.get(id_column) is not None]
@@ -383,9 +432,8 @@ class Memorise(Keywords):
             return Everything().detect(seen, tools)
         parts = {}
         for table, pinned in ids.items():
-            (column, values), = pinned.items()
-            parts[table] = (f"{table}\n| where {column} in ({literals(values)})"
-                            f"\n| {seen.project(table)}")
+            ((column, values),) = pinned.items()
+            parts[table] = f"{table}\n| where {column} in ({literals(values)})\n| {seen.project(table)}"
         table = next(iter(ids))
         held = entities.get(table) or ids[table]
         selections = {"selection": {c: list(dict.fromkeys(vs))[:50] for c, vs in held.items()}}
@@ -393,8 +441,17 @@ class Memorise(Keywords):
 
 
 #: The shortcut agents by name.
-SHORTCUTS: dict[str, type[Shortcut]] = {cls.name: cls for cls in (
-    Marker, RareValues, Keywords, Everything, Fabricated, Memorise)}
+SHORTCUTS: dict[str, type[Shortcut]] = {
+    cls.name: cls for cls in (Marker, RareValues, Keywords, Everything, Fabricated, Memorise)
+}
 
-__all__ = ["SHORTCUTS", "Everything", "Fabricated", "Keywords", "Marker", "Memorise",
-           "RareValues", "Shortcut"]
+__all__ = [
+    "SHORTCUTS",
+    "Everything",
+    "Fabricated",
+    "Keywords",
+    "Marker",
+    "Memorise",
+    "RareValues",
+    "Shortcut",
+]

@@ -46,8 +46,12 @@ class Attack:
         self.tactics = [Tactic(t["id"], t["shortname"], t["name"]) for t in doc["tactics"]]
         self.techniques = {
             t["id"]: Technique(
-                t["id"], t["name"], tuple(t.get("tactics", ())), tuple(t.get("platforms", ())),
-                t.get("description", ""), bool(t.get("is_subtechnique", "." in t["id"])),
+                t["id"],
+                t["name"],
+                tuple(t.get("tactics", ())),
+                tuple(t.get("platforms", ())),
+                t.get("description", ""),
+                bool(t.get("is_subtechnique", "." in t["id"])),
             )
             for t in doc["techniques"]
         }
@@ -61,9 +65,7 @@ class Attack:
     def by_tactic(self, tactic: str) -> list[Technique]:
         """Techniques of a tactic, by name or shortname (``Credential Access``, ``credential-access``)."""
         key = tactic.strip().lower().replace(" ", "-").replace("_", "-")
-        return sorted(
-            (t for t in self.techniques.values() if key in t.tactics), key=lambda t: t.id
-        )
+        return sorted((t for t in self.techniques.values() if key in t.tactics), key=lambda t: t.id)
 
     def tactic_names(self) -> list[str]:
         return [t.shortname for t in self.tactics]
@@ -72,8 +74,10 @@ class Attack:
 @lru_cache(maxsize=1)
 def load_attack() -> Attack:
     """The bundled ATT&CK data (parsed once per process)."""
-    text = resources.files(__package__).joinpath("data/enterprise_techniques_v18_1.json").read_text(
-        encoding="utf-8"
+    text = (
+        resources.files(__package__)
+        .joinpath("data/enterprise_techniques_v18_1.json")
+        .read_text(encoding="utf-8")
     )
     return Attack(json.loads(text))
 

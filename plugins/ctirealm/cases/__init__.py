@@ -75,6 +75,13 @@ def load_cases(root: str | Path, *, tables: set[str] | None = None) -> CaseSet:
 
 
 __all__ = [
-    "Case", "CaseError", "CaseSet", "GroundTruth", "Report", "Solution",
-    "load_cases", "parse_case", "parse_report",
+    "Case",
+    "CaseError",
+    "CaseSet",
+    "GroundTruth",
+    "Report",
+    "Solution",
+    "load_cases",
+    "parse_case",
+    "parse_report",
 ]

@@ -95,9 +95,11 @@ class Case:
         """
         if any(self.ground_truth.attack_events.values()):
             return self
-        truth = replace(self.ground_truth,
-                        attack_events=labels.by_table("attack", self.id),
-                        hard_negatives=labels.by_table("hard_negative", self.id))
+        truth = replace(
+            self.ground_truth,
+            attack_events=labels.by_table("attack", self.id),
+            hard_negatives=labels.by_table("hard_negative", self.id),
+        )
         return replace(self, ground_truth=truth)
 
     @property
@@ -126,9 +128,13 @@ class Report:
 
     def to_tool_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "title": self.title, "tags": list(self.tags),
-            "written": self.written, "link": self.source_urls[0] if self.source_urls else "",
-            "source_urls": list(self.source_urls), "content": self.content,
+            "id": self.id,
+            "title": self.title,
+            "tags": list(self.tags),
+            "written": self.written,
+            "link": self.source_urls[0] if self.source_urls else "",
+            "source_urls": list(self.source_urls),
+            "content": self.content,
         }
 
 
@@ -180,9 +186,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return doc
 
 
-def parse_case(
-    path: Path, *, attack: Attack | None = None, tables: set[str] | None = None
-) -> Case:
+def parse_case(path: Path, *, attack: Attack | None = None, tables: set[str] | None = None) -> Case:
     """Read and validate one ``cases/<platform>/<id>.yaml``."""
     attack = attack or load_attack()
     doc = _read_yaml(path)
@@ -212,7 +216,8 @@ def parse_case(
     for technique in techniques:
         if technique not in attack:
             raise CaseError(
-                path, "ground_truth.techniques",
+                path,
+                "ground_truth.techniques",
                 f"{technique!r} is not an ATT&CK technique in the bundled data (v18.1)",
             )
     case_tables = _str_list(truth.get("tables"), path, "ground_truth.tables")
@@ -231,8 +236,7 @@ def parse_case(
             raise CaseError(path, f"ground_truth.regex_patterns.{column}", f"invalid regex: {exc}") from exc
     source = str(doc.get("source") or "ctirealm")
     if source != "ctirealm" and source not in IMPORTED_SOURCES:
-        raise CaseError(path, "source", f"{source!r} is not one of ctirealm, "
-                        + ", ".join(IMPORTED_SOURCES))
+        raise CaseError(path, "source", f"{source!r} is not one of ctirealm, " + ", ".join(IMPORTED_SOURCES))
     # Cases played from scenarios list no ids: each split's store labels them (see `Case.bound`).
     attack_events = _id_map(truth.get("attack_events"), path, "ground_truth.attack_events", tables)
     hard_negatives = _id_map(truth.get("hard_negatives"), path, "ground_truth.hard_negatives", tables)

@@ -75,8 +75,9 @@ UPSTREAM_TABLES: dict[str, str] = {
     **UPSTREAM_FILE_ALIASES,
 }
 #: Each table's natural id column (used when unique and always present): the shipped schema's.
-NATURAL_IDS: dict[str, str] = {UPSTREAM_SPELLINGS.get(n, n): s.id_column
-                               for n, s in sorted(_SHIPPED.items()) if s.id_column}
+NATURAL_IDS: dict[str, str] = {
+    UPSTREAM_SPELLINGS.get(n, n): s.id_column for n, s in sorted(_SHIPPED.items()) if s.id_column
+}
 TIME_COLUMNS = ("TimeGenerated", "Timestamp")
 SYNTHETIC_ID = "RealmEventId"
 SOURCE = "cti-realm"
@@ -129,6 +130,7 @@ def _slug(text: str) -> str:
 
 # --------------------------------------------------------------------------- reading
 
+
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         handle = path.open("r", encoding="utf-8")
@@ -141,8 +143,9 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise UpstreamFormatError(path, f"invalid JSON at column {exc.colno}: {exc.msg}",
-                                          number) from None
+                raise UpstreamFormatError(
+                    path, f"invalid JSON at column {exc.colno}: {exc.msg}", number
+                ) from None
             if not isinstance(value, dict):
                 raise UpstreamFormatError(path, "each line must be a JSON object", number)
             yield number, value
@@ -153,15 +156,21 @@ class _Checker:
     lenient: bool
     warnings: list[str] = field(default_factory=list)
 
-    def fields(self, path: Path, line: int | None, record: dict[str, Any], allowed: set[str],
-               required: set[str], what: str) -> None:
+    def fields(
+        self,
+        path: Path,
+        line: int | None,
+        record: dict[str, Any],
+        allowed: set[str],
+        required: set[str],
+        what: str,
+    ) -> None:
         missing = sorted(required - set(record))
         if missing:
             raise UpstreamFormatError(path, f"{what}: missing field(s) {', '.join(missing)}", line)
         extra = sorted(set(record) - allowed)
         if extra:
-            message = (f"{what}: unexpected field(s) {', '.join(extra)}; expected "
-                       f"{', '.join(sorted(allowed))}")
+            message = f"{what}: unexpected field(s) {', '.join(extra)}; expected {', '.join(sorted(allowed))}"
             if not self.lenient:
                 raise UpstreamFormatError(path, message + " (use --lenient to import anyway)", line)
             self.warnings.append(f"{path}:{line}: {message} (ignored)" if line else f"{path}: {message}")
@@ -175,9 +184,9 @@ TELEMETRY_DIRS = {"snapshot": Path("kusto_data"), "download": Path("docker") / "
 
 @dataclass
 class Layout:
-    root: Path        # holds data/, cti_reports/, seed_memory/
-    telemetry: Path   # the <table>.jsonl files
-    kind: str         # a key of TELEMETRY_DIRS
+    root: Path  # holds data/, cti_reports/, seed_memory/
+    telemetry: Path  # the <table>.jsonl files
+    kind: str  # a key of TELEMETRY_DIRS
 
 
 def find_layout(path: str | Path) -> Layout:
@@ -191,9 +200,12 @@ def find_layout(path: str | Path) -> Layout:
         for kind, sub in TELEMETRY_DIRS.items():
             if (candidate / sub).is_dir():
                 return Layout(candidate, candidate / sub, kind)
-    raise UpstreamFormatError(base, "not an upstream CTI-REALM layout: expected either the Hugging Face "
-                              "snapshot (cti_realm/data/ and cti_realm/kusto_data/) or the download_data.py "
-                              "layout (data/ and docker/kusto_init/data/) here")
+    raise UpstreamFormatError(
+        base,
+        "not an upstream CTI-REALM layout: expected either the Hugging Face "
+        "snapshot (cti_realm/data/ and cti_realm/kusto_data/) or the download_data.py "
+        "layout (data/ and docker/kusto_init/data/) here",
+    )
 
 
 def find_root(path: str | Path) -> Path:
@@ -250,49 +262,64 @@ def read_cases(root: Path, checker: _Checker) -> dict[str, UpstreamCase]:
             truth[case_id] = (line, record)
         seen: set[str] = set()
         for line, record in _jsonl(answers):
-            checker.fields(answers, line, record, ANSWER_FIELDS, {"id", "detection_description"},
-                           "answer")
+            checker.fields(answers, line, record, ANSWER_FIELDS, {"id", "detection_description"}, "answer")
             case_id = str(record["id"])
             if case_id in seen:
                 raise UpstreamFormatError(answers, f"id {case_id!r} appears twice", line)
             seen.add(case_id)
             if case_id not in truth:
-                raise UpstreamFormatError(answers, f"id {case_id!r} has no ground truth in "
-                                                   f"{samples.name}", line)
+                raise UpstreamFormatError(
+                    answers, f"id {case_id!r} has no ground truth in {samples.name}", line
+                )
             sample_line, sample = truth[case_id]
             gt = sample["ground_truth"]
             patterns = gt["regex_patterns"]
             if not isinstance(patterns, dict) or not all(isinstance(v, str) for v in patterns.values()):
-                raise UpstreamFormatError(samples, "ground_truth.regex_patterns must map column -> regex",
-                                   sample_line)
+                raise UpstreamFormatError(
+                    samples, "ground_truth.regex_patterns must map column -> regex", sample_line
+                )
             for column, pattern in patterns.items():
                 try:
                     re.compile(pattern)
                 except re.error as exc:
-                    raise UpstreamFormatError(samples, f"regex for {column!r} does not compile: {exc}",
-                                       sample_line) from exc
+                    raise UpstreamFormatError(
+                        samples, f"regex for {column!r} does not compile: {exc}", sample_line
+                    ) from exc
             description = record["detection_description"]
             if not isinstance(description, str) or not description.strip():
                 raise UpstreamFormatError(answers, "detection_description must be non-empty text", line)
             candidate = UpstreamCase(
                 id=case_id,
-                techniques=_str_list(gt["mitre_techniques"], samples, sample_line,
-                                     "ground_truth.mitre_techniques"),
-                data_sources=_str_list(gt["data_sources"], samples, sample_line,
-                                       "ground_truth.data_sources"),
+                techniques=_str_list(
+                    gt["mitre_techniques"], samples, sample_line, "ground_truth.mitre_techniques"
+                ),
+                data_sources=_str_list(gt["data_sources"], samples, sample_line, "ground_truth.data_sources"),
                 regex_patterns={str(k): v for k, v in patterns.items()},
-                description=description.strip(), subtasks=record.get("subtasks"),
+                description=description.strip(),
+                subtasks=record.get("subtasks"),
                 simulation=sample.get("simulation"),
             )
             existing = cases.get(case_id)
             if existing is None:
                 cases[case_id] = candidate
-            elif (existing.techniques, existing.data_sources, existing.regex_patterns,
-                  existing.description, existing.simulation) != (
-                      candidate.techniques, candidate.data_sources, candidate.regex_patterns,
-                      candidate.description, candidate.simulation):
-                raise UpstreamFormatError(samples, f"id {case_id!r} differs from its entry in "
-                                            f"{', '.join(existing.files)}", sample_line)
+            elif (
+                existing.techniques,
+                existing.data_sources,
+                existing.regex_patterns,
+                existing.description,
+                existing.simulation,
+            ) != (
+                candidate.techniques,
+                candidate.data_sources,
+                candidate.regex_patterns,
+                candidate.description,
+                candidate.simulation,
+            ):
+                raise UpstreamFormatError(
+                    samples,
+                    f"id {case_id!r} differs from its entry in {', '.join(existing.files)}",
+                    sample_line,
+                )
             entry = cases[case_id]
             entry.subsets.append(f"realm-{subset}")
             entry.files.append(samples.name)
@@ -300,8 +327,10 @@ def read_cases(root: Path, checker: _Checker) -> dict[str, UpstreamCase]:
         if missing_answers:
             raise UpstreamFormatError(answers, f"no entry for id(s) {', '.join(missing_answers[:5])}")
     if not pairs:
-        raise UpstreamFormatError(data / "dataset_samples_stratified_50.jsonl",
-                           "missing (and no _25 files either): no cases to import")
+        raise UpstreamFormatError(
+            data / "dataset_samples_stratified_50.jsonl",
+            "missing (and no _25 files either): no cases to import",
+        )
     return cases
 
 
@@ -334,23 +363,31 @@ def read_reports(root: Path, checker: _Checker) -> list[UpstreamReport]:
         if not slug[0].isalnum():
             slug = f"report-{slug}"
         if slug in slugs:
-            raise UpstreamFormatError(path, f"report id {record['id']!r} clashes with line "
-                                            f"{slugs[slug]}", line)
+            raise UpstreamFormatError(
+                path, f"report id {record['id']!r} clashes with line {slugs[slug]}", line
+            )
         slugs[slug] = line
-        reports.append(UpstreamReport(str(record["id"]), slug, record["title"].strip(),
-                                      record["content"].strip(),
-                                      [t.strip().lower() for t in tags if t.strip()] or ["untagged"],
-                                      str(record.get("link") or "")))
+        reports.append(
+            UpstreamReport(
+                str(record["id"]),
+                slug,
+                record["title"].strip(),
+                record["content"].strip(),
+                [t.strip().lower() for t in tags if t.strip()] or ["untagged"],
+                str(record.get("link") or ""),
+            )
+        )
     return reports
 
 
 # --------------------------------------------------------------------------- telemetry
 
+
 @dataclass
 class _Column:
-    name: str          # sanitized
+    name: str  # sanitized
     kinds: set[str] = field(default_factory=set)
-    present: int = 0   # rows with a non-null value
+    present: int = 0  # rows with a non-null value
 
 
 def _kind(value: Any) -> str:
@@ -359,9 +396,9 @@ def _kind(value: Any) -> str:
     if isinstance(value, int):
         # Upstream declares integers `int`; one that does not fit 32 bits needs `long`
         # (upstream's ingestion would fail on it), one beyond 64 bits `real`.
-        if -(2 ** 31) <= value < 2 ** 31:
+        if -(2**31) <= value < 2**31:
             return "int"
-        return "long" if -(2 ** 63) <= value < 2 ** 63 else "float"
+        return "long" if -(2**63) <= value < 2**63 else "float"
     if isinstance(value, float):
         return "float"
     if isinstance(value, (dict, list)):
@@ -401,9 +438,9 @@ class TableScan:
     table: str
     path: Path
     rows: int = 0
-    columns: dict[str, _Column] = field(default_factory=dict)   # raw key -> column
-    renamed: dict[str, str] = field(default_factory=dict)       # raw key -> sanitized (when different)
-    ids: dict[str, set[str]] = field(default_factory=dict)      # candidate id column -> values seen
+    columns: dict[str, _Column] = field(default_factory=dict)  # raw key -> column
+    renamed: dict[str, str] = field(default_factory=dict)  # raw key -> sanitized (when different)
+    ids: dict[str, set[str]] = field(default_factory=dict)  # candidate id column -> values seen
     id_unique: dict[str, bool] = field(default_factory=dict)
     times: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
 
@@ -421,8 +458,10 @@ def _sanitized_names(path: Path, keys: list[str], warnings: list[str]) -> dict[s
             name = f"{base}_{n}"
             n += 1
         if name != base:
-            warnings.append(f"{path}: column {key!r} renamed {name!r} (clashes with "
-                            f"{used[base.lower()]!r} once sanitized)")
+            warnings.append(
+                f"{path}: column {key!r} renamed {name!r} (clashes with "
+                f"{used[base.lower()]!r} once sanitized)"
+            )
         used[name.lower()] = key
         out[key] = name
     return out
@@ -486,15 +525,19 @@ def _choose_id(scan: TableScan) -> tuple[str, str | None]:
 def _choose_time(scan: TableScan) -> str:
     for preferred in TIME_COLUMNS:
         for key, column in scan.columns.items():
-            if column.name == preferred and resolve_type(column.kinds) == "datetime" \
-                    and key in scan.times and column.present == scan.rows:
+            if (
+                column.name == preferred
+                and resolve_type(column.kinds) == "datetime"
+                and key in scan.times
+                and column.present == scan.rows
+            ):
                 return key
     for key, column in scan.columns.items():
-        if resolve_type(column.kinds) == "datetime" and column.present == scan.rows \
-                and key in scan.times:
+        if resolve_type(column.kinds) == "datetime" and column.present == scan.rows and key in scan.times:
             return key
-    raise UpstreamFormatError(scan.path, "no time column: expected TimeGenerated or Timestamp with an "
-                                  "ISO-8601 value in every row")
+    raise UpstreamFormatError(
+        scan.path, "no time column: expected TimeGenerated or Timestamp with an ISO-8601 value in every row"
+    )
 
 
 @dataclass
@@ -502,7 +545,7 @@ class _Matcher:
     """One ground-truth pattern bound to a column (and a path inside it) of one table."""
 
     pattern_column: str
-    path: tuple[str, ...]      # sanitized column, then keys inside a dynamic value
+    path: tuple[str, ...]  # sanitized column, then keys inside a dynamic value
     pattern: re.Pattern[str]
 
     def matches(self, row: dict[str, Any]) -> bool:
@@ -524,8 +567,7 @@ def _resolve_pattern_column(scan: TableScan, column: str) -> tuple[str, ...] | N
             return (by_lower[name.lower()],)
     head, _, rest = column.partition(".")
     target = by_lower.get(sanitize_column(head).lower()) if rest else None
-    if target is not None and any(c.name == target and "dynamic" in c.kinds
-                                  for c in scan.columns.values()):
+    if target is not None and any(c.name == target and "dynamic" in c.kinds for c in scan.columns.values()):
         return (target, *rest.split("."))
     return None
 
@@ -535,6 +577,7 @@ def _synthetic_id(table: str, line: int, text: str) -> str:
 
 
 # --------------------------------------------------------------------------- the import
+
 
 @dataclass
 class ImportResult:
@@ -548,9 +591,15 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": SOURCE, "out": str(self.out), "window": list(self.window),
-                "reports": self.reports, "tables": self.tables, "cases": self.cases,
-                "warnings": self.warnings}
+        return {
+            "source": SOURCE,
+            "out": str(self.out),
+            "window": list(self.window),
+            "reports": self.reports,
+            "tables": self.tables,
+            "cases": self.cases,
+            "warnings": self.warnings,
+        }
 
 
 def _table_files(folder: Path, checker: _Checker) -> dict[str, Path]:
@@ -560,8 +609,10 @@ def _table_files(folder: Path, checker: _Checker) -> dict[str, Path]:
     for path in sorted(folder.glob("*.jsonl")):
         table = UPSTREAM_TABLES.get(path.stem.lower())
         if table is None:
-            message = (f"unexpected table file; known: "
-                       f"{', '.join(sorted(set(UPSTREAM_TABLES) - {'storagebloblogs'}))}")
+            message = (
+                f"unexpected table file; known: "
+                f"{', '.join(sorted(set(UPSTREAM_TABLES) - {'storagebloblogs'}))}"
+            )
             if not checker.lenient:
                 raise UpstreamFormatError(path, message + " (use --lenient to skip it)")
             checker.warnings.append(f"{path}: {message} (skipped)")
@@ -574,11 +625,19 @@ def _table_files(folder: Path, checker: _Checker) -> dict[str, Path]:
     return files
 
 
-def _schema_json(table: str, id_column: str, time_column: str, columns: list[tuple[str, str]],
-                 source: str) -> str:
+def _schema_json(
+    table: str, id_column: str, time_column: str, columns: list[tuple[str, str]], source: str
+) -> str:
     """A schema file in the layout of ``telemetry/schemas`` (one column per line)."""
-    head = json.dumps({"table": table, "id_column": id_column, "time_column": time_column,
-                       "source": f"inferred from the upstream CTI-REALM file {source}"}, indent=2)
+    head = json.dumps(
+        {
+            "table": table,
+            "id_column": id_column,
+            "time_column": time_column,
+            "source": f"inferred from the upstream CTI-REALM file {source}",
+        },
+        indent=2,
+    )
     lines = ",\n".join(f"    {json.dumps(list(c))}" for c in columns)
     return head[:-2] + f',\n  "columns": [\n{lines}\n  ]\n}}\n'
 
@@ -625,15 +684,19 @@ def import_cti_realm(
             raise UpstreamFormatError(where, f"{case.id}: detection_description is too short")
         for technique in case.techniques:
             if technique not in attack:
-                raise UpstreamFormatError(where, f"{case.id}: {technique!r} is not an ATT&CK technique "
-                                          "in the bundled data")
+                raise UpstreamFormatError(
+                    where, f"{case.id}: {technique!r} is not an ATT&CK technique in the bundled data"
+                )
         resolved = []
         for table in case.data_sources:
             name = folded.get(table.lower())
             if name is None:
-                raise UpstreamFormatError(where, f"{case.id}: data source {table!r} has no table file in "
-                                          f"{layout.telemetry.relative_to(root)}/ "
-                                          f"(tables: {', '.join(sorted(files))})")
+                raise UpstreamFormatError(
+                    where,
+                    f"{case.id}: data source {table!r} has no table file in "
+                    f"{layout.telemetry.relative_to(root)}/ "
+                    f"(tables: {', '.join(sorted(files))})",
+                )
             resolved.append(name)
         case.data_sources = resolved
         if not case.techniques or not case.data_sources:
@@ -656,12 +719,17 @@ def import_cti_realm(
     telemetry = out / "telemetry"
     (telemetry / "schemas").mkdir(parents=True, exist_ok=True)
     result.window = (start.isoformat() + "Z", end.isoformat() + "Z")
-    (telemetry / "dataset.yaml").write_text(_dump_yaml({
-        "name": "cti-realm",
-        "source": SOURCE,
-        "window": {"start": result.window[0], "end": result.window[1]},
-        "generator": {"seed": 0, "rows": 0},
-    }), encoding="utf-8")
+    (telemetry / "dataset.yaml").write_text(
+        _dump_yaml(
+            {
+                "name": "cti-realm",
+                "source": SOURCE,
+                "window": {"start": result.window[0], "end": result.window[1]},
+                "generator": {"seed": 0, "rows": 0},
+            }
+        ),
+        encoding="utf-8",
+    )
 
     matchers: dict[str, list[tuple[str, list[_Matcher]]]] = {}
     labelling: dict[str, dict[str, Any]] = {}
@@ -676,8 +744,11 @@ def import_cti_realm(
                 # ignoring a pattern would label more than upstream's ground truth means
                 entry["refused"] = f"no column for pattern(s) {', '.join(missing)}"
                 continue
-            applicable = [_Matcher(col, path, re.compile(case.regex_patterns[col]))
-                          for col, path in resolved.items() if path is not None]
+            applicable = [
+                _Matcher(col, path, re.compile(case.regex_patterns[col]))
+                for col, path in resolved.items()
+                if path is not None
+            ]
             if not applicable:
                 entry["refused"] = "the case has no regex patterns"
                 continue
@@ -686,8 +757,10 @@ def import_cti_realm(
         # a multi-table case normally has its patterns' columns in one table only: the others
         # are reported as not labelled; a warning only when no table could be labelled at all
         if report["tables"] and all("refused" in e for e in report["tables"].values()):
-            checker.warnings.append(f"{case.id}: no table has the columns of all its patterns; "
-                                    "nothing labelled (see labelling in import.json)")
+            checker.warnings.append(
+                f"{case.id}: no table has the columns of all its patterns; "
+                "nothing labelled (see labelling in import.json)"
+            )
     attack_events: dict[str, dict[str, list[str]]] = {c: {} for c in cases}
 
     for table, scan in sorted(scans.items()):
@@ -701,7 +774,8 @@ def import_cti_realm(
             if all(c != time_name for c, _ in columns):
                 columns.append((time_name, "datetime"))
         (telemetry / "schemas" / f"{table}.json").write_text(
-            _schema_json(table, id_name, time_name, columns, scan.path.name), encoding="utf-8")
+            _schema_json(table, id_name, time_name, columns, scan.path.name), encoding="utf-8"
+        )
         handles: dict[str, Any] = {}
         matched_rows = 0
         say(f"writing {table}")
@@ -735,30 +809,50 @@ def import_cti_realm(
             for handle in handles.values():
                 handle.close()
         result.tables[table] = {
-            "file": scan.path.name, "rows": scan.rows, "attack_rows": matched_rows,
-            "id_column": id_name, "id_synthetic": id_key is None, "time_column": time_name,
-            "renamed_columns": dict(scan.renamed), "columns": len(columns)}
+            "file": scan.path.name,
+            "rows": scan.rows,
+            "attack_rows": matched_rows,
+            "id_column": id_name,
+            "id_synthetic": id_key is None,
+            "time_column": time_name,
+            "renamed_columns": dict(scan.renamed),
+            "columns": len(columns),
+        }
 
     # -- reports and cases -------------------------------------------------------------
     report_dir = out / "cases" / "reports"
     report_dir.mkdir(parents=True, exist_ok=True)
     for report in reports:
-        front = {"id": report.slug, "title": report.title, "tags": report.tags,
-                 "source_urls": [report.link] if report.link else [], "upstream_id": report.id}
+        front = {
+            "id": report.slug,
+            "title": report.title,
+            "tags": report.tags,
+            "source_urls": [report.link] if report.link else [],
+            "upstream_id": report.id,
+        }
         (report_dir / f"{report.slug}.md").write_text(
-            f"---\n{_dump_yaml(front)}---\n{report.content}\n", encoding="utf-8")
+            f"---\n{_dump_yaml(front)}---\n{report.content}\n", encoding="utf-8"
+        )
     result.reports = len(reports)
     for case in sorted(cases.values(), key=lambda c: c.id):
         platform = case.id.split("_", 1)[0]
         events = {t: ids_ for t, ids_ in sorted(attack_events[case.id].items())}
         title = re.split(r"(?<=[.!?])\s", case.description, maxsplit=1)[0]
         doc: dict[str, Any] = {
-            "id": case.id, "platform": platform, "source": SOURCE,
+            "id": case.id,
+            "platform": platform,
+            "source": SOURCE,
             "title": title if len(title) <= 120 else title[:117].rstrip() + "...",
-            "objective": case.description, "reports": [],
-            "subsets": sorted(set(case.subsets)), "difficulty": "medium",
-            "ground_truth": {"techniques": case.techniques, "tables": case.data_sources,
-                             "regex_patterns": case.regex_patterns, "attack_events": events},
+            "objective": case.description,
+            "reports": [],
+            "subsets": sorted(set(case.subsets)),
+            "difficulty": "medium",
+            "ground_truth": {
+                "techniques": case.techniques,
+                "tables": case.data_sources,
+                "regex_patterns": case.regex_patterns,
+                "attack_events": events,
+            },
         }
         extra: dict[str, Any] = {}
         if case.simulation is not None:
@@ -770,12 +864,17 @@ def import_cti_realm(
         folder = out / "cases" / platform
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{case.id}.yaml").write_text(_dump_yaml(doc), encoding="utf-8")
-        result.cases[case.id] = {"subsets": doc["subsets"],
-                                 "attack_events": sum(len(v) for v in events.values()),
-                                 "simulation": case.simulation, "labelling": labelling[case.id]}
+        result.cases[case.id] = {
+            "subsets": doc["subsets"],
+            "attack_events": sum(len(v) for v in events.values()),
+            "simulation": case.simulation,
+            "labelling": labelling[case.id],
+        }
         if not events:
-            checker.warnings.append(f"{case.id}: no event matches its regex patterns; "
-                                    "attack_events is empty (strict C4 gives no detection credit)")
+            checker.warnings.append(
+                f"{case.id}: no event matches its regex patterns; "
+                "attack_events is empty (strict C4 gives no detection credit)"
+            )
 
     # -- upstream extras, kept as they are -----------------------------------------------
     upstream = out / "upstream"

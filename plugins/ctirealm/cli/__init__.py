@@ -8,8 +8,7 @@ import sys
 from collections.abc import Sequence
 
 #: Command modules under ``ctirealm.cli``; each adds its sub-commands.
-COMMANDS = ["telemetry", "query", "bench", "cases", "sigma", "report", "serve", "importer", "mcp",
-            "init"]
+COMMANDS = ["telemetry", "query", "bench", "cases", "sigma", "report", "serve", "importer", "mcp", "init"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +38,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..telemetry.events import TelemetryFormatError
         from ..telemetry.schema import SchemaError
 
-        if isinstance(exc, (EngineError, DatasetError, TelemetryFormatError, SchemaError,
-                            CaseError, FileNotFoundError, ValueError)):
+        if isinstance(
+            exc,
+            (
+                EngineError,
+                DatasetError,
+                TelemetryFormatError,
+                SchemaError,
+                CaseError,
+                FileNotFoundError,
+                ValueError,
+            ),
+        ):
             print(f"ctirealm: error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -20,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_store_options(parser)
     parser.add_argument("--report-dir", type=Path, default=Path("reports"))
     parser.add_argument("--workers", default="auto", help="pytest-xdist workers (default auto)")
-    parser.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                        help="extra arguments passed to pytest (after --)")
+    parser.add_argument(
+        "pytest_args", nargs=argparse.REMAINDER, help="extra arguments passed to pytest (after --)"
+    )
     parser.set_defaults(handler=_bench)
 
 
@@ -29,17 +30,30 @@ def _bench(args: argparse.Namespace) -> int:
     args.report_dir.mkdir(parents=True, exist_ok=True)
     (args.report_dir / "results.json").unlink(missing_ok=True)  # never read a previous run's
     # Build every split once, before the workers start.
-    stores = {split: open_store(args, quiet=False, split=split)
-              for split in Dataset.load(args.telemetry).splits}
+    stores = {
+        split: open_store(args, quiet=False, split=split) for split in Dataset.load(args.telemetry).splits
+    }
     store = stores["dev"]
-    info = {"store": str(store.path), "hash": store.meta["hash"], "rows": store.rows,
-            "window": store.meta["window"],
-            "splits": {name: {"store": str(s.path), "hash": s.meta["hash"], "rows": s.rows}
-                       for name, s in stores.items()}}
+    info = {
+        "store": str(store.path),
+        "hash": store.meta["hash"],
+        "rows": store.rows,
+        "window": store.meta["window"],
+        "splits": {
+            name: {"store": str(s.path), "hash": s.meta["hash"], "rows": s.rows} for name, s in stores.items()
+        },
+    }
     (args.report_dir / "telemetry.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-    command = [sys.executable, "-m", "pytest", "-n", str(args.workers),
-               f"--junitxml={args.report_dir / 'junit.xml'}",
-               f"--realm-telemetry={args.telemetry}", f"--realm-report-dir={args.report_dir.resolve()}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-n",
+        str(args.workers),
+        f"--junitxml={args.report_dir / 'junit.xml'}",
+        f"--realm-telemetry={args.telemetry}",
+        f"--realm-report-dir={args.report_dir.resolve()}",
+    ]
     if args.cache_dir:
         command.append(f"--realm-cache-dir={args.cache_dir}")
     if args.rows is not None or args.scale is not None:
@@ -68,5 +82,6 @@ def _problems(results: Path) -> list[str]:
         data = json.loads(results.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
-    return [str(p.get("message", p)).splitlines()[0] for p in data.get("problems") or []
-            if isinstance(p, dict)]
+    return [
+        str(p.get("message", p)).splitlines()[0] for p in data.get("problems") or [] if isinstance(p, dict)
+    ]

@@ -47,20 +47,33 @@ class CaseFigures:
     naive: list[QueryFigures] = field(default_factory=list)
 
 
-def _figures(kql: str, engine: Any, labels: Any, expected: dict[str, tuple[str, ...]],
-             neutral: frozenset[tuple[str, str]]) -> QueryFigures:
+def _figures(
+    kql: str,
+    engine: Any,
+    labels: Any,
+    expected: dict[str, tuple[str, ...]],
+    neutral: frozenset[tuple[str, str]],
+) -> QueryFigures:
     result = evaluate(kql, engine, labels, expected=expected, neutral=neutral, examples=0)
-    return QueryFigures(result.tp, result.tp + result.fn, result.hard_negatives_matched,
-                        result.background_matched, result.foreign_attacks_matched, result.fp,
-                        result.error)
+    return QueryFigures(
+        result.tp,
+        result.tp + result.fn,
+        result.hard_negatives_matched,
+        result.background_matched,
+        result.foreign_attacks_matched,
+        result.fp,
+        result.error,
+    )
 
 
-def measure(cases: CaseSet, root: Path, stores: dict[str, Any],
-            ids: list[str] | None = None) -> list[CaseFigures]:
+def measure(
+    cases: CaseSet, root: Path, stores: dict[str, Any], ids: list[str] | None = None
+) -> list[CaseFigures]:
     """Every case (or *ids*) on every split's store (``{split: Store}``), in case order."""
     out = []
     for split, store in stores.items():
         from ..engine.local import LocalEngine
+
         with LocalEngine.of_store(store, timeout=120) as engine:
             for case_id, case in sorted(cases.cases.items()):
                 if ids and case_id not in ids:
@@ -72,11 +85,19 @@ def measure(cases: CaseSet, root: Path, stores: dict[str, Any],
                 if case.solution.kql:
                     kql = (root / case.solution.kql).read_text(encoding="utf-8")
                     reference = _figures(kql, engine, store.labels, truth.attack_events, neutral)
-                out.append(CaseFigures(
-                    case_id, split, truth.attack_event_count(),
-                    len({i for v in truth.hard_negatives.values() for i in v}), reference,
-                    [_figures(q, engine, store.labels, truth.attack_events, neutral)
-                     for q in case.naive_kql]))
+                out.append(
+                    CaseFigures(
+                        case_id,
+                        split,
+                        truth.attack_event_count(),
+                        len({i for v in truth.hard_negatives.values() for i in v}),
+                        reference,
+                        [
+                            _figures(q, engine, store.labels, truth.attack_events, neutral)
+                            for q in case.naive_kql
+                        ],
+                    )
+                )
     return sorted(out, key=lambda f: (f.case, list(stores).index(f.split)))
 
 
@@ -100,12 +121,17 @@ def render_markdown(figures: list[CaseFigures], cases: CaseSet) -> str:
         by_case.setdefault(item.case, []).append(item)
     for case_id, items in by_case.items():
         case = cases.cases[case_id]
-        lines += [f"## {case_id} — {case.title}", "",
-                  "| query | " + " | ".join(f"{f.split}: attack · look-alikes · background"
-                                            for f in items) + " |",
-                  "|---|" + "---|" * len(items)]
-        lines.append("| (events in the split) | " + " | ".join(
-            f"{f.attack_events} · {f.look_alikes} · –" for f in items) + " |")
+        lines += [
+            f"## {case_id} — {case.title}",
+            "",
+            "| query | " + " | ".join(f"{f.split}: attack · look-alikes · background" for f in items) + " |",
+            "|---|" + "---|" * len(items),
+        ]
+        lines.append(
+            "| (events in the split) | "
+            + " | ".join(f"{f.attack_events} · {f.look_alikes} · –" for f in items)
+            + " |"
+        )
         if all(f.reference for f in items):
             lines.append("| reference | " + " | ".join(_cell(f.reference) for f in items) + " |")
         for index, query in enumerate(case.naive_kql):
@@ -131,8 +157,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_store_options(check)
     check.add_argument("--cases", type=Path, default=Path("cases"), help="cases folder")
     check.add_argument("--json", action="store_true", help="machine-readable output")
-    check.add_argument("--markdown", type=Path, default=None, metavar="FILE",
-                       help="write the base-rate page (docs/base-rates.md)")
+    check.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the base-rate page (docs/base-rates.md)",
+    )
     check.add_argument("ids", nargs="*", help="case ids (default: all)")
     check.set_defaults(handler=_check)
 
@@ -155,12 +186,18 @@ def _check(args: argparse.Namespace) -> int:
         print(json.dumps([asdict(f) for f in figures], indent=1))
     else:
         for item in figures:
-            print(f"{item.case} {item.split}: {item.attack_events} attack events, "
-                  f"{item.look_alikes} look-alikes; reference {_cell(item.reference)}")
+            print(
+                f"{item.case} {item.split}: {item.attack_events} attack events, "
+                f"{item.look_alikes} look-alikes; reference {_cell(item.reference)}"
+            )
             for query, q in zip(cases.cases[item.case].naive_kql, item.naive, strict=True):
                 print(f"    naive {_cell(q)}  {query[:90]}")
-    bad = [f for f in figures if f.reference and (f.reference.error or f.reference.false_positives
-                                                   or f.reference.attack < f.reference.of)]
+    bad = [
+        f
+        for f in figures
+        if f.reference
+        and (f.reference.error or f.reference.false_positives or f.reference.attack < f.reference.of)
+    ]
     for item in bad:
         print(f"{item.case} {item.split}: the reference is not exact: {_cell(item.reference)}")
     return 1 if bad else 0

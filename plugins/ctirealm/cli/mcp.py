@@ -29,27 +29,53 @@ END_GRACE = 2.0  # seconds the last answer gets to reach the client before the s
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "mcp", help="serve one case's tools as an MCP server (stdio, or streamable HTTP on loopback)")
+        "mcp", help="serve one case's tools as an MCP server (stdio, or streamable HTTP on loopback)"
+    )
     parser.add_argument("--case", required=True, metavar="CASE_ID", help="the case to serve")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="full",
-                        help="tool set: full (default), minimal or seeded")
-    parser.add_argument("--tools", default="", metavar="+TOOLSET",
-                        help="opt-in toolsets: +sandbox (bash and python without network)")
-    parser.add_argument("--transport", choices=("stdio", "http"), default="stdio",
-                        help="stdio (default: the client starts this command) or http")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"HTTP port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks a free one)")
-    parser.add_argument("--cases", type=Path, default=Path("cases"),
-                        help="cases folder (default: ./cases)")
+    parser.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        default="full",
+        help="tool set: full (default), minimal or seeded",
+    )
+    parser.add_argument(
+        "--tools",
+        default="",
+        metavar="+TOOLSET",
+        help="opt-in toolsets: +sandbox (bash and python without network)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("stdio", "http"),
+        default="stdio",
+        help="stdio (default: the client starts this command) or http",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"HTTP port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    parser.add_argument("--cases", type=Path, default=Path("cases"), help="cases folder (default: ./cases)")
     add_store_options(parser)
-    parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT,
-                        help=f"seconds the run may last (default {DEFAULT_TIME_LIMIT:g})")
-    parser.add_argument("--max-tool-calls", type=int, default=200,
-                        help="tool calls the run may make (default 200)")
-    parser.add_argument("--query-timeout", type=float, default=30.0,
-                        help="seconds one query may run (default 30)")
-    parser.add_argument("--trajectories", type=Path, default=Path("reports") / "mcp",
-                        help="where the run's trajectory is written (default reports/mcp)")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=DEFAULT_TIME_LIMIT,
+        help=f"seconds the run may last (default {DEFAULT_TIME_LIMIT:g})",
+    )
+    parser.add_argument(
+        "--max-tool-calls", type=int, default=200, help="tool calls the run may make (default 200)"
+    )
+    parser.add_argument(
+        "--query-timeout", type=float, default=30.0, help="seconds one query may run (default 30)"
+    )
+    parser.add_argument(
+        "--trajectories",
+        type=Path,
+        default=Path("reports") / "mcp",
+        help="where the run's trajectory is written (default reports/mcp)",
+    )
     parser.set_defaults(handler=_mcp)
 
 
@@ -63,14 +89,24 @@ def _mcp(args: argparse.Namespace) -> int:
     store = open_store(args)
     cases = load_cases(args.cases, tables=store.known_tables())
     if args.case not in cases.cases:
-        raise ValueError(f"no case {args.case!r} in {args.cases}; cases: "
-                         + ", ".join(sorted(cases.cases)) if cases.cases else f"no cases in {args.cases}")
+        raise ValueError(
+            f"no case {args.case!r} in {args.cases}; cases: " + ", ".join(sorted(cases.cases))
+            if cases.cases
+            else f"no cases in {args.cases}"
+        )
     case = cases.cases[args.case]
     from ..engine.local import LocalEngine
+
     with LocalEngine.of_store(store, timeout=args.query_timeout) as engine:
         trajectory = Trajectory(case.id, f"mcp:{args.transport}", variant=args.variant)
-        toolbox = Toolbox(engine, cases, trajectory, variant=args.variant,
-                          max_tool_calls=args.max_tool_calls, toolsets=parse_toolsets(args.tools))
+        toolbox = Toolbox(
+            engine,
+            cases,
+            trajectory,
+            variant=args.variant,
+            max_tool_calls=args.max_tool_calls,
+            toolsets=parse_toolsets(args.tools),
+        )
         task = Task.for_case(case, toolbox, variant=args.variant, time_limit=args.time_limit)
         started = time.perf_counter()
         try:
@@ -80,8 +116,12 @@ def _mcp(args: argparse.Namespace) -> int:
         trajectory.duration = round(time.perf_counter() - started, 3)
     path = trajectory_path(args.trajectories, case.id, 1)
     trajectory.save(path)
-    print(f"{case.id}: {trajectory.status}" + (f" ({trajectory.reason})" if trajectory.reason else "")
-          + f"; trajectory: {path}", file=sys.stderr)
+    print(
+        f"{case.id}: {trajectory.status}"
+        + (f" ({trajectory.reason})" if trajectory.reason else "")
+        + f"; trajectory: {path}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -108,6 +148,7 @@ def _serve_stdio(server: Any, session: Any) -> None:
 
     async def main() -> None:
         async with anyio.create_task_group() as group:
+
             async def watch() -> None:
                 await _ended(session)
                 await anyio.sleep(END_GRACE)
@@ -123,8 +164,9 @@ def _serve_stdio(server: Any, session: Any) -> None:
 async def _ended(session: Any) -> None:
     import anyio
 
-    ended = await anyio.to_thread.run_sync(session.ended.wait, session.task.time_limit,
-                                           abandon_on_cancel=True)
+    ended = await anyio.to_thread.run_sync(
+        session.ended.wait, session.task.time_limit, abandon_on_cancel=True
+    )
     if not ended:
         session.timed_out = True
         session.stop(f"time limit of {session.task.time_limit:g} s exceeded")
@@ -137,8 +179,12 @@ def _serve_http(server: Any, session: Any, port: int) -> None:
     sock = loopback_socket(port)
     url = endpoint(sock, path)
     runner = http_server(server, sock, path)
-    print(f"serving case {session.task.case_id} ({session.task.variant}) at {url}\n"
-          f"MCP client configuration:\n{dumps_config(url)}", file=sys.stderr, flush=True)
+    print(
+        f"serving case {session.task.case_id} ({session.task.variant}) at {url}\n"
+        f"MCP client configuration:\n{dumps_config(url)}",
+        file=sys.stderr,
+        flush=True,
+    )
 
     def watch() -> None:
         if not session.ended.wait(session.task.time_limit):

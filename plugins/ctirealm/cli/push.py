@@ -18,28 +18,49 @@ from .common import add_store_options, open_store
 def add_push(sub: argparse._SubParsersAction) -> None:
     """Add ``push`` to the ``ctirealm telemetry`` sub-commands."""
     parser = sub.add_parser(
-        "push", help="create the tables on a Kusto cluster and ingest the telemetry (not the labels)")
+        "push", help="create the tables on a Kusto cluster and ingest the telemetry (not the labels)"
+    )
     add_store_options(parser)
-    parser.add_argument("--cluster", required=True,
-                        help="cluster URL: https://NAME.REGION.kusto.windows.net, kusto://HOST[:PORT], "
-                             "or http://127.0.0.1:PORT for a local endpoint")
+    parser.add_argument(
+        "--cluster",
+        required=True,
+        help="cluster URL: https://NAME.REGION.kusto.windows.net, kusto://HOST[:PORT], "
+        "or http://127.0.0.1:PORT for a local endpoint",
+    )
     parser.add_argument("--database", required=True, help="database on the cluster")
-    parser.add_argument("--mode", choices=("auto", "queued", "direct"), default="auto",
-                        help="queued: the cluster's ingestion service (azure-kusto-ingest); "
-                             "direct: .set-or-append through the management endpoint, for endpoints "
-                             "without an ingestion service; auto (default): direct for loopback "
-                             "endpoints, queued otherwise")
-    parser.add_argument("--ingest-url", default=None,
-                        help="ingestion endpoint for queued mode (default: https://ingest-<cluster host>)")
-    parser.add_argument("--batch-rows", type=int, default=None,
-                        help="rows per batch (default 1000 direct, 100000 queued)")
-    parser.add_argument("--table", action="append", default=None, metavar="TABLE",
-                        help="push only this table (repeatable)")
-    parser.add_argument("--state", type=Path, default=None,
-                        help="resume file (default: beside the store, per cluster and database)")
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "queued", "direct"),
+        default="auto",
+        help="queued: the cluster's ingestion service (azure-kusto-ingest); "
+        "direct: .set-or-append through the management endpoint, for endpoints "
+        "without an ingestion service; auto (default): direct for loopback "
+        "endpoints, queued otherwise",
+    )
+    parser.add_argument(
+        "--ingest-url",
+        default=None,
+        help="ingestion endpoint for queued mode (default: https://ingest-<cluster host>)",
+    )
+    parser.add_argument(
+        "--batch-rows", type=int, default=None, help="rows per batch (default 1000 direct, 100000 queued)"
+    )
+    parser.add_argument(
+        "--table", action="append", default=None, metavar="TABLE", help="push only this table (repeatable)"
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="resume file (default: beside the store, per cluster and database)",
+    )
     parser.add_argument("--restart", action="store_true", help="ignore the resume file, send everything")
-    parser.add_argument("--wait", type=float, default=600.0,
-                        help="seconds to wait for queued ingestion to arrive (default 600)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        help="seconds to wait for queued ingestion to arrive (default 600)",
+    )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.set_defaults(handler=_push)
 
@@ -59,15 +80,21 @@ def _push(args: argparse.Namespace) -> int:
         from ..engine.kusto import KustoTarget, connection_builder
 
         ingest_url = args.ingest_url or target.url.replace("://", "://ingest-", 1)
-        ingest_target = KustoTarget(parse_kusto_url(f"{ingest_url}/{target.database}").url,
-                                    target.database, target.loopback)
+        ingest_target = KustoTarget(
+            parse_kusto_url(f"{ingest_url}/{target.database}").url, target.database, target.loopback
+        )
         ingest_client = QueuedIngestClient(connection_builder(ingest_target))
     state_path = args.state or default_state_path(store, target.url, target.database)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  transient=False, disable=args.json) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        transient=False,
+        disable=args.json,
+    ) as bar:
         tasks: dict[str, object] = {}
 
         def report(table: str, done: int, total: int) -> None:
@@ -75,10 +102,20 @@ def _push(args: argparse.Namespace) -> int:
                 tasks[table] = bar.add_task(f"{table} ({mode})", total=total or 1)
             bar.update(tasks[table], completed=done if total else 1)  # type: ignore[arg-type]
 
-        result = push_store(store, client, target.database, cluster=target.url, mode=mode,
-                            ingest_client=ingest_client, batch_rows=args.batch_rows,
-                            state_path=state_path, restart=args.restart, tables=args.table,
-                            wait=args.wait, progress=report)
+        result = push_store(
+            store,
+            client,
+            target.database,
+            cluster=target.url,
+            mode=mode,
+            ingest_client=ingest_client,
+            batch_rows=args.batch_rows,
+            state_path=state_path,
+            restart=args.restart,
+            tables=args.table,
+            wait=args.wait,
+            progress=report,
+        )
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:
@@ -91,12 +128,19 @@ def _push(args: argparse.Namespace) -> int:
         for name, entry in sorted(result.tables.items()):
             arrived = "?" if entry.arrived is None else f"{entry.arrived:,}"
             mark = "" if entry.complete else "  [red](incomplete)[/red]"
-            table.add_row(name, f"{entry.local_rows:,}", f"{entry.sent_rows:,}",
-                          str(entry.skipped_batches), arrived + mark)
+            table.add_row(
+                name,
+                f"{entry.local_rows:,}",
+                f"{entry.sent_rows:,}",
+                str(entry.skipped_batches),
+                arrived + mark,
+            )
         Console().print(table)
         print(f"resume state: {state_path}", file=sys.stderr)
     if not result.complete:
-        print("ctirealm: not every row has arrived yet; run the same command again to resume "
-              "or re-check", file=sys.stderr)
+        print(
+            "ctirealm: not every row has arrived yet; run the same command again to resume or re-check",
+            file=sys.stderr,
+        )
         return 1
     return 0

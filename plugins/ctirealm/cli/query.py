@@ -25,6 +25,7 @@ def _query(args: argparse.Namespace) -> int:
     kql = sys.stdin.read() if args.kql == "-" else args.kql
     store = open_store(args)
     from ..engine.local import LocalEngine
+
     with LocalEngine.of_store(store, timeout=args.timeout) as engine:
         result = engine.query(kql, limit=args.limit)
         if args.sql:

@@ -18,22 +18,45 @@ USAGE = """ctirealm report RESULTS.json [--out DIR]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "report", usage=USAGE,
+        "report",
+        usage=USAGE,
         help="write score.html, summary.md and coverage.json from a results file, or compare runs",
         description="Regenerate the HTML score report, the Markdown summary and the ATT&CK Navigator "
-                    "layer from a results.json file, or compare runs with 'compare A.json B.json'. "
-                    "The first file of a comparison is the baseline; regressions are listed first.")
-    parser.add_argument("files", nargs="+", metavar="RESULTS.json",
-                        help="a results file (or a report folder holding results.json); "
-                             "or 'compare' followed by two or more")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="report folder (default: the results file's folder)")
-    parser.add_argument("--html", type=Path, default=None, metavar="OUT",
-                        help="compare: also write the comparison as a self-contained HTML page")
-    parser.add_argument("--fail-on-regression", action="store_true",
-                        help="compare: exit with status 1 when any case or rule regressed")
-    parser.add_argument("--threshold", type=float, default=None, metavar="X",
-                        help="compare: score changes up to X count as unchanged (default 0.0005)")
+        "layer from a results.json file, or compare runs with 'compare A.json B.json'. "
+        "The first file of a comparison is the baseline; regressions are listed first.",
+    )
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="RESULTS.json",
+        help="a results file (or a report folder holding results.json); or 'compare' followed by two or more",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="report folder (default: the results file's folder)",
+    )
+    parser.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="compare: also write the comparison as a self-contained HTML page",
+    )
+    parser.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="compare: exit with status 1 when any case or rule regressed",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="X",
+        help="compare: score changes up to X count as unchanged (default 0.0005)",
+    )
     parser.set_defaults(handler=_report)
 
 
@@ -41,12 +64,17 @@ def _report(args: argparse.Namespace) -> int:
     if args.files[0] == "compare":
         return _compare(args, args.files[1:])
     if args.html or args.fail_on_regression or args.threshold is not None:
-        print(f"usage: {USAGE}\nctirealm report: --html, --fail-on-regression and --threshold apply to "
-              "'compare'", file=sys.stderr)
+        print(
+            f"usage: {USAGE}\nctirealm report: --html, --fail-on-regression and --threshold apply to "
+            "'compare'",
+            file=sys.stderr,
+        )
         return 2
     if len(args.files) != 1:
-        print(f"usage: {USAGE}\nctirealm report: give one results file, or 'compare' and two or more",
-              file=sys.stderr)
+        print(
+            f"usage: {USAGE}\nctirealm report: give one results file, or 'compare' and two or more",
+            file=sys.stderr,
+        )
         return 2
     from ..report import load_results, write_reports
 
@@ -57,8 +85,10 @@ def _report(args: argparse.Namespace) -> int:
     written = write_reports(results, out, trajectories=folder / "trajectories")
     summary = results["summary"]
     low, high = summary["ci95"]
-    print(f"{results['run']['agent']}: normalised score {summary['normalized_score']:.3f} "
-          f"(95% CI {low:.3f}–{high:.3f}), {len(results['cases'])} case runs")
+    print(
+        f"{results['run']['agent']}: normalised score {summary['normalized_score']:.3f} "
+        f"(95% CI {low:.3f}–{high:.3f}), {len(results['cases'])} case runs"
+    )
     for kind, path in written.items():
         print(f"  {kind:<12} {path}")
     return 0

@@ -16,25 +16,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     conv = commands.add_parser("convert", help="print the KQL a Sigma rule converts to")
     conv.add_argument("rule", type=Path, help="a Sigma rule (.yml), or - for standard input")
-    conv.add_argument("--telemetry", type=Path, default=Path("telemetry"),
-                      help="telemetry folder whose schemas/ types the columns (default: ./telemetry)")
+    conv.add_argument(
+        "--telemetry",
+        type=Path,
+        default=Path("telemetry"),
+        help="telemetry folder whose schemas/ types the columns (default: ./telemetry)",
+    )
     conv.add_argument("--json", action="store_true", help="print table, KQL and field map as JSON")
     conv.set_defaults(handler=_convert)
 
     check = commands.add_parser("check", help="parse, validate (offline) and convert rules")
     check.add_argument("rules", type=Path, nargs="+", help="Sigma rules or folders of them")
-    check.add_argument("--telemetry", type=Path, default=Path("telemetry"),
-                       help="telemetry folder whose schemas/ types the columns (default: ./telemetry)")
-    check.add_argument("--exclude", action="append", default=[], metavar="VALIDATOR",
-                       help="skip a validator (repeatable)")
+    check.add_argument(
+        "--telemetry",
+        type=Path,
+        default=Path("telemetry"),
+        help="telemetry folder whose schemas/ types the columns (default: ./telemetry)",
+    )
+    check.add_argument(
+        "--exclude", action="append", default=[], metavar="VALIDATOR", help="skip a validator (repeatable)"
+    )
     check.add_argument("--json", action="store_true", help="print one JSON object per rule")
     check.set_defaults(handler=_check)
 
     ev = commands.add_parser("eval", help="run a rule over the telemetry store: TP/FP table")
     ev.add_argument("rule", type=Path, help="a Sigma rule (.yml) or a KQL query file (.kql)")
     add_store_options(ev)
-    ev.add_argument("--cases", type=Path, default=Path("cases"),
-                    help="cases folder, for --case and the rule's ctirealm.case (default: ./cases)")
+    ev.add_argument(
+        "--cases",
+        type=Path,
+        default=Path("cases"),
+        help="cases folder, for --case and the rule's ctirealm.case (default: ./cases)",
+    )
     ev.add_argument("--case", default=None, help="score against this case's attack events")
     ev.add_argument("--examples", type=int, default=5, help="example events to show (default 5)")
     ev.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -55,8 +68,12 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"ctirealm: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"rule": result.rule, "table": result.table, "kql": result.kql,
-                          "fields": result.fields}, indent=1))
+        print(
+            json.dumps(
+                {"rule": result.rule, "table": result.table, "kql": result.kql, "fields": result.fields},
+                indent=1,
+            )
+        )
     else:
         print(result.kql)
     return 0
@@ -95,13 +112,19 @@ def _check(args: argparse.Namespace) -> int:
         failed += bad
         if args.json:
             doc = validation.to_dict()
-            doc.update(path=str(rule.path), table=converted.table if converted else None,
-                       kql=converted.kql if converted else None, convert_error=problem)
+            doc.update(
+                path=str(rule.path),
+                table=converted.table if converted else None,
+                kql=converted.kql if converted else None,
+                convert_error=problem,
+            )
             print(json.dumps(doc))
             continue
         status = "FAIL" if bad else "ok"
-        print(f"{status:4} {rule.path}  score {validation.score:.2f}"
-              + (f"  -> {converted.table}" if converted else ""))
+        print(
+            f"{status:4} {rule.path}  score {validation.score:.2f}"
+            + (f"  -> {converted.table}" if converted else "")
+        )
         if not validation.parsed:
             print(f"     parse: {validation.error}")
         for issue in validation.issues:
@@ -120,6 +143,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     from ..engine.local import LocalEngine
+
     engine = LocalEngine.of_store(store)
     try:
         case_id = args.case
@@ -142,11 +166,19 @@ def _eval(args: argparse.Namespace) -> int:
             expected = dict(case.bound(store.labels).ground_truth.attack_events)
             neutral = neutral_events(case, cases, store.labels)
         if args.rule.suffix == ".kql":
-            result = evaluate(parsed.text or "", engine, store.labels, expected=expected,
-                              neutral=neutral, within_tables_read=True, examples=args.examples)
+            result = evaluate(
+                parsed.text or "",
+                engine,
+                store.labels,
+                expected=expected,
+                neutral=neutral,
+                within_tables_read=True,
+                examples=args.examples,
+            )
         else:
-            result = evaluate_rule(parsed, engine, store.labels, expected=expected,
-                                   neutral=neutral, examples=args.examples)
+            result = evaluate_rule(
+                parsed, engine, store.labels, expected=expected, neutral=neutral, examples=args.examples
+            )
     finally:
         engine.close()
     if args.json:
@@ -186,20 +218,31 @@ def _print_table(label: str, result: object, case_id: str | None) -> None:
         console.print(
             f"expected ({case_id or 'listed'}): {result.expected}  TP {result.tp}  "
             f"FP {result.fp}  FN {result.fn}  precision {result.precision:.3f}  "
-            f"recall {result.recall:.3f}  F1 {result.f1:.3f}", highlight=False)
+            f"recall {result.recall:.3f}  F1 {result.f1:.3f}",
+            highlight=False,
+        )
         if result.other_attacks:
-            console.print(f"{result.other_attacks} attack events of cases sharing a technique "
-                          "with it are neutral", highlight=False)
+            console.print(
+                f"{result.other_attacks} attack events of cases sharing a technique with it are neutral",
+                highlight=False,
+            )
         if result.foreign_attacks_matched:
-            console.print(f"{result.foreign_attacks_matched} attack events of cases sharing no "
-                          "technique with it count as false positives", highlight=False)
+            console.print(
+                f"{result.foreign_attacks_matched} attack events of cases sharing no "
+                "technique with it count as false positives",
+                highlight=False,
+            )
         if result.missed_attack:
             console.print("missed: " + ", ".join(result.missed_attack), highlight=False)
         if result.expected_elsewhere:
-            console.print(f"{result.expected_elsewhere} expected events are in tables this "
-                          "rule does not read", highlight=False)
+            console.print(
+                f"{result.expected_elsewhere} expected events are in tables this rule does not read",
+                highlight=False,
+            )
     for example in result.false_positive_examples:
         where = f"{example['table']} {example['id']}" if "table" in example else "(no event)"
-        console.print(f"[dim]{example['kind']:13}[/dim] {where}: "
-                      + json.dumps(example["row"], ensure_ascii=False, default=str)[:300],
-                      highlight=False)
+        console.print(
+            f"[dim]{example['kind']:13}[/dim] {where}: "
+            + json.dumps(example["row"], ensure_ascii=False, default=str)[:300],
+            highlight=False,
+        )

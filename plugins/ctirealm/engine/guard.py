@@ -46,7 +46,7 @@ def _statement_starts(kql: str) -> list[int]:
         elif ch == "@" and i + 1 < n and kql[i + 1] in "'\"":
             quote, i = kql[i + 1], i + 2
             while i < n:
-                if kql[i] == quote and kql[i + 1:i + 2] == quote:
+                if kql[i] == quote and kql[i + 1 : i + 2] == quote:
                     i += 2
                 elif kql[i] == quote:
                     i += 1

@@ -64,18 +64,34 @@ ENV_TENANT = "CTIREALM_KUSTO_TENANT"
 
 #: Kusto type names as clients and the service spell them -> the engine's names.
 _TYPE_ALIASES = {
-    "boolean": "bool", "sbyte": "bool", "int32": "int", "int64": "long", "double": "real",
-    "float": "real", "date": "datetime", "time": "timespan", "uniqueid": "guid",
-    "object": "dynamic", "system.string": "string", "system.int64": "long",
-    "system.int32": "int", "system.double": "real", "system.boolean": "bool",
-    "system.datetime": "datetime", "system.timespan": "timespan", "system.guid": "guid",
-    "system.object": "dynamic", "system.data.sqltypes.sqldecimal": "decimal",
+    "boolean": "bool",
+    "sbyte": "bool",
+    "int32": "int",
+    "int64": "long",
+    "double": "real",
+    "float": "real",
+    "date": "datetime",
+    "time": "timespan",
+    "uniqueid": "guid",
+    "object": "dynamic",
+    "system.string": "string",
+    "system.int64": "long",
+    "system.int32": "int",
+    "system.double": "real",
+    "system.boolean": "bool",
+    "system.datetime": "datetime",
+    "system.timespan": "timespan",
+    "system.guid": "guid",
+    "system.object": "dynamic",
+    "system.data.sqltypes.sqldecimal": "decimal",
 }
-_KNOWN_TYPES = frozenset({"string", "long", "int", "real", "decimal", "bool", "datetime",
-                          "timespan", "guid", "dynamic"})
+_KNOWN_TYPES = frozenset(
+    {"string", "long", "int", "real", "decimal", "bool", "datetime", "timespan", "guid", "dynamic"}
+)
 
 
 # --------------------------------------------------------------------------- connection
+
 
 @dataclass(frozen=True)
 class KustoTarget:
@@ -117,8 +133,9 @@ def parse_kusto_url(text: str | None = None, database: str | None = None) -> Kus
     parts = urlsplit(raw)
     scheme = parts.scheme.lower()
     if scheme not in ("kusto", "https", "http"):
-        raise ValueError(f"{raw!r}: unknown scheme {parts.scheme!r}; use kusto://, https:// or "
-                         "http:// (loopback only)")
+        raise ValueError(
+            f"{raw!r}: unknown scheme {parts.scheme!r}; use kusto://, https:// or http:// (loopback only)"
+        )
     host = parts.hostname
     if not host:
         raise ValueError(f"{raw!r}: no host; expected kusto://HOST[:PORT]/DATABASE")
@@ -149,14 +166,16 @@ def connection_builder(target: KustoTarget, *, credential: Any = None) -> Any:
     """
     from azure.kusto.data import KustoConnectionStringBuilder
 
-    values = {name: os.environ.get(name, "").strip()
-              for name in (ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_TENANT)}
+    values = {
+        name: os.environ.get(name, "").strip() for name in (ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_TENANT)
+    }
     if any(values.values()):
         missing = [name for name, value in values.items() if not value]
         if missing:
             raise ValueError(f"application key authentication needs {', '.join(missing)} too")
         return KustoConnectionStringBuilder.with_aad_application_key_authentication(
-            target.url, values[ENV_CLIENT_ID], values[ENV_CLIENT_SECRET], values[ENV_TENANT])
+            target.url, values[ENV_CLIENT_ID], values[ENV_CLIENT_SECRET], values[ENV_TENANT]
+        )
     if credential is None and target.loopback:
         return KustoConnectionStringBuilder.with_no_authentication(target.url)
     if credential is None:
@@ -174,6 +193,7 @@ def make_client(target: KustoTarget, *, credential: Any = None) -> Any:
 
 
 # --------------------------------------------------------------------------- values
+
 
 def kusto_type_name(name: str | None) -> str:
     """A column type as the service or client names it -> one of the engine's Kusto types."""
@@ -213,30 +233,44 @@ def convert_value(value: Any, kind: str) -> Any:
 
 # --------------------------------------------------------------------------- errors
 
-_WHERE = re.compile(r"\bat (?:line )?(\d+):(\d+)\b|\bline:? ?(\d+),? (?:column|position|pos):? ?(\d+)",
-                    re.IGNORECASE)
+_WHERE = re.compile(
+    r"\bat (?:line )?(\d+):(\d+)\b|\bline:? ?(\d+),? (?:column|position|pos):? ?(\d+)", re.IGNORECASE
+)
 _COLUMN = re.compile(
     r'Referenced column "([^"]+)" not found|Column "([^"]+)" referenced that exists'
     r"|Failed to resolve (?:scalar expression|column or scalar expression) named '([^']+)'"
-    r"|Failed to resolve column named '([^']+)'")
-_TABLE = re.compile(r"Table with name (\S+) does not exist"
-                    r"|Failed to resolve table (?:or column )?(?:expression )?named '([^']+)'")
-_FUNCTION = re.compile(r"Function with name (\S+) does not exist|Unknown function: '([^']+)'"
-                       r"|function:([A-Za-z_]\w*)")
-_TIMEOUT = re.compile(r"time ?out|timed out|deadline|interrupt|E_QUERY_TIMEOUT|"
-                      r"exceeded the allowed (?:time|duration)", re.IGNORECASE)
-_MEMORY = re.compile(r"E_LOW_MEMORY_CONDITION|E_RUNAWAY_QUERY|out of memory|memory limit|"
-                     r"E_QUERY_RESULT_SET_TOO_LARGE|80DA0003|80DA0001|low memory", re.IGNORECASE)
-_READ_ONLY = re.compile(r"writes are disabled|request is read-only|request_readonly|"
-                        r"Cannot invoke a control command|external access|Permission Error",
-                        re.IGNORECASE)
-_SYNTAX = re.compile(r"SyntaxException|SYN0\d+|Syntax error|could not parse KQL|parse error",
-                     re.IGNORECASE)
-_SEMANTIC = re.compile(r"SemanticException|SEM0\d+|Failed to resolve|Binder Error|Catalog Error|"
-                       r"does not exist|not found|General_DatabaseNotFound|unknown (?:table|column)",
-                       re.IGNORECASE)
-_UNSUPPORTED = re.compile(r"unsupported KQL construct|is not supported|not implemented",
-                          re.IGNORECASE)
+    r"|Failed to resolve column named '([^']+)'"
+)
+_TABLE = re.compile(
+    r"Table with name (\S+) does not exist"
+    r"|Failed to resolve table (?:or column )?(?:expression )?named '([^']+)'"
+)
+_FUNCTION = re.compile(
+    r"Function with name (\S+) does not exist|Unknown function: '([^']+)'"
+    r"|function:([A-Za-z_]\w*)"
+)
+_TIMEOUT = re.compile(
+    r"time ?out|timed out|deadline|interrupt|E_QUERY_TIMEOUT|"
+    r"exceeded the allowed (?:time|duration)",
+    re.IGNORECASE,
+)
+_MEMORY = re.compile(
+    r"E_LOW_MEMORY_CONDITION|E_RUNAWAY_QUERY|out of memory|memory limit|"
+    r"E_QUERY_RESULT_SET_TOO_LARGE|80DA0003|80DA0001|low memory",
+    re.IGNORECASE,
+)
+_READ_ONLY = re.compile(
+    r"writes are disabled|request is read-only|request_readonly|"
+    r"Cannot invoke a control command|external access|Permission Error",
+    re.IGNORECASE,
+)
+_SYNTAX = re.compile(r"SyntaxException|SYN0\d+|Syntax error|could not parse KQL|parse error", re.IGNORECASE)
+_SEMANTIC = re.compile(
+    r"SemanticException|SEM0\d+|Failed to resolve|Binder Error|Catalog Error|"
+    r"does not exist|not found|General_DatabaseNotFound|unknown (?:table|column)",
+    re.IGNORECASE,
+)
+_UNSUPPORTED = re.compile(r"unsupported KQL construct|is not supported|not implemented", re.IGNORECASE)
 
 
 def _first_line(text: str) -> str:
@@ -267,19 +301,25 @@ def classify_error(text: str, kql: str) -> EngineError:
     if _MEMORY.search(text):
         return ResourceLimitExceeded(
             f"query needed more memory or result space than the endpoint allows ({message}); "
-            "filter earlier, project fewer columns, or summarize", construct="memory")
+            "filter earlier, project fewer columns, or summarize",
+            construct="memory",
+        )
     if _TIMEOUT.search(text):
-        return QueryTimeout(f"query exceeded its time limit and was stopped ({message})",
-                            construct="timeout")
+        return QueryTimeout(f"query exceeded its time limit and was stopped ({message})", construct="timeout")
     function = _FUNCTION.search(text)
     if function and (_UNSUPPORTED.search(text) or "does not exist" in text or "Unknown function" in text):
         name = next(g for g in function.groups() if g)
         line, column = _locate(kql, name)
         if not rewrite.is_kusto_function(name):
-            return KqlSemanticError(f"unknown function {name!r}: Kusto has no function of that name",
-                                    construct=name, line=line, column=column)
-        return KqlUnsupportedError(f"function {name!r} is not available on this endpoint",
-                                   construct=name, line=line, column=column)
+            return KqlSemanticError(
+                f"unknown function {name!r}: Kusto has no function of that name",
+                construct=name,
+                line=line,
+                column=column,
+            )
+        return KqlUnsupportedError(
+            f"function {name!r} is not available on this endpoint", construct=name, line=line, column=column
+        )
     if _SYNTAX.search(text):
         line, column = _where(text)
         return KqlSyntaxError(message, line=line, column=column)
@@ -291,8 +331,7 @@ def classify_error(text: str, kql: str) -> EngineError:
         if match:
             name = next(g for g in match.groups() if g).strip('"!')
             line, column = _locate(kql, name)
-            return KqlSemanticError(f"unknown {what} {name!r}", construct=name, line=line,
-                                    column=column)
+            return KqlSemanticError(f"unknown {what} {name!r}", construct=name, line=line, column=column)
     if _SEMANTIC.search(text):
         return KqlSemanticError(message)
     return KqlRuntimeError(message)
@@ -317,6 +356,7 @@ def _service_text(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- the engine
+
 
 class KustoEngine:
     """Runs KQL on a Kusto database over REST, read-only, with the engine's limits and errors.
@@ -369,8 +409,15 @@ class KustoEngine:
             raise ImportError(
                 f"the Kusto engine needs azure-kusto-data (pip install 'ctirealm[kusto]'): {exc}"
             ) from exc
-        return cls(client, target.database, schemas=schemas, now=now, timeout=timeout,
-                   max_rows=max_rows, target=target)
+        return cls(
+            client,
+            target.database,
+            schemas=schemas,
+            now=now,
+            timeout=timeout,
+            max_rows=max_rows,
+            target=target,
+        )
 
     # -- catalogue ------------------------------------------------------------
 
@@ -381,8 +428,9 @@ class KustoEngine:
             for name in sorted(names):
                 quoted = "['" + name.replace("\\", "\\\\").replace("'", "\\'") + "']"
                 result = self.query(f"{quoted} | getschema", limit=10_000)
-                columns = tuple((str(r[0]), kusto_type_name(str(r[3] if len(r) > 3 else r[2])))
-                                for r in result.rows)
+                columns = tuple(
+                    (str(r[0]), kusto_type_name(str(r[3] if len(r) > 3 else r[2]))) for r in result.rows
+                )
                 if columns:
                     first = columns[0][0]
                     time_column = next((c for c, t in columns if t == "datetime"), first)
@@ -399,7 +447,8 @@ class KustoEngine:
         catalogue = self._catalogue()
         if table not in catalogue:
             raise KqlSemanticError(
-                f"unknown table {table!r}; tables are: {', '.join(self.tables())}", construct=table)
+                f"unknown table {table!r}; tables are: {', '.join(self.tables())}", construct=table
+            )
         return list(catalogue[table].columns)
 
     @property
@@ -418,8 +467,9 @@ class KustoEngine:
 
         properties = ClientRequestProperties()
         if seconds is not None:
-            properties.set_option(ClientRequestProperties.request_timeout_option_name,
-                                  timedelta(seconds=max(0.001, seconds)))
+            properties.set_option(
+                ClientRequestProperties.request_timeout_option_name, timedelta(seconds=max(0.001, seconds))
+            )
         if self.now is not None:
             properties.set_option("query_now", format_datetime(self.now))
         properties.set_option("request_readonly", True)
@@ -433,9 +483,7 @@ class KustoEngine:
             raise self._error(exc, command, None, 0.0) from None
         return [list(row.to_list()) for row in response.primary_results[0]]
 
-    def query(
-        self, kql: str, *, limit: int | None = None, timeout: float | None = None
-    ) -> QueryResult:
+    def query(self, kql: str, *, limit: int | None = None, timeout: float | None = None) -> QueryResult:
         """Run *kql*. At most *limit* rows (default: the engine's ``max_rows``) come back."""
         check_query_text(kql)
         check_read_only(kql)
@@ -458,12 +506,13 @@ class KustoEngine:
         columns = [(c.column_name, kusto_type_name(c.column_type)) for c in table.columns]
         raw = table.raw_rows if isinstance(table.raw_rows, list) else [r.to_list() for r in table]
         truncated = len(raw) > cap
-        rows = [tuple(convert_value(v, kind) for v, (_, kind) in zip(row, columns, strict=True))
-                for row in raw[:cap]]
+        rows = [
+            tuple(convert_value(v, kind) for v, (_, kind) in zip(row, columns, strict=True))
+            for row in raw[:cap]
+        ]
         return QueryResult(columns, rows, truncated=truncated, elapsed=elapsed)
 
-    def _error(self, exc: BaseException, kql: str, seconds: float | None,
-               elapsed: float) -> EngineError:
+    def _error(self, exc: BaseException, kql: str, seconds: float | None, elapsed: float) -> EngineError:
         if isinstance(exc, EngineError):
             return exc
         name = type(exc).__name__
@@ -471,13 +520,13 @@ class KustoEngine:
         status = getattr(getattr(exc, "http_response", None), "status_code", None)
         if name == "KustoNetworkError" or (name.endswith(("ConnectionError", "Timeout"))):
             if seconds is not None and elapsed >= seconds:
-                return QueryTimeout(f"query exceeded its time limit of {seconds:g} s and was stopped",
-                                    construct="timeout")
+                return QueryTimeout(
+                    f"query exceeded its time limit of {seconds:g} s and was stopped", construct="timeout"
+                )
             where = self.target or self.database
             return EngineError(f"cannot reach the Kusto endpoint {where}: {_first_line(text)}")
         if status in (401, 403) and "Forbidden" not in text.split("\n", 1)[0]:
-            return EngineError(f"the Kusto endpoint refused the credentials ({status}): "
-                               f"{_first_line(text)}")
+            return EngineError(f"the Kusto endpoint refused the credentials ({status}): {_first_line(text)}")
         if name == "KustoAuthenticationError":
             return EngineError(f"authentication to the Kusto endpoint failed: {_first_line(text)}")
         if name == "KustoThrottlingError":
@@ -486,8 +535,9 @@ class KustoEngine:
         if not isinstance(error, (QueryTimeout, ResourceLimitExceeded)):
             error = self._local_diagnosis(kql, error)
         if isinstance(error, QueryTimeout) and seconds is not None:
-            error = QueryTimeout(f"query exceeded its time limit of {seconds:g} s and was stopped",
-                                 construct="timeout")
+            error = QueryTimeout(
+                f"query exceeded its time limit of {seconds:g} s and was stopped", construct="timeout"
+            )
         return error
 
     def _local_diagnosis(self, kql: str, error: EngineError) -> EngineError:
@@ -502,8 +552,7 @@ class KustoEngine:
 
         rewrite.ensure_installed()  # translating without a LocalEngine: the rewrites are ours to install
         try:
-            translate_kql(kql, schema={t: s.column_names for t, s in self._schemas.items()},
-                          now=self.now)
+            translate_kql(kql, schema={t: s.column_names for t, s in self._schemas.items()}, now=self.now)
         except (QueryTimeout, ResourceLimitExceeded):
             return error
         except EngineError as local:
@@ -523,6 +572,13 @@ class KustoEngine:
 
 
 __all__ = [
-    "KustoEngine", "KustoTarget", "classify_error", "connection_builder", "convert_value",
-    "is_loopback", "kusto_type_name", "make_client", "parse_kusto_url",
+    "KustoEngine",
+    "KustoTarget",
+    "classify_error",
+    "connection_builder",
+    "convert_value",
+    "is_loopback",
+    "kusto_type_name",
+    "make_client",
+    "parse_kusto_url",
 ]

@@ -56,7 +56,8 @@ _CACHE_LOCK = threading.Lock()
 #: The time limit of the query being translated (None: the engine's), for the reads
 #: translation itself makes (the keys of ``evaluate bag_unpack``).
 _QUERY_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "ctirealm_query_timeout", default=None)
+    "ctirealm_query_timeout", default=None
+)
 
 SchemaLike = TableSchema | Sequence[tuple[str, str]] | Sequence[Sequence[str]]
 
@@ -112,20 +113,23 @@ def _kusto_string_views(con: duckdb.DuckDBPyConnection, schemas: Mapping[str, Ta
         source = f"{_quote(database)}.main.{_quote(name)}"
         try:  # the columns' storage statistics say which ever hold a NULL
             stats = con.execute(
-                "SELECT " + ", ".join(f"stats({_quote(c)})" for c in strings)
-                + f" FROM {source} LIMIT 1"
+                "SELECT " + ", ".join(f"stats({_quote(c)})" for c in strings) + f" FROM {source} LIMIT 1"
             ).fetchone()
-            nullable = {
-                c for c, stat in zip(strings, stats or (), strict=False)
-                if not isinstance(stat, dict) or stat.get("has_null", True)
-            } if stats is not None else set()
+            nullable = (
+                {
+                    c
+                    for c, stat in zip(strings, stats or (), strict=False)
+                    if not isinstance(stat, dict) or stat.get("has_null", True)
+                }
+                if stats is not None
+                else set()
+            )
         except duckdb.Error:
             nullable = set(strings)
         if not nullable:
             continue
         select = ", ".join(
-            f"coalesce({_quote(column)}, '') AS {_quote(column)}" if column in nullable
-            else _quote(column)
+            f"coalesce({_quote(column)}, '') AS {_quote(column)}" if column in nullable else _quote(column)
             for column, _ in schema.columns
         )
         con.execute(f"CREATE TEMP VIEW {_quote(name)} AS SELECT {select} FROM {source}")
@@ -160,26 +164,51 @@ class LocalEngine:
         # Translations depend on the catalogue and the clock only: engines on stores of the
         # same dataset (the dev and test splits) share them, so scoring a detection on both
         # parses its KQL once.
-        self._catalogue = (tuple(sorted((t, tuple(s.columns)) for t, s in self._schemas.items())),
-                           self.now)
+        self._catalogue = (tuple(sorted((t, tuple(s.columns)) for t, s in self._schemas.items())), self.now)
         self._lock = threading.Lock()
         # Set when the running query's time limit fires: Kusto's series functions run in
         # Python (`series`), which DuckDB's interrupt does not reach, and stop on it.
         self._stopped = threading.Event()
         connection.create_function(
-            series.FUNCTION_NAME, series.sql_function(self._check_stopped),
-            ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR", null_handling="special",
-            side_effects=False)
-        connection.create_function(xmljson.FUNCTION_NAME, xmljson.sql_function, ["VARCHAR"],
-                                   "VARCHAR", null_handling="special", side_effects=False)
+            series.FUNCTION_NAME,
+            series.sql_function(self._check_stopped),
+            ["VARCHAR", "VARCHAR", "VARCHAR"],
+            "VARCHAR",
+            null_handling="special",
+            side_effects=False,
+        )
         connection.create_function(
-            useragent.FUNCTION_NAME, useragent.sql_function(self._check_stopped),
-            ["VARCHAR", "VARCHAR"], "VARCHAR", null_handling="special", side_effects=False)
-        connection.create_function(geoip.FUNCTION_NAME, geoip.sql_function, ["VARCHAR"],
-                                   "VARCHAR", null_handling="special", side_effects=False)
-        connection.create_function(cmdline.FUNCTION_NAME, cmdline.sql_function,
-                                   ["VARCHAR", "VARCHAR"], "VARCHAR", null_handling="special",
-                                   side_effects=False)
+            xmljson.FUNCTION_NAME,
+            xmljson.sql_function,
+            ["VARCHAR"],
+            "VARCHAR",
+            null_handling="special",
+            side_effects=False,
+        )
+        connection.create_function(
+            useragent.FUNCTION_NAME,
+            useragent.sql_function(self._check_stopped),
+            ["VARCHAR", "VARCHAR"],
+            "VARCHAR",
+            null_handling="special",
+            side_effects=False,
+        )
+        connection.create_function(
+            geoip.FUNCTION_NAME,
+            geoip.sql_function,
+            ["VARCHAR"],
+            "VARCHAR",
+            null_handling="special",
+            side_effects=False,
+        )
+        connection.create_function(
+            cmdline.FUNCTION_NAME,
+            cmdline.sql_function,
+            ["VARCHAR", "VARCHAR"],
+            "VARCHAR",
+            null_handling="special",
+            side_effects=False,
+        )
 
     # -- construction ---------------------------------------------------------
 
@@ -230,13 +259,14 @@ class LocalEngine:
         # read-only: two connections to one file would share one instance, and
         # the first engine's locked configuration would refuse the second.
         con = duckdb.connect(":memory:")
-        con.execute(f"ATTACH '{str(path.resolve()).replace(chr(39), chr(39) * 2)}' AS store "
-                    "(READ_ONLY)")
+        con.execute(f"ATTACH '{str(path.resolve()).replace(chr(39), chr(39) * 2)}' AS store (READ_ONLY)")
         con.execute("USE store")
         schemas: dict[str, TableSchema] = {}
         for name, spec in meta.get("schemas", {}).items():
             schemas[name] = TableSchema(
-                name, tuple((c, t) for c, t in spec["columns"]), spec["id_column"],
+                name,
+                tuple((c, t) for c, t in spec["columns"]),
+                spec["id_column"],
                 spec["time_column"],
             )
         if not schemas:  # a DuckDB file made elsewhere: read the catalog
@@ -338,8 +368,7 @@ class LocalEngine:
                 return cached
         read: list[str] = []
 
-        def read_distinct(sql: str, parameters: dict[str, Any], column: str,
-                          kind: str) -> list[str]:
+        def read_distinct(sql: str, parameters: dict[str, Any], column: str, kind: str) -> list[str]:
             read.append(column)
             return self._read_distinct(sql, parameters, column, kind)
 
@@ -349,8 +378,14 @@ class LocalEngine:
             with _CACHE_LOCK:
                 _CACHE[key] = remembered
             return remembered
-        sql = translate_kql(kql, schema=self._column_names, now=self.now, types=self._types,
-                            read_distinct=read_distinct, engine_functions=True)
+        sql = translate_kql(
+            kql,
+            schema=self._column_names,
+            now=self.now,
+            types=self._types,
+            read_distinct=read_distinct,
+            engine_functions=True,
+        )
         if read:
             # The SQL depends on this store's data (bag_unpack's keys, pivot's values):
             # engines sharing the cache may hold other data, so it is not cached.
@@ -363,8 +398,7 @@ class LocalEngine:
             disk.put("sql", key, sql)
         return sql
 
-    def _read_distinct(self, sql: str, parameters: dict[str, Any], column: str,
-                       kind: str) -> list[str]:
+    def _read_distinct(self, sql: str, parameters: dict[str, Any], column: str, kind: str) -> list[str]:
         """The distinct keys of the bags (*kind* ``"keys"``) or the distinct values as text
         (``"values"``, empty ones left out) of *column* in *sql*'s rows, sorted, at most
         ``MAX_DATA_COLUMNS + 1``: what ``bag_unpack`` and ``pivot`` turn into columns."""
@@ -374,14 +408,18 @@ class LocalEngine:
         else:
             value = f"NULLIF(CAST({ident} AS VARCHAR), '')"
         cap = rewrite.MAX_DATA_COLUMNS + 1
-        distinct_sql = (f"SELECT DISTINCT {value} AS v FROM ({sql}) AS _data "
-                        f"ORDER BY v LIMIT {cap}")
-        result = self._execute(f"{kind} of {column}", distinct_sql, parameters or None, cap,
-                               _QUERY_TIMEOUT.get())
+        distinct_sql = f"SELECT DISTINCT {value} AS v FROM ({sql}) AS _data ORDER BY v LIMIT {cap}"
+        result = self._execute(
+            f"{kind} of {column}", distinct_sql, parameters or None, cap, _QUERY_TIMEOUT.get()
+        )
         return [str(row[0]) for row in result.rows if row[0] is not None]
 
     def query(
-        self, kql: str, *, limit: int | None = None, timeout: float | None = None,
+        self,
+        kql: str,
+        *,
+        limit: int | None = None,
+        timeout: float | None = None,
         now: datetime | None = None,
     ) -> QueryResult:
         """Run *kql*. At most *limit* rows (default: the engine's ``max_rows``) come back.
@@ -402,8 +440,9 @@ class LocalEngine:
             params["kqlnow"] = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
         return self._execute(kql, str(sql), params, cap, timeout)
 
-    def lookup(self, table: str, values: list[str], *, ids_only: bool = False,
-               timeout: float | None = None) -> QueryResult:
+    def lookup(
+        self, table: str, values: list[str], *, ids_only: bool = False, timeout: float | None = None
+    ) -> QueryResult:
         """The events of *table* whose id is one of *values*, like ``T | where Id in (...)``.
 
         Scoring traces result rows to events by id, often thousands at a time; parsing a
@@ -420,8 +459,9 @@ class LocalEngine:
         sql = f"SELECT {columns} FROM {quoted} WHERE {ident} IN (SELECT UNNEST($ids))"
         return self._execute(f"{table} lookup", sql, {"ids": wanted}, len(wanted) + 1, timeout)
 
-    def _execute(self, kql: str, sql: str, params: dict[str, Any] | None, cap: int,
-                 timeout: float | None) -> QueryResult:
+    def _execute(
+        self, kql: str, sql: str, params: dict[str, Any] | None, cap: int, timeout: float | None
+    ) -> QueryResult:
         seconds = self.timeout if timeout is None else float(timeout)
         with self._lock:
             fired = threading.Event()
@@ -487,10 +527,15 @@ class LocalEngine:
         self.close()
 
 
-def translate_kql(kql: str, *, schema: Mapping[str, Sequence[str]], now: datetime | None,
-                  types: Mapping[str, Mapping[str, str]] | None = None,
-                  read_distinct: Callable[[str, dict[str, Any], str, str], list[str]] | None = None,
-                  engine_functions: bool = False) -> Any:
+def translate_kql(
+    kql: str,
+    *,
+    schema: Mapping[str, Sequence[str]],
+    now: datetime | None,
+    types: Mapping[str, Mapping[str, str]] | None = None,
+    read_distinct: Callable[[str, dict[str, Any], str, str], list[str]] | None = None,
+    engine_functions: bool = False,
+) -> Any:
     """KQL -> DuckDB SQL through duckdb-kql, writes disabled, every failure an `EngineError`.
 
     *schema* maps table names to column names; *now* pins ``now()``/``ago()``;
@@ -531,9 +576,7 @@ def _translate_kql(kql: str, schema: Mapping[str, Sequence[str]], now: datetime 
     except kql_errors.KqlSchemaError as exc:
         line, column = _locate(kql, exc.name)
         hint = f": {exc.hint}" if exc.hint else ""
-        raise KqlSemanticError(
-            f"{exc.name!r}{hint}", construct=exc.name, line=line, column=column
-        ) from None
+        raise KqlSemanticError(f"{exc.name!r}{hint}", construct=exc.name, line=line, column=column) from None
     except kql_errors.KqlError as exc:
         raise KqlSemanticError(str(exc)) from None
     except RecursionError:
@@ -542,13 +585,15 @@ def _translate_kql(kql: str, schema: Mapping[str, Sequence[str]], now: datetime 
 
 
 #: Query operators a ``|`` can introduce (to name a misspelt one in syntax errors).
-_OPERATORS = frozenset("""
+_OPERATORS = frozenset(
+    """
 as consume count distinct evaluate extend externaldata facet find fork getschema invoke
 join limit lookup make-series mv-apply mv-expand order parse parse-kv parse-where
 partition print project project-away project-keep project-rename project-reorder range
 reduce render sample sample-distinct scan search serialize sort summarize take top
 top-hitters top-nested union where
-""".split())
+""".split()
+)
 
 
 def _syntax_error(kql: str, exc: kql_errors.KqlSyntaxError) -> KqlSyntaxError:
@@ -559,12 +604,14 @@ def _syntax_error(kql: str, exc: kql_errors.KqlSyntaxError) -> KqlSyntaxError:
     line, column = first.span.line, first.span.column + 1
     lines = kql.split("\n")
     text = lines[line - 1] if 0 < line <= len(lines) else ""
-    after = re.match(r"\|\s*([A-Za-z_][\w-]*)", text[column - 1:])
+    after = re.match(r"\|\s*([A-Za-z_][\w-]*)", text[column - 1 :])
     if after and after.group(1) not in _OPERATORS:
         word = after.group(1)
         return KqlSyntaxError(
             f"unknown query operator {word!r} after '|'",
-            construct=word, line=line, column=column + after.start(1),
+            construct=word,
+            line=line,
+            column=column + after.start(1),
         )
     message = first.message
     listed = _EXPECTING.match(message)
@@ -595,33 +642,37 @@ def _unsupported_error(kql: str, exc: kql_errors.KqlUnsupportedError) -> EngineE
         return ReadOnlyViolation(
             "externaldata reads files or URLs, which this engine never does; "
             "put the values in a `datatable` or a `let` instead",
-            construct="externaldata", line=line, column=column,
+            construct="externaldata",
+            line=line,
+            column=column,
         )
     if construct.startswith(("function:", "aggregate:")):
         name = construct.split(":", 1)[1]
         # duckdb-kql names `aggregate:X` for `count(X)` too (X a column): only a name the
         # query calls is a function the author meant.
         called = construct.startswith("function:") or _is_called(kql, name)
-        if called and not rewrite.is_kusto_function(name) \
-                and "no DuckDB mapping" in (exc.hint or ""):
+        if called and not rewrite.is_kusto_function(name) and "no DuckDB mapping" in (exc.hint or ""):
             if line is None:
                 line, column = _locate(kql, name)
             return KqlSemanticError(
                 f"unknown function {name!r}: Kusto has no function of that name",
-                construct=name, line=line, column=column,
+                construct=name,
+                line=line,
+                column=column,
             )
     kind, _, name = construct.partition(":")
     arity = _ARITY.search(exc.hint or "")
     if kind in ("function", "aggregate") and arity:
         # A call with the wrong number of arguments: a mistake in the query, as Kusto says.
         counts = [int(n) for n in re.findall(r"\d+", arity.group(1))]
-        expected = (f"{counts[0]} to {counts[-1]}" if len(counts) > 2
-                    else " or ".join(str(n) for n in counts))
+        expected = f"{counts[0]} to {counts[-1]}" if len(counts) > 2 else " or ".join(str(n) for n in counts)
         if line is None:
             line, column = _locate(kql, name)
         return KqlSemanticError(
             f"{name}() takes {expected} argument(s), got {arity.group(2)}",
-            construct=name, line=line, column=column,
+            construct=name,
+            line=line,
+            column=column,
         )
     if kind in ("function", "aggregate") and rewrite.is_kusto_function(name):
         # duckdb-kql's hint points at its own source; what the reader needs is that the
@@ -632,7 +683,9 @@ def _unsupported_error(kql: str, exc: kql_errors.KqlUnsupportedError) -> EngineE
         return KqlUnsupportedError(
             f"{construct} is not supported: Kusto has the {kind} {name!r}, the embedded "
             f"engine does not implement it{detail}",
-            construct=construct, line=line, column=column,
+            construct=construct,
+            line=line,
+            column=column,
         )
     hint = f" ({exc.hint})" if exc.hint else ""
     return KqlUnsupportedError(
@@ -669,9 +722,7 @@ def _semantic_error(kql: str, exc: duckdb.Error) -> EngineError:
                 return KqlUnsupportedError(
                     f"function {name!r} is not available in this engine", construct=name
                 )
-            return KqlSemanticError(
-                f"unknown {what} {name!r}", construct=name, line=line, column=column
-            )
+            return KqlSemanticError(f"unknown {what} {name!r}", construct=name, line=line, column=column)
     message = _first_line(exc).removeprefix("Binder Error: ")
     if "No function matches" in message or "Cannot compare" in message or "Cannot mix" in message:
         message = (
@@ -681,16 +732,12 @@ def _semantic_error(kql: str, exc: duckdb.Error) -> EngineError:
     return KqlSemanticError(message)
 
 
-def _convert_rows(
-    rows: list[tuple[Any, ...]], columns: list[tuple[str, str]]
-) -> list[tuple[Any, ...]]:
+def _convert_rows(rows: list[tuple[Any, ...]], columns: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
     """DuckDB rows -> result rows: dynamic text parsed, naive datetimes made UTC-aware.
 
     Only the columns that need it are touched; rows of plain scalars pass as they are.
     """
-    convert = [
-        (i, kind) for i, (_, kind) in enumerate(columns) if kind in ("dynamic", "datetime")
-    ]
+    convert = [(i, kind) for i, (_, kind) in enumerate(columns) if kind in ("dynamic", "datetime")]
     if not convert:
         return rows
     out = []

@@ -71,8 +71,13 @@ def create_table_command(schema: TableSchema) -> str:
 
 
 def _string_literal(text: str) -> str:
-    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-               .replace("\r", "\\r").replace("\t", "\\t"))
+    escaped = (
+        text.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
     return f'"{escaped}"'
 
 
@@ -138,6 +143,7 @@ def json_value(value: Any, kind: str) -> Any:
 
 # --------------------------------------------------------------------------- state
 
+
 @dataclass
 class PushState:
     """Which batches of which table were sent (queued) or arrived (direct)."""
@@ -159,9 +165,11 @@ class PushState:
         recorded = doc.get("key", {})
         if recorded != key:
             differs = sorted(k for k in set(recorded) | set(key) if recorded.get(k) != key.get(k))
-            raise PushError(f"{path}: this push state is for a different {', '.join(differs)} "
-                            f"({', '.join(f'{k}={recorded.get(k)!r}' for k in differs)}); "
-                            "use --restart to start over, or --state for another file")
+            raise PushError(
+                f"{path}: this push state is for a different {', '.join(differs)} "
+                f"({', '.join(f'{k}={recorded.get(k)!r}' for k in differs)}); "
+                "use --restart to start over, or --state for another file"
+            )
         return cls(path, key, {t: set(v) for t, v in doc.get("done", {}).items()})
 
     def mark(self, table: str, batch: int) -> None:
@@ -172,14 +180,18 @@ class PushState:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"format": STATE_FORMAT, "key": self.key,
-               "done": {t: sorted(v) for t, v in sorted(self.done.items())}}
+        doc = {
+            "format": STATE_FORMAT,
+            "key": self.key,
+            "done": {t: sorted(v) for t, v in sorted(self.done.items())},
+        }
         temp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
         temp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
         os.replace(temp, self.path)
 
 
 # --------------------------------------------------------------------------- results
+
 
 @dataclass
 class TablePush:
@@ -210,21 +222,36 @@ class PushResult:
         return all(t.complete for t in self.tables.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cluster": self.cluster, "database": self.database, "mode": self.mode,
-                "complete": self.complete,
-                "state": str(self.state_path) if self.state_path else None,
-                "tables": {name: {"local": t.local_rows, "sent": t.sent_rows, "batches": t.batches,
-                                  "resumed_batches": t.skipped_batches, "arrived": t.arrived}
-                           for name, t in sorted(self.tables.items())}}
+        return {
+            "cluster": self.cluster,
+            "database": self.database,
+            "mode": self.mode,
+            "complete": self.complete,
+            "state": str(self.state_path) if self.state_path else None,
+            "tables": {
+                name: {
+                    "local": t.local_rows,
+                    "sent": t.sent_rows,
+                    "batches": t.batches,
+                    "resumed_batches": t.skipped_batches,
+                    "arrived": t.arrived,
+                }
+                for name, t in sorted(self.tables.items())
+            },
+        }
 
 
 # --------------------------------------------------------------------------- pushing
 
+
 def store_schemas(store: Store) -> dict[str, TableSchema]:
     """The store's table schemas, from its metadata."""
-    return {name: TableSchema(name, tuple((c, t) for c, t in spec["columns"]), spec["id_column"],
-                              spec["time_column"])
-            for name, spec in sorted(store.meta["schemas"].items())}
+    return {
+        name: TableSchema(
+            name, tuple((c, t) for c, t in spec["columns"]), spec["id_column"], spec["time_column"]
+        )
+        for name, spec in sorted(store.meta["schemas"].items())
+    }
 
 
 def _rows(con: duckdb.DuckDBPyConnection, schema: TableSchema, chunk: int) -> Iterator[tuple[Any, ...]]:
@@ -238,8 +265,9 @@ def _rows(con: duckdb.DuckDBPyConnection, schema: TableSchema, chunk: int) -> It
         yield from block
 
 
-def _direct_batches(rows: Iterator[tuple[Any, ...]], schema: TableSchema, batch_rows: int,
-                    max_bytes: int) -> Iterator[tuple[int, list[str]]]:
+def _direct_batches(
+    rows: Iterator[tuple[Any, ...]], schema: TableSchema, batch_rows: int, max_bytes: int
+) -> Iterator[tuple[int, list[str]]]:
     """Rendered rows grouped into batches by count and size (deterministic for the same data)."""
     kinds = [t for _, t in schema.columns]
     batch: list[str] = []
@@ -255,8 +283,9 @@ def _direct_batches(rows: Iterator[tuple[Any, ...]], schema: TableSchema, batch_
         yield len(batch), batch
 
 
-def _queued_batches(rows: Iterator[tuple[Any, ...]], schema: TableSchema,
-                    batch_rows: int) -> Iterator[tuple[int, bytes]]:
+def _queued_batches(
+    rows: Iterator[tuple[Any, ...]], schema: TableSchema, batch_rows: int
+) -> Iterator[tuple[int, bytes]]:
     names, kinds = schema.column_names, [t for _, t in schema.columns]
     lines: list[str] = []
     for row in rows:
@@ -302,27 +331,35 @@ def ensure_tables(client: Any, database: str, schemas: Mapping[str, TableSchema]
             except Exception as exc:
                 text = str(exc)
                 if "unsupported" not in text.lower() and "not supported" not in text.lower():
-                    raise PushError(f"{schema.name}: cannot create the table: "
-                                    f"{text.splitlines()[0]}") from exc
+                    raise PushError(
+                        f"{schema.name}: cannot create the table: {text.splitlines()[0]}"
+                    ) from exc
                 merge = False
         try:
             _mgmt(client, database, append_command(schema, []))
         except Exception as inner:
-            raise PushError(f"{schema.name}: cannot create the table: "
-                            f"{str(inner).splitlines()[0]}") from inner
+            raise PushError(
+                f"{schema.name}: cannot create the table: {str(inner).splitlines()[0]}"
+            ) from inner
 
 
 def _ingestion_properties(database: str, schema: TableSchema, tag: str) -> Any:
     from azure.kusto.data.data_format import DataFormat, IngestionMappingKind
     from azure.kusto.ingest import ColumnMapping, IngestionProperties
 
-    mappings = [ColumnMapping(column_name=c, column_type=t,
-                              path="$['" + c.replace("'", "\\'") + "']")
-                for c, t in schema.columns]
+    mappings = [
+        ColumnMapping(column_name=c, column_type=t, path="$['" + c.replace("'", "\\'") + "']")
+        for c, t in schema.columns
+    ]
     return IngestionProperties(
-        database=database, table=schema.name, data_format=DataFormat.MULTIJSON,
-        ingestion_mapping_kind=IngestionMappingKind.JSON, column_mappings=mappings,
-        ingest_by_tags=[tag], ingest_if_not_exists=[tag])
+        database=database,
+        table=schema.name,
+        data_format=DataFormat.MULTIJSON,
+        ingestion_mapping_kind=IngestionMappingKind.JSON,
+        column_mappings=mappings,
+        ingest_by_tags=[tag],
+        ingest_if_not_exists=[tag],
+    )
 
 
 def push_store(
@@ -361,12 +398,18 @@ def push_store(
     size = int(batch_rows or (DIRECT_BATCH_ROWS if mode == "direct" else QUEUED_BATCH_ROWS))
     if size < 1:
         raise ValueError("batch size must be at least 1 row")
-    key = {"store": store.meta["hash"], "cluster": cluster, "database": database, "mode": mode,
-           "batch_rows": size}
+    key = {
+        "store": store.meta["hash"],
+        "cluster": cluster,
+        "database": database,
+        "mode": mode,
+        "batch_rows": size,
+    }
     state = PushState.load(state_path, key, restart=restart)
     counts = store.rows
-    result = PushResult(cluster, database, mode,
-                        {t: TablePush(t, int(counts.get(t, 0))) for t in schemas}, state_path)
+    result = PushResult(
+        cluster, database, mode, {t: TablePush(t, int(counts.get(t, 0))) for t in schemas}, state_path
+    )
     ensure_tables(client, database, schemas)
     con = duckdb.connect(str(store.path), read_only=True)
     try:
@@ -378,8 +421,10 @@ def push_store(
             sent = 0
             rows = _rows(con, schema, 10_000)
             batches: Iterator[tuple[int, Any]] = (
-                _direct_batches(rows, schema, size, max_batch_bytes) if mode == "direct"
-                else _queued_batches(rows, schema, size))
+                _direct_batches(rows, schema, size, max_batch_bytes)
+                if mode == "direct"
+                else _queued_batches(rows, schema, size)
+            )
             for index, (count, payload) in enumerate(batches):
                 entry.batches += 1
                 sent += count
@@ -393,12 +438,15 @@ def push_store(
                     try:
                         answer = _mgmt(client, database, append_command(schema, payload))
                     except Exception as exc:
-                        raise PushError(f"{name}: batch {index} ({count} rows) was refused: "
-                                        f"{str(exc).splitlines()[0]}") from exc
+                        raise PushError(
+                            f"{name}: batch {index} ({count} rows) was refused: {str(exc).splitlines()[0]}"
+                        ) from exc
                     arrived = sum(int(r.get("RowCount") or 0) for r in answer)
                     if arrived != count:
-                        raise PushError(f"{name}: batch {index}: sent {count} rows, the endpoint "
-                                        f"reports {arrived} ingested")
+                        raise PushError(
+                            f"{name}: batch {index}: sent {count} rows, the endpoint "
+                            f"reports {arrived} ingested"
+                        )
                 else:
                     from azure.kusto.ingest import StreamDescriptor
 
@@ -406,10 +454,12 @@ def push_store(
                     try:
                         ingest_client.ingest_from_stream(
                             StreamDescriptor(io.BytesIO(payload), stream_name=f"{name}-{index}.json"),
-                            ingestion_properties=_ingestion_properties(database, schema, tag))
+                            ingestion_properties=_ingestion_properties(database, schema, tag),
+                        )
                     except Exception as exc:
-                        raise PushError(f"{name}: batch {index} could not be queued: "
-                                        f"{str(exc).splitlines()[0]}") from exc
+                        raise PushError(
+                            f"{name}: batch {index} could not be queued: {str(exc).splitlines()[0]}"
+                        ) from exc
                 entry.sent_rows += count
                 state.mark(name, index)
                 if progress:

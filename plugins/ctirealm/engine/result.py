@@ -12,9 +12,16 @@ from ..telemetry.values import kusto_datetime, to_json_value
 
 #: Kusto type -> the .NET DataType name a v1 response carries.
 NET_TYPES = {
-    "bool": "Boolean", "int": "Int32", "long": "Int64", "real": "Double",
-    "decimal": "Decimal", "string": "String", "datetime": "DateTime",
-    "timespan": "TimeSpan", "guid": "Guid", "dynamic": "Object",
+    "bool": "Boolean",
+    "int": "Int32",
+    "long": "Int64",
+    "real": "Double",
+    "decimal": "Decimal",
+    "string": "String",
+    "datetime": "DateTime",
+    "timespan": "TimeSpan",
+    "guid": "Guid",
+    "dynamic": "Object",
 }
 
 
@@ -53,8 +60,7 @@ class QueryResult:
         names = self.column_names
         return [dict(zip(names, row, strict=True)) for row in self.rows]
 
-    def to_kusto_json(self, table_name: str = "Table_0", *,
-                      wire_values: bool = False) -> dict[str, Any]:
+    def to_kusto_json(self, table_name: str = "Table_0", *, wire_values: bool = False) -> dict[str, Any]:
         """The v1 REST response shape: ``{"Tables": [{"TableName", "Columns", "Rows"}]}``.
 
         *wire_values* writes values exactly as a Kusto response does (datetimes with
@@ -67,8 +73,7 @@ class QueryResult:
                 {
                     "TableName": table_name,
                     "Columns": [
-                        {"ColumnName": name, "DataType": NET_TYPES.get(kind, "String"),
-                         "ColumnType": kind}
+                        {"ColumnName": name, "DataType": NET_TYPES.get(kind, "String"), "ColumnType": kind}
                         for name, kind in self.columns
                     ],
                     "Rows": [[value(v) for v in row] for row in self.rows],

@@ -59,20 +59,38 @@ DETECT_BUDGET = 5_000_000
 
 #: Output columns of the functions that return several, in Kusto's order.
 OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "series_fit_line": (("rsquare", "real"), ("slope", "real"), ("variance", "real"),
-                        ("rvariance", "real"), ("interception", "real"),
-                        ("line_fit", "dynamic")),
+    "series_fit_line": (
+        ("rsquare", "real"),
+        ("slope", "real"),
+        ("variance", "real"),
+        ("rvariance", "real"),
+        ("interception", "real"),
+        ("line_fit", "dynamic"),
+    ),
     "series_fit_2lines": (
-        ("rsquare", "real"), ("split_idx", "long"), ("variance", "real"),
-        ("rvariance", "real"), ("line_fit", "dynamic"),
-        ("right_rsquare", "real"), ("right_slope", "real"), ("right_interception", "real"),
-        ("right_variance", "real"), ("right_rvariance", "real"),
-        ("left_rsquare", "real"), ("left_slope", "real"), ("left_interception", "real"),
-        ("left_variance", "real"), ("left_rvariance", "real")),
-    "series_decompose": (("baseline", "dynamic"), ("seasonal", "dynamic"),
-                         ("trend", "dynamic"), ("residual", "dynamic")),
-    "series_decompose_anomalies": (("ad_flag", "dynamic"), ("ad_score", "dynamic"),
-                                   ("baseline", "dynamic")),
+        ("rsquare", "real"),
+        ("split_idx", "long"),
+        ("variance", "real"),
+        ("rvariance", "real"),
+        ("line_fit", "dynamic"),
+        ("right_rsquare", "real"),
+        ("right_slope", "real"),
+        ("right_interception", "real"),
+        ("right_variance", "real"),
+        ("right_rvariance", "real"),
+        ("left_rsquare", "real"),
+        ("left_slope", "real"),
+        ("left_interception", "real"),
+        ("left_variance", "real"),
+        ("left_rvariance", "real"),
+    ),
+    "series_decompose": (
+        ("baseline", "dynamic"),
+        ("seasonal", "dynamic"),
+        ("trend", "dynamic"),
+        ("residual", "dynamic"),
+    ),
+    "series_decompose_anomalies": (("ad_flag", "dynamic"), ("ad_score", "dynamic"), ("baseline", "dynamic")),
 }
 
 
@@ -140,9 +158,14 @@ def fit_line(series: list[float | None]) -> dict[str, Any]:
     ss_tot = sum((y - my) ** 2 for y in ys)
     ss_res = sum(r * r for r in residuals)
     n1 = max(len(ys) - 1, 1)
-    return {"rsquare": _rsquare(ss_res, ss_tot), "slope": slope,
-            "variance": ss_tot / n1, "rvariance": ss_res / n1,
-            "interception": intercept, "line_fit": fit}
+    return {
+        "rsquare": _rsquare(ss_res, ss_tot),
+        "slope": slope,
+        "variance": ss_tot / n1,
+        "rvariance": ss_res / n1,
+        "interception": intercept,
+        "line_fit": fit,
+    }
 
 
 def _prefix(values: Sequence[float]) -> list[float]:
@@ -190,11 +213,21 @@ def fit_2lines(series: list[float | None], check: Callable[[], None]) -> dict[st
     for side, (a, b) in (("left", (0, k)), ("right", (k, n))):
         slope, intercept, res, tot = segment(a, b)
         m1 = max(b - a - 1, 1)
-        sides[side] = {"rsquare": _rsquare(res, tot), "slope": slope,
-                       "interception": intercept, "variance": tot / m1, "rvariance": res / m1}
+        sides[side] = {
+            "rsquare": _rsquare(res, tot),
+            "slope": slope,
+            "interception": intercept,
+            "variance": tot / m1,
+            "rvariance": res / m1,
+        }
         fit.extend(intercept + slope * xs[i] for i in range(a, b))
-    out = {"rsquare": _rsquare(ss_res, ss_tot), "split_idx": k,
-           "variance": ss_tot / (n - 1), "rvariance": ss_res / (n - 1), "line_fit": fit}
+    out = {
+        "rsquare": _rsquare(ss_res, ss_tot),
+        "split_idx": k,
+        "variance": ss_tot / (n - 1),
+        "rvariance": ss_res / (n - 1),
+        "line_fit": fit,
+    }
     for side in ("right", "left"):
         for key, value in sides[side].items():
             out[f"{side}_{key}"] = value
@@ -211,8 +244,13 @@ def _percentile(sorted_values: Sequence[float], p: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def outliers(series: list[float | None], kind: str = "ctukey", ignore: float | None = None,
-             low: float = 10.0, high: float = 90.0) -> list[float]:
+def outliers(
+    series: list[float | None],
+    kind: str = "ctukey",
+    ignore: float | None = None,
+    low: float = 10.0,
+    high: float = 90.0,
+) -> list[float]:
     kind = (kind or "ctukey").lower()
     if kind == "tukey":
         low, high = 25.0, 75.0
@@ -266,9 +304,14 @@ def _detect_period(xs: list[float], threshold: float, check: Callable[[], None])
     return best
 
 
-def decompose(series: list[float | None], seasonality: int = -1, trend: str = "avg",
-              test_points: int = 0, threshold: float = 0.6,
-              check: Callable[[], None] = lambda: None) -> dict[str, Any] | None:
+def decompose(
+    series: list[float | None],
+    seasonality: int = -1,
+    trend: str = "avg",
+    test_points: int = 0,
+    threshold: float = 0.6,
+    check: Callable[[], None] = lambda: None,
+) -> dict[str, Any] | None:
     xs = _complete(series)
     if not xs:
         return None
@@ -284,8 +327,9 @@ def decompose(series: list[float | None], seasonality: int = -1, trend: str = "a
         period = _detect_period(xs[:learn], threshold, check)
     seasonal = [0.0] * n
     if period > 0:
-        medians = [_median(xs[phase:learn:period]) if phase < learn else 0.0
-                   for phase in range(min(period, n))]
+        medians = [
+            _median(xs[phase:learn:period]) if phase < learn else 0.0 for phase in range(min(period, n))
+        ]
         seasonal = [medians[i % period] if i % period < len(medians) else 0.0 for i in range(n)]
     check()
     deseasoned = [x - s for x, s in zip(xs, seasonal, strict=True)]
@@ -299,12 +343,15 @@ def decompose(series: list[float | None], seasonality: int = -1, trend: str = "a
         trend_values = [0.0] * n
     baseline = [s + t for s, t in zip(seasonal, trend_values, strict=True)]
     residual = [x - b for x, b in zip(xs, baseline, strict=True)]
-    return {"baseline": baseline, "seasonal": seasonal, "trend": trend_values,
-            "residual": residual}
+    return {"baseline": baseline, "seasonal": seasonal, "trend": trend_values, "residual": residual}
 
 
-def fir(series: list[float | None], coefficients: list[float | None],
-        normalize: bool | None = None, center: bool = False) -> list[float | None] | None:
+def fir(
+    series: list[float | None],
+    coefficients: list[float | None],
+    normalize: bool | None = None,
+    center: bool = False,
+) -> list[float | None] | None:
     f = _complete(coefficients)
     if not f:
         raise SeriesError("series_fir: the filter must be a non-empty array of numbers")
@@ -340,8 +387,9 @@ def _arg(args: list[Any], i: int, default: Any) -> Any:
     return args[i] if len(args) > i and args[i] is not None else default
 
 
-def compute(kind: str, series_text: str | None, args_text: str | None,
-            check: Callable[[], None] = lambda: None) -> str | None:
+def compute(
+    kind: str, series_text: str | None, args_text: str | None, check: Callable[[], None] = lambda: None
+) -> str | None:
     """The SQL function's body: *kind* applied to the series, JSON text out (or null)."""
     if series_text is None:
         return None
@@ -360,18 +408,36 @@ def compute(kind: str, series_text: str | None, args_text: str | None,
         result = fit_2lines(series, check)
         if kind == "series_fit_2lines_dynamic":
             result = {k: v for k, v in result.items() if not k.startswith(("left_", "right_"))} | {
-                side: {k[len(side) + 1:]: v for k, v in result.items() if k.startswith(side + "_")}
-                for side in ("left", "right")}
+                side: {k[len(side) + 1 :]: v for k, v in result.items() if k.startswith(side + "_")}
+                for side in ("left", "right")
+            }
     elif kind == "series_outliers":
-        result = outliers(series, str(_arg(args, 0, "ctukey")), _arg(args, 1, None),
-                          float(_arg(args, 2, 10.0)), float(_arg(args, 3, 90.0)))
+        result = outliers(
+            series,
+            str(_arg(args, 0, "ctukey")),
+            _arg(args, 1, None),
+            float(_arg(args, 2, 10.0)),
+            float(_arg(args, 3, 90.0)),
+        )
     elif kind == "series_decompose":
-        result = decompose(series, int(_arg(args, 0, -1)), str(_arg(args, 1, "avg")),
-                           int(_arg(args, 2, 0)), float(_arg(args, 3, 0.6)), check)
+        result = decompose(
+            series,
+            int(_arg(args, 0, -1)),
+            str(_arg(args, 1, "avg")),
+            int(_arg(args, 2, 0)),
+            float(_arg(args, 3, 0.6)),
+            check,
+        )
     elif kind == "series_decompose_anomalies":
         threshold = float(_arg(args, 0, 1.5))
-        parts = decompose(series, int(_arg(args, 1, -1)), str(_arg(args, 2, "avg")),
-                          int(_arg(args, 3, 0)), float(_arg(args, 5, 0.6)), check)
+        parts = decompose(
+            series,
+            int(_arg(args, 1, -1)),
+            str(_arg(args, 2, "avg")),
+            int(_arg(args, 3, 0)),
+            float(_arg(args, 5, 0.6)),
+            check,
+        )
         if parts is None:
             result = dict.fromkeys(k for k, _ in OUTPUTS["series_decompose_anomalies"])
         else:
@@ -381,13 +447,23 @@ def compute(kind: str, series_text: str | None, args_text: str | None,
             result = {"ad_flag": flags, "ad_score": scores, "baseline": parts["baseline"]}
     elif kind == "series_decompose_forecast":
         points = int(_arg(args, 0, 0))
-        parts = decompose(series, int(_arg(args, 1, -1)), str(_arg(args, 2, "linefit")),
-                          points, float(_arg(args, 3, 0.6)), check)
+        parts = decompose(
+            series,
+            int(_arg(args, 1, -1)),
+            str(_arg(args, 2, "linefit")),
+            points,
+            float(_arg(args, 3, 0.6)),
+            check,
+        )
         result = None if parts is None else parts["baseline"]
     elif kind == "series_fir":
         normalize = _arg(args, 1, None)
-        result = fir(series, _numbers(_arg(args, 0, []), "series_fir's filter"),
-                     None if normalize is None else bool(normalize), bool(_arg(args, 2, False)))
+        result = fir(
+            series,
+            _numbers(_arg(args, 0, []), "series_fir's filter"),
+            None if normalize is None else bool(normalize),
+            bool(_arg(args, 2, False)),
+        )
     else:
         raise SeriesError(f"unknown series function {kind!r}")
     check()

@@ -72,8 +72,9 @@ def timespan_seconds(value: Any) -> float | None:
     match = _PY_TIMESPAN.match(text)
     if match:
         days = int(match.group(1) or 0)
-        return timedelta(days=days, hours=int(match.group(2)), minutes=int(match.group(3)),
-                         seconds=float(match.group(4))).total_seconds()
+        return timedelta(
+            days=days, hours=int(match.group(2)), minutes=int(match.group(3)), seconds=float(match.group(4))
+        ).total_seconds()
     try:
         return parse_timespan(text).total_seconds()
     except ValueError:
@@ -113,8 +114,9 @@ def normalise_request(body: bytes, now: datetime | None) -> bytes:
     return json.dumps(request).encode("utf-8")
 
 
-def _catalog(con: duckdb.DuckDBPyConnection, catalog: str,
-             path: Path | None = None) -> dict[str, list[tuple[str, str]]]:
+def _catalog(
+    con: duckdb.DuckDBPyConnection, catalog: str, path: Path | None = None
+) -> dict[str, list[tuple[str, str]]]:
     """Each table's ``(column, kusto_type)`` pairs, in order: from the store's
     ``.meta.json`` when it has the schemas (guid and decimal columns are stored as
     text and doubles, so only the schemas know them), else from DuckDB's types."""
@@ -122,11 +124,14 @@ def _catalog(con: duckdb.DuckDBPyConnection, catalog: str,
     if meta_path is not None and meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("schemas"):
-            return {name: [(str(c), str(t)) for c, t in spec["columns"]]
-                    for name, spec in meta["schemas"].items()}
+            return {
+                name: [(str(c), str(t)) for c, t in spec["columns"]] for name, spec in meta["schemas"].items()
+            }
     rows = con.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
-        "WHERE table_catalog = ? ORDER BY table_name, ordinal_position", [catalog]).fetchall()
+        "WHERE table_catalog = ? ORDER BY table_name, ordinal_position",
+        [catalog],
+    ).fetchall()
     out: dict[str, list[tuple[str, str]]] = {}
     for table, column, data_type in rows:
         out.setdefault(str(table), []).append((str(column), kusto_type(data_type)))
@@ -137,8 +142,9 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def open_store_connection(store_path: str | Path, database: str = DEFAULT_DATABASE,
-                          *, memory_limit: str = "2GB") -> duckdb.DuckDBPyConnection:
+def open_store_connection(
+    store_path: str | Path, database: str = DEFAULT_DATABASE, *, memory_limit: str = "2GB"
+) -> duckdb.DuckDBPyConnection:
     """A connection serving the store as *database*: read-only, external access off.
 
     The store is attached read-only as ``<database>_store``; *database* is an
@@ -152,18 +158,23 @@ def open_store_connection(store_path: str | Path, database: str = DEFAULT_DATABA
     if not _NAME.match(database):
         raise ValueError(f"database name {database!r}: use letters, digits and underscores")
     alias = f"{database}_store"
-    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": "false",
-                                              "autoload_known_extensions": "false"})
+    con = duckdb.connect(
+        ":memory:", config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+    )
     con.execute("SET TimeZone='UTC'")
     con.execute(f"SET memory_limit='{memory_limit}'")
     literal = "'" + str(path).replace("'", "''") + "'"
     con.execute(f"ATTACH {literal} AS {_quote(alias)} (READ_ONLY)")
     con.execute(f"ATTACH ':memory:' AS {_quote(database)}")
     for table, columns in sorted(_catalog(con, alias, path).items()):
-        select = ", ".join(f"coalesce({_quote(c)}, '') AS {_quote(c)}" if kind == "string"
-                           else _quote(c) for c, kind in columns)
-        con.execute(f"CREATE VIEW {_quote(database)}.main.{_quote(table)} AS SELECT {select} "
-                    f"FROM {_quote(alias)}.main.{_quote(table)}")
+        select = ", ".join(
+            f"coalesce({_quote(c)}, '') AS {_quote(c)}" if kind == "string" else _quote(c)
+            for c, kind in columns
+        )
+        con.execute(
+            f"CREATE VIEW {_quote(database)}.main.{_quote(table)} AS SELECT {select} "
+            f"FROM {_quote(alias)}.main.{_quote(table)}"
+        )
     con.execute(f"USE {_quote(database)}")
     con.execute("SET enable_external_access=false")
     return con
@@ -184,12 +195,15 @@ def build_realm_server(
     the clock requests without ``query_now`` get (``None``: the wall clock).
     """
     if not is_loopback(host):
-        raise ValueError(f"refusing to serve on {host!r}: the store is served on loopback only "
-                         "(127.0.0.1 or ::1), because the endpoint has no authentication")
+        raise ValueError(
+            f"refusing to serve on {host!r}: the store is served on loopback only "
+            "(127.0.0.1 or ::1), because the endpoint has no authentication"
+        )
     con = open_store_connection(store_path, database)
     catalog = _catalog(con, f"{database}_store", Path(store_path))
-    return make_server(con, port=port, host=host, now=now, quiet=quiet, source=str(store_path),
-                       catalog=catalog)
+    return make_server(
+        con, port=port, host=host, now=now, quiet=quiet, source=str(store_path), catalog=catalog
+    )
 
 
 def make_server(
@@ -225,8 +239,7 @@ def make_server(
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
         def __init__(self) -> None:
-            super().__init__(con, port=port, host=host, source=source, quiet=quiet,
-                             allow_write=allow_write)
+            super().__init__(con, port=port, host=host, source=source, quiet=quiet, allow_write=allow_write)
             self.RequestHandlerClass = RealmHandler
             self.now = clock
             self._catalog = catalog
@@ -254,13 +267,19 @@ def make_server(
             """The served database, and the names clients send before choosing one."""
             return name == self.database or name in DATABASE_ALIASES
 
-        def run(self, csl: str, parameters: dict[str, Any] | None = None,
-                database: str | None = None, options: dict[str, Any] | None = None) -> Any:
+        def run(
+            self,
+            csl: str,
+            parameters: dict[str, Any] | None = None,
+            database: str | None = None,
+            options: dict[str, Any] | None = None,
+        ) -> Any:
             """*csl* -> ``Result``; every failure an `EngineError` (see `execute`)."""
             return self.execute(csl, parameters, options)
 
-        def execute(self, csl: str, parameters: dict[str, Any] | None = None,
-                    options: dict[str, Any] | None = None) -> Result:
+        def execute(
+            self, csl: str, parameters: dict[str, Any] | None = None, options: dict[str, Any] | None = None
+        ) -> Result:
             """Run *csl* (a query or a read-only command) on the served database.
 
             Names stay unqualified: the connection's current database is the served
@@ -276,13 +295,26 @@ def make_server(
                 if str(options.get("norequesttimeout", "")).lower() != "true":
                     timeout = _seconds(options.get("servertimeout"))
                 with self._lock, _Deadline(self._con, timeout):
-                    rel = kql(self._con, csl, parameters or None, None, self.allow_write,
-                              self.clusters, self.entity_groups, options.get("query_now"),
-                              functions=self.functions)
+                    rel = kql(
+                        self._con,
+                        csl,
+                        parameters or None,
+                        None,
+                        self.allow_write,
+                        self.clusters,
+                        self.entity_groups,
+                        options.get("query_now"),
+                        functions=self.functions,
+                    )
                     names = list(rel.columns)
                     kinds = [kusto_type(t) for t in rel.types]
-                    encoded = None if csl.lstrip().startswith(".") else _json_rows_sql(
-                        names, [str(t).upper() for t in rel.types], set(_typed_columns(csl)))
+                    encoded = (
+                        None
+                        if csl.lstrip().startswith(".")
+                        else _json_rows_sql(
+                            names, [str(t).upper() for t in rel.types], set(_typed_columns(csl))
+                        )
+                    )
                     rows = _fetch(rel, encoded)
             except Exception as exc:
                 raise engine_error(csl, exc, timeout) from None
@@ -333,8 +365,7 @@ def _handle_post(handler: Any, clock: datetime | None) -> None:
         return
     try:
         length = int(handler.headers.get("Content-Length", "0") or 0)
-        request = json.loads(normalise_request(handler.rfile.read(length) if length else b"",
-                                               clock) or b"{}")
+        request = json.loads(normalise_request(handler.rfile.read(length) if length else b"", clock) or b"{}")
     except (ValueError, TypeError) as exc:
         handler._send(400, error_response(f"malformed request body: {exc}"))
         return
@@ -358,21 +389,25 @@ def _handle_post(handler: Any, clock: datetime | None) -> None:
         handler._send(400, error_response("; ".join(refusals)))
         return
     if read_only_requested(options) and is_write_command(csl):
-        _send_error(handler, KustoError(
-            400, "General_BadRequest", "Kusto.Data.Exceptions.KustoRequestDeniedException",
-            "Cannot invoke a control command that writes as this request is read-only "
-            "(request_readonly is set)"))
+        _send_error(
+            handler,
+            KustoError(
+                400,
+                "General_BadRequest",
+                "Kusto.Data.Exceptions.KustoRequestDeniedException",
+                "Cannot invoke a control command that writes as this request is read-only "
+                "(request_readonly is set)",
+            ),
+        )
         return
     parameters = properties.get("Parameters") if isinstance(properties, dict) else None
     try:
-        result = server.execute(csl, parameters if isinstance(parameters, dict) else None,
-                                options)
+        result = server.execute(csl, parameters if isinstance(parameters, dict) else None, options)
     except EngineError as exc:
         _send_error(handler, exc.kusto if isinstance(exc, _NotFound) else to_kusto_error(exc, csl))
         return
     request_id = handler.headers.get("x-ms-client-request-id") or str(uuid.uuid4())
-    body = (_v2_chunks(result, request_id) if route.startswith("/v2/")
-            else _v1_chunks(result))
+    body = _v2_chunks(result, request_id) if route.startswith("/v2/") else _v1_chunks(result)
     _stream(handler, body)
 
 
@@ -380,9 +415,12 @@ def unknown_database(name: str, served: str) -> KustoError:
     """Kusto's answer to a database it does not have, naming the ones this endpoint has."""
     aliases = " or ".join(repr(a) for a in DATABASE_ALIASES)
     return KustoError(
-        400, "General_BadRequest", "Kusto.Data.Exceptions.EntityNotFoundException",
+        400,
+        "General_BadRequest",
+        "Kusto.Data.Exceptions.EntityNotFoundException",
         f"Entity ID '{name}' of kind 'Database' was not found. This endpoint serves one "
-        f"database, '{served}' ({aliases} also reach it).")
+        f"database, '{served}' ({aliases} also reach it).",
+    )
 
 
 def engine_error(kql_text: str, exc: BaseException, timeout: float | None = None) -> EngineError:
@@ -400,8 +438,7 @@ def engine_error(kql_text: str, exc: BaseException, timeout: float | None = None
         return exc
     if isinstance(exc, DeadlineError) or isinstance(exc, duckdb.InterruptException):
         limit = f" of {timeout:g} s" if timeout else ""
-        return QueryTimeout(f"query exceeded its time limit{limit} and was stopped",
-                            construct="timeout")
+        return QueryTimeout(f"query exceeded its time limit{limit} and was stopped", construct="timeout")
     if isinstance(exc, kql_errors.KqlSyntaxError):
         return local._syntax_error(kql_text, exc)
     if isinstance(exc, kql_errors.KqlUnsupportedError):
@@ -409,17 +446,17 @@ def engine_error(kql_text: str, exc: BaseException, timeout: float | None = None
     if isinstance(exc, kql_errors.KqlSchemaError):
         line, column = local._locate(kql_text, exc.name)
         hint = f": {exc.hint}" if exc.hint else ""
-        return KqlSemanticError(f"{exc.name!r}{hint}", construct=exc.name, line=line,
-                                column=column)
+        return KqlSemanticError(f"{exc.name!r}{hint}", construct=exc.name, line=line, column=column)
     if isinstance(exc, kql_errors.KqlError):
         return KqlSemanticError(str(exc))
     if isinstance(exc, duckdb.OutOfMemoryException):
-        return ResourceLimitExceeded("query needed more memory than the endpoint allows; filter "
-                                     "earlier, project fewer columns, or summarize",
-                                     construct="memory")
+        return ResourceLimitExceeded(
+            "query needed more memory than the endpoint allows; filter "
+            "earlier, project fewer columns, or summarize",
+            construct="memory",
+        )
     if isinstance(exc, duckdb.PermissionException):
-        return ReadOnlyViolation(f"the query tried to reach files or the network: "
-                                 f"{local._first_line(exc)}")
+        return ReadOnlyViolation(f"the query tried to reach files or the network: {local._first_line(exc)}")
     if isinstance(exc, (duckdb.BinderException, duckdb.CatalogException)):
         return local._semantic_error(kql_text, exc)
     if isinstance(exc, RecursionError):
@@ -432,13 +469,14 @@ def engine_error(kql_text: str, exc: BaseException, timeout: float | None = None
 #: Conversions Kusto types a column by that DuckDB cannot carry: the store keeps
 #: decimals as doubles and guids as text, so ``x = todecimal(...)`` and
 #: ``g = toguid(...)``/``new_guid()`` name the columns Kusto would type decimal and guid.
-_TYPED_BY = {"todecimal": ("real", "decimal"), "toguid": ("string", "guid"),
-             "new_guid": ("string", "guid")}
+_TYPED_BY = {"todecimal": ("real", "decimal"), "toguid": ("string", "guid"), "new_guid": ("string", "guid")}
 _ASSIGNED = re.compile(
     r"(?<![\w.])(\[\s*'[^']+'\s*\]|\[\s*\"[^\"]+\"\s*\]|[A-Za-z_]\w*)\s*=\s*"
-    r"(todecimal|toguid|new_guid)\s*\(")
+    r"(todecimal|toguid|new_guid)\s*\("
+)
 _LITERALS = re.compile(
-    r"//[^\n]*|@'(?:[^']|'')*'|@\"(?:[^\"]|\"\")*\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\"")
+    r"//[^\n]*|@'(?:[^']|'')*'|@\"(?:[^\"]|\"\")*\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\""
+)
 
 
 def _typed_columns(csl: str) -> dict[str, str]:
@@ -446,8 +484,9 @@ def _typed_columns(csl: str) -> dict[str, str]:
     if "todecimal" not in csl and "guid" not in csl:
         return {}
     # Blank comments and strings (bracketed names keep their quotes: they are names).
-    code = _LITERALS.sub(lambda m: m.group(0) if m.start() and csl[m.start() - 1] == "["
-                         else " " * len(m.group(0)), csl)
+    code = _LITERALS.sub(
+        lambda m: m.group(0) if m.start() and csl[m.start() - 1] == "[" else " " * len(m.group(0)), csl
+    )
     out = {}
     for match in _ASSIGNED.finditer(code):
         name = match.group(1).strip("[] ").strip("'\"")
@@ -461,8 +500,10 @@ def _described(csl: str, names: list[str], kinds: list[str], rows: list[Any]) ->
 
     declared = _declared_schema(csl)
     if declared is not None and len(declared) == len(names):
-        columns = [RestColumn(d.name, kind, d.data_type, d.column_type)
-                   for d, kind in zip(declared, kinds, strict=True)]
+        columns = [
+            RestColumn(d.name, kind, d.data_type, d.column_type)
+            for d, kind in zip(declared, kinds, strict=True)
+        ]
         return Result(columns, rows)
     typed = _typed_columns(csl)
     columns = []
@@ -480,9 +521,23 @@ class JsonRows(list):  # type: ignore[type-arg]
 
 #: DuckDB types whose values DuckDB's own JSON writer puts on the wire exactly as
 #: Kusto does (json_array(); a JSON column is embedded as it is, a UUID as its text).
-_JSON_AS_IS = frozenset({"VARCHAR", "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT",
-                         "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "JSON",
-                         "UUID"})
+_JSON_AS_IS = frozenset(
+    {
+        "VARCHAR",
+        "BOOLEAN",
+        "TINYINT",
+        "SMALLINT",
+        "INTEGER",
+        "BIGINT",
+        "HUGEINT",
+        "UTINYINT",
+        "USMALLINT",
+        "UINTEGER",
+        "UBIGINT",
+        "JSON",
+        "UUID",
+    }
+)
 _JSON_TIMESTAMPS = frozenset({"TIMESTAMP", "TIMESTAMP WITH TIME ZONE"})
 _JSON_DOUBLES = frozenset({"DOUBLE", "FLOAT"})
 
@@ -492,8 +547,7 @@ def _fetch(rel: duckdb.DuckDBPyRelation, encoded: str | None) -> list[Any]:
     if encoded is not None:
         try:
             return JsonRows(r[0] for r in rel.project(encoded).fetchall())
-        except (duckdb.BinderException, duckdb.ConversionException,
-                duckdb.NotImplementedException):
+        except (duckdb.BinderException, duckdb.ConversionException, duckdb.NotImplementedException):
             pass  # a type the projection does not cover after all: Python writes it
     return rel.fetchall()
 
@@ -516,14 +570,18 @@ def _json_rows_sql(names: list[str], types: list[str], retyped: set[str]) -> str
             parts.append(column)
         elif duck in _JSON_TIMESTAMPS:
             # Kusto's form: no fraction on a whole second, else all seven tick digits.
-            parts.append(f"CASE WHEN microsecond({column}) % 1000000 = 0 "
-                         f"THEN strftime({column}, '%Y-%m-%dT%H:%M:%SZ') "
-                         f"ELSE strftime({column}, '%Y-%m-%dT%H:%M:%S.%f') || '0Z' END")
+            parts.append(
+                f"CASE WHEN microsecond({column}) % 1000000 = 0 "
+                f"THEN strftime({column}, '%Y-%m-%dT%H:%M:%SZ') "
+                f"ELSE strftime({column}, '%Y-%m-%dT%H:%M:%S.%f') || '0Z' END"
+            )
         elif duck in _JSON_DOUBLES:
-            parts.append(f"CASE WHEN isnan({column}) THEN '\"NaN\"'::JSON "
-                         f"WHEN {column} = 'inf'::DOUBLE THEN '\"Infinity\"'::JSON "
-                         f"WHEN {column} = '-inf'::DOUBLE THEN '\"-Infinity\"'::JSON "
-                         f"ELSE to_json({column}) END")
+            parts.append(
+                f"CASE WHEN isnan({column}) THEN '\"NaN\"'::JSON "
+                f"WHEN {column} = 'inf'::DOUBLE THEN '\"Infinity\"'::JSON "
+                f"WHEN {column} = '-inf'::DOUBLE THEN '\"-Infinity\"'::JSON "
+                f"ELSE to_json({column}) END"
+            )
         else:
             return None
     if not parts:
@@ -548,15 +606,20 @@ def _real(value: Any) -> Any:
 
 def _datetimes(values: Sequence[Any]) -> list[Any]:
     # The common case (naive UTC datetimes from DuckDB) inline: this runs per cell.
-    return [(v.isoformat() + ("0Z" if v.microsecond else "Z"))
-            if type(v) is datetime and v.tzinfo is None
-            else None if v is None else kusto_datetime(v) if isinstance(v, (datetime, date))
-            else str(v) for v in values]
+    return [
+        (v.isoformat() + ("0Z" if v.microsecond else "Z"))
+        if type(v) is datetime and v.tzinfo is None
+        else None
+        if v is None
+        else kusto_datetime(v)
+        if isinstance(v, (datetime, date))
+        else str(v)
+        for v in values
+    ]
 
 
 def _reals(values: Sequence[Any]) -> list[Any]:
-    return [v if v is None or (type(v) is float and math.isfinite(v)) else _real(v)
-            for v in values]
+    return [v if v is None or (type(v) is float and math.isfinite(v)) else _real(v) for v in values]
 
 
 def _column_encoder(kind: str) -> Callable[[Sequence[Any]], list[Any]] | None:
@@ -570,6 +633,7 @@ def _column_encoder(kind: str) -> Callable[[Sequence[Any]], list[Any]] | None:
         return _reals
     if kind in ("int", "long", "bool", "string"):
         return None
+
     def convert(value: Any) -> Any:
         if kind == "timespan" and isinstance(value, timedelta):
             return format_timespan(value)
@@ -606,7 +670,7 @@ def _wire_rows(result: Result) -> Iterator[list[Any]]:
     encoders = [(i, e) for i, e in encoders if e is not None]
     rows = result.rows
     for start in range(0, len(rows), _CHUNK_ROWS):
-        chunk = rows[start:start + _CHUNK_ROWS]
+        chunk = rows[start : start + _CHUNK_ROWS]
         if not encoders:
             yield chunk
             continue
@@ -627,15 +691,14 @@ def _rows_json(result: Result, failed: list[KustoError] | None = None) -> Iterat
     try:
         if isinstance(result.rows, JsonRows):
             for start in range(0, len(result.rows), _CHUNK_ROWS):
-                text = ",".join(result.rows[start:start + _CHUNK_ROWS])
+                text = ",".join(result.rows[start : start + _CHUNK_ROWS])
                 yield (text if first else "," + text).encode("utf-8")
                 first = False
             return
         for chunk in _wire_rows(result):
             if not chunk:
                 continue
-            text = json.dumps(chunk, ensure_ascii=False, separators=(",", ":"),
-                              default=_json_default)[1:-1]
+            text = json.dumps(chunk, ensure_ascii=False, separators=(",", ":"), default=_json_default)[1:-1]
             yield (text if first else "," + text).encode("utf-8")
             first = False
     except Exception as exc:
@@ -666,10 +729,10 @@ def _v2_chunks(result: Result, request_id: str) -> Iterator[bytes]:
 
     frames = v2_response(Result(result.columns, []), request_id)
     primary = next(i for i, f in enumerate(frames) if f.get("TableKind") == "PrimaryResult")
-    frames[primary]["Columns"] = [{"ColumnName": c.name, "ColumnType": c.column_type or c.kql}
-                                  for c in result.columns]
-    yield ("[" + ",".join(json.dumps(f, ensure_ascii=False) for f in frames[:primary])
-           + ",").encode()
+    frames[primary]["Columns"] = [
+        {"ColumnName": c.name, "ColumnType": c.column_type or c.kql} for c in result.columns
+    ]
+    yield ("[" + ",".join(json.dumps(f, ensure_ascii=False) for f in frames[:primary]) + ",").encode()
     head = dict(frames[primary])
     del head["Rows"]
     yield (json.dumps(head, ensure_ascii=False)[:-1] + ',"Rows":[').encode()
@@ -677,8 +740,7 @@ def _v2_chunks(result: Result, request_id: str) -> Iterator[bytes]:
     yield from _rows_json(result, failed)
     if failed:
         frames[-1] = {**frames[-1], "HasErrors": True}
-    yield ("]}," + ",".join(json.dumps(f, ensure_ascii=False) for f in frames[primary + 1:])
-           + "]").encode()
+    yield ("]}," + ",".join(json.dumps(f, ensure_ascii=False) for f in frames[primary + 1 :]) + "]").encode()
 
 
 def _stream(handler: Any, body: Iterator[bytes]) -> None:
@@ -711,16 +773,19 @@ def _stream(handler: Any, body: Iterator[bytes]) -> None:
 _NAME_RE = r"(\[\s*'[^']+'\s*\]|\[\s*\"[^\"]+\"\s*\]|'[^']+'|\"[^\"]+\"|[A-Za-z_][\w.-]*)"
 # `.show database [DB] schema ...` and `.show databases (DB, ...) schema ...`; a trailing
 # `with (Tables=true, ...)` (which entity kinds to list) is accepted: there are only tables.
-_DB_SCHEMA = re.compile(r"^\.show\s+(?:database(?:\s+(?P<one>" + _NAME_RE[1:-1] + r"))?"
-                        r"|databases\s*\((?P<many>[^)]*)\))\s+schema"
-                        r"(?P<details>\s+details)?(?P<json>\s+as\s+json)?"
-                        r"(?:\s+with\s*\([^)]*\))?\s*$", re.IGNORECASE)
+_DB_SCHEMA = re.compile(
+    r"^\.show\s+(?:database(?:\s+(?P<one>" + _NAME_RE[1:-1] + r"))?"
+    r"|databases\s*\((?P<many>[^)]*)\))\s+schema"
+    r"(?P<details>\s+details)?(?P<json>\s+as\s+json)?"
+    r"(?:\s+with\s*\([^)]*\))?\s*$",
+    re.IGNORECASE,
+)
 _DB_CSL = re.compile(rf"^\.show\s+database(?:\s+{_NAME_RE})?\s+cslschema\s*$", re.IGNORECASE)
-_TABLE_SCHEMA = re.compile(rf"^\.show\s+table\s+{_NAME_RE}\s+(cslschema|schema\s+as\s+json)\s*$",
-                           re.IGNORECASE)
+_TABLE_SCHEMA = re.compile(
+    rf"^\.show\s+table\s+{_NAME_RE}\s+(cslschema|schema\s+as\s+json)\s*$", re.IGNORECASE
+)
 _SHOW_DATABASES = re.compile(r"^\s*\.show\s+databases\s*$", re.IGNORECASE)
-_TABLES_DETAILS = re.compile(rf"^\.show\s+(?:tables|table\s+{_NAME_RE})\s+details\s*$",
-                             re.IGNORECASE)
+_TABLES_DETAILS = re.compile(rf"^\.show\s+(?:tables|table\s+{_NAME_RE})\s+details\s*$", re.IGNORECASE)
 
 
 def _unquote(name: str) -> str:
@@ -733,8 +798,10 @@ def _csl_name(name: str) -> str:
 
 
 def _cols(*spec: tuple[str, str, str | None]) -> list[RestColumn]:
-    return [RestColumn(name, kind, data_type, column_type) for name, kind, data_type, column_type
-            in ((n, k, NET_TYPES[k], ct) for n, k, ct in spec)]
+    return [
+        RestColumn(name, kind, data_type, column_type)
+        for name, kind, data_type, column_type in ((n, k, NET_TYPES[k], ct) for n, k, ct in spec)
+    ]
 
 
 def _schema_command(server: Any, csl: str) -> Result | None:
@@ -760,70 +827,129 @@ def _schema_command(server: Any, csl: str) -> Result | None:
         return ",".join(f"{_csl_name(c)}:{k}" for c, k in columns)
 
     def json_table(name: str, columns: list[tuple[str, str]]) -> dict[str, Any]:
-        return {"Name": name, "EntityType": "Table", "Folder": "", "DocString": "",
-                "OrderedColumns": [{"Name": c, "Type": KQL_TO_NET.get(k, "System.Object"),
-                                    "CslType": k} for c, k in columns]}
+        return {
+            "Name": name,
+            "EntityType": "Table",
+            "Folder": "",
+            "DocString": "",
+            "OrderedColumns": [
+                {"Name": c, "Type": KQL_TO_NET.get(k, "System.Object"), "CslType": k} for c, k in columns
+            ],
+        }
 
     if match := _DB_SCHEMA.match(text):
         check_database(match.group("one"))
         for name in (match.group("many") or "").split(","):
             check_database(name if name.strip() else None)
         if match.group("json"):
-            schema = {"Databases": {database: {
-                "Name": database, "Tables": {t: json_table(t, c) for t, c in catalog.items()},
-                "ExternalTables": {}, "MaterializedViews": {}, "EntityGroups": {},
-                "Functions": {}, "PrettyName": None, "MajorVersion": 1, "MinorVersion": 0,
-                "DatabaseAccessMode": "ReadOnly"}}}
-            return Result(_cols(("DatabaseSchema", "string", "string")),
-                          [(json.dumps(schema),)])
+            schema = {
+                "Databases": {
+                    database: {
+                        "Name": database,
+                        "Tables": {t: json_table(t, c) for t, c in catalog.items()},
+                        "ExternalTables": {},
+                        "MaterializedViews": {},
+                        "EntityGroups": {},
+                        "Functions": {},
+                        "PrettyName": None,
+                        "MajorVersion": 1,
+                        "MinorVersion": 0,
+                        "DatabaseAccessMode": "ReadOnly",
+                    }
+                }
+            }
+            return Result(_cols(("DatabaseSchema", "string", "string")), [(json.dumps(schema),)])
         # Kusto sends this command's columns without ColumnType (measured by duckdb-kql).
-        columns = _cols(("DatabaseName", "string", None), ("TableName", "string", None),
-                        ("ColumnName", "string", None), ("ColumnType", "string", None),
-                        ("IsDefaultTable", "bool", None), ("IsDefaultColumn", "bool", None),
-                        ("PrettyName", "string", None), ("Version", "string", None))
+        columns = _cols(
+            ("DatabaseName", "string", None),
+            ("TableName", "string", None),
+            ("ColumnName", "string", None),
+            ("ColumnType", "string", None),
+            ("IsDefaultTable", "bool", None),
+            ("IsDefaultColumn", "bool", None),
+            ("PrettyName", "string", None),
+            ("Version", "string", None),
+        )
         rows: list[tuple[Any, ...]] = [(database, "", "", "", False, False, "", "v1.0")]
         for name, cols in catalog.items():
             rows.append((database, name, "", "", True, False, "", ""))
-            rows.extend((database, name, c, KQL_TO_NET.get(k, "System.Object"), True, False,
-                         "", "") for c, k in cols)
+            rows.extend(
+                (database, name, c, KQL_TO_NET.get(k, "System.Object"), True, False, "", "") for c, k in cols
+            )
         return Result(columns, rows)
-    csl_columns = _cols(("TableName", "string", "string"), ("Schema", "string", "string"),
-                        ("DatabaseName", "string", "string"), ("Folder", "string", "string"),
-                        ("DocString", "string", "string"))
+    csl_columns = _cols(
+        ("TableName", "string", "string"),
+        ("Schema", "string", "string"),
+        ("DatabaseName", "string", "string"),
+        ("Folder", "string", "string"),
+        ("DocString", "string", "string"),
+    )
     if match := _DB_CSL.match(text):
         check_database(match.group(1))
-        return Result(csl_columns, [(t, csl_schema(c), database, "", "")
-                                    for t, c in catalog.items()])
+        return Result(csl_columns, [(t, csl_schema(c), database, "", "") for t, c in catalog.items()])
     if match := _TABLE_SCHEMA.match(text):
         name = _unquote(match.group(1))
         cols = table(name)
-        schema = (csl_schema(cols) if match.group(2).lower() == "cslschema"
-                  else json.dumps(json_table(name, cols)))
+        schema = (
+            csl_schema(cols) if match.group(2).lower() == "cslschema" else json.dumps(json_table(name, cols))
+        )
         return Result(csl_columns, [(name, schema, database, "", "")])
     if match := _TABLES_DETAILS.match(text):
         names = [_unquote(match.group(1))] if match.group(1) else list(catalog)
         for name in names:
             table(name)
         with server._lock:
-            counts = [server._con.execute(f"SELECT count(*) FROM {_quote(n)}").fetchone()[0]
-                      for n in names]
+            counts = [server._con.execute(f"SELECT count(*) FROM {_quote(n)}").fetchone()[0] for n in names]
         columns = _cols(
-            ("TableName", "string", "string"), ("DatabaseName", "string", "string"),
-            ("Folder", "string", "string"), ("DocString", "string", "string"),
-            ("TotalExtents", "long", "long"), ("TotalExtentSize", "real", "real"),
-            ("TotalOriginalSize", "real", "real"), ("TotalRowCount", "long", "long"),
-            ("HotExtents", "long", "long"), ("HotExtentSize", "real", "real"),
-            ("HotOriginalSize", "real", "real"), ("HotRowCount", "long", "long"),
-            ("AuthorizedPrincipals", "string", "string"), ("RetentionPolicy", "string", "string"),
-            ("CachingPolicy", "string", "string"), ("ShardingPolicy", "string", "string"),
-            ("MergePolicy", "string", "string"), ("StreamingIngestionPolicy", "string", "string"),
+            ("TableName", "string", "string"),
+            ("DatabaseName", "string", "string"),
+            ("Folder", "string", "string"),
+            ("DocString", "string", "string"),
+            ("TotalExtents", "long", "long"),
+            ("TotalExtentSize", "real", "real"),
+            ("TotalOriginalSize", "real", "real"),
+            ("TotalRowCount", "long", "long"),
+            ("HotExtents", "long", "long"),
+            ("HotExtentSize", "real", "real"),
+            ("HotOriginalSize", "real", "real"),
+            ("HotRowCount", "long", "long"),
+            ("AuthorizedPrincipals", "string", "string"),
+            ("RetentionPolicy", "string", "string"),
+            ("CachingPolicy", "string", "string"),
+            ("ShardingPolicy", "string", "string"),
+            ("MergePolicy", "string", "string"),
+            ("StreamingIngestionPolicy", "string", "string"),
             ("MinExtentsCreationTime", "datetime", "datetime"),
             ("MaxExtentsCreationTime", "datetime", "datetime"),
-            ("RowOrderPolicy", "string", "string"))
+            ("RowOrderPolicy", "string", "string"),
+        )
         # One store file, no extents, caches or policies: sizes are not measured (0).
-        rows = [(n, database, "", "", 1 if count else 0, 0.0, 0.0, count, 1 if count else 0,
-                 0.0, 0.0, count, "[]", None, None, None, None, None, None, None, None)
-                for n, count in zip(names, counts, strict=True)]
+        rows = [
+            (
+                n,
+                database,
+                "",
+                "",
+                1 if count else 0,
+                0.0,
+                0.0,
+                count,
+                1 if count else 0,
+                0.0,
+                0.0,
+                count,
+                "[]",
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+            for n, count in zip(names, counts, strict=True)
+        ]
         return Result(columns, rows)
     return None
 

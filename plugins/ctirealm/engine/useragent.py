@@ -45,8 +45,9 @@ def targets(look_for: Any) -> list[str]:
         key = name.strip().lower() if isinstance(name, str) else None
         if key not in TARGETS:
             raise UserAgentError(
-                f"parse_user_agent: look-for must be \"browser\", \"os\" or \"device\" "
-                f"(or a dynamic array of them), got {json.dumps(name)}")
+                f'parse_user_agent: look-for must be "browser", "os" or "device" '
+                f"(or a dynamic array of them), got {json.dumps(name)}"
+            )
         if key not in out:
             out.append(key)
     return out

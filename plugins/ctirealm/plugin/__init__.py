@@ -34,16 +34,38 @@ class StoreUnavailable(Exception):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ctirealm", "ctirealm detection-engineering benchmark")
-    group.addoption("--realm-telemetry", metavar="DIR", default=None,
-                    help="telemetry folder (default: ini realm_telemetry, else <rootdir>/telemetry)")
-    group.addoption("--realm-cases", metavar="DIR", default=None,
-                    help="cases folder (default: ini realm_cases, else <rootdir>/cases)")
-    group.addoption("--realm-cache-dir", metavar="DIR", default=None,
-                    help="where built stores are cached (default: $CTIREALM_CACHE_DIR or ~/.cache/ctirealm)")
-    group.addoption("--realm-rows", metavar="N", type=int, default=None,
-                    help="size of the generated benign background (default: dataset.yaml)")
-    group.addoption("--realm-timeout", metavar="SECONDS", type=float, default=None,
-                    help="per-query time limit (default: ini realm_query_timeout, 30)")
+    group.addoption(
+        "--realm-telemetry",
+        metavar="DIR",
+        default=None,
+        help="telemetry folder (default: ini realm_telemetry, else <rootdir>/telemetry)",
+    )
+    group.addoption(
+        "--realm-cases",
+        metavar="DIR",
+        default=None,
+        help="cases folder (default: ini realm_cases, else <rootdir>/cases)",
+    )
+    group.addoption(
+        "--realm-cache-dir",
+        metavar="DIR",
+        default=None,
+        help="where built stores are cached (default: $CTIREALM_CACHE_DIR or ~/.cache/ctirealm)",
+    )
+    group.addoption(
+        "--realm-rows",
+        metavar="N",
+        type=int,
+        default=None,
+        help="size of the generated benign background (default: dataset.yaml)",
+    )
+    group.addoption(
+        "--realm-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="per-query time limit (default: ini realm_query_timeout, 30)",
+    )
     parser.addini("realm_telemetry", "telemetry folder, relative to rootdir", default="telemetry")
     parser.addini("realm_cases", "cases folder, relative to rootdir", default="cases")
     parser.addini("realm_query_timeout", "per-query time limit in seconds", default="30")
@@ -141,6 +163,7 @@ def split_engine(config: pytest.Config, split: str) -> Engine:
         else:
             timeout = config.getoption("--realm-timeout") or float(config.getini("realm_query_timeout"))
             from ..engine.local import LocalEngine
+
             engines[split] = LocalEngine.of_store(session_store(config, split), timeout=timeout)
     return engines[split]
 
@@ -153,13 +176,14 @@ def benchmark_requested(config: pytest.Config) -> bool:
     pytest run of an environment it is installed in; a run of unrelated tests
     must not build, or fail on, a store it never uses.
     """
-    if not (telemetry_root(config) / "dataset.yaml").is_file() and \
-            not config.getoption("--realm-telemetry"):
+    if not (telemetry_root(config) / "dataset.yaml").is_file() and not config.getoption("--realm-telemetry"):
         return False
-    targets = [Path(config.invocation_params.dir, a.split("::", 1)[0]).resolve()
-               for a in config.args if not a.startswith("-")]
-    folders = [f for f in (cases_root(config), rules_root(config), content_root(config))
-               if f is not None]
+    targets = [
+        Path(config.invocation_params.dir, a.split("::", 1)[0]).resolve()
+        for a in config.args
+        if not a.startswith("-")
+    ]
+    folders = [f for f in (cases_root(config), rules_root(config), content_root(config)) if f is not None]
     return any(t == f or t in f.parents or f in t.parents for t in targets for f in folders)
 
 
@@ -219,19 +243,21 @@ def session_engine(config: pytest.Config) -> Engine:
         _check_engine_spec(spec)
         if spec == "local":
             from ..engine.local import LocalEngine
+
             config.stash[_ENGINE] = LocalEngine.of_store(store, timeout=timeout)
         else:
             from ..engine.kusto import KustoEngine
 
             schemas = {
-                name: TableSchema(name, tuple((c, t) for c, t in spec["columns"]),
-                                  spec["id_column"], spec["time_column"])
+                name: TableSchema(
+                    name, tuple((c, t) for c, t in spec["columns"]), spec["id_column"], spec["time_column"]
+                )
                 for name, spec in store.meta["schemas"].items()
             }
             try:
                 config.stash[_ENGINE] = KustoEngine.connect(
-                    None if spec == "kusto" else spec, schemas=schemas, now=store.now,
-                    timeout=timeout)
+                    None if spec == "kusto" else spec, schemas=schemas, now=store.now, timeout=timeout
+                )
             except (ValueError, ImportError) as exc:
                 raise pytest.UsageError(f"--realm-engine {spec}: {exc}") from None
     return config.stash[_ENGINE]
@@ -262,7 +288,8 @@ def pytest_configure_node(node: object) -> None:
     if benchmark_requested(config):
         for split in dataset_splits(config):
             node.workerinput[f"realm_store_{split}"] = str(  # type: ignore[attr-defined]
-                session_store(config, split).path)
+                session_store(config, split).path
+            )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -70,8 +70,11 @@ class CaseNotRunnable(Exception):
 
 def _case_marks(case: Case) -> list[pytest.MarkDecorator]:
     """``realm_case(id)``, the platform and the subsets: how ``-m`` selects a case."""
-    return [pytest.mark.realm_case(case.id), getattr(pytest.mark, case.platform),
-            *(getattr(pytest.mark, marker_name(subset)) for subset in case.subsets)]
+    return [
+        pytest.mark.realm_case(case.id),
+        getattr(pytest.mark, case.platform),
+        *(getattr(pytest.mark, marker_name(subset)) for subset in case.subsets),
+    ]
 
 
 class CaseGroup(pytest.Collector):
@@ -111,21 +114,26 @@ class CheckpointFailure(AssertionError):
     """A checkpoint below its pass ratio: the message is the graded breakdown."""
 
 
-
 def check_checkpoint(realm_run: CaseRun, request: pytest.FixtureRequest) -> None:
     """A checkpoint item's test: record its score, pass at the pass ratio of its maximum."""
     item = request.node
     score = realm_run.score
     checkpoint = score.checkpoints[item.realm_checkpoint]
-    item.user_properties.extend([
-        ("case", score.case_id), ("platform", score.platform), ("checkpoint", checkpoint.name),
-        ("epoch", score.epoch), ("score", None if checkpoint.score is None else round(checkpoint.score, 4)),
-        ("max_score", checkpoint.max), ("status", score.status),
-    ])
+    item.user_properties.extend(
+        [
+            ("case", score.case_id),
+            ("platform", score.platform),
+            ("checkpoint", checkpoint.name),
+            ("epoch", score.epoch),
+            ("score", None if checkpoint.score is None else round(checkpoint.score, 4)),
+            ("max_score", checkpoint.max),
+            ("status", score.status),
+        ]
+    )
     if checkpoint.score is None:
         pytest.skip(f"{checkpoint.name}: {checkpoint.message}")
     ratio = settings(request.config).pass_ratio
     if checkpoint.score + 1e-9 < ratio * checkpoint.max:
         raise CheckpointFailure(
-            f"{checkpoint.name.split('_')[0]} {checkpoint.score:.2f}/{checkpoint.max:g}: "
-            f"{checkpoint.message}")
+            f"{checkpoint.name.split('_')[0]} {checkpoint.score:.2f}/{checkpoint.max:g}: {checkpoint.message}"
+        )

@@ -44,15 +44,18 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     # `loadfile` groups them (and a rule file's items, which share one evaluation). Not
     # `loadgroup`: with pytest 9.2 and xdist 3.8 it silently stops grouping (xdist#1386).
     args = " ".join(config.invocation_params.args)
-    if getattr(config.option, "numprocesses", None) and "--dist" not in args and "-d " not in args \
-            and benchmark_requested(config):
+    if (
+        getattr(config.option, "numprocesses", None)
+        and "--dist" not in args
+        and "-d " not in args
+        and benchmark_requested(config)
+    ):
         config.option.dist = "loadfile"
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     root = cases_root(parent.config)
-    if (file_path.suffix == ".yaml" and file_path.parent.parent == root
-            and file_path.parent.name in PLATFORMS):
+    if file_path.suffix == ".yaml" and file_path.parent.parent == root and file_path.parent.name in PLATFORMS:
         return CaseFile.from_parent(parent, path=file_path)
     return None
 
@@ -69,9 +72,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[:] = kept
     # Sorted, so every xdist worker sees the same order.
     order = {name: i for i, name in enumerate(CHECKPOINTS)}
-    items.sort(key=lambda it: (str(it.path), getattr(it, "realm_epoch", 0),
-                               order.get(getattr(it, "realm_checkpoint", ""), -1), it.name)
-               if hasattr(it, "realm_case") else (str(it.path), 0, -1, it.nodeid))
+    items.sort(
+        key=lambda it: (
+            (
+                str(it.path),
+                getattr(it, "realm_epoch", 0),
+                order.get(getattr(it, "realm_checkpoint", ""), -1),
+                it.name,
+            )
+            if hasattr(it, "realm_case")
+            else (str(it.path), 0, -1, it.nodeid)
+        )
+    )
 
 
 # -- fixtures -----------------------------------------------------------------
@@ -86,12 +98,15 @@ def realm_cases(pytestconfig: pytest.Config) -> CaseSet:
 @pytest.fixture(scope="session")
 def realm_agent(pytestconfig: pytest.Config, realm_cases: CaseSet) -> Any:
     """The agent under test, from ``--realm-agent``; override in conftest.py to supply your own."""
-    options = {"base_url": pytestconfig.getoption("--realm-base-url"),
-               "temperature": pytestconfig.getoption("--realm-temperature")}
+    options = {
+        "base_url": pytestconfig.getoption("--realm-base-url"),
+        "temperature": pytestconfig.getoption("--realm-temperature"),
+    }
     realm_session(pytestconfig).agent_from_spec = True
     try:
-        return resolve_agent(settings(pytestconfig).agent, realm_cases,
-                             **{k: v for k, v in options.items() if v is not None})
+        return resolve_agent(
+            settings(pytestconfig).agent, realm_cases, **{k: v for k, v in options.items() if v is not None}
+        )
     except AgentSpecError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -106,5 +121,4 @@ def realm_case(request: pytest.FixtureRequest) -> Case:
 def realm_run(request: pytest.FixtureRequest, realm_agent: Any, realm_cases: CaseSet) -> CaseRun:
     """Runs the agent once per case and epoch (cached for the session) and scores it."""
     node = request.node
-    return realm_session(request.config).run(realm_agent, realm_cases, node.realm_case,
-                                             node.realm_epoch)
+    return realm_session(request.config).run(realm_agent, realm_cases, node.realm_case, node.realm_epoch)

@@ -38,8 +38,13 @@ def relative(config: pytest.Config, path: Path) -> str:
         return str(path)
 
 
-def check_items(collector: pytest.Collector, item_class: type[CheckItem], names: tuple[str, ...],
-                marker: pytest.MarkDecorator, group: str) -> list[pytest.Item]:
+def check_items(
+    collector: pytest.Collector,
+    item_class: type[CheckItem],
+    names: tuple[str, ...],
+    marker: pytest.MarkDecorator,
+    group: str,
+) -> list[pytest.Item]:
     """One *item_class* per check in *names*, marked with *marker* and kept on one xdist worker
     (*group*), so the detection's shared state is computed once."""
     items: list[pytest.Item] = []
@@ -80,8 +85,7 @@ class CheckItem(pytest.Item):
                 raise
             raise pytest.skip.Exception(exc.msg, _use_item_location=True) from None
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: Any = None) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, self.expected_failures):
             return self.failure_text(str(excinfo.value))
         return super().repr_failure(excinfo, style)  # type: ignore[arg-type]

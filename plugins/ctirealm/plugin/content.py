@@ -50,8 +50,7 @@ _DEFENDER_TEXT = re.compile(r"[\"']?queryCondition[\"']?\s*:")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addini("realm_content", "detection content folder, relative to rootdir",
-                  default="detections")
+    parser.addini("realm_content", "detection content folder, relative to rootdir", default="detections")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,8 +68,7 @@ def _telemetry_fallback(config: pytest.Config) -> None:
         return
     root = content_root(config)
     benchmark = [f for f in (cases_root(config), rules_root(config)) if f is not None]
-    content_named = [p for p in _argument_paths(config)
-                     if not any(_under(p, f) for f in benchmark)]
+    content_named = [p for p in _argument_paths(config) if not any(_under(p, f) for f in benchmark)]
     if not (root is not None and root.is_dir()) and not content_named:
         return
     bundled = Path(__file__).resolve().parents[1] / "dataset"  # in the wheel; telemetry/ in a checkout
@@ -136,9 +134,17 @@ def content_kind(path: Path) -> str | None:
     if suffix == ".json":
         return None
     if "query" in doc and ("id" in doc or "name" in doc) and "detection" not in doc:
-        from_scheduling = any(key in doc for key in ("queryFrequency", "queryPeriod", "kind",
-                                                     "triggerOperator", "triggerThreshold",
-                                                     "severity"))
+        from_scheduling = any(
+            key in doc
+            for key in (
+                "queryFrequency",
+                "queryPeriod",
+                "kind",
+                "triggerOperator",
+                "triggerThreshold",
+                "severity",
+            )
+        )
         return "sentinel" if from_scheduling else "sentinel_hunting"
     if "detection" in doc and "logsource" in doc:
         return "sigma"

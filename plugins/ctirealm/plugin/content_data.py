@@ -61,8 +61,9 @@ class RuleTestData:
 
     def delay_for(self, tables: list[str]) -> timedelta:
         """The longest ingestion delay among *tables* (0 when none is declared)."""
-        found = [self.ingestion_delay.get(t, self.ingestion_delay.get("*", timedelta(0)))
-                 for t in tables] or [self.ingestion_delay.get("*", timedelta(0))]
+        found = [
+            self.ingestion_delay.get(t, self.ingestion_delay.get("*", timedelta(0))) for t in tables
+        ] or [self.ingestion_delay.get("*", timedelta(0))]
         return max(found)
 
     def rows(self, kind: str) -> dict[str, list[dict[str, Any]]]:
@@ -72,8 +73,9 @@ class RuleTestData:
         return any(self.rows(kind).values())
 
     def ids(self, kind: str, schemas: Mapping[str, TableSchema]) -> dict[str, list[str]]:
-        return {t: [str(r[schemas[t].id_column]) for r in rows]
-                for t, rows in self.rows(kind).items() if rows}
+        return {
+            t: [str(r[schemas[t].id_column]) for r in rows] for t, rows in self.rows(kind).items() if rows
+        }
 
 
 def tests_folder(rule: Path) -> Path:
@@ -81,8 +83,9 @@ def tests_folder(rule: Path) -> Path:
     return rule.with_name(rule.stem + TESTS_SUFFIX)
 
 
-def load_test_data(rule: Path, schemas: Mapping[str, TableSchema], now: datetime, *,
-                   folder: Path | None = None) -> RuleTestData | None:
+def load_test_data(
+    rule: Path, schemas: Mapping[str, TableSchema], now: datetime, *, folder: Path | None = None
+) -> RuleTestData | None:
     """The rule's test data shaped for *schemas*, moved in time to end just before *now*;
     None when it has no test folder (*folder*, default ``<rule>.tests``). Raises
     `ContentDataError` for a file that cannot be used."""
@@ -96,8 +99,9 @@ def load_test_data(rule: Path, schemas: Mapping[str, TableSchema], now: datetime
             doc = yaml.safe_load(settings.read_text(encoding="utf-8")) or {}
             data.max_false_positives = int(doc.get("max_false_positives", 0))
         except (yaml.YAMLError, AttributeError, TypeError, ValueError) as exc:
-            raise ContentDataError(f"{settings}: expected a mapping with max_false_positives: {exc}") \
-                from None
+            raise ContentDataError(
+                f"{settings}: expected a mapping with max_false_positives: {exc}"
+            ) from None
         data.ingestion_delay = _delays(settings, doc.get("ingestion_delay"), schemas)
     by_lower = {name.lower(): name for name in schemas}
     for kind in KINDS:
@@ -106,8 +110,10 @@ def load_test_data(rule: Path, schemas: Mapping[str, TableSchema], now: datetime
                 continue
             table = by_lower.get(path.name.split(".", 1)[0].lower())
             if table is None:
-                raise ContentDataError(f"{path}: no table named {path.name.split('.', 1)[0]!r}; "
-                                    f"name the file after one of: {', '.join(sorted(schemas))}")
+                raise ContentDataError(
+                    f"{path}: no table named {path.name.split('.', 1)[0]!r}; "
+                    f"name the file after one of: {', '.join(sorted(schemas))}"
+                )
             rows = _read(path, schemas[table])
             data.events.setdefault(kind, {}).setdefault(table, []).extend(rows)
             data.files.append(path)
@@ -125,12 +131,15 @@ def _delays(settings: Path, value: Any, schemas: Mapping[str, TableSchema]) -> d
     for table, text in pairs:
         duration = parse_duration(text)
         if duration is None:
-            raise ContentDataError(f"{settings}: ingestion_delay {text!r}: expected a duration "
-                                   "such as 10m, 2h or PT10M")
+            raise ContentDataError(
+                f"{settings}: ingestion_delay {text!r}: expected a duration such as 10m, 2h or PT10M"
+            )
         name = "*" if table == "*" else by_lower.get(str(table).lower())
         if name is None:
-            raise ContentDataError(f"{settings}: ingestion_delay names {table!r}, which is not a "
-                                   f"table (tables: {', '.join(sorted(schemas))})")
+            raise ContentDataError(
+                f"{settings}: ingestion_delay names {table!r}, which is not a "
+                f"table (tables: {', '.join(sorted(schemas))})"
+            )
         out[name] = duration
     return out
 
@@ -167,7 +176,7 @@ def _from_csv(path: Path, line: int, raw: dict[str, str], schema: TableSchema) -
             continue
         name = _column(header)
         kind = schema.type_of(name)
-        if kind == "dynamic" and value[:1] in "[{\"" :
+        if kind == "dynamic" and value[:1] in '[{"':
             try:
                 row[name] = json.loads(value)
                 continue
@@ -208,9 +217,13 @@ def _checked(path: Path, line: int, row: dict[str, Any], schema: TableSchema) ->
 
 def _prepare(data: RuleTestData, schemas: Mapping[str, TableSchema], now: datetime) -> None:
     """Give every event an id and move all of them, together, to end at ``now - LEAD``."""
-    times = [_aware(parse_datetime(r[schemas[t].time_column]))
-             for kind in data.events.values() for t, rows in kind.items() for r in rows
-             if r.get(schemas[t].time_column)]
+    times = [
+        _aware(parse_datetime(r[schemas[t].time_column]))
+        for kind in data.events.values()
+        for t, rows in kind.items()
+        for r in rows
+        if r.get(schemas[t].time_column)
+    ]
     # Events not ingested yet when the last run reads the end of its window would be missed
     # for that reason alone: they land before what the run reads (see content_schedule).
     late = max(data.ingestion_delay.values(), default=timedelta(0)) - RUN_DELAY
@@ -223,12 +236,14 @@ def _prepare(data: RuleTestData, schemas: Mapping[str, TableSchema], now: dateti
             for row in rows:
                 serial += 1
                 when = row.get(schema.time_column)
-                row[schema.time_column] = _iso(_aware(parse_datetime(when)) + shift if when
-                                               else now - LEAD)
+                row[schema.time_column] = _iso(_aware(parse_datetime(when)) + shift if when else now - LEAD)
                 if row.get(schema.id_column) in (None, ""):
                     kind_of_id = schema.type_of(schema.id_column)
-                    row[schema.id_column] = (_ID_BASE + serial if kind_of_id in ("long", "int")
-                                             else f"ctirealm-test-{kind}-{serial:06d}")
+                    row[schema.id_column] = (
+                        _ID_BASE + serial
+                        if kind_of_id in ("long", "int")
+                        else f"ctirealm-test-{kind}-{serial:06d}"
+                    )
 
 
 def _aware(moment: datetime) -> datetime:
@@ -251,9 +266,15 @@ def labels_of(data: RuleTestData, schemas: Mapping[str, TableSchema]) -> Labels:
     return labels
 
 
-def overlay_engine(store_path: Path, schemas: Mapping[str, TableSchema], now: datetime,
-                   tables: Mapping[str, list[dict[str, Any]]], *, windowed: bool = False,
-                   **options: Any) -> Any:
+def overlay_engine(
+    store_path: Path,
+    schemas: Mapping[str, TableSchema],
+    now: datetime,
+    tables: Mapping[str, list[dict[str, Any]]],
+    *,
+    windowed: bool = False,
+    **options: Any,
+) -> Any:
     """A read-only `LocalEngine` over the store plus *tables* (``{table: rows}``).
 
     The store file is attached read-only, never copied: each table is a view
@@ -266,8 +287,9 @@ def overlay_engine(store_path: Path, schemas: Mapping[str, TableSchema], now: da
     from ..engine.local import LocalEngine, _kusto_string_views, _quote
 
     con = duckdb.connect(":memory:")
-    con.execute(f"ATTACH '{str(Path(store_path).resolve()).replace(chr(39), chr(39) * 2)}' "
-                "AS store (READ_ONLY)")
+    con.execute(
+        f"ATTACH '{str(Path(store_path).resolve()).replace(chr(39), chr(39) * 2)}' AS store (READ_ONLY)"
+    )
     database = con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
     con.execute("CREATE SCHEMA tests")
     for name, schema in schemas.items():
@@ -281,10 +303,12 @@ def overlay_engine(store_path: Path, schemas: Mapping[str, TableSchema], now: da
         where = ""
         if windowed:
             clock = _quote(schema.time_column)
-            where = (f" WHERE {clock} >= getvariable('{_FROM}') AND {clock} < getvariable('{_TO}')")
-        con.execute(f"CREATE VIEW {_quote(database)}.main.{_quote(name)} AS "
-                    f"SELECT {listed} FROM store.main.{_quote(name)}{where} "
-                    f"UNION ALL SELECT {listed} FROM tests.{_quote(name)}{where}")
+            where = f" WHERE {clock} >= getvariable('{_FROM}') AND {clock} < getvariable('{_TO}')"
+        con.execute(
+            f"CREATE VIEW {_quote(database)}.main.{_quote(name)} AS "
+            f"SELECT {listed} FROM store.main.{_quote(name)}{where} "
+            f"UNION ALL SELECT {listed} FROM tests.{_quote(name)}{where}"
+        )
     _kusto_string_views(con, schemas)
     LocalEngine._lock_down(con, options.pop("memory_limit", "2GB"), None)
     engine = LocalEngine(con, schemas, now=now, **options)
@@ -307,8 +331,9 @@ class WindowedEngine:
         self._con = connection
         self.schemas = engine.schemas
 
-    def query_window(self, kql: str, start: datetime, end: datetime, *, limit: int,
-                     now: datetime | None = None) -> Any:
+    def query_window(
+        self, kql: str, start: datetime, end: datetime, *, limit: int, now: datetime | None = None
+    ) -> Any:
         """*kql* over the rows of ``[start, end)``, with ``now()`` at *now* (default *end*; later
         when the end of the window is not ingested yet at the run's time)."""
         for name, moment in ((_FROM, start), (_TO, end)):

@@ -43,9 +43,14 @@ from .content_items import (
 from .content_schedule import Schedule, strip_literals
 
 ITEMS = ("parse", "runs", "columns", "assets", "attack", "true_positives", "false_positives")
-_REQUIRED = ("displayName", "queryCondition.queryText", "schedule.period",
-             "detectionAction.alertTemplate.title", "detectionAction.alertTemplate.severity",
-             "detectionAction.alertTemplate.category")
+_REQUIRED = (
+    "displayName",
+    "queryCondition.queryText",
+    "schedule.period",
+    "detectionAction.alertTemplate.title",
+    "detectionAction.alertTemplate.severity",
+    "detectionAction.alertTemplate.category",
+)
 _STRING = re.compile(r"@?'(?:[^'\\\n]|\\.)*'|@?\"(?:[^\"\\\n]|\\.)*\"")
 
 
@@ -84,13 +89,11 @@ def read_defender(path: Path) -> DefenderRule:
     try:
         doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
-        return DefenderRule(path, error=f"invalid JSON at line {exc.lineno}, column {exc.colno}: "
-                                        f"{exc.msg}")
+        return DefenderRule(path, error=f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        return DefenderRule(path, error=f"invalid YAML{where}: "
-                                        f"{getattr(exc, 'problem', None) or exc}")
+        return DefenderRule(path, error=f"invalid YAML{where}: {getattr(exc, 'problem', None) or exc}")
     if not isinstance(doc, dict):
         return DefenderRule(path, error="expected an object (one detectionRule)")
     return DefenderRule(path, doc)
@@ -125,12 +128,16 @@ def asset_columns(rule: DefenderRule) -> tuple[list[tuple[str, str, str]], list[
         identifier = str((asset or {}).get("identifier", ""))
         short = kind.rsplit(".", 1)[-1]
         if kind not in known:
-            problems.append(f"impactedAssets[{n}]: unknown @odata.type {kind!r} (known: "
-                            f"{', '.join(k.rsplit('.', 1)[-1] for k in known)})")
+            problems.append(
+                f"impactedAssets[{n}]: unknown @odata.type {kind!r} (known: "
+                f"{', '.join(k.rsplit('.', 1)[-1] for k in known)})"
+            )
             continue
         if identifier not in known[kind]:
-            problems.append(f"impactedAssets[{n}] ({short}): identifier {identifier!r} is not one "
-                            f"of {', '.join(known[kind])}")
+            problems.append(
+                f"impactedAssets[{n}] ({short}): identifier {identifier!r} is not one "
+                f"of {', '.join(known[kind])}"
+            )
             continue
         out.append((short, identifier, known[kind][identifier]))
     return out, problems
@@ -146,12 +153,13 @@ def defender_problems(rule: DefenderRule, schemas: dict[str, Any]) -> list[str]:
         out.append(f"isEnabled {doc['isEnabled']!r}: expected true or false")
     period = _get(doc, "schedule.period")
     if period not in (None, "") and rule.period not in data["periods"]:
-        out.append(f"schedule.period {period!r}: expected one of "
-                   f"{', '.join(repr(p) for p in data['periods'])} (\"0\" is continuous, NRT)")
+        out.append(
+            f"schedule.period {period!r}: expected one of "
+            f'{", ".join(repr(p) for p in data["periods"])} ("0" is continuous, NRT)'
+        )
     severity = rule.template.get("severity")
     if severity and str(severity).lower() not in data["severities"]:
-        out.append(f"alertTemplate.severity {severity!r}: expected one of "
-                   f"{', '.join(data['severities'])}")
+        out.append(f"alertTemplate.severity {severity!r}: expected one of {', '.join(data['severities'])}")
     out.extend(asset_columns(rule)[1])
     actions = _get(doc, "detectionAction.responseActions") or []
     if not isinstance(actions, list):
@@ -222,21 +230,26 @@ class DefenderItem(SentinelItem):
         problems = []
         missing = [c for c in data["required_columns"] if c not in output]
         if missing:
-            problems.append(f"the results lack {', '.join(missing)} (Defender requires "
-                            f"{' and '.join(data['required_columns'])})")
+            problems.append(
+                f"the results lack {', '.join(missing)} (Defender requires "
+                f"{' and '.join(data['required_columns'])})"
+            )
         if not any(c in output for c in data["entity_columns"]):
-            problems.append("the results hold no column identifying a device, user or mailbox "
-                            f"(one of {', '.join(data['entity_columns'])})")
+            problems.append(
+                "the results hold no column identifying a device, user or mailbox "
+                f"(one of {', '.join(data['entity_columns'])})"
+            )
         for kind, identifier, column in asset_columns(rule)[0]:
             if column not in output:
-                problems.append(f"impacted asset {kind} {identifier}: no column {column} in the "
-                                "results")
+                problems.append(f"impacted asset {kind} {identifier}: no column {column} in the results")
         for action in _get(rule.doc, "detectionAction.responseActions") or []:
             kind = str((action or {}).get("@odata.type", "")).rsplit(".", 1)[-1]
             for identifier in str((action or {}).get("identifier") or "").split(","):
                 if identifier.strip() and _column_of(identifier) not in output:
-                    problems.append(f"response action {kind} acts on {identifier.strip()}: no "
-                                    f"column {_column_of(identifier)} in the results")
+                    problems.append(
+                        f"response action {kind} acts on {identifier.strip()}: no "
+                        f"column {_column_of(identifier)} in the results"
+                    )
         if problems:
             raise ContentCheckFailed("; ".join(problems) + f" (output columns: {', '.join(output)})")
 
@@ -248,8 +261,10 @@ class DefenderItem(SentinelItem):
         if problems:
             raise ContentCheckFailed("; ".join(problems))
         if not assets:
-            raise ContentCheckFailed("alertTemplate.impactedAssets is empty: name the column of "
-                                     "the device, user or mailbox each alert is about")
+            raise ContentCheckFailed(
+                "alertTemplate.impactedAssets is empty: name the column of "
+                "the device, user or mailbox each alert is about"
+            )
         file = self.rule_file
         output = file.run("background").columns
         assets = [a for a in assets if a[2] in output]  # the columns check reports the others
@@ -263,18 +278,24 @@ class DefenderItem(SentinelItem):
             rows = [sim.rows[n] for _, group in sim.alert_groups() for n in group]
             what = "the rows it alerts on over the store"
         if not rows:
-            pytest.skip(f"untested: no alert to check its impacted assets on (no must-match "
-                        f"events in {relative(self.config, file.tests_folder())}/match/ and "
-                        "none over the store)")
+            pytest.skip(
+                f"untested: no alert to check its impacted assets on (no must-match "
+                f"events in {relative(self.config, file.tests_folder())}/match/ and "
+                "none over the store)"
+            )
         empty = []
         for kind, identifier, column in assets:
             blank = [row for row in rows if _blank(row.get(column))]
             if blank:
-                empty.append(f"impacted asset {kind} {identifier}: column {column} is empty on "
-                             f"{len(blank)} of {len(rows)}, e.g. {_rows_text(blank[:1], inline=True)}")
+                empty.append(
+                    f"impacted asset {kind} {identifier}: column {column} is empty on "
+                    f"{len(blank)} of {len(rows)}, e.g. {_rows_text(blank[:1], inline=True)}"
+                )
         if empty:
-            raise ContentCheckFailed(f"impacted assets without a value on {what} (the alert "
-                                     "cannot name its entity): " + "; ".join(empty))
+            raise ContentCheckFailed(
+                f"impacted assets without a value on {what} (the alert "
+                "cannot name its entity): " + "; ".join(empty)
+            )
 
     # attack ---------------------------------------------------------------------------------
     def _check_attack(self) -> None:
@@ -294,13 +315,14 @@ class DefenderItem(SentinelItem):
         if not category:
             problems.append("alertTemplate.category is missing")
         elif tactic is None and _tactic_key(category) not in set(plain) | other:
-            names = sorted({_camel(t.shortname) for t in attack.tactics}
-                           | set(data["categories_without_techniques"])
-                           | set(data["categories_other"]))
+            names = sorted(
+                {_camel(t.shortname) for t in attack.tactics}
+                | set(data["categories_without_techniques"])
+                | set(data["categories_other"])
+            )
             problems.append(f"unknown category {category!r} (expected one of {', '.join(names)})")
         if _tactic_key(category) in plain and techniques:
-            problems.append(f"category {category} takes no mitreTechniques (Defender hides them "
-                            "for it)")
+            problems.append(f"category {category} takes no mitreTechniques (Defender hides them for it)")
         for technique_id in techniques:
             technique = attack.get(str(technique_id).strip())
             if technique is None:
@@ -308,7 +330,8 @@ class DefenderItem(SentinelItem):
                 continue
             if tactic is not None and tactic.shortname not in technique.tactics:
                 names = ", ".join(_camel(t) for t in technique.tactics)
-                problems.append(f"{technique.id} ({technique.name}) is under {names}, not the "
-                                f"category {category}")
+                problems.append(
+                    f"{technique.id} ({technique.name}) is under {names}, not the category {category}"
+                )
         if problems:
             raise ContentCheckFailed("; ".join(problems))

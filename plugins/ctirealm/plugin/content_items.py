@@ -128,8 +128,7 @@ def schema_problems(rule: SentinelRule) -> list[str]:
         for key in ("queryFrequency", "queryPeriod"):
             duration = parse_duration(doc.get(key))
             if duration is None:
-                out.append(f"{key} {doc.get(key)!r}: expected a duration such as 5m, 1h, 14d, "
-                           "PT1H or P1D")
+                out.append(f"{key} {doc.get(key)!r}: expected a duration such as 5m, 1h, 14d, PT1H or P1D")
                 continue
             minutes[key] = duration.total_seconds() / 60
         if minutes.get("queryFrequency", 5) < 5:
@@ -147,8 +146,10 @@ def schema_problems(rule: SentinelRule) -> list[str]:
     if doc.get("suppressionEnabled") is True:
         pause = parse_duration(doc.get("suppressionDuration"))
         if pause is None:
-            out.append(f"suppressionDuration {doc.get('suppressionDuration')!r}: expected a "
-                       "duration such as 5h or PT5H (suppressionEnabled is true)")
+            out.append(
+                f"suppressionDuration {doc.get('suppressionDuration')!r}: expected a "
+                "duration such as 5h or PT5H (suppressionEnabled is true)"
+            )
         elif not timedelta(minutes=5) <= pause <= timedelta(hours=24):
             out.append(f"suppressionDuration {doc.get('suppressionDuration')!r}: expected 5m to 24h")
     return out
@@ -216,8 +217,13 @@ class RuleCollector(pytest.Collector):
         self._engines: dict[str, Any] = {}
 
     def collect(self) -> list[pytest.Item]:
-        return check_items(self, self.item_class, self.item_names,
-                           pytest.mark.realm_content(str(self.path)), f"content:{self.path}")
+        return check_items(
+            self,
+            self.item_class,
+            self.item_names,
+            pytest.mark.realm_content(str(self.path)),
+            f"content:{self.path}",
+        )
 
     def rule(self) -> SentinelRule:
         if self._rule is None:
@@ -264,8 +270,7 @@ class RuleCollector(pytest.Collector):
             self._data_read = True
             store = session_store(self.config)
             try:
-                self._data = load_test_data(self.path, self.schemas(), store.now,
-                                            folder=self.tests_folder())
+                self._data = load_test_data(self.path, self.schemas(), store.now, folder=self.tests_folder())
             except ContentDataError as exc:
                 self._data = exc
         if isinstance(self._data, ContentDataError):
@@ -287,8 +292,7 @@ class RuleCollector(pytest.Collector):
             data = self.test_data()
             assert data is not None
             store = session_store(self.config)
-            self._engines[which] = overlay_engine(store.path, self.schemas(), store.now,
-                                                  data.rows(which))
+            self._engines[which] = overlay_engine(store.path, self.schemas(), store.now, data.rows(which))
         return self._engines[which]
 
     def schedule(self) -> Schedule:
@@ -326,17 +330,21 @@ class RuleCollector(pytest.Collector):
         if reason is None and run.truncated:
             reason = f"its output over the whole window passes {_MAX_ROWS} rows"
         if reason is None:
-            times = row_times(run.rows, run.columns, read, schemas, self.engine(which),
-                              self.labels(which))
+            times = row_times(run.rows, run.columns, read, schemas, self.engine(which), self.labels(which))
             if times is not None:
                 sim = binned(schedule, ends, run.rows, run.columns, times)
                 self._simulated[which] = sim
                 return sim
             reason = "its rows carry neither an event time nor an event id"
         if len(ends) > MAX_RUNS:
-            sim = whole_window(schedule, run.rows, run.columns, store.now,
-                               f"not simulated: {reason}, and {len(ends)} runs are too many to "
-                               "run one by one, so it ran once over the whole window")
+            sim = whole_window(
+                schedule,
+                run.rows,
+                run.columns,
+                store.now,
+                f"not simulated: {reason}, and {len(ends)} runs are too many to "
+                "run one by one, so it ran once over the whole window",
+            )
         else:
             windowed = self._engines.get(f"window:{which}")
             if windowed is None:
@@ -349,9 +357,16 @@ class RuleCollector(pytest.Collector):
                 sim = per_run(schedule, ends, windowed, query, note=note, limit=_MAX_ROWS)
             else:
                 lo, hi = self.test_span(which)
-                sim = per_run(schedule, ends, windowed, query, note=note, limit=_MAX_ROWS,
-                              only=lambda k, end: end > lo and schedule.window(k, end)[0] <= hi,
-                              reuse=self.simulated("background"))
+                sim = per_run(
+                    schedule,
+                    ends,
+                    windowed,
+                    query,
+                    note=note,
+                    limit=_MAX_ROWS,
+                    only=lambda k, end: end > lo and schedule.window(k, end)[0] <= hi,
+                    reuse=self.simulated("background"),
+                )
         self._simulated[which] = sim
         return sim
 
@@ -360,8 +375,11 @@ class RuleCollector(pytest.Collector):
         data = self.test_data()
         assert data is not None
         schemas = self.schemas()
-        times = [_aware(parse_datetime(row[schemas[t].time_column]))
-                 for t, rows in data.rows(which).items() for row in rows]
+        times = [
+            _aware(parse_datetime(row[schemas[t].time_column]))
+            for t, rows in data.rows(which).items()
+            for row in rows
+        ]
         return min(times), max(times)
 
     def match_alerts(self) -> list[dict[str, Any]]:
@@ -371,8 +389,7 @@ class RuleCollector(pytest.Collector):
             return new_rows(self.run("match"), self.run("background"))
         return [row for _, rows in self.raised("match")[0] for row in rows]
 
-    def raised(self, which: str) -> tuple[list[tuple[int, list[dict[str, Any]]]],
-                                          list[tuple[int, int]]]:
+    def raised(self, which: str) -> tuple[list[tuple[int, list[dict[str, Any]]]], list[tuple[int, int]]]:
         """What the *which* test events change, run by run: ``(alerting, quiet)``, the runs that
         raise alerts with rows the store alone does not return (and those rows), and the runs
         with such rows that do not raise alerts (and their result count)."""
@@ -467,8 +484,13 @@ class SentinelItem(CheckItem):
 
     def runtest(self) -> None:
         rule = self.rule_file.rule()
-        self.user_properties.extend([("rule", relative(self.config, self.path)),
-                                     ("rule_check", self.check), ("rule_title", rule.name)])
+        self.user_properties.extend(
+            [
+                ("rule", relative(self.config, self.path)),
+                ("rule_check", self.check),
+                ("rule_title", rule.name),
+            ]
+        )
         self.run_check()
 
     def _require(self, *, runs: bool = False) -> SentinelRule:
@@ -517,12 +539,15 @@ class SentinelItem(CheckItem):
         if unknown:
             raise ContentCheckFailed(
                 f"reads {', '.join(unknown)}, which the telemetry has no schema for "
-                f"(tables: {', '.join(sorted(file.schemas()))})")
+                f"(tables: {', '.join(sorted(file.schemas()))})"
+            )
         run = file.run("background")
         function = _workspace_function(run.error)
         if function:
-            raise ContentCheckFailed(f"calls {function}, a Sentinel workspace function (a watchlist "
-                                     "or an ASIM parser) that cannot run offline")
+            raise ContentCheckFailed(
+                f"calls {function}, a Sentinel workspace function (a watchlist "
+                "or an ASIM parser) that cannot run offline"
+            )
         if run.error:
             raise ContentCheckFailed(f"does not run over the store: {run.error}")
         read = tables_in(self.rule_file.rule().query, file.schemas())
@@ -545,8 +570,9 @@ class SentinelItem(CheckItem):
         problems = []
         entries = rule.doc.get("requiredDataConnectors") or []
         if not isinstance(entries, list) or not entries:
-            raise ContentCheckFailed("requiredDataConnectors is missing: name the connectors "
-                                     "whose tables the query reads")
+            raise ContentCheckFailed(
+                "requiredDataConnectors is missing: name the connectors whose tables the query reads"
+            )
         for entry in entries:
             connector = str((entry or {}).get("connectorId", ""))
             types = [str(t).split("(", 1)[0].strip() for t in (entry or {}).get("dataTypes") or []]
@@ -562,8 +588,7 @@ class SentinelItem(CheckItem):
         read = tables_in(rule.query, schemas)
         undeclared = [t for t in read if t not in declared]
         if undeclared:
-            problems.append(f"the query reads {', '.join(undeclared)}, which no declared "
-                            "connector delivers")
+            problems.append(f"the query reads {', '.join(undeclared)}, which no declared connector delivers")
         if problems:
             raise ContentCheckFailed("; ".join(problems))
 
@@ -576,8 +601,10 @@ class SentinelItem(CheckItem):
         if not isinstance(mappings, list):
             raise ContentCheckFailed("entityMappings: expected a list")
         if len(mappings) > data["limits"]["entity_mappings"]:
-            problems.append(f"{len(mappings)} entity mappings (Sentinel takes at most "
-                            f"{data['limits']['entity_mappings']})")
+            problems.append(
+                f"{len(mappings)} entity mappings (Sentinel takes at most "
+                f"{data['limits']['entity_mappings']})"
+            )
         columns: list[tuple[str, str, str]] = []  # (entity type, identifier, column)
         for n, mapping in enumerate(mappings, 1):
             kind = str((mapping or {}).get("entityType", ""))
@@ -590,8 +617,10 @@ class SentinelItem(CheckItem):
             for f in fields:
                 identifier, column = str(f.get("identifier", "")), str(f.get("columnName", ""))
                 if identifier not in data["entities"][kind]:
-                    problems.append(f"{kind}.{identifier}: not an identifier of {kind} "
-                                    f"({', '.join(data['entities'][kind])})")
+                    problems.append(
+                        f"{kind}.{identifier}: not an identifier of {kind} "
+                        f"({', '.join(data['entities'][kind])})"
+                    )
                 if not column:
                     problems.append(f"{kind}.{identifier}: no columnName")
                     continue
@@ -601,12 +630,14 @@ class SentinelItem(CheckItem):
         self._require(runs=True)
         file = self.rule_file
         output = file.run("background").columns
-        missing = [f"{kind}.{identifier} -> {column}" for kind, identifier, column in columns
-                   if column not in output]
+        missing = [
+            f"{kind}.{identifier} -> {column}" for kind, identifier, column in columns if column not in output
+        ]
         if missing:
             raise ContentCheckFailed(
                 f"mapped columns missing from the query's output: {', '.join(missing)} "
-                f"(output columns: {', '.join(output)})")
+                f"(output columns: {', '.join(output)})"
+            )
         test = file.test_data()
         if test is None or not test.has("match"):
             return
@@ -617,13 +648,16 @@ class SentinelItem(CheckItem):
         for kind, identifier, column in columns:
             blank = [row for row in alerts if _blank(row.get(column))]
             if blank:
-                empty.append(f"entity {kind}, identifier {identifier}: column {column} is empty "
-                             f"on {len(blank)} of {len(alerts)}, e.g. "
-                             f"{_rows_text(blank[:1], inline=True)}")
+                empty.append(
+                    f"entity {kind}, identifier {identifier}: column {column} is empty "
+                    f"on {len(blank)} of {len(alerts)}, e.g. "
+                    f"{_rows_text(blank[:1], inline=True)}"
+                )
         if empty:
             raise ContentCheckFailed(
                 "mapped columns without a value on the rows the must-match events raise "
-                "(Sentinel drops such an entity from the alert): " + "; ".join(empty))
+                "(Sentinel drops such an entity from the alert): " + "; ".join(empty)
+            )
 
     # attack ---------------------------------------------------------------------------------
     def _check_attack(self) -> None:
@@ -647,8 +681,9 @@ class SentinelItem(CheckItem):
                 continue
             if listed and not set(technique.tactics) & listed:
                 names = ", ".join(_camel(t) for t in technique.tactics)
-                problems.append(f"{technique.id} ({technique.name}) is under {names}, "
-                                f"none of the listed tactics")
+                problems.append(
+                    f"{technique.id} ({technique.name}) is under {names}, none of the listed tactics"
+                )
         if not tactics or not techniques:
             problems.append("tactics and relevantTechniques are both required")
         if problems:
@@ -662,8 +697,9 @@ class SentinelItem(CheckItem):
         if not file.hunting:
             _check_coverage(file.schedule())
         if data is None or not data.has("match"):
-            pytest.skip(f"untested: no must-match events in "
-                        f"{relative(self.config, file.tests_folder())}/match/")
+            pytest.skip(
+                f"untested: no must-match events in {relative(self.config, file.tests_folder())}/match/"
+            )
         run = file.run("match")
         if run.error:
             raise ContentCheckFailed(f"does not run with the must-match events: {run.error}")
@@ -672,20 +708,26 @@ class SentinelItem(CheckItem):
             return
         sim = file.simulated("match")
         if sim.error:
-            raise ContentCheckFailed(f"its scheduled runs with the must-match events failed: "
-                                     f"{sim.error}")
+            raise ContentCheckFailed(f"its scheduled runs with the must-match events failed: {sim.error}")
         alerting, quiet = file.raised("match")
         alerts = [row for _, rows in alerting for row in rows]
         count = sum(len(v) for v in data.rows("match").values())
         schemas = file.schemas()
         read = tables_in(rule.query, schemas)
         wanted = {i for ids in data.ids("match", schemas).values() for i in ids}
-        caught = wanted & {i for k, _ in alerting
-                           for i in ids_in(sim.run_rows(k), sim.columns, read, schemas)}
+        caught = wanted & {
+            i for k, _ in alerting for i in ids_in(sim.run_rows(k), sim.columns, read, schemas)
+        }
         traced = wanted & ids_in(sim.rows, sim.columns, read, schemas)
         suppressed = file.suppressed_with("match")
-        self.user_properties.extend([("alerts", len(alerting)), ("tp", len(caught)),
-                                     ("suppressed", len(suppressed)), ("schedule", sim.summary())])
+        self.user_properties.extend(
+            [
+                ("alerts", len(alerting)),
+                ("tp", len(caught)),
+                ("suppressed", len(suppressed)),
+                ("schedule", sim.summary()),
+            ]
+        )
         self.add_report_section("call", "schedule (match)", sim.summary())
         self.add_report_section("call", "alerts (match)", _rows_text(alerts))
         if not alerting and suppressed:
@@ -695,21 +737,26 @@ class SentinelItem(CheckItem):
                 f"suppressed: the run ending {iso_minute(sim.ends[k])} that reads the must-match "
                 f"events gives {results} result rows, but an alert was raised by the run ending "
                 f"{iso_minute(sim.ends[earlier])}, less than suppressionDuration "
-                f"({_duration(sim.schedule.suppression)}) before, so the rule did not run")
+                f"({_duration(sim.schedule.suppression)}) before, so the rule did not run"
+            )
         if not alerting and not quiet:
-            raise ContentCheckFailed(f"raised no alert on its {count} must-match events "
-                                     f"({', '.join(data.rows('match'))})")
+            raise ContentCheckFailed(
+                f"raised no alert on its {count} must-match events ({', '.join(data.rows('match'))})"
+            )
         if not alerting:
             k, results = max(quiet, key=lambda q: q[1])
             raise ContentCheckFailed(
                 f"would not fire: the run ending {iso_minute(sim.ends[k])} that reads the "
                 f"must-match events gives {results} result rows, and the rule fires when that "
                 f"is {sim.schedule.symbol} {sim.schedule.threshold} (triggerOperator "
-                f"{sim.schedule.operator}; it runs {sim.schedule.cadence()})")
+                f"{sim.schedule.operator}; it runs {sim.schedule.cadence()})"
+            )
         if traced and caught != wanted:
             missed = sorted(wanted - caught)
-            raise ContentCheckFailed(f"missed {len(missed)} of {count} must-match events (no "
-                                     f"alerting run returns them): " + ", ".join(missed[:20]))
+            raise ContentCheckFailed(
+                f"missed {len(missed)} of {count} must-match events (no "
+                f"alerting run returns them): " + ", ".join(missed[:20])
+            )
 
     def _hunting_true_positives(self, data: RuleTestData) -> None:
         file = self.rule_file
@@ -723,12 +770,14 @@ class SentinelItem(CheckItem):
         self.user_properties.extend([("rows", len(added)), ("tp", len(returned))])
         self.add_report_section("call", "rows (match)", _rows_text(added))
         if not added:
-            raise ContentCheckFailed(f"returned no row for its {count} must-match events "
-                                     f"({', '.join(data.rows('match'))})")
+            raise ContentCheckFailed(
+                f"returned no row for its {count} must-match events ({', '.join(data.rows('match'))})"
+            )
         if returned and returned != wanted:
             missed = sorted(wanted - returned)
-            raise ContentCheckFailed(f"missed {len(missed)} of {count} must-match events: "
-                                     + ", ".join(missed[:20]))
+            raise ContentCheckFailed(
+                f"missed {len(missed)} of {count} must-match events: " + ", ".join(missed[:20])
+            )
 
     def _check_false_positives(self) -> None:
         rule = self._require(runs=True)
@@ -740,14 +789,19 @@ class SentinelItem(CheckItem):
             raise ContentCheckFailed(f"its scheduled runs over the store failed: {sim.error}")
         schemas = file.schemas()
         read = tables_in(rule.query, schemas)
-        kinds = event_kinds(sim, read, schemas, file.engine("background"),
-                            session_store(self.config).labels)
-        false_alerts = [(k, group) for k, group in sim.alert_groups()
-                        if not any(kinds[n] == "attack" for n in group)]
+        kinds = event_kinds(sim, read, schemas, file.engine("background"), session_store(self.config).labels)
+        false_alerts = [
+            (k, group) for k, group in sim.alert_groups() if not any(kinds[n] == "attack" for n in group)
+        ]
         fp = len(false_alerts)
-        self.user_properties.extend([("fp", fp), ("max_false_positives", limit),
-                                     ("suppressed", len(sim.suppressed())),
-                                     ("schedule", sim.summary())])
+        self.user_properties.extend(
+            [
+                ("fp", fp),
+                ("max_false_positives", limit),
+                ("suppressed", len(sim.suppressed())),
+                ("schedule", sim.summary()),
+            ]
+        )
         self.add_report_section("call", "schedule (background)", sim.summary())
         failures = []
         if fp > limit:
@@ -756,8 +810,7 @@ class SentinelItem(CheckItem):
                 for n in group:
                     if kinds[n] != "attack":
                         seen[kinds[n]].add(_key(sim.rows[n]))  # type: ignore[index]
-            parts = [f"{len(seen['hard_negative'])} hard negatives",
-                     f"{len(seen['benign'])} background"]
+            parts = [f"{len(seen['hard_negative'])} hard negatives", f"{len(seen['benign'])} background"]
             if seen[None]:
                 parts.append(f"{len(seen[None])} result rows traced to no single event")
             k, group = false_alerts[0]
@@ -766,12 +819,12 @@ class SentinelItem(CheckItem):
                 f"raised {fp} false-positive alerts over the store's benign activity "
                 f"(max_false_positives: {limit}) in {len(sim.ends)} runs "
                 f"{sim.schedule.describe()}: their rows hold {', '.join(parts)}, e.g. the run "
-                f"ending {iso_minute(sim.ends[k])}: {shown}")
+                f"ending {iso_minute(sim.ends[k])}: {shown}"
+            )
         if data is not None and data.has("nomatch"):
             nomatch = file.simulated("nomatch")
             if nomatch.error:
-                failures.append(f"its scheduled runs with the must-not-match events failed: "
-                                f"{nomatch.error}")
+                failures.append(f"its scheduled runs with the must-not-match events failed: {nomatch.error}")
             else:
                 alerting, _ = file.raised("nomatch")
                 raised = [row for _, rows in alerting for row in rows]
@@ -780,7 +833,8 @@ class SentinelItem(CheckItem):
                     failures.append(
                         f"alerted on its must-not-match events: {len(alerting)} alerting runs "
                         f"with {len(raised)} rows from {count} events, e.g. "
-                        f"{_rows_text(raised[:_SHOWN], inline=True)}")
+                        f"{_rows_text(raised[:_SHOWN], inline=True)}"
+                    )
         if failures:
             raise ContentCheckFailed("\n".join(failures))
 
@@ -840,7 +894,8 @@ def _check_coverage(schedule: Schedule) -> None:
         f"does not look back that far, so events in {_duration(gap)} of every "
         f"{_duration(schedule.frequency)} are never read: make queryPeriod at least "
         f"{_duration(schedule.frequency + lag)} (and keep each event in one run with "
-        f"ingestion_time() > ago({_duration(schedule.frequency)}))")
+        f"ingestion_time() > ago({_duration(schedule.frequency)}))"
+    )
 
 
 def _duration(value: timedelta | None) -> str:

@@ -56,7 +56,8 @@ def query_blocks(text: str) -> list[QueryBlock]:
         start = n + 1
         end = start
         while end < len(lines) and not re.match(
-                rf"^ {{0,3}}{re.escape(marker[0])}{{{len(marker)},}}\s*$", lines[end]):
+            rf"^ {{0,3}}{re.escape(marker[0])}{{{len(marker)},}}\s*$", lines[end]
+        ):
             end += 1
         if language in _LANGUAGES:
             blocks.append(QueryBlock(heading, "\n".join(lines[start:end]) + "\n", start + 1))
@@ -90,8 +91,7 @@ class MarkdownQueryFile(pytest.File):
             names[base] = names.get(base, 0) + 1
             # Two blocks under one heading: the second is named by its line.
             name = base if names[base] == 1 else f"{base} (line {block.line})"
-            out.append(MarkdownQuery.from_parent(self, name=name, block=block,
-                                                 single=len(blocks) == 1))
+            out.append(MarkdownQuery.from_parent(self, name=name, block=block, single=len(blocks) == 1))
         return out
 
 
@@ -122,8 +122,10 @@ class MarkdownQuery(RuleCollector):
 
     def locate(self, message: str) -> str:
         """``syntax error at 3:5`` -> ``syntax error at line 14, column 5 of the file``."""
-        return _POSITION.sub(lambda m: f"at line {int(m.group(1)) + self.block.line - 1}, "
-                                       f"column {m.group(2)} of the file", message)
+        return _POSITION.sub(
+            lambda m: f"at line {int(m.group(1)) + self.block.line - 1}, column {m.group(2)} of the file",
+            message,
+        )
 
     def first_line(self) -> int:
         return self.block.line - 1

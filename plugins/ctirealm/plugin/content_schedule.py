@@ -55,24 +55,58 @@ MAX_TOTAL_ROWS = 1_000_000
 #: Sentinel starts a scheduled run this long after its scheduled time, for late events.
 RUN_DELAY = timedelta(minutes=5)
 #: Defender ``schedule.period`` -> (how often it runs, how far back each run reads).
-DEFENDER_LOOKBACK = {"1H": (timedelta(hours=1), timedelta(hours=4)),
-                     "3H": (timedelta(hours=3), timedelta(hours=12)),
-                     "12H": (timedelta(hours=12), timedelta(hours=48)),
-                     "24H": (timedelta(hours=24), timedelta(days=30))}
+DEFENDER_LOOKBACK = {
+    "1H": (timedelta(hours=1), timedelta(hours=4)),
+    "3H": (timedelta(hours=3), timedelta(hours=12)),
+    "12H": (timedelta(hours=12), timedelta(hours=48)),
+    "24H": (timedelta(hours=24), timedelta(days=30)),
+}
 _SHORT = re.compile(r"^(\d+)([mhd])$")
 _ISO = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
-_SYMBOLS = {"gt": ">", "lt": "<", "eq": "==", "ne": "!=", "GreaterThan": ">", "LessThan": "<",
-            "Equal": "==", "NotEqual": "!="}
+_SYMBOLS = {
+    "gt": ">",
+    "lt": "<",
+    "eq": "==",
+    "ne": "!=",
+    "GreaterThan": ">",
+    "LessThan": "<",
+    "Equal": "==",
+    "NotEqual": "!=",
+}
 _COMPARE: dict[str, Callable[[int, int], bool]] = {
-    ">": lambda a, b: a > b, "<": lambda a, b: a < b,
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
 #: Pipe operators whose every output row comes from one input row.
-ROW_WISE = frozenset({"where", "filter", "project", "project-away", "project-keep",
-                      "project-rename", "project-reorder", "extend", "parse", "parse-where",
-                      "parse-kv", "mv-expand", "sort", "order", "union", "search", "getschema"})
+ROW_WISE = frozenset(
+    {
+        "where",
+        "filter",
+        "project",
+        "project-away",
+        "project-keep",
+        "project-rename",
+        "project-reorder",
+        "extend",
+        "parse",
+        "parse-where",
+        "parse-kv",
+        "mv-expand",
+        "sort",
+        "order",
+        "union",
+        "search",
+        "getschema",
+    }
+)
 _CLOCK = re.compile(r"\b(now|ago)\s*\(", re.I)
-_ACROSS = re.compile(r"\b(toscalar|materialize|row_number|row_cumsum|prev|next|row_window_session)"
-                     r"\s*\(", re.I)
+_ACROSS = re.compile(
+    r"\b(toscalar|materialize|row_number|row_cumsum|prev|next|row_window_session)"
+    r"\s*\(",
+    re.I,
+)
 _SUBQUERY = re.compile(r"(?:\bin~?|\bhas_any|\bhas_all|\bhas_any_cs)\s*\(\s*([A-Za-z_]\w*)", re.I)
 _LET_TABULAR = re.compile(r"\blet\s+([A-Za-z_]\w*)\s*=\s*([^;]*)", re.I)
 
@@ -84,8 +118,11 @@ def parse_duration(value: object) -> timedelta | None:
     short = _SHORT.match(text)
     if short:
         amount, unit = int(short.group(1)), short.group(2)
-        return timedelta(minutes=amount) if unit == "m" else (
-            timedelta(hours=amount) if unit == "h" else timedelta(days=amount))
+        return (
+            timedelta(minutes=amount)
+            if unit == "m"
+            else (timedelta(hours=amount) if unit == "h" else timedelta(days=amount))
+        )
     iso = _ISO.match(text.upper())
     if iso and text.upper() not in ("P", "PT") and any(iso.groups()):
         days, hours, minutes, seconds = (int(g or 0) for g in iso.groups())
@@ -147,8 +184,15 @@ class Schedule:
         suppression = None
         if doc.get("suppressionEnabled") is True:
             suppression = parse_duration(doc.get("suppressionDuration"))
-        return cls(frequency, period, _SYMBOLS.get(operator, ">"), threshold, operator, per_result,
-                   suppression=suppression)
+        return cls(
+            frequency,
+            period,
+            _SYMBOLS.get(operator, ">"),
+            threshold,
+            operator,
+            per_result,
+            suppression=suppression,
+        )
 
     @classmethod
     def defender(cls, period: str) -> Schedule:
@@ -158,11 +202,27 @@ class Schedule:
         code = str(period).strip().upper()
         if code == "0":
             minute = timedelta(minutes=1)
-            return cls(minute, minute, per_result=True, nrt=True, dedupe=True, max_alerts=100,
-                       product="Defender", label="0")
+            return cls(
+                minute,
+                minute,
+                per_result=True,
+                nrt=True,
+                dedupe=True,
+                max_alerts=100,
+                product="Defender",
+                label="0",
+            )
         frequency, lookback = DEFENDER_LOOKBACK.get(code, DEFENDER_LOOKBACK["24H"])
-        return cls(frequency, lookback, per_result=True, first_period=timedelta(days=30),
-                   dedupe=True, max_alerts=100, product="Defender", label=code)
+        return cls(
+            frequency,
+            lookback,
+            per_result=True,
+            first_period=timedelta(days=30),
+            dedupe=True,
+            max_alerts=100,
+            product="Defender",
+            label=code,
+        )
 
     def with_ingestion_delay(self, delay: timedelta) -> Schedule:
         """This schedule when events reach the workspace *delay* after their time: Sentinel's
@@ -197,8 +257,11 @@ class Schedule:
     def cadence(self) -> str:
         if self.nrt:
             return "every minute (NRT)"
-        first = (f" (the first run over the last {_text(self.first_period)})"
-                 if self.first_period and self.first_period != self.period else "")
+        first = (
+            f" (the first run over the last {_text(self.first_period)})"
+            if self.first_period and self.first_period != self.period
+            else ""
+        )
         return f"every {_text(self.frequency)} over the last {_text(self.period)}{first}"
 
     def describe(self) -> str:
@@ -209,10 +272,8 @@ class Schedule:
         if self.suppression:
             extra += f", suppressed for {_text(self.suppression)} after an alert"
         if self.lag:
-            extra += (f", each run missing the last {_text(self.lag)} of its window (not "
-                      "ingested yet)")
-        return (f"{self.cadence()}, alerting when results {self.symbol} {self.threshold}"
-                f"{grouping}{extra}")
+            extra += f", each run missing the last {_text(self.lag)} of its window (not ingested yet)"
+        return f"{self.cadence()}, alerting when results {self.symbol} {self.threshold}{grouping}{extra}"
 
 
 def unbinnable(kql: str, known: Mapping[str, TableSchema]) -> str | None:
@@ -226,10 +287,25 @@ def unbinnable(kql: str, known: Mapping[str, TableSchema]) -> str | None:
         return f"it calls {across.group(1).lower()}(), which reads across rows"
     for operator in re.findall(r"\|\s*([A-Za-z][A-Za-z-]*)", text):
         if operator.lower() not in ROW_WISE:
-            what = "it aggregates across the lookback" if operator.lower() in (
-                "summarize", "make-series", "top", "top-nested", "top-hitters", "distinct",
-                "count", "sample", "sample-distinct", "take", "limit", "evaluate") \
+            what = (
+                "it aggregates across the lookback"
+                if operator.lower()
+                in (
+                    "summarize",
+                    "make-series",
+                    "top",
+                    "top-nested",
+                    "top-hitters",
+                    "distinct",
+                    "count",
+                    "sample",
+                    "sample-distinct",
+                    "take",
+                    "limit",
+                    "evaluate",
+                )
                 else "its rows may combine events"
+            )
             return f"{what} ({operator.lower()})"
     tabular = {name.lower() for name in known}
     for name, value in _LET_TABULAR.findall(text):
@@ -344,15 +420,21 @@ class Simulation:
 
     def summary(self) -> str:
         fired = self.firing()
-        head = (f"{len(self.ends)} runs ({self.schedule.describe()}), {self.method}"
-                + (f": {self.note}" if self.note else ""))
+        head = f"{len(self.ends)} runs ({self.schedule.describe()}), {self.method}" + (
+            f": {self.note}" if self.note else ""
+        )
         tail = f", {len(self.suppressed())} suppressed" if self.schedule.suppression else ""
         return f"{head}; {len(fired)} raise alerts{tail}"
 
 
-def row_times(rows: list[dict[str, Any]], columns: list[str], read: list[str],
-              schemas: Mapping[str, TableSchema], engine: Any,
-              labels: Labels) -> list[datetime] | None:
+def row_times(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    read: list[str],
+    schemas: Mapping[str, TableSchema],
+    engine: Any,
+    labels: Labels,
+) -> list[datetime] | None:
     """Each row's event time: the time column of a table read, else the time of the event its
     id names; None when some row has neither."""
     candidates = [c for c in dict.fromkeys(schemas[t].time_column for t in read) if c in columns]
@@ -365,8 +447,9 @@ def row_times(rows: list[dict[str, Any]], columns: list[str], read: list[str],
                 break
     missing = [n for n, when in enumerate(out) if when is None]
     if missing:
-        traced = trace("", columns, [rows[n] for n in missing], engine, schemas, labels,
-                       tables=read, verify=False)
+        traced = trace(
+            "", columns, [rows[n] for n in missing], engine, schemas, labels, tables=read, verify=False
+        )
         wanted: dict[str, set[str]] = {}
         for named in traced.events:
             for table, event_id in named[:1]:
@@ -394,8 +477,13 @@ def _utc(value: Any) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def binned(schedule: Schedule, ends: list[datetime], rows: list[dict[str, Any]],
-           columns: list[str], times: list[datetime]) -> Simulation:
+def binned(
+    schedule: Schedule,
+    ends: list[datetime],
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    times: list[datetime],
+) -> Simulation:
     """Cut one run over the whole window into the scheduled runs by each row's time."""
     order = sorted(range(len(rows)), key=lambda n: times[n])
     ordered = [rows[n] for n in order]
@@ -407,9 +495,17 @@ def binned(schedule: Schedule, ends: list[datetime], rows: list[dict[str, Any]],
     return sim
 
 
-def per_run(schedule: Schedule, ends: list[datetime], windowed: Any, kql: str, *, note: str,
-            limit: int, only: Callable[[int, datetime], bool] | None = None,
-            reuse: Simulation | None = None) -> Simulation:
+def per_run(
+    schedule: Schedule,
+    ends: list[datetime],
+    windowed: Any,
+    kql: str,
+    *,
+    note: str,
+    limit: int,
+    only: Callable[[int, datetime], bool] | None = None,
+    reuse: Simulation | None = None,
+) -> Simulation:
     """Run *kql* once per window on *windowed* (a `WindowedEngine`). With *only*, runs it
     rejects (given the run's index and end) take their rows from *reuse* (the same run over the
     store alone)."""
@@ -431,20 +527,31 @@ def per_run(schedule: Schedule, ends: list[datetime], windowed: Any, kql: str, *
         sim.rows.extend(rows)
         sim.spans.append((lo, len(sim.rows)))
         if len(sim.rows) > MAX_TOTAL_ROWS:
-            sim.error = (f"its first {k + 1} runs return {len(sim.rows)} rows in all, past the "
-                         f"{MAX_TOTAL_ROWS} a simulation keeps")
+            sim.error = (
+                f"its first {k + 1} runs return {len(sim.rows)} rows in all, past the "
+                f"{MAX_TOTAL_ROWS} a simulation keeps"
+            )
             return sim
     return sim
 
 
-def whole_window(schedule: Schedule, rows: list[dict[str, Any]], columns: list[str],
-                 end: datetime, note: str) -> Simulation:
-    return Simulation(schedule, "whole window", note=note, ends=[end], rows=list(rows),
-                      spans=[(0, len(rows))], columns=columns)
+def whole_window(
+    schedule: Schedule, rows: list[dict[str, Any]], columns: list[str], end: datetime, note: str
+) -> Simulation:
+    return Simulation(
+        schedule,
+        "whole window",
+        note=note,
+        ends=[end],
+        rows=list(rows),
+        spans=[(0, len(rows))],
+        columns=columns,
+    )
 
 
-def event_kinds(sim: Simulation, read: list[str], schemas: Mapping[str, TableSchema],
-                engine: Any, labels: Labels) -> list[str | None]:
+def event_kinds(
+    sim: Simulation, read: list[str], schemas: Mapping[str, TableSchema], engine: Any, labels: Labels
+) -> list[str | None]:
     """Per row of *sim*: the label kind of the event it names (``attack``, ``hard_negative``,
     ``benign``), or None for a row traced to no event (an aggregate)."""
     if not sim.rows:
@@ -460,8 +567,9 @@ def event_kinds(sim: Simulation, read: list[str], schemas: Mapping[str, TableSch
     return kinds
 
 
-def ids_in(rows: list[dict[str, Any]], columns: list[str], read: list[str],
-           schemas: Mapping[str, TableSchema]) -> set[str]:
+def ids_in(
+    rows: list[dict[str, Any]], columns: list[str], read: list[str], schemas: Mapping[str, TableSchema]
+) -> set[str]:
     """The event ids *rows* carry in the id columns of the tables read."""
     held = id_columns(columns, id_families({t: schemas[t] for t in read}))
     return {str(row[c]) for row in rows for c in held if row.get(c) not in (None, "")}

@@ -22,8 +22,10 @@ import pytest
 from .session import session_results
 from .settings import settings
 
-_HEADERS = ('<th class="sortable" data-column-type="realmCase">Case</th>',
-            '<th class="sortable" data-column-type="realmPoints">Points</th>')
+_HEADERS = (
+    '<th class="sortable" data-column-type="realmCase">Case</th>',
+    '<th class="sortable" data-column-type="realmPoints">Points</th>',
+)
 
 
 def _html_report(config: pytest.Config) -> Path | None:
@@ -52,13 +54,16 @@ def pytest_html_results_table_row(report: Any, cells: list[str]) -> None:
     label = case if epoch in (1, None) else f"{case} e{html.escape(str(epoch))}"
     score, maximum = props.get("score"), props.get("max_score")
     points = "not scored" if score is None else f"{float(score):.2f} / {float(maximum or 0):g}"
-    cells[2:2] = [f'<td class="col-realmCase">{label}</td>',
-                  f'<td class="col-realmPoints">{html.escape(points)}</td>']
+    cells[2:2] = [
+        f'<td class="col-realmCase">{label}</td>',
+        f'<td class="col-realmPoints">{html.escape(points)}</td>',
+    ]
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str],
-                                session: pytest.Session) -> None:
+def pytest_html_results_summary(
+    prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
+) -> None:
     results = _session_results(session.config)
     if not results:
         return
@@ -69,8 +74,10 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
         return
     link = _score_link(session.config, "")
     agent = html.escape(str(results.get("run", {}).get("agent", "")))
-    text = (f"ctirealm normalised score <b>{float(score):.3f}</b> "
-            f"(95% CI {float(low):.3f}–{float(high):.3f}) for agent {agent}")
+    text = (
+        f"ctirealm normalised score <b>{float(score):.3f}</b> "
+        f"(95% CI {float(low):.3f}–{float(high):.3f}) for agent {agent}"
+    )
     if link:
         text += f' · <a href="{html.escape(link)}">score report</a>'
     prefix.append(f"<p>{text}</p>")
@@ -118,9 +125,11 @@ def _extra(item: pytest.Item, run: Any, checkpoint: str, *, with_message: bool) 
     score = run.score
     cp = score.checkpoints.get(checkpoint)
     points = "not scored" if cp is None or cp.score is None else f"{cp.score:.2f} / {cp.max:g}"
-    parts = [f"<p><b>{html.escape(score.case_id)}</b> · {html.escape(checkpoint_label(checkpoint))}: "
-             f"{html.escape(points)} · case score {score.normalized:.3f} · "
-             f"{html.escape(score.status.replace('_', ' '))}</p>"]
+    parts = [
+        f"<p><b>{html.escape(score.case_id)}</b> · {html.escape(checkpoint_label(checkpoint))}: "
+        f"{html.escape(points)} · case score {score.normalized:.3f} · "
+        f"{html.escape(score.status.replace('_', ' '))}</p>"
+    ]
     if with_message and cp is not None and cp.message:
         parts.append(f"<p>{html.escape(cp.message)}</p>")
     link = _score_link(item.config, anchor(score.case_id, score.epoch))

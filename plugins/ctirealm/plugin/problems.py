@@ -24,8 +24,7 @@ from . import dataset_splits, session_store, telemetry_root
 def located(config: pytest.Config, problem: FileProblem) -> str:
     """*problem* with its path relative to the rootdir (``telemetry/attack/...``)."""
     path = _relative(config, telemetry_root(config) / problem.path)
-    return str(FileProblem(path, problem.line, problem.kind, problem.table, problem.group,
-                           problem.message))
+    return str(FileProblem(path, problem.line, problem.kind, problem.table, problem.group, problem.message))
 
 
 def case_problems(config: pytest.Config, case: Case) -> list[str]:
@@ -62,12 +61,13 @@ def _case_gaps(store: Store, case: Case) -> tuple[list[FileProblem], list[str]]:
     case = case.bound(store.labels)
     truth = case.ground_truth
     tables = set(truth.tables) | set(truth.attack_events) | set(truth.hard_negatives)
-    files = [p for p in store.problems
-             if p.group == case.id or (p.kind == "schema" and p.table in tables)]
+    files = [p for p in store.problems if p.group == case.id or (p.kind == "schema" and p.table in tables)]
     absent: list[str] = []
     absent_tables: set[str] = set()
-    for field, kind, ids in (("attack_events", "attack", truth.attack_events),
-                             ("hard_negatives", "hard_negative", truth.hard_negatives)):
+    for field, kind, ids in (
+        ("attack_events", "attack", truth.attack_events),
+        ("hard_negatives", "hard_negative", truth.hard_negatives),
+    ):
         for table, values in sorted(ids.items()):
             wrong = [v for v in values if store.labels.kind(table, v) != kind]
             if wrong:
@@ -75,10 +75,13 @@ def _case_gaps(store: Store, case: Case) -> tuple[list[FileProblem], list[str]]:
                 absent.append(
                     f"ground_truth.{field}.{table}: {len(wrong)} of {len(values)} ids are not "
                     f"{kind.replace('_', ' ')} events in the telemetry: {', '.join(wrong[:5])}"
-                    + (" ..." if len(wrong) > 5 else ""))
+                    + (" ..." if len(wrong) > 5 else "")
+                )
     if not truth.attack_event_count() and not case.imported:
-        absent.append(f"no attack events in the {split} split: list ground_truth.attack_events "
-                      f"or add a scenario for {case.id} (telemetry/scenarios/{case.id}.yaml)")
+        absent.append(
+            f"no attack events in the {split} split: list ground_truth.attack_events "
+            f"or add a scenario for {case.id} (telemetry/scenarios/{case.id}.yaml)"
+        )
     if absent and not files:
         files = [p for p in store.problems if p.table in absent_tables]
     return files, absent
@@ -91,8 +94,14 @@ def run_problems(config: pytest.Config, cases: CaseSet) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for error in sorted(cases.errors, key=lambda e: str(e.path)):
         path = _relative(config, Path(error.path))
-        out.append({"kind": "case", "path": path, "case": Path(error.path).stem,
-                    "message": path + str(error).removeprefix(error.path)})
+        out.append(
+            {
+                "kind": "case",
+                "path": path,
+                "case": Path(error.path).stem,
+                "message": path + str(error).removeprefix(error.path),
+            }
+        )
     stopped: dict[FileProblem, list[str]] = {p: [] for p in problems}
     for case_id, case in sorted(cases.cases.items()):
         files, absent = _all_gaps(config, case)
@@ -101,11 +110,20 @@ def run_problems(config: pytest.Config, cases: CaseSet) -> list[dict[str, Any]]:
         if files:
             continue  # the missing events are the left-out files' doing, listed below
         path = _relative(config, Path(case.path))
-        out += [{"kind": "case", "path": path, "case": case_id, "message": f"{path}: {message}"}
-                for message in absent]
+        out += [
+            {"kind": "case", "path": path, "case": case_id, "message": f"{path}: {message}"}
+            for message in absent
+        ]
     for problem, hit in stopped.items():
-        out.append({"kind": "telemetry", "path": _relative(config, telemetry_root(config) / problem.path),
-                    "line": problem.line, "message": located(config, problem), "cases": hit})
+        out.append(
+            {
+                "kind": "telemetry",
+                "path": _relative(config, telemetry_root(config) / problem.path),
+                "line": problem.line,
+                "message": located(config, problem),
+                "cases": hit,
+            }
+        )
     return out
 
 

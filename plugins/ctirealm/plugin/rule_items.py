@@ -61,8 +61,9 @@ def _validator(config: pytest.Config) -> RuleValidator:
     if _VALIDATOR not in config.stash:
         exclude = frozenset(str(config.getini("realm_rules_validators_exclude")).split())
         # The run's own tables (--realm-telemetry), whose columns a rule may name.
-        config.stash[_VALIDATOR] = RuleValidator(exclude | DEFAULT_EXCLUDE,
-                                                 schemas=schemas_of(session_engine(config)))
+        config.stash[_VALIDATOR] = RuleValidator(
+            exclude | DEFAULT_EXCLUDE, schemas=schemas_of(session_engine(config))
+        )
     return config.stash[_VALIDATOR]
 
 
@@ -100,8 +101,9 @@ def _expected(config: pytest.Config, exp: Expectations, split: str = "dev") -> E
         case = case.bound(labels)  # a case played from a scenario: its events in this split
         neutral = neutral_events(case, cases, labels)
     if isinstance(exp.must_match, tuple):
-        return Expected(list(exp.must_match), "listed events", True,
-                        neutral if case is not None else frozenset())
+        return Expected(
+            list(exp.must_match), "listed events", True, neutral if case is not None else frozenset()
+        )
     if case is not None:
         ids = {t: list(v) for t, v in case.ground_truth.attack_events.items()}
         return Expected(ids, f"attack events of {exp.case}", exp.must_match == "all", neutral)
@@ -129,8 +131,9 @@ class RuleFile(pytest.File):
         self._results: dict[str, DetectionResult] = {}
 
     def collect(self) -> list[pytest.Item]:
-        return check_items(self, RuleItem, self.item_names, pytest.mark.realm_rule(str(self.path)),
-                           f"rule:{self.path}")
+        return check_items(
+            self, RuleItem, self.item_names, pytest.mark.realm_rule(str(self.path)), f"rule:{self.path}"
+        )
 
     def parsed(self) -> ParsedRule:
         """The rule as read by the subclass's ``read`` (once)."""
@@ -143,8 +146,9 @@ class RuleFile(pytest.File):
         if split not in self._results:
             parsed = self.parsed()
             expected = _expected(self.config, parsed.expectations, split)
-            self._results[split] = self.execute(parsed, expected, _engine(self.config, split),
-                                                session_store(self.config, split).labels)
+            self._results[split] = self.execute(
+                parsed, expected, _engine(self.config, split), session_store(self.config, split).labels
+            )
         return self._results[split]
 
 
@@ -163,22 +167,33 @@ class SigmaRuleFile(RuleFile):
             raise RuleCheckFailed(f"does not convert to KQL: {self._conversion.reason}")
         return self._conversion
 
-    def execute(self, parsed: ParsedRule, expected: Expected, engine: Any,
-                labels: Any) -> DetectionResult:
-        return evaluate_rule(parsed, engine, labels, expected=expected.ids,
-                             neutral=expected.neutral, examples=_EXAMPLES,
-                             conversion=self.conversion())
+    def execute(self, parsed: ParsedRule, expected: Expected, engine: Any, labels: Any) -> DetectionResult:
+        return evaluate_rule(
+            parsed,
+            engine,
+            labels,
+            expected=expected.ids,
+            neutral=expected.neutral,
+            examples=_EXAMPLES,
+            conversion=self.conversion(),
+        )
 
 
 class KqlRuleFile(RuleFile):
     item_names = _KQL_ITEMS
     read = staticmethod(parse_kql_rule)
 
-    def execute(self, parsed: ParsedRule, expected: Expected, engine: Any,
-                labels: Any) -> DetectionResult:
+    def execute(self, parsed: ParsedRule, expected: Expected, engine: Any, labels: Any) -> DetectionResult:
         # Like a Sigma rule, a gated query is held to the expected events of the tables it reads.
-        return evaluate(parsed.text or "", engine, labels, expected=expected.ids,
-                        neutral=expected.neutral, within_tables_read=True, examples=_EXAMPLES)
+        return evaluate(
+            parsed.text or "",
+            engine,
+            labels,
+            expected=expected.ids,
+            neutral=expected.neutral,
+            within_tables_read=True,
+            examples=_EXAMPLES,
+        )
 
 
 # -- items -----------------------------------------------------------------------------------
@@ -200,14 +215,14 @@ class RuleItem(CheckItem):
     def _require_parsed(self) -> ParsedRule:
         parsed = self.rule_file.parsed()
         broken = parsed.error is not None or (
-            isinstance(self.rule_file, SigmaRuleFile) and parsed.rule is None)
+            isinstance(self.rule_file, SigmaRuleFile) and parsed.rule is None
+        )
         if broken:
             pytest.skip(f"the rule does not parse: {parsed.error}")
         return parsed
 
     def runtest(self) -> None:
-        self.user_properties.extend([("rule", relative(self.config, self.path)),
-                                     ("rule_check", self.check)])
+        self.user_properties.extend([("rule", relative(self.config, self.path)), ("rule_check", self.check)])
         parsed = self.rule_file.parsed()
         self.user_properties.append(("rule_title", parsed.label))
         if parsed.expectations is not None and getattr(parsed.expectations, "case", None):
@@ -242,8 +257,10 @@ class RuleItem(CheckItem):
         if result.errors:
             raise RuleCheckFailed(
                 f"{len(result.errors)} validator error(s): "
-                + "; ".join(f"{i.validator}: {i.description}"
-                            + (f" ({i.details})" if i.details else "") for i in result.errors)
+                + "; ".join(
+                    f"{i.validator}: {i.description}" + (f" ({i.details})" if i.details else "")
+                    for i in result.errors
+                )
             )
 
     # convert --------------------------------------------------------------------------------
@@ -274,8 +291,9 @@ class RuleItem(CheckItem):
                 where = f" on {split}" if len(splits) > 1 else ""
                 raise RuleCheckFailed(f"{result.stage} failed{where}: {result.error}")
             suffix = "" if split == "dev" else f"_{split}"
-            self.user_properties.extend([(f"matched{suffix}", result.rows), (f"tp{suffix}", result.tp),
-                                         (f"fp{suffix}", result.fp)])
+            self.user_properties.extend(
+                [(f"matched{suffix}", result.rows), (f"tp{suffix}", result.tp), (f"fp{suffix}", result.fp)]
+            )
             self.add_report_section("call", f"matches ({split})", result.summary())
         return results
 
@@ -295,7 +313,8 @@ class RuleItem(CheckItem):
                 failures.append(
                     f"{where}must_match: no {expected.label} in the table(s) this rule reads "
                     f"({', '.join(result.tables) or 'none'}); {result.expected_elsewhere} are in "
-                    "other tables")
+                    "other tables"
+                )
             elif result.missed_attack:
                 missed = [_bare(e) for e in result.missed_attack]
                 shown = ", ".join(missed[:20]) + (" ..." if len(missed) > 20 else "")
@@ -316,16 +335,19 @@ class RuleItem(CheckItem):
             if limit is None or result.fp <= limit:
                 continue
             where = f"on {split}: " if len(results) > 1 else ""
-            parts = [f"{result.hard_negatives_matched} hard negatives",
-                     f"{result.background_matched} background"]
+            parts = [
+                f"{result.hard_negatives_matched} hard negatives",
+                f"{result.background_matched} background",
+            ]
             if result.foreign_attacks_matched:
-                parts.append(f"{result.foreign_attacks_matched} attack events of cases sharing "
-                             "no technique")
+                parts.append(f"{result.foreign_attacks_matched} attack events of cases sharing no technique")
             if result.unattributed:
                 parts.append(f"{result.unattributed} rows traced to no event ({result.hint})")
             failures.append(
                 f"{where}raised {result.fp} false positives (max_false_positives: {limit}): "
-                + ", ".join(parts) + _examples_text(self, result))
+                + ", ".join(parts)
+                + _examples_text(self, result)
+            )
         if failures:
             raise RuleCheckFailed("\n".join(failures))
 
@@ -358,6 +380,9 @@ def _examples_text(item: RuleItem, result: DetectionResult) -> str:
 
 
 def _short(value: Any, width: int = 80) -> str:
-    text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True,
-                                                              width=10_000).strip()
+    text = (
+        value
+        if isinstance(value, str)
+        else yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    )
     return text if len(text) <= width else text[: width - 3] + "..."

@@ -30,10 +30,12 @@ from . import rules_root
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("realm_rules", "rules folder, relative to rootdir", default="rules")
-    parser.addini("realm_rules_validators_exclude",
-                  "validators not run by the rules gate (space separated; default: the file-name "
-                  "convention validators, since rule files follow the project's naming)",
-                  default=" ".join(sorted(FILENAME_VALIDATORS)))
+    parser.addini(
+        "realm_rules_validators_exclude",
+        "validators not run by the rules gate (space separated; default: the file-name "
+        "convention validators, since rule files follow the project's naming)",
+        default=" ".join(sorted(FILENAME_VALIDATORS)),
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

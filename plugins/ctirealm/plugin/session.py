@@ -61,8 +61,7 @@ class RealmSession:
         self.is_worker = worker is not None
         # Each session writes its case parts under its own id, so two sessions sharing a
         # report directory never mix their results.
-        self.id: str = worker["realm_session"] if worker and "realm_session" in worker \
-            else uuid.uuid4().hex
+        self.id: str = worker["realm_session"] if worker and "realm_session" in worker else uuid.uuid4().hex
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
         self.runs: dict[tuple[str, int], CaseRun] = {}
         self.rules: dict[str, dict[str, Any]] = {}
@@ -96,9 +95,19 @@ class RealmSession:
     def _run_and_score(self, agent: Any, cases: CaseSet, case: Case, epoch: int) -> CaseRun:
         config, opts = self.config, settings(self.config)
         engine = session_engine(config)
-        trajectory = run_agent(agent, case, cases, engine, RunSettings(
-            variant=opts.variant, max_tool_calls=opts.max_tool_calls, toolsets=opts.toolsets,
-            time_limit=opts.time_limit), epoch=epoch)
+        trajectory = run_agent(
+            agent,
+            case,
+            cases,
+            engine,
+            RunSettings(
+                variant=opts.variant,
+                max_tool_calls=opts.max_tool_calls,
+                toolsets=opts.toolsets,
+                time_limit=opts.time_limit,
+            ),
+            epoch=epoch,
+        )
         # Final detections are scored on the held-out split; dev (what the agent queried) beside.
         split = scoring_split(config)
         score = self._score(case, cases, trajectory, split)
@@ -106,18 +115,30 @@ class RealmSession:
         if split != "dev" and opts.scoring == "strict":
             score.dev = self._score(case, cases, trajectory, "dev")
         trajectory.save(trajectory_path(opts.report_dir / "trajectories", case.id, epoch))
-        entry = case_entry(score, case, trajectory, tables=engine.schemas,
-                           agent_spec=opts.agent if self.agent_from_spec else None)
+        entry = case_entry(
+            score,
+            case,
+            trajectory,
+            tables=engine.schemas,
+            agent_spec=opts.agent if self.agent_from_spec else None,
+        )
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         (self.parts_dir / f"{case.id}.e{epoch}.json").write_text(
-            json.dumps(entry, default=str, indent=1), encoding="utf-8")
+            json.dumps(entry, default=str, indent=1), encoding="utf-8"
+        )
         return CaseRun(trajectory, score)
 
     def _score(self, case: Case, cases: CaseSet, trajectory: Trajectory, split: str) -> CaseScore:
         """Every checkpoint of *case*, its final detections executed on *split*'s store."""
-        return score_on(case, cases, trajectory, engine=split_engine(self.config, split),
-                        labels=session_store(self.config, split).labels,
-                        mode=settings(self.config).scoring, judge=self._judge())
+        return score_on(
+            case,
+            cases,
+            trajectory,
+            engine=split_engine(self.config, split),
+            labels=session_store(self.config, split).labels,
+            mode=settings(self.config).scoring,
+            judge=self._judge(),
+        )
 
     def _judge(self) -> Any:
         model = self.config.getoption("--realm-judge")
@@ -141,9 +162,19 @@ class RealmSession:
         props = dict(report.user_properties)
         if "rule" not in props or (report.when != "call" and not report.failed and not report.skipped):
             return
-        entry = self.rules.setdefault(str(props["rule"]), {
-            "path": str(props["rule"]), "title": str(props.get("rule_title", "")), "status": "passed",
-            "tp": None, "fp": None, "expected": props.get("rule_case"), "message": "", "checks": {}})
+        entry = self.rules.setdefault(
+            str(props["rule"]),
+            {
+                "path": str(props["rule"]),
+                "title": str(props.get("rule_title", "")),
+                "status": "passed",
+                "tp": None,
+                "fp": None,
+                "expected": props.get("rule_case"),
+                "message": "",
+                "checks": {},
+            },
+        )
         outcome = "failed" if report.failed else "skipped" if report.skipped else "passed"
         entry["checks"][str(props.get("rule_check", report.nodeid))] = outcome
         for key in ("tp", "fp"):
@@ -159,27 +190,39 @@ class RealmSession:
             return
         config, opts = self.config, settings(self.config)
         parts = self.parts_dir
-        entries = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(parts.glob("*.json"))] \
-            if parts.is_dir() else []
+        entries = (
+            [json.loads(p.read_text(encoding="utf-8")) for p in sorted(parts.glob("*.json"))]
+            if parts.is_dir()
+            else []
+        )
         rules = [self.rules[k] for k in sorted(self.rules)]
         shutil.rmtree(parts, ignore_errors=True)
         wanted = self._cases is not None or entries or benchmark_requested(config)
         try:
             problems = run_problems(config, self.case_set()) if wanted else []
         except StoreUnavailable as exc:
-            problems = [{"kind": "telemetry", "path": None, "line": None, "message": str(exc),
-                         "cases": []}]
+            problems = [{"kind": "telemetry", "path": None, "line": None, "message": str(exc), "cases": []}]
         if not entries and not rules and not problems:
             return
-        results = build_results(entries, run={
-            "scoring": opts.scoring, "variant": opts.variant, "subset": opts.subset or "all",
-            "epochs": opts.epochs, "pass_ratio": opts.pass_ratio},
-            agent=opts.agent, dataset=self._dataset(), started=self.started)
+        results = build_results(
+            entries,
+            run={
+                "scoring": opts.scoring,
+                "variant": opts.variant,
+                "subset": opts.subset or "all",
+                "epochs": opts.epochs,
+                "pass_ratio": opts.pass_ratio,
+            },
+            agent=opts.agent,
+            dataset=self._dataset(),
+            started=self.started,
+        )
         results["rules"] = rules
         results["problems"] = problems
         opts.report_dir.mkdir(parents=True, exist_ok=True)
-        (opts.report_dir / "results.json").write_text(json.dumps(results, indent=1, default=str),
-                                                      encoding="utf-8")
+        (opts.report_dir / "results.json").write_text(
+            json.dumps(results, indent=1, default=str), encoding="utf-8"
+        )
         self.results = results
         try:
             from ..report import write_reports
@@ -187,24 +230,27 @@ class RealmSession:
             write_reports(results, opts.report_dir)
         except Exception as exc:  # a report bug must not hide the results or the exit status
             self.report_error = f"{type(exc).__name__}: {exc}"
-        if opts.min_score is not None and entries and \
-                results["summary"]["normalized_score"] < opts.min_score:
+        if opts.min_score is not None and entries and results["summary"]["normalized_score"] < opts.min_score:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _dataset(self) -> dict[str, Any]:
         config = self.config
         try:
             store = session_store(config)
-            return {"name": store.meta["dataset"], "hash": store.meta["hash"],
-                    "rows": sum(store.rows.values()), "window": store.meta["window"],
-                    "scored_on": scoring_split(config),
-                    "splits": {split: session_store(config, split).meta["hash"]
-                               for split in dataset_splits(config)}}
+            return {
+                "name": store.meta["dataset"],
+                "hash": store.meta["hash"],
+                "rows": sum(store.rows.values()),
+                "window": store.meta["window"],
+                "scored_on": scoring_split(config),
+                "splits": {
+                    split: session_store(config, split).meta["hash"] for split in dataset_splits(config)
+                },
+            }
         except StoreUnavailable as exc:
             return {"error": str(exc)}
 
-    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int,
-                                config: pytest.Config) -> None:
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         results = self.results
         if not results:
             return
@@ -215,8 +261,7 @@ class RealmSession:
             write(f"reports could not be written: {self.report_error}", red=True)
         problems = results.get("problems", [])
         if problems:
-            write(f"left out of this run ({len(problems)}; not scored, listed in results.json):",
-                  red=True)
+            write(f"left out of this run ({len(problems)}; not scored, listed in results.json):", red=True)
             for problem in problems[:10]:
                 stops = f"  [cases: {', '.join(problem['cases'])}]" if problem.get("cases") else ""
                 write(f"  {problem['message'].splitlines()[0]}{stops}", red=True)
@@ -230,16 +275,20 @@ class RealmSession:
             return
         run = results["run"]
         low, high = summary["ci95"]
-        write(f"agent {run['agent']}  scoring {run['scoring']}  variant {run['variant']}  "
-              f"cases {len(summary['cases'])}  epochs {run['epochs']}")
+        write(
+            f"agent {run['agent']}  scoring {run['scoring']}  variant {run['variant']}  "
+            f"cases {len(summary['cases'])}  epochs {run['epochs']}"
+        )
         write(f"normalised score {summary['normalized_score']:.3f}  (95% CI {low:.3f}–{high:.3f})")
         gap = summary.get("generalisation")
         if gap:
             on, dev = gap[gap["scored_on"]], gap["dev"]
-            write(f"  final detections scored on {gap['scored_on']}: KQL F1 {on['kql_f1']:.2f}, "
-                  f"Sigma F1 {on['sigma_f1']:.2f}; on dev (what the agent queried): score "
-                  f"{dev['normalized_score']:.3f}, KQL F1 {dev['kql_f1']:.2f}, "
-                  f"Sigma F1 {dev['sigma_f1']:.2f}")
+            write(
+                f"  final detections scored on {gap['scored_on']}: KQL F1 {on['kql_f1']:.2f}, "
+                f"Sigma F1 {on['sigma_f1']:.2f}; on dev (what the agent queried): score "
+                f"{dev['normalized_score']:.3f}, KQL F1 {dev['kql_f1']:.2f}, "
+                f"Sigma F1 {dev['sigma_f1']:.2f}"
+            )
         for platform, values in summary["by_platform"].items():
             write(f"  {platform:<8} {values['normalized_score']:.3f}  ({values['cases']} runs)")
         for name, values in summary["by_checkpoint"].items():

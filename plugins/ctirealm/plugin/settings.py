@@ -18,31 +18,66 @@ SUBSETS = {"25": "realm-25", "50": "realm-50", "all": None}
 def add_options(parser: pytest.Parser) -> None:
     """The benchmark's command-line options and ini keys."""
     group = parser.getgroup("ctirealm")
-    group.addoption("--realm-agent", default=None, metavar="SPEC",
-                    help="agent under test: baseline (default), oracle, null, python:mod:attr, "
-                         'command:"argv", mcp:COMMAND, openai:<model>, replay:<dir>, '
-                         "inspect:<log>")
-    group.addoption("--realm-scoring", choices=MODES, default=None,
-                    help="strict (default, deterministic) or compat (the reference's formulas)")
-    group.addoption("--realm-judge", default=None, metavar="MODEL",
-                    help="OpenAI-compatible model judging compat C0 and Sigma quality")
-    group.addoption("--realm-subset", choices=sorted(SUBSETS), default=None,
-                    help="25, 50 or all (default all)")
-    group.addoption("--realm-variant", choices=sorted(VARIANTS), default=None,
-                    help="full (default), minimal (no CTI/ATT&CK/Sigma tools) or seeded")
-    group.addoption("--realm-tools", default=None, metavar="+TOOLSET",
-                    help="opt-in toolsets beside the variant's tools: +sandbox (bash and python "
-                         "without network, under bubblewrap)")
-    group.addoption("--realm-epochs", type=int, default=None, metavar="N",
-                    help="runs per case (default 1)")
-    group.addoption("--realm-min-score", type=float, default=None, metavar="X",
-                    help="fail the session when the normalised score is below X")
-    group.addoption("--realm-report-dir", default=None, metavar="DIR",
-                    help="where results.json, trajectories and reports go (default reports/)")
-    group.addoption("--realm-engine", default=None, metavar="URL",
-                    help="local (default) or kusto://HOST/DATABASE")
-    group.addoption("--realm-agent-timeout", type=float, default=None, metavar="SECONDS",
-                    help="wall-time limit per case (default 600)")
+    group.addoption(
+        "--realm-agent",
+        default=None,
+        metavar="SPEC",
+        help="agent under test: baseline (default), oracle, null, python:mod:attr, "
+        'command:"argv", mcp:COMMAND, openai:<model>, replay:<dir>, '
+        "inspect:<log>",
+    )
+    group.addoption(
+        "--realm-scoring",
+        choices=MODES,
+        default=None,
+        help="strict (default, deterministic) or compat (the reference's formulas)",
+    )
+    group.addoption(
+        "--realm-judge",
+        default=None,
+        metavar="MODEL",
+        help="OpenAI-compatible model judging compat C0 and Sigma quality",
+    )
+    group.addoption(
+        "--realm-subset", choices=sorted(SUBSETS), default=None, help="25, 50 or all (default all)"
+    )
+    group.addoption(
+        "--realm-variant",
+        choices=sorted(VARIANTS),
+        default=None,
+        help="full (default), minimal (no CTI/ATT&CK/Sigma tools) or seeded",
+    )
+    group.addoption(
+        "--realm-tools",
+        default=None,
+        metavar="+TOOLSET",
+        help="opt-in toolsets beside the variant's tools: +sandbox (bash and python "
+        "without network, under bubblewrap)",
+    )
+    group.addoption("--realm-epochs", type=int, default=None, metavar="N", help="runs per case (default 1)")
+    group.addoption(
+        "--realm-min-score",
+        type=float,
+        default=None,
+        metavar="X",
+        help="fail the session when the normalised score is below X",
+    )
+    group.addoption(
+        "--realm-report-dir",
+        default=None,
+        metavar="DIR",
+        help="where results.json, trajectories and reports go (default reports/)",
+    )
+    group.addoption(
+        "--realm-engine", default=None, metavar="URL", help="local (default) or kusto://HOST/DATABASE"
+    )
+    group.addoption(
+        "--realm-agent-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wall-time limit per case (default 600)",
+    )
     group.addoption("--realm-base-url", default=None, help="base URL of an OpenAI-compatible API")
     group.addoption("--realm-temperature", type=float, default=None, help="sampling temperature")
     parser.addini("realm_agent", "default agent spec", default="baseline")
@@ -51,12 +86,10 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("realm_variant", "default tool variant", default="full")
     parser.addini("realm_tools", "opt-in toolsets (e.g. +sandbox)", default="")
     parser.addini("realm_epochs", "default runs per case", default="1")
-    parser.addini("realm_pass_ratio", "share of a checkpoint's maximum an item needs to pass",
-                  default="0.5")
+    parser.addini("realm_pass_ratio", "share of a checkpoint's maximum an item needs to pass", default="0.5")
     parser.addini("realm_report_dir", "report directory, relative to rootdir", default="reports")
     parser.addini("realm_agent_timeout", "wall-time limit per case in seconds", default="600")
     parser.addini("realm_max_tool_calls", "tool-call limit per case", default="200")
-
 
 
 def _opt(config: pytest.Config, option: str, ini: str) -> Any:

@@ -35,8 +35,9 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def write_reports(results: dict[str, Any], report_dir: Path, *,
-                  trajectories: Path | None = None) -> dict[str, Path]:
+def write_reports(
+    results: dict[str, Any], report_dir: Path, *, trajectories: Path | None = None
+) -> dict[str, Path]:
     """Write score.html, summary.md and coverage.json into ``report_dir``; return their paths.
 
     ``results`` is a results document as written to results.json (validated here: an unusable one
@@ -45,16 +46,22 @@ def write_reports(results: dict[str, Any], report_dir: Path, *,
     appended to ``$GITHUB_STEP_SUMMARY`` when that variable names a file (key ``step_summary``).
     """
     report_dir = Path(report_dir)
-    data = check_results(results, source=str(results.get("source") or report_dir / "results.json")
-                         if isinstance(results, dict) else "results.json")
+    data = check_results(
+        results,
+        source=str(results.get("source") or report_dir / "results.json")
+        if isinstance(results, dict)
+        else "results.json",
+    )
     report_dir.mkdir(parents=True, exist_ok=True)
     folder = trajectories if trajectories is not None else report_dir / "trajectories"
     summary = render_markdown(data)
     written = {
         "html": _write(report_dir / "score.html", render_html(data, trajectories=folder, out_dir=report_dir)),
         "markdown": _write(report_dir / "summary.md", summary),
-        "coverage": _write(report_dir / "coverage.json",
-                           json.dumps(coverage_layer(data), indent=1, ensure_ascii=False) + "\n"),
+        "coverage": _write(
+            report_dir / "coverage.json",
+            json.dumps(coverage_layer(data), indent=1, ensure_ascii=False) + "\n",
+        ),
     }
     step = os.environ.get("GITHUB_STEP_SUMMARY")
     if step and os.environ.get(STEP_SUMMARY_SWITCH, "1") != "0":
@@ -64,6 +71,18 @@ def write_reports(results: dict[str, Any], report_dir: Path, *,
     return written
 
 
-__all__ = ["CURRENT_FORMAT", "SUPPORTED_FORMATS", "Comparison", "ResultsError", "check_results",
-           "compare_results", "coverage_layer", "format_comparison", "load_results",
-           "render_comparison_html", "render_html", "render_markdown", "write_reports"]
+__all__ = [
+    "CURRENT_FORMAT",
+    "SUPPORTED_FORMATS",
+    "Comparison",
+    "ResultsError",
+    "check_results",
+    "compare_results",
+    "coverage_layer",
+    "format_comparison",
+    "load_results",
+    "render_comparison_html",
+    "render_html",
+    "render_markdown",
+    "write_reports",
+]

@@ -101,8 +101,17 @@ def _run_info(index: int, label: str, results: dict[str, Any]) -> RunInfo:
     run, summary = results["run"], results["summary"]
     dataset = run["dataset"]
     name = "@".join(str(x) for x in (dataset.get("name"), dataset.get("hash")) if x) or "unknown"
-    return RunInfo(_key(index), label, run["agent"], run["scoring"], name, len(results["cases"]),
-                   float(summary["normalized_score"]), (summary["ci95"][0], summary["ci95"][1]), results)
+    return RunInfo(
+        _key(index),
+        label,
+        run["agent"],
+        run["scoring"],
+        name,
+        len(results["cases"]),
+        float(summary["normalized_score"]),
+        (summary["ci95"][0], summary["ci95"][1]),
+        results,
+    )
 
 
 def _mean(values: list[float]) -> float | None:
@@ -118,17 +127,28 @@ def _per_case(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for case_id, runs in grouped.items():
         runs.sort(key=lambda c: c["epoch"])
         names = {n for c in runs for n in c["checkpoints"]}
-        points = {n: _mean([c["checkpoints"][n]["score"] for c in runs
-                            if n in c["checkpoints"] and c["checkpoints"][n]["score"] is not None])
-                  for n in names}
+        points = {
+            n: _mean(
+                [
+                    c["checkpoints"][n]["score"]
+                    for c in runs
+                    if n in c["checkpoints"] and c["checkpoints"][n]["score"] is not None
+                ]
+            )
+            for n in names
+        }
         tpfp = []
         for c in runs:
             kql = c["detection"].get("kql")
             tpfp.append("–" if kql is None else "error" if kql.get("error") else f"{kql['tp']}/{kql['fp']}")
         statuses = sorted({c["status"] for c in runs})
-        out[case_id] = {"platform": runs[0]["platform"],
-                        "score": _mean([c["normalized_score"] for c in runs]) or 0.0,
-                        "points": points, "tpfp": ",".join(tpfp), "status": ",".join(statuses)}
+        out[case_id] = {
+            "platform": runs[0]["platform"],
+            "score": _mean([c["normalized_score"] for c in runs]) or 0.0,
+            "points": points,
+            "tpfp": ",".join(tpfp),
+            "status": ",".join(statuses),
+        }
     return out
 
 
@@ -156,19 +176,39 @@ def _rule_changes(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> 
         a, b = old.get(path), new.get(path)
         if a is None or b is None:
             kind = "added" if a is None else "removed"
-            changes.append(RuleChange(path, a["status"] if a else "–", b["status"] if b else "–",
-                                      _rule_tpfp(a), _rule_tpfp(b), kind))
+            changes.append(
+                RuleChange(
+                    path,
+                    a["status"] if a else "–",
+                    b["status"] if b else "–",
+                    _rule_tpfp(a),
+                    _rule_tpfp(b),
+                    kind,
+                )
+            )
             continue
         pa, pb = rule_passed(a), rule_passed(b)
-        worse = (pa is True and pb is not True) or (
-            a["tp"] is not None and b["tp"] is not None and b["tp"] < a["tp"]) or (
-            a["fp"] is not None and b["fp"] is not None and b["fp"] > a["fp"])
-        better = (pa is not True and pb is True) or (
-            a["tp"] is not None and b["tp"] is not None and b["tp"] > a["tp"]) or (
-            a["fp"] is not None and b["fp"] is not None and b["fp"] < a["fp"])
+        worse = (
+            (pa is True and pb is not True)
+            or (a["tp"] is not None and b["tp"] is not None and b["tp"] < a["tp"])
+            or (a["fp"] is not None and b["fp"] is not None and b["fp"] > a["fp"])
+        )
+        better = (
+            (pa is not True and pb is True)
+            or (a["tp"] is not None and b["tp"] is not None and b["tp"] > a["tp"])
+            or (a["fp"] is not None and b["fp"] is not None and b["fp"] < a["fp"])
+        )
         if worse or better:
-            changes.append(RuleChange(path, a["status"], b["status"], _rule_tpfp(a), _rule_tpfp(b),
-                                      "regression" if worse else "improvement"))
+            changes.append(
+                RuleChange(
+                    path,
+                    a["status"],
+                    b["status"],
+                    _rule_tpfp(a),
+                    _rule_tpfp(b),
+                    "regression" if worse else "improvement",
+                )
+            )
     order = {"regression": 0, "removed": 1, "improvement": 2, "added": 3}
     return sorted(changes, key=lambda c: (order[c.kind], c.path))
 
@@ -180,25 +220,40 @@ def compare_pair(base: RunInfo, other: RunInfo, *, threshold: float = THRESHOLD)
     deltas = []
     for case_id in sorted(set(a) & set(b)):
         x, y = a[case_id], b[case_id]
-        deltas.append(CaseDelta(case_id, x["platform"], x["score"], y["score"],
-                                {n: (x["points"].get(n), y["points"].get(n)) for n in names},
-                                (x["tpfp"], y["tpfp"]), (x["status"], y["status"])))
+        deltas.append(
+            CaseDelta(
+                case_id,
+                x["platform"],
+                x["score"],
+                y["score"],
+                {n: (x["points"].get(n), y["points"].get(n)) for n in names},
+                (x["tpfp"], y["tpfp"]),
+                (x["status"], y["status"]),
+            )
+        )
     regressions = sorted((d for d in deltas if d.delta < -threshold), key=lambda d: (d.delta, d.case))
     improvements = sorted((d for d in deltas if d.delta > threshold), key=lambda d: (-d.delta, d.case))
     unchanged = [d for d in deltas if abs(d.delta) <= threshold]
     cp_a, cp_b = _checkpoint_means(base.results), _checkpoint_means(other.results)
     pl_a, pl_b = _platform_means(base.results), _platform_means(other.results)
     return PairComparison(
-        base, other, names,
+        base,
+        other,
+        names,
         {n: (cp_a.get(n), cp_b.get(n)) for n in names},
         {p: (pl_a.get(p), pl_b.get(p)) for p in sorted(set(pl_a) | set(pl_b))},
-        regressions, improvements, unchanged,
-        sorted(set(a) - set(b)), sorted(set(b) - set(a)),
-        _rule_changes(base.results["rules"], other.results["rules"]))
+        regressions,
+        improvements,
+        unchanged,
+        sorted(set(a) - set(b)),
+        sorted(set(b) - set(a)),
+        _rule_changes(base.results["rules"], other.results["rules"]),
+    )
 
 
-def compare_results(results: list[dict[str, Any]], labels: list[str] | None = None, *,
-                    threshold: float = THRESHOLD) -> Comparison:
+def compare_results(
+    results: list[dict[str, Any]], labels: list[str] | None = None, *, threshold: float = THRESHOLD
+) -> Comparison:
     """Compare normalised results documents; the first is the baseline."""
     if len(results) < 2:
         raise ValueError("compare needs at least two results files")
@@ -208,11 +263,15 @@ def compare_results(results: list[dict[str, Any]], labels: list[str] | None = No
     base = runs[0]
     for run in runs[1:]:
         if run.scoring != base.scoring:
-            warnings.append(f"{run.key} used {run.scoring} scoring and {base.key} {base.scoring}: "
-                            "scores are not directly comparable.")
+            warnings.append(
+                f"{run.key} used {run.scoring} scoring and {base.key} {base.scoring}: "
+                "scores are not directly comparable."
+            )
         if run.dataset != base.dataset:
-            warnings.append(f"{run.key} ran on dataset {run.dataset} and {base.key} on {base.dataset}: "
-                            "detection counts may differ for that reason alone.")
+            warnings.append(
+                f"{run.key} ran on dataset {run.dataset} and {base.key} on {base.dataset}: "
+                "detection counts may differ for that reason alone."
+            )
     return Comparison(runs, [compare_pair(base, run, threshold=threshold) for run in runs[1:]], warnings)
 
 
@@ -222,7 +281,7 @@ def compare_results(results: list[dict[str, Any]], labels: list[str] | None = No
 def _signed(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "–"
-    if abs(value) < 0.5 * 10 ** -digits:
+    if abs(value) < 0.5 * 10**-digits:
         return f"{0:.{digits}f}"
     return f"{value:+.{digits}f}"
 
@@ -261,36 +320,72 @@ def format_comparison(comparison: Comparison) -> str:
     base = comparison.runs[0]
     rows = [["", "results", "agent", "scoring", "dataset", "runs", "score", "95% CI", "Δ vs A"]]
     for run in comparison.runs:
-        rows.append([run.key, run.label, run.agent, run.scoring, run.dataset, str(run.cases),
-                     f"{run.score:.3f}", f"{run.ci[0]:.3f}–{run.ci[1]:.3f}",
-                     "" if run is base else _signed(run.score - base.score)])
+        rows.append(
+            [
+                run.key,
+                run.label,
+                run.agent,
+                run.scoring,
+                run.dataset,
+                str(run.cases),
+                f"{run.score:.3f}",
+                f"{run.ci[0]:.3f}–{run.ci[1]:.3f}",
+                "" if run is base else _signed(run.score - base.score),
+            ]
+        )
     lines += _table(rows, {5, 6, 8})
     lines += [f"  warning: {printable(w)}" for w in comparison.warnings]
     for pair in comparison.pairs:
         a, b = pair.base.key, pair.other.key
-        lines += ["", f"{b} vs {a}: score {pair.base.score:.3f} → {pair.other.score:.3f} "
-                      f"({_signed(pair.score_delta)}); {len(pair.regressions)} regressed, "
-                      f"{len(pair.improvements)} improved, {len(pair.unchanged)} unchanged"
-                      + (f", {len(pair.only_base)} only in {a}" if pair.only_base else "")
-                      + (f", {len(pair.only_other)} only in {b}" if pair.only_other else "")]
+        lines += [
+            "",
+            f"{b} vs {a}: score {pair.base.score:.3f} → {pair.other.score:.3f} "
+            f"({_signed(pair.score_delta)}); {len(pair.regressions)} regressed, "
+            f"{len(pair.improvements)} improved, {len(pair.unchanged)} unchanged"
+            + (f", {len(pair.only_base)} only in {a}" if pair.only_base else "")
+            + (f", {len(pair.only_other)} only in {b}" if pair.only_other else ""),
+        ]
         lines.append(f"Regressions ({len(pair.regressions)})")
         lines += _case_rows(pair.regressions, pair.checkpoints, a, b) if pair.regressions else ["  none"]
         lines.append(f"Improvements ({len(pair.improvements)})")
         lines += _case_rows(pair.improvements, pair.checkpoints, a, b) if pair.improvements else ["  none"]
         if pair.rule_changes:
             lines.append(f"Rule changes ({len(pair.rule_changes)})")
-            lines += _table([["rule", "status", "TP/FP", "change"]] + [
-                [c.path, f"{c.before}→{c.after}", f"{c.tpfp_before}→{c.tpfp_after}", c.kind]
-                for c in pair.rule_changes], set())
+            lines += _table(
+                [["rule", "status", "TP/FP", "change"]]
+                + [
+                    [c.path, f"{c.before}→{c.after}", f"{c.tpfp_before}→{c.tpfp_after}", c.kind]
+                    for c in pair.rule_changes
+                ],
+                set(),
+            )
         lines.append("By checkpoint (mean points)")
-        lines += _table([["checkpoint", a, b, "Δ"]] + [
-            [f"{checkpoint_code(n)} {checkpoint_label(n)}", fmt_score(x), fmt_score(y),
-             _signed(None if x is None or y is None else y - x, 2)]
-            for n, (x, y) in pair.checkpoint_means.items()], {1, 2, 3})
+        lines += _table(
+            [["checkpoint", a, b, "Δ"]]
+            + [
+                [
+                    f"{checkpoint_code(n)} {checkpoint_label(n)}",
+                    fmt_score(x),
+                    fmt_score(y),
+                    _signed(None if x is None or y is None else y - x, 2),
+                ]
+                for n, (x, y) in pair.checkpoint_means.items()
+            ],
+            {1, 2, 3},
+        )
         lines.append("By platform (normalised score)")
-        lines += _table([["platform", a, b, "Δ"]] + [
-            [p, fmt_score(x, 3), fmt_score(y, 3), _signed(None if x is None or y is None else y - x)]
-            for p, (x, y) in pair.platform_means.items()], {1, 2, 3}) if pair.platform_means else ["  none"]
+        lines += (
+            _table(
+                [["platform", a, b, "Δ"]]
+                + [
+                    [p, fmt_score(x, 3), fmt_score(y, 3), _signed(None if x is None or y is None else y - x)]
+                    for p, (x, y) in pair.platform_means.items()
+                ],
+                {1, 2, 3},
+            )
+            if pair.platform_means
+            else ["  none"]
+        )
         if pair.only_base:
             lines.append(f"Only in {a}: " + printable(", ".join(pair.only_base)))
         if pair.only_other:

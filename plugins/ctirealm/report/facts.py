@@ -117,19 +117,25 @@ class CaseFacts:
         return self.id if self.epoch == 1 else f"{self.id} (epoch {self.epoch})"
 
 
-def _compare(found: list[str], expected: list[str] | None, details: dict[str, Any],
-             *, matched_key: str | None = None) -> Compared:
+def _compare(
+    found: list[str], expected: list[str] | None, details: dict[str, Any], *, matched_key: str | None = None
+) -> Compared:
     out = Compared(found=sorted(set(found)), expected=None if expected is None else sorted(set(expected)))
     if out.expected is None:
         out.extra = []
         return out
     exp = set(out.expected)
-    out.matched = sorted(details.get(matched_key) or []) if matched_key and matched_key in details \
+    out.matched = (
+        sorted(details.get(matched_key) or [])
+        if matched_key and matched_key in details
         else sorted(exp & set(out.found))
-    out.missed = sorted(details["missed"]) if isinstance(details.get("missed"), list) \
-        else sorted(exp - set(out.found))
-    out.extra = sorted(details["extra"]) if isinstance(details.get("extra"), list) \
-        else sorted(set(out.found) - exp)
+    )
+    out.missed = (
+        sorted(details["missed"]) if isinstance(details.get("missed"), list) else sorted(exp - set(out.found))
+    )
+    out.extra = (
+        sorted(details["extra"]) if isinstance(details.get("extra"), list) else sorted(set(out.found) - exp)
+    )
     return out
 
 
@@ -157,8 +163,18 @@ def case_facts(case: dict[str, Any]) -> CaseFacts:
     tables_expected = c2.get("expected") if isinstance(c2.get("expected"), list) else truth.get("tables")
     tables = _compare([str(t) for t in explored], tables_expected, c2)
 
-    facts = CaseFacts(case, case["id"], case["epoch"], anchor(case["id"], case["epoch"]),
-                      reports, techniques, tables, detection_outcome(case), [], [])
+    facts = CaseFacts(
+        case,
+        case["id"],
+        case["epoch"],
+        anchor(case["id"], case["epoch"]),
+        reports,
+        techniques,
+        tables,
+        detection_outcome(case),
+        [],
+        [],
+    )
     facts.lost, facts.notes = why_points_were_lost(case, facts)
     return facts
 
@@ -184,15 +200,20 @@ def why_points_were_lost(case: dict[str, Any], facts: CaseFacts) -> tuple[list[s
     losses: list[tuple[float, str]] = []
     notes: list[str] = []
     checkpoints = case["checkpoints"]
-    if case["status"] != "submitted" and checkpoints and all(
-            (c["score"] or 0.0) == 0.0 for c in checkpoints.values()):
+    if (
+        case["status"] != "submitted"
+        and checkpoints
+        and all((c["score"] or 0.0) == 0.0 for c in checkpoints.values())
+    ):
         reason = case["reason"] or case["status"].replace("_", " ")
         sentences.append(f"The case scored zero on every checkpoint: {reason.rstrip('.')}.")
         return sentences, _error_notes(case, notes)
     for name, cp in checkpoints.items():
         if cp["score"] is None:
-            notes.append(f"{checkpoint_label(name)} was not scored: "
-                         f"{cp['message'].removeprefix('not scored: ') or 'no score given'}.")
+            notes.append(
+                f"{checkpoint_label(name)} was not scored: "
+                f"{cp['message'].removeprefix('not scored: ') or 'no score given'}."
+            )
             continue
         lost = _lost(cp["score"], cp["max"])
         if lost < 0.005:
@@ -221,8 +242,10 @@ def _explain(name: str, cp: dict[str, Any], facts: CaseFacts, case: dict[str, An
         if r.missed:
             text += f" and never opened {listing(r.missed)}"
         if r.extra:
-            text += f"; it also read {plural(len(r.extra), 'unrelated report')} ({listing(r.extra)}), " \
-                    "which lowers precision"
+            text += (
+                f"; it also read {plural(len(r.extra), 'unrelated report')} ({listing(r.extra)}), "
+                "which lowers precision"
+            )
         return text + "."
     if name == "C1_attack_mapping" and facts.techniques.expected is not None:
         t = facts.techniques
@@ -230,8 +253,10 @@ def _explain(name: str, cp: dict[str, Any], facts: CaseFacts, case: dict[str, An
         if t.missed:
             parts.append(f"missed {listing(t.missed)}")
         if t.extra:
-            parts.append(f"named {listing(t.extra)}, which the case does not involve (every extra technique "
-                         "counts against the Jaccard score)")
+            parts.append(
+                f"named {listing(t.extra)}, which the case does not involve (every extra technique "
+                "counts against the Jaccard score)"
+            )
         if not t.found:
             parts = ["no ATT&CK technique id was named in the answer or the Sigma tags"]
         return "; ".join(parts) + "."
@@ -247,8 +272,10 @@ def _explain(name: str, cp: dict[str, Any], facts: CaseFacts, case: dict[str, An
     if name == "C3_query_iteration" and "distinct_successful" in details:
         good = int(details.get("distinct_successful") or 0)
         total = int(details.get("queries_run") or 0)
-        return (f"only {plural(good, 'distinct query', 'distinct queries')} over the case's "
-                f"tables succeeded (of {total} run); two are needed for full credit.")
+        return (
+            f"only {plural(good, 'distinct query', 'distinct queries')} over the case's "
+            f"tables succeeded (of {total} run); two are needed for full credit."
+        )
     if name == "C4_kql_detection":
         return _explain_detection(case["detection"].get("kql"), details, message, "final KQL query")
     if name == "C4_sigma_quality":
@@ -264,12 +291,13 @@ def _explain(name: str, cp: dict[str, Any], facts: CaseFacts, case: dict[str, An
     return message + "."
 
 
-def _explain_detection(det: dict[str, Any] | None, details: dict[str, Any], message: str,
-                       what: str) -> str:
+def _explain_detection(det: dict[str, Any] | None, details: dict[str, Any], message: str, what: str) -> str:
     provenance = details.get("provenance")
     if isinstance(provenance, list) and provenance:
-        return (f"no detection credit because the submitted query results were not what a query "
-                f"returned ({provenance[0]}).")
+        return (
+            f"no detection credit because the submitted query results were not what a query "
+            f"returned ({provenance[0]})."
+        )
     if det is None:
         return message + "."
     if det.get("error"):
@@ -279,8 +307,9 @@ def _explain_detection(det: dict[str, Any] | None, details: dict[str, Any], mess
     if det["fp"]:
         text += f" and {plural(det['fp'], 'benign event')} (false positives"
         if det["hard_negatives_matched"]:
-            text += (f", {det['hard_negatives_matched']} of them hard negatives: "
-                     "benign look-alikes of the attack")
+            text += (
+                f", {det['hard_negatives_matched']} of them hard negatives: benign look-alikes of the attack"
+            )
         text += ")"
     else:
         text += " with no false positives"
@@ -299,8 +328,14 @@ def matched_attack_rows(case: dict[str, Any], limit: int = 3) -> list[tuple[str,
     rows: list[tuple[str, dict[str, Any]]] = []
     seen: set[str] = set()
     for row in submission["query_results"]:
-        hit = next((str(v) for v in row.values()
-                    if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) in ids), None)
+        hit = next(
+            (
+                str(v)
+                for v in row.values()
+                if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) in ids
+            ),
+            None,
+        )
         if hit is not None and hit not in seen:
             seen.add(hit)
             rows.append((ids[hit], row))
@@ -309,8 +344,11 @@ def matched_attack_rows(case: dict[str, Any], limit: int = 3) -> list[tuple[str,
     return rows
 
 
-_TELLING = re.compile(r"time|commandline|filename|uri|url|operation|verb|request|resource|caller|identity|"
-                     r"user|account|activity|object|properties|ip|app|device|status|id$", re.IGNORECASE)
+_TELLING = re.compile(
+    r"time|commandline|filename|uri|url|operation|verb|request|resource|caller|identity|"
+    r"user|account|activity|object|properties|ip|app|device|status|id$",
+    re.IGNORECASE,
+)
 
 
 def compact_row(row: dict[str, Any], limit: int = 12, width: int = 140) -> list[tuple[str, str]]:
@@ -327,7 +365,7 @@ def compact_row(row: dict[str, Any], limit: int = 12, width: int = 140) -> list[
         else:
             text = str(value)
         if len(text) > width:
-            text = text[:width - 1] + "…"
+            text = text[: width - 1] + "…"
         out.append((str(key), text))
         if len(out) >= limit:
             break
@@ -339,8 +377,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u206
 
 def printable(text: object) -> str:
     """Text safe for a terminal or a log line: control and bidi characters shown as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
-                        else f"\\u{ord(m.group()):04x}", str(text))
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}",
+        str(text),
+    )
 
 
 def describe_expected(value: Any) -> str:

@@ -34,16 +34,20 @@ def load_results(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ResultsError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
     except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") \
-            from None
+        raise ResultsError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
     return check_results(data, source=str(path))
 
 
-def _require(container: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
-             source: str) -> Any:
+def _require(
+    container: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, source: str
+) -> Any:
     if key not in container:
-        raise ResultsError(f"{source}: {where} has no {key!r} key; this results file is incomplete "
-                           "(was the run interrupted?) — re-run the benchmark to write a new one")
+        raise ResultsError(
+            f"{source}: {where} has no {key!r} key; this results file is incomplete "
+            "(was the run interrupted?) — re-run the benchmark to write a new one"
+        )
     value = container[key]
     if not isinstance(value, kind):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
@@ -63,21 +67,28 @@ def _number(value: Any, default: float | None = 0.0) -> float | None:
 def check_results(data: Any, *, source: str = "results.json") -> dict[str, Any]:
     """Validate a results document and return a normalised deep copy."""
     if not isinstance(data, dict):
-        raise ResultsError(f"{source}: expected a JSON object with run, summary and cases, "
-                           f"got {type(data).__name__}")
+        raise ResultsError(
+            f"{source}: expected a JSON object with run, summary and cases, got {type(data).__name__}"
+        )
     if "format" not in data:
-        raise ResultsError(f"{source}: no 'format' version; it was written by an older ctirealm "
-                           f"than this report reads (format {CURRENT_FORMAT}) — re-run the benchmark "
-                           "with this version to regenerate it")
+        raise ResultsError(
+            f"{source}: no 'format' version; it was written by an older ctirealm "
+            f"than this report reads (format {CURRENT_FORMAT}) — re-run the benchmark "
+            "with this version to regenerate it"
+        )
     version = data["format"]
     if not isinstance(version, int) or isinstance(version, bool):
         raise ResultsError(f"{source}: format should be an integer version, not {version!r}")
     if version not in SUPPORTED_FORMATS:
         if version > CURRENT_FORMAT:
-            raise ResultsError(f"{source}: results format {version} is newer than this ctirealm "
-                               f"reads (format {CURRENT_FORMAT}); upgrade ctirealm to report on it")
-        raise ResultsError(f"{source}: results format {version} is older than this ctirealm reads "
-                           f"(format {CURRENT_FORMAT}); re-run the benchmark to regenerate it")
+            raise ResultsError(
+                f"{source}: results format {version} is newer than this ctirealm "
+                f"reads (format {CURRENT_FORMAT}); upgrade ctirealm to report on it"
+            )
+        raise ResultsError(
+            f"{source}: results format {version} is older than this ctirealm reads "
+            f"(format {CURRENT_FORMAT}); re-run the benchmark to regenerate it"
+        )
     data = copy.deepcopy(data)
     run = _require(data, "run", dict, "the file", source)
     summary = _require(data, "summary", dict, "the file", source)
@@ -107,17 +118,26 @@ def check_results(data: Any, *, source: str = "results.json") -> dict[str, Any]:
 def _normalise_problem(problem: Any, index: int, source: str) -> dict[str, Any]:
     """One thing left out of the run: a case file, or a telemetry file and the cases it stopped."""
     if not isinstance(problem, dict):
-        raise ResultsError(f"{source}: problems[{index}] should be an object, "
-                           f"not {type(problem).__name__}")
+        raise ResultsError(f"{source}: problems[{index}] should be an object, not {type(problem).__name__}")
     _require(problem, "message", str, f"problems[{index}]", source)
-    return {"kind": str(problem.get("kind") or "case"), "path": str(problem.get("path") or ""),
-            "line": problem.get("line") if isinstance(problem.get("line"), int) else None,
-            "message": problem["message"], "cases": _strings(problem.get("cases"))}
+    return {
+        "kind": str(problem.get("kind") or "case"),
+        "path": str(problem.get("path") or ""),
+        "line": problem.get("line") if isinstance(problem.get("line"), int) else None,
+        "message": problem["message"],
+        "cases": _strings(problem.get("cases")),
+    }
 
 
 def _normalise_run(run: dict[str, Any]) -> None:
-    for key, default in (("agent", "unknown"), ("scoring", "unknown"), ("variant", "full"),
-                         ("subset", "all"), ("started", ""), ("finished", "")):
+    for key, default in (
+        ("agent", "unknown"),
+        ("scoring", "unknown"),
+        ("variant", "full"),
+        ("subset", "all"),
+        ("started", ""),
+        ("finished", ""),
+    ):
         if not isinstance(run.get(key), str):
             run[key] = default if run.get(key) is None else str(run[key])
     run["epochs"] = int(_number(run.get("epochs"), 1) or 1)
@@ -141,8 +161,14 @@ def _strings(value: Any) -> list[str]:
 
 def _normalise_case(case: dict[str, Any]) -> None:
     case["epoch"] = int(_number(case.get("epoch"), 1) or 1)
-    for key, default in (("platform", "unknown"), ("status", "unknown"), ("reason", ""),
-                         ("title", ""), ("objective", ""), ("difficulty", "")):
+    for key, default in (
+        ("platform", "unknown"),
+        ("status", "unknown"),
+        ("reason", ""),
+        ("title", ""),
+        ("objective", ""),
+        ("difficulty", ""),
+    ):
         value = case.get(key)
         case[key] = default if value is None else str(value)
     case["normalized_score"] = _number(case.get("normalized_score"), 0.0) or 0.0
@@ -163,16 +189,20 @@ def _normalise_case(case: dict[str, Any]) -> None:
             }
     case["checkpoints"] = clean
     detection = case.get("detection")
-    case["detection"] = {str(k): _normalise_detection(v) for k, v in detection.items()
-                         if isinstance(v, dict)} if isinstance(detection, dict) else {}
+    case["detection"] = (
+        {str(k): _normalise_detection(v) for k, v in detection.items() if isinstance(v, dict)}
+        if isinstance(detection, dict)
+        else {}
+    )
     case["split"] = str(case.get("split") or "dev")
     dev = case.get("dev")
     if isinstance(dev, dict):
         found = dev.get("detection")
         case["dev"] = {
             "normalized_score": _number(dev.get("normalized_score"), 0.0) or 0.0,
-            "detection": {str(k): _normalise_detection(v) for k, v in found.items()
-                          if isinstance(v, dict)} if isinstance(found, dict) else {},
+            "detection": {str(k): _normalise_detection(v) for k, v in found.items() if isinstance(v, dict)}
+            if isinstance(found, dict)
+            else {},
         }
     else:
         case["dev"] = None
@@ -197,8 +227,11 @@ def _normalise_case(case: dict[str, Any]) -> None:
     case["trajectory"] = trajectory
     truth = case.get("ground_truth")
     truth = truth if isinstance(truth, dict) else {}
-    case["ground_truth"] = {k: _strings(truth.get(k)) for k in ("techniques", "tables", "reports")
-                            if isinstance(truth.get(k), list)}
+    case["ground_truth"] = {
+        k: _strings(truth.get(k))
+        for k in ("techniques", "tables", "reports")
+        if isinstance(truth.get(k), list)
+    }
 
 
 def _normalise_query(query: Any) -> dict[str, Any]:
@@ -222,8 +255,9 @@ def _normalise_detection(value: dict[str, Any]) -> dict[str, Any]:
     out["matched_attack"] = _strings(value.get("matched_attack"))
     out["missed_attack"] = _strings(value.get("missed_attack"))
     examples = value.get("false_positive_examples")
-    out["false_positive_examples"] = [e for e in examples if isinstance(e, dict)] \
-        if isinstance(examples, list) else []
+    out["false_positive_examples"] = (
+        [e for e in examples if isinstance(e, dict)] if isinstance(examples, list) else []
+    )
     out["error"] = None if value.get("error") is None else str(value["error"])
     return out
 
@@ -233,26 +267,41 @@ def _normalise_summary(summary: dict[str, Any], cases: list[dict[str, Any]]) -> 
     mean = sum(scores) / len(scores) if scores else 0.0
     summary["normalized_score"] = _number(summary.get("normalized_score"), mean)
     ci = summary.get("ci95")
-    summary["ci95"] = [float(ci[0]), float(ci[1])] \
-        if isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci) \
+    summary["ci95"] = (
+        [float(ci[0]), float(ci[1])]
+        if isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
         else [summary["normalized_score"], summary["normalized_score"]]
+    )
     platforms = summary.get("by_platform")
     if not isinstance(platforms, dict):
         grouped: dict[str, list[float]] = {}
         for c in cases:
             grouped.setdefault(c["platform"], []).append(c["normalized_score"])
-        platforms = {p: {"normalized_score": sum(v) / len(v), "cases": len(v)}
-                     for p, v in sorted(grouped.items())}
+        platforms = {
+            p: {"normalized_score": sum(v) / len(v), "cases": len(v)} for p, v in sorted(grouped.items())
+        }
     summary["by_platform"] = {
-        str(p): {"normalized_score": _number(v.get("normalized_score"), 0.0) or 0.0,
-                 "cases": int(_number(v.get("cases"), 0) or 0)}
-        for p, v in platforms.items() if isinstance(v, dict)}
+        str(p): {
+            "normalized_score": _number(v.get("normalized_score"), 0.0) or 0.0,
+            "cases": int(_number(v.get("cases"), 0) or 0),
+        }
+        for p, v in platforms.items()
+        if isinstance(v, dict)
+    }
     checkpoints = summary.get("by_checkpoint")
-    summary["by_checkpoint"] = {
-        str(k): {"mean_score": _number(v.get("mean_score"), None),
-                 "max": _number(v.get("max"), 0.0) or 0.0,
-                 "scored_cases": int(_number(v.get("scored_cases"), 0) or 0)}
-        for k, v in checkpoints.items() if isinstance(v, dict)} if isinstance(checkpoints, dict) else {}
+    summary["by_checkpoint"] = (
+        {
+            str(k): {
+                "mean_score": _number(v.get("mean_score"), None),
+                "max": _number(v.get("max"), 0.0) or 0.0,
+                "scored_cases": int(_number(v.get("scored_cases"), 0) or 0),
+            }
+            for k, v in checkpoints.items()
+            if isinstance(v, dict)
+        }
+        if isinstance(checkpoints, dict)
+        else {}
+    )
     summary["generalisation"] = generalisation(cases)
     statuses = summary.get("statuses")
     if not isinstance(statuses, dict):

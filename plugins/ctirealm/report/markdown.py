@@ -34,7 +34,7 @@ def md(text: object, width: int = 0) -> str:
     """One line of escaped Markdown text (safe in a table cell), shortened to ``width``."""
     value = printable(" ".join(str(text).split()))
     if width and len(value) > width:
-        value = value[:width - 1].rstrip() + "…"
+        value = value[: width - 1].rstrip() + "…"
     return _SPECIAL.sub(r"\\\1", value)
 
 
@@ -57,8 +57,14 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines = ["## ctirealm rules gate", "", *_problems(results["problems"]), *_rules(results["rules"])]
         return "\n".join([*lines, f"<sub>results format {results['format']}</sub>", ""])
     lines = [f"## ctirealm score: **{summary['normalized_score']:.3f}** (95% CI {low:.3f}–{high:.3f})", ""]
-    meta = [f"agent **{md(run['agent'])}**", f"{md(run['scoring'])} scoring", f"{md(run['variant'])} toolset",
-            f"subset {md(run['subset'])}", plural(run["epochs"], "epoch"), plural(len(facts), "case run")]
+    meta = [
+        f"agent **{md(run['agent'])}**",
+        f"{md(run['scoring'])} scoring",
+        f"{md(run['variant'])} toolset",
+        f"subset {md(run['subset'])}",
+        plural(run["epochs"], "epoch"),
+        plural(len(facts), "case run"),
+    ]
     if dataset["name"] or dataset["hash"]:
         meta.append("dataset " + md(" ".join(str(x) for x in (dataset["name"], dataset["hash"]) if x)))
     if run["started"]:
@@ -70,16 +76,22 @@ def render_markdown(results: dict[str, Any]) -> str:
     else:
         outcomes = {o: sum(1 for f in facts if f.outcome == o) for o in ("validated", "attempted", "missed")}
         statuses = ", ".join(f"{md(k.replace('_', ' '))} {v}" for k, v in summary["statuses"].items())
-        lines += [f"**Final detections:** {outcomes['validated']} validated (TP without FP) · "
-                  f"{outcomes['attempted']} attempted · {outcomes['missed']} missed. "
-                  f"**Statuses:** {statuses}.", ""]
+        lines += [
+            f"**Final detections:** {outcomes['validated']} validated (TP without FP) · "
+            f"{outcomes['attempted']} attempted · {outcomes['missed']} missed. "
+            f"**Statuses:** {statuses}.",
+            "",
+        ]
         lines += _generalisation(summary)
         lines += _platforms(summary) + _checkpoints(summary, names) + _attention(facts)
         lines += _all_cases(facts, names)
     if results["rules"]:
         lines += _rules(results["rules"])
-    lines += ["<sub>Full report: score.html · ATT&CK Navigator layer: coverage.json · "
-              f"results format {results['format']}</sub>", ""]
+    lines += [
+        "<sub>Full report: score.html · ATT&CK Navigator layer: coverage.json · "
+        f"results format {results['format']}</sub>",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -89,13 +101,25 @@ def _generalisation(summary: dict[str, Any]) -> list[str]:
     if not gen:
         return []
     split = gen["scored_on"]
-    lines = [f"**Scored on the `{md(split)}` split** (re-simulated on other hosts, users and "
-             f"variants); the `dev` split is what the agent queried.", "",
-             _row(["Split", "Score", "KQL F1", "Sigma F1"]), _align("lrrr")]
+    lines = [
+        f"**Scored on the `{md(split)}` split** (re-simulated on other hosts, users and "
+        f"variants); the `dev` split is what the agent queried.",
+        "",
+        _row(["Split", "Score", "KQL F1", "Sigma F1"]),
+        _align("lrrr"),
+    ]
     for name in (split, "dev"):
         values = gen[name]
-        lines.append(_row([md(name), f"{values['normalized_score']:.3f}", f"{values['kql_f1']:.2f}",
-                           f"{values['sigma_f1']:.2f}"]))
+        lines.append(
+            _row(
+                [
+                    md(name),
+                    f"{values['normalized_score']:.3f}",
+                    f"{values['kql_f1']:.2f}",
+                    f"{values['sigma_f1']:.2f}",
+                ]
+            )
+        )
     return [*lines, ""]
 
 
@@ -116,8 +140,16 @@ def _checkpoints(summary: dict[str, Any], names: list[str]) -> list[str]:
     for name, values in rows:
         mean, maximum = values["mean_score"], values["max"]
         share = "not scored" if mean is None or not maximum else f"{mean / maximum:.0%}"
-        lines.append(_row([f"{checkpoint_code(name)} {md(checkpoint_label(name))}", fmt_score(mean),
-                           fmt_max(maximum), share]))
+        lines.append(
+            _row(
+                [
+                    f"{checkpoint_code(name)} {md(checkpoint_label(name))}",
+                    fmt_score(mean),
+                    fmt_max(maximum),
+                    share,
+                ]
+            )
+        )
     return [*lines, ""]
 
 
@@ -129,31 +161,54 @@ def _tpfp(case: dict[str, Any]) -> str:
 
 
 def _attention(facts: list[CaseFacts]) -> list[str]:
-    worst = sorted((f for f in facts if f.lost or f.data["status"] != "submitted"),
-                   key=lambda f: (f.data["normalized_score"], f.id, f.epoch))[:ATTENTION]
+    worst = sorted(
+        (f for f in facts if f.lost or f.data["status"] != "submitted"),
+        key=lambda f: (f.data["normalized_score"], f.id, f.epoch),
+    )[:ATTENTION]
     if not worst:
         return ["Every case scored full marks.", ""]
     title = f"### Lowest-scoring cases ({len(worst)} of {len(facts)})"
-    lines = [title, "", _row(["Case", "Platform", "Score", "KQL TP/FP", "Where points were lost"]),
-             _align("llrrl")]
+    lines = [
+        title,
+        "",
+        _row(["Case", "Platform", "Score", "KQL TP/FP", "Where points were lost"]),
+        _align("llrrl"),
+    ]
     for f in worst:
         reason = f.lost[0] if f.lost else (f.data["reason"] or f.data["status"])
         more = f" (+{len(f.lost) - 1} more)" if len(f.lost) > 1 else ""
-        lines.append(_row([md(f.label), md(f.data["platform"]), f"{f.data['normalized_score']:.3f}",
-                           _tpfp(f.data), md(reason, 220) + more]))
+        lines.append(
+            _row(
+                [
+                    md(f.label),
+                    md(f.data["platform"]),
+                    f"{f.data['normalized_score']:.3f}",
+                    _tpfp(f.data),
+                    md(reason, 220) + more,
+                ]
+            )
+        )
     return [*lines, ""]
 
 
 def _all_cases(facts: list[CaseFacts], names: list[str]) -> list[str]:
-    head = ["Case", "Platform", "Score"] + [checkpoint_code(n) + _suffix(n) for n in names] + [
-        "KQL TP/FP", "Detection", "Status"]
-    lines = [f"<details><summary>All cases ({len(facts)})</summary>", "",
-             _row(head), _align("llr" + "r" * len(names) + "rll")]
+    head = (
+        ["Case", "Platform", "Score"]
+        + [checkpoint_code(n) + _suffix(n) for n in names]
+        + ["KQL TP/FP", "Detection", "Status"]
+    )
+    lines = [
+        f"<details><summary>All cases ({len(facts)})</summary>",
+        "",
+        _row(head),
+        _align("llr" + "r" * len(names) + "rll"),
+    ]
     for f in facts:
         case = f.data
         cells = [md(f.label), md(case["platform"]), f"{case['normalized_score']:.3f}"]
-        cells += [fmt_score(case["checkpoints"][n]["score"]) if n in case["checkpoints"] else ""
-                  for n in names]
+        cells += [
+            fmt_score(case["checkpoints"][n]["score"]) if n in case["checkpoints"] else "" for n in names
+        ]
         cells += [_tpfp(case), f.outcome, md(case["status"].replace("_", " "))]
         lines.append(_row(cells))
     return [*lines, "", "</details>", ""]
@@ -177,12 +232,24 @@ def _problems(problems: list[dict[str, Any]]) -> list[str]:
 def _rules(rules: list[dict[str, Any]]) -> list[str]:
     passed = sum(1 for r in rules if rule_passed(r) is True)
     ordered = sorted(rules, key=lambda r: (rule_passed(r) is True, r["path"]))
-    lines = [f"### Detection rules: {passed} of {plural(len(rules), 'rule')} passed", "",
-             _row(["Rule", "Status", "TP", "FP", "Expected", "Message"]), _align("llrrll")]
+    lines = [
+        f"### Detection rules: {passed} of {plural(len(rules), 'rule')} passed",
+        "",
+        _row(["Rule", "Status", "TP", "FP", "Expected", "Message"]),
+        _align("llrrll"),
+    ]
     for rule in ordered:
         mark = {True: "✅", False: "❌"}.get(rule_passed(rule), "⚠️")
-        lines.append(_row([md(rule["path"]), f"{mark} {md(rule['status'])}",
-                           "" if rule["tp"] is None else str(rule["tp"]),
-                           "" if rule["fp"] is None else str(rule["fp"]),
-                           md(describe_expected(rule["expected"])), md(rule["message"], 200)]))
+        lines.append(
+            _row(
+                [
+                    md(rule["path"]),
+                    f"{mark} {md(rule['status'])}",
+                    "" if rule["tp"] is None else str(rule["tp"]),
+                    "" if rule["fp"] is None else str(rule["fp"]),
+                    md(describe_expected(rule["expected"])),
+                    md(rule["message"], 200),
+                ]
+            )
+        )
     return [*lines, ""]

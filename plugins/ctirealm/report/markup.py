@@ -65,13 +65,23 @@ def _sha256(text: str) -> str:
 
 def _page(*, title: str, heading: str, subheading: Markup, body: Markup, footer: Markup) -> str:
     style, script = _template("report.css"), _template("report.js")
-    csp = (f"default-src 'none'; style-src '{_sha256(style)}'; script-src '{_sha256(script)}'; "
-           "img-src data:; base-uri 'none'; form-action 'none'")
+    csp = (
+        f"default-src 'none'; style-src '{_sha256(style)}'; script-src '{_sha256(script)}'; "
+        "img-src data:; base-uri 'none'; form-action 'none'"
+    )
     from .. import __version__
 
     return Template(_template("page.html")).substitute(
-        csp=esc(csp), version=esc(__version__), title=esc(title), heading=esc(heading),
-        subheading=subheading, body=body, footer=footer, style=style, script=script)
+        csp=esc(csp),
+        version=esc(__version__),
+        title=esc(title),
+        heading=esc(heading),
+        subheading=subheading,
+        body=body,
+        footer=footer,
+        style=style,
+        script=script,
+    )
 
 
 # -- small pieces --------------------------------------------------------------------------

@@ -47,31 +47,38 @@ def coverage_layer(results: dict[str, Any]) -> dict[str, Any]:
         runs = seen[technique_id]
         best = min((o for _, o, _ in runs), key=OUTCOMES.index)
         validated = sum(1 for _, o, _ in runs if o == "validated")
-        techniques.append({
-            "techniqueID": technique_id,
-            "score": round(100 * validated / len(runs)),
-            "color": COLOURS[best],
-            "comment": f"{best}: " + "; ".join(f"{label} {outcome}{tpfp}" for label, outcome, tpfp in runs),
-            "enabled": True,
-            "metadata": [{"name": label, "value": outcome + tpfp} for label, outcome, tpfp in runs],
-        })
+        techniques.append(
+            {
+                "techniqueID": technique_id,
+                "score": round(100 * validated / len(runs)),
+                "color": COLOURS[best],
+                "comment": f"{best}: "
+                + "; ".join(f"{label} {outcome}{tpfp}" for label, outcome, tpfp in runs),
+                "enabled": True,
+                "metadata": [{"name": label, "value": outcome + tpfp} for label, outcome, tpfp in runs],
+            }
+        )
     counts = {o: sum(1 for t in techniques if t["color"] == COLOURS[o]) for o in OUTCOMES}
     description = (
         f"Detection coverage of agent {run['agent']} ({run['scoring']} scoring) over "
         f"{len(results['cases'])} case runs; normalised score {summary['normalized_score']:.3f}. "
         f"{counts['validated']} techniques validated, {counts['attempted']} attempted, "
         f"{counts['missed']} missed. Colour = best outcome of the final detections of the cases "
-        "that involve the technique; score = share of those case runs validated.")
+        "that involve the technique; score = share of those case runs validated."
+    )
     if unknown:
-        description += (f" {len(unknown)} case runs do not record their expected techniques and are "
-                        "left out.")
+        description += f" {len(unknown)} case runs do not record their expected techniques and are left out."
     dataset = run["dataset"]
-    metadata = [{"name": "agent", "value": run["agent"]}, {"name": "scoring", "value": run["scoring"]},
-                {"name": "variant", "value": run["variant"]},
-                {"name": "normalised score", "value": f"{summary['normalized_score']:.3f}"}]
+    metadata = [
+        {"name": "agent", "value": run["agent"]},
+        {"name": "scoring", "value": run["scoring"]},
+        {"name": "variant", "value": run["variant"]},
+        {"name": "normalised score", "value": f"{summary['normalized_score']:.3f}"},
+    ]
     if dataset["name"] or dataset["hash"]:
-        metadata.append({"name": "dataset",
-                         "value": " ".join(str(x) for x in (dataset["name"], dataset["hash"]) if x)})
+        metadata.append(
+            {"name": "dataset", "value": " ".join(str(x) for x in (dataset["name"], dataset["hash"]) if x)}
+        )
     if run["started"]:
         metadata.append({"name": "started", "value": run["started"]})
     return {
@@ -80,13 +87,22 @@ def coverage_layer(results: dict[str, Any]) -> dict[str, Any]:
         "domain": "enterprise-attack",
         "description": description,
         "sorting": 3,
-        "layout": {"layout": "side", "aggregateFunction": "average", "showID": True, "showName": True,
-                   "showAggregateScores": False, "countUnscored": False,
-                   "expandedSubtechniques": "annotated"},
+        "layout": {
+            "layout": "side",
+            "aggregateFunction": "average",
+            "showID": True,
+            "showName": True,
+            "showAggregateScores": False,
+            "countUnscored": False,
+            "expandedSubtechniques": "annotated",
+        },
         "hideDisabled": False,
         "techniques": techniques,
-        "gradient": {"colors": [COLOURS["missed"], COLOURS["attempted"], COLOURS["validated"]],
-                     "minValue": 0, "maxValue": 100},
+        "gradient": {
+            "colors": [COLOURS["missed"], COLOURS["attempted"], COLOURS["validated"]],
+            "minValue": 0,
+            "maxValue": 100,
+        },
         "legendItems": [{"label": LEGEND[o], "color": COLOURS[o]} for o in OUTCOMES],
         "showTacticRowBackground": False,
         "tacticRowBackground": "#dddddd",

@@ -38,15 +38,16 @@ from .model import (
 
 #: (sigma_rule_text, case, neutral events) -> (syntax score in [0,1], executed result or None,
 #: message)
-SigmaScorer = Callable[[str, Case, Collection[tuple[str, str]]],
-                       tuple[float, DetectionResult | None, str]]
+SigmaScorer = Callable[[str, Case, Collection[tuple[str, str]]], tuple[float, DetectionResult | None, str]]
 MODES = ("strict", "compat")
 
 
 def _zeroed(case: Case, trajectory: Trajectory) -> dict[str, CheckpointScore]:
     reason = trajectory.reason or trajectory.status
-    return {name: CheckpointScore(name, 0.0, weight, f"case scored zero: {reason}")
-            for name, weight in WEIGHTS.items()}
+    return {
+        name: CheckpointScore(name, 0.0, weight, f"case scored zero: {reason}")
+        for name, weight in WEIGHTS.items()
+    }
 
 
 def _tool_rows(trajectory: Trajectory) -> list[list[dict[str, Any]]]:
@@ -74,8 +75,7 @@ def score_case(
     """
     if mode not in MODES:
         raise ValueError(f"unknown scoring mode {mode!r}; use strict or compat")
-    score = CaseScore(case.id, case.platform, trajectory.epoch, trajectory.status,
-                      trajectory.reason, {})
+    score = CaseScore(case.id, case.platform, trajectory.epoch, trajectory.status, trajectory.reason, {})
     if mode == "compat":  # the reference scores whatever it can read of an answer
         score.checkpoints = compat.checkpoints(case, trajectory, judge)
         return score
@@ -89,32 +89,44 @@ def score_case(
         strict.c2_data_sources(case, trajectory, schemas),
         strict.c3_query_iteration(case, trajectory, schemas),
     ]
-    detection = evaluate_query(submission.kql_query, case, engine, labels, schemas,
-                               neutral=neutral, timeout=timeout)
+    detection = evaluate_query(
+        submission.kql_query, case, engine, labels, schemas, neutral=neutral, timeout=timeout
+    )
     score.detection["kql"] = detection
     problems = check_provenance(submission.query_results, _tool_rows(trajectory))
     weight = WEIGHTS["C4_kql_detection"]
     kql_f1 = 0.0
     if detection.error:
-        checkpoints.append(CheckpointScore("C4_kql_detection", 0.0, weight,
-                                           f"the final KQL failed: {detection.error}"))
+        checkpoints.append(
+            CheckpointScore("C4_kql_detection", 0.0, weight, f"the final KQL failed: {detection.error}")
+        )
         score.errors.append(f"kql: {detection.error}")
     elif problems:
-        checkpoints.append(CheckpointScore(
-            "C4_kql_detection", 0.0, weight,
-            f"no detection credit: {problems[0]}"
-            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
-            {"provenance": problems, **detection.to_dict()}))
+        checkpoints.append(
+            CheckpointScore(
+                "C4_kql_detection",
+                0.0,
+                weight,
+                f"no detection credit: {problems[0]}"
+                + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
+                {"provenance": problems, **detection.to_dict()},
+            )
+        )
     else:
         kql_f1 = detection.f1
-        checkpoints.append(CheckpointScore(
-            "C4_kql_detection", weight * detection.f1, weight, _detection_message(detection, case),
-            detection.to_dict()))
+        checkpoints.append(
+            CheckpointScore(
+                "C4_kql_detection",
+                weight * detection.f1,
+                weight,
+                _detection_message(detection, case),
+                detection.to_dict(),
+            )
+        )
     sigma = _sigma_checkpoint(submission.sigma_rule, case, sigma_scorer, score, neutral)
     checkpoints.append(sigma)
     best = max(kql_f1, float(sigma.details.get("executed_f1", 0.0)))
-    score.checkpoints = {c.name: process_paid(c, best) if c.name in PROCESS else c
-                         for c in checkpoints}
+    score.checkpoints = {c.name: process_paid(c, best) if c.name in PROCESS else c for c in checkpoints}
     return score
 
 
@@ -134,11 +146,17 @@ def process_paid(checkpoint: CheckpointScore, detection_f1: float) -> Checkpoint
     earned = checkpoint.score
     message = checkpoint.message
     if factor < 1.0 and earned:
-        message += (f"; paid ×{factor:.2f} of {earned:.2f}: the final detection's F1 is "
-                    f"{detection_f1:.2f} (full from {PROCESS_FULL_F1:.2f})")
-    return CheckpointScore(checkpoint.name, earned * factor, checkpoint.max, message,
-                           {**checkpoint.details, "earned": round(earned, 6),
-                            "detection_factor": round(factor, 6)})
+        message += (
+            f"; paid ×{factor:.2f} of {earned:.2f}: the final detection's F1 is "
+            f"{detection_f1:.2f} (full from {PROCESS_FULL_F1:.2f})"
+        )
+    return CheckpointScore(
+        checkpoint.name,
+        earned * factor,
+        checkpoint.max,
+        message,
+        {**checkpoint.details, "earned": round(earned, 6), "detection_factor": round(factor, 6)},
+    )
 
 
 def _detection_message(result: DetectionResult, case: Case) -> str:
@@ -151,8 +169,9 @@ def _detection_message(result: DetectionResult, case: Case) -> str:
     return text + f"; F1 {result.f1:.2f}"
 
 
-def _sigma_checkpoint(rule: str, case: Case, scorer: SigmaScorer | None,
-                      score: CaseScore, neutral: Collection[tuple[str, str]]) -> CheckpointScore:
+def _sigma_checkpoint(
+    rule: str, case: Case, scorer: SigmaScorer | None, score: CaseScore, neutral: Collection[tuple[str, str]]
+) -> CheckpointScore:
     weight = WEIGHTS["C4_sigma_quality"]
     if scorer is None:
         return CheckpointScore("C4_sigma_quality", None, weight, "not scored: no Sigma scorer")
@@ -165,10 +184,13 @@ def _sigma_checkpoint(rule: str, case: Case, scorer: SigmaScorer | None,
     # Validator findings discount a rule that detects: any valid YAML passes the validators, and
     # a rule that catches nothing (or everything) proves no detection skill however clean it is.
     ratio = executed * (0.75 + 0.25 * syntax)
-    return CheckpointScore("C4_sigma_quality", weight * ratio, weight,
-                           f"syntax {syntax:.2f}, executed F1 {executed:.2f}; {message}".rstrip("; "),
-                           {"syntax": syntax, "executed_f1": executed,
-                            **(result.to_dict() if result is not None else {})})
+    return CheckpointScore(
+        "C4_sigma_quality",
+        weight * ratio,
+        weight,
+        f"syntax {syntax:.2f}, executed F1 {executed:.2f}; {message}".rstrip("; "),
+        {"syntax": syntax, "executed_f1": executed, **(result.to_dict() if result is not None else {})},
+    )
 
 
 def _interval(values: list[float]) -> tuple[float, float, float]:
@@ -192,8 +214,11 @@ def summarize(scores: Iterable[CaseScore]) -> dict[str, Any]:
         platforms.setdefault(s.platform, []).append(s.normalized)
     checkpoints: dict[str, Any] = {}
     for name in CHECKPOINTS:
-        scored = [s.checkpoints[name] for s in scores
-                  if name in s.checkpoints and s.checkpoints[name].score is not None]
+        scored = [
+            s.checkpoints[name]
+            for s in scores
+            if name in s.checkpoints and s.checkpoints[name].score is not None
+        ]
         checkpoints[name] = {
             "mean_score": round(sum(c.score or 0.0 for c in scored) / len(scored), 6) if scored else None,
             "max": WEIGHTS[name],
@@ -205,8 +230,10 @@ def summarize(scores: Iterable[CaseScore]) -> dict[str, Any]:
     return {
         "normalized_score": round(overall[0], 6),
         "ci95": [round(overall[1], 6), round(overall[2], 6)],
-        "by_platform": {p: {"normalized_score": round(_interval(v)[0], 6), "cases": len(v)}
-                        for p, v in sorted(platforms.items())},
+        "by_platform": {
+            p: {"normalized_score": round(_interval(v)[0], 6), "cases": len(v)}
+            for p, v in sorted(platforms.items())
+        },
         "by_checkpoint": checkpoints,
         "cases": {c: round(sum(v) / len(v), 6) for c, v in sorted(by_case.items())},
         "statuses": _count(s.status for s in scores),
@@ -221,7 +248,19 @@ def _count(values: Iterable[str]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-__all__ = ["CHECKPOINTS", "MODES", "WEIGHTS", "CaseScore", "CheckpointScore", "DetectionResult",
-           "SigmaScorer", "evaluate", "evaluate_query", "evaluate_rule", "neutral_events",
-           "process_paid",
-           "score_case", "summarize"]
+__all__ = [
+    "CHECKPOINTS",
+    "MODES",
+    "WEIGHTS",
+    "CaseScore",
+    "CheckpointScore",
+    "DetectionResult",
+    "SigmaScorer",
+    "evaluate",
+    "evaluate_query",
+    "evaluate_rule",
+    "neutral_events",
+    "process_paid",
+    "score_case",
+    "summarize",
+]

@@ -35,8 +35,7 @@ _READABLE = ("submitted", "invalid_submission")
 class Judge(Protocol):
     """An LLM judge with the reference's two questions, each answered in [0, 1]."""
 
-    def cti_analysis(self, objective: str, tags: list[str], titles: list[str],
-                     reasoning: str) -> float: ...
+    def cti_analysis(self, objective: str, tags: list[str], titles: list[str], reasoning: str) -> float: ...
 
     def sigma_quality(self, objective: str, sigma_rule: str) -> tuple[float, float]: ...
 
@@ -60,13 +59,23 @@ def checkpoints(case: Case, trajectory: Trajectory, judge: Judge | None) -> dict
     """Every compat checkpoint; all zero when the reference could read no answer at all."""
     answer = reference_answer(trajectory)
     if not answer:
-        reason = (trajectory.reason or trajectory.status if trajectory.status not in _READABLE
-                  else "the reference's parser finds no answer in the output")
-        return {name: CheckpointScore(name, 0.0, weight, f"case scored zero: {reason}")
-                for name, weight in WEIGHTS.items()}
-    scores = (c0(case, trajectory, judge), c1(case, trajectory), c2(case, trajectory),
-              c3(case, trajectory), c4_kql(case, trajectory, answer),
-              c4_sigma(case, trajectory, judge, answer))
+        reason = (
+            trajectory.reason or trajectory.status
+            if trajectory.status not in _READABLE
+            else "the reference's parser finds no answer in the output"
+        )
+        return {
+            name: CheckpointScore(name, 0.0, weight, f"case scored zero: {reason}")
+            for name, weight in WEIGHTS.items()
+        }
+    scores = (
+        c0(case, trajectory, judge),
+        c1(case, trajectory),
+        c2(case, trajectory),
+        c3(case, trajectory),
+        c4_kql(case, trajectory, answer),
+        c4_sigma(case, trajectory, judge, answer),
+    )
     return {c.name: c for c in scores}
 
 
@@ -74,22 +83,31 @@ def c0(case: Case, trajectory: Trajectory, judge: Judge | None) -> CheckpointSco
     weight = WEIGHTS["C0_cti_reports"]
     calls = trajectory.tool_calls("list_cti_report_tags") + trajectory.tool_calls("get_cti_reports_by_tag")
     # An empty tag is not a search: the reference skips it.
-    tags = [str(tag) for c in trajectory.tool_calls("get_cti_reports_by_tag")
-            if (tag := c.arguments.get("tag", ""))]
+    tags = [
+        str(tag)
+        for c in trajectory.tool_calls("get_cti_reports_by_tag")
+        if (tag := c.arguments.get("tag", ""))
+    ]
     if not calls or not tags:
-        return CheckpointScore("C0_cti_reports", 0.0, weight, "no report tag was searched",
-                               {"reached": bool(calls)})
+        return CheckpointScore(
+            "C0_cti_reports", 0.0, weight, "no report tag was searched", {"reached": bool(calls)}
+        )
     # Titles in the order first seen, from every tool's output, as the judge is shown them.
-    titles = list(dict.fromkeys(m.group(1) for c in trajectory.tool_calls()
-                                for m in _TITLE.finditer(c.result)))
+    titles = list(
+        dict.fromkeys(m.group(1) for c in trajectory.tool_calls() for m in _TITLE.finditer(c.result))
+    )
     if judge is None:
-        return CheckpointScore("C0_cti_reports", None, weight,
-                               "not scored: compat C0 needs an LLM judge (--realm-judge)",
-                               {"tags": tags, "titles": titles})
-    ratio = max(0.0, min(1.0, judge.cti_analysis(case.objective, tags, titles,
-                                                  trajectory.assistant_text())))
-    return CheckpointScore("C0_cti_reports", weight * ratio, weight, f"judge: {ratio:.2f}",
-                           {"tags": tags, "titles": titles})
+        return CheckpointScore(
+            "C0_cti_reports",
+            None,
+            weight,
+            "not scored: compat C0 needs an LLM judge (--realm-judge)",
+            {"tags": tags, "titles": titles},
+        )
+    ratio = max(0.0, min(1.0, judge.cti_analysis(case.objective, tags, titles, trajectory.assistant_text())))
+    return CheckpointScore(
+        "C0_cti_reports", weight * ratio, weight, f"judge: {ratio:.2f}", {"tags": tags, "titles": titles}
+    )
 
 
 def c1(case: Case, trajectory: Trajectory) -> CheckpointScore:
@@ -98,22 +116,33 @@ def c1(case: Case, trajectory: Trajectory) -> CheckpointScore:
     expected = {t.upper() for t in case.ground_truth.techniques}
     hit = found & expected
     ratio = len(hit) / len(expected) if expected else 0.0
-    return CheckpointScore("C1_attack_mapping", weight * ratio, weight,
-                           f"{len(hit)} of {len(expected)} expected technique ids named",
-                           {"found": sorted(found), "matched": sorted(hit)})
+    return CheckpointScore(
+        "C1_attack_mapping",
+        weight * ratio,
+        weight,
+        f"{len(hit)} of {len(expected)} expected technique ids named",
+        {"found": sorted(found), "matched": sorted(hit)},
+    )
 
 
 def c2(case: Case, trajectory: Trajectory) -> CheckpointScore:
     weight = WEIGHTS["C2_data_sources"]
-    explored = {str(c.arguments.get("table_name", "")).lower()
-                for c in trajectory.tool_calls() if c.name in ("get_table_schema", "sample_table_data")}
+    explored = {
+        str(c.arguments.get("table_name", "")).lower()
+        for c in trajectory.tool_calls()
+        if c.name in ("get_table_schema", "sample_table_data")
+    }
     explored.discard("")
     expected = {t.lower() for t in case.ground_truth.tables}
     hit = explored & expected
     ratio = len(hit) / len(expected) if expected else 0.0
-    return CheckpointScore("C2_data_sources", weight * ratio, weight,
-                           f"{len(hit)} of {len(expected)} expected tables explored",
-                           {"explored": sorted(explored), "matched": sorted(hit)})
+    return CheckpointScore(
+        "C2_data_sources",
+        weight * ratio,
+        weight,
+        f"{len(hit)} of {len(expected)} expected tables explored",
+        {"explored": sorted(explored), "matched": sorted(hit)},
+    )
 
 
 def kusto_rows(text: str) -> list[Any]:
@@ -139,11 +168,19 @@ def _same_query(text: str) -> str:
 
 def c3(case: Case, trajectory: Trajectory) -> CheckpointScore:
     weight = WEIGHTS["C3_query_iteration"]
-    distinct = {_same_query(str(c.arguments.get("query", "")).strip())
-                for c in trajectory.tool_calls("execute_kql_query") if c.result and kusto_rows(c.result)}
+    distinct = {
+        _same_query(str(c.arguments.get("query", "")).strip())
+        for c in trajectory.tool_calls("execute_kql_query")
+        if c.result and kusto_rows(c.result)
+    }
     ok = len(distinct) >= 2
-    return CheckpointScore("C3_query_iteration", weight if ok else 0.0, weight,
-                           f"{len(distinct)} distinct queries returned rows", {"distinct": len(distinct)})
+    return CheckpointScore(
+        "C3_query_iteration",
+        weight if ok else 0.0,
+        weight,
+        f"{len(distinct)} distinct queries returned rows",
+        {"distinct": len(distinct)},
+    )
 
 
 def _cell(value: Any) -> str:
@@ -151,9 +188,12 @@ def _cell(value: Any) -> str:
 
 
 def _provenance_ok(submitted: list[Any], trajectory: Trajectory) -> bool:
-    pool = [{str(k).lower(): _cell(v) for k, v in row.items()}
-            for c in trajectory.tool_calls("execute_kql_query") for row in kusto_rows(c.result)
-            if isinstance(row, dict)]
+    pool = [
+        {str(k).lower(): _cell(v) for k, v in row.items()}
+        for c in trajectory.tool_calls("execute_kql_query")
+        for row in kusto_rows(c.result)
+        if isinstance(row, dict)
+    ]
     if not pool:
         return False
     for row in submitted:
@@ -217,13 +257,18 @@ def c4_kql(case: Case, trajectory: Trajectory, answer: dict[str, Any] | None = N
     if not _provenance_ok(rows, trajectory):
         return zero("query_results contain rows no execute_kql_query call returned", provenance=False)
     precision, recall, f1 = regex_f1(rows, patterns)
-    return CheckpointScore("C4_kql_detection", weight * f1, weight,
-                           f"regex F1 {f1:.2f} (precision {precision:.2f}, recall {recall:.2f})",
-                           {"precision": precision, "recall": recall, "f1": f1, "provenance": True})
+    return CheckpointScore(
+        "C4_kql_detection",
+        weight * f1,
+        weight,
+        f"regex F1 {f1:.2f} (precision {precision:.2f}, recall {recall:.2f})",
+        {"precision": precision, "recall": recall, "f1": f1, "provenance": True},
+    )
 
 
-def c4_sigma(case: Case, trajectory: Trajectory, judge: Judge | None,
-             answer: dict[str, Any] | None = None) -> CheckpointScore:
+def c4_sigma(
+    case: Case, trajectory: Trajectory, judge: Judge | None, answer: dict[str, Any] | None = None
+) -> CheckpointScore:
     weight = WEIGHTS["C4_sigma_quality"]
     if answer is None:
         answer = reference_answer(trajectory)
@@ -231,10 +276,18 @@ def c4_sigma(case: Case, trajectory: Trajectory, judge: Judge | None,
     if not rule:  # missing or empty: zero without asking the judge, as the reference does
         return CheckpointScore("C4_sigma_quality", 0.0, weight, "the answer has no Sigma rule")
     if judge is None:
-        return CheckpointScore("C4_sigma_quality", None, weight,
-                               "not scored: compat Sigma quality needs an LLM judge (--realm-judge)")
+        return CheckpointScore(
+            "C4_sigma_quality",
+            None,
+            weight,
+            "not scored: compat Sigma quality needs an LLM judge (--realm-judge)",
+        )
     syntax, specificity = judge.sigma_quality(case.objective, rule if isinstance(rule, str) else str(rule))
     ratio = 0.25 * max(0.0, min(1.0, syntax)) + 0.75 * max(0.0, min(1.0, specificity))
-    return CheckpointScore("C4_sigma_quality", weight * ratio, weight,
-                           f"judge: syntax {syntax:.2f}, specificity {specificity:.2f}",
-                           {"syntax": syntax, "specificity": specificity})
+    return CheckpointScore(
+        "C4_sigma_quality",
+        weight * ratio,
+        weight,
+        f"judge: syntax {syntax:.2f}, specificity {specificity:.2f}",
+        {"syntax": syntax, "specificity": specificity},
+    )

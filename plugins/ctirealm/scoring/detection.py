@@ -109,8 +109,13 @@ class _Expected:
     by a query on either table, and counted once by a query on both.
     """
 
-    def __init__(self, expected: Mapping[str, Iterable[Any]] | Iterable[Any] | None,
-                 read: list[str], within_tables_read: bool, labels: Labels) -> None:
+    def __init__(
+        self,
+        expected: Mapping[str, Iterable[Any]] | Iterable[Any] | None,
+        read: list[str],
+        within_tables_read: bool,
+        labels: Labels,
+    ) -> None:
         self.given = expected is not None
         self.by_table = isinstance(expected, Mapping)
         self.labels = labels
@@ -148,8 +153,9 @@ class _Expected:
         return {(t, i) for t in read for i in self.keys}
 
     def names(self, keys: Iterable[Any]) -> list[str]:
-        return sorted(self.shown.get(k) or (f"{k[0]}:{k[1]}" if isinstance(k, tuple) else str(k))
-                      for k in keys)
+        return sorted(
+            self.shown.get(k) or (f"{k[0]}:{k[1]}" if isinstance(k, tuple) else str(k)) for k in keys
+        )
 
 
 def _run_uncapped(engine: Engine, kql: str, timeout: float | None) -> Any:
@@ -193,10 +199,14 @@ def evaluate(
     schemas = dict(schemas if schemas is not None else engine.schemas)  # type: ignore[attr-defined]
     read = [t for t in tables if t in schemas] if tables is not None else tables_in(kql, schemas)
     want = _Expected(expected, read, within_tables_read, labels)
-    out = DetectionResult(kql=kql, tables=read, fn=len(want.keys),
-                          missed_attack=want.names(want.keys),
-                          expected=len(want.keys) if want.given else None,
-                          expected_elsewhere=want.elsewhere)
+    out = DetectionResult(
+        kql=kql,
+        tables=read,
+        fn=len(want.keys),
+        missed_attack=want.names(want.keys),
+        expected=len(want.keys) if want.given else None,
+        expected_elsewhere=want.elsewhere,
+    )
     try:
         result = engine.query(kql, limit=max_rows, timeout=timeout)
         rows = result.to_dicts()
@@ -218,14 +228,23 @@ def evaluate(
         out.error, out.stage = str(exc), "execute"
         out.elapsed = time.perf_counter() - started
         return out
-    traced = trace(kql, columns, rows, engine, schemas, labels, prefer=want.prefer(read),
-                   tables=read, verify=len(rows) <= _VERIFY_LIMIT)
+    traced = trace(
+        kql,
+        columns,
+        rows,
+        engine,
+        schemas,
+        labels,
+        prefer=want.prefer(read),
+        tables=read,
+        verify=len(rows) <= _VERIFY_LIMIT,
+    )
     events: list[list[Event]] = traced.events
-    idless = [n for n, row in enumerate(rows)
-              if not any(row.get(c) not in (None, "") for c in traced.id_columns)]
+    idless = [
+        n for n, row in enumerate(rows) if not any(row.get(c) not in (None, "") for c in traced.id_columns)
+    ]
     if idless and read:
-        found = _by_values([rows[n] for n in idless[:MAX_VALUE_ROWS]], read, engine, schemas,
-                           timeout)
+        found = _by_values([rows[n] for n in idless[:MAX_VALUE_ROWS]], read, engine, schemas, timeout)
         for n, event in zip(idless, found, strict=False):
             if event is not None:
                 events[n] = [event]
@@ -235,14 +254,19 @@ def evaluate(
     if out.unattributed:
         out.hint = _hint(read, traced.id_columns, schemas)
     if examples > 0:
-        out.false_positive_examples = _examples(rows, events, want, others, labels,
-                                                engine, schemas, examples)
+        out.false_positive_examples = _examples(rows, events, want, others, labels, engine, schemas, examples)
     out.elapsed = time.perf_counter() - started
     return out
 
 
-def _count(out: DetectionResult, events: list[list[Event]], want: _Expected,
-           neutral: set[Event], labels: Labels, extra: int) -> None:
+def _count(
+    out: DetectionResult,
+    events: list[list[Event]],
+    want: _Expected,
+    neutral: set[Event],
+    labels: Labels,
+    extra: int,
+) -> None:
     """Fill *out*'s counts from the events each row names (*extra*: rows never read).
 
     *neutral* holds identities (`Labels.identity`); every event is counted by its identity,
@@ -301,8 +325,13 @@ def _literal(value: Any, kind: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _by_values(rows: list[dict[str, Any]], read: list[str], engine: Engine,
-               schemas: Mapping[str, TableSchema], timeout: float | None) -> list[Event | None]:
+def _by_values(
+    rows: list[dict[str, Any]],
+    read: list[str],
+    engine: Engine,
+    schemas: Mapping[str, TableSchema],
+    timeout: float | None,
+) -> list[Event | None]:
     """For each id-less row, the one event of a table read that its values identify, else None."""
     found: list[set[Event]] = [set() for _ in rows]
     usable = [False] * len(rows)
@@ -335,9 +364,14 @@ def _by_values(rows: list[dict[str, Any]], read: list[str], engine: Engine,
     return [next(iter(f)) if usable[n] and len(f) == 1 else None for n, f in enumerate(found)]
 
 
-def _candidates(table: str, schema: TableSchema, shared: list[tuple[str, str]],
-                wanted: dict[tuple[str, str], dict[str, Any]], engine: Engine,
-                timeout: float | None) -> dict[tuple[str, ...], set[str]]:
+def _candidates(
+    table: str,
+    schema: TableSchema,
+    shared: list[tuple[str, str]],
+    wanted: dict[tuple[str, str], dict[str, Any]],
+    engine: Engine,
+    timeout: float | None,
+) -> dict[tuple[str, ...], set[str]]:
     """Events of *table* whose look-up column holds a wanted value, indexed by shared values."""
     index: dict[tuple[str, ...], set[str]] = {}
     columns = ", ".join(dict.fromkeys([schema.id_column, *(name for _, name in shared)]))
@@ -345,11 +379,14 @@ def _candidates(table: str, schema: TableSchema, shared: list[tuple[str, str]],
         kind = schema.type_of(name) or "string"
         ordered = sorted(values)
         for start in range(0, len(ordered), _CHUNK):
-            chunk = [values[v] for v in ordered[start:start + _CHUNK]]
+            chunk = [values[v] for v in ordered[start : start + _CHUNK]]
             literals = ", ".join(_literal(v, kind) for v in chunk)
             try:
-                result = engine.query(f"{table}\n| where {name} in ({literals})\n| project {columns}",
-                                      limit=_CANDIDATES, timeout=timeout)
+                result = engine.query(
+                    f"{table}\n| where {name} in ({literals})\n| project {columns}",
+                    limit=_CANDIDATES,
+                    timeout=timeout,
+                )
             except (EngineError, ValueError):
                 continue
             if result.truncated:  # values this common identify no single event
@@ -365,20 +402,34 @@ def _candidates(table: str, schema: TableSchema, shared: list[tuple[str, str]],
 _EXAMPLE_ORDER = {"hard_negative": 0, "attack": 1, "benign": 2}
 
 
-def _examples(rows: list[dict[str, Any]], events: list[list[Event]], want: _Expected,
-              neutral: set[Event], labels: Labels, engine: Engine,
-              schemas: Mapping[str, TableSchema], limit: int) -> list[dict[str, Any]]:
+def _examples(
+    rows: list[dict[str, Any]],
+    events: list[list[Event]],
+    want: _Expected,
+    neutral: set[Event],
+    labels: Labels,
+    engine: Engine,
+    schemas: Mapping[str, TableSchema],
+    limit: int,
+) -> list[dict[str, Any]]:
     """Up to *limit* false positives, as stored events: hard negatives first, then other
     cases' attacks, then background; then rows traced to no event."""
     # The first few in order, not a sort of them all: a match-everything query names a
     # million events.
     # One copy of each event (a mirrored event matched in both tables is shown once).
-    candidates = {labels.identity(*e): e for named in events for e in named
-                  if e not in want and labels.identity(*e) not in neutral
-                  and (want.given or labels.kind(*e) != "attack")}
-    chosen = heapq.nsmallest(limit, set(candidates.values()),
-                             key=lambda e: (_EXAMPLE_ORDER.get(labels.kind(*e), 3), e[0],
-                                            _id_key(e[1])))
+    candidates = {
+        labels.identity(*e): e
+        for named in events
+        for e in named
+        if e not in want
+        and labels.identity(*e) not in neutral
+        and (want.given or labels.kind(*e) != "attack")
+    }
+    chosen = heapq.nsmallest(
+        limit,
+        set(candidates.values()),
+        key=lambda e: (_EXAMPLE_ORDER.get(labels.kind(*e), 3), e[0], _id_key(e[1])),
+    )
     shown: list[dict[str, Any]] = []
     by_table: dict[str, list[str]] = {}
     for table, event_id in chosen:
@@ -389,8 +440,14 @@ def _examples(rows: list[dict[str, Any]], events: list[list[Event]], want: _Expe
         stored = {}
     for event in chosen:
         row = stored.get(event, {})
-        shown.append({"table": event[0], "id": event[1], "kind": labels.kind(*event),
-                      "row": _trim({k: v for k, v in row.items() if not k.startswith("__")})})
+        shown.append(
+            {
+                "table": event[0],
+                "id": event[1],
+                "kind": labels.kind(*event),
+                "row": _trim({k: v for k, v in row.items() if not k.startswith("__")}),
+            }
+        )
     for row, named in zip(rows, events, strict=False):
         if len(shown) >= limit:
             break
@@ -434,9 +491,17 @@ def evaluate_query(
     examples: int = 3,
 ) -> DetectionResult:
     """C4 KQL detection: `evaluate` against every attack event of *case*."""
-    return evaluate(kql, engine, labels, schemas=schemas,
-                    expected=case.ground_truth.attack_events, neutral=neutral,
-                    max_rows=max_rows, timeout=timeout, examples=examples)
+    return evaluate(
+        kql,
+        engine,
+        labels,
+        schemas=schemas,
+        expected=case.ground_truth.attack_events,
+        neutral=neutral,
+        max_rows=max_rows,
+        timeout=timeout,
+        examples=examples,
+    )
 
 
 def evaluate_rule(
@@ -469,16 +534,23 @@ def evaluate_rule(
     kql = conversion.kql
     if conversion.table in schemas:  # the rule's rows are whole events: only their ids matter
         kql += f"\n| project {schemas[conversion.table].id_column}"
-    result = evaluate(kql, engine, labels, schemas=schemas, expected=expected, neutral=neutral,
-                      within_tables_read=True, tables=[conversion.table], timeout=timeout,
-                      examples=examples)
+    result = evaluate(
+        kql,
+        engine,
+        labels,
+        schemas=schemas,
+        expected=expected,
+        neutral=neutral,
+        within_tables_read=True,
+        tables=[conversion.table],
+        timeout=timeout,
+        examples=examples,
+    )
     result.kql = conversion.kql
     return result
 
 
-def check_provenance(
-    submitted: list[dict[str, Any]], returned: list[list[dict[str, Any]]]
-) -> list[str]:
+def check_provenance(submitted: list[dict[str, Any]], returned: list[list[dict[str, Any]]]) -> list[str]:
     """Problems with submitted ``query_results``: each row must be a row a query really returned.
 
     Every key of a submitted row must exist in the returned row (names compared

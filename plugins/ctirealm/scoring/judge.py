@@ -145,8 +145,15 @@ def _unit(value: Any, key: str) -> float:
 class OpenAIJudge:
     """The compat `Judge` protocol answered by a chat model (see the module docstring)."""
 
-    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, *,
-                 timeout: float = DEFAULT_TIMEOUT, max_retries: int = DEFAULT_RETRIES) -> None:
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_RETRIES,
+    ) -> None:
         if not model or not model.strip():
             raise JudgeError("the judge needs a model name (--realm-judge MODEL)")
         self.model = model.strip()
@@ -178,8 +185,10 @@ class OpenAIJudge:
         """(syntax, specificity) of *sigma_rule* for *objective*, each in [0, 1]."""
         if not sigma_rule.strip():
             return 0.0, 0.0
-        prompt = (f"DETECTION OBJECTIVE:\n{objective.strip()}\n\n"
-                  f"SIGMA RULE:\n```yaml\n{_clip(sigma_rule, MAX_RULE_CHARS)}\n```")
+        prompt = (
+            f"DETECTION OBJECTIVE:\n{objective.strip()}\n\n"
+            f"SIGMA RULE:\n```yaml\n{_clip(sigma_rule, MAX_RULE_CHARS)}\n```"
+        )
         scores = self._ask(SIGMA_SYSTEM, prompt, ("syntax", "specificity"), "Sigma quality")
         return scores["syntax"], scores["specificity"]
 
@@ -194,15 +203,19 @@ class OpenAIJudge:
                 try:
                     from openai import OpenAI
                 except ImportError as exc:
-                    raise JudgeError("the LLM judge needs the openai package: "
-                                     "pip install 'ctirealm[openai]'") from exc
+                    raise JudgeError(
+                        "the LLM judge needs the openai package: pip install 'ctirealm[openai]'"
+                    ) from exc
                 key = self.api_key or os.environ.get("OPENAI_API_KEY")
                 if not key:
                     if not (self.base_url or os.environ.get("OPENAI_BASE_URL")):
                         raise JudgeError(f"{self._where()}: no API key; set OPENAI_API_KEY")
                     key = "unused"
-                options: dict[str, Any] = {"api_key": key, "timeout": self.timeout,
-                                           "max_retries": self.max_retries}
+                options: dict[str, Any] = {
+                    "api_key": key,
+                    "timeout": self.timeout,
+                    "max_retries": self.max_retries,
+                }
                 if self.base_url:
                     options["base_url"] = self.base_url
                 self._client = OpenAI(**options)
@@ -238,5 +251,6 @@ class OpenAIJudge:
         try:
             return parse_reply(content, keys)
         except ValueError as exc:
-            raise JudgeError(f"{self._where()} gave an unreadable reply on {what} ({exc}): "
-                             f"{content.strip()[:300]!r}") from None
+            raise JudgeError(
+                f"{self._where()} gave an unreadable reply on {what} ({exc}): {content.strip()[:300]!r}"
+            ) from None

@@ -38,8 +38,12 @@ class CheckpointScore:
         return 0.0 if not self.score or not self.max else self.score / self.max
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": None if self.score is None else round(self.score, 6), "max": self.max,
-                "message": self.message, "details": self.details}
+        return {
+            "score": None if self.score is None else round(self.score, 6),
+            "max": self.max,
+            "message": self.message,
+            "details": self.details,
+        }
 
 
 @dataclass
@@ -105,15 +109,19 @@ class DetectionResult:
         if self.error:
             return f"{self.stage or 'execute'} failed: {self.error}"
         attack = sum(len(v) for v in self.attack_groups.values())
-        text = (f"{self.rows} rows: {attack} attack events, {self.hard_negatives_matched} hard "
-                f"negatives, {self.background_matched} background")
+        text = (
+            f"{self.rows} rows: {attack} attack events, {self.hard_negatives_matched} hard "
+            f"negatives, {self.background_matched} background"
+        )
         if self.other_attacks:
             text += f", {self.other_attacks} neutral (another case, same technique)"
         if self.unattributed:
             text += f", {self.unattributed} unattributed rows"
         if self.expected is not None:
-            text += (f"; caught {self.tp} of {self.expected} expected; precision "
-                     f"{self.precision:.3f}, recall {self.recall:.3f}, F1 {self.f1:.3f}")
+            text += (
+                f"; caught {self.tp} of {self.expected} expected; precision "
+                f"{self.precision:.3f}, recall {self.recall:.3f}, F1 {self.f1:.3f}"
+            )
         return text + (f" ({self.hint})" if self.hint and self.unattributed else "")
 
 
@@ -156,14 +164,24 @@ class CaseScore:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.case_id, "platform": self.platform, "epoch": self.epoch,
-            "status": self.status, "reason": self.reason,
+            "id": self.case_id,
+            "platform": self.platform,
+            "epoch": self.epoch,
+            "status": self.status,
+            "reason": self.reason,
             "normalized_score": round(self.normalized, 6),
             "checkpoints": {k: v.to_dict() for k, v in self.checkpoints.items()},
             "detection": {k: v.to_dict() for k, v in self.detection.items()},
             "errors": list(self.errors),
             "split": self.split,
-            **({"dev": {"normalized_score": round(self.dev.normalized, 6),
-                        "detection": {k: v.to_dict() for k, v in self.dev.detection.items()}}}
-               if self.dev is not None else {}),
+            **(
+                {
+                    "dev": {
+                        "normalized_score": round(self.dev.normalized, 6),
+                        "detection": {k: v.to_dict() for k, v in self.dev.detection.items()},
+                    }
+                }
+                if self.dev is not None
+                else {}
+            ),
         }

@@ -33,9 +33,17 @@ def rescore(
         if case is None:
             continue
         trajectory = run_agent(agent, case, cases, engine, settings, epoch=epoch)
-        scores = {mode: score_on(case, cases, trajectory, engine=engine, labels=labels,
-                                 mode=mode, judge=judge)
-                  for mode in modes}
-        out.append({"id": case_id, "epoch": epoch, "model": sample.model,
-                    "status": trajectory.status, "scores": scores})
+        scores = {
+            mode: score_on(case, cases, trajectory, engine=engine, labels=labels, mode=mode, judge=judge)
+            for mode in modes
+        }
+        out.append(
+            {
+                "id": case_id,
+                "epoch": epoch,
+                "model": sample.model,
+                "status": trajectory.status,
+                "scores": scores,
+            }
+        )
     return out

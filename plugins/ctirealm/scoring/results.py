@@ -28,13 +28,23 @@ SUPPORTED_FORMATS = (1,)
 def trajectory_summary(trajectory: Trajectory, tables: Iterable[str]) -> dict[str, Any]:
     """What results.json keeps of a trajectory; *tables* are the store's (explored ones are
     named from them)."""
-    queries = [{"query": c.arguments.get("query", c.arguments.get("_raw", "")), "ok": c.ok,
-                "rows": c.rows, "error": c.error, "duration": c.duration}
-               for c in trajectory.tool_calls("execute_kql_query")]
+    queries = [
+        {
+            "query": c.arguments.get("query", c.arguments.get("_raw", "")),
+            "ok": c.ok,
+            "rows": c.rows,
+            "error": c.error,
+            "duration": c.duration,
+        }
+        for c in trajectory.tool_calls("execute_kql_query")
+    ]
     sub = trajectory.submission
     return {
-        "agent": trajectory.agent, "status": trajectory.status, "reason": trajectory.reason,
-        "tool_calls": len(trajectory.tool_calls()), "reports_read": reports_read(trajectory),
+        "agent": trajectory.agent,
+        "status": trajectory.status,
+        "reason": trajectory.reason,
+        "tool_calls": len(trajectory.tool_calls()),
+        "reports_read": reports_read(trajectory),
         "techniques_named": techniques_found(trajectory),
         "tables_explored": tables_explored(trajectory, tables),
         "queries": queries,
@@ -42,20 +52,35 @@ def trajectory_summary(trajectory: Trajectory, tables: Iterable[str]) -> dict[st
     }
 
 
-def case_entry(score: CaseScore, case: Case, trajectory: Trajectory, *, tables: Iterable[str],
-               agent_spec: str | None) -> dict[str, Any]:
+def case_entry(
+    score: CaseScore, case: Case, trajectory: Trajectory, *, tables: Iterable[str], agent_spec: str | None
+) -> dict[str, Any]:
     """One run of one case: its scores, the case's ground truth and the trajectory's summary.
     *agent_spec* is the spec that built the agent (None when the caller supplied the agent)."""
-    return {**score.to_dict(), "title": case.title, "objective": case.objective,
-            "ground_truth": {"techniques": list(case.ground_truth.techniques),
-                             "tables": list(case.ground_truth.tables), "reports": list(case.reports)},
-            "difficulty": case.difficulty, "subsets": list(case.subsets),
-            "trajectory": {**trajectory_summary(trajectory, tables), "agent_spec": agent_spec},
-            "duration": trajectory.duration}
+    return {
+        **score.to_dict(),
+        "title": case.title,
+        "objective": case.objective,
+        "ground_truth": {
+            "techniques": list(case.ground_truth.techniques),
+            "tables": list(case.ground_truth.tables),
+            "reports": list(case.reports),
+        },
+        "difficulty": case.difficulty,
+        "subsets": list(case.subsets),
+        "trajectory": {**trajectory_summary(trajectory, tables), "agent_spec": agent_spec},
+        "duration": trajectory.duration,
+    }
 
 
-def build_results(entries: list[dict[str, Any]], *, run: Mapping[str, Any], agent: str,
-                  dataset: Mapping[str, Any], started: str) -> dict[str, Any]:
+def build_results(
+    entries: list[dict[str, Any]],
+    *,
+    run: Mapping[str, Any],
+    agent: str,
+    dataset: Mapping[str, Any],
+    started: str,
+) -> dict[str, Any]:
     """The document: *run* settings (scoring, variant, subset, epochs, pass ratio), the agent
     (*agent*, its spec; or what the trajectories say ran when the caller supplied the agent),
     the *dataset*, when it ran, the versions, the summary and every case entry."""
@@ -71,9 +96,14 @@ def build_results(entries: list[dict[str, Any]], *, run: Mapping[str, Any], agen
         agent = ", ".join(sorted({str(t.get("agent")) for t in ran})) or agent
     return {
         "format": FORMAT,
-        "run": {"agent": agent, **run, "dataset": dict(dataset), "started": started,
-                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-                "versions": versions()},
+        "run": {
+            "agent": agent,
+            **run,
+            "dataset": dict(dataset),
+            "started": started,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": versions(),
+        },
         "summary": summary,
         "cases": entries,
     }
@@ -83,10 +113,10 @@ def summary_of(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """The run summary (with 95% confidence intervals) of case entries."""
     scores = []
     for e in entries:
-        checkpoints = {k: CheckpointScore(k, v["score"], v["max"], v["message"])
-                       for k, v in e["checkpoints"].items()}
-        scores.append(CaseScore(e["id"], e["platform"], e["epoch"], e["status"], e["reason"],
-                                checkpoints))
+        checkpoints = {
+            k: CheckpointScore(k, v["score"], v["max"], v["message"]) for k, v in e["checkpoints"].items()
+        }
+        scores.append(CaseScore(e["id"], e["platform"], e["epoch"], e["status"], e["reason"], checkpoints))
     return summarize(scores)
 
 
@@ -121,11 +151,16 @@ def generalisation(cases: list[dict[str, Any]]) -> dict[str, Any] | None:
 
     split = str(scored[0].get("split") or "test")
     return {
-        "scored_on": split, "cases": len(scored),
-        split: {"normalized_score": mean([c["normalized_score"] for c in scored]),
-                "kql_f1": mean([_f1(c["detection"], "kql") for c in scored]),
-                "sigma_f1": mean([_f1(c["detection"], "sigma") for c in scored])},
-        "dev": {"normalized_score": mean([c["dev"]["normalized_score"] for c in scored]),
-                "kql_f1": mean([_f1(c["dev"]["detection"], "kql") for c in scored]),
-                "sigma_f1": mean([_f1(c["dev"]["detection"], "sigma") for c in scored])},
+        "scored_on": split,
+        "cases": len(scored),
+        split: {
+            "normalized_score": mean([c["normalized_score"] for c in scored]),
+            "kql_f1": mean([_f1(c["detection"], "kql") for c in scored]),
+            "sigma_f1": mean([_f1(c["detection"], "sigma") for c in scored]),
+        },
+        "dev": {
+            "normalized_score": mean([c["dev"]["normalized_score"] for c in scored]),
+            "kql_f1": mean([_f1(c["dev"]["detection"], "kql") for c in scored]),
+            "sigma_f1": mean([_f1(c["dev"]["detection"], "sigma") for c in scored]),
+        },
     }

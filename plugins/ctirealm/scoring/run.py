@@ -32,15 +32,27 @@ class RunSettings:
     time_limit: float = DEFAULT_TIME_LIMIT
 
 
-def run_agent(agent: Any, case: Case, cases: CaseSet, engine: Engine,
-              settings: RunSettings = RunSettings(), *, epoch: int = 1) -> Trajectory:
+def run_agent(
+    agent: Any,
+    case: Case,
+    cases: CaseSet,
+    engine: Engine,
+    settings: RunSettings = RunSettings(),
+    *,
+    epoch: int = 1,
+) -> Trajectory:
     """Run *agent* on *case* with the tools over *engine* (what the agent may query); return
     the trajectory it recorded, ended with its status."""
     trajectory = Trajectory(case.id, agent_name(agent), variant=settings.variant, epoch=epoch)
-    toolbox = Toolbox(engine, cases, trajectory, variant=settings.variant,
-                      max_tool_calls=settings.max_tool_calls, toolsets=settings.toolsets)
-    task = Task.for_case(case, toolbox, variant=settings.variant,
-                         time_limit=settings.time_limit, epoch=epoch)
+    toolbox = Toolbox(
+        engine,
+        cases,
+        trajectory,
+        variant=settings.variant,
+        max_tool_calls=settings.max_tool_calls,
+        toolsets=settings.toolsets,
+    )
+    task = Task.for_case(case, toolbox, variant=settings.variant, time_limit=settings.time_limit, epoch=epoch)
     try:
         run_case(agent, task, toolbox)
     finally:
@@ -48,12 +60,27 @@ def run_agent(agent: Any, case: Case, cases: CaseSet, engine: Engine,
     return trajectory
 
 
-def score_on(case: Case, cases: CaseSet, trajectory: Trajectory, *, engine: Engine,
-             labels: Labels, mode: str = "strict", judge: Any = None) -> CaseScore:
+def score_on(
+    case: Case,
+    cases: CaseSet,
+    trajectory: Trajectory,
+    *,
+    engine: Engine,
+    labels: Labels,
+    mode: str = "strict",
+    judge: Any = None,
+) -> CaseScore:
     """Every checkpoint of *case* for *trajectory*, its final detections executed with *engine*
     on the store whose event labels are *labels* (a split's store)."""
     schemas = engine.schemas  # type: ignore[attr-defined]
-    return score_case(case.bound(labels), trajectory, engine=engine, labels=labels,
-                      schemas=schemas, mode=mode,
-                      sigma_scorer=sigma_scorer_for(engine, labels, schemas),
-                      neutral=neutral_events(case, cases, labels), judge=judge)
+    return score_case(
+        case.bound(labels),
+        trajectory,
+        engine=engine,
+        labels=labels,
+        schemas=schemas,
+        mode=mode,
+        sigma_scorer=sigma_scorer_for(engine, labels, schemas),
+        neutral=neutral_events(case, cases, labels),
+        judge=judge,
+    )

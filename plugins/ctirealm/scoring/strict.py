@@ -51,9 +51,20 @@ def c0_cti_reports(case: Case, trajectory: Trajectory) -> CheckpointScore:
         parts.append(f"missed {', '.join(missed)}")
     if extra:
         parts.append(f"{len(extra)} unrelated read")
-    return CheckpointScore("C0_cti_reports", weight * f1, weight, "; ".join(parts), {
-        "read": sorted(read), "relevant": sorted(relevant), "missed": missed, "extra": extra,
-        "precision": round(precision, 6), "recall": round(recall, 6)})
+    return CheckpointScore(
+        "C0_cti_reports",
+        weight * f1,
+        weight,
+        "; ".join(parts),
+        {
+            "read": sorted(read),
+            "relevant": sorted(relevant),
+            "missed": missed,
+            "extra": extra,
+            "precision": round(precision, 6),
+            "recall": round(recall, 6),
+        },
+    )
 
 
 def techniques_found(trajectory: Trajectory) -> list[str]:
@@ -73,16 +84,21 @@ def technique_jaccard(found: Iterable[str], expected: Iterable[str]) -> tuple[fl
     extra and costs: score = matched / (expected + extras).
     """
     expected_set, found_set = set(expected), set(found)
-    matched = {e for e in expected_set
-               if e in found_set or any(f.split(".")[0] == e for f in found_set)}
-    neutral = {f for f in found_set if f not in expected_set
-               and any(e.split(".")[0] == f and "." in e for e in expected_set)}
-    extras = {f for f in found_set if f not in expected_set
-              and f.split(".")[0] not in expected_set} - neutral
+    matched = {e for e in expected_set if e in found_set or any(f.split(".")[0] == e for f in found_set)}
+    neutral = {
+        f
+        for f in found_set
+        if f not in expected_set and any(e.split(".")[0] == f and "." in e for e in expected_set)
+    }
+    extras = {f for f in found_set if f not in expected_set and f.split(".")[0] not in expected_set} - neutral
     denominator = len(expected_set) + len(extras)
     score = len(matched) / denominator if denominator else 0.0
-    return score, {"matched": sorted(matched), "missed": sorted(expected_set - matched),
-                   "extra": sorted(extras), "neutral": sorted(neutral)}
+    return score, {
+        "matched": sorted(matched),
+        "missed": sorted(expected_set - matched),
+        "extra": sorted(extras),
+        "neutral": sorted(neutral),
+    }
 
 
 def c1_attack_mapping(case: Case, trajectory: Trajectory) -> CheckpointScore:
@@ -96,8 +112,13 @@ def c1_attack_mapping(case: Case, trajectory: Trajectory) -> CheckpointScore:
         parts.append(f"missed {', '.join(detail['missed'])}")
     if detail["extra"]:
         parts.append(f"extra {', '.join(detail['extra'])}")
-    return CheckpointScore("C1_attack_mapping", weight * ratio, weight,
-                           ", ".join(parts) or "no technique ids named", {**detail, "named": found})
+    return CheckpointScore(
+        "C1_attack_mapping",
+        weight * ratio,
+        weight,
+        ", ".join(parts) or "no technique ids named",
+        {**detail, "named": found},
+    )
 
 
 def tables_explored(trajectory: Trajectory, tables: Iterable[str]) -> list[str]:
@@ -134,17 +155,22 @@ def c2_data_sources(case: Case, trajectory: Trajectory, tables: Iterable[str]) -
         parts.append(f"missed {', '.join(missed)}")
     if extra:
         parts.append(f"also explored {', '.join(extra)}")
-    return CheckpointScore("C2_data_sources", weight * ratio, weight, "; ".join(parts), {
-        "explored": sorted(explored), "expected": sorted(expected), "missed": missed,
-        "extra": extra})
+    return CheckpointScore(
+        "C2_data_sources",
+        weight * ratio,
+        weight,
+        "; ".join(parts),
+        {"explored": sorted(explored), "expected": sorted(expected), "missed": missed, "extra": extra},
+    )
 
 
 def normalise_query(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().lower())
 
 
-def successful_queries(trajectory: Trajectory, reading: Iterable[str] | None = None,
-                       tables: Iterable[str] = ()) -> list[str]:
+def successful_queries(
+    trajectory: Trajectory, reading: Iterable[str] | None = None, tables: Iterable[str] = ()
+) -> list[str]:
     """Distinct (normalised) queries that ran without error and returned rows.
 
     With *reading*, only those that read at least one of these tables (resolved
@@ -163,8 +189,7 @@ def successful_queries(trajectory: Trajectory, reading: Iterable[str] | None = N
     return list(seen)
 
 
-def c3_query_iteration(case: Case, trajectory: Trajectory,
-                       tables: Iterable[str] = ()) -> CheckpointScore:
+def c3_query_iteration(case: Case, trajectory: Trajectory, tables: Iterable[str] = ()) -> CheckpointScore:
     """Iteration over the data the case needs: distinct successful queries reading its tables.
 
     A query counts when it ran, returned rows and reads at least one of the case's
@@ -179,9 +204,16 @@ def c3_query_iteration(case: Case, trajectory: Trajectory,
     total = len(trajectory.tool_calls("execute_kql_query"))
     ratio = 1.0 if len(counted) >= 2 else 0.5 * len(counted)
     return CheckpointScore(
-        "C3_query_iteration", weight * ratio, weight,
+        "C3_query_iteration",
+        weight * ratio,
+        weight,
         f"{len(counted)} distinct successful queries over the case's tables "
         f"({', '.join(relevant)}) of {total} run (2 needed)",
         # distinct_successful: the queries that count (the report explains C3 by it).
-        {"distinct_successful": len(counted), "distinct_successful_any_table": len(distinct),
-         "case_tables": relevant, "queries_run": total})
+        {
+            "distinct_successful": len(counted),
+            "distinct_successful_any_table": len(distinct),
+            "case_tables": relevant,
+            "queries_run": total,
+        },
+    )

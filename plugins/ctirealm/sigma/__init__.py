@@ -9,7 +9,11 @@ Executing a converted rule is the scoring layer's one detection evaluator
 DEFAULT_EXCLUDE: frozenset[str] = frozenset({"tlpv1_tag", "tlpv2_tag"})
 
 #: Validators about a rule's file name, for rule sets that follow their own naming.
-FILENAME_VALIDATORS: frozenset[str] = frozenset({
-    "sigmahq_filename_convention", "sigmahq_filename_prefix", "filename_length",
-    "duplicate_filename",
-})
+FILENAME_VALIDATORS: frozenset[str] = frozenset(
+    {
+        "sigmahq_filename_convention",
+        "sigmahq_filename_prefix",
+        "filename_length",
+        "duplicate_filename",
+    }
+)

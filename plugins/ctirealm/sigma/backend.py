@@ -65,7 +65,7 @@ def balanced(terms: list[str], joiner: str, limit: int = MAX_FLAT_TERMS) -> str:
     if len(terms) <= limit:
         return joiner.join(terms)
     size = -(-len(terms) // limit)
-    groups = [terms[i:i + size] for i in range(0, len(terms), size)]
+    groups = [terms[i : i + size] for i in range(0, len(terms), size)]
     return joiner.join(
         group[0] if len(group) == 1 else f"({balanced(group, joiner, limit)})" for group in groups
     )
@@ -159,7 +159,7 @@ class CtiRealmKustoBackend(KustoBackend):
         inner = parts
         lead = bool(parts) and parts[0] == multi
         trail = bool(parts) and parts[-1] == multi
-        inner = parts[(1 if lead else 0): (len(parts) - 1 if trail else len(parts))]
+        inner = parts[(1 if lead else 0) : (len(parts) - 1 if trail else len(parts))]
         if any(isinstance(p, SpecialChars) for p in inner):
             return "regex", None
         text = "".join(inner)
@@ -211,8 +211,12 @@ class CtiRealmKustoBackend(KustoBackend):
             pattern = '"' + self._regex(parts, within_element=True) + '"'
             return f"{field} matches regex {kql_string(flags + pattern)}"
         escaped = json.dumps(text, ensure_ascii=False)[1:-1]
-        needle = {"eq": f'"{escaped}"', "contains": escaped, "startswith": f'"{escaped}',
-                  "endswith": f'{escaped}"'}[op]
+        needle = {
+            "eq": f'"{escaped}"',
+            "contains": escaped,
+            "startswith": f'"{escaped}',
+            "endswith": f'{escaped}"',
+        }[op]
         return f"{field} contains{cs} {kql_string(needle)}"
 
     def _match_json(self, field: str, info: dict[str, str], parts: list[Any], cased: bool) -> str:
@@ -224,11 +228,12 @@ class CtiRealmKustoBackend(KustoBackend):
         if "array" in info.get("how", ""):
             advice = "only |contains matching is possible (on its JSON text)"
         else:
-            advice = (f"only |contains matching is possible; name a path to a single value "
-                      f"inside it (e.g. {info['field']}.<key>) or use |contains")
+            advice = (
+                f"only |contains matching is possible; name a path to a single value "
+                f"inside it (e.g. {info['field']}.<key>) or use |contains"
+            )
         raise _unsupported(
-            f"field {info['field']!r} is a JSON (dynamic) value ({info.get('how', 'dynamic')}), "
-            f"so {advice}"
+            f"field {info['field']!r} is a JSON (dynamic) value ({info.get('how', 'dynamic')}), so {advice}"
         )
 
     def _match_elements(self, info: dict[str, Any], parts: list[Any], cased: bool) -> str:
@@ -256,17 +261,23 @@ class CtiRealmKustoBackend(KustoBackend):
         if op in ("eq", "contains", "startswith", "endswith") and text:
             needles.append(text)
         text_of = info.get("text", f"tostring({head})")
-        prefilter = [f"{text_of} contains{'_cs' if cased else ''} {kql_string(n)}"
-                     for n in needles if _PREFILTER_SAFE.match(n)]
-        query = " | ".join([
-            info["table"], *([f"where {' and '.join(prefilter)}"] if prefilter else []), *steps,
-            f"where {' and '.join(tests)}", f"project {info['row_key']}",
-        ])
+        prefilter = [
+            f"{text_of} contains{'_cs' if cased else ''} {kql_string(n)}"
+            for n in needles
+            if _PREFILTER_SAFE.match(n)
+        ]
+        query = " | ".join(
+            [
+                info["table"],
+                *([f"where {' and '.join(prefilter)}"] if prefilter else []),
+                *steps,
+                f"where {' and '.join(tests)}",
+                f"project {info['row_key']}",
+            ]
+        )
         return f"{info['row_key']} in (({query}))"
 
-    def _match_string(
-        self, field: str, value: SigmaString, cased: bool, state: ConversionState
-    ) -> str:
+    def _match_string(self, field: str, value: SigmaString, cased: bool, state: ConversionState) -> str:
         info = self._info(field, state)
         parts = self._parts(value)
         kind = info.get("kind", "scalar")
@@ -349,9 +360,16 @@ class CtiRealmKustoBackend(KustoBackend):
         info = self._info(cond.field, state)
         self._scalar_only(info, "a regular expression (|re)")
         value: SigmaRegularExpression = cond.value
-        flags = "".join(sorted(
-            {SigmaRegularExpressionFlag.IGNORECASE: "i", SigmaRegularExpressionFlag.MULTILINE: "m",
-             SigmaRegularExpressionFlag.DOTALL: "s"}[f] for f in value.flags))
+        flags = "".join(
+            sorted(
+                {
+                    SigmaRegularExpressionFlag.IGNORECASE: "i",
+                    SigmaRegularExpressionFlag.MULTILINE: "m",
+                    SigmaRegularExpressionFlag.DOTALL: "s",
+                }[f]
+                for f in value.flags
+            )
+        )
         prefix = f"(?{flags})" if flags else ""
         if value.regexp.contains_placeholder():
             raise _unsupported("placeholders (|expand) inside a regular expression are not supported")
@@ -441,12 +459,14 @@ class CtiRealmKustoBackend(KustoBackend):
         # Value lists go through `convert_condition_or`, which also splits mixed lists.
         return False
 
-    def _terms(self, cond: ConditionOR | ConditionAND, args: list[Any],
-               state: ConversionState) -> list[str]:
+    def _terms(self, cond: ConditionOR | ConditionAND, args: list[Any], state: ConversionState) -> list[str]:
         out = []
         for arg in args:
-            converted = (self.convert_condition(arg, state) if self.compare_precedence(cond, arg)
-                         else self.convert_condition_group(arg, state))
+            converted = (
+                self.convert_condition(arg, state)
+                if self.compare_precedence(cond, arg)
+                else self.convert_condition_group(arg, state)
+            )
             if converted is not None and not isinstance(converted, DeferredQueryExpression):
                 out.append(converted)
         return out
@@ -504,8 +524,5 @@ class CtiRealmKustoBackend(KustoBackend):
 
     # -- output ----------------------------------------------------------------------------
 
-    def finalize_query_default(
-        self, rule: Any, query: str, index: int, state: ConversionState
-    ) -> str:
+    def finalize_query_default(self, rule: Any, query: str, index: int, state: ConversionState) -> str:
         return query
-

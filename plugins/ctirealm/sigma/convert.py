@@ -88,10 +88,13 @@ _UNSUPPORTED_FEATURE = re.compile(r"^(?P<what>.+?) (?:is|are) not supported", re
 
 def _construct(message: str) -> str | None:
     for pattern, name in (
-        (r"unknown field '([^']+)'", None), (r"unsupported logsource (\{[^}]*\})", None),
-        (r"keyword", "keyword search"), (r"placeholder (%[^%]+%)", None),
+        (r"unknown field '([^']+)'", None),
+        (r"unsupported logsource (\{[^}]*\})", None),
+        (r"keyword", "keyword search"),
+        (r"placeholder (%[^%]+%)", None),
         (r"\|re\b|regular expression", "regular expression"),
-        (r"timestamp-part", "timestamp-part modifier"), (r"fieldref", "|fieldref"),
+        (r"timestamp-part", "timestamp-part modifier"),
+        (r"fieldref", "|fieldref"),
     ):
         match = re.search(pattern, message)
         if match:
@@ -122,10 +125,12 @@ _SPECS: dict[tuple[tuple[str, tuple[tuple[str, str], ...]], ...], dict[str, Tabl
 
 
 def _specs_for(schemas: SchemaMap) -> dict[str, TableSpec]:
-    key = tuple(sorted(
-        (name, tuple(s.columns if isinstance(s, TableSchema) else (tuple(c) for c in s)))
-        for name, s in schemas.items()
-    ))
+    key = tuple(
+        sorted(
+            (name, tuple(s.columns if isinstance(s, TableSchema) else (tuple(c) for c in s)))
+            for name, s in schemas.items()
+        )
+    )
     specs = _SPECS.get(key)
     if specs is None:
         if len(_SPECS) > 16:

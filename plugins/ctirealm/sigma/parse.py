@@ -25,8 +25,9 @@ EXPECTATIONS_KEY = "ctirealm"
 class SigmaRuleError(ValueError):
     """A rule could not be used; the message names the rule, the construct and the reason."""
 
-    def __init__(self, rule: str, message: str, *, construct: str | None = None,
-                 stage: str = "convert") -> None:
+    def __init__(
+        self, rule: str, message: str, *, construct: str | None = None, stage: str = "convert"
+    ) -> None:
         self.rule = rule
         self.construct = construct
         self.reason = message
@@ -47,12 +48,12 @@ class Expectations:
         if doc is None:
             return cls()
         if not isinstance(doc, Mapping):
-            raise ValueError(f"{where}: expected a mapping with case, must_match, "
-                             "max_false_positives")
+            raise ValueError(f"{where}: expected a mapping with case, must_match, max_false_positives")
         unknown = sorted(set(doc) - {"case", "must_match", "max_false_positives"})
         if unknown:
-            raise ValueError(f"{where}: unknown keys {unknown}; expected case, must_match, "
-                             "max_false_positives")
+            raise ValueError(
+                f"{where}: unknown keys {unknown}; expected case, must_match, max_false_positives"
+            )
         must = doc.get("must_match")
         if isinstance(must, str):
             if must != "all":
@@ -67,8 +68,7 @@ class Expectations:
         case = doc.get("case")
         if must == "all" and not case:
             raise ValueError(f"{where}: must_match: all needs a case")
-        return cls(case=str(case) if case else None, must_match=must,
-                   max_false_positives=fp)
+        return cls(case=str(case) if case else None, must_match=must, max_false_positives=fp)
 
     @property
     def declared(self) -> bool:
@@ -96,8 +96,9 @@ class ParsedRule:
         return self.rule
 
 
-def rule_label(rule: SigmaRule | SigmaCorrelationRule | None, path: Path | None = None,
-               fallback: str = "rule") -> str:
+def rule_label(
+    rule: SigmaRule | SigmaCorrelationRule | None, path: Path | None = None, fallback: str = "rule"
+) -> str:
     """``'Title' (path)`` — how errors and reports name a rule."""
     title = getattr(rule, "title", None) if rule is not None else None
     where = str(path) if path is not None else (str(rule.id) if getattr(rule, "id", None) else "")
@@ -112,8 +113,7 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
     return f"invalid YAML{where}: {getattr(exc, 'problem', None) or exc}"
 
 
-def parse_rule(source: str | Path | Mapping[str, Any] | SigmaRule,
-               *, path: Path | None = None) -> ParsedRule:
+def parse_rule(source: str | Path | Mapping[str, Any] | SigmaRule, *, path: Path | None = None) -> ParsedRule:
     """Parse a Sigma rule from YAML text, a ``.yml`` path, a mapping or a `SigmaRule`."""
     if isinstance(source, SigmaRule):
         return ParsedRule(rule_label(source, path), rule=source, path=path)
@@ -137,15 +137,25 @@ def parse_rule(source: str | Path | Mapping[str, Any] | SigmaRule,
         if not docs:
             return ParsedRule(label, path=path, text=text, error="empty document: no Sigma rule")
         if len(docs) > 1:
-            return ParsedRule(label, path=path, text=text, error=(
-                "several YAML documents: give one Sigma rule per file (rule collections and "
-                "correlation rules are not supported)"))
+            return ParsedRule(
+                label,
+                path=path,
+                text=text,
+                error=(
+                    "several YAML documents: give one Sigma rule per file (rule collections and "
+                    "correlation rules are not supported)"
+                ),
+            )
         doc = docs[0]
     else:
         doc = source
     if not isinstance(doc, Mapping):
-        return ParsedRule(label, path=path, text=text,
-                          error=f"expected a YAML mapping (a Sigma rule), got {type(doc).__name__}")
+        return ParsedRule(
+            label,
+            path=path,
+            text=text,
+            error=f"expected a YAML mapping (a Sigma rule), got {type(doc).__name__}",
+        )
     doc = copy.deepcopy(dict(doc))
     title = doc.get("title")
     if isinstance(title, str) and title.strip():
@@ -155,24 +165,45 @@ def parse_rule(source: str | Path | Mapping[str, Any] | SigmaRule,
     except ValueError as exc:
         return ParsedRule(label, path=path, text=text, error=str(exc))
     if "correlation" in doc:
-        return ParsedRule(label, path=path, text=text, expectations=expectations, error=(
-            "correlation rules are not supported: convert and gate their base rules"))
+        return ParsedRule(
+            label,
+            path=path,
+            text=text,
+            expectations=expectations,
+            error=("correlation rules are not supported: convert and gate their base rules"),
+        )
     for key in ("logsource", "detection"):
         if key not in doc:
-            return ParsedRule(label, path=path, text=text, expectations=expectations,
-                              error=f"missing required section {key!r}")
+            return ParsedRule(
+                label,
+                path=path,
+                text=text,
+                expectations=expectations,
+                error=f"missing required section {key!r}",
+            )
     try:
         collection = SigmaCollection.from_dicts([doc], collect_errors=False)
         rule = collection.rules[0]
     except SigmaError as exc:
-        return ParsedRule(label, path=path, text=text, expectations=expectations,
-                          error=f"not a valid Sigma rule: {exc}")
+        return ParsedRule(
+            label, path=path, text=text, expectations=expectations, error=f"not a valid Sigma rule: {exc}"
+        )
     except (TypeError, AttributeError, KeyError, ValueError) as exc:
-        return ParsedRule(label, path=path, text=text, expectations=expectations,
-                          error=f"not a valid Sigma rule: {type(exc).__name__}: {exc}")
+        return ParsedRule(
+            label,
+            path=path,
+            text=text,
+            expectations=expectations,
+            error=f"not a valid Sigma rule: {type(exc).__name__}: {exc}",
+        )
     if not isinstance(rule, SigmaRule):
-        return ParsedRule(label, path=path, text=text, expectations=expectations,
-                          error="correlation rules are not supported")
+        return ParsedRule(
+            label,
+            path=path,
+            text=text,
+            expectations=expectations,
+            error="correlation rules are not supported",
+        )
     if path is not None:
         rule.source = SigmaRuleLocation(path)
     # Errors pySigma defers to first use of the condition surface here, at parse time.
@@ -180,10 +211,10 @@ def parse_rule(source: str | Path | Mapping[str, Any] | SigmaRule,
         for condition in rule.detection.parsed_condition:
             condition.parsed  # noqa: B018
     except SigmaError as exc:
-        return ParsedRule(label, path=path, text=text, expectations=expectations,
-                          error=f"invalid condition: {exc}")
-    return ParsedRule(rule_label(rule, path), rule=rule, expectations=expectations, path=path,
-                      text=text)
+        return ParsedRule(
+            label, path=path, text=text, expectations=expectations, error=f"invalid condition: {exc}"
+        )
+    return ParsedRule(rule_label(rule, path), rule=rule, expectations=expectations, path=path, text=text)
 
 
 def parse_kql_rule(path: Path) -> ParsedRule:
@@ -195,8 +226,7 @@ def parse_kql_rule(path: Path) -> ParsedRule:
         return ParsedRule(label, path=path, error=f"cannot read: {exc}")
     if not text.strip():
         return ParsedRule(label, path=path, text=text, error="empty query")
-    sibling = next((p for p in (path.with_suffix(".yml"), path.with_suffix(".yaml"))
-                    if p.exists()), None)
+    sibling = next((p for p in (path.with_suffix(".yml"), path.with_suffix(".yaml")) if p.exists()), None)
     expectations = Expectations()
     if sibling is not None:
         try:
@@ -204,11 +234,9 @@ def parse_kql_rule(path: Path) -> ParsedRule:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
-            return ParsedRule(label, path=path, text=text,
-                              error=f"{sibling.name}: invalid YAML{where}")
+            return ParsedRule(label, path=path, text=text, error=f"{sibling.name}: invalid YAML{where}")
         if not isinstance(doc, dict):
-            return ParsedRule(label, path=path, text=text,
-                              error=f"{sibling.name}: expected a mapping")
+            return ParsedRule(label, path=path, text=text, error=f"{sibling.name}: expected a mapping")
         try:
             expectations = Expectations.from_mapping(doc.get("ctirealm"), f"{sibling.name}: ctirealm")
         except ValueError as exc:

@@ -59,8 +59,7 @@ class FieldTarget:
     elements: Mapping[str, Any] = field(default_factory=dict)
 
     def to_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"field": self.field, "type": self.type, "kind": self.kind,
-                                 "how": self.how}
+        state: dict[str, Any] = {"field": self.field, "type": self.type, "kind": self.kind, "how": self.how}
         return {**state, **self.elements}
 
 
@@ -72,8 +71,11 @@ class LogsourceSpec:
     conditions: Mapping[str, Any] = field(default_factory=dict)
 
     def label(self) -> str:
-        parts = [f"{k}: {v}" for k, v in (("product", self.product), ("category",
-                 self.category), ("service", self.service)) if v]
+        parts = [
+            f"{k}: {v}"
+            for k, v in (("product", self.product), ("category", self.category), ("service", self.service))
+            if v
+        ]
         return "{" + ", ".join(parts) + "}"
 
 
@@ -124,9 +126,13 @@ class TableSpec:
                 f"{self.table}: field {alias!r} maps to {target!r}, which is not a column"
             )
         if "element" in target:
-            return self.element_target(name, str(target["element"]), str(target["value"]),
-                                       where=dict(target.get("where") or {}),
-                                       unquote=bool(target.get("unquote")))
+            return self.element_target(
+                name,
+                str(target["element"]),
+                str(target["value"]),
+                where=dict(target.get("where") or {}),
+                unquote=bool(target.get("unquote")),
+            )
         expr = str(target["expr"])
         kind = target.get("kind", "scalar")
         return FieldTarget(name, expr, str(target.get("type", "string")), kind, "expression")
@@ -161,21 +167,31 @@ class TableSpec:
         for prefix in self.strip_prefixes:
             if name.casefold().startswith(prefix.casefold()) and len(name) > len(prefix):
                 try:
-                    found = self.resolve(name[len(prefix):], _depth=_depth + 1)
+                    found = self.resolve(name[len(prefix) :], _depth=_depth + 1)
                 except UnknownField:
                     break
-                return FieldTarget(name, found.expr, found.type, found.kind,
-                                   f"{found.how} (after removing {prefix!r})", found.elements)
+                return FieldTarget(
+                    name,
+                    found.expr,
+                    found.type,
+                    found.kind,
+                    f"{found.how} (after removing {prefix!r})",
+                    found.elements,
+                )
         if "." in name:
             head, *path = name.split(".")
             root = self._dynamic_root(head)
             if root is not None and all(path):
                 if root in self.arrays:
                     return self._array_path(name, root, path)
-                expr = "tostring(" + root + "".join(
-                    f".{p}" if _IDENT.match(p) else "['" + p.replace("'", "\\'") + "']"
-                    for p in path
-                ) + ")"
+                expr = (
+                    "tostring("
+                    + root
+                    + "".join(
+                        f".{p}" if _IDENT.match(p) else "['" + p.replace("'", "\\'") + "']" for p in path
+                    )
+                    + ")"
+                )
                 return FieldTarget(name, expr, "string", "scalar", f"path in dynamic {root}")
         for unmapped, reason in self.unmapped.items():
             if unmapped.casefold() == name.casefold():
@@ -204,13 +220,21 @@ class TableSpec:
                 break
             array, rest = f"{array}.{step}", rest[1:]
         if not rest:
-            return FieldTarget(name, f"tostring({root})", "string", "json",
-                               f"JSON text of the array column {root}")
+            return FieldTarget(
+                name, f"tostring({root})", "string", "json", f"JSON text of the array column {root}"
+            )
         value = ".".join(self._key(array, k) if i == 0 else k for i, k in enumerate(rest))
         return self.element_target(name, array, value)
 
-    def element_target(self, name: str, array: str, value: str, *,
-                       where: Mapping[str, str] | None = None, unquote: bool = False) -> FieldTarget:
+    def element_target(
+        self,
+        name: str,
+        array: str,
+        value: str,
+        *,
+        where: Mapping[str, str] | None = None,
+        unquote: bool = False,
+    ) -> FieldTarget:
         """A value inside the elements of a JSON array column (``array`` a dotted path through
         nested arrays): matches when an element's *value* matches, among the elements whose keys
         equal *where*. Needs the table's `row_key` to bring the matched rows back."""
@@ -219,14 +243,18 @@ class TableSpec:
         head = array.split(".")[0]
         # a string column holding JSON (OfficeActivity's ExtendedProperties) is parsed first
         dynamic = self.types.get(head) == "dynamic"
-        spec = {"array": array, "value": value, "where": dict(where or {}), "unquote": unquote,
-                "table": self.table, "row_key": self.row_key,
-                "source": head if dynamic else f"todynamic({head})",
-                "text": f"tostring({head})" if dynamic else head}
-        expr = f"{array}[*].{value}" + "".join(
-            f"[{k}={v}]" for k, v in sorted((where or {}).items()))
-        return FieldTarget(name, expr, "string", "elements",
-                           f"elements of the array {array}", spec)
+        spec = {
+            "array": array,
+            "value": value,
+            "where": dict(where or {}),
+            "unquote": unquote,
+            "table": self.table,
+            "row_key": self.row_key,
+            "source": head if dynamic else f"todynamic({head})",
+            "text": f"tostring({head})" if dynamic else head,
+        }
+        expr = f"{array}[*].{value}" + "".join(f"[{k}={v}]" for k, v in sorted((where or {}).items()))
+        return FieldTarget(name, expr, "string", "elements", f"elements of the array {array}", spec)
 
     def known_names(self) -> list[str]:
         return sorted({*self.aliases, *self.types}, key=str.casefold)
@@ -244,8 +272,9 @@ class UnknownField(SigmaTransformationError):
         close = difflib.get_close_matches(name, spec.known_names(), n=3, cutoff=0.6)
         if not close:
             folded = {n.casefold(): n for n in spec.known_names()}
-            close = [folded[c] for c in difflib.get_close_matches(
-                name.casefold(), list(folded), n=3, cutoff=0.6)]
+            close = [
+                folded[c] for c in difflib.get_close_matches(name.casefold(), list(folded), n=3, cutoff=0.6)
+            ]
         hint = f"; closest: {', '.join(close)}" if close else ""
         super().__init__(f"unknown field {name!r}: no column of {spec.table} holds it{hint}")
 
@@ -264,11 +293,13 @@ def table_specs(schemas: SchemaMap, spec: Mapping[str, Any] | None = None) -> di
         schema = schemas.get(table)
         if schema is None:
             continue
-        columns = tuple(schema.columns if isinstance(schema, TableSchema) else
-                        ((str(c), str(t)) for c, t in schema))
+        columns = tuple(
+            schema.columns if isinstance(schema, TableSchema) else ((str(c), str(t)) for c, t in schema)
+        )
         logsources = tuple(
-            LogsourceSpec(ls.get("product"), ls.get("category"), ls.get("service"),
-                          dict(ls.get("conditions") or {}))
+            LogsourceSpec(
+                ls.get("product"), ls.get("category"), ls.get("service"), dict(ls.get("conditions") or {})
+            )
             for ls in entry["logsources"]
         )
         out[table] = TableSpec(
@@ -305,8 +336,11 @@ class UnsupportedLogsource(PreprocessingTransformation):
         super().apply(rule)
         if isinstance(rule, SigmaRule):
             ls = rule.logsource
-            given = {k: v for k, v in (("product", ls.product), ("category", ls.category),
-                                       ("service", ls.service)) if v}
+            given = {
+                k: v
+                for k, v in (("product", ls.product), ("category", ls.category), ("service", ls.service))
+                if v
+            }
             label = "{" + ", ".join(f"{k}: {v}" for k, v in given.items()) + "}"
         else:
             label = "(correlation rule)"
@@ -360,36 +394,46 @@ def pipeline_from_specs(specs: Mapping[str, TableSpec]) -> ProcessingPipeline:
     """A fresh pipeline (pySigma pipelines hold per-rule state) from bound table specs."""
     items: list[ProcessingItem] = []
     for table, tspec in specs.items():
-        items.append(ProcessingItem(
-            identifier=f"ctirealm_table_{table}",
-            transformation=SetStateTransformation(STATE_TABLE, table),
-            rule_conditions=[LogsourceCondition(ls.category, ls.product, ls.service)
-                             for ls in tspec.logsources],
-            rule_condition_linking=any,
-        ))
+        items.append(
+            ProcessingItem(
+                identifier=f"ctirealm_table_{table}",
+                transformation=SetStateTransformation(STATE_TABLE, table),
+                rule_conditions=[
+                    LogsourceCondition(ls.category, ls.product, ls.service) for ls in tspec.logsources
+                ],
+                rule_condition_linking=any,
+            )
+        )
     supported = tuple(f"{ls.label()} -> {table}" for ls, table in supported_logsources(specs))
-    items.append(ProcessingItem(
-        identifier="ctirealm_unsupported_logsource",
-        transformation=UnsupportedLogsource(supported),
-        rule_conditions=[RuleProcessingItemAppliedCondition(f"ctirealm_table_{t}") for t in specs],
-        rule_condition_linking=any,
-        rule_condition_negation=True,
-    ))
+    items.append(
+        ProcessingItem(
+            identifier="ctirealm_unsupported_logsource",
+            transformation=UnsupportedLogsource(supported),
+            rule_conditions=[RuleProcessingItemAppliedCondition(f"ctirealm_table_{t}") for t in specs],
+            rule_condition_linking=any,
+            rule_condition_negation=True,
+        )
+    )
     for table, tspec in specs.items():
         for ls in tspec.logsources:
             if ls.conditions:
-                items.append(ProcessingItem(
-                    identifier=f"ctirealm_condition_{table}_{ls.service or ls.category}",
-                    transformation=AddConditionTransformation(
-                        dict(ls.conditions), name=f"_ctirealm_{ls.service or ls.category}"),
-                    rule_conditions=[LogsourceCondition(ls.category, ls.product, ls.service)],
-                ))
+                items.append(
+                    ProcessingItem(
+                        identifier=f"ctirealm_condition_{table}_{ls.service or ls.category}",
+                        transformation=AddConditionTransformation(
+                            dict(ls.conditions), name=f"_ctirealm_{ls.service or ls.category}"
+                        ),
+                        rule_conditions=[LogsourceCondition(ls.category, ls.product, ls.service)],
+                    )
+                )
     for table, tspec in specs.items():
-        items.append(ProcessingItem(
-            identifier=f"ctirealm_fields_{table}",
-            transformation=MapTableFields(spec=tspec),
-            rule_conditions=[RuleProcessingItemAppliedCondition(f"ctirealm_table_{table}")],
-        ))
+        items.append(
+            ProcessingItem(
+                identifier=f"ctirealm_fields_{table}",
+                transformation=MapTableFields(spec=tspec),
+                rule_conditions=[RuleProcessingItemAppliedCondition(f"ctirealm_table_{table}")],
+            )
+        )
     return ProcessingPipeline(name="ctirealm telemetry tables", priority=20, items=items)
 
 
@@ -399,6 +443,13 @@ def field_table(specs: Iterable[TableSpec]) -> list[dict[str, str]]:
     for tspec in specs:
         for name in tspec.aliases:
             target = tspec.resolve(name)
-            rows.append({"table": tspec.table, "field": name, "expr": target.expr,
-                         "type": target.type, "kind": target.kind})
+            rows.append(
+                {
+                    "table": tspec.table,
+                    "field": name,
+                    "expr": target.expr,
+                    "type": target.type,
+                    "kind": target.kind,
+                }
+            )
     return rows

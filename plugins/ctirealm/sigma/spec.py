@@ -68,4 +68,3 @@ def _checked_spec(text: str) -> dict[str, Any]:
             elif not isinstance(target, str):
                 raise PipelineSpecError(f"spec: {table}: field targets are names or mappings")
     return doc
-

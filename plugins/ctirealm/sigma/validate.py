@@ -40,13 +40,22 @@ from .pipelines import SchemaMap, table_specs
 
 #: Cost of one issue per severity name in the syntax-quality score.
 SEVERITY_COST: dict[str, float] = {
-    "critical": 0.25, "high": 0.25, "medium": 0.10, "low": 0.05, "informational": 0.05,
+    "critical": 0.25,
+    "high": 0.25,
+    "medium": 0.10,
+    "low": 0.05,
+    "informational": 0.05,
     "internal": 0.0,  # a validator that crashed on the rule: reported, never charged
 }
-_SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "informational": 4,
-                  "internal": 5}
-_LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note",
-          "informational": "note", "internal": "note"}
+_SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "informational": 4, "internal": 5}
+_LEVEL = {
+    "critical": "error",
+    "high": "error",
+    "medium": "warning",
+    "low": "note",
+    "informational": "note",
+    "internal": "note",
+}
 
 DATA_FILES: dict[str, str] = {
     "sigma.validators.sigmahq.data.data_taxonomy": "sigmahq_taxonomy.json",
@@ -99,8 +108,7 @@ def _merged_taxonomy(base: Path, schemas: SchemaMap) -> Path:
             entry = taxonomy.get(key)
             if entry and entry["field"]["native"]:
                 custom = set(entry["field"].get("custom") or ()) | set(names)
-                entry["field"]["custom"] = sorted(custom - set(entry["field"]["native"]),
-                                                  key=str.casefold)
+                entry["field"]["custom"] = sorted(custom - set(entry["field"]["native"]), key=str.casefold)
     text = json.dumps(doc, sort_keys=True)
     path = base / f"sigmahq_taxonomy-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
     if not path.exists():
@@ -110,8 +118,9 @@ def _merged_taxonomy(base: Path, schemas: SchemaMap) -> Path:
     return path
 
 
-def configure_offline(cache_dir: str | Path | None = None, *, force: bool = False,
-                      schemas: SchemaMap | None = None) -> Path:
+def configure_offline(
+    cache_dir: str | Path | None = None, *, force: bool = False, schemas: SchemaMap | None = None
+) -> Path:
     """Point pySigma's data loaders at the shipped data and seed their caches (once per process).
 
     The taxonomy also learns the columns of the tables in *schemas* (default: the telemetry
@@ -130,8 +139,14 @@ def configure_offline(cache_dir: str | Path | None = None, *, force: bool = Fals
         current = {name: id(sys.modules.get(name)) for name in DATA_FILES}
         schemas = _default_schemas() if schemas is None else schemas
         wanted = _schemas_key(schemas)
-        if (_CONFIGURED is not None and not force and cache_dir is None and _CONFIGURED.is_dir()
-                and current == _MODULES and wanted == _CONFIGURED_FOR):
+        if (
+            _CONFIGURED is not None
+            and not force
+            and cache_dir is None
+            and _CONFIGURED.is_dir()
+            and current == _MODULES
+            and wanted == _CONFIGURED_FOR
+        ):
             return _CONFIGURED
         base = Path(cache_dir) if cache_dir else default_cache_dir() / f"pysigma-{_data_hash()}"
         base.mkdir(parents=True, exist_ok=True)
@@ -181,8 +196,9 @@ _KEYS: dict[int, tuple[SchemaMap, str]] = {}
 
 def _digest(schemas: SchemaMap) -> str:
     specs = table_specs(schemas)
-    text = json.dumps({name: sorted(c for c, _ in spec.columns) for name, spec in specs.items()},
-                      sort_keys=True)
+    text = json.dumps(
+        {name: sorted(c for c, _ in spec.columns) for name, spec in specs.items()}, sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -236,11 +252,22 @@ class ValidationResult:
         return syntax_score(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "parsed": self.parsed, "error": self.error,
-                "score": self.score,
-                "issues": [{"validator": i.validator, "severity": i.severity, "level": i.level,
-                            "description": i.description, "details": i.details}
-                           for i in self.issues]}
+        return {
+            "rule": self.rule,
+            "parsed": self.parsed,
+            "error": self.error,
+            "score": self.score,
+            "issues": [
+                {
+                    "validator": i.validator,
+                    "severity": i.severity,
+                    "level": i.level,
+                    "description": i.description,
+                    "details": i.details,
+                }
+                for i in self.issues
+            ],
+        }
 
 
 def syntax_score(result: ValidationResult) -> float:
@@ -259,16 +286,24 @@ def _details(issue: SigmaValidationIssue) -> str:
         if isinstance(value, (str, list, tuple, set)) and not value:
             continue
         if all(hasattr(value, a) for a in ("product", "category", "service")):
-            value = "{" + ", ".join(f"{a}: {getattr(value, a)}" for a in
-                                    ("product", "category", "service") if getattr(value, a)) + "}"
+            value = (
+                "{"
+                + ", ".join(
+                    f"{a}: {getattr(value, a)}"
+                    for a in ("product", "category", "service")
+                    if getattr(value, a)
+                )
+                + "}"
+            )
         parts.append(f"{name}={value}")
     return " ".join(parts)
 
 
 def _severity_name(issue: SigmaValidationIssue) -> str:
     severity = issue.severity
-    return severity.name.lower() if isinstance(severity, SigmaValidationIssueSeverity) else str(
-        severity).lower()
+    return (
+        severity.name.lower() if isinstance(severity, SigmaValidationIssueSeverity) else str(severity).lower()
+    )
 
 
 def _installed_validators() -> tuple[tuple[str, type], ...]:
@@ -311,8 +346,9 @@ class RuleValidator:
                 try:
                     found = validator.validate(rule)
                 except Exception as exc:
-                    per_rule[index].append(Issue(name, "internal", "the validator itself failed",
-                                                 f"{type(exc).__name__}: {exc}"))
+                    per_rule[index].append(
+                        Issue(name, "internal", "the validator itself failed", f"{type(exc).__name__}: {exc}")
+                    )
                     continue
                 per_rule[index].extend(_flatten(name, i) for i in found)
         for name, validator in instances.items():
@@ -325,12 +361,12 @@ class RuleValidator:
                     if any(r is rule for r in issue.rules):
                         per_rule[index].append(_flatten(name, issue))
         for flat in per_rule:
-            flat.sort(key=lambda i: (_SEVERITY_RANK.get(i.severity, 9), i.validator,
-                                     i.description, i.details))
+            flat.sort(
+                key=lambda i: (_SEVERITY_RANK.get(i.severity, 9), i.validator, i.description, i.details)
+            )
         return per_rule
 
-    def validate(self, rule: str | Path | Mapping[str, Any] | SigmaRule | ParsedRule
-                 ) -> ValidationResult:
+    def validate(self, rule: str | Path | Mapping[str, Any] | SigmaRule | ParsedRule) -> ValidationResult:
         # Cheap when nothing changed; re-seeds the data modules if they did.
         configure_offline(schemas=self.schemas)
         parsed = rule if isinstance(rule, ParsedRule) else parse_rule(rule)
@@ -346,9 +382,12 @@ def _flatten(validator: str, issue: SigmaValidationIssue) -> Issue:
 _DEFAULT: RuleValidator | None = None
 
 
-def validate(rule: str | Path | Mapping[str, Any] | SigmaRule | ParsedRule, *,
-             exclude: Iterable[str] | None = None,
-             schemas: SchemaMap | None = None) -> ValidationResult:
+def validate(
+    rule: str | Path | Mapping[str, Any] | SigmaRule | ParsedRule,
+    *,
+    exclude: Iterable[str] | None = None,
+    schemas: SchemaMap | None = None,
+) -> ValidationResult:
     """Parse and validate one rule offline. Never raises for a bad rule: see ``error``.
 
     *schemas* are the tables whose columns a rule may name (default: the telemetry folder's,
@@ -356,20 +395,25 @@ def validate(rule: str | Path | Mapping[str, Any] | SigmaRule | ParsedRule, *,
     """
     global _DEFAULT
     if exclude is not None or schemas is not None:
-        return RuleValidator(frozenset(exclude or ()) | DEFAULT_EXCLUDE,
-                             schemas=schemas).validate(rule)
+        return RuleValidator(frozenset(exclude or ()) | DEFAULT_EXCLUDE, schemas=schemas).validate(rule)
     if _DEFAULT is None:
         _DEFAULT = RuleValidator()
     return _DEFAULT.validate(rule)
 
 
-def validate_many(rules: Iterable[str | Path | Mapping[str, Any] | SigmaRule | ParsedRule], *,
-                  exclude: Iterable[str] | None = None) -> list[ValidationResult]:
+def validate_many(
+    rules: Iterable[str | Path | Mapping[str, Any] | SigmaRule | ParsedRule],
+    *,
+    exclude: Iterable[str] | None = None,
+) -> list[ValidationResult]:
     """Validate several rules together; one unreadable rule never stops the others."""
     validator = RuleValidator(frozenset(exclude or ()) | DEFAULT_EXCLUDE)
     parsed = [r if isinstance(r, ParsedRule) else parse_rule(r) for r in rules]
     good = [p for p in parsed if p.ok]
-    issues = dict(zip((id(p) for p in good), validator.issues(p.require() for p in good),
-                      strict=True))
-    return [ValidationResult(p.label, True, None, issues[id(p)]) if p.ok
-            else ValidationResult(p.label, False, p.error) for p in parsed]
+    issues = dict(zip((id(p) for p in good), validator.issues(p.require() for p in good), strict=True))
+    return [
+        ValidationResult(p.label, True, None, issues[id(p)])
+        if p.ok
+        else ValidationResult(p.label, False, p.error)
+        for p in parsed
+    ]

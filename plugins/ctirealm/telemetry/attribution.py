@@ -128,9 +128,13 @@ def _table_calls_as_names(kql: str) -> str:
     tokens = [t for t in lexer.getAllTokens() if t.channel == Token.DEFAULT_CHANNEL]
     edits: list[tuple[int, int, str]] = []
     for i in range(len(tokens) - 3):
-        a, b, c, d = tokens[i:i + 4]
-        if (a.type == KqlLexer.TABLE and b.type == KqlLexer.OPENPAREN
-                and c.type == KqlLexer.STRINGLITERAL and d.type == KqlLexer.CLOSEPAREN):
+        a, b, c, d = tokens[i : i + 4]
+        if (
+            a.type == KqlLexer.TABLE
+            and b.type == KqlLexer.OPENPAREN
+            and c.type == KqlLexer.STRINGLITERAL
+            and d.type == KqlLexer.CLOSEPAREN
+        ):
             edits.append((a.start, d.stop + 1, f"[{c.text}]"))
     for start, stop, text in reversed(edits):
         kql = kql[:start] + text + kql[stop:]
@@ -162,8 +166,7 @@ def _string_value(text: str) -> str:
         quote = text[1]
         return text[2:-1].replace(quote * 2, quote)
     body = text[1:-1]
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1)),
-                  body)
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1)), body)
 
 
 def _name(node: Any) -> str | None:
@@ -305,8 +308,11 @@ def id_columns(columns: Iterable[str], families: Mapping[str, list[str]]) -> dic
 
 
 def fetch_events(
-    engine: Any, schemas: Mapping[str, TableSchema], ids: Mapping[str, Iterable[str]],
-    *, ids_only: bool = False,
+    engine: Any,
+    schemas: Mapping[str, TableSchema],
+    ids: Mapping[str, Iterable[str]],
+    *,
+    ids_only: bool = False,
 ) -> list[dict[str, Any]]:
     """The rows of the given events (``{table: ids}``), each with ``__table__``/``__id__``."""
     rows = []
@@ -320,12 +326,13 @@ def fetch_events(
         if callable(lookup):  # an engine that binds the ids instead of parsing a KQL list
             result = lookup(table, list(values), ids_only=ids_only)
         else:
-            literals = ", ".join(w if is_number else
-                                 "'" + w.replace("\\", "\\\\").replace("'", "\\'") + "'"
-                                 for w in values)
+            literals = ", ".join(
+                w if is_number else "'" + w.replace("\\", "\\\\").replace("'", "\\'") + "'" for w in values
+            )
             project = f" | project {schema.id_column}" if ids_only else ""
-            result = engine.query(f"{table} | where {schema.id_column} in ({literals}){project}",
-                                  limit=len(values) + 1)
+            result = engine.query(
+                f"{table} | where {schema.id_column} in ({literals}){project}", limit=len(values) + 1
+            )
         for row in result.to_dicts():
             row["__table__"], row["__id__"] = table, canonical(row[schema.id_column])
             rows.append(row)
@@ -355,9 +362,15 @@ class Traced:
 
 
 def trace(
-    kql: str, columns: list[str], rows: list[dict[str, Any]], engine: Any,
-    schemas: Mapping[str, TableSchema], labels: Labels,
-    *, prefer: Iterable[tuple[str, str]] = (), tables: list[str] | None = None,
+    kql: str,
+    columns: list[str],
+    rows: list[dict[str, Any]],
+    engine: Any,
+    schemas: Mapping[str, TableSchema],
+    labels: Labels,
+    *,
+    prefer: Iterable[tuple[str, str]] = (),
+    tables: list[str] | None = None,
     verify: bool = True,
 ) -> Traced:
     """Which events each of *rows* (the result of *kql*, with *columns*) names.
@@ -386,10 +399,12 @@ def trace(
                 continue
             key = canonical(value)
             tables = families[family]
-            labelled = [t for t in tables
-                        if (entry := marked[t].get(key)) is not None and entry["kind"] != "benign"]
-            holding = labelled or (tables[:1] if stored is None
-                                   else [t for t in tables if (t, key) in stored])
+            labelled = [
+                t for t in tables if (entry := marked[t].get(key)) is not None and entry["kind"] != "benign"
+            ]
+            holding = labelled or (
+                tables[:1] if stored is None else [t for t in tables if (t, key) in stored]
+            )
             if not holding:
                 continue  # a value in an id-named column that is no event of the tables read
             wanted = [t for t in tables if (t, key) in preferred]
@@ -401,9 +416,14 @@ def trace(
     return Traced(read, [t for t in read if schemas[t].id_column in held], found, events)
 
 
-def _stored_ids(engine: Any, schemas: Mapping[str, TableSchema], rows: list[dict[str, Any]],
-                found: dict[str, str], families: Mapping[str, list[str]],
-                labels: Labels) -> set[tuple[str, str]]:
+def _stored_ids(
+    engine: Any,
+    schemas: Mapping[str, TableSchema],
+    rows: list[dict[str, Any]],
+    found: dict[str, str],
+    families: Mapping[str, list[str]],
+    labels: Labels,
+) -> set[tuple[str, str]]:
     """``(table, id)`` for the unlabelled result values that are events of a table read."""
     wanted: dict[str, set[str]] = {}
     for row in rows:
@@ -419,7 +439,7 @@ def _stored_ids(engine: Any, schemas: Mapping[str, TableSchema], rows: list[dict
         ordered = sorted(keys)
         for table in families[family]:
             for start in range(0, len(ordered), _CHUNK):
-                chunk = ordered[start:start + _CHUNK]
+                chunk = ordered[start : start + _CHUNK]
                 for row in fetch_events(engine, schemas, {table: chunk}, ids_only=True):
                     stored.add((table, row["__id__"]))
     return stored

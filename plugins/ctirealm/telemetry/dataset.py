@@ -86,8 +86,7 @@ class Dataset:
                 schemas[path.stem] = TableSchema.load(path)
             except SchemaError as exc:
                 detail = str(exc).removeprefix(f"{path}").lstrip(":0123456789 ")
-                problems.append(FileProblem(f"schemas/{path.name}", None, "schema", path.stem, "",
-                                            detail))
+                problems.append(FileProblem(f"schemas/{path.name}", None, "schema", path.stem, "", detail))
         return cls(
             root=root,
             name=str(config.get("name", root.name)),
@@ -102,8 +101,9 @@ class Dataset:
     def split_seed(self, split: str) -> int:
         """The seed of *split*; `DatasetError` names the known splits otherwise."""
         if split not in self.splits:
-            raise DatasetError(f"{self.root / 'dataset.yaml'}: no split {split!r}; "
-                               f"splits: {', '.join(self.splits)}")
+            raise DatasetError(
+                f"{self.root / 'dataset.yaml'}: no split {split!r}; splits: {', '.join(self.splits)}"
+            )
         return self.splits[split]
 
     def split_position(self, split: str) -> int:
@@ -136,7 +136,7 @@ class Dataset:
         broken = next((p for p in self.problems if p.kind == "schema" and p.table == table), None)
         if broken:
             return f"the schema of {table} did not load ({broken})"
-        return (f"file name must be a table name; known tables: {', '.join(sorted(self.schemas))}")
+        return f"file name must be a table name; known tables: {', '.join(sorted(self.schemas))}"
 
     def attack_files(self) -> list[EventFile]:
         """``attack/<simulation>/<Table>.jsonl``, sorted."""
@@ -153,8 +153,10 @@ class Dataset:
         """Hash of everything the store is built from, so it is rebuilt only when that changes."""
         digest = hashlib.sha256()
         position = self.split_position(split)
-        digest.update(f"format={STORE_FORMAT};rows={rows};seed={seed};split={split}:{position}/"
-                      f"{len(self.splits)}\n".encode())
+        digest.update(
+            f"format={STORE_FORMAT};rows={rows};seed={seed};split={split}:{position}/"
+            f"{len(self.splits)}\n".encode()
+        )
         inputs = [self.root / "dataset.yaml", *sorted((self.root / "schemas").glob("*.json"))]
         for kind in ("attack", "benign", "generator", "scenarios"):
             base = self.root / kind
@@ -169,8 +171,7 @@ class Dataset:
                 continue
             # Names relative to the dataset (or to the code's package): the folder's own name and
             # place (telemetry/ in a checkout, ctirealm/dataset/ installed) do not count.
-            name = (path.relative_to(self.root) if path.is_relative_to(self.root)
-                    else path.relative_to(code))
+            name = path.relative_to(self.root) if path.is_relative_to(self.root) else path.relative_to(code)
             digest.update(Path(name).as_posix().encode())
             digest.update(b"\0")
             digest.update(path.read_bytes())

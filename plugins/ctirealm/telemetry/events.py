@@ -45,13 +45,25 @@ class FileProblem:
         return f"{self.path}:{self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "line": self.line, "kind": self.kind, "table": self.table,
-                "group": self.group, "message": self.message}
+        return {
+            "path": self.path,
+            "line": self.line,
+            "kind": self.kind,
+            "table": self.table,
+            "group": self.group,
+            "message": self.message,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FileProblem:
-        return cls(str(data["path"]), data.get("line"), str(data["kind"]), str(data["table"]),
-                   str(data.get("group", "")), str(data["message"]))
+        return cls(
+            str(data["path"]),
+            data.get("line"),
+            str(data["kind"]),
+            str(data["table"]),
+            str(data.get("group", "")),
+            str(data["message"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -104,18 +116,15 @@ def read_events(
             except ValueError as exc:
                 raise TelemetryFormatError(path, number, str(exc)) from None
             if values[id_index] is None:
-                raise TelemetryFormatError(
-                    path, number, f"missing id column {schema.id_column!r}"
-                )
+                raise TelemetryFormatError(path, number, f"missing id column {schema.id_column!r}")
             moment = values[time_index]
             if window is not None:
                 if moment is None:
-                    raise TelemetryFormatError(
-                        path, number, f"missing time column {schema.time_column!r}"
-                    )
+                    raise TelemetryFormatError(path, number, f"missing time column {schema.time_column!r}")
                 if not window[0] <= moment < window[1]:
                     raise TelemetryFormatError(
-                        path, number,
+                        path,
+                        number,
                         f"column {schema.time_column!r}: {moment.isoformat()}Z is outside the "
                         f"dataset window {window[0].isoformat()}Z .. {window[1].isoformat()}Z",
                     )

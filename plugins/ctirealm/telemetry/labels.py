@@ -26,7 +26,8 @@ class Labels:
 
     #: (kind, group) -> {table: ids}, built on first `by_table` (cases are bound per scoring call).
     _groups: dict[tuple[str, str], dict[str, tuple[str, ...]]] | None = field(
-        default=None, init=False, repr=False, compare=False)
+        default=None, init=False, repr=False, compare=False
+    )
 
     def add(self, table: str, event_id: str, kind: Kind, group: str) -> None:
         self.events.setdefault(table, {})[str(event_id)] = {"kind": kind, "group": group}
@@ -74,9 +75,7 @@ class Labels:
         return dict(self._groups.get((kind, group), {}))
 
     def simulations(self) -> list[str]:
-        return sorted(
-            {e["group"] for t in self.events.values() for e in t.values() if e["kind"] == "attack"}
-        )
+        return sorted({e["group"] for t in self.events.values() for e in t.values() if e["kind"] == "attack"})
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.events, sort_keys=True, indent=0), encoding="utf-8")

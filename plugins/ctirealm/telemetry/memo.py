@@ -82,8 +82,11 @@ def fingerprint() -> str:
 
     package = Path(__file__).resolve().parents[1]
     engine = package / "engine"
-    sources = [*sorted((engine / "rewrite").glob("*.py")), engine / "local.py",
-               package / "telemetry" / "attribution.py"]
+    sources = [
+        *sorted((engine / "rewrite").glob("*.py")),
+        engine / "local.py",
+        package / "telemetry" / "attribution.py",
+    ]
     digest = hashlib.sha256(duckdb_kql.__version__.encode())
     for source in sources:
         digest.update(source.name.encode())

@@ -112,8 +112,7 @@ def _story(path: Path, doc: Any, kind: str, index: int | str) -> Story:
         raise ProfileError(f"{where}: a story is a mapping with steps")
     unknown = set(doc) - _STORY_KEYS
     if unknown:
-        raise ProfileError(f"{where}: unknown keys {sorted(unknown)}; a story has "
-                           f"{sorted(_STORY_KEYS)}")
+        raise ProfileError(f"{where}: unknown keys {sorted(unknown)}; a story has {sorted(_STORY_KEYS)}")
     steps = doc.get("steps")
     if not isinstance(steps, list) or not steps:
         raise ProfileError(f"{where}.steps: at least one step is required")
@@ -121,12 +120,14 @@ def _story(path: Path, doc: Any, kind: str, index: int | str) -> Story:
         if not isinstance(step, dict) or not isinstance(step.get("table"), str):
             raise ProfileError(f"{where}.steps.{i}: a step is a mapping with a table")
         if "bind" in step:
-            raise ProfileError(f"{where}.steps.{i}.bind: bind entities on the story, once for "
-                               "all its steps")
+            raise ProfileError(f"{where}.steps.{i}.bind: bind entities on the story, once for all its steps")
         after = step.get("after", [0, 0])
-        if (not isinstance(after, list) or len(after) != 2
-                or not all(isinstance(a, int | float) and a >= 0 for a in after)
-                or after[0] > after[1]):
+        if (
+            not isinstance(after, list)
+            or len(after) != 2
+            or not all(isinstance(a, int | float) and a >= 0 for a in after)
+            or after[0] > after[1]
+        ):
             raise ProfileError(f"{where}.steps.{i}.after: expected [min, max] seconds")
     bind = doc.get("bind") or {}
     if not isinstance(bind, dict):
@@ -134,8 +135,14 @@ def _story(path: Path, doc: Any, kind: str, index: int | str) -> Story:
     instances = doc.get("instances", 1)
     if not isinstance(instances, int) or instances < 1:
         raise ProfileError(f"{where}.instances: expected a positive integer")
-    return Story(str(doc.get("name") or f"{section}{index}"), kind, instances,
-                 str(doc.get("when", "always")), bind, tuple(_escape_braces(steps)))
+    return Story(
+        str(doc.get("name") or f"{section}{index}"),
+        kind,
+        instances,
+        str(doc.get("when", "always")),
+        bind,
+        tuple(_escape_braces(steps)),
+    )
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -148,8 +155,7 @@ def load_scenario(path: Path) -> Scenario:
         raise ProfileError(f"{path}: cannot read: {exc.strerror}") from exc
     if not isinstance(doc, dict):
         raise ProfileError(f"{path}: a scenario is a mapping with case, attack, lookalikes")
-    unknown = set(doc) - {"case", "sources", "attack", "lookalikes", "routine", "background",
-                          "binaries"}
+    unknown = set(doc) - {"case", "sources", "attack", "lookalikes", "routine", "background", "binaries"}
     if unknown:
         raise ProfileError(f"{path}: unknown sections {sorted(unknown)}")
     case = str(doc.get("case") or path.stem)
@@ -157,16 +163,18 @@ def load_scenario(path: Path) -> Scenario:
     if attack is None:
         raise ProfileError(f"{path}: attack: the scenario has no attack story")
     attacks = attack if isinstance(attack, list) else [attack]
-    stories = [_story(path, s, "attack", i if isinstance(attack, list) else "")
-               for i, s in enumerate(attacks)]
+    stories = [
+        _story(path, s, "attack", i if isinstance(attack, list) else "") for i, s in enumerate(attacks)
+    ]
     for section in ("lookalikes", "routine"):
         listed = doc.get(section) or []
         if not isinstance(listed, list):
             raise ProfileError(f"{path}: {section}: expected a list of stories")
         stories += [_story(path, s, _SECTIONS[section], i) for i, s in enumerate(listed)]
     binaries = doc.get("binaries") or {}
-    return Scenario(path, case, tuple(stories),
-                    _escape_braces(dict(binaries)) if isinstance(binaries, dict) else {})
+    return Scenario(
+        path, case, tuple(stories), _escape_braces(dict(binaries)) if isinstance(binaries, dict) else {}
+    )
 
 
 def scenario_files(scenarios_dir: Path | None) -> list[Path]:
@@ -179,8 +187,16 @@ def scenario_files(scenarios_dir: Path | None) -> list[Path]:
 class Player:
     """Plays stories for one split: table engines, clock and ids shared by all scenarios."""
 
-    def __init__(self, profiles_dir: Path, schemas_dir: Path, scenarios_dir: Path, seed: int,
-                 window: tuple[datetime, datetime], split: int, splits: int) -> None:
+    def __init__(
+        self,
+        profiles_dir: Path,
+        schemas_dir: Path,
+        scenarios_dir: Path,
+        seed: int,
+        window: tuple[datetime, datetime],
+        split: int,
+        splits: int,
+    ) -> None:
         self.profile = load_profiles(profiles_dir, scenarios_dir)
         self.schemas = _load_schemas(schemas_dir)
         self.clock = _Clock(window, self.profile.get("rhythms") or {"always": {}})
@@ -199,8 +215,18 @@ class Player:
         if table not in specs or table not in self.schemas:
             raise ProfileError(f"{where}: unknown table {table!r} (no generator profile or schema)")
         shard = SCENARIO_SHARD + sorted(self.schemas).index(table)
-        engine = _TableGenerator(table, self.profile, specs[table], self.schemas[table], self.clock,
-                                 self.seed, self.ids, SCENARIO_STREAM, shard, "jsonl")
+        engine = _TableGenerator(
+            table,
+            self.profile,
+            specs[table],
+            self.schemas[table],
+            self.clock,
+            self.seed,
+            self.ids,
+            SCENARIO_STREAM,
+            shard,
+            "jsonl",
+        )
         self.engines[table] = engine
         self.tokens[table] = {}
         return engine
@@ -222,7 +248,7 @@ class Player:
         if not items:
             raise ProfileError(f"{where}: selects nothing")
         if len(items) >= self.splits:
-            items = items[self.split::self.splits]
+            items = items[self.split :: self.splits]
         return items
 
     def start(self, rng: Random, rhythm: str, span_ms: int, where: str) -> int:
@@ -240,8 +266,10 @@ class Player:
         """One instance of *story*: ``(table, JSON line)`` in time order."""
         where = _where(scenario.path, _section(story.kind), story.name)
         rng = Random(f"{self.seed}:{scenario.case}:{story.kind}:{story.name}:{instance}")
-        extra = {var: _escape_braces(rng.choice(self.candidates(sel, f"{where}.bind.{var}")))
-                 for var, sel in story.bind.items()}
+        extra = {
+            var: _escape_braces(rng.choice(self.candidates(sel, f"{where}.bind.{var}")))
+            for var, sel in story.bind.items()
+        }
         compiled = []
         span = 0
         for i, step in enumerate(story.steps):
@@ -273,7 +301,6 @@ class Player:
                     row.emit = engine._emitter(row, tpl, tokens)
                 out.append((engine.table, row.emit(when, memo)))
         return out
-
 
     def play_scenario(self, scenario: Scenario, out_dir: Path) -> list[PlayedFile]:
         """Every story instance of *scenario*, written as JSONL under *out_dir*.

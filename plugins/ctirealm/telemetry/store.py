@@ -132,8 +132,13 @@ def _select_list(schema: TableSchema) -> str:
 
 
 def _validate_committed(
-    dataset: Dataset, staging: Path, labels: Labels, problems: list[FileProblem], strict: bool,
-    progress: Progress | None, played: list[tuple[str, EventFile, Path]] = (),  # type: ignore[assignment]
+    dataset: Dataset,
+    staging: Path,
+    labels: Labels,
+    problems: list[FileProblem],
+    strict: bool,
+    progress: Progress | None,
+    played: list[tuple[str, EventFile, Path]] = (),  # type: ignore[assignment]
 ) -> dict[str, list[Path]]:
     """Validate attack and benign files, stage normalised copies, fill *labels*.
 
@@ -158,13 +163,21 @@ def _validate_committed(
             out_path.unlink(missing_ok=True)
             if strict:
                 raise
-            problems.append(FileProblem(source.relative_to(dataset.root).as_posix(),
-                                        exc.line if source == entry.path else None,
-                                        kind, entry.table, entry.group, exc.detail))
+            problems.append(
+                FileProblem(
+                    source.relative_to(dataset.root).as_posix(),
+                    exc.line if source == entry.path else None,
+                    kind,
+                    entry.table,
+                    entry.group,
+                    exc.detail,
+                )
+            )
             continue
         for event_id, line in ids:
-            seen[(entry.table, event_id)] = f"{source}:{line}" if source == entry.path else \
-                f"{source} ({entry.table} row {line})"
+            seen[(entry.table, event_id)] = (
+                f"{source}:{line}" if source == entry.path else f"{source} ({entry.table} row {line})"
+            )
             if kind != "routine":  # normal work played from a scenario: background, unlabelled
                 labels.add(entry.table, event_id, kind, entry.group)  # type: ignore[arg-type]
         files.setdefault(entry.table, []).append(out_path)
@@ -178,8 +191,11 @@ def _mirrors(dataset: Dataset) -> list[Mirror]:
     profiles = dataset.generator_dir()
     if not profiles.is_dir() or not any(profiles.glob("*.yaml")):
         return []
-    return [m for m in mirrors(load_profiles(profiles))
-            if m.table in dataset.schemas and m.source in dataset.schemas]
+    return [
+        m
+        for m in mirrors(load_profiles(profiles))
+        if m.table in dataset.schemas and m.source in dataset.schemas
+    ]
 
 
 def _mirror_labels(labels: Labels, mirrored: list[Mirror]) -> None:
@@ -193,7 +209,11 @@ def _mirror_labels(labels: Labels, mirrored: list[Mirror]) -> None:
 
 
 def _play_scenarios(
-    dataset: Dataset, split: str, seed: int, staging: Path, problems: list[FileProblem],
+    dataset: Dataset,
+    split: str,
+    seed: int,
+    staging: Path,
+    problems: list[FileProblem],
     strict: bool,
 ) -> tuple[list[tuple[str, EventFile, Path]], Path | None]:
     """Play this split's scenarios into *staging*; the files to validate, and the folder of
@@ -225,9 +245,15 @@ def _play_scenarios(
         # Later scenarios are checked against the executables this one adds: two files
         # defining one binary differently leave the later one out, not the build.
         base["binaries"] = {**base.get("binaries", {}), **scenario.binaries}
-    player = Player(profiles_dir, dataset.root / "schemas", good_dir, seed, dataset.window,
-                    dataset.split_position(split),
-                    max(1, len(dataset.splits)))
+    player = Player(
+        profiles_dir,
+        dataset.root / "schemas",
+        good_dir,
+        seed,
+        dataset.window,
+        dataset.split_position(split),
+        max(1, len(dataset.splits)),
+    )
     out: list[tuple[str, EventFile, Path]] = []
     for scenario in loaded:
         try:
@@ -244,12 +270,12 @@ def _play_scenarios(
 
 def _scenario_problem(dataset: Dataset, path: Path, case: str, exc: Exception) -> FileProblem:
     message = str(exc).removeprefix(f"{path}: ").removeprefix(f"{path}")
-    return FileProblem(path.relative_to(dataset.root).as_posix(), None, "scenario", "", case,
-                       message)
+    return FileProblem(path.relative_to(dataset.root).as_posix(), None, "scenario", "", case, message)
 
 
-def _validate_file(dataset: Dataset, entry: EventFile, out_path: Path,
-                   seen: dict[tuple[str, str], str]) -> list[tuple[str, int]]:
+def _validate_file(
+    dataset: Dataset, entry: EventFile, out_path: Path, seen: dict[tuple[str, str], str]
+) -> list[tuple[str, int]]:
     """Validate one event file into a normalised copy; its ``(id, line)`` pairs."""
     unusable = dataset.unusable_table(entry.table)
     if unusable:
@@ -264,7 +290,8 @@ def _validate_file(dataset: Dataset, entry: EventFile, out_path: Path,
                 before = f"{entry.path}:{here[event.event_id]}"
             if before:
                 raise TelemetryFormatError(
-                    entry.path, event.line, f"{schema.id_column} {event.event_id} already used at {before}")
+                    entry.path, event.line, f"{schema.id_column} {event.event_id} already used at {before}"
+                )
             here[event.event_id] = event.line
             ids.append((event.event_id, event.line))
             out.write(json.dumps(_normalised(event.values, schema), ensure_ascii=False))
@@ -316,8 +343,9 @@ def build_store(
             if strict and problems:
                 raise SchemaError(f"{dataset.root / problems[0].path}: {problems[0].message}")
             played, scenarios_dir = _play_scenarios(dataset, split, seed, staging, problems, strict)
-            files = _validate_committed(dataset, staging / "committed", labels, problems, strict,
-                                        progress, played)
+            files = _validate_committed(
+                dataset, staging / "committed", labels, problems, strict, progress, played
+            )
             mirrored = _mirrors(dataset)
             _mirror_labels(labels, mirrored)
             temp_db = staging / "store.duckdb"
@@ -331,9 +359,16 @@ def build_store(
                     # Each table is loaded as soon as its generated files are complete,
                     # while worker processes go on with the others.
                     generate(
-                        loader.generated_dir, seed=seed, rows=rows, window=dataset.window,
-                        profiles_dir=dataset.generator_dir(), progress=tick, output="split",
-                        workers=None, on_table=loader.load_generated, scenarios_dir=scenarios_dir,
+                        loader.generated_dir,
+                        seed=seed,
+                        rows=rows,
+                        window=dataset.window,
+                        profiles_dir=dataset.generator_dir(),
+                        progress=tick,
+                        output="split",
+                        workers=None,
+                        on_table=loader.load_generated,
+                        scenarios_dir=scenarios_dir,
                     )
                 counts = loader.finish()
             meta = {
@@ -350,8 +385,11 @@ def build_store(
                 "mirrors": labels.mirrors,
                 "rows": counts,
                 "schemas": {
-                    name: {"id_column": s.id_column, "time_column": s.time_column,
-                           "columns": [list(c) for c in s.columns]}
+                    name: {
+                        "id_column": s.id_column,
+                        "time_column": s.time_column,
+                        "columns": [list(c) for c in s.columns],
+                    }
                     for name, s in dataset.schemas.items()
                 },
                 "problems": [p.to_dict() for p in problems],
@@ -409,8 +447,10 @@ def _typed(expr: str, kind: str, row: bool = False) -> str:
 
 
 def _read_csv(paths: list[Path], schema: TableSchema) -> str:
-    return (f"read_csv({_sql_list(paths)}, header=false, delim=',', quote='\"', escape='\"', "
-            f"allow_quoted_nulls=false, auto_detect=false, columns={_csv_columns(schema)})")
+    return (
+        f"read_csv({_sql_list(paths)}, header=false, delim=',', quote='\"', escape='\"', "
+        f"allow_quoted_nulls=false, auto_detect=false, columns={_csv_columns(schema)})"
+    )
 
 
 class _Loader:
@@ -424,9 +464,15 @@ class _Loader:
     on how, or in which order, it was loaded.
     """
 
-    def __init__(self, db_path: Path, dataset: Dataset, files: dict[str, list[Path]],
-                 staging: Path, progress: Progress | None, mirrored: list[Mirror] = ()
-                 ) -> None:  # type: ignore[assignment]
+    def __init__(
+        self,
+        db_path: Path,
+        dataset: Dataset,
+        files: dict[str, list[Path]],
+        staging: Path,
+        progress: Progress | None,
+        mirrored: list[Mirror] = (),
+    ) -> None:  # type: ignore[assignment]
         from .generator import available_cpus
 
         self.dataset = dataset
@@ -468,9 +514,11 @@ class _Loader:
         paths = [p for p in self.files.get(schema.name, []) if p.stat().st_size > 0]
         if not paths:
             return None
-        return (f"SELECT {_select_list(schema)} FROM read_json({_sql_list(paths)}, "
-                f"format='newline_delimited', columns={_read_json_columns(schema)}, "
-                f"maximum_object_size=16777216)")
+        return (
+            f"SELECT {_select_list(schema)} FROM read_json({_sql_list(paths)}, "
+            f"format='newline_delimited', columns={_read_json_columns(schema)}, "
+            f"maximum_object_size=16777216)"
+        )
 
     def load_generated(self, table: str) -> None:
         """Queue *table* (committed events plus the generator's split files) for loading."""
@@ -514,8 +562,10 @@ class _Loader:
                 return
             q = _quote
             typed = ", ".join(f"{_typed(q(n), k)} AS {q(n)}" for n, k in schema.columns)
-            con.execute(f"CREATE TEMP TABLE __variants AS SELECT __vid, {typed} "
-                        f"FROM {_read_csv(variant_files, schema)}")
+            con.execute(
+                f"CREATE TEMP TABLE __variants AS SELECT __vid, {typed} "
+                f"FROM {_read_csv(variant_files, schema)}"
+            )
             keys = [schema.time_column, schema.id_column]
             # The sort keys must be rows' own fields (they are: {$time}, {$id}).
             own_keys = all(k in split.varying for k in keys) and con.execute(
@@ -529,15 +579,17 @@ class _Loader:
             con.execute(f"CREATE TABLE {quoted} ({columns})")
             committed = self._committed(schema)
             if committed:
-                con.execute(f"CREATE TEMP TABLE __committed AS SELECT "
-                            f"-row_number() OVER () AS __vid, * FROM ({committed})")
+                con.execute(
+                    f"CREATE TEMP TABLE __committed AS SELECT "
+                    f"-row_number() OVER () AS __vid, * FROM ({committed})"
+                )
             own = [(n, k) for n, k in schema.columns if n in split.varying]
             # Columns some variant fills (many tables have dozens the generator never uses;
             # those are written as nulls instead of being joined on for every row).
-            filled = con.execute("SELECT " + ", ".join(f"count({q(n)}) > 0" for n, _ in
-                                                       schema.columns) + " FROM __variants").fetchone()
-            variant_columns = {n for (n, _), used in zip(schema.columns, filled or (), strict=True)
-                               if used}
+            filled = con.execute(
+                "SELECT " + ", ".join(f"count({q(n)}) > 0" for n, _ in schema.columns) + " FROM __variants"
+            ).fetchone()
+            variant_columns = {n for (n, _), used in zip(schema.columns, filled or (), strict=True) if used}
             last = len(split.buckets) - 1
             loaded = 0
             misplaced = 0
@@ -552,14 +604,16 @@ class _Loader:
                 if not paths and not committed:
                     continue
                 if own_keys:
-                    misplaced += self._bucket_narrow(con, schema, paths, own, variant_columns,
-                                                     where, loaded, bool(committed))
+                    misplaced += self._bucket_narrow(
+                        con, schema, paths, own, variant_columns, where, loaded, bool(committed)
+                    )
                 else:
                     self._bucket_wide(con, schema, split.varying, paths, where, bool(committed))
                 if inside:
-                    row = con.execute(f"SELECT count(*) FROM (SELECT {time_column} FROM {quoted} "
-                                      f"OFFSET {loaded}) WHERE NOT ({' AND '.join(inside)})"
-                                      ).fetchone()
+                    row = con.execute(
+                        f"SELECT count(*) FROM (SELECT {time_column} FROM {quoted} "
+                        f"OFFSET {loaded}) WHERE NOT ({' AND '.join(inside)})"
+                    ).fetchone()
                     misplaced += row[0] if row else 0
                 row = con.execute(f"SELECT count(*) FROM {quoted}").fetchone()
                 loaded = row[0] if row else 0
@@ -575,9 +629,17 @@ class _Loader:
         for path in split.paths():
             path.unlink()
 
-    def _bucket_narrow(self, con: duckdb.DuckDBPyConnection, schema: TableSchema,
-                       paths: list[Path], own: list[tuple[str, str]], variant_columns: set[str],
-                       where: str, loaded: int, committed: bool) -> int:
+    def _bucket_narrow(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        schema: TableSchema,
+        paths: list[Path],
+        own: list[tuple[str, str]],
+        variant_columns: set[str],
+        where: str,
+        loaded: int,
+        committed: bool,
+    ) -> int:
         """Append one bucket: sort the rows' own fields, then join the rest on, in order.
 
         Returns how many appended rows are out of the sorted order (0 unless the engine
@@ -596,9 +658,15 @@ class _Loader:
         names = {n for n, _ in own}
         merged = []
         for n, kind in schema.columns:
-            exprs = [e.format(c=q(n)) for e in ("r.{c}" if n in names else "",
-                                                  "v.{c}" if n in variant_columns else "",
-                                                  "c.{c}" if committed else "") if e]
+            exprs = [
+                e.format(c=q(n))
+                for e in (
+                    "r.{c}" if n in names else "",
+                    "v.{c}" if n in variant_columns else "",
+                    "c.{c}" if committed else "",
+                )
+                if e
+            ]
             if not exprs:
                 merged.append(f"CAST(NULL AS {DUCKDB_TYPES[kind]}) AS {q(n)}")
             elif len(exprs) == 1:
@@ -616,20 +684,28 @@ class _Loader:
         ).fetchone()
         return row[0] if row else 0
 
-    def _bucket_wide(self, con: duckdb.DuckDBPyConnection, schema: TableSchema,
-                     varying: frozenset[str], paths: list[Path], where: str,
-                     committed: bool) -> None:
+    def _bucket_wide(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        schema: TableSchema,
+        varying: frozenset[str],
+        paths: list[Path],
+        where: str,
+        committed: bool,
+    ) -> None:
         """Append one bucket by sorting whole rows (when the sort keys are not rows' own)."""
         q = _quote
         merged = ", ".join(
             f"coalesce({_typed('r.' + q(n), k, row=True)}, v.{q(n)}) AS {q(n)}"
-            if n in varying else f"v.{q(n)}"
+            if n in varying
+            else f"v.{q(n)}"
             for n, k in schema.columns
         )
         sources = []
         if paths:
-            sources.append(f"SELECT {merged} FROM {_read_csv(paths, schema)} r "
-                           "JOIN __variants v ON r.__vid = v.__vid")
+            sources.append(
+                f"SELECT {merged} FROM {_read_csv(paths, schema)} r JOIN __variants v ON r.__vid = v.__vid"
+            )
         if committed:
             columns = ", ".join(q(n) for n, _ in schema.columns)
             sources.append(f"SELECT {columns} FROM __committed{where}")
@@ -645,13 +721,15 @@ class _Loader:
         if [n for n, _ in source.columns] != names:
             raise DatasetError(f"{mirror.table} mirrors {mirror.source}, but their schemas differ")
         values = ", ".join(
-            "'" + mirror.force[n].replace("'", "''") + "'" if n in mirror.force else q(n)
-            for n in names)
+            "'" + mirror.force[n].replace("'", "''") + "'" if n in mirror.force else q(n) for n in names
+        )
         idc, order = q(schema.id_column), f"{q(schema.time_column)}, {q(schema.id_column)}"
         table = q(schema.name)
-        con.execute(f"CREATE TEMP TABLE __mirrored AS SELECT * FROM {table} UNION ALL "
-                    f"SELECT {values} FROM {q(source.name)} "
-                    f"WHERE {idc} NOT IN (SELECT {idc} FROM {table})")
+        con.execute(
+            f"CREATE TEMP TABLE __mirrored AS SELECT * FROM {table} UNION ALL "
+            f"SELECT {values} FROM {q(source.name)} "
+            f"WHERE {idc} NOT IN (SELECT {idc} FROM {table})"
+        )
         con.execute(f"DROP TABLE {table}")
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM __mirrored ORDER BY {order}")
         con.execute("DROP TABLE __mirrored")

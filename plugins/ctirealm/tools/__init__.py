@@ -13,6 +13,16 @@ from .toolbox import (
 from .trajectory import Step, Submission, ToolCall, Trajectory
 
 __all__ = [
-    "ALL_TOOLS", "SPECS", "VARIANTS", "AgentStopped", "Step", "Submission", "ToolCall",
-    "ToolSpec", "Toolbox", "Trajectory", "result_rows", "validate_output",
+    "ALL_TOOLS",
+    "SPECS",
+    "VARIANTS",
+    "AgentStopped",
+    "Step",
+    "Submission",
+    "ToolCall",
+    "ToolSpec",
+    "Toolbox",
+    "Trajectory",
+    "result_rows",
+    "validate_output",
 ]

@@ -50,16 +50,18 @@ class AgentTools(Protocol):
 
     names: ToolNames
 
-    def call(self, name: str, arguments: dict[str, Any] | str | None = None, *,
-             call_id: str | None = None) -> str: ...
+    def call(
+        self, name: str, arguments: dict[str, Any] | str | None = None, *, call_id: str | None = None
+    ) -> str: ...
     def say(self, text: str = "", reasoning: str = "") -> None: ...
     def specs(self) -> list[ToolSpec]: ...
     def openai_tools(self) -> list[dict[str, Any]]: ...
     def list_cti_report_tags(self) -> str: ...
     def get_cti_reports_by_tag(self, *, tag: str) -> str: ...
     def search_mitre_techniques(self, *, tactic: str) -> str: ...
-    def search_sigma_rules(self, *, keyword: str = "", technique_id: str = "", platform: str = "",
-                           limit: int = 5) -> str: ...
+    def search_sigma_rules(
+        self, *, keyword: str = "", technique_id: str = "", platform: str = "", limit: int = 5
+    ) -> str: ...
     def list_kusto_tables(self) -> str: ...
     def get_table_schema(self, *, table_name: str) -> str: ...
     def sample_table_data(self, *, table_name: str, rows: int = 5) -> str: ...
@@ -77,8 +79,7 @@ def facade(toolbox: Toolbox) -> AgentTools:
     # Bound to locals so the closures below hold the two methods, not the toolbox object.
     run_tool, record_text = toolbox.call, toolbox.say
 
-    def call(name: str, arguments: dict[str, Any] | str | None = None, *,
-             call_id: str | None = None) -> str:
+    def call(name: str, arguments: dict[str, Any] | str | None = None, *, call_id: str | None = None) -> str:
         return run_tool(name, arguments, call_id=None if call_id is None else str(call_id))
 
     def say(text: str = "", reasoning: str = "") -> None:
@@ -106,10 +107,16 @@ def facade(toolbox: Toolbox) -> AgentTools:
         return f"<agent tools: {', '.join(names)}>"
 
     namespace: dict[str, Any] = {
-        "__slots__": (), "__doc__": AgentTools.__doc__, "__module__": __name__,
-        "names": names, "call": staticmethod(call), "say": staticmethod(say),
-        "specs": staticmethod(specs_), "openai_tools": staticmethod(openai_tools),
-        "__getattr__": refuse, "__repr__": describe,
+        "__slots__": (),
+        "__doc__": AgentTools.__doc__,
+        "__module__": __name__,
+        "names": names,
+        "call": staticmethod(call),
+        "say": staticmethod(say),
+        "specs": staticmethod(specs_),
+        "openai_tools": staticmethod(openai_tools),
+        "__getattr__": refuse,
+        "__repr__": describe,
         "__dir__": lambda self: sorted(SURFACE + EVERY_TOOL),
         **{name: staticmethod(tool(name)) for name in EVERY_TOOL},
     }

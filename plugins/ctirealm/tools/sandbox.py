@@ -85,13 +85,44 @@ def _command(workdir: Path, argv: list[str]) -> list[str]:
         elif path.is_dir():
             command += ["--ro-bind", str(path), f"/{top}"]
     command += [
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-        "--bind", str(workdir), "/workspace", "--chdir", "/workspace",
-        "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000",
-        "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--hostname", "sandbox",
-        "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/workspace",
-        "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
-        "--", *argv,
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--bind",
+        str(workdir),
+        "/workspace",
+        "--chdir",
+        "/workspace",
+        "--unshare-all",
+        "--unshare-user",
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+        "--cap-drop",
+        "ALL",
+        "--die-with-parent",
+        "--new-session",
+        "--hostname",
+        "sandbox",
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        "/usr/bin:/bin",
+        "--setenv",
+        "HOME",
+        "/workspace",
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        "--setenv",
+        "PYTHONDONTWRITEBYTECODE",
+        "1",
+        "--",
+        *argv,
     ]
     return command
 
@@ -101,8 +132,13 @@ def unavailable_reason() -> str | None:
     """None when the sandbox works on this machine, else why not (checked once per process)."""
     probe = Path(tempfile.mkdtemp(prefix="ctirealm-sandbox-probe-"))
     try:
-        done = subprocess.run(_command(probe, ["/bin/sh", "-c", "exit 0"]), capture_output=True,
-                              text=True, timeout=30, check=False)
+        done = subprocess.run(
+            _command(probe, ["/bin/sh", "-c", "exit 0"]),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except SandboxUnavailable as exc:
         return str(exc)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -110,9 +146,11 @@ def unavailable_reason() -> str | None:
     finally:
         shutil.rmtree(probe, ignore_errors=True)
     if done.returncode != 0:
-        return ("bubblewrap cannot create the sandbox's namespaces here "
-                f"({done.stderr.strip()[:300] or f'exit {done.returncode}'}); enable unprivileged "
-                "user namespaces or run where they are allowed")
+        return (
+            "bubblewrap cannot create the sandbox's namespaces here "
+            f"({done.stderr.strip()[:300] or f'exit {done.returncode}'}); enable unprivileged "
+            "user namespaces or run where they are allowed"
+        )
     return None
 
 
@@ -150,15 +188,21 @@ class Sandbox:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
         process = subprocess.Popen(
-            _command(self.workdir, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, preexec_fn=limit, start_new_session=True)
+            _command(self.workdir, argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit,
+            start_new_session=True,
+        )
         try:
             out, _ = process.communicate(stdin.encode("utf-8", "replace"), timeout=limits.time)
         except subprocess.TimeoutExpired:
             _kill(process)
             out, _ = process.communicate()
             return _cut(out, limits.output) + (
-                f"\n[stopped: the call exceeded the time limit of {limits.time:g} s]")
+                f"\n[stopped: the call exceeded the time limit of {limits.time:g} s]"
+            )
         text = _cut(out, limits.output)
         if process.returncode == 0:
             return text
@@ -166,8 +210,13 @@ class Sandbox:
         signum = -process.returncode if process.returncode < 0 else process.returncode - 128
         if signum in signal.valid_signals():
             name = signal.Signals(signum).name
-            why = " (CPU time limit)" if name == "SIGXCPU" else \
-                " (file size limit)" if name == "SIGXFSZ" else ""
+            why = (
+                " (CPU time limit)"
+                if name == "SIGXCPU"
+                else " (file size limit)"
+                if name == "SIGXFSZ"
+                else ""
+            )
             return f"{text}\n[killed by {name}{why}]"
         return f"{text}\n[exit status {process.returncode}]"
 

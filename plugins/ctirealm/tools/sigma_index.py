@@ -28,9 +28,7 @@ PLATFORMS: dict[str, tuple[str, ...]] = {
 
 @lru_cache(maxsize=1)
 def load_index() -> list[dict[str, Any]]:
-    text = resources.files("ctirealm.tools").joinpath("data/sigmahq_index.json").read_text(
-        encoding="utf-8"
-    )
+    text = resources.files("ctirealm.tools").joinpath("data/sigmahq_index.json").read_text(encoding="utf-8")
     return json.loads(text)["rules"]
 
 
@@ -42,32 +40,34 @@ def search(
     technique = (technique_id or "").strip().upper()
     products = PLATFORMS.get((platform or "").strip().lower()) if platform else None
     if platform and products is None:
-        raise ValueError(
-            f"unknown platform {platform!r}; use one of {', '.join(sorted(PLATFORMS))}"
-        )
+        raise ValueError(f"unknown platform {platform!r}; use one of {', '.join(sorted(PLATFORMS))}")
     found = []
     for rule in load_index():
         text = f"{rule.get('title', '')}\n{rule.get('description', '')}".lower()
         if keyword and keyword not in text:
             continue
         techniques = [t.upper() for t in rule.get("attack_techniques", [])]
-        if technique and not any(t == technique or t.startswith(technique + ".") or
-                                 technique.startswith(t + ".") for t in techniques):
+        if technique and not any(
+            t == technique or t.startswith(technique + ".") or technique.startswith(t + ".")
+            for t in techniques
+        ):
             continue
         if products and rule.get("logsource", {}).get("product") not in products:
             continue
-        found.append({
-            "title": rule.get("title"),
-            "id": rule.get("id"),
-            "description": rule.get("description"),
-            "author": rule.get("author"),
-            "level": rule.get("level"),
-            "status": rule.get("status"),
-            "logsource": rule.get("logsource"),
-            "techniques": techniques,
-            "detection": rule.get("detection"),
-            "license": LICENSE_NOTE.format(author=rule.get("author") or "unknown"),
-        })
+        found.append(
+            {
+                "title": rule.get("title"),
+                "id": rule.get("id"),
+                "description": rule.get("description"),
+                "author": rule.get("author"),
+                "level": rule.get("level"),
+                "status": rule.get("status"),
+                "logsource": rule.get("logsource"),
+                "techniques": techniques,
+                "detection": rule.get("detection"),
+                "license": LICENSE_NOTE.format(author=rule.get("author") or "unknown"),
+            }
+        )
         if len(found) >= limit:
             break
     return found

@@ -63,59 +63,97 @@ class ToolSpec:
     parameters: dict[str, Any]
 
     def to_openai(self) -> dict[str, Any]:
-        return {"type": "function", "function": {
-            "name": self.name, "description": self.description, "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
 
 def _params(required: tuple[str, ...] = (), **props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": list(required),
-            "additionalProperties": False}
+    return {"type": "object", "properties": props, "required": list(required), "additionalProperties": False}
 
 
-SPECS: dict[str, ToolSpec] = {s.name: s for s in (
-    ToolSpec("list_cti_report_tags",
-             "List the tags of the available CTI reports with how many reports carry each, "
-             "most frequent first.", _params()),
-    ToolSpec("get_cti_reports_by_tag",
-             "Get the full CTI reports that carry a tag (see list_cti_report_tags).",
-             _params(("tag",), tag={"type": "string", "description": "a tag, e.g. 'persistence'"})),
-    ToolSpec("search_mitre_techniques",
-             "List MITRE ATT&CK Enterprise techniques of a tactic with id, name, description "
-             "and tactics.",
-             _params(("tactic",), tactic={"type": "string",
-                                          "description": "tactic name, e.g. 'credential access'"})),
-    ToolSpec("search_sigma_rules",
-             "Search SigmaHQ detection rules by keyword in title/description, ATT&CK technique "
-             "and platform (linux, azure, m365, kubernetes).",
-             _params((), keyword={"type": "string"}, technique_id={"type": "string"},
-                     platform={"type": "string"},
-                     limit={"type": "integer", "description": "default 5, at most 20"})),
-    ToolSpec("list_kusto_tables", "List the Kusto tables available, with column and row counts.",
-             _params()),
-    ToolSpec("get_table_schema", "Columns and types of a table (like `T | getschema`).",
-             _params(("table_name",), table_name={"type": "string"})),
-    ToolSpec("sample_table_data", "A few rows of a table (`T | take rows`).",
-             _params(("table_name",), table_name={"type": "string"},
-                     rows={"type": "integer", "description": "default 5, at most 20"})),
-    ToolSpec("execute_kql_query",
-             "Run a read-only KQL query. `| take <limit>` is appended unless the query already "
-             "has take/limit. Returns Kusto JSON, or 'Error: ...'.",
-             _params(("query",), query={"type": "string"},
-                     limit={"type": "integer", "description": "default and maximum 10"})),
-    ToolSpec("validate_output_json",
-             "Check the final answer JSON: exactly the keys sigma_rule (string, >= 50 chars), "
-             "kql_query (string, >= 10 chars) and query_results (non-empty list of rows).",
-             _params(("json_output",), json_output={"type": "string"})),
-    ToolSpec("bash",
-             "Run a bash command in a sandbox without network (a scratch folder, /workspace, "
-             "kept for this case; no access to the telemetry: query it with execute_kql_query). "
-             "Returns the output.",
-             _params(("cmd",), cmd={"type": "string", "description": "the command to run"})),
-    ToolSpec("python",
-             "Run Python 3 code in the same sandbox as bash (no network; print() what you "
-             "need to see). Returns the output.",
-             _params(("code",), code={"type": "string", "description": "the code to run"})),
-)}
+SPECS: dict[str, ToolSpec] = {
+    s.name: s
+    for s in (
+        ToolSpec(
+            "list_cti_report_tags",
+            "List the tags of the available CTI reports with how many reports carry each, "
+            "most frequent first.",
+            _params(),
+        ),
+        ToolSpec(
+            "get_cti_reports_by_tag",
+            "Get the full CTI reports that carry a tag (see list_cti_report_tags).",
+            _params(("tag",), tag={"type": "string", "description": "a tag, e.g. 'persistence'"}),
+        ),
+        ToolSpec(
+            "search_mitre_techniques",
+            "List MITRE ATT&CK Enterprise techniques of a tactic with id, name, description and tactics.",
+            _params(
+                ("tactic",), tactic={"type": "string", "description": "tactic name, e.g. 'credential access'"}
+            ),
+        ),
+        ToolSpec(
+            "search_sigma_rules",
+            "Search SigmaHQ detection rules by keyword in title/description, ATT&CK technique "
+            "and platform (linux, azure, m365, kubernetes).",
+            _params(
+                (),
+                keyword={"type": "string"},
+                technique_id={"type": "string"},
+                platform={"type": "string"},
+                limit={"type": "integer", "description": "default 5, at most 20"},
+            ),
+        ),
+        ToolSpec(
+            "list_kusto_tables", "List the Kusto tables available, with column and row counts.", _params()
+        ),
+        ToolSpec(
+            "get_table_schema",
+            "Columns and types of a table (like `T | getschema`).",
+            _params(("table_name",), table_name={"type": "string"}),
+        ),
+        ToolSpec(
+            "sample_table_data",
+            "A few rows of a table (`T | take rows`).",
+            _params(
+                ("table_name",),
+                table_name={"type": "string"},
+                rows={"type": "integer", "description": "default 5, at most 20"},
+            ),
+        ),
+        ToolSpec(
+            "execute_kql_query",
+            "Run a read-only KQL query. `| take <limit>` is appended unless the query already "
+            "has take/limit. Returns Kusto JSON, or 'Error: ...'.",
+            _params(
+                ("query",),
+                query={"type": "string"},
+                limit={"type": "integer", "description": "default and maximum 10"},
+            ),
+        ),
+        ToolSpec(
+            "validate_output_json",
+            "Check the final answer JSON: exactly the keys sigma_rule (string, >= 50 chars), "
+            "kql_query (string, >= 10 chars) and query_results (non-empty list of rows).",
+            _params(("json_output",), json_output={"type": "string"}),
+        ),
+        ToolSpec(
+            "bash",
+            "Run a bash command in a sandbox without network (a scratch folder, /workspace, "
+            "kept for this case; no access to the telemetry: query it with execute_kql_query). "
+            "Returns the output.",
+            _params(("cmd",), cmd={"type": "string", "description": "the command to run"}),
+        ),
+        ToolSpec(
+            "python",
+            "Run Python 3 code in the same sandbox as bash (no network; print() what you "
+            "need to see). Returns the output.",
+            _params(("code",), code={"type": "string", "description": "the code to run"}),
+        ),
+    )
+}
 
 
 def parse_toolsets(spec: str | None) -> tuple[str, ...]:
@@ -126,8 +164,9 @@ def parse_toolsets(spec: str | None) -> tuple[str, ...]:
     names = [n.strip().lstrip("+") for n in (spec or "").replace(",", " ").split()]
     unknown = [n for n in names if n and n not in TOOLSETS]
     if unknown:
-        raise ValueError(f"unknown toolset {', '.join(unknown)}; toolsets: "
-                         + ", ".join(f"+{t}" for t in TOOLSETS))
+        raise ValueError(
+            f"unknown toolset {', '.join(unknown)}; toolsets: " + ", ".join(f"+{t}" for t in TOOLSETS)
+        )
     return tuple(dict.fromkeys(n for n in names if n))
 
 
@@ -216,8 +255,9 @@ class Toolbox:
             raise AgentStopped(self._stopped)
         self.trajectory.steps.append(Step(kind="assistant", text=str(text), reasoning=str(reasoning)))
 
-    def call(self, name: str, arguments: dict[str, Any] | str | None = None,
-             *, call_id: str | None = None) -> str:
+    def call(
+        self, name: str, arguments: dict[str, Any] | str | None = None, *, call_id: str | None = None
+    ) -> str:
         """Run one tool by name; arguments as a dict or JSON text. Always returns text."""
         if self._stopped:
             raise AgentStopped(self._stopped)
@@ -244,8 +284,11 @@ class Toolbox:
             error = f"unknown tool {name!r}; available: {', '.join(self._names)}"
         if error is None and name not in self._names:
             toolset = next((t for t, names in TOOLSETS.items() if name in names), None)
-            error = (f"tool {name!r} needs the +{toolset} toolset" if toolset else
-                     f"tool {name!r} is not available in the {self.variant} variant")
+            error = (
+                f"tool {name!r} needs the +{toolset} toolset"
+                if toolset
+                else f"tool {name!r} is not available in the {self.variant} variant"
+            )
         if error is None:
             try:
                 result, rows = self._invoke(name, args)
@@ -256,17 +299,35 @@ class Toolbox:
             except Exception as exc:  # a tool bug must not crash the agent's run
                 error = f"internal error in {name}: {type(exc).__name__}: {exc}"
         text = f"Error: {error}" if error is not None else result
-        self.trajectory.steps.append(Step(kind="tool", tool=ToolCall(
-            name=name, arguments=args, result=text, ok=error is None,
-            started=round(started - self._started, 4),
-            duration=round(time.perf_counter() - started, 4), rows=rows, error=error,
-            call_id=call_id,
-        )))
+        self.trajectory.steps.append(
+            Step(
+                kind="tool",
+                tool=ToolCall(
+                    name=name,
+                    arguments=args,
+                    result=text,
+                    ok=error is None,
+                    started=round(started - self._started, 4),
+                    duration=round(time.perf_counter() - started, 4),
+                    rows=rows,
+                    error=error,
+                    call_id=call_id,
+                ),
+            )
+        )
         return text
 
-    def record(self, name: str, arguments: dict[str, Any] | str | None, result: str, *,
-               ok: bool | None = None, error: str | None = None, call_id: str | None = None,
-               duration: float = 0.0) -> str:
+    def record(
+        self,
+        name: str,
+        arguments: dict[str, Any] | str | None,
+        result: str,
+        *,
+        ok: bool | None = None,
+        error: str | None = None,
+        call_id: str | None = None,
+        duration: float = 0.0,
+    ) -> str:
         """Record a tool call with a given result, without executing it (replaying a log).
 
         The call lands in the trajectory exactly as recorded: any tool name
@@ -289,19 +350,33 @@ class Toolbox:
         if ok is None:
             ok = error is None and not text.lstrip().startswith("Error")
         if not ok and error is None:
-            error = text.lstrip()[len("Error:"):].strip() if text.lstrip().startswith("Error:") \
+            error = (
+                text.lstrip()[len("Error:") :].strip()
+                if text.lstrip().startswith("Error:")
                 else (text.strip() or "the tool call failed")
+            )
         rows = None
         if name in ("execute_kql_query", "sample_table_data") and ok:
             try:
                 rows = len(json.loads(text)["Tables"][0]["Rows"])
             except (json.JSONDecodeError, KeyError, IndexError, TypeError):
                 rows = None
-        self.trajectory.steps.append(Step(kind="tool", tool=ToolCall(
-            name=str(name), arguments=args, result=text, ok=bool(ok),
-            started=round(time.perf_counter() - self._started, 4), duration=round(duration, 4),
-            rows=rows, error=None if ok else error, call_id=call_id,
-        )))
+        self.trajectory.steps.append(
+            Step(
+                kind="tool",
+                tool=ToolCall(
+                    name=str(name),
+                    arguments=args,
+                    result=text,
+                    ok=bool(ok),
+                    started=round(time.perf_counter() - self._started, 4),
+                    duration=round(duration, 4),
+                    rows=rows,
+                    error=None if ok else error,
+                    call_id=call_id,
+                ),
+            )
+        )
         return text
 
     def __getattr__(self, name: str) -> Callable[..., str]:
@@ -317,8 +392,10 @@ class Toolbox:
         allowed = set(spec.parameters["properties"])
         unknown = sorted(set(args) - allowed)
         if unknown:
-            raise _ToolError(f"unexpected argument(s) {', '.join(unknown)} for {name}; "
-                             f"expected: {', '.join(sorted(allowed)) or 'none'}")
+            raise _ToolError(
+                f"unexpected argument(s) {', '.join(unknown)} for {name}; "
+                f"expected: {', '.join(sorted(allowed)) or 'none'}"
+            )
         missing = [r for r in spec.parameters["required"] if args.get(r) in (None, "")]
         if missing:
             raise _ToolError(f"missing required argument(s) {', '.join(missing)} for {name}")
@@ -352,29 +429,34 @@ class Toolbox:
 
     def _tool_get_cti_reports_by_tag(self, tag: Any) -> str:
         key = _text(tag, "tag").strip().lower()
-        reports = [r for r in sorted(self.cases.reports.values(), key=lambda r: r.id)
-                   if key in r.tags]
+        reports = [r for r in sorted(self.cases.reports.values(), key=lambda r: r.id) if key in r.tags]
         if not reports:
-            raise _ToolError(f"no reports with tag {key!r}. Available tags: "
-                             + ", ".join(self.cases.tags()))
+            raise _ToolError(f"no reports with tag {key!r}. Available tags: " + ", ".join(self.cases.tags()))
         return _dumps([r.to_tool_dict() for r in reports])
 
     def _tool_search_mitre_techniques(self, tactic: Any) -> str:
         key = _text(tactic, "tactic").strip().lower().replace(" ", "-")
         techniques = self.attack.by_tactic(key)
         if not techniques:
-            raise _ToolError(f"unknown tactic {key!r}; tactics: "
-                             + ", ".join(self.attack.tactic_names()))
-        return _dumps([{"id": t.id, "name": t.name, "description": _brief(t.description),
-                        "tactics": list(t.tactics)} for t in techniques])
+            raise _ToolError(f"unknown tactic {key!r}; tactics: " + ", ".join(self.attack.tactic_names()))
+        return _dumps(
+            [
+                {"id": t.id, "name": t.name, "description": _brief(t.description), "tactics": list(t.tactics)}
+                for t in techniques
+            ]
+        )
 
-    def _tool_search_sigma_rules(self, keyword: Any = "", technique_id: Any = "",
-                                 platform: Any = "", limit: Any = SIGMA_DEFAULT) -> str:
+    def _tool_search_sigma_rules(
+        self, keyword: Any = "", technique_id: Any = "", platform: Any = "", limit: Any = SIGMA_DEFAULT
+    ) -> str:
         count = _bounded(limit, SIGMA_DEFAULT, SIGMA_MAX, "limit")
         try:
-            found = sigma_index.search(_text(keyword or "", "keyword"),
-                                       _text(technique_id or "", "technique_id"),
-                                       _text(platform or "", "platform"), count)
+            found = sigma_index.search(
+                _text(keyword or "", "keyword"),
+                _text(technique_id or "", "technique_id"),
+                _text(platform or "", "platform"),
+                count,
+            )
         except ValueError as exc:
             raise _ToolError(str(exc)) from None
         return _dumps(found)
@@ -384,14 +466,19 @@ class Toolbox:
         for table in self.engine.tables():
             columns = self.engine.schema(table)
             count = self.engine.query(f"['{table}'] | count", timeout=self.query_timeout).rows
-            out.append({"TableName": table, "Columns": len(columns),
-                        "Rows": int(count[0][0]) if count else 0})
+            out.append(
+                {"TableName": table, "Columns": len(columns), "Rows": int(count[0][0]) if count else 0}
+            )
         return _dumps(out)
 
     def _tool_get_table_schema(self, table_name: Any) -> str:
         table = self._table(table_name)
-        return _dumps({"TableName": table, "Columns": [
-            {"ColumnName": c, "ColumnType": t} for c, t in self.engine.schema(table)]})
+        return _dumps(
+            {
+                "TableName": table,
+                "Columns": [{"ColumnName": c, "ColumnType": t} for c, t in self.engine.schema(table)],
+            }
+        )
 
     def _tool_sample_table_data(self, table_name: Any, rows: Any = SAMPLE_DEFAULT) -> tuple[str, int]:
         table = self._table(table_name)
@@ -414,8 +501,9 @@ class Toolbox:
             try:
                 data = json.loads(_text(json_output, "json_output"))
             except json.JSONDecodeError as exc:
-                raise _ToolError(f"not valid JSON: {exc.msg} at line {exc.lineno} "
-                                 f"column {exc.colno}") from None
+                raise _ToolError(
+                    f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                ) from None
         problems = validate_output(data)
         if problems:
             raise _ToolError("; ".join(problems))

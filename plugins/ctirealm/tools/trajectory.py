@@ -11,9 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Status = Literal[
-    "submitted", "no_submission", "invalid_submission", "crashed", "timeout", "limit_exceeded"
-]
+Status = Literal["submitted", "no_submission", "invalid_submission", "crashed", "timeout", "limit_exceeded"]
 FORMAT_VERSION = 1
 
 
@@ -51,8 +49,11 @@ class Submission:
     query_results: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sigma_rule": self.sigma_rule, "kql_query": self.kql_query,
-                "query_results": self.query_results}
+        return {
+            "sigma_rule": self.sigma_rule,
+            "kql_query": self.kql_query,
+            "query_results": self.query_results,
+        }
 
 
 @dataclass
@@ -73,8 +74,7 @@ class Trajectory:
     # -- views used by scoring --------------------------------------------------
 
     def tool_calls(self, name: str | None = None) -> list[ToolCall]:
-        return [s.tool for s in self.steps
-                if s.tool is not None and (name is None or s.tool.name == name)]
+        return [s.tool for s in self.steps if s.tool is not None and (name is None or s.tool.name == name)]
 
     def assistant_text(self) -> str:
         """All assistant text and reasoning, in order (where ATT&CK ids are looked for)."""
@@ -96,22 +96,33 @@ class Trajectory:
         steps = []
         for raw in data.get("steps", []):
             tool = raw.get("tool")
-            steps.append(Step(kind=raw["kind"], text=raw.get("text", ""),
-                              reasoning=raw.get("reasoning", ""),
-                              tool=ToolCall(**tool) if tool else None))
+            steps.append(
+                Step(
+                    kind=raw["kind"],
+                    text=raw.get("text", ""),
+                    reasoning=raw.get("reasoning", ""),
+                    tool=ToolCall(**tool) if tool else None,
+                )
+            )
         submission = data.get("submission")
         return cls(
-            case_id=data["case_id"], agent=data.get("agent", ""), variant=data.get("variant", "full"),
-            epoch=int(data.get("epoch", 1)), steps=steps,
+            case_id=data["case_id"],
+            agent=data.get("agent", ""),
+            variant=data.get("variant", "full"),
+            epoch=int(data.get("epoch", 1)),
+            steps=steps,
             submission=Submission(**submission) if submission else None,
-            status=data.get("status", "no_submission"), reason=data.get("reason", ""),
-            duration=float(data.get("duration", 0.0)), raw_answer=data.get("raw_answer"),
+            status=data.get("status", "no_submission"),
+            reason=data.get("reason", ""),
+            duration=float(data.get("duration", 0.0)),
+            raw_answer=data.get("raw_answer"),
         )
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1, default=str),
-                        encoding="utf-8")
+        path.write_text(
+            json.dumps(self.to_dict(), ensure_ascii=False, indent=1, default=str), encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, path: Path) -> Trajectory:

@@ -23,7 +23,17 @@ from .names import KUSTO_FUNCTIONS, is_kusto_function
 from .tree import COLUMN_TYPES, MAX_DATA_COLUMNS, READ_DISTINCT
 
 __all__ = [
-    "COLUMN_TYPES", "DUCKDB_KQL_VERSION", "ENGINE_FUNCTIONS", "KUSTO_FUNCTIONS", "MAX_DATA_COLUMNS",
-    "READ_DISTINCT", "STRREP_MAX_BYTES", "disabled", "ensure_installed", "install", "installed",
-    "is_kusto_function", "uninstall",
+    "COLUMN_TYPES",
+    "DUCKDB_KQL_VERSION",
+    "ENGINE_FUNCTIONS",
+    "KUSTO_FUNCTIONS",
+    "MAX_DATA_COLUMNS",
+    "READ_DISTINCT",
+    "STRREP_MAX_BYTES",
+    "disabled",
+    "ensure_installed",
+    "install",
+    "installed",
+    "is_kusto_function",
+    "uninstall",
 ]

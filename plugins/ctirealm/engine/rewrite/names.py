@@ -11,7 +11,8 @@ from __future__ import annotations
 #: Kusto's built-in scalar, aggregate and window functions (public docs), so an
 #: error can tell "not a Kusto function" (a typo: semantic error) from "a Kusto
 #: function this engine does not implement" (unsupported).
-KUSTO_FUNCTIONS: frozenset[str] = frozenset("""
+KUSTO_FUNCTIONS: frozenset[str] = frozenset(
+    """
 abs acos ago any anyif arg_max arg_min argmax argmin array_concat array_iff array_iif
 array_index_of array_length array_reverse array_rotate_left array_rotate_right
 array_shift_left array_shift_right array_slice array_sort_asc array_sort_desc array_split
@@ -83,7 +84,8 @@ geo_polygon_area geo_polygon_buffer geo_polygon_centroid geo_polygon_densify
 geo_polygon_perimeter geo_polygon_simplify geo_polygon_to_h3cells geo_polygon_to_s2cells
 geo_s2cell_neighbors geo_s2cell_to_central_point geo_s2cell_to_polygon
 geo_simplify_polygons_array geo_union_lines_array geo_union_polygons_array
-""".split())
+""".split()
+)
 
 #: Deprecated spellings Kusto still accepts -> the function each stands for (the
 #: "Deprecated aliases" of Kusto's function reference). The engine treats a
@@ -124,4 +126,3 @@ KUSTO_FUNCTIONS = KUSTO_FUNCTIONS | frozenset(DEPRECATED_ALIASES)
 def is_kusto_function(name: str) -> bool:
     """Whether *name* is one of Kusto's built-in functions (case-insensitive)."""
     return name.lower() in KUSTO_FUNCTIONS
-

@@ -25,15 +25,21 @@ from duckdb_kql.translate import functions as _functions
 
 #: op -> (LIKE keyword, leading %, trailing %, negated)
 _LIKE_OPS = {
-    "contains": ("ILIKE", True, True, False), "!contains": ("ILIKE", True, True, True),
-    "contains_cs": ("LIKE", True, True, False), "!contains_cs": ("LIKE", True, True, True),
-    "startswith": ("ILIKE", False, True, False), "!startswith": ("ILIKE", False, True, True),
-    "endswith": ("ILIKE", True, False, False), "!endswith": ("ILIKE", True, False, True),
+    "contains": ("ILIKE", True, True, False),
+    "!contains": ("ILIKE", True, True, True),
+    "contains_cs": ("LIKE", True, True, False),
+    "!contains_cs": ("LIKE", True, True, True),
+    "startswith": ("ILIKE", False, True, False),
+    "!startswith": ("ILIKE", False, True, True),
+    "endswith": ("ILIKE", True, False, False),
+    "!endswith": ("ILIKE", True, False, True),
 }
 #: op -> (LIKE keyword of the pre-filter, negated)
 _HAS_OPS = {
-    "has": ("ILIKE", False), "!has": ("ILIKE", True),
-    "has_cs": ("LIKE", False), "!has_cs": ("LIKE", True),
+    "has": ("ILIKE", False),
+    "!has": ("ILIKE", True),
+    "has_cs": ("LIKE", False),
+    "!has_cs": ("LIKE", True),
 }
 _LIKE_SPECIAL = frozenset("%_\\")
 #: Longest has_any list given substring pre-filters (longer ones are one alternation).
@@ -98,8 +104,7 @@ def _term_operator(
 def _quote_meta(text: str) -> str:
     """*text* as an RE2 literal, escaped as DuckDB's ``regexp_escape`` (RE2's QuoteMeta) does."""
     return "".join(
-        "\\x00" if c == "\0" else c if c.isalnum() or c == "_" or not c.isascii() else "\\" + c
-        for c in text
+        "\\x00" if c == "\0" else c if c.isalnum() or c == "_" or not c.isascii() else "\\" + c for c in text
     )
 
 
@@ -164,13 +169,14 @@ def _has_list(original: Callable[[ir.HasList], str]) -> Callable[[ir.HasList], s
                 # Thousands of terms: two list lambdas rather than thousands of expressions
                 # (which DuckDB evaluates, and compiles, however few rows pass).
                 lowered = "[" + ", ".join(_translate.quote_string(n.lower()) for n in needles) + "]"
-                patterns = "[" + ", ".join(
-                    _translate.quote_string("(?i)" + _term_pattern(n)) for n in needles) + "]"
+                patterns = (
+                    "[" + ", ".join(_translate.quote_string("(?i)" + _term_pattern(n)) for n in needles) + "]"
+                )
                 count = len(needles)
-                prefilter = (f"len(list_filter({lowered}, lambda _hn: "
-                             f"contains(lower({value}), _hn))) = {count}")
-                test = (f"len(list_filter({patterns}, lambda _hp: "
-                        f"regexp_matches({value}, _hp))) = {count}")
+                prefilter = (
+                    f"len(list_filter({lowered}, lambda _hn: contains(lower({value}), _hn))) = {count}"
+                )
+                test = f"len(list_filter({patterns}, lambda _hp: regexp_matches({value}, _hp))) = {count}"
                 return _prefiltered(f"({prefilter})", test)
             if node.require_all:
                 prefilter = " AND ".join(likes)
@@ -181,15 +187,12 @@ def _has_list(original: Callable[[ir.HasList], str]) -> Callable[[ir.HasList], s
             else:
                 prefilter = " OR ".join(likes)
                 alternation = _alternation(needles)
-                test = (f"regexp_matches({value}, "
-                        f"{_translate.quote_string('(?i)(?:' + alternation + ')')})")
+                test = f"regexp_matches({value}, {_translate.quote_string('(?i)(?:' + alternation + ')')})"
                 if long_any:
                     return f"coalesce({test}, FALSE)"
             return _prefiltered(f"({prefilter})", test)
 
-        return _translate._in_string_context(
-            ((node.value, _translate.render_expr(node.value)),), build
-        )
+        return _translate._in_string_context(((node.value, _translate.render_expr(node.value)),), build)
 
     return render
 
@@ -205,18 +208,13 @@ def _bin(original: Callable[..., str]) -> Callable[..., str]:
     def render(node: ir.FunctionCall, name: str = "bin") -> str:
         if len(node.args) == 2:
             value, size = node.args
-            if (
-                isinstance(value, ir.ColumnRef)
-                and isinstance(size, ir.Literal)
-                and size.kind == "timespan"
-            ):
+            if isinstance(value, ir.ColumnRef) and isinstance(size, ir.Literal) and size.kind == "timespan":
                 v = f"epoch_us({_translate.render_expr(value)})"
                 step = f"NULLIF(epoch_us({_translate.render_expr(size)}), 0)"
                 return f"make_timestamp({v} - ((({v} % {step}) + {step}) % {step}))"
         return original(node, name)
 
     return render
-
 
 
 def _render_range(source: ir.RangeSource) -> str:
@@ -229,9 +227,7 @@ def _render_range(source: ir.RangeSource) -> str:
     inclusive, same overloads for numbers and datetimes) a vector at a time.
     """
     bounds = [source.start, source.stop, source.step]
-    temporal = any(
-        _translate._is_datetime_expr(e) or _translate._is_timespan_expr(e) for e in bounds
-    )
+    temporal = any(_translate._is_datetime_expr(e) or _translate._is_timespan_expr(e) for e in bounds)
     rendered = ", ".join(
         _translate.render_expr(e) if temporal else f"CAST({_translate.render_expr(e)} AS BIGINT)"
         for e in bounds

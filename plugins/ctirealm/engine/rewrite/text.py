@@ -28,9 +28,7 @@ from __future__ import annotations
 import re
 
 #: What is not code: comments and every form of string literal.
-_NOT_CODE = (
-    r"//[^\n]*|@'(?:[^']|'')*'|@\"(?:[^\"]|\"\")*\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\""
-)
+_NOT_CODE = r"//[^\n]*|@'(?:[^']|'')*'|@\"(?:[^\"]|\"\")*\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\""
 _TABLE_CALL = r"(?<![\w.$])table\s*\(\s*(?:\"(?P<dq>[^\"\\\n]*)\"|'(?P<sq>[^'\\\n]*)')\s*\)"
 _VIEW = r"(?<![\w.$])let\s+(?:\w+|\[\s*(?:'[^'\n]*'|\"[^\"\n]*\")\s*\])\s*=\s*(?P<view>view)(?=\s*\()"
 #: ``| serialize`` with no column: duckdb-kql's grammar wants one. Nine letters, as ``where 1>0``.
@@ -105,7 +103,7 @@ def _render_properties(kql: str) -> str:
             close = _call_end(kql, call.end())
             if close is None:
                 break
-            out.append(kql[last:call.end()])
+            out.append(kql[last : call.end()])
             out.append('"' + " " * (close - call.end() - 2) + '"')
             last = pos = close
     return "".join(out) + kql[last:] if out else kql

@@ -119,8 +119,10 @@ class _StarMatch(ir.Expr):
         if not columns:
             return ir.Literal(False, "bool")
         types = types or {}
-        texts = [ir.ColumnRef(c) if types.get(c) == "string"
-                 else ir.FunctionCall("tostring", (ir.ColumnRef(c),)) for c in columns]
+        texts = [
+            ir.ColumnRef(c) if types.get(c) == "string" else ir.FunctionCall("tostring", (ir.ColumnRef(c),))
+            for c in columns
+        ]
         if self.op in JOINABLE_STAR_OPS and len(texts) > 1:
             return ir.BinaryOp(self.op, ir.FunctionCall(ROW_TEXT, tuple(texts)), self.right)
         expr: ir.Expr = ir.BinaryOp(self.op, texts[0], self.right)
@@ -151,8 +153,9 @@ def _lower_expr(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
         if isinstance(lowered, ir.FunctionCall) and lowered.name.lower().startswith(_INTERNAL):
             # The rewrites' internal functions take rendered SQL and trusted arguments: a
             # query never reaches them by name.
-            raise KqlUnsupportedError(f"function:{lowered.name}",
-                                      hint="no DuckDB mapping: not a Kusto function")
+            raise KqlUnsupportedError(
+                f"function:{lowered.name}", hint="no DuckDB mapping: not a Kusto function"
+            )
         return _timespan_by_number(lowered)
 
     return lower_expr
@@ -175,8 +178,12 @@ def _timespan_by_number(node: Any) -> Any:
     """``2h / 4``: a timespan divided by a number is a timespan (duckdb-kql divides it as two
     timespans and fails to bind). Only a literal divisor is taken: a column's type is unknown,
     and a timespan column divided by a timespan must stay a ratio."""
-    if (isinstance(node, ir.BinaryOp) and node.op == "/" and _is_number_literal(node.right)
-            and _translate._is_timespan_expr(node.left)):
+    if (
+        isinstance(node, ir.BinaryOp)
+        and node.op == "/"
+        and _is_number_literal(node.right)
+        and _translate._is_timespan_expr(node.left)
+    ):
         return ir.FunctionCall(TIMESPAN_DIV, (node.left, node.right))
     return node
 
@@ -186,9 +193,7 @@ def _substitute_once(original: Callable[..., Any]) -> Callable[..., Any]:
 
     def substitute_once(node: Any, scalars: Any, memo: dict[int, Any]) -> Any:
         if isinstance(node, _StarMatch):
-            return dataclasses.replace(
-                node, right=_lower._substitute_memo(node.right, scalars, memo)
-            )
+            return dataclasses.replace(node, right=_lower._substitute_memo(node.right, scalars, memo))
         return original(node, scalars, memo)
 
     return substitute_once
@@ -266,8 +271,7 @@ def _placeholder_items(node: Any) -> tuple[tuple[str, bool, str], ...]:
         parent = ref.parentCtx
         if parent is not None and _lower._cls(parent) == "ProjectReorderExpression":
             tokens = [c.getText().lower() for c in _lower._children(parent) if c is not ref]
-            order = next((t for t in tokens if t in ("asc", "desc", "granny-asc",
-                                                     "granny-desc")), "")
+            order = next((t for t in tokens if t in ("asc", "desc", "granny-asc", "granny-desc")), "")
         wild = _lower._find_all(ref, "WildcardedName")
         if wild:
             items.append((wild[0].getText(), True, order))
@@ -284,17 +288,23 @@ def _placeholder_items(node: Any) -> tuple[tuple[str, bool, str], ...]:
 #: with *kind* ``"keys"`` (the keys of the bags in *column*) or ``"values"`` (the values
 #: of *column*, as strings), sorted, at most ``MAX_DATA_COLUMNS + 1``. Set by the engine
 #: while it translates; None where no data can be read (then those operators are refused).
-READ_DISTINCT: contextvars.ContextVar[
-    Callable[[str, dict[str, Any], str, str], list[str]] | None
-] = contextvars.ContextVar("ctirealm_read_distinct", default=None)
+READ_DISTINCT: contextvars.ContextVar[Callable[[str, dict[str, Any], str, str], list[str]] | None] = (
+    contextvars.ContextVar("ctirealm_read_distinct", default=None)
+)
 #: Most columns ``bag_unpack`` or ``pivot`` may create: a key or value per row would
 #: otherwise ask for a table of a million columns.
 MAX_DATA_COLUMNS = 1024
 
 
-def _read_distinct(operator: str, query: ir.Query, source: ir.Source,
-                   operators: list[ir.Operator], schema: dict[str, list[str]],
-                   column: str, kind: str) -> tuple[list[str], list[str]]:
+def _read_distinct(
+    operator: str,
+    query: ir.Query,
+    source: ir.Source,
+    operators: list[ir.Operator],
+    schema: dict[str, list[str]],
+    column: str,
+    kind: str,
+) -> tuple[list[str], list[str]]:
     """(the input's columns, the distinct keys or values of *column* in the rows reaching
     the operator), the input translated and run by the engine (`READ_DISTINCT`)."""
     from duckdb_kql.schema import output_columns
@@ -303,7 +313,8 @@ def _read_distinct(operator: str, query: ir.Query, source: ir.Source,
     if read is None:
         raise KqlUnsupportedError(
             f"evaluate {operator}",
-            hint="its columns are values found in the data, which only the engine reads")
+            hint="its columns are values found in the data, which only the engine reads",
+        )
     prefix_query = ir.Query(source, list(operators), lets=list(query.lets))
     columns = output_columns(prefix_query, schema)
     if column not in columns:
@@ -318,7 +329,8 @@ def _read_distinct(operator: str, query: ir.Query, source: ir.Source,
         raise KqlUnsupportedError(
             f"evaluate {operator}",
             hint=f"the data holds more than {MAX_DATA_COLUMNS} distinct {kind}, one column "
-            "each; filter first, or pick the ones you need with extend")
+            "each; filter first, or pick the ones you need with extend",
+        )
     return columns, found
 
 
@@ -337,15 +349,18 @@ class _BagUnpack(ir.Operator):
     column: str
     prefix: str
 
-    def resolve(self, query: ir.Query, source: ir.Source, operators: list[ir.Operator],
-                schema: dict[str, list[str]]) -> list[ir.Operator]:
-        columns, keys = _read_distinct("bag_unpack", query, source, operators, schema,
-                                       self.column, "keys")
+    def resolve(
+        self, query: ir.Query, source: ir.Source, operators: list[ir.Operator], schema: dict[str, list[str]]
+    ) -> list[ir.Operator]:
+        columns, keys = _read_distinct("bag_unpack", query, source, operators, schema, self.column, "keys")
         remaining = [c for c in columns if c != self.column]
         names = [self.prefix + key for key in keys]
-        _refuse_clashes("bag_unpack", names, remaining,
-                        "a key of the bag names a column the input already has "
-                        "(Kusto: columnsConflict='error')")
+        _refuse_clashes(
+            "bag_unpack",
+            names,
+            remaining,
+            "a key of the bag names a column the input already has (Kusto: columnsConflict='error')",
+        )
         extend = tuple(
             ir.NamedExpr(ir.PathAccess(ir.ColumnRef(self.column), (ir.PathStep(name=key),)), name)
             for key, name in zip(keys, names, strict=True)
@@ -369,10 +384,13 @@ class _LetCount(ir.Operator):
         if value is None:
             # Kusto refuses both: an unknown name, and a count that is not a whole number.
             if isinstance(self.count, ir.ColumnRef):
-                raise KqlSchemaError(self.count.name, hint=f"{self.operator}: no scalar `let` "
-                                     "of that name for the count")
-            raise KqlSchemaError(getattr(self.count, "name", self.operator),
-                                 hint=f"{self.operator}: the count must be a whole number")
+                raise KqlSchemaError(
+                    self.count.name, hint=f"{self.operator}: no scalar `let` of that name for the count"
+                )
+            raise KqlSchemaError(
+                getattr(self.count, "name", self.operator),
+                hint=f"{self.operator}: the count must be a whole number",
+            )
         if self.operator == "take":
             return ir.Take(value)
         return ir.Top(value, self.keys)
@@ -426,8 +444,7 @@ class _As(ir.Operator):
 
 
 def _lower_as(inner: Any) -> _As:
-    names = [k for k in _lower._rule_children(inner)
-             if _lower._cls(k) == "IdentifierOrKeywordOrEscapedName"]
+    names = [k for k in _lower._rule_children(inner) if _lower._cls(k) == "IdentifierOrKeywordOrEscapedName"]
     if len(names) != 1:
         raise _lower._unsupported(inner, "as")
     found = _lower._find_names(names[0])
@@ -439,13 +456,20 @@ def _split_as(query: ir.Query) -> ir.Query:
     at = max(i for i, op in enumerate(query.operators) if isinstance(op, _As))
     name = query.operators[at].name  # type: ignore[attr-defined]
     if any(bound == name for bound, _ in query.lets):
-        raise KqlUnsupportedError("as", hint=f"a `let` of this query already binds {name!r}; "
-                                  "the embedded engine does not rebind a name with `as`")
+        raise KqlUnsupportedError(
+            "as",
+            hint=f"a `let` of this query already binds {name!r}; "
+            "the embedded engine does not rebind a name with `as`",
+        )
     before = _split_as_all(ir.Query(query.source, list(query.operators[:at]), lets=[]))
     # An earlier `as` of the same pipeline binds a name the rest of the query reads too.
     hoisted, before = list(before.lets), dataclasses.replace(before, lets=[])
-    return dataclasses.replace(query, lets=[*query.lets, *hoisted, (name, before)],
-                               source=ir.TableRef(name), operators=list(query.operators[at + 1:]))
+    return dataclasses.replace(
+        query,
+        lets=[*query.lets, *hoisted, (name, before)],
+        source=ir.TableRef(name),
+        operators=list(query.operators[at + 1 :]),
+    )
 
 
 def _split_as_all(query: ir.Query) -> ir.Query:
@@ -466,7 +490,8 @@ def _refuse_clashes(operator: str, names: list[str], existing: list[str], why: s
         if other != name:
             raise KqlUnsupportedError(
                 f"evaluate {operator}",
-                hint=f"it would make columns {other!r} and {name!r}, which differ only in case")
+                hint=f"it would make columns {other!r} and {name!r}, which differ only in case",
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -485,28 +510,41 @@ class _Pivot(ir.Operator):
     aggregate: ir.FunctionCall
     groups: tuple[str, ...] | None
 
-    def resolve(self, query: ir.Query, source: ir.Source, operators: list[ir.Operator],
-                schema: dict[str, list[str]]) -> list[ir.Operator]:
-        columns, values = _read_distinct("pivot", query, source, operators, schema,
-                                         self.column, "values")
+    def resolve(
+        self, query: ir.Query, source: ir.Source, operators: list[ir.Operator], schema: dict[str, list[str]]
+    ) -> list[ir.Operator]:
+        columns, values = _read_distinct("pivot", query, source, operators, schema, self.column, "values")
         read: set[str] = set()
         _column_refs(self.aggregate, read, [])
-        groups = list(self.groups) if self.groups is not None else [
-            c for c in columns if c != self.column and c not in read]
+        groups = (
+            list(self.groups)
+            if self.groups is not None
+            else [c for c in columns if c != self.column and c not in read]
+        )
         _refuse_clashes("pivot", values, groups, "a value names a grouping column")
         aggregates = []
         for value in values:
-            test = ir.BinaryOp("==", ir.FunctionCall("tostring", (ir.ColumnRef(self.column),)),
-                               ir.Literal(value, "string"))
-            aggregates.append(ir.NamedExpr(ir.FunctionCall(
-                _PIVOT_AGGREGATES[self.aggregate.name], (*self.aggregate.args, test)), value))
-        return [ir.Summarize(tuple(aggregates),
-                             tuple(ir.NamedExpr(ir.ColumnRef(g)) for g in groups))]
+            test = ir.BinaryOp(
+                "==", ir.FunctionCall("tostring", (ir.ColumnRef(self.column),)), ir.Literal(value, "string")
+            )
+            aggregates.append(
+                ir.NamedExpr(
+                    ir.FunctionCall(_PIVOT_AGGREGATES[self.aggregate.name], (*self.aggregate.args, test)),
+                    value,
+                )
+            )
+        return [ir.Summarize(tuple(aggregates), tuple(ir.NamedExpr(ir.ColumnRef(g)) for g in groups))]
 
 
 #: pivot's aggregates -> the conditional form each cell is computed with.
-_PIVOT_AGGREGATES = {"count": "countif", "sum": "sumif", "avg": "avgif", "dcount": "dcountif",
-                     "make_set": "make_set_if", "make_list": "make_list_if"}
+_PIVOT_AGGREGATES = {
+    "count": "countif",
+    "sum": "sumif",
+    "avg": "avgif",
+    "dcount": "dcountif",
+    "make_set": "make_set_if",
+    "make_list": "make_list_if",
+}
 
 
 def _lower_evaluate(node: Any) -> ir.Operator | list[ir.Operator] | None:
@@ -573,10 +611,14 @@ def _lower_ipv4_lookup(node: Any, kids: list[Any]) -> list[ir.Operator]:
     for kid in kids[1:]:
         if _lower._find_all(kid, "NamedExpressionNameClause"):
             named = _lower._lower_named(kid)
-            if (named.name or "").lower() != "return_unmatched" \
-                    or not isinstance(named.expr, ir.Literal) or named.expr.kind != "bool":
-                raise _lower._unsupported(node, "evaluate ipv4_lookup: the only named "
-                                          "argument is return_unmatched = true|false")
+            if (
+                (named.name or "").lower() != "return_unmatched"
+                or not isinstance(named.expr, ir.Literal)
+                or named.expr.kind != "bool"
+            ):
+                raise _lower._unsupported(
+                    node, "evaluate ipv4_lookup: the only named argument is return_unmatched = true|false"
+                )
             unmatched = bool(named.expr.value)
             continue
         try:
@@ -587,23 +629,33 @@ def _lower_ipv4_lookup(node: Any, kids: list[Any]) -> list[ir.Operator]:
         unmatched = bool(positional.pop().value)
     missing = "Kusto has the plugin 'evaluate ipv4_lookup', the embedded engine does not implement"
     if len(positional) < 3:
-        raise KqlSchemaError("ipv4_lookup", hint="takes (LookupTable, SourceIPv4Key, "
-                             "IPv4LookupKey [, ExtraKey...] [, return_unmatched])")
+        raise KqlSchemaError(
+            "ipv4_lookup",
+            hint="takes (LookupTable, SourceIPv4Key, IPv4LookupKey [, ExtraKey...] [, return_unmatched])",
+        )
     if not isinstance(positional[0], ir.ColumnRef):
-        raise KqlUnsupportedError("evaluate ipv4_lookup", span=_lower._span(node), hint=(
-            f"{missing} it with a tabular expression for the table; name the table in a `let`"))
+        raise KqlUnsupportedError(
+            "evaluate ipv4_lookup",
+            span=_lower._span(node),
+            hint=(f"{missing} it with a tabular expression for the table; name the table in a `let`"),
+        )
     if not all(isinstance(a, ir.ColumnRef) for a in positional):
         raise KqlSchemaError("ipv4_lookup", hint="the keys must be column names")
     table, source, network, *extra = (a.name for a in positional)  # type: ignore[union-attr]
     if unmatched and extra:
-        raise KqlUnsupportedError("evaluate ipv4_lookup", span=_lower._span(node), hint=(
-            f"{missing} it with extra keys and return_unmatched = true"))
+        raise KqlUnsupportedError(
+            "evaluate ipv4_lookup",
+            span=_lower._span(node),
+            hint=(f"{missing} it with extra keys and return_unmatched = true"),
+        )
     net = _quoted(network)
     prefix = f'iff({net} has "/", tolong(split({net}, "/")[1]), 32)'
-    keyed = (f"{_quoted(table)} | extend {_IP4_PREFIX} = {prefix} "
-             f"| extend {_IP4_HIT} = {_IP4_PREFIX} * {_IP4_PREFIX_UNIT} "
-             f"+ binary_shift_right(parse_ipv4({net}), 32 - {_IP4_PREFIX}) "
-             f"| where isnotnull({_IP4_HIT})")
+    keyed = (
+        f"{_quoted(table)} | extend {_IP4_PREFIX} = {prefix} "
+        f"| extend {_IP4_HIT} = {_IP4_PREFIX} * {_IP4_PREFIX_UNIT} "
+        f"+ binary_shift_right(parse_ipv4({net}), 32 - {_IP4_PREFIX}) "
+        f"| where isnotnull({_IP4_HIT})"
+    )
     ranges = f"{keyed} | project-away {_IP4_PREFIX}"
     on = ", ".join([_IP4_HIT, *(_quoted(k) for k in extra)])
     internal = [_IP4, _IP4_ANY, _IP4_HITS, _IP4_PREFIX, _IP4_HIT]
@@ -621,8 +673,10 @@ def _lower_ipv4_lookup(node: Any, kids: list[Any]) -> list[ir.Operator]:
     if unmatched:
         # Every prefix length of the table is tried for a matching address; the tries that
         # find no range are dropped, the one row of an address matching none is kept.
-        text += (f"| lookup kind=leftouter ({ranges} | extend {_IP4_MARK} = true) on {on} "
-                 f"| where isnull({_IP4_PREFIX}) or {_IP4_MARK} == true ")
+        text += (
+            f"| lookup kind=leftouter ({ranges} | extend {_IP4_MARK} = true) on {on} "
+            f"| where isnull({_IP4_PREFIX}) or {_IP4_MARK} == true "
+        )
         internal.append(_IP4_MARK)
     else:
         text += f"| lookup kind=inner ({ranges}) on {on} "
@@ -683,8 +737,11 @@ def _lower_make_series(node: Any) -> list[ir.Operator]:
             if function.lower() in _functions_table().AGGREGATE_FUNCTIONS:
                 split_name = (name, function)
                 continue
-        parts = [_lower._lower_named(n) for n in _lower._rule_children(child)
-                 if _lower._cls(n) == "NamedExpression"]
+        parts = [
+            _lower._lower_named(n)
+            for n in _lower._rule_children(child)
+            if _lower._cls(n) == "NamedExpression"
+        ]
         if kind == "MakeSeriesOperatorAggregation":
             default: ir.Expr = ir.Literal(0, "long")
             for clause in _lower._rule_children(child):
@@ -698,8 +755,10 @@ def _lower_make_series(node: Any) -> list[ir.Operator]:
             aggregates.append((parts[0], default))
         elif kind == "MakeSeriesOperatorOnClause" and parts:
             axis = parts[0].expr
-        elif kind in ("MakeSeriesOperatorFromToStepClause", "MakeSeriesOperatorInRangeClause") \
-                and len(parts) == 3:
+        elif (
+            kind in ("MakeSeriesOperatorFromToStepClause", "MakeSeriesOperatorInRangeClause")
+            and len(parts) == 3
+        ):
             start, end, step = (p.expr for p in parts)
             inclusive = kind == "MakeSeriesOperatorInRangeClause"
         elif kind == "MakeSeriesOperatorByClause":
@@ -707,8 +766,7 @@ def _lower_make_series(node: Any) -> list[ir.Operator]:
         else:
             raise _lower._unsupported(child, f"make-series {child.getText()[:40]}")
     if not isinstance(axis, ir.ColumnRef) or start is None or end is None or step is None:
-        raise _lower._unsupported(
-            node, "make-series without `from ... to ... step` or `in range(...)`")
+        raise _lower._unsupported(node, "make-series without `from ... to ... step` or `in range(...)`")
     if not aggregates:
         raise _lower._unsupported(node, "make-series without an aggregate")
     origin = ir.FunctionCall("bin", (start, step)) if inclusive else start
@@ -727,18 +785,30 @@ def _lower_make_series(node: Any) -> list[ir.Operator]:
     axis_kind = SERIES_AXIS if _translate._is_timespan_expr(step) else SERIES_AXIS + "_number"
     return [
         ir.Extend((ir.NamedExpr(ir.FunctionCall(SERIES_INDEX, (axis, origin, step)), index),)),
-        ir.Where(ir.BinaryOp("and", ir.BinaryOp(">=", ir.ColumnRef(index), ir.Literal(0, "long")),
-                             ir.BinaryOp("<", ir.ColumnRef(index), length))),
+        ir.Where(
+            ir.BinaryOp(
+                "and",
+                ir.BinaryOp(">=", ir.ColumnRef(index), ir.Literal(0, "long")),
+                ir.BinaryOp("<", ir.ColumnRef(index), length),
+            )
+        ),
         ir.Summarize(
-            tuple(ir.NamedExpr(named.expr, value)
-                  for (named, _), value in zip(aggregates, values, strict=True)),
+            tuple(
+                ir.NamedExpr(named.expr, value) for (named, _), value in zip(aggregates, values, strict=True)
+            ),
             (*groups, ir.NamedExpr(ir.ColumnRef(index), index)),
         ),
         ir.Summarize(
             (
-                *(ir.NamedExpr(ir.FunctionCall(SERIES_VALUES, (
-                    ir.ColumnRef(value), ir.ColumnRef(index), length, default)), name)
-                  for (_, default), value, name in zip(aggregates, values, names, strict=True)),
+                *(
+                    ir.NamedExpr(
+                        ir.FunctionCall(
+                            SERIES_VALUES, (ir.ColumnRef(value), ir.ColumnRef(index), length, default)
+                        ),
+                        name,
+                    )
+                    for (_, default), value, name in zip(aggregates, values, names, strict=True)
+                ),
                 ir.NamedExpr(ir.FunctionCall(axis_kind, (origin, step, length)), axis.name),
             ),
             tuple(ir.NamedExpr(ir.ColumnRef(name), None) for name in group_names),
@@ -763,8 +833,11 @@ def _lower_top_nested(node: Any) -> list[ir.Operator]:
     keys: list[str] = []
     computed: list[ir.NamedExpr] = []
     levels: list[tuple[ir.Expr | None, str, ir.FunctionCall, bool]] = []
-    parts = [node] if _lower._cls(node) == "TopNestedOperatorPart" else [
-        p for p in _lower._rule_children(node) if _lower._cls(p) == "TopNestedOperatorPart"]
+    parts = (
+        [node]
+        if _lower._cls(node) == "TopNestedOperatorPart"
+        else [p for p in _lower._rule_children(node) if _lower._cls(p) == "TopNestedOperatorPart"]
+    )
     for index, part in enumerate(parts):
         kids = _lower._rule_children(part)
         if any(_lower._cls(k) == "TopNestedOperatorWithOthersClause" for k in kids):
@@ -774,8 +847,7 @@ def _lower_top_nested(node: Any) -> list[ir.Operator]:
         if not named or len(ordered) != 1:
             raise _lower._unsupported(part, "top-nested")
         limit = _lower._lower_named(named[0]).expr if len(named) == 2 else None
-        if limit is not None and not (isinstance(limit, ir.Literal) and limit.kind in
-                                      ("long", "int")):
+        if limit is not None and not (isinstance(limit, ir.Literal) and limit.kind in ("long", "int")):
             raise _lower._unsupported(part, "top-nested with a count that is not a number")
         key = _lower._lower_named(named[-1])
         if isinstance(key.expr, ir.ColumnRef) and key.name in (None, key.expr.name):
@@ -785,8 +857,10 @@ def _lower_top_nested(node: Any) -> list[ir.Operator]:
             computed.append(ir.NamedExpr(key.expr, name))
         order = _lower._rule_children(ordered[0])
         aggregate = _lower._lower_named(order[0])
-        if not isinstance(aggregate.expr, ir.FunctionCall) \
-                or _translate.lookup_aggregate(aggregate.expr.name) is None:
+        if (
+            not isinstance(aggregate.expr, ir.FunctionCall)
+            or _translate.lookup_aggregate(aggregate.expr.name) is None
+        ):
             raise _lower._unsupported(part, "top-nested by an expression over aggregates")
         ascending = any(o.getText().lower() == "asc" for o in order[1:])
         keys.append(name)
@@ -795,24 +869,36 @@ def _lower_top_nested(node: Any) -> list[ir.Operator]:
         raise _lower._unsupported(node, "top-nested")
     columns = [ir.ColumnRef(k) for k in keys]
     ranks = [f"__ctirealm_nested_rank_{i}" for i in range(len(levels))]
-    kept = [ir.BinaryOp("<=", ir.ColumnRef(rank), limit)
-            for rank, (limit, _, _, _) in zip(ranks, levels, strict=True) if limit is not None]
+    kept = [
+        ir.BinaryOp("<=", ir.ColumnRef(rank), limit)
+        for rank, (limit, _, _, _) in zip(ranks, levels, strict=True)
+        if limit is not None
+    ]
     condition: ir.Expr | None = None
     for test in kept:
         condition = test if condition is None else ir.BinaryOp("and", condition, test)
-    paths = [ir.NamedExpr(ref) for i, ref in enumerate(columns)
-             for ref in (ref, ir.ColumnRef(levels[i][1]))]
+    paths = [ir.NamedExpr(ref) for i, ref in enumerate(columns) for ref in (ref, ir.ColumnRef(levels[i][1]))]
     return [
         *([ir.Extend(tuple(computed))] if computed else []),
-        ir.Extend(tuple(
-            ir.NamedExpr(ir.FunctionCall(NESTED_AGGREGATE, (aggregate, *columns[:i + 1])), name)
-            for i, (_, name, aggregate, _) in enumerate(levels))),
+        ir.Extend(
+            tuple(
+                ir.NamedExpr(ir.FunctionCall(NESTED_AGGREGATE, (aggregate, *columns[: i + 1])), name)
+                for i, (_, name, aggregate, _) in enumerate(levels)
+            )
+        ),
         ir.Summarize((), tuple(paths)),
-        ir.Extend(tuple(
-            ir.NamedExpr(ir.FunctionCall(NESTED_RANK, (
-                ir.ColumnRef(name), ir.Literal(ascending, "bool"), columns[i], *columns[:i])),
-                rank)
-            for i, ((_, name, _, ascending), rank) in enumerate(zip(levels, ranks, strict=True)))),
+        ir.Extend(
+            tuple(
+                ir.NamedExpr(
+                    ir.FunctionCall(
+                        NESTED_RANK,
+                        (ir.ColumnRef(name), ir.Literal(ascending, "bool"), columns[i], *columns[:i]),
+                    ),
+                    rank,
+                )
+                for i, ((_, name, _, ascending), rank) in enumerate(zip(levels, ranks, strict=True))
+            )
+        ),
         *([ir.Where(condition)] if condition is not None else []),
         ir.ProjectAway(tuple(ranks)),
     ]
@@ -855,8 +941,7 @@ def _lower_mv_apply(node: Any) -> list[ir.Operator]:
             "project-rename and project-away are",
         )
     present = tuple(
-        ir.Where(ir.FunctionCall("isnotnull", (ir.ColumnRef(t.name or t.column),)))
-        for t in mv.targets
+        ir.Where(ir.FunctionCall("isnotnull", (ir.ColumnRef(t.name or t.column),))) for t in mv.targets
     )
     return [*expand_ops, *present, *operators]
 
@@ -894,8 +979,11 @@ def _lower_operator(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
             if plugin is not None:
                 return plugin
         if kind == "SerializeOperator":  # the order is the last sort's (`_serialized_functions`)
-            named = [_lower._lower_named(n) for n in _lower._rule_children(inner)
-                     if _lower._cls(n) == "NamedExpression"]
+            named = [
+                _lower._lower_named(n)
+                for n in _lower._rule_children(inner)
+                if _lower._cls(n) == "NamedExpression"
+            ]
             return ir.Extend(tuple(named)) if named else ir.Where(ir.Literal(True, "bool"))
         if kind == "SearchOperator":  # `T | search P` is `T | where P` (terms over all columns)
             sources, predicate = _search_parts(inner)
@@ -924,8 +1012,12 @@ def _lower_head(original: Callable[[Any, list[Any]], Any]) -> Callable[[Any, lis
 
 
 #: ``search`` terms: where the wildcards are -> the string operator Kusto applies.
-_SEARCH_TERM_OPS = {(False, False): "has", (True, False): "hassuffix", (False, True): "hasprefix",
-                    (True, True): "contains"}
+_SEARCH_TERM_OPS = {
+    (False, False): "has",
+    (True, False): "hassuffix",
+    (False, True): "hasprefix",
+    (True, True): "contains",
+}
 
 
 def _search_term(term: str, case_sensitive: bool) -> ir.Expr:
@@ -934,7 +1026,7 @@ def _search_term(term: str, case_sensitive: bool) -> ir.Expr:
     ``err`` -> has, ``*err`` -> hassuffix, ``err*`` -> hasprefix, ``*err*`` ->
     contains, a ``*`` inside (``e*r``) -> matches regex.
     """
-    inner = term[1 if term.startswith("*") else None:-1 if term.endswith("*") else None]
+    inner = term[1 if term.startswith("*") else None : -1 if term.endswith("*") else None]
     if "*" in inner:
         pattern = ".*".join(re.escape(part) for part in term.split("*"))
         flags = "" if case_sensitive else "(?i)"
@@ -948,8 +1040,11 @@ def _search_predicate(expr: Any, case_sensitive: bool) -> Any:
     if isinstance(expr, ir.Literal) and expr.kind == "string":
         return _search_term(str(expr.value), case_sensitive)
     if isinstance(expr, ir.BinaryOp) and expr.op in ("and", "or"):
-        return dataclasses.replace(expr, left=_search_predicate(expr.left, case_sensitive),
-                                   right=_search_predicate(expr.right, case_sensitive))
+        return dataclasses.replace(
+            expr,
+            left=_search_predicate(expr.left, case_sensitive),
+            right=_search_predicate(expr.right, case_sensitive),
+        )
     if isinstance(expr, ir.FunctionCall) and expr.name == "not" and len(expr.args) == 1:
         return dataclasses.replace(expr, args=(_search_predicate(expr.args[0], case_sensitive),))
     return expr
@@ -965,7 +1060,10 @@ def _search_parts(node: Any) -> tuple[list[str], Any]:
         if kind == "RelaxedQueryOperatorParameter":
             name, _, value = child.getText().partition("=")
             if name.lower() != "kind" or value.lower() not in (
-                    "default", "case_insensitive", "case_sensitive"):
+                "default",
+                "case_insensitive",
+                "case_sensitive",
+            ):
                 raise _lower._unsupported(child, f"search {child.getText()}")
             case_sensitive = value.lower() == "case_sensitive"
         elif kind == "SearchOperatorInClause":
@@ -1003,8 +1101,11 @@ class _SearchSource(ir.Source):
         names: list[str] = []
         for pattern in self.patterns:
             # A plain name is taken as written (an unknown one fails as a table reference).
-            found = [pattern] if "*" not in pattern else \
-                _schema.match_wildcard(ir.WildcardTableRef(pattern), tables)
+            found = (
+                [pattern]
+                if "*" not in pattern
+                else _schema.match_wildcard(ir.WildcardTableRef(pattern), tables)
+            )
             names.extend(t for t in found if t not in names)
         branches = []
         for table in names:
@@ -1171,22 +1272,30 @@ def _lower_parse(original: Callable[..., Any]) -> Callable[..., Any]:
     def lower_parse(node: Any, kids: list[Any], *, drop_unmatched: bool) -> Any:
         kind, flags, expression, pattern = _parse_kind_and_expression(kids)
         parts = _lower._rule_children(pattern) if pattern is not None else []
-        if parts and _lower._cls(parts[0]) == "ParseOperatorNameAndOptionalType" \
-                and expression is not None:
+        if parts and _lower._cls(parts[0]) == "ParseOperatorNameAndOptionalType" and expression is not None:
             names = _lower._find_names(parts[0])
             if not names:
                 raise _lower._unsupported(parts[0], "parse")
-            col_type = next((t.getText().strip().lower() for t in _lower._rule_children(parts[0])
-                             if _lower._cls(t) == "ScalarType"), None)
+            col_type = next(
+                (
+                    t.getText().strip().lower()
+                    for t in _lower._rule_children(parts[0])
+                    if _lower._cls(t) == "ScalarType"
+                ),
+                None,
+            )
             rest = parts[1:]
             if any(_lower._cls(p) != "ParseOperatorPatternSegment" for p in rest):
                 raise _lower._unsupported(node, "parse")
-            segments = [_LeadingSegment("", False, names[0], col_type),
-                        *(_lower._lower_parse_segment(p) for p in rest)]
+            segments = [
+                _LeadingSegment("", False, names[0], col_type),
+                *(_lower._lower_parse_segment(p) for p in rest),
+            ]
             consumed = "".join(p.getText() for p in parts)
-            trailing_star = pattern.getText()[len(consumed):].strip() == "*"
-            op = ir.Parse(_lower._lower_expr(expression), tuple(segments), kind, flags,
-                          drop_unmatched, trailing_star)
+            trailing_star = pattern.getText()[len(consumed) :].strip() == "*"
+            op = ir.Parse(
+                _lower._lower_expr(expression), tuple(segments), kind, flags, drop_unmatched, trailing_star
+            )
         else:
             op = original(node, kids, drop_unmatched=drop_unmatched)
         if not isinstance(op, ir.Parse):
@@ -1214,7 +1323,7 @@ def _parse_pattern(original: Callable[[ir.Parse], str]) -> Callable[[ir.Parse], 
         if op.kind == "regex" or not (op.segments and isinstance(op.segments[0], _LeadingSegment)):
             return pattern
         flags = _translate._parse_flags(op)
-        return flags + "^" + pattern[len(flags):]
+        return flags + "^" + pattern[len(flags) :]
 
     return parse_pattern
 
@@ -1245,23 +1354,33 @@ def _declare_let_function(original: Callable[..., None]) -> Callable[..., None]:
         try:
             original(decl, scalars)
         except KqlUnsupportedError as exc:
-            if exc.construct.startswith("let function:") and "binds a table" in (exc.hint or "") \
-                    and _tabular_result(decl, scalars):
+            if (
+                exc.construct.startswith("let function:")
+                and "binds a table" in (exc.hint or "")
+                and _tabular_result(decl, scalars)
+            ):
                 # A body's local `let` of a table: duckdb-kql's scalar-function path stops
                 # there; a tabular result makes it a stored function, which takes local lets.
-                exc = KqlUnsupportedError(exc.construct, span=exc.span,
-                                          hint="a tabular body is not supported")
-            if exc.construct.startswith("let function:") \
-                    and "a tabular body is not supported" not in (exc.hint or "") \
-                    and "Kusto" not in (exc.hint or ""):
+                exc = KqlUnsupportedError(
+                    exc.construct, span=exc.span, hint="a tabular body is not supported"
+                )
+            if (
+                exc.construct.startswith("let function:")
+                and "a tabular body is not supported" not in (exc.hint or "")
+                and "Kusto" not in (exc.hint or "")
+            ):
                 # Valid Kusto (a body's local `let` of a table, say): say only this engine
                 # lacks it.
                 raise KqlUnsupportedError(
-                    exc.construct, span=exc.span,
-                    hint=f"Kusto has such a function, the embedded engine does not implement "
-                    f"it: {exc.hint}" if exc.hint else None) from None
-            if not exc.construct.startswith("let function:") \
-                    or "a tabular body is not supported" not in (exc.hint or ""):
+                    exc.construct,
+                    span=exc.span,
+                    hint=f"Kusto has such a function, the embedded engine does not implement it: {exc.hint}"
+                    if exc.hint
+                    else None,
+                ) from None
+            if not exc.construct.startswith("let function:") or "a tabular body is not supported" not in (
+                exc.hint or ""
+            ):
                 raise
             scope = _lower._FN_STATE.get()
             if scope is None:
@@ -1302,8 +1421,7 @@ def _tabular_result(decl: Any, scalars: Any) -> bool:
     bodies = [k for k in _lower._rule_children(decl) if _lower._cls(k) == "LetFunctionBody"]
     if not bodies:
         return False
-    last = [k for k in _lower._rule_children(bodies[0])
-            if _lower._cls(k) != "LetFunctionBodyStatement"]
+    last = [k for k in _lower._rule_children(bodies[0]) if _lower._cls(k) != "LetFunctionBodyStatement"]
     return bool(last) and _lower._is_tabular_value(_lower._collapse(last[-1]), scalars)
 
 
@@ -1317,9 +1435,11 @@ def _bind_stored_arguments(original: Callable[..., Any]) -> Callable[..., Any]:
         if not named_nodes:
             return original(node, function, arg_nodes)
         positional = [a for a in arg_nodes if a not in named_nodes]
-        if arg_nodes[:len(positional)] != positional:
-            raise KqlUnsupportedError(f"function:{function.name}", hint="the embedded engine "
-                                      "takes named arguments after the positional ones")
+        if arg_nodes[: len(positional)] != positional:
+            raise KqlUnsupportedError(
+                f"function:{function.name}",
+                hint="the embedded engine takes named arguments after the positional ones",
+            )
         scope = _lower._FN_STATE.get()
         scalars = scope.scalars if scope is not None else {}
         parameters = _lower._stored_parameters(function)
@@ -1327,25 +1447,33 @@ def _bind_stored_arguments(original: Callable[..., Any]) -> Callable[..., Any]:
         if len(positional) > len(parameters):
             return original(node, function, arg_nodes)  # its arity error
         # Lowered in the caller's scope, as duckdb-kql lowers positional arguments.
-        binding = {name: _lower._substitute(_lower._lower_expr(arg), scalars)
-                   for name, arg in zip(names, positional, strict=False)}
-        bound = set(names[:len(positional)])
+        binding = {
+            name: _lower._substitute(_lower._lower_expr(arg), scalars)
+            for name, arg in zip(names, positional, strict=False)
+        }
+        bound = set(names[: len(positional)])
         for arg in named_nodes:
             named = _lower._lower_named(arg)
             if named.name not in names:
-                raise KqlSchemaError(named.name or function.name, hint=(
-                    f"{function.name}() has no parameter of that name; its parameters are "
-                    f"{', '.join(names)}"))
+                raise KqlSchemaError(
+                    named.name or function.name,
+                    hint=(
+                        f"{function.name}() has no parameter of that name; its parameters are "
+                        f"{', '.join(names)}"
+                    ),
+                )
             if named.name in bound:
-                raise KqlSchemaError(named.name, hint=f"{function.name}(): the parameter is "
-                                     "given twice")
+                raise KqlSchemaError(named.name, hint=f"{function.name}(): the parameter is given twice")
             bound.add(named.name)
             binding[named.name] = _lower._substitute(named.expr, scalars)
         for parameter, default in parameters:
             if parameter not in bound:
                 if default is None:
-                    raise KqlSchemaError(parameter, hint=f"{function.name}(): the parameter "
-                                         "has no default and no argument (Kusto: SEM0219)")
+                    raise KqlSchemaError(
+                        parameter,
+                        hint=f"{function.name}(): the parameter "
+                        "has no default and no argument (Kusto: SEM0219)",
+                    )
                 binding[parameter] = default
         return binding
 
@@ -1356,8 +1484,16 @@ def _stored_function(name: str, decl: Any) -> Any:
     from duckdb_kql.stored_functions import StoredFunction
 
     text = decl.getText()
-    return StoredFunction(name=name, database=None, parameters="", body=text, folder="",
-                          docstring="", command=text, declaration=decl)
+    return StoredFunction(
+        name=name,
+        database=None,
+        parameters="",
+        body=text,
+        folder="",
+        docstring="",
+        command=text,
+        declaration=decl,
+    )
 
 
 def _lower_mv_expand_target(
@@ -1390,8 +1526,10 @@ def _lower_mv_expand_target(
             # `mv-expand x = l` is `extend x = l | mv-expand x` (duckdb-kql's own reading of
             # a computed target): then `l` may be a scalar `let` (`dynamic([...])`), which the
             # `let` substitution reaches in an `extend` and not in a target's column name.
-            return (ir.MvExpandTarget(target.name, None, target.to_type),
-                    ir.NamedExpr(ir.ColumnRef(target.column), target.name))
+            return (
+                ir.MvExpandTarget(target.name, None, target.to_type),
+                ir.NamedExpr(ir.ColumnRef(target.column), target.name),
+            )
         return target, prelude
 
     return lower_target
@@ -1403,8 +1541,7 @@ def _inspect(node: Any) -> bool:
     The engine's world is the store's tables: ``database("x").T`` (DuckDB's own
     catalogs included) is refused rather than resolved.
     """
-    if isinstance(node, (_ColumnPlaceholder, _StarMatch, _SearchSource, _BagUnpack, _Pivot,
-                         _LetCount, _As)):
+    if isinstance(node, (_ColumnPlaceholder, _StarMatch, _SearchSource, _BagUnpack, _Pivot, _LetCount, _As)):
         return True
     if isinstance(node, ir.FunctionCall) and node.name == "column_ifexists":
         return True
@@ -1441,8 +1578,9 @@ def _resolve_query(query: ir.Query, schema: dict[str, list[str]]) -> ir.Query:
     source = query.source
     if isinstance(source, _SearchSource):
         searched = source.resolve(scope, {name for name, _ in query.lets})
-        query = dataclasses.replace(query, source=searched.source,
-                                    operators=[*searched.operators, *query.operators])
+        query = dataclasses.replace(
+            query, source=searched.source, operators=[*searched.operators, *query.operators]
+        )
     source = _resolve(query.source, scope)
     operators: list[ir.Operator] = []
     for op in query.operators:
@@ -1467,12 +1605,12 @@ def _resolve_query(query: ir.Query, schema: dict[str, list[str]]) -> ir.Query:
 
 #: Column types of the engine's tables (``{table: {column: kusto_type}}``) while a query is
 #: translated, when the engine knows them; see `_input_types`.
-COLUMN_TYPES: contextvars.ContextVar[Mapping[str, Mapping[str, str]] | None] = \
-    contextvars.ContextVar("ctirealm_column_types", default=None)
+COLUMN_TYPES: contextvars.ContextVar[Mapping[str, Mapping[str, str]] | None] = contextvars.ContextVar(
+    "ctirealm_column_types", default=None
+)
 
 
-def _input_types(query: ir.Query, source: ir.Source,
-                 operators: list[ir.Operator]) -> dict[str, str] | None:
+def _input_types(query: ir.Query, source: ir.Source, operators: list[ir.Operator]) -> dict[str, str] | None:
     """The column types of an operator's input, when it is still a table's own rows.
 
     Known only for a table (not a ``let`` of the same name) followed by operators
@@ -1599,15 +1737,22 @@ def _renamed_columns(node: Any, renames: Mapping[str, str]) -> Any:
     if isinstance(node, ir.Union):
         return dataclasses.replace(node, with_source=new(node.with_source))
     if isinstance(node, _ColumnPlaceholder):
-        return dataclasses.replace(node, items=tuple(
-            (p if wild else new(p), wild, order) for p, wild, order in node.items))
+        return dataclasses.replace(
+            node, items=tuple((p if wild else new(p), wild, order) for p, wild, order in node.items)
+        )
     return node
 
 
 #: series_stats's columns and the conversion each statistic gets (Kusto types them).
-_SERIES_STATS_TYPES = {"min": "todouble", "min_idx": "tolong", "max": "todouble",
-                       "max_idx": "tolong", "avg": "todouble", "stdev": "todouble",
-                       "variance": "todouble"}
+_SERIES_STATS_TYPES = {
+    "min": "todouble",
+    "min_idx": "tolong",
+    "max": "todouble",
+    "max_idx": "tolong",
+    "avg": "todouble",
+    "stdev": "todouble",
+    "variance": "todouble",
+}
 
 
 def _expanded_series_stats(node: Any) -> Any:
@@ -1630,12 +1775,16 @@ def _expanded_series_stats(node: Any) -> Any:
             raise KqlUnsupportedError(
                 "function:series_stats",
                 hint="use it unnamed over a column (`extend series_stats(x)`), or "
-                "series_stats_dynamic(x) for a bag of the statistics")
+                "series_stats_dynamic(x) for a bag of the statistics",
+            )
         bag = ir.FunctionCall("series_stats_dynamic", call.args)
         out.extend(
-            ir.NamedExpr(ir.FunctionCall(convert, (ir.PathAccess(bag, (ir.PathStep(name=stat),)),)),
-                         f"series_stats_{base}_{stat}")
-            for stat, convert in _SERIES_STATS_TYPES.items())
+            ir.NamedExpr(
+                ir.FunctionCall(convert, (ir.PathAccess(bag, (ir.PathStep(name=stat),)),)),
+                f"series_stats_{base}_{stat}",
+            )
+            for stat, convert in _SERIES_STATS_TYPES.items()
+        )
     return dataclasses.replace(node, expressions=tuple(out))
 
 
@@ -1644,8 +1793,9 @@ def _multi_outputs(name: str) -> tuple[tuple[str, str], ...] | None:
     from ctirealm.engine.series import OUTPUTS
 
     if name == "series_stats":
-        return tuple((stat, "long" if convert == "tolong" else "real")
-                     for stat, convert in _SERIES_STATS_TYPES.items())
+        return tuple(
+            (stat, "long" if convert == "tolong" else "real") for stat, convert in _SERIES_STATS_TYPES.items()
+        )
     return OUTPUTS.get(name)
 
 
@@ -1670,8 +1820,11 @@ def _lower_named(original: Callable[[Any], ir.NamedExpr]) -> Callable[[Any], ir.
     return lower_named
 
 
-def _multi_columns(named: ir.NamedExpr, keep_rest: bool, bag: str,
-                   ) -> list[ir.NamedExpr] | None:
+def _multi_columns(
+    named: ir.NamedExpr,
+    keep_rest: bool,
+    bag: str,
+) -> list[ir.NamedExpr] | None:
     """The columns `named` stands for, read from the bag column *bag*; None when it is not a
     call of a multi-column function written as Kusto expands it (unnamed, or a name list)."""
     from duckdb_kql.translate.naming import expression_name
@@ -1690,13 +1843,14 @@ def _multi_columns(named: ir.NamedExpr, keep_rest: bool, bag: str,
         return None  # unnamed series_stats: `_expanded_series_stats`
     if len(names) > len(outputs):
         raise KqlUnsupportedError(
-            f"function:{call.name}",
-            hint=f"it returns {len(outputs)} columns; {len(names)} names were given")
+            f"function:{call.name}", hint=f"it returns {len(outputs)} columns; {len(names)} names were given"
+        )
     base = expression_name(call.args[0]) if call.args else None
     if (not names or keep_rest) and base is None:
         raise KqlUnsupportedError(
             f"function:{call.name}",
-            hint="name its columns (`(a, b) = f(x)`) when its argument is not a column")
+            hint="name its columns (`(a, b) = f(x)`) when its argument is not a column",
+        )
     columns = []
     for i, (key, kusto_type) in enumerate(outputs):
         if i < len(names):
@@ -1781,22 +1935,35 @@ def _windowed(node: Any, keys: tuple[ir.SortKey, ...]) -> Any:
     node = _rebuilt(node, lambda n: _windowed(n, keys))
     if not (isinstance(node, ir.FunctionCall) and node.name in _WINDOW_FUNCTIONS):
         return node
-    if (node.name == "row_number" and len(node.args) > 1) or \
-            (node.name == "row_cumsum" and len(node.args) > 1):
+    if (node.name == "row_number" and len(node.args) > 1) or (
+        node.name == "row_cumsum" and len(node.args) > 1
+    ):
         raise KqlUnsupportedError(
-            f"function:{node.name}", hint="Kusto has the restart argument; the embedded "
-            "engine does not implement it")
-    if node.name in ("prev", "next") and len(node.args) > 1 \
-            and not isinstance(node.args[1], ir.Literal):
+            f"function:{node.name}",
+            hint="Kusto has the restart argument; the embedded engine does not implement it",
+        )
+    if node.name in ("prev", "next") and len(node.args) > 1 and not isinstance(node.args[1], ir.Literal):
         raise KqlUnsupportedError(f"function:{node.name}", hint="an offset that is not a literal")
     flat: list[ir.Expr] = []
     for key in keys:
         nulls = None if key.nulls_first is None else bool(key.nulls_first)
-        flat.extend((key.expr, ir.Literal(bool(key.ascending), "bool"),
-                     ir.Literal(nulls, "bool") if nulls is not None else ir.Literal(None, "null")))
-    return ir.FunctionCall(WINDOW, (
-        ir.Literal(node.name, "string"), ir.Literal(len(node.args), "long"),
-        ir.Literal(len(keys), "long"), *node.args, *flat))
+        flat.extend(
+            (
+                key.expr,
+                ir.Literal(bool(key.ascending), "bool"),
+                ir.Literal(nulls, "bool") if nulls is not None else ir.Literal(None, "null"),
+            )
+        )
+    return ir.FunctionCall(
+        WINDOW,
+        (
+            ir.Literal(node.name, "string"),
+            ir.Literal(len(node.args), "long"),
+            ir.Literal(len(keys), "long"),
+            *node.args,
+            *flat,
+        ),
+    )
 
 
 def _serialized_functions(node: Any) -> Any:
@@ -1828,20 +1995,21 @@ def _serialized_functions(node: Any) -> Any:
                 continue
             if not isinstance(op, (ir.Extend, ir.Project)):
                 raise KqlUnsupportedError(
-                    "function:prev", hint="prev, next and row_number are taken in extend, "
-                    "project and where")
+                    "function:prev", hint="prev, next and row_number are taken in extend, project and where"
+                )
             op = _windowed(op, keys)
             if keys and isinstance(op, ir.Extend):
                 operators.extend((op, ir.Sort(keys)))
                 continue
         operators.append(op)
         if isinstance(op, (ir.Sort, ir.Top)):
-            keys = tuple(op.keys) if isinstance(op, ir.Sort) else tuple(
-                getattr(op, "keys", ()) or ())
+            keys = tuple(op.keys) if isinstance(op, ir.Sort) else tuple(getattr(op, "keys", ()) or ())
         elif isinstance(op, ir.Project):
-            kept = {n.name or getattr(n.expr, "name", None) for n in op.expressions
-                    if n.name is None or (isinstance(n.expr, ir.ColumnRef)
-                                          and n.expr.name == n.name)}
+            kept = {
+                n.name or getattr(n.expr, "name", None)
+                for n in op.expressions
+                if n.name is None or (isinstance(n.expr, ir.ColumnRef) and n.expr.name == n.name)
+            }
             used: set[str] = set()
             for key in keys:
                 _column_refs(key.expr, used, [])
@@ -1861,10 +2029,15 @@ def _expanded_percentiles(aggregates: tuple[ir.NamedExpr, ...]) -> list[ir.Named
     out: list[ir.NamedExpr] = []
     for named in aggregates:
         call = named.expr
-        if isinstance(call, ir.FunctionCall) and call.name == "percentiles" \
-                and named.name is None and len(call.args) >= 2:
-            out.extend(ir.NamedExpr(ir.FunctionCall("percentile", (call.args[0], p)), None)
-                       for p in call.args[1:])
+        if (
+            isinstance(call, ir.FunctionCall)
+            and call.name == "percentiles"
+            and named.name is None
+            and len(call.args) >= 2
+        ):
+            out.extend(
+                ir.NamedExpr(ir.FunctionCall("percentile", (call.args[0], p)), None) for p in call.args[1:]
+            )
         else:
             out.append(named)
     return out
@@ -1880,8 +2053,9 @@ def _is_constant(expr: Any) -> bool:
 
 def _calls_aggregate(node: Any) -> bool:
     if isinstance(node, ir.FunctionCall) and (
-            node.name.lower() in _functions_table().AGGREGATE_FUNCTIONS
-            or node.name.lower() in _ARG_EXTREME_PREFIX):
+        node.name.lower() in _functions_table().AGGREGATE_FUNCTIONS
+        or node.name.lower() in _ARG_EXTREME_PREFIX
+    ):
         return True
     if isinstance(node, ir.Query):
         return False
@@ -1913,11 +2087,13 @@ def _computed_arg_extremes(node: Any) -> Any:
                 call = named.expr
                 if named.name is not None and _is_constant(call):
                     # `summarize z = ""`: Kusto takes a constant as a column of every group.
-                    aggregates.append(dataclasses.replace(
-                        named, expr=ir.FunctionCall("take_any", (call,))))
+                    aggregates.append(dataclasses.replace(named, expr=ir.FunctionCall("take_any", (call,))))
                     continue
-                if not (isinstance(call, ir.FunctionCall) and call.name in _ARG_EXTREME_PREFIX
-                        and len(call.args) >= 2):
+                if not (
+                    isinstance(call, ir.FunctionCall)
+                    and call.name in _ARG_EXTREME_PREFIX
+                    and len(call.args) >= 2
+                ):
                     aggregates.append(named)
                     continue
                 args = list(call.args)
@@ -1935,8 +2111,7 @@ def _computed_arg_extremes(node: Any) -> Any:
                     args[0] = ir.ColumnRef(internal)
                     if named.name is None:
                         renames.append((internal, _ARG_EXTREME_PREFIX[call.name]))
-                aggregates.append(dataclasses.replace(named, expr=ir.FunctionCall(
-                    call.name, tuple(args))))
+                aggregates.append(dataclasses.replace(named, expr=ir.FunctionCall(call.name, tuple(args))))
             if not extends:
                 if tuple(aggregates) != tuple(op.aggregates):
                     changed = True
@@ -1945,8 +2120,10 @@ def _computed_arg_extremes(node: Any) -> Any:
                 continue
             if len({new for _, new in renames}) != len(renames):
                 raise KqlUnsupportedError(
-                    "summarize", hint="name the computed arg_max/arg_min results apart "
-                    "(`(m, x) = arg_max(...)`): Kusto gives both the same default name")
+                    "summarize",
+                    hint="name the computed arg_max/arg_min results apart "
+                    "(`(m, x) = arg_max(...)`): Kusto gives both the same default name",
+                )
             changed = True
             operators.append(ir.Extend(tuple(extends)))
             operators.append(dataclasses.replace(op, aggregates=tuple(aggregates)))
@@ -1990,7 +2167,8 @@ def _parse_text(original: Callable[[str], Any]) -> Callable[[str], Any]:
 #: schema), which ``union *`` reads: duckdb-kql adds each tabular ``let`` to the schema it
 #: passes down, and a wildcard then matched the ``let`` names too.
 _CATALOGUE: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
-    "ctirealm_catalogue", default=None)
+    "ctirealm_catalogue", default=None
+)
 
 
 def _match_wildcard(original: Callable[..., list[str]]) -> Callable[..., list[str]]:
@@ -2016,8 +2194,9 @@ def _emit(original: Callable[..., Any]) -> Callable[..., Any]:
             finally:
                 _CATALOGUE.reset(token)
         if _translate._NAMES_STATE.get() is None:
-            query = _serialized_functions(_expanded_series_stats(
-                _expanded_multi(_computed_arg_extremes(_canonical_names(query)))))
+            query = _serialized_functions(
+                _expanded_series_stats(_expanded_multi(_computed_arg_extremes(_canonical_names(query))))
+            )
             renames = _case_renames(query, dict(schema or {}))
             if renames:
                 query = _renamed_columns(query, renames)
@@ -2059,12 +2238,11 @@ def _unsupported(original: Callable[..., KqlUnsupportedError]) -> Callable[..., 
         error = original(node, what)
         if not (error.hint or "").startswith(_WAVE_HINT):
             return error
-        near = error.hint[len(_WAVE_HINT):].lstrip("; ")
+        near = error.hint[len(_WAVE_HINT) :].lstrip("; ")
         # A parameter or kind duckdb-kql does not know may be a typo Kusto refuses too.
         doubtful = what is not None and re.search(r"parameter|kind:", what) is not None
         claim = "" if doubtful else f"Kusto has {_kusto_spelling(node, what)}, "
-        hint = (f"{claim}the embedded engine does not implement it"
-                + (f"; {near}" if near else ""))
+        hint = f"{claim}the embedded engine does not implement it" + (f"; {near}" if near else "")
         return KqlUnsupportedError(error.construct, span=error.span, hint=hint)
 
     return unsupported
@@ -2078,8 +2256,7 @@ def _summarize_parameter(original: Callable[..., None]) -> Callable[..., None]:
 
     def check(node: Any, by: list[ir.NamedExpr]) -> None:
         name, _, value = node.getText().partition("=")
-        if name.strip().lower() == "hint.strategy" \
-                and value.strip().strip("'\"").lower() == "partitioned":
+        if name.strip().lower() == "hint.strategy" and value.strip().strip("'\"").lower() == "partitioned":
             return None
         return original(node, by)
 

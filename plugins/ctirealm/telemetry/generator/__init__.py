@@ -73,9 +73,21 @@ from .workers import (
     worker_main,
 )
 
-__all__ = ["OUTPUTS", "Mirror", "ProfileError", "SplitFiles", "available_cpus", "bucket_bounds",
-           "check_background", "generate", "load_profiles", "mirrors", "split_files",
-           "table_counts", "worker_main"]
+__all__ = [
+    "OUTPUTS",
+    "Mirror",
+    "ProfileError",
+    "SplitFiles",
+    "available_cpus",
+    "bucket_bounds",
+    "check_background",
+    "generate",
+    "load_profiles",
+    "mirrors",
+    "split_files",
+    "table_counts",
+    "worker_main",
+]
 
 
 #: Below this many rows, ``workers=None`` generates in-process (starting workers costs more).
@@ -139,8 +151,15 @@ def generate(
     counts = table_counts(shares, rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    context = _Context(out_dir, profiles_dir, schemas_dir, seed, tuple(window), output,
-                       Path(scenarios_dir) if scenarios_dir else None)
+    context = _Context(
+        out_dir,
+        profiles_dir,
+        schemas_dir,
+        seed,
+        tuple(window),
+        output,
+        Path(scenarios_dir) if scenarios_dir else None,
+    )
     tasks = _plan(shares, counts, schemas)
     if workers is None:
         workers = available_cpus() if rows >= PARALLEL_MIN_ROWS else 1

@@ -46,8 +46,7 @@ def _escape_braces(value: Any) -> Any:
     return value
 
 
-def load_profiles(profiles_dir: Path | None = None,
-                  scenarios_dir: Path | None = None) -> dict[str, Any]:
+def load_profiles(profiles_dir: Path | None = None, scenarios_dir: Path | None = None) -> dict[str, Any]:
     """Read and merge every ``*.yaml`` profile (sections merge key by key; no duplicates).
 
     With *scenarios_dir*, each scenario file's ``background`` section (table -> event
@@ -168,8 +167,11 @@ def _load_schemas(schemas_dir: Path) -> dict[str, dict[str, Any]]:
             schema = TableSchema.load(path)
         except SchemaError:
             continue
-        schemas[schema.name] = {"types": dict(schema.columns), "id": schema.id_column,
-                                "time": schema.time_column}
+        schemas[schema.name] = {
+            "types": dict(schema.columns),
+            "id": schema.id_column,
+            "time": schema.time_column,
+        }
     if not schemas:
         raise ProfileError(f"{schemas_dir}: no table schemas")
     return schemas

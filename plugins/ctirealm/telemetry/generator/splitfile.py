@@ -48,5 +48,4 @@ def split_files(out_dir: Path, table: str) -> SplitFiles:
     buckets: list[list[Path]] = [[] for _ in range(max(1, len(bounds) - 1))]
     for path in sorted(out_dir.glob(f"{table}.rows-*-*.csv")):
         buckets[int(path.stem.rsplit("-", 1)[1])].append(path)
-    return SplitFiles(buckets, bounds, sorted(out_dir.glob(f"{table}.variants-*.csv")),
-                      frozenset(varying))
+    return SplitFiles(buckets, bounds, sorted(out_dir.glob(f"{table}.variants-*.csv")), frozenset(varying))

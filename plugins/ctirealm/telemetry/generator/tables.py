@@ -53,9 +53,19 @@ _ROW_TIME = re.compile(r'"\{\$(?:time|row:(\d+))\}"')
 class _TableGenerator:
     """Compiles one table's profile and streams its rows."""
 
-    def __init__(self, table: str, profile: dict[str, Any], spec: dict[str, Any],
-                 schema: dict[str, Any], clock: _Clock, seed: int, ids: _ReportIds,
-                 id_stream: int, shard: int = 0, output: str = "jsonl") -> None:
+    def __init__(
+        self,
+        table: str,
+        profile: dict[str, Any],
+        spec: dict[str, Any],
+        schema: dict[str, Any],
+        clock: _Clock,
+        seed: int,
+        ids: _ReportIds,
+        id_stream: int,
+        shard: int = 0,
+        output: str = "jsonl",
+    ) -> None:
         self.table = table
         self.schema = schema
         self.types: dict[str, str] = schema["types"]
@@ -113,8 +123,7 @@ class _TableGenerator:
 
     def _check_column(self, column: str, where: str) -> None:
         if column not in self.types:
-            raise ProfileError(
-                f"{self._where()}.{where}: {column!r} is not a column of {self.table}")
+            raise ProfileError(f"{self._where()}.{where}: {column!r} is not a column of {self.table}")
 
     def _template(self, index: int, event: dict[str, Any], default_rhythm: str) -> _Template:
         name = str(event.get("name", index))
@@ -151,8 +160,9 @@ class _TableGenerator:
         weight = float(event.get("weight", 1.0))
         if weight <= 0:
             raise ProfileError(f"{where}: weight must be positive")
-        return _Template(index, name, weight, self.clock.rhythms[rhythm], binders, spec,
-                         (int(gap[0]), int(gap[1])))
+        return _Template(
+            index, name, weight, self.clock.rhythms[rhythm], binders, spec, (int(gap[0]), int(gap[1]))
+        )
 
     @staticmethod
     def _step(step: Any, where: str) -> dict[str, Any]:
@@ -276,8 +286,9 @@ class _TableGenerator:
                     entity[algo] = stable_hex(path, algo)[:length]
         return entity
 
-    def _compile(self, tpl: _Template, entities: list[Any],
-                 extra: dict[str, Any] | None = None) -> list[_Row]:
+    def _compile(
+        self, tpl: _Template, entities: list[Any], extra: dict[str, Any] | None = None
+    ) -> list[_Row]:
         ctx = dict(self.globals)
         if extra:
             ctx.update(extra)
@@ -287,8 +298,7 @@ class _TableGenerator:
             encoded = [self._encode(row, tpl.name) for row in self._rows(tpl, ctx)]
             return [_Row(text) for text in _unshare(encoded)]
         except _Missing as exc:
-            raise ProfileError(f"{self._where(tpl.name)}: unknown placeholder {{{exc.args[0]}}}") \
-                from None
+            raise ProfileError(f"{self._where(tpl.name)}: unknown placeholder {{{exc.args[0]}}}") from None
 
     def _rows(self, tpl: _Template, ctx: dict[str, Any]) -> Iterator[dict[str, Any]]:
         spec = tpl.spec
@@ -304,8 +314,7 @@ class _TableGenerator:
             chain = self._chain(tpl, ctx, {i: i - first for i in range(first, n)})
             for i in range(first, n):
                 chain[i]["ctime"] = "{$time}"
-                rctx = {**ctx, "proc": chain[i], "actor": chain[i - 1],
-                        "actor_parent": chain[i - 2]}
+                rctx = {**ctx, "proc": chain[i], "actor": chain[i - 1], "actor_parent": chain[i - 2]}
                 yield _expand({**self.layout, **(spec.get("columns") or {}), **self.force}, rctx)
                 chain[i]["ctime"] = f"{{$row:{i - first}}}"
             return
@@ -433,25 +442,26 @@ class _TableGenerator:
             if kind == "int":
                 lo_i, hi_i = int(args[0]), int(args[1])
                 span_i = hi_i - lo_i + 1
-                return memo(args[2] if len(args) > 2 else None,
-                            lambda t, m: str(lo_i + int(rnd() * span_i)))
+                return memo(args[2] if len(args) > 2 else None, lambda t, m: str(lo_i + int(rnd() * span_i)))
             if kind == "real":
                 lo_f, hi_f = float(args[0]), float(args[1])
-                return memo(args[2] if len(args) > 2 else None,
-                            lambda t, m: "%.3f" % (lo_f + rnd() * (hi_f - lo_f)))
+                return memo(
+                    args[2] if len(args) > 2 else None, lambda t, m: "%.3f" % (lo_f + rnd() * (hi_f - lo_f))
+                )
             if kind == "hex":
                 n = int(args[0])
                 bits = self.rng.getrandbits
                 hexfmt = f"%0{n}x"
-                return memo(args[1] if len(args) > 1 else None,
-                            lambda t, m: hexfmt % bits(4 * n))
+                return memo(args[1] if len(args) > 1 else None, lambda t, m: hexfmt % bits(4 * n))
             if kind == "uuid":
                 bits = self.rng.getrandbits
                 return memo(args[0] if args else None, lambda t, m: _uuid4(bits(128)))
             if kind == "alnum":  # n upper-case letters and digits
                 n_chars = int(args[0])
-                return memo(args[1] if len(args) > 1 else None,
-                            lambda t, m: "".join(_ALNUM[int(rnd() * 36)] for _ in range(n_chars)))
+                return memo(
+                    args[1] if len(args) > 1 else None,
+                    lambda t, m: "".join(_ALNUM[int(rnd() * 36)] for _ in range(n_chars)),
+                )
             if kind == "empty":  # an empty string the service writes ("" is a missing value)
                 return lambda t, m: ""
             if kind == "date":
@@ -469,8 +479,7 @@ class _TableGenerator:
             raise ProfileError(f"{where}: bad arguments") from exc
         raise ProfileError(f"{where}: unknown token kind {kind!r}")
 
-    def _chain_token(self, spans: list[tuple[float, ...]],
-                     index: int) -> Callable[[int, dict], str]:
+    def _chain_token(self, spans: list[tuple[float, ...]], index: int) -> Callable[[int, dict], str]:
         """Creation times of the ancestors that started before the burst, oldest first.
 
         Each ancestor started a lifetime before its child; if that reaches before the
@@ -478,6 +487,7 @@ class _TableGenerator:
         """
         rnd = self.rng.random
         clock = self.clock
+
         def times(t: int, m: dict) -> str:
             cached = m.get("__chain")
             if cached is None:
@@ -497,8 +507,9 @@ class _TableGenerator:
 
         return times
 
-    def _emitter(self, row: _Row, tpl: _Template,
-                 tokens: dict[str, Callable[[int, dict], str]]) -> Callable[[int, dict], str]:
+    def _emitter(
+        self, row: _Row, tpl: _Template, tokens: dict[str, Callable[[int, dict], str]]
+    ) -> Callable[[int, dict], str]:
         """A function ``emit(row_ms, burst_memo) -> line`` specialised for the row's tokens.
 
         Functions are generated once per token signature and shared by every row with the
@@ -511,8 +522,13 @@ class _TableGenerator:
         signature = (row.names, row.positions)
         make = self._makers.get(signature)
         if make is None:
-            env: dict[str, Any] = {"FMT_TIME": self.clock.fmt, "NEXT_ID": self.next_id,
-                                   "RND": self.rng.random, "JOIN": "".join, "STR": str}
+            env: dict[str, Any] = {
+                "FMT_TIME": self.clock.fmt,
+                "NEXT_ID": self.next_id,
+                "RND": self.rng.random,
+                "JOIN": "".join,
+                "STR": str,
+            }
             params = ", ".join(f"F{i}" for i in range(len(fragments)))
             lines = [f"def make({params}):", "    def emit(t, m):"]
             for i, name in enumerate(row.names):
@@ -582,8 +598,19 @@ class _TableGenerator:
                 for b in tpl.binders
             )
             rcdf, starts, widths = tpl.rhythm
-            plans.append((tpl, binders, rcdf, rcdf[-1], len(starts) - 1, starts, widths,
-                          tpl.gap[0], tpl.gap[1] - tpl.gap[0] + 1))
+            plans.append(
+                (
+                    tpl,
+                    binders,
+                    rcdf,
+                    rcdf[-1],
+                    len(starts) - 1,
+                    starts,
+                    widths,
+                    tpl.gap[0],
+                    tpl.gap[1] - tpl.gap[0] + 1,
+                )
+            )
         made = 0
         chunk = made + CHUNK_ROWS
         while made < count:
@@ -599,8 +626,7 @@ class _TableGenerator:
                         items = _lookup({"e": entities[parent]}, path)
                         if not isinstance(items, list) or not items:
                             raise ProfileError(
-                                f"{self._where(tpl.name)}.bind.{name}: "
-                                f"{path[2:]!r} is not a non-empty list"
+                                f"{self._where(tpl.name)}.bind.{name}: {path[2:]!r} is not a non-empty list"
                             )
                         i = int(rnd() * len(items))
                     elif bcdf is not None:
@@ -650,8 +676,12 @@ class _TableGenerator:
             yield bufs
 
 
-def check_background(profile: dict[str, Any], path: Path, schemas_dir: Path | None = None,
-                     window: tuple[datetime, datetime] | None = None) -> None:
+def check_background(
+    profile: dict[str, Any],
+    path: Path,
+    schemas_dir: Path | None = None,
+    window: tuple[datetime, datetime] | None = None,
+) -> None:
     """Raise `ProfileError` if scenario file *path*'s ``background`` cannot be merged into
     *profile* (left unchanged): how a store leaves one bad scenario out, not the build.
 
@@ -673,8 +703,9 @@ def check_background(profile: dict[str, Any], path: Path, schemas_dir: Path | No
         events = [e for e in spec.get("events") or [] if str(e.get("name", "")).startswith(own)]
         if not events or table not in schemas:
             continue
-        engine = _TableGenerator(table, full, {**spec, "events": _escape_braces(events)},
-                                 schemas[table], clock, 0, ids, 0)
+        engine = _TableGenerator(
+            table, full, {**spec, "events": _escape_braces(events)}, schemas[table], clock, 0, ids, 0
+        )
         for tpl in engine.templates:
             entities: list[Any] = []
             for binder in tpl.binders:
@@ -682,8 +713,9 @@ def check_background(profile: dict[str, Any], path: Path, schemas_dir: Path | No
                 if items is None:
                     items = _lookup({"e": entities[binder.parent]}, f"e.{binder.attr}")
                     if not isinstance(items, list) or not items:
-                        raise ProfileError(f"{path}: background.{table}.{tpl.name}: bind "
-                                           f"{binder.name}: not a non-empty list")
+                        raise ProfileError(
+                            f"{path}: background.{table}.{tpl.name}: bind {binder.name}: not a non-empty list"
+                        )
                 entities.append(items[0])
             try:
                 engine._compile(tpl, entities)

@@ -73,7 +73,7 @@ def _quick(value: str, ctx: dict[str, Any]) -> Any:
             if match.group(2):
                 literals, paths = [], [()]  # optional placeholder: full path
                 break
-            literals.append(value[at:match.start()])
+            literals.append(value[at : match.start()])
             paths.append(tuple(match.group(1).split(".")))
             at = match.end()
         literals.append(value[at:])
@@ -287,8 +287,7 @@ class _Binder:
 
     __slots__ = ("attr", "cdf", "items", "name", "parent")
 
-    def __init__(self, name: str, items: list[Any] | None, parent: int = -1,
-                 attr: str = "") -> None:
+    def __init__(self, name: str, items: list[Any] | None, parent: int = -1, attr: str = "") -> None:
         self.name = name
         self.items = items
         self.parent = parent
@@ -297,9 +296,7 @@ class _Binder:
         if items is not None:
             if not items:
                 raise ProfileError(f"bind {name}: selects no entity")
-            weights = [
-                float(i.get("weight", 1.0)) if isinstance(i, dict) else 1.0 for i in items
-            ]
+            weights = [float(i.get("weight", 1.0)) if isinstance(i, dict) else 1.0 for i in items]
             if len(set(weights)) > 1:
                 acc = 0.0
                 self.cdf = []
@@ -311,8 +308,16 @@ class _Binder:
 class _Template:
     __slots__ = ("binders", "gap", "index", "name", "rhythm", "spec", "weight")
 
-    def __init__(self, index: int, name: str, weight: float, rhythm: Any,
-                 binders: list[_Binder], spec: dict[str, Any], gap: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        index: int,
+        name: str,
+        weight: float,
+        rhythm: Any,
+        binders: list[_Binder],
+        spec: dict[str, Any],
+        gap: tuple[int, int],
+    ) -> None:
         self.index = index
         self.name = name
         self.weight = weight

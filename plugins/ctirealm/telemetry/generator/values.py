@@ -79,8 +79,14 @@ class _Clock:
         ]
         count = len(hours)
 
-        def fmt(ms: int, hours: list[str] = hours, first: int = first, count: int = count,
-                mmss: list[str] = _MMSS, msz: list[str] = _MSZ) -> str:
+        def fmt(
+            ms: int,
+            hours: list[str] = hours,
+            first: int = first,
+            count: int = count,
+            mmss: list[str] = _MMSS,
+            msz: list[str] = _MSZ,
+        ) -> str:
             sec, milli = divmod(ms, 1000)
             hour, sec = divmod(sec, 3600)
             hour -= first

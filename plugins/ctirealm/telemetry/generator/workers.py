@@ -131,8 +131,9 @@ class _Loaded:
         self.ids = _ReportIds(context.seed)
 
 
-def _plan(shares: dict[str, float], counts: dict[str, int],
-          schemas: dict[str, dict[str, Any]]) -> list[_Task]:
+def _plan(
+    shares: dict[str, float], counts: dict[str, int], schemas: dict[str, dict[str, Any]]
+) -> list[_Task]:
     """Tasks in table order: ``ceil(rows / SHARD_ROWS)`` shards per table, rows split evenly."""
     tasks: list[_Task] = []
     id_streams: dict[str, int] = {}
@@ -148,25 +149,33 @@ def _plan(shares: dict[str, float], counts: dict[str, int],
     return tasks
 
 
-
 def _part_paths(out_dir: Path, task: _Task, output: str) -> tuple[list[Path], Path | None]:
     """A task's row files (one per time bucket) and variant file (split output only)."""
     if output == "split":
-        return ([out_dir / f"{task.table}.rows-{task.shard:03d}-{b:03d}.csv"
-                 for b in range(task.buckets)],
-                out_dir / f"{task.table}.variants-{task.shard:03d}.csv")
+        return (
+            [out_dir / f"{task.table}.rows-{task.shard:03d}-{b:03d}.csv" for b in range(task.buckets)],
+            out_dir / f"{task.table}.variants-{task.shard:03d}.csv",
+        )
     if task.shards == 1:
         return [out_dir / f"{task.table}.jsonl"], None
     return [out_dir / f"{task.table}.part-{task.shard:03d}.jsonl"], None
 
 
-def _run_task(task: _Task, context: _Context, loaded: _Loaded,
-              report: Callable[[int], None]) -> int:
+def _run_task(task: _Task, context: _Context, loaded: _Loaded, report: Callable[[int], None]) -> int:
     """Generate one shard into its file(s); ``report(n)`` after every chunk of n rows."""
     specs = loaded.profile.get("tables") or {}
-    engine = _TableGenerator(task.table, loaded.profile, specs[task.table],
-                             loaded.schemas[task.table], loaded.clock, context.seed, loaded.ids,
-                             task.stream, task.shard, context.output)
+    engine = _TableGenerator(
+        task.table,
+        loaded.profile,
+        specs[task.table],
+        loaded.schemas[task.table],
+        loaded.clock,
+        context.seed,
+        loaded.ids,
+        task.stream,
+        task.shard,
+        context.output,
+    )
     rows_paths, variants_path = _part_paths(context.out_dir, task, context.output)
     buckets = len(rows_paths)
     written = 0
@@ -187,25 +196,38 @@ def _run_task(task: _Task, context: _Context, loaded: _Loaded,
                 writer.write("variants", "".join(engine.variant_lines).encode("utf-8"))
                 engine.variant_lines = []
     if context.output == "split":
-        meta = {"varying": sorted(engine.varying),
-                "bounds": bucket_bounds(loaded.clock.start, loaded.clock.end, buckets)}
+        meta = {
+            "varying": sorted(engine.varying),
+            "bounds": bucket_bounds(loaded.clock.start, loaded.clock.end, buckets),
+        }
         meta_path = context.out_dir / f"{task.table}.meta-{task.shard:03d}.json"
         meta_path.write_text(json.dumps(meta), encoding="utf-8")
     return written
 
 
 def _context_doc(context: _Context) -> dict[str, Any]:
-    return {"out_dir": str(context.out_dir), "profiles_dir": str(context.profiles_dir),
-            "schemas_dir": str(context.schemas_dir), "seed": context.seed,
-            "window": [w.isoformat() for w in context.window], "output": context.output,
-            "scenarios_dir": str(context.scenarios_dir) if context.scenarios_dir else None}
+    return {
+        "out_dir": str(context.out_dir),
+        "profiles_dir": str(context.profiles_dir),
+        "schemas_dir": str(context.schemas_dir),
+        "seed": context.seed,
+        "window": [w.isoformat() for w in context.window],
+        "output": context.output,
+        "scenarios_dir": str(context.scenarios_dir) if context.scenarios_dir else None,
+    }
 
 
 def _context_from(doc: dict[str, Any]) -> _Context:
     window = tuple(datetime.fromisoformat(w) for w in doc["window"])
-    return _Context(Path(doc["out_dir"]), Path(doc["profiles_dir"]), Path(doc["schemas_dir"]),
-                    int(doc["seed"]), window, str(doc["output"]),  # type: ignore[arg-type]
-                    Path(doc["scenarios_dir"]) if doc.get("scenarios_dir") else None)
+    return _Context(
+        Path(doc["out_dir"]),
+        Path(doc["profiles_dir"]),
+        Path(doc["schemas_dir"]),
+        int(doc["seed"]),
+        window,
+        str(doc["output"]),  # type: ignore[arg-type]
+        Path(doc["scenarios_dir"]) if doc.get("scenarios_dir") else None,
+    )
 
 
 def worker_main() -> None:
@@ -257,10 +279,12 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-
-
-def _generate_here(context: _Context, tasks: list[_Task], progress: Callable[[int], None] | None,
-                   on_table: Callable[[str], None] | None) -> None:
+def _generate_here(
+    context: _Context,
+    tasks: list[_Task],
+    progress: Callable[[int], None] | None,
+    on_table: Callable[[str], None] | None,
+) -> None:
     loaded = _Loaded(context)
     written = [0]
 
@@ -280,9 +304,13 @@ def _generate_here(context: _Context, tasks: list[_Task], progress: Callable[[in
         progress(written[0])
 
 
-def _generate_in_workers(context: _Context, tasks: list[_Task], workers: int,
-                         progress: Callable[[int], None] | None,
-                         on_table: Callable[[str], None] | None) -> None:
+def _generate_in_workers(
+    context: _Context,
+    tasks: list[_Task],
+    workers: int,
+    progress: Callable[[int], None] | None,
+    on_table: Callable[[str], None] | None,
+) -> None:
     """Shards in *workers* processes, largest first; tables are reported as they finish."""
     remaining: dict[str, int] = {}
     for task in tasks:
@@ -291,8 +319,11 @@ def _generate_in_workers(context: _Context, tasks: list[_Task], workers: int,
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in [package_root, env.get("PYTHONPATH")] if p)
-    command = [sys.executable, "-c",
-               "from ctirealm.telemetry.generator.workers import worker_main; worker_main()"]
+    command = [
+        sys.executable,
+        "-c",
+        "from ctirealm.telemetry.generator.workers import worker_main; worker_main()",
+    ]
     procs: list[subprocess.Popen[bytes]] = []
     running: dict[int, _Task] = {}
     pending: dict[int, bytes] = {}
@@ -343,8 +374,7 @@ def _generate_in_workers(context: _Context, tasks: list[_Task], workers: int,
 
     try:
         for i in range(workers):
-            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    env=env)
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
             procs.append(proc)
             assert proc.stdout is not None
             selector.register(proc.stdout.fileno(), selectors.EVENT_READ, i)
