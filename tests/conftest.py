@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -15,34 +14,41 @@ import pytest
 # aborts the process. Imported here, they outlive every inner run.
 import ctirealm.engine.local
 import ctirealm.plugin.rule_items  # noqa: F401
+from tests.helpers import ROOT, mini_project, write_jsonl
 
-ROOT = Path(__file__).resolve().parent.parent
-MINI = ROOT / "tests" / "fixtures" / "mini"
 pytest_plugins = ["pytester"]
 
 
-def mini_project(pytester: pytest.Pytester, cache: Path, ini: str = "") -> pytest.Pytester:
-    """The two-case benchmark of tests/fixtures/mini (cases, rules, telemetry and the real
-    schemas) in pytester's directory, its store cached in *cache*; *ini* adds ini lines."""
-    for part in ("cases", "rules", "telemetry"):
-        shutil.copytree(MINI / part, pytester.path / part)
-    shutil.copytree(ROOT / "telemetry" / "schemas", pytester.path / "telemetry" / "schemas")
-    pytester.makeini(
-        f"[pytest]\ntestpaths = cases\naddopts = --realm-cache-dir={cache} -p no:cacheprovider\n{ini}"
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: a whole benchmark run, xdist inside pytest or a big store (make test-slow)"
     )
-    return pytester
+    # The project's own tests fail on any warning (a test's filterwarnings mark still wins); the
+    # benchmark's ini leaves warnings alone for agents' runs.
+    config.addinivalue_line("filterwarnings", "error")
+    # Inside Inspect and the reference scorer, which the project cannot change: deprecations,
+    # and anyio streams Inspect leaves to the garbage collector.
+    for warning in (
+        r"ignore:path is deprecated:DeprecationWarning:inspect_evals\.",
+        r"ignore:The 'initial' parameter is deprecated:DeprecationWarning:inspect_ai\.",
+        r"ignore:Unclosed <MemoryObjectReceiveStream:ResourceWarning",
+        r"ignore:Exception ignored in. <function MemoryObjectReceiveStream.__del__:"
+        r"pytest.PytestUnraisableExceptionWarning",
+    ):
+        config.addinivalue_line("filterwarnings", warning)
+
+
+@pytest.fixture(scope="session")
+def store_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One store cache for every test that starts pytest: stores are keyed by the hash of
+    their content, so projects with the same telemetry share one build."""
+    return tmp_path_factory.mktemp("store-cache")
 
 
 @pytest.fixture
-def mini(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
-    """`mini_project` with a fresh store cache."""
-    return mini_project(pytester, tmp_path_factory.mktemp("store-cache"))
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+def mini(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
+    """`mini_project` with the session's store cache."""
+    return mini_project(pytester, store_cache)
 
 
 @pytest.fixture
@@ -63,15 +69,3 @@ def make_telemetry(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
-
-
-def process_event(report_id: int, command: str, when: str = "2026-03-05T10:00:00Z", **extra) -> dict:
-    return {
-        "Timestamp": when,
-        "TimeGenerated": when,
-        "DeviceName": "web01.corp.example",
-        "ProcessCommandLine": command,
-        "FileName": command.split()[0],
-        "ReportId": report_id,
-        **extra,
-    }

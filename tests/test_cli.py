@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import process_event
-
 from ctirealm.cli import main
+from tests.helpers import process_event
 
 
 def _args(root: Path, tmp_path: Path) -> list[str]:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import mini_project
 
 from ctirealm.agents import ReplayAgent, Task, run_case
 from ctirealm.agents.base import is_toolbox_adapter, tools_for
@@ -19,6 +18,7 @@ from ctirealm.engine import LocalEngine
 from ctirealm.tools import Toolbox, Trajectory
 from ctirealm.tools.facade import facade
 from ctirealm.tools.toolbox import EVERY_TOOL
+from tests.helpers import mini_project
 
 MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini"
 GOOD = {
@@ -192,9 +192,9 @@ def realm_agent(realm_cases):
 
 
 def test_an_agent_from_the_realm_agent_fixture_sees_the_facade_and_scores_as_usual(
-    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
+    pytester: pytest.Pytester, store_cache: Path
 ) -> None:
-    project = mini_project(pytester, tmp_path_factory.mktemp("cache"))
+    project = mini_project(pytester, store_cache)
     project.makeconftest(FIXTURE_AGENT)
     result = project.runpytest()
     result.assert_outcomes(passed=12)

@@ -25,7 +25,7 @@ from ctirealm.agents import AgentSpecError, OracleAgent, ReplayAgent, Task, reso
 from ctirealm.agents.mcp import MCPAgent, substitute
 from ctirealm.agents.mcp_server import SUBMIT_SPEC, SUBMIT_TOOL
 from ctirealm.agents.prompts import seeded_notes
-from ctirealm.cases import Case, CaseSet
+from ctirealm.cases import CaseSet
 from ctirealm.engine import LocalEngine
 from ctirealm.scoring import score_case
 from ctirealm.telemetry.dataset import Dataset
@@ -33,10 +33,10 @@ from ctirealm.telemetry.store import Store, build_store
 from ctirealm.tools import Toolbox, Trajectory
 from ctirealm.tools.sandbox import unavailable_reason
 from ctirealm.tools.toolbox import SPECS, VARIANTS
+from tests.agents.mcp_helpers import CLIENT, oracle_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 MINI = ROOT / "tests" / "fixtures" / "mini"
-CLIENT = Path(__file__).resolve().parent / "mcp_client.py"
 PYTHON = shlex.quote(sys.executable)
 CLI = [sys.executable, "-c", "import sys; from ctirealm.cli import main; sys.exit(main())"]
 GOOD = {
@@ -96,38 +96,6 @@ def _run(
     toolbox = Toolbox(engine, cases, trajectory, variant=variant, max_tool_calls=max_tool_calls)
     task = Task.for_case(case, toolbox, variant=variant, time_limit=time_limit)
     return run_case(agent, task, toolbox)
-
-
-def oracle_steps(case: Case, cases: CaseSet) -> list[dict[str, Any]]:
-    """The calls `OracleAgent` makes, as a plan: the same walk, the same answer, its words as analysis."""
-    root = Path(case.path).resolve().parents[2]
-    counts = cases.tags()
-    steps: list[dict[str, Any]] = [{"call": "list_cti_report_tags"}]
-    retrieved: set[str] = set()
-    for report_id in case.reports:
-        if report_id in retrieved:
-            continue
-        tag = min(cases.reports[report_id].tags, key=lambda t: (counts.get(t, 0), t))
-        retrieved |= {r.id for r in cases.reports.values() if tag in r.tags}
-        steps.append({"call": "get_cti_reports_by_tag", "arguments": {"tag": tag}})
-    truth = case.ground_truth
-    for table in truth.tables:
-        steps.append({"call": "get_table_schema", "arguments": {"table_name": table}})
-        steps.append({"call": "sample_table_data", "arguments": {"table_name": table, "rows": 3}})
-    kql = (root / str(case.solution.kql)).read_text(encoding="utf-8").strip()
-    sigma = (root / str(case.solution.sigma)).read_text(encoding="utf-8")
-    steps.append(
-        {"call": "execute_kql_query", "arguments": {"query": f"{truth.tables[0]} | summarize count()"}}
-    )
-    steps.append({"call": "execute_kql_query", "arguments": {"query": kql}})
-    analysis = (
-        f"The objective maps to ATT&CK {', '.join(truth.techniques)}; the evidence is in "
-        f"{', '.join(truth.tables)}."
-    )
-    steps.append(
-        {"submit": {"sigma_rule": sigma, "kql_query": kql, "analysis": analysis}, "rows_from": len(steps) - 1}
-    )
-    return steps
 
 
 def _scores(
@@ -598,6 +566,7 @@ def test_cli_over_http_serves_the_minimal_variant_on_loopback(telemetry: Path, t
     finally:
         server.kill()
         server.wait()
+        server.stderr.close()
     log = _log(plan)
     assert [t["name"] for t in log["tools"]] == [*VARIANTS["minimal"], SUBMIT_TOOL]
     sigma, tables, first, second = log["results"]

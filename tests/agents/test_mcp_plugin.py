@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.agents.test_mcp import CLIENT, oracle_steps
 
 from ctirealm.cases import load_cases
+from tests.agents.mcp_helpers import CLIENT, oracle_steps
 
 
 def _scores(path: Path) -> dict[str, dict[str, float | None]]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from tests.conftest import ROOT
 
 from ctirealm.attack import extract_technique_ids
 from ctirealm.cases import CaseSet, load_cases
+from tests.helpers import ROOT
 
 CASES: CaseSet = load_cases(ROOT / "cases")
 REPORTS = sorted(CASES.reports.values(), key=lambda r: r.id)

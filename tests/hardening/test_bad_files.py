@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.conftest import mini_project
+
+from tests.helpers import mini_project
 
 PROCESS = Path("telemetry/attack/linux_001/DeviceProcessEvents.jsonl")
 BENIGN = Path("telemetry/benign/linux_001/DeviceProcessEvents.jsonl")
@@ -18,8 +19,8 @@ CASE = Path("cases/linux/linux_001.yaml")
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
-    return mini_project(pytester, tmp_path_factory.mktemp("store-cache"), "realm_agent = oracle")
+def project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
+    return mini_project(pytester, store_cache, "realm_agent = oracle")
 
 
 def _truncate(root: Path) -> None:
@@ -139,7 +140,7 @@ def test_a_case_left_without_telemetry_is_selected_like_its_checkpoints(project:
 
 def test_left_out_telemetry_fails_the_rules_that_need_it(project: pytest.Pytester) -> None:
     _truncate(project.path)
-    result = project.runpytest("cases", "rules", "-n", "2")
+    result = project.runpytest("cases", "rules")
     failed = {line.split()[1] for line in result.stdout.lines if line.startswith("FAILED")}
     assert failed == {
         f"{CASE}::telemetry",

@@ -4,9 +4,11 @@ and nothing can be gamed (fabrication earns no detection credit, match-everythin
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from tests.conftest import mini_project
+
+from tests.helpers import mini_project
 
 AGENTS = """
 import json, os, time
@@ -75,10 +77,10 @@ class Everything:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
+def project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
     pytester.makepyfile(faulty_agents=AGENTS)
     pytester.syspathinsert()
-    return mini_project(pytester, tmp_path_factory.mktemp("cache"), "realm_agent_timeout = 2")
+    return mini_project(pytester, store_cache, "realm_agent_timeout = 2")
 
 
 def _results(project: pytest.Pytester, agent: str) -> dict:

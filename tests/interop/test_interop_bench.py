@@ -25,10 +25,10 @@ def _comparable(path: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("agent", ["baseline", "oracle"])
 def test_mini_benchmark_same_results_over_kusto(
-    pytester: pytest.Pytester, agent: str, tmp_path_factory: pytest.TempPathFactory
+    pytester: pytest.Pytester, agent: str, store_cache: Path
 ) -> None:
     copy_mini(pytester.path)
-    cache = tmp_path_factory.mktemp("store-cache")
+    cache = store_cache
     pytester.makeini(f"""
         [pytest]
         testpaths = cases
@@ -46,11 +46,9 @@ def test_mini_benchmark_same_results_over_kusto(
         result.assert_outcomes(passed=12)
 
 
-def test_bad_engine_spec_is_a_usage_error(
-    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_bad_engine_spec_is_a_usage_error(pytester: pytest.Pytester, store_cache: Path) -> None:
     copy_mini(pytester.path)
-    cache = tmp_path_factory.mktemp("store-cache")
+    cache = store_cache
     pytester.makeini(f"""
         [pytest]
         testpaths = cases

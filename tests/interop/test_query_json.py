@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import process_event
-
 from ctirealm.cli import main
+from tests.helpers import process_event
 
 GUID = "0b2f8a4e-1111-2222-3333-444455556666"
 

@@ -1,6 +1,5 @@
 """A content project for the content gate's pytester tests: the tiny store's telemetry, a
-``detections/`` folder, and one store cache for the whole session (stores are keyed by the
-hash of their content, so projects with the same telemetry share a build)."""
+``detections/`` folder, and the session's store cache (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +7,11 @@ from pathlib import Path
 
 import pytest
 
-
-@pytest.fixture(scope="session")
-def store_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("store-cache")
+from tests.plugin.content_project import write_telemetry
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
-    from tests.plugin.test_content import write_telemetry
-
     write_telemetry(pytester.path / "telemetry")
     (pytester.path / "detections").mkdir()
     pytester.makeini(f"""

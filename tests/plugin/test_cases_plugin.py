@@ -67,6 +67,23 @@ def test_failure_message_shows_graded_breakdown(mini: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*C1 0.00/0.75: case scored zero: the agent finished without*"])
 
 
+def test_an_unexpected_error_in_a_checkpoint_is_a_plain_failure(mini: pytest.Pytester) -> None:
+    # anything but a CheckpointFailure gets pytest's own report (traceback), not an internal error
+    mini.makeconftest("""
+        import pytest
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_runtest_call(item):
+            if item.name == "C1_attack_mapping":
+                raise RuntimeError("scoring broke")
+    """)
+    result = mini.runpytest("--realm-agent", "oracle", "-k", "linux_001 and C1")
+    result.stdout.fnmatch_lines(["*RuntimeError: scoring broke*"])
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.parseoutcomes()["failed"] == 1
+
+
 def test_a_broken_case_fails_alone(mini: pytest.Pytester) -> None:
     (mini.path / "cases" / "linux" / "linux_002.yaml").write_text("id: linux_002\nplatform: linux\n")
     result = mini.runpytest("--realm-agent", "oracle", "-k", "linux")

@@ -6,10 +6,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tests.plugin.test_content import MATCH_CSV
 
 from ctirealm.plugin.content import content_kind
 from ctirealm.plugin.content_markdown import query_blocks, slug
+from tests.plugin.content_project import MATCH_CSV
 
 PAGE = textwrap.dedent("""\
     # Reverse shells

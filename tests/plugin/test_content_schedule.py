@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from ctirealm.plugin.content_schedule import Schedule, binned, parse_duration, unbinnable
 from ctirealm.telemetry.schema import load_schemas
+from tests.plugin.content_project import MATCH_CSV, rule, write_telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -201,7 +202,6 @@ def test_an_event_is_read_by_some_run_exactly_when_there_is_no_gap(
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
-    from tests.plugin.test_content import write_telemetry
 
     telemetry = write_telemetry(pytester.path / "telemetry")
     # One more attack, an hour before the dataset's clock: its alert suppresses the next runs.
@@ -236,7 +236,6 @@ def _rule(
     period: str = "1h",
     any_shell: bool = False,
 ) -> None:
-    from tests.plugin.test_content import MATCH_CSV, rule
 
     # Any /dev/tcp shell matches the store's look-alike too; the default rule does not.
     text = rule(condition="") if any_shell else rule()
@@ -315,7 +314,6 @@ def test_an_unknown_delay_table_is_named(project: pytest.Pytester) -> None:
 
 
 def test_a_coverage_gap_fails_without_must_match_events_too(project: pytest.Pytester) -> None:
-    from tests.plugin.test_content import rule
 
     (project.path / "detections" / "shell.yaml").write_text(rule())
     (project.path / "detections" / "shell.tests").mkdir()

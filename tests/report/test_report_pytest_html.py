@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from tests.conftest import mini_project
+
+from tests.helpers import mini_project
 
 
 @pytest.fixture
-def project(
-    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> pytest.Pytester:
+def project(pytester: pytest.Pytester, store_cache: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    return mini_project(pytester, tmp_path_factory.mktemp("store-cache"))
+    return mini_project(pytester, store_cache)
 
 
 def test_a_run_writes_reports_and_pytest_html_shows_scores(project: pytest.Pytester) -> None:

@@ -17,7 +17,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from tests.conftest import ROOT
 
 from ctirealm.agents import Task, run_case
 from ctirealm.agents.builtin import builtin_agent
@@ -30,6 +29,7 @@ from ctirealm.scoring.compat import RECORDED_ANSWER_CHARS
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import build_store, default_cache_dir
 from ctirealm.tools import Step, Toolbox, ToolCall, Trajectory
+from tests.helpers import ROOT
 
 ref_scorer = pytest.importorskip(
     "inspect_evals.cti_realm.core.scorer",

@@ -11,13 +11,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from tests.conftest import ROOT, process_event, write_jsonl
 
 from ctirealm.cases import Case, GroundTruth
 from ctirealm.engine import LocalEngine
 from ctirealm.scoring.detection import evaluate, evaluate_query, neutral_events, technique_parents
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
+from tests.helpers import ROOT, process_event, write_jsonl
 
 DPE = "DeviceProcessEvents"
 ATTACK = {

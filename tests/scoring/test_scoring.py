@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.conftest import ROOT
 
 from ctirealm.cases import load_cases
 from ctirealm.engine import LocalEngine
@@ -15,6 +14,7 @@ from ctirealm.scoring.strict import technique_jaccard
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
 from ctirealm.tools import Step, Submission, ToolCall, Trajectory
+from tests.helpers import ROOT
 
 MINI = ROOT / "tests" / "fixtures" / "mini"
 SIGMA = "title: t\nlogsource: {product: linux, category: process_creation}\n" + "#" * 40

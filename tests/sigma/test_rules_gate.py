@@ -46,12 +46,6 @@ def sigma(title: str, detection: str, expectations: str = "") -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def store_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One store cache for the module: every project has the same telemetry, so one build."""
-    return tmp_path_factory.mktemp("store-cache")
-
-
 @pytest.fixture
 def project(pytester: pytest.Pytester, store_cache: Path, telemetry_writer: object) -> pytest.Pytester:
     telemetry_writer(pytester.path / "telemetry")

@@ -113,9 +113,8 @@ def test_a_runs_own_tables_name_the_valid_columns(
 ) -> None:
     """Run from a folder without telemetry/ (as a team's repository runs with
     --realm-telemetry): the columns come from the schemas given, not the working directory."""
-    from tests.conftest import ROOT
-
     from ctirealm.telemetry.schema import load_schemas
+    from tests.helpers import ROOT
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CTIREALM_TELEMETRY", raising=False)

@@ -8,7 +8,6 @@ import shutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import ROOT, process_event, write_jsonl
 
 from ctirealm.engine import LocalEngine
 from ctirealm.scoring.detection import evaluate
@@ -16,6 +15,7 @@ from ctirealm.telemetry.attribution import canonical, id_columns, tables_in, tra
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.schema import load_schemas
 from ctirealm.telemetry.store import Store, build_store
+from tests.helpers import ROOT, process_event, write_jsonl
 
 ATTACK = {
     "sim": {

@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.conftest import ROOT, process_event, write_jsonl
 
 from ctirealm.engine import LocalEngine, ReadOnlyViolation
 from ctirealm.telemetry.dataset import Dataset, DatasetError
 from ctirealm.telemetry.events import TelemetryFormatError
 from ctirealm.telemetry.schema import SchemaError, load_schemas
 from ctirealm.telemetry.store import build_store
+from tests.helpers import ROOT, process_event, write_jsonl
 
 ATTACK = {
     "sim1": {

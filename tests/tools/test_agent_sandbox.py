@@ -66,7 +66,7 @@ def test_no_network_not_even_the_hosts_loopback(box: Sandbox) -> None:
     namespace), nor any outside address."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
-    accepted: list[object] = []
+    accepted: list[tuple[socket.socket, object]] = []
 
     def accept() -> None:
         server.settimeout(6)
@@ -81,7 +81,7 @@ def test_no_network_not_even_the_hosts_loopback(box: Sandbox) -> None:
     socket.create_connection(("127.0.0.1", port), timeout=2).close()
     thread.join()
     assert accepted
-    accepted.clear()
+    accepted.pop()[0].close()
     thread = threading.Thread(target=accept)
     thread.start()
     code = (

@@ -276,7 +276,7 @@ def _record_refused(run: CaseRun, calls: list[Any], replies: list[Any], steps_be
     steps = run.trajectory.steps
     for position, call in enumerate(calls):
         reply = errors.get(call.id)
-        if reply is None:
+        if reply is None or reply.error is None:  # `errors` holds only replies with an error
             continue
         error = str(reply.error.message)
         result = _text_of(reply.content)
@@ -287,7 +287,7 @@ def _record_refused(run: CaseRun, calls: list[Any], replies: list[Any], steps_be
             (
                 i
                 for i in range(steps_before, len(steps))
-                if steps[i].tool is not None and steps[i].tool.call_id in later
+                if (tool := steps[i].tool) is not None and tool.call_id in later
             ),
             len(steps),
         )

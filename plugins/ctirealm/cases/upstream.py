@@ -734,19 +734,19 @@ def import_cti_realm(
     matchers: dict[str, list[tuple[str, list[_Matcher]]]] = {}
     labelling: dict[str, dict[str, Any]] = {}
     for case in sorted(cases.values(), key=lambda c: c.id):
-        report = labelling[case.id] = {"events": 0, "tables": {}}
+        case_report = labelling[case.id] = {"events": 0, "tables": {}}
         for table in case.data_sources:
             entry: dict[str, Any] = {"events": 0, "patterns": {}}
-            report["tables"][table] = entry
-            resolved = {col: _resolve_pattern_column(scans[table], col) for col in case.regex_patterns}
-            missing = sorted(col for col, path in resolved.items() if path is None)
+            case_report["tables"][table] = entry
+            pattern_paths = {col: _resolve_pattern_column(scans[table], col) for col in case.regex_patterns}
+            missing = sorted(col for col, path in pattern_paths.items() if path is None)
             if missing:
                 # ignoring a pattern would label more than upstream's ground truth means
                 entry["refused"] = f"no column for pattern(s) {', '.join(missing)}"
                 continue
             applicable = [
                 _Matcher(col, path, re.compile(case.regex_patterns[col]))
-                for col, path in resolved.items()
+                for col, path in pattern_paths.items()
                 if path is not None
             ]
             if not applicable:
@@ -756,7 +756,7 @@ def import_cti_realm(
             matchers.setdefault(table, []).append((case.id, applicable))
         # a multi-table case normally has its patterns' columns in one table only: the others
         # are reported as not labelled; a warning only when no table could be labelled at all
-        if report["tables"] and all("refused" in e for e in report["tables"].values()):
+        if case_report["tables"] and all("refused" in e for e in case_report["tables"].values()):
             checker.warnings.append(
                 f"{case.id}: no table has the columns of all its patterns; "
                 "nothing labelled (see labelling in import.json)"

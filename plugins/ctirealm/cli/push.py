@@ -86,7 +86,7 @@ def _push(args: argparse.Namespace) -> int:
         ingest_client = QueuedIngestClient(connection_builder(ingest_target))
     state_path = args.state or default_state_path(store, target.url, target.database)
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
     with Progress(
         TextColumn("{task.description}"),
@@ -95,12 +95,12 @@ def _push(args: argparse.Namespace) -> int:
         transient=False,
         disable=args.json,
     ) as bar:
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(table: str, done: int, total: int) -> None:
             if table not in tasks:
                 tasks[table] = bar.add_task(f"{table} ({mode})", total=total or 1)
-            bar.update(tasks[table], completed=done if total else 1)  # type: ignore[arg-type]
+            bar.update(tasks[table], completed=done if total else 1)
 
         result = push_store(
             store,

@@ -155,7 +155,8 @@ def _eval(args: argparse.Namespace) -> int:
             print(f"ctirealm: error: {parsed.label}: {parsed.error}", file=sys.stderr)
             return 1
         case_id = case_id or parsed.expectations.case
-        expected, neutral = None, frozenset()
+        expected = None
+        neutral: frozenset[tuple[str, str]] = frozenset()  # (table, event id)
         if case_id:
             cases = load_cases(args.cases, tables=set(engine.tables()))
             if case_id not in cases.cases:

@@ -227,6 +227,9 @@ def _check_engine_spec(spec: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     _check_engine_spec(engine_spec(config))
+    # Items carry xdist_group marks (a case's checkpoints on one worker); registered here too so
+    # a run with xdist disabled (-p no:xdist) under --strict-markers still collects them.
+    config.addinivalue_line("markers", "xdist_group(name): run the group's items on one xdist worker")
 
 
 def session_engine(config: pytest.Config) -> Engine:

@@ -38,8 +38,8 @@ class CaseFile(pytest.File):
             return [BrokenCase.from_parent(self, name="telemetry", error=str(exc))]
         problems = case_problems(config, case)
         if problems:
-            error = f"{case.id} cannot be scored:\n" + "\n".join(f"  {m}" for m in problems)
-            item = BrokenCase.from_parent(self, name="telemetry", error=error)
+            message = f"{case.id} cannot be scored:\n" + "\n".join(f"  {m}" for m in problems)
+            item = BrokenCase.from_parent(self, name="telemetry", error=message)
             item.realm_case = case  # selected like the case's checkpoints (-m, --realm-subset)
             for mark in _case_marks(case):
                 item.add_marker(mark)
@@ -49,6 +49,8 @@ class CaseFile(pytest.File):
 
 class BrokenCase(pytest.Item):
     """A case that cannot run: fails with the reason (named file, line and field)."""
+
+    realm_case: Case  # set only when the case itself loaded (then selected like its checkpoints)
 
     def __init__(self, *, error: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -89,7 +91,7 @@ class CaseGroup(pytest.Collector):
 
     def collect(self) -> list[pytest.Item]:
         epochs = settings(self.config).epochs
-        items = []
+        items: list[pytest.Item] = []
         for epoch in range(1, epochs + 1):
             for checkpoint in CHECKPOINTS:
                 name = checkpoint if epochs == 1 else f"{checkpoint}[epoch{epoch}]"
@@ -107,7 +109,7 @@ class CheckpointItem(pytest.Function):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, CheckpointFailure):
             return str(excinfo.value)
-        return super().repr_failure(excinfo, style)  # type: ignore[arg-type]
+        return super().repr_failure(excinfo)  # Function's takes no style: it reads --tb
 
 
 class CheckpointFailure(AssertionError):

@@ -63,7 +63,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     subset = settings(config).subset
     if subset:
-        kept, dropped = [], []
+        kept: list[pytest.Item] = []
+        dropped: list[pytest.Item] = []
         for item in items:
             case = getattr(item, "realm_case", None)
             (dropped if case is not None and subset not in case.subsets else kept).append(item)

@@ -11,12 +11,15 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from . import StoreUnavailable
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr  # what pytest's own repr_failure returns
 
 
 class CheckFailed(AssertionError):
@@ -85,7 +88,9 @@ class CheckItem(pytest.Item):
                 raise
             raise pytest.skip.Exception(exc.msg, _use_item_location=True) from None
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
         if isinstance(excinfo.value, self.expected_failures):
             return self.failure_text(str(excinfo.value))
-        return super().repr_failure(excinfo, style)  # type: ignore[arg-type]
+        return super().repr_failure(excinfo, style)

@@ -329,9 +329,9 @@ class DefenderItem(SentinelItem):
                 problems.append(f"unknown technique {technique_id!r} (ATT&CK v{_version()})")
                 continue
             if tactic is not None and tactic.shortname not in technique.tactics:
-                names = ", ".join(_camel(t) for t in technique.tactics)
+                under = ", ".join(_camel(t) for t in technique.tactics)
                 problems.append(
-                    f"{technique.id} ({technique.name}) is under {names}, not the category {category}"
+                    f"{technique.id} ({technique.name}) is under {under}, not the category {category}"
                 )
         if problems:
             raise ContentCheckFailed("; ".join(problems))

@@ -250,7 +250,7 @@ class RuleCollector(pytest.Collector):
         return tests_folder(self.path)
 
     def schemas(self) -> dict[str, Any]:
-        return dict(split_engine(self.config, "dev").schemas)  # type: ignore[attr-defined]
+        return dict(split_engine(self.config, "dev").schemas)
 
     def unknown_tables(self) -> list[str]:
         """Tables the query reads that the telemetry has no schema for: the one the engine
@@ -439,7 +439,7 @@ class HuntingRuleFile(SentinelRuleFile):
     or trigger): run once over the whole window by an analyst, so it has no false-positive
     budget; its must-match events, when it has some, must be among its rows."""
 
-    item_names = ("parse", "runs", "connectors", "entities", "attack", "true_positives")
+    item_names: tuple[str, ...] = ("parse", "runs", "connectors", "entities", "attack", "true_positives")
     hunting = True
     fields = "hunting"
 
@@ -805,11 +805,11 @@ class SentinelItem(CheckItem):
         self.add_report_section("call", "schedule (background)", sim.summary())
         failures = []
         if fp > limit:
-            seen: dict[str, set[str]] = {"hard_negative": set(), "benign": set(), None: set()}
+            seen: dict[str | None, set[str]] = {"hard_negative": set(), "benign": set(), None: set()}
             for _, group in false_alerts:
                 for n in group:
                     if kinds[n] != "attack":
-                        seen[kinds[n]].add(_key(sim.rows[n]))  # type: ignore[index]
+                        seen[kinds[n]].add(_key(sim.rows[n]))
             parts = [f"{len(seen['hard_negative'])} hard negatives", f"{len(seen['benign'])} background"]
             if seen[None]:
                 parts.append(f"{len(seen[None])} result rows traced to no single event")

@@ -235,13 +235,14 @@ class RuleItem(CheckItem):
         if isinstance(self.rule_file, KqlRuleFile):
             if parsed.error:
                 raise RuleCheckFailed(parsed.error)
-            engine = session_engine(self.config)
+            translate = getattr(session_engine(self.config), "translate", None)
+            if translate is None:  # an engine without a translate step: run it instead
+                self.rule_file.result()
+                return
             try:
-                engine.translate(parsed.text or "")
+                translate(parsed.text or "")
             except EngineError as exc:
                 raise RuleCheckFailed(f"the query does not compile: {exc}") from None
-            except AttributeError:  # an engine without a translate step: run it instead
-                self.rule_file.result()
             return
         if not parsed.ok:
             raise RuleCheckFailed(f"does not parse: {parsed.error}")
@@ -276,7 +277,7 @@ class RuleItem(CheckItem):
         parsed = self._require_parsed()
         case = _case_set(self.config).cases.get(parsed.expectations.case or "")
         problems = case_problems(self.config, case) if case else []
-        if problems:  # its events were left out of the store: matches would mean nothing
+        if case and problems:  # its events were left out of the store: matches would mean nothing
             raise RuleCheckFailed(f"case {case.id} cannot be checked: " + "; ".join(problems))
         rule_file = self.rule_file
         if isinstance(rule_file, SigmaRuleFile):

@@ -65,7 +65,7 @@ def render_html(
             body=body,
             footer=_footer(results),
         )
-    body = [
+    sections = [
         _problems(results["problems"]),
         _overview(results, facts),
         _charts(results, names),
@@ -78,7 +78,7 @@ def render_html(
         title=title,
         heading=f"Score report: {run['agent']}",
         subheading=sub,
-        body=Markup("\n".join(b for b in body if b)),
+        body=Markup("\n".join(s for s in sections if s)),
         footer=_footer(results),
     )
 

@@ -27,6 +27,8 @@ from .facts import (
 )
 
 ATTENTION = 10
+# a rule's mark by rule_passed(): passed, failed, or a status that is neither
+_RULE_MARK: dict[bool | None, str] = {True: "✅", False: "❌", None: "⚠️"}
 _SPECIAL = re.compile(r"([\\`*\[\]|<>#~])")
 
 
@@ -239,7 +241,7 @@ def _rules(rules: list[dict[str, Any]]) -> list[str]:
         _align("llrrll"),
     ]
     for rule in ordered:
-        mark = {True: "✅", False: "❌"}.get(rule_passed(rule), "⚠️")
+        mark = _RULE_MARK[rule_passed(rule)]
         lines.append(
             _row(
                 [

@@ -196,7 +196,7 @@ def evaluate(
     with ``stage`` ``execute``.
     """
     started = time.perf_counter()
-    schemas = dict(schemas if schemas is not None else engine.schemas)  # type: ignore[attr-defined]
+    schemas = dict(schemas if schemas is not None else engine.schemas)
     read = [t for t in tables if t in schemas] if tables is not None else tables_in(kql, schemas)
     want = _Expected(expected, read, within_tables_read, labels)
     out = DetectionResult(
@@ -525,7 +525,7 @@ def evaluate_rule(
     from ..sigma.convert import convert
     from ..sigma.parse import SigmaRuleError
 
-    schemas = dict(schemas if schemas is not None else engine.schemas)  # type: ignore[attr-defined]
+    schemas = dict(schemas if schemas is not None else engine.schemas)
     if conversion is None:
         try:
             conversion = convert(rule, schemas=schemas)

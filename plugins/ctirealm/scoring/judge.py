@@ -99,9 +99,9 @@ def parse_reply(text: str, keys: tuple[str, ...]) -> dict[str, float]:
     for key in keys:  # not JSON: "score: 0.7", "Specificity = 8/10"
         if key not in found:
             pattern = rf'"?{key}"?\s*[:=]\s*"?({_NUMBER}\s*(?:%|/\s*{_NUMBER})?)'
-            match = re.search(pattern, text, re.IGNORECASE)
-            if match:
-                found[key] = match.group(1)
+            loose = re.search(pattern, text, re.IGNORECASE)
+            if loose:
+                found[key] = loose.group(1)
     missing = [key for key in keys if key not in found]
     if missing:
         raise ValueError(f"no {', '.join(missing)} in the reply")

@@ -72,7 +72,7 @@ def score_on(
 ) -> CaseScore:
     """Every checkpoint of *case* for *trajectory*, its final detections executed with *engine*
     on the store whose event labels are *labels* (a split's store)."""
-    schemas = engine.schemas  # type: ignore[attr-defined]
+    schemas = engine.schemas
     return score_case(
         case.bound(labels),
         trajectory,

@@ -38,6 +38,7 @@ from sigma.conversion.state import ConversionState
 from sigma.exceptions import SigmaFeatureNotSupportedByBackendError
 from sigma.types import (
     Placeholder,
+    SigmaBool,
     SigmaCasedString,
     SigmaCompareExpression,
     SigmaFieldReference,
@@ -115,10 +116,12 @@ class CtiRealmKustoBackend(KustoBackend):
     name: ClassVar[str] = "ctirealm Kusto backend"
     identifier: ClassVar[str] = "ctirealm_kusto"
     convert_and_as_in: ClassVar[bool] = False
-    cidr_expression: ClassVar[str | None] = None  # expanded to prefix matches: portable KQL
-    cidr_in_list_expression: ClassVar[str | None] = None
+    # expanded to prefix matches (portable KQL); pySigma's base allows None, the Kusto backend's
+    # annotation does not
+    cidr_expression: ClassVar[str | None] = None  # type: ignore[assignment]
+    cidr_in_list_expression: ClassVar[str | None] = None  # type: ignore[assignment]
     field_equals_field_expression: ClassVar[str | None] = "{field1} =~ {field2}"
-    re_flag_prefix: ClassVar[bool] = False
+    re_flag_prefix: bool = False
 
     # -- fields ----------------------------------------------------------------------
 
@@ -190,16 +193,17 @@ class CtiRealmKustoBackend(KustoBackend):
         cs = "_cs" if cased else ""
         if op == "any":
             return f"isnotempty({field})"
+        if text is None:  # op "regex": wildcards inside the text
+            flags = "(?s)" if cased else "(?is)"
+            return f"{field} matches regex {kql_string(flags + '^' + self._regex(parts) + '$')}"
         if op == "eq":
             if text == "":
                 return f"isempty({field})"
             return f"{field} {'==' if cased else '=~'} {kql_string(text)}"
-        if op in ("contains", "startswith", "endswith"):
-            if text == "":
-                return f"isnotempty({field})"  # every non-empty value contains, starts, ends with ""
-            return f"{field} {op}{cs} {kql_string(text)}"
-        flags = "(?s)" if cased else "(?is)"
-        return f"{field} matches regex {kql_string(flags + '^' + self._regex(parts) + '$')}"
+        # contains, startswith, endswith
+        if text == "":
+            return f"isnotempty({field})"  # every non-empty value contains, starts, ends with ""
+        return f"{field} {op}{cs} {kql_string(text)}"
 
     def _match_list(self, field: str, info: dict[str, str], parts: list[Any], cased: bool) -> str:
         op, text = self._shape(parts)
@@ -304,11 +308,13 @@ class CtiRealmKustoBackend(KustoBackend):
     def convert_condition_field_eq_val_str(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
+        assert isinstance(cond.value, SigmaString), "pySigma dispatches here on the value type"
         return self._match_string(cond.field, cond.value, False, state)
 
     def convert_condition_field_eq_val_str_case_sensitive(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
+        assert isinstance(cond.value, SigmaCasedString), "pySigma dispatches here on the value type"
         return self._match_string(cond.field, cond.value, True, state)
 
     # -- other value types -------------------------------------------------------------
@@ -349,6 +355,7 @@ class CtiRealmKustoBackend(KustoBackend):
     ) -> str:
         info = self._info(cond.field, state)
         self._scalar_only(info, "a boolean match")
+        assert isinstance(cond.value, SigmaBool), "pySigma dispatches here on the value type"
         text = "true" if cond.value.boolean else "false"
         if info.get("type") == "bool":
             return f"{cond.field} == {text}"
@@ -359,7 +366,8 @@ class CtiRealmKustoBackend(KustoBackend):
     ) -> str:
         info = self._info(cond.field, state)
         self._scalar_only(info, "a regular expression (|re)")
-        value: SigmaRegularExpression = cond.value
+        value = cond.value
+        assert isinstance(value, SigmaRegularExpression), "pySigma dispatches here on the value type"
         flags = "".join(
             sorted(
                 {
@@ -413,7 +421,8 @@ class CtiRealmKustoBackend(KustoBackend):
     ) -> str:
         info = self._info(cond.field, state)
         self._scalar_only(info, "a numeric comparison (|lt, |gt, ...)")
-        value: SigmaCompareExpression = cond.value
+        value = cond.value
+        assert isinstance(value, SigmaCompareExpression), "pySigma dispatches here on the value type"
         operator = self.compare_operators[value.op]
         field = cond.field if info.get("type") in _NUMERIC else f"todouble({cond.field})"
         return f"{field} {operator} {value.number}"
@@ -421,7 +430,8 @@ class CtiRealmKustoBackend(KustoBackend):
     def convert_condition_field_eq_field(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
-        value: SigmaFieldReference = cond.value
+        value = cond.value
+        assert isinstance(value, SigmaFieldReference), "pySigma dispatches here on the value type"
         for name in (cond.field, value.field):
             self._scalar_only(self._info(name, state), "a field reference (|fieldref)")
         if value.starts_with or value.ends_with:
@@ -443,7 +453,9 @@ class CtiRealmKustoBackend(KustoBackend):
         if not isinstance(arg, ConditionFieldEqualsValueExpression):
             return None
         value = arg.value
-        if type(value) not in (SigmaString, SigmaCasedString) or value.contains_special():
+        if type(value) is not SigmaString and type(value) is not SigmaCasedString:
+            return None
+        if value.contains_special():
             return None
         if value.contains_placeholder():
             return None

@@ -121,7 +121,8 @@ def convert(rule: RuleLike, *, schemas: SchemaMap | None = None, engine: Any = N
     return _convert(parsed.label, sigma_rule, _specs_for(schemas))
 
 
-_SPECS: dict[tuple[tuple[str, tuple[tuple[str, str], ...]], ...], dict[str, TableSpec]] = {}
+#: bound table specs by the schemas' fingerprint: ((table, ((column, type), ...)), ...)
+_SPECS: dict[tuple[tuple[str, tuple[tuple[str, ...], ...]], ...], dict[str, TableSpec]] = {}
 
 
 def _specs_for(schemas: SchemaMap) -> dict[str, TableSpec]:
@@ -141,7 +142,8 @@ def _specs_for(schemas: SchemaMap) -> dict[str, TableSpec]:
 
 def _convert(label: str, sigma_rule: SigmaRule, specs: dict[str, TableSpec]) -> Conversion:
     work = copy.deepcopy(sigma_rule)
-    backend = CtiRealmKustoBackend(processing_pipeline=pipeline_from_specs(specs))
+    # positional: pySigma's Backend.__new__ types every keyword argument as a dict
+    backend = CtiRealmKustoBackend(pipeline_from_specs(specs))
     try:
         queries = backend.convert_rule(work)
     except SigmaError as exc:

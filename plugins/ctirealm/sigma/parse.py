@@ -101,7 +101,8 @@ def rule_label(
 ) -> str:
     """``'Title' (path)`` — how errors and reports name a rule."""
     title = getattr(rule, "title", None) if rule is not None else None
-    where = str(path) if path is not None else (str(rule.id) if getattr(rule, "id", None) else "")
+    rule_id = getattr(rule, "id", None)
+    where = str(path) if path is not None else (str(rule_id) if rule_id else "")
     if title and where:
         return f"{title!r} ({where})"
     return repr(title) if title else (where or fallback)

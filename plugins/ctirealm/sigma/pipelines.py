@@ -15,6 +15,7 @@ with the tables' schemas, into one `ProcessingPipeline` of pySigma items:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,7 +57,7 @@ class FieldTarget:
     kind: Kind
     how: str
     #: kind "elements": how to reach the array's elements (see `TableSpec.element_target`).
-    elements: Mapping[str, Any] = field(default_factory=dict)
+    elements: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # `field` is shadowed here
 
     def to_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"field": self.field, "type": self.type, "kind": self.kind, "how": self.how}
@@ -144,9 +145,9 @@ class TableSpec:
         return FieldTarget(name, column, kusto_type, "scalar", how)
 
     def _dynamic_root(self, head: str) -> str | None:
-        for root, column in self.dynamic_roots.items():
+        for root, root_column in self.dynamic_roots.items():
             if root.casefold() == head.casefold():
-                return column
+                return root_column
         column = self._column_ci(head)
         if column is not None and self.types[column] == "dynamic":
             return column

@@ -319,7 +319,8 @@ _VALIDATORS = ("sigma.validators.sigmahq", "sigma.validators.sigmahq.fieldname")
 
 @lru_cache(maxsize=4)
 def _discovered(_modules: tuple[int, ...]) -> tuple[tuple[str, type], ...]:
-    return tuple(sorted(InstalledSigmaPlugins.autodiscover().validators.items()))
+    # pySigma annotates the values as validator instances; they are the classes
+    return tuple(sorted(InstalledSigmaPlugins.autodiscover().validators.items()))  # type: ignore[arg-type]
 
 
 @dataclass

@@ -187,7 +187,7 @@ def _splits(value: Any, seed: int, path: Path) -> dict[str, int]:
         raise DatasetError(f"{path}: splits: expected a mapping of split name -> {{seed: N}}")
     out: dict[str, int] = {}
     for name, spec in value.items():
-        raw = spec.get("seed") if isinstance(spec, dict) else spec
+        raw: Any = spec.get("seed") if isinstance(spec, dict) else spec  # YAML: int() checks it
         try:
             out[str(name)] = int(raw)
         except (TypeError, ValueError):

@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,7 +138,7 @@ def _validate_committed(
     problems: list[FileProblem],
     strict: bool,
     progress: Progress | None,
-    played: list[tuple[str, EventFile, Path]] = (),  # type: ignore[assignment]
+    played: Sequence[tuple[str, EventFile, Path]] = (),
 ) -> dict[str, list[Path]]:
     """Validate attack and benign files, stage normalised copies, fill *labels*.
 
@@ -471,8 +471,8 @@ class _Loader:
         files: dict[str, list[Path]],
         staging: Path,
         progress: Progress | None,
-        mirrored: list[Mirror] = (),
-    ) -> None:  # type: ignore[assignment]
+        mirrored: Sequence[Mirror] = (),
+    ) -> None:
         from .generator import available_cpus
 
         self.dataset = dataset

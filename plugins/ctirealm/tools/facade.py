@@ -121,7 +121,7 @@ def facade(toolbox: Toolbox) -> AgentTools:
         **{name: staticmethod(tool(name)) for name in EVERY_TOOL},
     }
     # A class per toolbox, so the instance itself carries nothing (no __dict__, no slots).
-    return type("AgentTools", (), namespace)()  # type: ignore[no-any-return]
+    return type("AgentTools", (), namespace)()
 
 
 __all__ = ["SURFACE", "AgentTools", "ToolNames", "facade"]

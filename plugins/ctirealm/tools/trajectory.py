@@ -78,7 +78,7 @@ class Trajectory:
 
     def assistant_text(self) -> str:
         """All assistant text and reasoning, in order (where ATT&CK ids are looked for)."""
-        parts = []
+        parts: list[str] = []
         for step in self.steps:
             if step.kind == "assistant":
                 parts.extend(p for p in (step.reasoning, step.text) if p)

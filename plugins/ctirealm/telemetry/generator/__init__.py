@@ -151,12 +151,13 @@ def generate(
     counts = table_counts(shares, rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    start, end = window  # any pair will do (a list too): the context keeps a tuple
     context = _Context(
         out_dir,
         profiles_dir,
         schemas_dir,
         seed,
-        tuple(window),
+        (start, end),
         output,
         Path(scenarios_dir) if scenarios_dir else None,
     )

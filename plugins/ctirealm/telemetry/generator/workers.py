@@ -218,14 +218,14 @@ def _context_doc(context: _Context) -> dict[str, Any]:
 
 
 def _context_from(doc: dict[str, Any]) -> _Context:
-    window = tuple(datetime.fromisoformat(w) for w in doc["window"])
+    start, end = (datetime.fromisoformat(w) for w in doc["window"])
     return _Context(
         Path(doc["out_dir"]),
         Path(doc["profiles_dir"]),
         Path(doc["schemas_dir"]),
         int(doc["seed"]),
-        window,
-        str(doc["output"]),  # type: ignore[arg-type]
+        (start, end),
+        str(doc["output"]),
         Path(doc["scenarios_dir"]) if doc.get("scenarios_dir") else None,
     )
 
