@@ -31,6 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for warning in (
         r"ignore:path is deprecated:DeprecationWarning:inspect_evals\.",
         r"ignore:The 'initial' parameter is deprecated:DeprecationWarning:inspect_ai\.",
+        r"ignore:`__get_validators__` is deprecated:DeprecationWarning",
         r"ignore:Unclosed <MemoryObjectReceiveStream:ResourceWarning",
         r"ignore:Exception ignored in. <function MemoryObjectReceiveStream.__del__:"
         r"pytest.PytestUnraisableExceptionWarning",

@@ -658,15 +658,7 @@ def import_cti_realm(
     layout = find_layout(source)
     root = layout.root
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UpstreamFormatError(out, "output folder is not empty (use --force to replace it)")
-        for part in ("cases", "telemetry", "upstream", "import.json"):
-            target = out / part
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+    _clear_output(out, force)
     checker = _Checker(lenient)
     result = ImportResult(out)
     say = progress or (lambda message: None)
@@ -674,8 +666,51 @@ def import_cti_realm(
     cases = read_cases(root, checker)
     reports = read_reports(root, checker)
     files = _table_files(layout.telemetry, checker)
+    _check_cases(cases, files, layout)
+
+    scans: dict[str, TableScan] = {}
+    for table, path in sorted(files.items()):
+        say(f"scanning {path.name}")
+        scans[table] = scan_table(path, table, checker.warnings)
+    telemetry = out / "telemetry"
+    times = _write_dataset(telemetry, scans, layout, result)
+    matchers, labelling = _plan_labelling(cases, scans, checker)
+    attack_events: dict[str, dict[str, list[str]]] = {c: {} for c in cases}
+    for table, scan in sorted(scans.items()):
+        say(f"writing {table}")
+        result.tables[table] = _write_table(
+            telemetry, table, scan, times.get(table), matchers.get(table, []), labelling, attack_events
+        )
+
+    _write_reports(out / "cases" / "reports", reports)
+    result.reports = len(reports)
+    _write_cases(out / "cases", cases, attack_events, labelling, result, checker)
+    _copy_extras(root, out / "upstream", checker)
+    result.warnings = checker.warnings
+    (out / "import.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+def _clear_output(out: Path, force: bool) -> None:
+    """Refuse a non-empty *out*, or with *force* remove what an earlier import wrote there."""
+    if not (out.exists() and any(out.iterdir())):
+        return
+    if not force:
+        raise UpstreamFormatError(out, "output folder is not empty (use --force to replace it)")
+    for part in ("cases", "telemetry", "upstream", "import.json"):
+        target = out / part
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def _check_cases(cases: dict[str, UpstreamCase], files: dict[str, Path], layout: Layout) -> None:
+    """Each case's id, description and techniques are valid; its data sources become the table
+    names of *files* (upstream spells them in any case)."""
     attack = load_attack()
     folded = {t.lower(): t for t in files}
+    root = layout.root
     for case in cases.values():
         where = root / "data" / case.files[0]
         if not _CASE_ID.match(case.id):
@@ -702,12 +737,11 @@ def import_cti_realm(
         if not case.techniques or not case.data_sources:
             raise UpstreamFormatError(where, f"{case.id}: mitre_techniques and data_sources may not be empty")
 
-    # -- telemetry: scan, then write ------------------------------------------------
-    scans: dict[str, TableScan] = {}
-    for table, path in sorted(files.items()):
-        say(f"scanning {path.name}")
-        scans[table] = scan_table(path, table, checker.warnings)
-    ids: dict[str, tuple[str, str | None]] = {t: _choose_id(s) for t, s in scans.items()}
+
+def _write_dataset(
+    telemetry: Path, scans: dict[str, TableScan], layout: Layout, result: ImportResult
+) -> dict[str, str]:
+    """dataset.yaml with the whole days the rows cover; returns each table's time column key."""
     times: dict[str, str] = {t: _choose_time(s) for t, s in scans.items() if s.rows}
     moments = [scans[t].times[k] for t, k in times.items()]
     if not moments:
@@ -716,7 +750,6 @@ def import_cti_realm(
     last = max(m[1] for m in moments)
     start = first.replace(hour=0, minute=0, second=0, microsecond=0)
     end = last.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    telemetry = out / "telemetry"
     (telemetry / "schemas").mkdir(parents=True, exist_ok=True)
     result.window = (start.isoformat() + "Z", end.isoformat() + "Z")
     (telemetry / "dataset.yaml").write_text(
@@ -730,8 +763,18 @@ def import_cti_realm(
         ),
         encoding="utf-8",
     )
+    return times
 
-    matchers: dict[str, list[tuple[str, list[_Matcher]]]] = {}
+
+Matchers = list[tuple[str, list[_Matcher]]]
+
+
+def _plan_labelling(
+    cases: dict[str, UpstreamCase], scans: dict[str, TableScan], checker: _Checker
+) -> tuple[dict[str, Matchers], dict[str, dict[str, Any]]]:
+    """Per table, the cases whose every pattern has a column there (with their matchers), and
+    the labelling report per case (tables refused with the reason, events counted later)."""
+    matchers: dict[str, Matchers] = {}
     labelling: dict[str, dict[str, Any]] = {}
     for case in sorted(cases.values(), key=lambda c: c.id):
         case_report = labelling[case.id] = {"events": 0, "tables": {}}
@@ -761,66 +804,77 @@ def import_cti_realm(
                 f"{case.id}: no table has the columns of all its patterns; "
                 "nothing labelled (see labelling in import.json)"
             )
-    attack_events: dict[str, dict[str, list[str]]] = {c: {} for c in cases}
+    return matchers, labelling
 
-    for table, scan in sorted(scans.items()):
-        id_name, id_key = ids[table]
-        columns = scan.schema()
-        if id_key is None:
-            columns = [(id_name, "string"), *columns]
-        time_name = scan.columns[times[table]].name if scan.rows else columns[0][0]
-        if not scan.rows:
-            time_name = next((c for c, t in columns if t == "datetime"), None) or "TimeGenerated"
-            if all(c != time_name for c, _ in columns):
-                columns.append((time_name, "datetime"))
-        (telemetry / "schemas" / f"{table}.json").write_text(
-            _schema_json(table, id_name, time_name, columns, scan.path.name), encoding="utf-8"
-        )
-        handles: dict[str, Any] = {}
-        matched_rows = 0
-        say(f"writing {table}")
-        try:
-            for line, record in _jsonl(scan.path):
-                row = {scan.renamed.get(k, k): v for k, v in record.items()}
-                if id_key is None:
-                    raw = json.dumps(record, sort_keys=True, ensure_ascii=False)
-                    row = {id_name: _synthetic_id(table, line, raw), **row}
-                event_id = str(row[id_name])
-                group = BACKGROUND
-                owners = []
-                for case_id, applicable in matchers.get(table, []):
-                    if all(m.matches(row) for m in applicable):
-                        owners.append(case_id)
-                        labelling[case_id]["tables"][table]["events"] += 1
-                        labelling[case_id]["events"] += 1
-                if owners:
-                    matched_rows += 1
-                    group = owners[0]
-                    for case_id in owners:
-                        attack_events[case_id].setdefault(table, []).append(event_id)
-                kind = "benign" if group == BACKGROUND else "attack"
-                target = telemetry / kind / group / f"{table}.jsonl"
-                handle = handles.get(str(target))
-                if handle is None:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    handle = handles[str(target)] = target.open("w", encoding="utf-8")
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        finally:
-            for handle in handles.values():
-                handle.close()
-        result.tables[table] = {
-            "file": scan.path.name,
-            "rows": scan.rows,
-            "attack_rows": matched_rows,
-            "id_column": id_name,
-            "id_synthetic": id_key is None,
-            "time_column": time_name,
-            "renamed_columns": dict(scan.renamed),
-            "columns": len(columns),
-        }
 
-    # -- reports and cases -------------------------------------------------------------
-    report_dir = out / "cases" / "reports"
+def _write_table(
+    telemetry: Path,
+    table: str,
+    scan: TableScan,
+    time_key: str | None,
+    matchers: Matchers,
+    labelling: dict[str, dict[str, Any]],
+    attack_events: dict[str, dict[str, list[str]]],
+) -> dict[str, Any]:
+    """The table's schema file and its rows, each in the attack folder of the first case whose
+    patterns it matches or in the background; returns the table's entry of import.json."""
+    id_name, id_key = _choose_id(scan)
+    columns = scan.schema()
+    if id_key is None:
+        columns = [(id_name, "string"), *columns]
+    if scan.rows and time_key is not None:
+        time_name = scan.columns[time_key].name
+    else:
+        time_name = next((c for c, t in columns if t == "datetime"), None) or "TimeGenerated"
+        if all(c != time_name for c, _ in columns):
+            columns.append((time_name, "datetime"))
+    (telemetry / "schemas" / f"{table}.json").write_text(
+        _schema_json(table, id_name, time_name, columns, scan.path.name), encoding="utf-8"
+    )
+    handles: dict[str, Any] = {}
+    matched_rows = 0
+    try:
+        for line, record in _jsonl(scan.path):
+            row = {scan.renamed.get(k, k): v for k, v in record.items()}
+            if id_key is None:
+                raw = json.dumps(record, sort_keys=True, ensure_ascii=False)
+                row = {id_name: _synthetic_id(table, line, raw), **row}
+            event_id = str(row[id_name])
+            group = BACKGROUND
+            owners = []
+            for case_id, applicable in matchers:
+                if all(m.matches(row) for m in applicable):
+                    owners.append(case_id)
+                    labelling[case_id]["tables"][table]["events"] += 1
+                    labelling[case_id]["events"] += 1
+            if owners:
+                matched_rows += 1
+                group = owners[0]
+                for case_id in owners:
+                    attack_events[case_id].setdefault(table, []).append(event_id)
+            kind = "benign" if group == BACKGROUND else "attack"
+            target = telemetry / kind / group / f"{table}.jsonl"
+            handle = handles.get(str(target))
+            if handle is None:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                handle = handles[str(target)] = target.open("w", encoding="utf-8")
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return {
+        "file": scan.path.name,
+        "rows": scan.rows,
+        "attack_rows": matched_rows,
+        "id_column": id_name,
+        "id_synthetic": id_key is None,
+        "time_column": time_name,
+        "renamed_columns": dict(scan.renamed),
+        "columns": len(columns),
+    }
+
+
+def _write_reports(report_dir: Path, reports: list[UpstreamReport]) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     for report in reports:
         front = {
@@ -833,7 +887,17 @@ def import_cti_realm(
         (report_dir / f"{report.slug}.md").write_text(
             f"---\n{_dump_yaml(front)}---\n{report.content}\n", encoding="utf-8"
         )
-    result.reports = len(reports)
+
+
+def _write_cases(
+    folder: Path,
+    cases: dict[str, UpstreamCase],
+    attack_events: dict[str, dict[str, list[str]]],
+    labelling: dict[str, dict[str, Any]],
+    result: ImportResult,
+    checker: _Checker,
+) -> None:
+    """One case file per upstream sample (its attack events as labelled), and its import.json entry."""
     for case in sorted(cases.values(), key=lambda c: c.id):
         platform = case.id.split("_", 1)[0]
         events = {t: ids_ for t, ids_ in sorted(attack_events[case.id].items())}
@@ -861,9 +925,8 @@ def import_cti_realm(
             extra["subtasks"] = case.subtasks
         if extra:
             doc["upstream"] = extra
-        folder = out / "cases" / platform
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{case.id}.yaml").write_text(_dump_yaml(doc), encoding="utf-8")
+        (folder / platform).mkdir(parents=True, exist_ok=True)
+        (folder / platform / f"{case.id}.yaml").write_text(_dump_yaml(doc), encoding="utf-8")
         result.cases[case.id] = {
             "subsets": doc["subsets"],
             "attack_events": sum(len(v) for v in events.values()),
@@ -876,8 +939,9 @@ def import_cti_realm(
                 "attack_events is empty (strict C4 gives no detection credit)"
             )
 
-    # -- upstream extras, kept as they are -----------------------------------------------
-    upstream = out / "upstream"
+
+def _copy_extras(root: Path, upstream: Path, checker: _Checker) -> None:
+    """Upstream's Sigma rule list and seed memory, kept as they are."""
     sigma = root / "data" / "sigma_rules.json"
     if sigma.is_file():
         try:
@@ -893,6 +957,3 @@ def import_cti_realm(
         (upstream / "seed_memory").mkdir(parents=True, exist_ok=True)
         for path in seeds:
             shutil.copy2(path, upstream / "seed_memory" / path.name)
-    result.warnings = checker.warnings
-    (out / "import.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
-    return result
