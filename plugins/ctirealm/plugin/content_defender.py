@@ -29,17 +29,8 @@ import yaml
 from ..attack import load_attack
 from ..telemetry.attribution import tables_in
 from .checks import platform_data, relative
-from .content_items import (
-    ContentCheckFailed,
-    RuleCollector,
-    SentinelItem,
-    SentinelRule,
-    _blank,
-    _camel,
-    _rows_text,
-    _tactic_key,
-    _version,
-)
+from .content_items import RuleCollector, SentinelItem, rows_text
+from .content_rule import ContentCheckFailed, SentinelRule, attack_version, camel, is_blank, tactic_key
 from .content_schedule import Schedule, strip_literals
 
 ITEMS = ("parse", "runs", "columns", "assets", "attack", "true_positives", "false_positives")
@@ -285,11 +276,11 @@ class DefenderItem(SentinelItem):
             )
         empty = []
         for kind, identifier, column in assets:
-            blank = [row for row in rows if _blank(row.get(column))]
+            blank = [row for row in rows if is_blank(row.get(column))]
             if blank:
                 empty.append(
                     f"impacted asset {kind} {identifier}: column {column} is empty on "
-                    f"{len(blank)} of {len(rows)}, e.g. {_rows_text(blank[:1], inline=True)}"
+                    f"{len(blank)} of {len(rows)}, e.g. {rows_text(blank[:1], inline=True)}"
                 )
         if empty:
             raise ContentCheckFailed(
@@ -303,33 +294,33 @@ class DefenderItem(SentinelItem):
         assert isinstance(rule, DefenderRule)
         data = defender_data()
         attack = load_attack()
-        by_key = {_tactic_key(t.shortname): t for t in attack.tactics}
+        by_key = {tactic_key(t.shortname): t for t in attack.tactics}
         category = str(rule.template.get("category") or "")
         techniques = rule.template.get("mitreTechniques") or []
         problems = []
         if not isinstance(techniques, list):
             raise ContentCheckFailed("alertTemplate.mitreTechniques: expected a list")
-        tactic = by_key.get(_tactic_key(category))
-        plain = {_tactic_key(c): c for c in data["categories_without_techniques"]}
-        other = {_tactic_key(c) for c in data["categories_other"]}
+        tactic = by_key.get(tactic_key(category))
+        plain = {tactic_key(c): c for c in data["categories_without_techniques"]}
+        other = {tactic_key(c) for c in data["categories_other"]}
         if not category:
             problems.append("alertTemplate.category is missing")
-        elif tactic is None and _tactic_key(category) not in set(plain) | other:
+        elif tactic is None and tactic_key(category) not in set(plain) | other:
             names = sorted(
-                {_camel(t.shortname) for t in attack.tactics}
+                {camel(t.shortname) for t in attack.tactics}
                 | set(data["categories_without_techniques"])
                 | set(data["categories_other"])
             )
             problems.append(f"unknown category {category!r} (expected one of {', '.join(names)})")
-        if _tactic_key(category) in plain and techniques:
+        if tactic_key(category) in plain and techniques:
             problems.append(f"category {category} takes no mitreTechniques (Defender hides them for it)")
         for technique_id in techniques:
             technique = attack.get(str(technique_id).strip())
             if technique is None:
-                problems.append(f"unknown technique {technique_id!r} (ATT&CK v{_version()})")
+                problems.append(f"unknown technique {technique_id!r} (ATT&CK v{attack_version()})")
                 continue
             if tactic is not None and tactic.shortname not in technique.tactics:
-                under = ", ".join(_camel(t) for t in technique.tactics)
+                under = ", ".join(camel(t) for t in technique.tactics)
                 problems.append(
                     f"{technique.id} ({technique.name}) is under {under}, not the category {category}"
                 )

@@ -12,7 +12,8 @@ column, each must-match event is also looked for by id. Alerts a rule's suppress
 (``suppressionEnabled``) holds back are counted apart, and an ingestion delay declared beside
 the rule (``tests.yaml``) narrows what each run reads.
 
-`RuleCollector` holds what one detection's items share; a rule file, a Markdown block
+The rule's fields and their schema check are `content_rule`. `RuleCollector` holds what one
+detection's items share; a rule file, a Markdown block
 (`content_markdown`) and a Defender custom detection (`content_defender`) are collectors of it.
 """
 
@@ -27,14 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from ..attack import load_attack
 from ..engine import EngineError
 from ..telemetry.attribution import tables_in
 from ..telemetry.schema import parse_datetime
 from . import StoreUnavailable, session_store, split_engine
-from .checks import CheckFailed, CheckItem, check_items, platform_data, relative
+from .checks import CheckItem, check_items, relative
 from .content_data import (
     ContentDataError,
     RuleTestData,
@@ -42,6 +42,19 @@ from .content_data import (
     load_test_data,
     overlay_engine,
     tests_folder,
+)
+from .content_rule import (
+    HUNTING_QUERY_ITEMS,
+    ITEMS,
+    ContentCheckFailed,
+    SentinelRule,
+    attack_version,
+    camel,
+    is_blank,
+    read_rule,
+    schema_problems,
+    sentinel_data,
+    tactic_key,
 )
 from .content_schedule import (
     MAX_RUNS,
@@ -52,107 +65,15 @@ from .content_schedule import (
     event_kinds,
     ids_in,
     iso_minute,
-    parse_duration,
     per_run,
     row_times,
     unbinnable,
     whole_window,
 )
 
-ITEMS = ("parse", "runs", "connectors", "entities", "attack", "true_positives", "false_positives")
-#: A query with nowhere to declare connectors, entities or ATT&CK.
-HUNTING_QUERY_ITEMS = ("parse", "runs", "true_positives")
 _MAX_ROWS = 50_000
 _SHOWN = 3
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def sentinel_data() -> dict[str, Any]:
-    """``plugin/data/sentinel.yaml``: connectors, entity identifiers, limits, operators."""
-    return platform_data("sentinel")
-
-
-class ContentCheckFailed(CheckFailed):
-    """A check of a detection failed; the message says exactly what is wrong."""
-
-
-@dataclass
-class SentinelRule:
-    """One analytics rule as read from its file, or why it could not be read."""
-
-    path: Path
-    doc: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.doc.get("name") or self.doc.get("id") or self.path.stem)
-
-    @property
-    def query(self) -> str:
-        return str(self.doc.get("query") or "")
-
-    @property
-    def kind(self) -> str:
-        return str(self.doc.get("kind") or "Scheduled")
-
-
-def read_rule(path: Path) -> SentinelRule:
-    """Read a Sentinel rule; never raises (a bad file comes back with ``error``)."""
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        return SentinelRule(path, error=f"cannot read: {exc}")
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return SentinelRule(path, error=f"invalid YAML{where}: {problem}")
-    if not isinstance(doc, dict):
-        return SentinelRule(path, error="expected a mapping")
-    return SentinelRule(path, doc)
-
-
-def schema_problems(rule: SentinelRule) -> list[str]:
-    """What the Azure-Sentinel schema check would refuse in the rule's fields."""
-    data, doc, out = sentinel_data(), rule.doc, []
-    for key in ("id", "name", "query", "severity"):  # tactics and techniques: the attack check
-        if doc.get(key) in (None, "", []):
-            out.append(f"{key} is missing")
-    if rule.kind not in data["kinds"]:
-        out.append(f"kind {rule.kind!r}: expected one of {', '.join(data['kinds'])}")
-    if doc.get("severity") and doc["severity"] not in data["severities"]:
-        out.append(f"severity {doc['severity']!r}: expected one of {', '.join(data['severities'])}")
-    if rule.kind == "Scheduled":
-        minutes = {}
-        for key in ("queryFrequency", "queryPeriod"):
-            duration = parse_duration(doc.get(key))
-            if duration is None:
-                out.append(f"{key} {doc.get(key)!r}: expected a duration such as 5m, 1h, 14d, PT1H or P1D")
-                continue
-            minutes[key] = duration.total_seconds() / 60
-        if minutes.get("queryFrequency", 5) < 5:
-            out.append("queryFrequency is under 5m")
-        if minutes.get("queryPeriod", 0) > 14 * 1440:
-            out.append("queryPeriod is over 14d")
-        if minutes.get("queryFrequency", 0) > minutes.get("queryPeriod", 1 << 30):
-            out.append("queryFrequency is longer than queryPeriod: events between runs are never read")
-        if str(doc.get("triggerOperator")) not in data["trigger_operators"]:
-            out.append(f"triggerOperator {doc.get('triggerOperator')!r}: expected gt, lt, eq or ne")
-        if not isinstance(doc.get("triggerThreshold"), int):
-            out.append(f"triggerThreshold {doc.get('triggerThreshold')!r}: expected an integer")
-    if doc.get("suppressionEnabled") not in (None, True, False):
-        out.append(f"suppressionEnabled {doc['suppressionEnabled']!r}: expected true or false")
-    if doc.get("suppressionEnabled") is True:
-        pause = parse_duration(doc.get("suppressionDuration"))
-        if pause is None:
-            out.append(
-                f"suppressionDuration {doc.get('suppressionDuration')!r}: expected a "
-                "duration such as 5h or PT5H (suppressionEnabled is true)"
-            )
-        elif not timedelta(minutes=5) <= pause <= timedelta(hours=24):
-            out.append(f"suppressionDuration {doc.get('suppressionDuration')!r}: expected 5m to 24h")
-    return out
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -646,12 +567,12 @@ class SentinelItem(CheckItem):
             return  # true_positives reports it
         empty = []
         for kind, identifier, column in columns:
-            blank = [row for row in alerts if _blank(row.get(column))]
+            blank = [row for row in alerts if is_blank(row.get(column))]
             if blank:
                 empty.append(
                     f"entity {kind}, identifier {identifier}: column {column} is empty "
                     f"on {len(blank)} of {len(alerts)}, e.g. "
-                    f"{_rows_text(blank[:1], inline=True)}"
+                    f"{rows_text(blank[:1], inline=True)}"
                 )
         if empty:
             raise ContentCheckFailed(
@@ -663,13 +584,13 @@ class SentinelItem(CheckItem):
     def _check_attack(self) -> None:
         rule = self._require()
         attack = load_attack()
-        by_key = {_tactic_key(t.shortname): t for t in attack.tactics}
+        by_key = {tactic_key(t.shortname): t for t in attack.tactics}
         tactics = [str(t) for t in rule.doc.get("tactics") or []]
         techniques = [str(t).strip() for t in rule.doc.get("relevantTechniques") or []]
         problems = []
         listed = set()
         for tactic in tactics:
-            found = by_key.get(_tactic_key(tactic))
+            found = by_key.get(tactic_key(tactic))
             if found is None:
                 problems.append(f"unknown tactic {tactic!r}")
             else:
@@ -677,10 +598,10 @@ class SentinelItem(CheckItem):
         for technique_id in techniques:
             technique = attack.get(technique_id)
             if technique is None:
-                problems.append(f"unknown technique {technique_id!r} (ATT&CK v{_version()})")
+                problems.append(f"unknown technique {technique_id!r} (ATT&CK v{attack_version()})")
                 continue
             if listed and not set(technique.tactics) & listed:
-                names = ", ".join(_camel(t) for t in technique.tactics)
+                names = ", ".join(camel(t) for t in technique.tactics)
                 problems.append(
                     f"{technique.id} ({technique.name}) is under {names}, none of the listed tactics"
                 )
@@ -729,7 +650,7 @@ class SentinelItem(CheckItem):
             ]
         )
         self.add_report_section("call", "schedule (match)", sim.summary())
-        self.add_report_section("call", "alerts (match)", _rows_text(alerts))
+        self.add_report_section("call", "alerts (match)", rows_text(alerts))
         if not alerting and suppressed:
             k, results = suppressed[0]
             earlier = max(e for e in sim.firing() if e < k)
@@ -768,7 +689,7 @@ class SentinelItem(CheckItem):
         run = file.run("match")
         returned = wanted & ids_in(run.rows, run.columns, read, schemas)
         self.user_properties.extend([("rows", len(added)), ("tp", len(returned))])
-        self.add_report_section("call", "rows (match)", _rows_text(added))
+        self.add_report_section("call", "rows (match)", rows_text(added))
         if not added:
             raise ContentCheckFailed(
                 f"returned no row for its {count} must-match events ({', '.join(data.rows('match'))})"
@@ -814,7 +735,7 @@ class SentinelItem(CheckItem):
             if seen[None]:
                 parts.append(f"{len(seen[None])} result rows traced to no single event")
             k, group = false_alerts[0]
-            shown = _rows_text([sim.rows[n] for n in group], inline=True) if group else "no rows"
+            shown = rows_text([sim.rows[n] for n in group], inline=True) if group else "no rows"
             failures.append(
                 f"raised {fp} false-positive alerts over the store's benign activity "
                 f"(max_false_positives: {limit}) in {len(sim.ends)} runs "
@@ -833,7 +754,7 @@ class SentinelItem(CheckItem):
                     failures.append(
                         f"alerted on its must-not-match events: {len(alerting)} alerting runs "
                         f"with {len(raised)} rows from {count} events, e.g. "
-                        f"{_rows_text(raised[:_SHOWN], inline=True)}"
+                        f"{rows_text(raised[:_SHOWN], inline=True)}"
                     )
         if failures:
             raise ContentCheckFailed("\n".join(failures))
@@ -843,33 +764,13 @@ class SentinelItem(CheckItem):
         return self.path, self.rule_file.first_line(), self.name
 
 
-def _blank(value: Any) -> bool:
-    """No value, as Sentinel sees an entity field: null, empty or blank text, empty dynamic."""
-    return value is None or (isinstance(value, str) and not value.strip()) or value in ([], {})
-
-
 def _workspace_function(error: object) -> str | None:
     """``_GetWatchlist``, ``imAuthentication``, ``_ASim_...``: functions a workspace defines."""
     match = re.search(r"unknown function '((?:_|im|ASim)\w*)'", str(error or ""))
     return match.group(1) if match else None
 
 
-def _tactic_key(name: str) -> str:
-    """``InitialAccess``, ``initial-access`` and ``Initial Access`` are one tactic."""
-    return re.sub(r"[^a-z]", "", name.lower())
-
-
-def _camel(shortname: str) -> str:
-    return "".join(part.capitalize() for part in shortname.split("-"))
-
-
-def _version() -> str:
-    from ..attack import ATTACK_VERSION
-
-    return ATTACK_VERSION
-
-
-def _rows_text(rows: list[dict[str, Any]], *, inline: bool = False, width: int = 160) -> str:
+def rows_text(rows: list[dict[str, Any]], *, inline: bool = False, width: int = 160) -> str:
     lines = []
     for row in rows[: (_SHOWN if inline else 20)]:
         text = ", ".join(f"{k}={v}" for k, v in row.items() if v not in (None, "", [], {}))

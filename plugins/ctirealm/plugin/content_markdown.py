@@ -19,7 +19,8 @@ import pytest
 
 from .checks import relative
 from .content_data import tests_folder
-from .content_items import HUNTING_QUERY_ITEMS, RuleCollector, SentinelRule
+from .content_items import RuleCollector
+from .content_rule import HUNTING_QUERY_ITEMS, SentinelRule
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([^\s`]*)[^`]*$")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
