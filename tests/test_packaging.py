@@ -8,6 +8,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -19,6 +20,7 @@ from ctirealm.telemetry.dataset import Dataset
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_the_dataset_unchanged(tmp_path: Path) -> None:
     done = subprocess.run(
         [

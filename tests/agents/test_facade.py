@@ -191,6 +191,7 @@ def realm_agent(realm_cases):
 '''
 
 
+@pytest.mark.slow
 def test_an_agent_from_the_realm_agent_fixture_sees_the_facade_and_scores_as_usual(
     pytester: pytest.Pytester, store_cache: Path
 ) -> None:

@@ -35,6 +35,9 @@ from ctirealm.scoring import CHECKPOINTS, CaseScore
 from ctirealm.tools import Toolbox, Trajectory
 from ctirealm.tools.toolbox import SPECS, VARIANTS, result_rows
 
+# Slow: Inspect evaluations.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 MINI = ROOT / "tests" / "fixtures" / "mini"
 MODEL = "mockllm/model"

@@ -272,6 +272,7 @@ def test_a_client_that_reconnects_finds_the_same_run(
     assert [c.name for c in trajectory.tool_calls()] == ["list_kusto_tables", "get_table_schema"]
 
 
+@pytest.mark.slow
 def test_the_tool_call_limit_is_a_tool_error_then_ends_the_run(
     cases: CaseSet, engine: LocalEngine, tmp_path: Path
 ) -> None:
@@ -313,6 +314,7 @@ def test_a_flood_of_concurrent_calls_meets_the_limit(
     assert len({c.call_id for c in calls}) == 11
 
 
+@pytest.mark.slow
 def test_the_time_limit_kills_the_program_and_its_children(
     cases: CaseSet, engine: LocalEngine, tmp_path: Path
 ) -> None:
@@ -453,6 +455,7 @@ def _stdio(
     )
 
 
+@pytest.mark.slow
 def test_cli_over_stdio_solves_a_case_like_the_oracle(
     cases: CaseSet, engine: LocalEngine, store: Store, telemetry: Path, tmp_path: Path
 ) -> None:
@@ -482,6 +485,7 @@ def test_cli_over_stdio_solves_a_case_like_the_oracle(
     )
 
 
+@pytest.mark.slow
 def test_cli_over_stdio_reports_limits_as_tool_errors(
     cases: CaseSet, telemetry: Path, tmp_path: Path
 ) -> None:
@@ -506,6 +510,7 @@ def test_cli_over_stdio_reports_limits_as_tool_errors(
     assert saved.status == "timeout" and saved.tool_calls() == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(unavailable_reason() is not None, reason=f"no sandbox: {unavailable_reason()}")
 def test_cli_offers_the_sandbox_toolset_through_the_sdk(
     cases: CaseSet, telemetry: Path, tmp_path: Path
@@ -529,6 +534,7 @@ def test_cli_offers_the_sandbox_toolset_through_the_sdk(
     assert [c.name for c in saved.tool_calls()] == ["bash", "python"]
 
 
+@pytest.mark.slow
 def test_cli_over_http_serves_the_minimal_variant_on_loopback(telemetry: Path, tmp_path: Path) -> None:
     server = subprocess.Popen(
         [
@@ -578,6 +584,7 @@ def test_cli_over_http_serves_the_minimal_variant_on_loopback(telemetry: Path, t
     assert [c.name for c in saved.tool_calls()] == ["search_sigma_rules", "list_kusto_tables"]
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_unknown_case(telemetry: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         [*CLI, *_cli_args(telemetry, tmp_path, "nope_001")], capture_output=True, text=True, timeout=60

@@ -12,6 +12,9 @@ import pytest
 from ctirealm.cases import load_cases
 from tests.agents.mcp_helpers import CLIENT, oracle_steps
 
+# Slow: MCP agents under xdist inside pytest.
+pytestmark = pytest.mark.slow
+
 
 def _scores(path: Path) -> dict[str, dict[str, float | None]]:
     results = json.loads(path.read_text())

@@ -21,6 +21,9 @@ from ctirealm.scoring.detection import evaluate_query, neutral_events
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
 
+# Slow: every case over the default store (a million rows a split).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 CASES = load_cases(ROOT / "cases")
 IDS = sorted(CASES.cases)

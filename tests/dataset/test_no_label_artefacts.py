@@ -41,6 +41,9 @@ from ctirealm.engine import LocalEngine
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
 
+# Slow: every case over the default store (a million rows a split).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 CASES = load_cases(ROOT / "cases")
 IDS = sorted(CASES.cases)

@@ -10,6 +10,9 @@ from ctirealm.engine import LocalEngine
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
 
+# Slow: the default store (a million rows a split).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 DATASET = Dataset.load(ROOT / "telemetry")
 

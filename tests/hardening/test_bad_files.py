@@ -219,6 +219,7 @@ def test_a_dataset_that_cannot_be_built_ends_the_run_with_one_message(project: p
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
+@pytest.mark.slow
 def test_without_a_dataset_each_item_says_why(project: pytest.Pytester) -> None:
     (project.path / "telemetry" / "dataset.yaml").unlink()
     result = project.runpytest("cases", "-n", "2")
@@ -229,6 +230,7 @@ def test_without_a_dataset_each_item_says_why(project: pytest.Pytester) -> None:
     assert "INTERNALERROR" not in result.stdout.str()
 
 
+@pytest.mark.slow
 def test_unrelated_test_runs_never_touch_the_store(pytester: pytest.Pytester) -> None:
     # The plugin is active wherever it is installed: a project without a dataset, run with
     # xdist, must neither build nor fail on a store.
@@ -252,6 +254,7 @@ def _bench(project: pytest.Pytester, tmp_path: Path) -> subprocess.CompletedProc
     return subprocess.run(command, cwd=project.path, capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.slow
 def test_the_bench_writes_reports_and_fails_when_a_case_could_not_run(
     project: pytest.Pytester, tmp_path: Path
 ) -> None:

@@ -89,6 +89,7 @@ def _results(project: pytest.Pytester, agent: str) -> dict:
     return json.loads((project.path / "reports" / "results.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("agent", "status", "reason"),
     [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +78,7 @@ KQL_WORDS = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(KQL_WORDS, max_size=14).map(" ".join) | st.text(max_size=80))
 def test_kql_entry_raises_only_engine_errors(query: str) -> None:
@@ -118,6 +120,7 @@ SIGMA_LINES = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(SIGMA_LINES, max_size=14).map("\n".join) | st.text(max_size=120))
 def test_sigma_entry_raises_only_rule_errors(text: str) -> None:

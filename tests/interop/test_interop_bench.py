@@ -12,6 +12,9 @@ from interop_helpers import copy_mini, serving
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import build_store
 
+# Slow: the mini benchmark over a served engine.
+pytestmark = pytest.mark.slow
+
 
 def _comparable(path: Path) -> dict[str, Any]:
     doc = json.loads(path.read_text(encoding="utf-8"))

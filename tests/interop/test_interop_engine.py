@@ -39,6 +39,9 @@ from ctirealm.engine.kusto import (
 from ctirealm.engine.server import build_realm_server, normalise_request, timespan_seconds
 from ctirealm.telemetry.values import to_json_value
 
+# Slow: the conformance suite through a served engine.
+pytestmark = pytest.mark.slow
+
 CASES: list[dict[str, Any]] = yaml.safe_load(
     (ROOT / "tests" / "engine" / "conformance.yaml").read_text(encoding="utf-8")
 )["cases"]

@@ -23,6 +23,9 @@ from ctirealm.engine.push import (
 from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.store import Store, build_store
 
+# Slow: a push to a local Kusto ingestion endpoint.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def mini_store(tmp_path_factory: pytest.TempPathFactory) -> Store:

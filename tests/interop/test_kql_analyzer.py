@@ -36,7 +36,8 @@ from ctirealm.sigma.convert import convert, default_schemas
 from ctirealm.telemetry.schema import load_schemas
 
 REASON = unavailable_reason()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+# Slow: Microsoft's analyzer over a thousand queries.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 ENGINE_TESTS = ROOT / "tests" / "engine"
 CONFORMANCE: list[dict[str, Any]] = yaml.safe_load(

@@ -92,6 +92,7 @@ def test_a_broken_case_fails_alone(mini: pytest.Pytester) -> None:
     assert outcomes["failed"] == 1 and outcomes["passed"] >= 5
 
 
+@pytest.mark.slow
 def test_xdist_gives_the_same_results_as_one_process(mini: pytest.Pytester) -> None:
     mini.runpytest_subprocess("--realm-agent", "baseline", "-n", "0")
     one = json.loads((mini.path / "reports" / "results.json").read_text())
@@ -106,6 +107,7 @@ def test_xdist_gives_the_same_results_as_one_process(mini: pytest.Pytester) -> N
     assert one == two
 
 
+@pytest.mark.slow
 def test_under_xdist_each_case_runs_its_agent_once(mini: pytest.Pytester) -> None:
     # Every agent run appends a line; a case whose items were spread over workers would be
     # run once per worker (and its results written twice, racing).
@@ -144,6 +146,7 @@ def test_epochs_multiply_items_and_runs(mini: pytest.Pytester) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_replaying_recorded_trajectories_gives_the_same_scores(mini: pytest.Pytester) -> None:
     mini.runpytest("--realm-agent", "baseline", "--realm-report-dir", "first")
     first = json.loads((mini.path / "first" / "results.json").read_text())

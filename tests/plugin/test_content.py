@@ -107,6 +107,7 @@ def test_broken_yaml_fails_parse_and_skips_the_rest(project: pytest.Pytester) ->
     )
 
 
+@pytest.mark.slow
 def test_schema_fields_are_checked(project: pytest.Pytester) -> None:
     text = (
         rule()
@@ -241,6 +242,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 def test_published_rules_from_init_to_a_verdict(pytester: pytest.Pytester, store_cache: Path) -> None:
     from ctirealm.cli import main
 
@@ -273,6 +275,7 @@ def test_published_rules_from_init_to_a_verdict(pytester: pytest.Pytester, store
     )
 
 
+@pytest.mark.slow
 def test_a_folder_of_rules_and_one_export_in_three_commands(
     pytester: pytest.Pytester, store_cache: Path
 ) -> None:
@@ -355,6 +358,7 @@ def test_a_threshold_is_met_per_run_not_over_the_whole_window(project: pytest.Py
     )
 
 
+@pytest.mark.slow
 def test_a_clock_dependent_query_runs_per_window_with_now_pinned(project: pytest.Pytester) -> None:
     # ago() is relative to each run's end: were now() the dataset's clock, no run in the
     # middle of the window would see the store's events at all.
@@ -379,6 +383,7 @@ def test_a_clock_dependent_query_runs_per_window_with_now_pinned(project: pytest
     )
 
 
+@pytest.mark.slow
 def test_an_aggregating_rule_counts_within_each_run(project: pytest.Pytester) -> None:
     # Over the whole window the store's two events on app-01 make a group of 2; no hourly
     # run sees more than one of them. The two must-match events share a run on app-07.

@@ -64,6 +64,7 @@ def test_only_pages_with_kql_blocks_are_content(tmp_path: Path) -> None:
     assert content_kind(readme) is None
 
 
+@pytest.mark.slow
 def test_each_block_is_a_hunting_query(project: pytest.Pytester) -> None:
     (project.path / "detections" / "hunts.md").write_text(PAGE)
     (project.path / "detections" / "README.md").write_text("# Our hunts\n\nNo queries here.\n")

@@ -313,6 +313,7 @@ def test_an_unknown_delay_table_is_named(project: pytest.Pytester) -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_coverage_gap_fails_without_must_match_events_too(project: pytest.Pytester) -> None:
 
     (project.path / "detections" / "shell.yaml").write_text(rule())

@@ -86,6 +86,7 @@ def test_trajectory_links_when_files_exist(tmp_path: Path) -> None:
     assert "aks_001.e1.json" not in page
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_the_report_renders_in_chromium(tmp_path: Path, chromium: Callable[..., Any]) -> None:
     page = write_reports(raw("baseline"), tmp_path)["html"]

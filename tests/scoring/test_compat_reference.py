@@ -49,6 +49,9 @@ from inspect_ai.tool import ToolCall as InspectToolCall  # noqa: E402
 from inspect_evals.cti_realm.core import parsing_utils as ref_parsing  # noqa: E402
 from inspect_evals.cti_realm.core import trajectory_scorer as ref_trajectory  # noqa: E402
 
+# Slow: the reference scorer's package and the default store.
+pytestmark = pytest.mark.slow
+
 MINI = ROOT / "tests" / "fixtures" / "mini"
 CASES = load_cases(MINI / "cases")
 LINUX = CASES.cases["linux_001"]

@@ -27,6 +27,9 @@ import yaml
 from ctirealm.agents.shortcuts import SHORTCUTS
 from ctirealm.telemetry.store import default_cache_dir
 
+# Slow: shortcut agents over a 100k-row store.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTATIONS_FILE = Path(__file__).with_name("expectations.yaml")
 EXPECTATIONS = yaml.safe_load(EXPECTATIONS_FILE.read_text(encoding="utf-8"))

@@ -96,6 +96,7 @@ def test_eval_prints_tp_fp(
     assert "hard_negative DeviceProcessEvents 300918273645" in out
 
 
+@pytest.mark.slow
 def test_eval_binds_a_scenario_case_to_the_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A case played from a scenario lists no ids: eval scores against the store's labels."""
     code = main(

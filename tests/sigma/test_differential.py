@@ -12,11 +12,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctirealm.engine import LocalEngine
 from ctirealm.sigma.convert import convert
+
+# Slow: every rule against its reference over a store.
+pytestmark = pytest.mark.slow
 
 TABLE = "DeviceProcessEvents"
 #: Sigma field -> column of the test table (all strings) for the linux process_creation pipeline.

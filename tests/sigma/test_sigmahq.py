@@ -66,6 +66,7 @@ def outcomes(schemas: dict) -> dict[str, tuple[str, str, str]]:
     return out
 
 
+@pytest.mark.slow
 def test_every_supported_logsource_converts_and_executes(outcomes: dict) -> None:
     converted = Counter(src for src, status, _ in outcomes.values() if status == "ok")
     assert SUPPORTED <= set(converted), SUPPORTED - set(converted)

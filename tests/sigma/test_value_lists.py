@@ -13,6 +13,9 @@ from ctirealm.engine import LocalEngine
 from ctirealm.sigma.backend import MAX_FLAT_TERMS, balanced
 from ctirealm.sigma.convert import convert
 
+# Slow: rules of thousands of values.
+pytestmark = pytest.mark.slow
+
 ROWS = [
     {"ReportId": i, "FolderPath": path, "ProcessCommandLine": cmd, "AccountName": "root"}
     for i, (path, cmd) in enumerate(

@@ -23,6 +23,9 @@ from ctirealm.telemetry.dataset import Dataset
 from ctirealm.telemetry.scenarios import Player, load_scenario, scenario_files
 from ctirealm.telemetry.store import Store, build_store
 
+# Slow: several builds of the same store.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 5_000
 

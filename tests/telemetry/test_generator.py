@@ -193,6 +193,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     assert _digest(a) != _digest(c)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=6,
     deadline=None,
@@ -251,6 +252,7 @@ def test_profiles_load_and_merge() -> None:
     assert set(profile["tables"]) == set(profile["shares"])
 
 
+@pytest.mark.slow
 def test_workers_and_shards_do_not_change_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tables over SHARD_ROWS are cut into shards (own streams and id ranges); the bytes are
     the same whether one process or several write them, and ids stay unique."""

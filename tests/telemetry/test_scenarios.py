@@ -119,6 +119,7 @@ def test_test_split_replays_on_other_entities(telemetry: Path, tmp_path: Path) -
     assert used(dev["attack"], "ReportId").isdisjoint(used(test["attack"], "ReportId"))
 
 
+@pytest.mark.slow
 def test_scenario_rows_are_shaped_like_the_background(telemetry: Path, tmp_path: Path) -> None:
     """Same id space, millisecond times and organisation: nothing but behaviour differs."""
     played = _play(telemetry, 0, tmp_path)
@@ -136,6 +137,7 @@ def test_scenario_rows_are_shaped_like_the_background(telemetry: Path, tmp_path:
     assert lengths == {12}
 
 
+@pytest.mark.slow
 def test_store_labels_scenario_events_with_their_case(telemetry: Path, tmp_path: Path) -> None:
     dataset = Dataset.load(telemetry)
     dev = build_store(dataset, cache_dir=tmp_path, rows=3000, split="dev")
@@ -160,6 +162,7 @@ def test_store_labels_scenario_events_with_their_case(telemetry: Path, tmp_path:
         assert rows and all(store.labels.kind("DeviceProcessEvents", r["ReportId"]) == "benign" for r in rows)
 
 
+@pytest.mark.slow
 def test_a_case_without_listed_events_is_bound_to_each_split(telemetry: Path, tmp_path: Path) -> None:
     cases_dir = tmp_path / "cases" / "linux"
     cases_dir.mkdir(parents=True)
@@ -187,6 +190,7 @@ def test_a_case_without_listed_events_is_bound_to_each_split(telemetry: Path, tm
     assert bound["dev"].ground_truth.attack_events != bound["test"].ground_truth.attack_events
 
 
+@pytest.mark.slow
 def test_a_broken_scenario_is_left_out_and_named(telemetry: Path, tmp_path: Path) -> None:
     (telemetry / "scenarios" / "linux_901.yaml").write_text(
         textwrap.dedent("""\
@@ -246,6 +250,7 @@ def test_story_structure_errors_name_the_field(tmp_path: Path) -> None:
         load_scenario(path)
 
 
+@pytest.mark.slow
 def test_a_broken_background_template_leaves_only_its_scenario_out(telemetry: Path, tmp_path: Path) -> None:
     """A background template is compiled before the build: one typo does not stop every case."""
     (telemetry / "scenarios" / "linux_903.yaml").write_text(
@@ -276,6 +281,7 @@ def test_a_broken_background_template_leaves_only_its_scenario_out(telemetry: Pa
     assert store.labels.by_table("attack", "linux_900")
 
 
+@pytest.mark.slow
 def test_a_binary_defined_twice_differently_leaves_the_later_scenario_out(
     telemetry: Path, tmp_path: Path
 ) -> None:
@@ -348,6 +354,7 @@ AKS_STORY = textwrap.dedent("""\
     """)
 
 
+@pytest.mark.slow
 def test_aks_writes_are_mirrored_into_aksaudit_with_their_labels(telemetry: Path, tmp_path: Path) -> None:
     """As AKS writes both diagnostic categories: a write is in AKSAuditAdmin and in AKSAudit
     with the same AuditId (and label); a read only in AKSAudit; routine work is unlabelled."""

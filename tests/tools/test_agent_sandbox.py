@@ -60,6 +60,7 @@ def test_the_benchmark_files_are_not_there(box: Sandbox, part: str) -> None:
     assert found.strip() == ""
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_no_network_not_even_the_hosts_loopback(box: Sandbox) -> None:
     """A real server listens on the host's loopback; the sandbox cannot reach it (own network
@@ -99,6 +100,7 @@ def test_no_network_not_even_the_hosts_loopback(box: Sandbox) -> None:
     assert not accepted
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_a_command_cannot_outlive_its_time_limit(box: Sandbox) -> None:
     out = box.bash("echo begin; sleep 4242")
@@ -113,6 +115,7 @@ def test_background_processes_die_with_the_call(box: Sandbox) -> None:
     assert not _alive("sleep 4343") and not _alive("sleep 4344")
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_memory_and_cpu_are_bounded() -> None:
     box = Sandbox(Limits(time=20, cpu_seconds=2, memory_bytes=256 * 1024 * 1024))
