@@ -23,6 +23,11 @@ once with duckdb-kql as shipped and once with the engine's rewrites
   and are also reported apart. A stand-in has no column named as a ``let`` (same
   case) or as ``union withsource=``'s column, which no real table has either.
 
+With ``--analyzer``, Microsoft's KQL analyzer (``tests/interop``, installed by ``make
+kql-analyzer``; needs node) checks every query in scope against the same typed tables
+tier C runs it on, and one more row gives tier C over the queries it accepts: the
+denominator of "queries Microsoft's analyzer accepts against our schemas".
+
 Out of scope, counted with a reason: text that is not a KQL query (workbook
 JSON, template placeholders), data from outside the store (``externaldata``,
 watchlists, other workspaces or clusters), stored functions and parsers of the
@@ -36,6 +41,7 @@ Usage::
 
     python benchmarks/kql_corpus.py --corpus public_hunting_queries.jsonl
     python benchmarks/kql_corpus.py --corpus ... --json figures.json --show 'ProjectReorder'
+    python benchmarks/kql_corpus.py --corpus ... --analyzer
 """
 
 from __future__ import annotations
@@ -246,6 +252,10 @@ class Report:
     queries: int = 0
     out_of_scope: Counter[str] = field(default_factory=Counter)
     outcomes: list[Outcome] = field(default_factory=list)
+    #: (source, query) -> the typed tables of tier C, for the analyzer (``--analyzer``).
+    typed: dict[tuple[str, str], dict[str, list[tuple[str, str]]]] = field(default_factory=dict)
+    #: (source, query) -> whether Microsoft's analyzer accepts it; empty without ``--analyzer``.
+    analyzer: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def tier(self, name: str, mode: str = "rewrites") -> list[Outcome]:
         return [o for o in self.outcomes if o.tier == name and o.mode == mode]
@@ -317,6 +327,7 @@ def measure(corpus: Path, store_path: Path, *, now: Any, show: str | None = None
                 report.out_of_scope[reason] += 1
                 continue
             report.outcomes.extend(measured)
+            report.typed[(record["source_path"], query)] = stand_in_types(query, schema, real, types)
             if show:
                 for o in measured:
                     if not o.ok and (show in o.message or show in f"{o.kind}: {o.construct}"):
@@ -393,7 +404,9 @@ def numeric_columns(query: str) -> set[str]:
     return {m.group(1).lower() for pattern in _NUMERIC_USE for m in pattern.finditer(code)}
 
 
-def _stand_in_type(column: str, types: Mapping[str, str], numeric: set[str] = frozenset()) -> str:
+def _stand_in_type(
+    column: str, types: Mapping[str, str], numeric: set[str] | frozenset[str] = frozenset()
+) -> str:
     """A stand-in column's type: the 12 schemas' type for that name, else guessed by name
     (``*Time``, ``*Date``, ... datetime), then by use (summed, averaged, multiplied: real),
     else dynamic."""
@@ -415,6 +428,18 @@ def _execute_on_stand_ins(
     now: Any,
 ) -> None:
     """Run *query* on empty tables: the 12 with their schemas, stand-ins typed by name."""
+    schemas = stand_in_types(query, schema, real, types)
+    with LocalEngine.from_tables(tables={}, schemas=schemas, now=now, timeout=10.0) as eng:
+        eng.query(query, limit=10)
+
+
+def stand_in_types(
+    query: str,
+    schema: Mapping[str, list[str]],
+    real: Mapping[str, list[str]],
+    types: Mapping[str, str],
+) -> dict[str, list[tuple[str, str]]]:
+    """The typed tables tier C runs *query* on (and Microsoft's analyzer checks it against)."""
     schemas: dict[str, list[tuple[str, str]]] = {}
     code = strip_comments(query)
     # `union *` and `search` read every table, so they get all twelve; otherwise only those named.
@@ -427,8 +452,49 @@ def _execute_on_stand_ins(
             schemas[table] = [(c, types[c.lower()]) for c in columns]
         else:
             schemas[table] = [(c, _stand_in_type(c, types, numeric)) for c in columns]
-    with LocalEngine.from_tables(tables={}, schemas=schemas, now=now, timeout=10.0) as eng:
-        eng.query(query, limit=10)
+    return schemas
+
+
+#: Queries that read tables they do not name (every table, or a name pattern): each is
+#: checked alone, in a database of its own tables only.
+_READS_UNNAMED = re.compile(r"\bunion\b[^|]*\*|\bsearch\b|\bfind\b|\b[A-Za-z_]\w*\*")
+
+
+def analyze(report: Report) -> None:
+    """Ask Microsoft's KQL analyzer (tests/interop, ``make kql-analyzer``) about every query in
+    scope, against the typed tables tier C runs it on; fills ``report.analyzer``.
+
+    Several queries share one analyzer run (a node process each) when the database of the
+    run shows each of them exactly its own tables: queries in a batch either name disjoint
+    tables or give a shared one the same typed columns, and a query reading tables it does
+    not name (``union *``, ``search``, ``T*``) runs alone. A query is accepted when the
+    analyzer reports no error.
+    """
+    sys.path.insert(0, str(ROOT / "tests" / "interop"))
+    import kql_analyzer
+
+    reason = kql_analyzer.unavailable_reason()
+    if reason:
+        raise SystemExit(f"--analyzer: {reason}")
+    batches: list[tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]]]] = []
+    alone: list[tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]]]] = []
+    for key, tables in report.typed.items():
+        if _READS_UNNAMED.search(strip_comments(key[1])):
+            alone.append((dict(tables), [key]))
+            continue
+        batch = next(
+            (b for b in batches if all(b[0].get(table, cols) == cols for table, cols in tables.items())),
+            None,
+        )
+        if batch is None:
+            batch = ({}, [])
+            batches.append(batch)
+        batch[0].update(tables)
+        batch[1].append(key)
+    for merged, members in [*batches, *alone]:
+        found = kql_analyzer.analyze({str(i): key[1] for i, key in enumerate(members)}, schemas=merged)
+        for i, key in enumerate(members):
+            report.analyzer[key] = not found[str(i)].errors
 
 
 _CASE_CLASH = re.compile(r"columns '([^']+)' and '([^']+)' differ only in case")
@@ -487,10 +553,24 @@ def print_report(report: Report, *, top: int = 20) -> dict[str, Any]:
             ),
         ),
     ]
+    if report.analyzer:
+        accepted = {key for key, ok in report.analyzer.items() if ok}
+        figures["analyzer_accepts"] = {"ok": len(accepted), "of": scope}
+        rows.append(
+            (
+                "C, over the queries Microsoft's analyzer accepts",
+                lambda m: (
+                    sum(o.ok for o in report.tier("C", m) if (o.source, o.query) in accepted),
+                    len(accepted),
+                ),
+            )
+        )
     for label, count in rows:
         cells = [_share(*count(m)) for m in MODES]
         print(f"{label:58} {cells[0]:>18} {cells[1]:>18}")
         figures[label.split(":")[0]] = {m: dict(zip(("ok", "of"), count(m), strict=True)) for m in MODES}
+    if report.analyzer:
+        print(f"(Microsoft's analyzer accepts {len(accepted)} of the {scope} queries in scope.)")
     for mode in MODES:
         failures = [o for o in report.tier("B", mode) if not o.ok]
         failures += [o for o in report.tier("C", mode) if not o.ok and not o.typing_artefact]
@@ -522,6 +602,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--show", help="print failing queries whose error contains this text")
+    parser.add_argument(
+        "--analyzer",
+        action="store_true",
+        help="also count the queries Microsoft's KQL analyzer accepts (make kql-analyzer; needs node)",
+    )
     args = parser.parse_args(argv)
     if not args.corpus:
         parser.error(f"give the corpus file with --corpus or ${CORPUS_ENV}")
@@ -541,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         from ctirealm.telemetry.schema import parse_datetime
 
         report = measure(args.corpus, store_path, now=parse_datetime(now), show=args.show)
+    if args.analyzer:
+        analyze(report)
     figures = print_report(report, top=args.top)
     figures["seconds"] = round(time.perf_counter() - started, 1)
     print(f"\n{figures['seconds']} s")

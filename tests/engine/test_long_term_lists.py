@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from ctirealm.engine import LocalEngine
 
 ROWS = [
@@ -55,6 +57,7 @@ def test_long_has_all_needs_every_term() -> None:
     assert wide.query(f"T | where x has_all ({_list([*words, 'w7x'])}) | count").rows == [(0,)]
 
 
+@pytest.mark.slow
 def test_thousands_of_indicators_finish_quickly() -> None:
     engine = LocalEngine.from_tables(
         tables={"T": [{"x": f"host{i} value{i}"} for i in range(2000)]}, schemas={"T": [("x", "string")]}

@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 import duckdb_kql
+from duckdb.func import SPECIAL
 from duckdb_kql import errors as kql_errors
 from duckdb_kql.types import kusto_type
 
@@ -50,7 +51,7 @@ DEFAULT_MEMORY_LIMIT = "2GB"
 #: and a megabyte of KQL (twenty thousand hashes in a list) translates in ~3 s.
 _CACHE_SIZE = 4096
 #: Translations shared by every engine of this process: (kql, catalogue) -> SQL.
-_CACHE: OrderedDict[tuple[str, Any], Any] = OrderedDict()
+_CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 #: The time limit of the query being translated (None: the engine's), for the reads
@@ -147,7 +148,7 @@ class LocalEngine:
         connection: duckdb.DuckDBPyConnection,
         schemas: Mapping[str, TableSchema],
         *,
-        now: datetime | None = None,
+        now: datetime | str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
@@ -174,7 +175,7 @@ class LocalEngine:
             series.sql_function(self._check_stopped),
             ["VARCHAR", "VARCHAR", "VARCHAR"],
             "VARCHAR",
-            null_handling="special",
+            null_handling=SPECIAL,
             side_effects=False,
         )
         connection.create_function(
@@ -182,7 +183,7 @@ class LocalEngine:
             xmljson.sql_function,
             ["VARCHAR"],
             "VARCHAR",
-            null_handling="special",
+            null_handling=SPECIAL,
             side_effects=False,
         )
         connection.create_function(
@@ -190,7 +191,7 @@ class LocalEngine:
             useragent.sql_function(self._check_stopped),
             ["VARCHAR", "VARCHAR"],
             "VARCHAR",
-            null_handling="special",
+            null_handling=SPECIAL,
             side_effects=False,
         )
         connection.create_function(
@@ -198,7 +199,7 @@ class LocalEngine:
             geoip.sql_function,
             ["VARCHAR"],
             "VARCHAR",
-            null_handling="special",
+            null_handling=SPECIAL,
             side_effects=False,
         )
         connection.create_function(
@@ -206,7 +207,7 @@ class LocalEngine:
             cmdline.sql_function,
             ["VARCHAR", "VARCHAR"],
             "VARCHAR",
-            null_handling="special",
+            null_handling=SPECIAL,
             side_effects=False,
         )
 
@@ -384,6 +385,7 @@ class LocalEngine:
             now=self.now,
             types=self._types,
             read_distinct=read_distinct,
+            read_types=self._read_types,
             engine_functions=True,
         )
         if read:
@@ -413,6 +415,12 @@ class LocalEngine:
             f"{kind} of {column}", distinct_sql, parameters or None, cap, _QUERY_TIMEOUT.get()
         )
         return [str(row[0]) for row in result.rows if row[0] is not None]
+
+    def _read_types(self, sql: str, parameters: dict[str, Any]) -> dict[str, str]:
+        """The Kusto type of each result column of *sql*, as DuckDB binds it (nothing runs)."""
+        with self._lock:
+            described = self._con.execute(f"DESCRIBE {sql}", parameters or None).fetchall()
+        return {str(row[0]): kusto_type(str(row[1])) for row in described}
 
     def query(
         self,
@@ -534,6 +542,7 @@ def translate_kql(
     now: datetime | None,
     types: Mapping[str, Mapping[str, str]] | None = None,
     read_distinct: Callable[[str, dict[str, Any], str, str], list[str]] | None = None,
+    read_types: Callable[[str, dict[str, Any]], dict[str, str]] | None = None,
     engine_functions: bool = False,
 ) -> Any:
     """KQL -> DuckDB SQL through duckdb-kql, writes disabled, every failure an `EngineError`.
@@ -543,6 +552,9 @@ def translate_kql(
     ``search`` test string columns directly; *read_distinct* reads the keys and
     values ``evaluate bag_unpack`` and ``evaluate pivot`` make columns of (without
     it, they are refused; see ``rewrite.READ_DISTINCT``).
+    *read_types* gives the types of a query's columns on the connection the SQL will run on
+    (``sum`` of a timespan and arithmetic on a ``dynamic`` depend on them; see
+    ``rewrite.READ_TYPES``).
     *engine_functions* says the SQL will run on a `LocalEngine` connection, which carries
     the series analytics (`series`); without it, ``series_fit_line`` and kin are refused.
     The read-only check runs first.
@@ -553,9 +565,11 @@ def translate_kql(
     token = rewrite.COLUMN_TYPES.set(types)
     keys_token = rewrite.READ_DISTINCT.set(read_distinct)
     functions_token = rewrite.ENGINE_FUNCTIONS.set(engine_functions)
+    types_token = rewrite.READ_TYPES.set(read_types)
     try:
         return _translate_kql(kql, schema, now)
     finally:
+        rewrite.READ_TYPES.reset(types_token)
         rewrite.COLUMN_TYPES.reset(token)
         rewrite.READ_DISTINCT.reset(keys_token)
         rewrite.ENGINE_FUNCTIONS.reset(functions_token)

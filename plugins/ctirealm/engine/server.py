@@ -23,6 +23,7 @@ requests itself where Kusto clients need more:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -142,6 +143,22 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+@contextlib.contextmanager
+def _reading_types(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """While a query is translated, the operand types the rewrites ask for (``sum`` of a
+    timespan, ``dynamic`` in datetime arithmetic) read from *con*, as `LocalEngine` reads them."""
+
+    def read_types(sql: str, parameters: dict[str, Any]) -> dict[str, str]:
+        described = con.execute(f"DESCRIBE {sql}", parameters or None).fetchall()
+        return {str(row[0]): kusto_type(str(row[1])) for row in described}
+
+    token = rewrite.READ_TYPES.set(read_types)
+    try:
+        yield
+    finally:
+        rewrite.READ_TYPES.reset(token)
+
+
 def open_store_connection(
     store_path: str | Path, database: str = DEFAULT_DATABASE, *, memory_limit: str = "2GB"
 ) -> duckdb.DuckDBPyConnection:
@@ -233,7 +250,7 @@ def make_server(
 
     clock = now
 
-    class RealmServer(KustoRestServer):  # type: ignore[misc, valid-type]
+    class RealmServer(KustoRestServer):
         """duckdb-kql's server with the request handling below, one database."""
 
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -247,8 +264,9 @@ def make_server(
         @property
         def url(self) -> str:
             """``http://HOST:PORT``, an IPv6 address in brackets (``http://[::1]:PORT``)."""
-            bound_host, bound_port = self.server_address[:2]
-            shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+            bound, bound_port = self.server_address[:2]
+            bound_host = bound.decode() if isinstance(bound, bytes) else str(bound)
+            shown = f"[{bound_host}]" if ":" in bound_host else bound_host
             return f"http://{shown}:{bound_port}"
 
         @property
@@ -294,7 +312,7 @@ def make_server(
             try:
                 if str(options.get("norequesttimeout", "")).lower() != "true":
                     timeout = _seconds(options.get("servertimeout"))
-                with self._lock, _Deadline(self._con, timeout):
+                with self._lock, _Deadline(self._con, timeout), _reading_types(self._con):
                     rel = kql(
                         self._con,
                         csl,
@@ -324,7 +342,7 @@ def make_server(
                 rows = [(*r[:4], "ReadOnly", *r[5:]) for r in rows if r[0] == self.database]
             return _described(csl, names, kinds, rows)
 
-    class RealmHandler(_Handler):  # type: ignore[misc, valid-type]
+    class RealmHandler(_Handler):
         disable_nagle_algorithm = True  # headers and body leave at once: no delayed-ACK stall
 
         def do_POST(self) -> None:  # BaseHTTPRequestHandler's interface
@@ -515,7 +533,7 @@ def _described(csl: str, names: list[str], kinds: list[str], rows: list[Any]) ->
     return Result(columns, rows)
 
 
-class JsonRows(list):  # type: ignore[type-arg]
+class JsonRows(list[Any]):
     """Rows DuckDB already wrote as JSON arrays (one text per row), ready for the wire."""
 
 
@@ -666,8 +684,8 @@ def _wire_rows(result: Result) -> Iterator[list[Any]]:
     strings costs a transpose, not a Python call per cell (which made a 35k x 63
     table take seconds).
     """
-    encoders = [(i, _column_encoder(c.kql)) for i, c in enumerate(result.columns)]
-    encoders = [(i, e) for i, e in encoders if e is not None]
+    found = [(i, _column_encoder(c.kql)) for i, c in enumerate(result.columns)]
+    encoders = [(i, e) for i, e in found if e is not None]
     rows = result.rows
     for start in range(0, len(rows), _CHUNK_ROWS):
         chunk = rows[start : start + _CHUNK_ROWS]
@@ -890,10 +908,10 @@ def _schema_command(server: Any, csl: str) -> Result | None:
     if match := _TABLE_SCHEMA.match(text):
         name = _unquote(match.group(1))
         cols = table(name)
-        schema = (
+        described = (
             csl_schema(cols) if match.group(2).lower() == "cslschema" else json.dumps(json_table(name, cols))
         )
-        return Result(csl_columns, [(name, schema, database, "", "")])
+        return Result(csl_columns, [(name, described, database, "", "")])
     if match := _TABLES_DETAILS.match(text):
         names = [_unquote(match.group(1))] if match.group(1) else list(catalog)
         for name in names:

@@ -63,7 +63,7 @@ def _value(element: _Element) -> Any:
     return {k: list(v) if isinstance(v, _Repeated) else v for k, v in out.items()}
 
 
-class _Repeated(list):  # type: ignore[type-arg]
+class _Repeated(list[Any]):
     """Values of an element name seen more than once (a list the document did not write)."""
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from .functions import ENGINE_FUNCTIONS, STRREP_MAX_BYTES
 from .install import DUCKDB_KQL_VERSION, disabled, ensure_installed, install, installed, uninstall
 from .names import KUSTO_FUNCTIONS, is_kusto_function
-from .tree import COLUMN_TYPES, MAX_DATA_COLUMNS, READ_DISTINCT
+from .tree import COLUMN_TYPES, MAX_DATA_COLUMNS, READ_DISTINCT, READ_TYPES
 
 __all__ = [
     "COLUMN_TYPES",
@@ -29,6 +29,7 @@ __all__ = [
     "KUSTO_FUNCTIONS",
     "MAX_DATA_COLUMNS",
     "READ_DISTINCT",
+    "READ_TYPES",
     "STRREP_MAX_BYTES",
     "disabled",
     "ensure_installed",

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 from duckdb_kql import ir
 from duckdb_kql import translate as _translate
@@ -549,6 +550,21 @@ def _render_extract_all_named(node: ir.FunctionCall) -> str | None:
     return _translate.render_expr(ir.FunctionCall("extract_all", (regex, numbers, text)))
 
 
+#: ``sum``/``sumif`` of timespans: Kusto sums them to a timespan, DuckDB has no ``sum`` of an
+#: INTERVAL. `tree` renames the call where the engine binds its argument as a timespan.
+SUM_TIMESPAN = "__ctirealm_sum_timespan"
+SUMIF_TIMESPAN = "__ctirealm_sumif_timespan"
+_SUM_MICROSECONDS = "to_microseconds(CAST(coalesce(sum(epoch_us({0})){where}, 0) AS BIGINT))"
+
+#: ``evaluate pivot(...) : (OutputSchema)``: ``(value, undeclared)`` is *value*, or a run-time
+#: error naming *undeclared* when it is not empty (a value of the data the schema leaves out:
+#: Kusto raises an error when the output does not match the declared schema).
+UNDECLARED_FAILS = "__ctirealm_undeclared_fails"
+_UNDECLARED_MESSAGE = (
+    "evaluate pivot: the data holds the value '{}', which the declared output schema does not "
+    "name (Kusto raises an error when the output does not match the schema)"
+)
+
 #: ``count(expr)``: the rows where *expr* is not null (Kusto: "null values are ignored");
 #: duckdb-kql's grammar reads the argument of ``count`` as the function's name.
 COUNT_OF = "__ctirealm_count_of"
@@ -713,16 +729,26 @@ def _render_bag_merge(node: ir.FunctionCall) -> str | None:
 WINDOW = "__ctirealm_window"
 
 
+def _window_literal(node: ir.Expr) -> Any:
+    """The value of a literal argument `tree` wrote (the window's name, counts, sort flags)."""
+    if not isinstance(node, ir.Literal):  # pragma: no cover - only `tree` builds these calls
+        raise TypeError(f"expected a literal, got {type(node).__name__}")
+    return node.value
+
+
+def _render_undeclared_fails(node: ir.FunctionCall) -> str:
+    value, undeclared = (_translate.render_expr(a) for a in node.args)
+    before, after = (_translate.quote_string(part) for part in _UNDECLARED_MESSAGE.split("{}"))
+    message = f"{before} || {undeclared} || {after}"
+    return f"CASE WHEN coalesce({undeclared}, '') = '' THEN {value} ELSE error({message}) END"
+
+
 def _render_window(node: ir.FunctionCall) -> str:
-    fn, n_args, n_keys = (a.value for a in node.args[:3])  # type: ignore[attr-defined]
+    fn, n_args, n_keys = (_window_literal(a) for a in node.args[:3])
     args = node.args[3 : 3 + n_args]
     flat = node.args[3 + n_args :]
     keys = tuple(
-        ir.SortKey(
-            flat[3 * i],
-            bool(flat[3 * i + 1].value),  # type: ignore[attr-defined]
-            flat[3 * i + 2].value,
-        )  # type: ignore[attr-defined]
+        ir.SortKey(flat[3 * i], bool(_window_literal(flat[3 * i + 1])), _window_literal(flat[3 * i + 2]))
         for i in range(n_keys)
     )
     over = f"OVER (ORDER BY {_translate.render_sort_keys(keys)})" if keys else "OVER ()"
@@ -1237,6 +1263,7 @@ NEW_FORMS: dict[str, Callable[[ir.FunctionCall], str | None]] = {
     "parse_command_line": _render_parse_command_line,
     "bag_merge": _render_bag_merge,
     WINDOW: _render_window,
+    UNDECLARED_FAILS: _render_undeclared_fails,
     TYPE_LITERAL: _render_type_literal,
     RAW_SQL: _render_raw_sql,
     "extract_json": _render_extract_json,
@@ -1363,6 +1390,15 @@ def new_aggregates() -> list[_functions.AggregateSpec]:
             "make_bag_if", _MAKE_BAG.format(where=" AND ({1})"), (2, 3), name_prefix="bag"
         ),
         _functions.AggregateSpec(COUNT_OF, "count({0})", (1,), name_prefix="count"),
+        _functions.AggregateSpec(
+            SUM_TIMESPAN, _SUM_MICROSECONDS.format("{0}", where=""), (1,), name_prefix="sum"
+        ),
+        _functions.AggregateSpec(
+            SUMIF_TIMESPAN,
+            _SUM_MICROSECONDS.format("{0}", where=" FILTER (WHERE {1})"),
+            (2,),
+            name_prefix="sumif",
+        ),
         # make-series: a group's series and its axis (see `tree._lower_make_series`).
         _functions.AggregateSpec(SERIES_VALUES, _SERIES_VALUES, (4,)),
         _functions.AggregateSpec(SERIES_AXIS, _SERIES_AXIS_TIME, (3,)),

@@ -53,8 +53,11 @@ from .functions import (
     SERIES_INDEX,
     SERIES_LENGTH,
     SERIES_VALUES,
+    SUM_TIMESPAN,
+    SUMIF_TIMESPAN,
     TIMESPAN_DIV,
     TYPE_LITERAL,
+    UNDECLARED_FAILS,
     WINDOW,
 )
 from .names import DEPRECATED_ALIASES
@@ -509,11 +512,18 @@ class _Pivot(ir.Operator):
     column: str
     aggregate: ir.FunctionCall
     groups: tuple[str, ...] | None
+    #: ``: (Name: type, ...)``, the declared output schema, when given.
+    declared: tuple[tuple[str, str], ...] | None = None
 
     def resolve(
         self, query: ir.Query, source: ir.Source, operators: list[ir.Operator], schema: dict[str, list[str]]
     ) -> list[ir.Operator]:
+        if self.declared is not None:
+            return self._resolve_declared(query, source, operators, schema)
         columns, values = _read_distinct("pivot", query, source, operators, schema, self.column, "values")
+        return self._operators(columns, values)
+
+    def _operators(self, columns: list[str], values: list[str]) -> list[ir.Operator]:
         read: set[str] = set()
         _column_refs(self.aggregate, read, [])
         groups = (
@@ -534,6 +544,92 @@ class _Pivot(ir.Operator):
                 )
             )
         return [ir.Summarize(tuple(aggregates), tuple(ir.NamedExpr(ir.ColumnRef(g)) for g in groups))]
+
+    def _resolve_declared(
+        self, query: ir.Query, source: ir.Source, operators: list[ir.Operator], schema: dict[str, list[str]]
+    ) -> list[ir.Operator]:
+        """With ``: (OutputSchema)``: the declared columns, in their order and types, without
+        reading the data. Kusto raises an error when the output does not match the schema;
+        here a value of the data the schema does not declare is that error, at run time, and
+        a declared value the data lacks is a column of the aggregate over no rows
+        (``count()``: 0)."""
+        from duckdb_kql.schema import output_columns
+
+        declared = self.declared or ()
+        columns = output_columns(ir.Query(source, list(operators), lets=list(query.lets)), schema)
+        if self.column not in columns:
+            raise KqlSchemaError(self.column, hint="pivot: no such column in its input")
+        read: set[str] = set()
+        _column_refs(self.aggregate, read, [])
+        groups = (
+            list(self.groups)
+            if self.groups is not None
+            else [c for c in columns if c != self.column and c not in read]
+        )
+        missing = [g for g in groups if g not in {name for name, _ in declared}]
+        if missing:
+            raise KqlSchemaError(
+                missing[0], hint="evaluate pivot: a grouping column the declared output schema leaves out"
+            )
+        values = [name for name, _ in declared if name not in groups]
+        # A value the schema does not declare fails at run time, as in Kusto: each group keeps
+        # one such value it holds ("" when none), which the first output column reads.
+        text = ir.FunctionCall("tostring", (ir.ColumnRef(self.column),))
+        fits: ir.Expr = ir.FunctionCall("isempty", (text,))
+        for value in values:
+            fits = ir.BinaryOp("or", fits, ir.BinaryOp("==", text, ir.Literal(value, "string")))
+        undeclared = ir.NamedExpr(
+            ir.FunctionCall("max", (ir.FunctionCall("iff", (fits, ir.Literal("", "string"), text)),)),
+            _PIVOT_UNDECLARED,
+        )
+        pivoted = self._operators(groups, values)[0] if values else None
+        aggregates = pivoted.aggregates if isinstance(pivoted, ir.Summarize) else ()
+        outputs = [ir.NamedExpr(_declared_as(ir.ColumnRef(n), kind), n) for n, kind in declared]
+        if outputs:
+            checked = ir.FunctionCall(UNDECLARED_FAILS, (outputs[0].expr, ir.ColumnRef(_PIVOT_UNDECLARED)))
+            outputs[0] = dataclasses.replace(outputs[0], expr=checked)
+        by = tuple(ir.NamedExpr(ir.ColumnRef(g)) for g in groups)
+        return [ir.Summarize((*aggregates, undeclared), by), ir.Project(tuple(outputs))]
+
+
+#: The value of the data a declared ``pivot`` schema leaves out, per group (internal).
+_PIVOT_UNDECLARED = "__ctirealm_pivot_undeclared"
+#: A declared output column's type -> the conversion giving it (others are left as they are).
+_DECLARED_CONVERSIONS = {
+    "string": "tostring",
+    "long": "tolong",
+    "int": "toint",
+    "real": "todouble",
+    "double": "todouble",
+    "bool": "tobool",
+    "boolean": "tobool",
+    "datetime": "todatetime",
+    "date": "todatetime",
+    "timespan": "totimespan",
+    "time": "totimespan",
+}
+
+
+def _declared_as(expr: ir.Expr, kind: str) -> ir.Expr:
+    conversion = _DECLARED_CONVERSIONS.get(kind.lower())
+    return ir.FunctionCall(conversion, (expr,)) if conversion else expr
+
+
+def _declared_schema(node: Any) -> tuple[tuple[str, str], ...] | None:
+    """``evaluate ...: (Name: type, ...)``: the declared columns, None without a schema."""
+    clauses = _lower._find_all(node, "EvaluateOperatorSchemaClause")
+    if not clauses:
+        return None
+    if "*" in clauses[0].getText():
+        raise _lower._unsupported(node, "evaluate pivot with '*' in its output schema")
+    out = []
+    for declaration in _lower._find_all(clauses[0], "RowSchemaColumnDeclaration"):
+        name, kind = _lower._rule_children(declaration)[:2]
+        text = name.getText()
+        if text[:2] in ("['", '["') and text[-2:] in ("']", '"]'):
+            text = text[2:-2]
+        out.append((text, kind.getText()))
+    return tuple(out)
 
 
 #: pivot's aggregates -> the conditional form each cell is computed with.
@@ -558,7 +654,7 @@ def _lower_evaluate(node: Any) -> ir.Operator | list[ir.Operator] | None:
     if plugin == "bag_unpack":
         return _lower_bag_unpack(node)
     if plugin == "ipv4_lookup":
-        return _lower_ipv4_lookup(node, kids)  # type: ignore[return-value]
+        return _lower_ipv4_lookup(node, kids)
     if plugin != "pivot":
         return None
     if any(_lower._find_all(k, "NamedExpressionNameClause") for k in kids[1:]):
@@ -575,7 +671,7 @@ def _lower_evaluate(node: Any) -> ir.Operator | list[ir.Operator] | None:
     if not all(isinstance(a, ir.ColumnRef) for a in rest):
         raise _lower._unsupported(node, "evaluate pivot: group by columns only")
     groups = tuple(a.name for a in rest if isinstance(a, ir.ColumnRef)) or None
-    return _Pivot(args[0].name, aggregate, groups)
+    return _Pivot(args[0].name, aggregate, groups, _declared_schema(node))
 
 
 #: ``ipv4_lookup``'s internal columns (dropped before the plugin's output).
@@ -641,7 +737,7 @@ def _lower_ipv4_lookup(node: Any, kids: list[Any]) -> list[ir.Operator]:
         )
     if not all(isinstance(a, ir.ColumnRef) for a in positional):
         raise KqlSchemaError("ipv4_lookup", hint="the keys must be column names")
-    table, source, network, *extra = (a.name for a in positional)  # type: ignore[union-attr]
+    table, source, network, *extra = (a.name for a in positional)
     if unmatched and extra:
         raise KqlUnsupportedError(
             "evaluate ipv4_lookup",
@@ -746,8 +842,8 @@ def _lower_make_series(node: Any) -> list[ir.Operator]:
             default: ir.Expr = ir.Literal(0, "long")
             for clause in _lower._rule_children(child):
                 if _lower._cls(clause) == "MakeSeriesOperatorExpressionDefaultClause":
-                    values = [_lower._lower_named(n) for n in _lower._rule_children(clause)]
-                    default = values[0].expr
+                    defaults = [_lower._lower_named(n) for n in _lower._rule_children(clause)]
+                    default = defaults[0].expr
             if split_name is not None:
                 name, function = split_name
                 parts = [ir.NamedExpr(ir.FunctionCall(function, (parts[0].expr,)), name)]
@@ -932,18 +1028,96 @@ def _lower_mv_apply(node: Any) -> list[ir.Operator]:
     pipe = _lower._rule_children(subs[0])
     nodes = _lower._rule_children(pipe[0]) if pipe else []
     operators = _lower._lower_operators(nodes)
-    across = [type(op).__name__ for op in operators if not isinstance(op, _ROW_WISE)]
-    if across:
-        raise KqlUnsupportedError(
-            "mv-apply",
-            hint=f"Kusto has it, the embedded engine does not implement a subquery with "
-            f"{', '.join(across)} (which reads across rows); where, extend, parse, "
-            "project-rename and project-away are",
-        )
     present = tuple(
         ir.Where(ir.FunctionCall("isnotnull", (ir.ColumnRef(t.name or t.column),))) for t in mv.targets
     )
-    return [*expand_ops, *present, *operators]
+    across = [type(op).__name__ for op in operators if not isinstance(op, _ROW_WISE)]
+    if not across:
+        return [*expand_ops, *present, *operators]
+    summarized = _MvApplySummarize.of(tuple(expand_ops), operators, mv)
+    if summarized is None:
+        raise KqlUnsupportedError(
+            "mv-apply",
+            hint=f"Kusto has it, the embedded engine does not implement a subquery with "
+            f"{', '.join(across)} there (which reads across rows); row-wise operators (where, "
+            "extend, parse, project-rename, project-away), then an optional sort and one "
+            "summarize, then row-wise operators, are",
+        )
+    return [summarized]
+
+
+#: The row number ``mv-apply`` gives each input row, so a subquery's ``summarize`` groups
+#: the values of one row's arrays (internal; dropped from the output).
+_MV_ROW = "__ctirealm_mv_row"
+
+
+@dataclasses.dataclass(frozen=True)
+class _MvApplySummarize(ir.Operator):
+    """``mv-apply x on (... | sort by k | summarize aggs [by g] | ...)``: the subquery's
+    ``summarize`` over each input row's expanded values.
+
+    Kusto applies the subquery to each row's subtable and adds the row's other
+    columns to its result. Here each input row is numbered, expanded, and the
+    summarize groups by that number and the row's other columns (constant within a
+    row), then its own ``by`` keys; a ``sort`` before it orders each row's values
+    (``make_list`` keeps that order), and the row-wise operators around it apply as
+    they are. A row whose arrays are empty or null gives no row, as with the
+    row-wise subqueries.
+    """
+
+    expand: tuple[ir.Operator, ...]
+    before: tuple[ir.Operator, ...]
+    summarize: ir.Summarize
+    after: tuple[ir.Operator, ...]
+    expanded: tuple[str, ...]
+
+    @classmethod
+    def of(
+        cls, expand: tuple[ir.Operator, ...], operators: list[ir.Operator], mv: ir.MvExpand
+    ) -> _MvApplySummarize | None:
+        """The operator for row-wise operators, an optional sort, one summarize, row-wise
+        operators; None for any other subquery."""
+        at = [i for i, op in enumerate(operators) if isinstance(op, ir.Summarize)]
+        if len(at) != 1:
+            return None
+        before, summarize, after = operators[: at[0]], operators[at[0]], operators[at[0] + 1 :]
+        if before and isinstance(before[-1], ir.Sort):
+            head = before[:-1]
+        else:
+            head = before
+        if not all(isinstance(op, _ROW_WISE) for op in (*head, *after)) or not isinstance(
+            summarize, ir.Summarize
+        ):
+            return None
+        names = [t.name or t.column for t in mv.targets] + ([mv.item_index] if mv.item_index else [])
+        # A null array gives no row: filtered before the expansion, which would give it one
+        # (an empty string, expanded `to typeof(string)`); an empty array gives none itself.
+        present: ir.Expr | None = None
+        for target in mv.targets:
+            test = ir.FunctionCall("isnotnull", (ir.ColumnRef(target.column),))
+            present = test if present is None else ir.BinaryOp("or", present, test)
+        filtered = (*expand[:-1], *([ir.Where(present)] if present is not None else []), expand[-1])
+        return cls(filtered, tuple(before), summarize, tuple(after), tuple(names))
+
+    def resolve(self, columns: list[str]) -> list[ir.Operator]:
+        """The operators, given the columns of the ``mv-apply``'s input."""
+        number = ir.FunctionCall(
+            WINDOW, (ir.Literal("row_number", "string"), ir.Literal(0, "long"), ir.Literal(0, "long"))
+        )
+        others = [c for c in columns if c not in self.expanded]
+        by = (
+            ir.NamedExpr(ir.ColumnRef(_MV_ROW)),
+            *(ir.NamedExpr(ir.ColumnRef(c)) for c in others),
+            *self.summarize.by,
+        )
+        return [
+            ir.Extend((ir.NamedExpr(number, _MV_ROW),)),
+            *self.expand,
+            *self.before,
+            ir.Summarize(self.summarize.aggregates, by),
+            ir.ProjectAway((_MV_ROW,)),
+            *self.after,
+        ]
 
 
 def _lower_operator(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -1403,8 +1577,9 @@ def _expand(original: Callable[..., Any]) -> Callable[..., Any]:
     def expand(node: Any, function: Any, arg_nodes: list[Any]) -> Any:
         scope = _lower._FN_STATE.get()
         if scope is not None:
-            count = getattr(scope, "ctirealm_expansions", 0) + 1
-            scope.ctirealm_expansions = count
+            state = vars(scope)  # duckdb-kql's scope of the statement: the count rides on it
+            count = state.get("ctirealm_expansions", 0) + 1
+            state["ctirealm_expansions"] = count
             if count > MAX_FUNCTION_EXPANSIONS:
                 raise KqlUnsupportedError(
                     f"function:{function.name}",
@@ -1541,9 +1716,23 @@ def _inspect(node: Any) -> bool:
     The engine's world is the store's tables: ``database("x").T`` (DuckDB's own
     catalogs included) is refused rather than resolved.
     """
-    if isinstance(node, (_ColumnPlaceholder, _StarMatch, _SearchSource, _BagUnpack, _Pivot, _LetCount, _As)):
+    if isinstance(
+        node,
+        (
+            _ColumnPlaceholder,
+            _StarMatch,
+            _SearchSource,
+            _BagUnpack,
+            _Pivot,
+            _LetCount,
+            _As,
+            _MvApplySummarize,
+        ),
+    ):
         return True
     if isinstance(node, ir.FunctionCall) and node.name == "column_ifexists":
+        return True
+    if READ_TYPES.get() is not None and _type_probe(node):
         return True
     if isinstance(node, ir.TableRef) and node.database is not None:
         raise KqlUnsupportedError(
@@ -1583,8 +1772,12 @@ def _resolve_query(query: ir.Query, schema: dict[str, list[str]]) -> ir.Query:
         )
     source = _resolve(query.source, scope)
     operators: list[ir.Operator] = []
-    for op in query.operators:
-        op = _resolve(op, scope)
+    pending = list(query.operators)
+    while pending:
+        op = _resolve(pending.pop(0), scope)
+        if isinstance(op, _MvApplySummarize):  # its operators may hold placeholders too
+            pending[0:0] = op.resolve(output_columns(ir.Query(source, list(operators)), scope))
+            continue
         if isinstance(op, _ColumnPlaceholder):
             columns = output_columns(ir.Query(source, list(operators)), scope)
             operators.extend(op.resolve(columns))
@@ -1599,7 +1792,7 @@ def _resolve_query(query: ir.Query, schema: dict[str, list[str]]) -> ir.Query:
         if expanded is not op:  # the operator reads `*`: expand it over its input columns
             columns = output_columns(ir.Query(source, list(operators)), scope)
             op = _expand_stars(op, columns, _input_types(query, source, operators))
-        operators.append(op)
+        operators.append(_with_operand_types(op, query, source, operators, scope))
     return dataclasses.replace(query, lets=lets, source=source, operators=operators)
 
 
@@ -1624,6 +1817,118 @@ def _input_types(query: ir.Query, source: ir.Source, operators: list[ir.Operator
     if not all(isinstance(op, (ir.Where, ir.Take, ir.Sort)) for op in operators):
         return None
     return dict(types.get(source.name) or {}) or None
+
+
+#: Reads the types of a query's result columns on the engine's connection without running it:
+#: ``(sql, parameters) -> {column: kusto_type}``. Set by the engine while it translates; None
+#: elsewhere, where the rewrites that depend on an operand's type (`_typed`) leave it as written.
+READ_TYPES: contextvars.ContextVar[Callable[[str, dict[str, Any]], dict[str, str]] | None] = (
+    contextvars.ContextVar("ctirealm_read_types", default=None)
+)
+_PROBE = "__ctirealm_probe_"
+#: Aggregates whose rendering depends on the argument's type: Kusto sums timespans to a
+#: timespan, which DuckDB's ``sum`` refuses (no ``sum(INTERVAL)``).
+_TYPED_SUMS = {"sum": SUM_TIMESPAN, "sumif": SUMIF_TIMESPAN}
+#: A ``dynamic`` operand of datetime or timespan arithmetic is converted to the other side's
+#: type (Kusto's analyzer types ``dynamic - datetime`` as a timespan, ``dynamic + timespan`` too).
+_DYNAMIC_AS = {"datetime": "todatetime", "timespan": "totimespan"}
+
+
+def _may_be_dynamic(node: Any) -> bool:
+    return isinstance(node, (ir.ColumnRef, ir.PathAccess))
+
+
+def _type_probe(node: Any) -> bool:
+    """Whether *node*'s rendering depends on an operand's type: ``sum``/``sumif`` of anything
+    but a literal, or ``+``/``-`` with a column or path on one side and no literal but a
+    datetime or timespan."""
+    if isinstance(node, ir.FunctionCall) and node.name in _TYPED_SUMS:
+        return bool(node.args) and not isinstance(node.args[0], ir.Literal)
+    if isinstance(node, ir.BinaryOp) and node.op in ("+", "-"):
+        sides = (node.left, node.right)
+        return any(_may_be_dynamic(s) for s in sides) and not any(
+            isinstance(s, ir.Literal) and s.kind not in _DYNAMIC_AS for s in sides
+        )
+    return False
+
+
+def _probes(node: Any, found: list[Any]) -> None:
+    """The operands whose types `_typed` needs, in *node* (not inside nested queries)."""
+    if isinstance(node, ir.Query):
+        return
+    if _type_probe(node):
+        found.extend(node.args[:1] if isinstance(node, ir.FunctionCall) else (node.left, node.right))
+    if isinstance(node, (list, tuple)):
+        for item in node:
+            _probes(item, found)
+    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+        for f in dataclasses.fields(node):
+            _probes(getattr(node, f.name), found)
+
+
+def _operand_types(
+    query: ir.Query,
+    source: ir.Source,
+    operators: list[ir.Operator],
+    schema: dict[str, list[str]],
+    probes: list[Any],
+) -> list[str | None]:
+    """The Kusto type of each probe over the rows reaching the operator, as the engine's
+    DuckDB binds them (`READ_TYPES`); None for each where the engine cannot say."""
+    read = READ_TYPES.get()
+    if read is None or not probes:
+        return [None] * len(probes)
+    extend = ir.Extend(tuple(ir.NamedExpr(p, f"{_PROBE}{i}") for i, p in enumerate(probes)))
+    prefix_query = ir.Query(source, [*operators, extend], lets=list(query.lets))
+    token = READ_TYPES.set(None)  # the prefix's own operators are typed already
+    try:
+        sql = _translate.to_sql(prefix_query, schema)
+    except KqlError:
+        return [None] * len(probes)
+    finally:
+        READ_TYPES.reset(token)
+    parameters = dict(getattr(sql, "parameters", None) or {})
+    active = _translate._ACTIVE_CLOCK_STATE.get()
+    if f"${_translate.CLOCK_SLOT}" in sql and active is not None and active.moment:
+        parameters[_translate.CLOCK_SLOT] = active.moment
+    try:
+        types = read(str(sql), parameters)
+    except Exception:  # a prefix that does not bind: the whole query reports it
+        return [None] * len(probes)
+    return [types.get(f"{_PROBE}{i}") for i in range(len(probes))]
+
+
+def _typed(node: Any, types: Mapping[int, str | None]) -> Any:
+    """*node* with ``sum``/``sumif`` of a timespan as the timespan sums, and a ``dynamic``
+    operand of datetime/timespan ``+``/``-`` converted (*types*: probe id -> Kusto type)."""
+    if isinstance(node, ir.Query):
+        return node
+    # The probes are the original operands: their types are looked up before rebuilding.
+    rebuilt = _rebuilt(node, lambda n: _typed(n, types))
+    if isinstance(node, ir.FunctionCall) and node.name in _TYPED_SUMS and node.args:
+        if types.get(id(node.args[0])) == "timespan":
+            return dataclasses.replace(rebuilt, name=_TYPED_SUMS[node.name])
+    if isinstance(node, ir.BinaryOp) and node.op in ("+", "-"):
+        left, right = types.get(id(node.left)), types.get(id(node.right))
+        if left == "dynamic" and right in _DYNAMIC_AS:
+            return dataclasses.replace(rebuilt, left=ir.FunctionCall(_DYNAMIC_AS[right], (rebuilt.left,)))
+        if right == "dynamic" and left in _DYNAMIC_AS:
+            return dataclasses.replace(rebuilt, right=ir.FunctionCall(_DYNAMIC_AS[left], (rebuilt.right,)))
+    return rebuilt
+
+
+def _with_operand_types(
+    op: Any, query: ir.Query, source: ir.Source, operators: list[ir.Operator], schema: dict[str, list[str]]
+) -> Any:
+    """*op* written for its operands' types where Kusto's meaning depends on them (`_typed`)."""
+    if READ_TYPES.get() is None:
+        return op
+    probes: list[Any] = []
+    _probes(op, probes)
+    if not probes:
+        return op
+    found = _operand_types(query, source, operators, schema, probes)
+    return _typed(op, {id(p): t for p, t in zip(probes, found, strict=True)})
 
 
 def _canonical_names(node: Any) -> Any:
@@ -1708,7 +2013,10 @@ def _case_renames(query: ir.Query, schema: Mapping[str, Any]) -> dict[str, str]:
 def _renamed_columns(node: Any, renames: Mapping[str, str]) -> Any:
     """*node* with every column name in *renames* (created, read, listed) replaced."""
 
-    def new(name: str | None) -> str | None:
+    def new(name: str) -> str:
+        return renames.get(name, name)
+
+    def new_optional(name: str | None) -> str | None:
         return renames.get(name, name) if name is not None else None
 
     if isinstance(node, ir.ColumnRef):
@@ -1717,25 +2025,25 @@ def _renamed_columns(node: Any, renames: Mapping[str, str]) -> Any:
         return node
     node = _rebuilt(node, lambda n: _renamed_columns(n, renames))
     if isinstance(node, ir.NamedExpr) and node.name in renames:
-        return dataclasses.replace(node, name=new(node.name))
+        return dataclasses.replace(node, name=new_optional(node.name))
     if isinstance(node, ir.ProjectRename):
         return dataclasses.replace(node, renames=tuple((new(a), new(b)) for a, b in node.renames))
     if isinstance(node, ir.ProjectAway):
         return dataclasses.replace(node, columns=tuple(new(c) for c in node.columns))
     if isinstance(node, ir.MvExpandTarget):
-        return dataclasses.replace(node, column=new(node.column), name=new(node.name))
+        return dataclasses.replace(node, column=new(node.column), name=new_optional(node.name))
     if isinstance(node, ir.MvExpand):
-        return dataclasses.replace(node, item_index=new(node.item_index))
+        return dataclasses.replace(node, item_index=new_optional(node.item_index))
     if isinstance(node, ir.JoinKey):
         return dataclasses.replace(node, left=new(node.left), right=new(node.right))
     if isinstance(node, ir.ParseSegment):
-        return dataclasses.replace(node, name=new(node.name))
+        return dataclasses.replace(node, name=new_optional(node.name))
     if isinstance(node, (ir.Count, ir.RangeSource)):
         return dataclasses.replace(node, name=new(node.name))
     if isinstance(node, ir.DataTable):
         return dataclasses.replace(node, columns=tuple((new(n), t) for n, t in node.columns))
     if isinstance(node, ir.Union):
-        return dataclasses.replace(node, with_source=new(node.with_source))
+        return dataclasses.replace(node, with_source=new_optional(node.with_source))
     if isinstance(node, _ColumnPlaceholder):
         return dataclasses.replace(
             node, items=tuple((p if wild else new(p), wild, order) for p, wild, order in node.items)
@@ -2082,7 +2390,9 @@ def _computed_arg_extremes(node: Any) -> Any:
             if not isinstance(op, ir.Summarize):
                 operators.append(op)
                 continue
-            extends, renames, aggregates = [], [], []
+            extends: list[ir.NamedExpr] = []
+            renames: list[tuple[str, str]] = []
+            aggregates: list[ir.NamedExpr] = []
             for named in _expanded_percentiles(op.aggregates):
                 call = named.expr
                 if named.name is not None and _is_constant(call):
@@ -2209,6 +2519,30 @@ def _emit(original: Callable[..., Any]) -> Callable[..., Any]:
     return to_sql
 
 
+def _kql_tostring(original: Callable[[ir.Expr], str]) -> Callable[[ir.Expr], str]:
+    """``tostring`` (and ``strcat``, ``strcat_delim``, ...) of an array or bag computed in SQL
+    as its JSON text: Kusto's ``tostring(split("a,b", ","))`` is ``["a","b"]``, where
+    DuckDB's cast of a list gives ``[a, b]`` (and of a struct ``{'k': 1}``).
+
+    duckdb-kql dispatches on the operand's run-time ``typeof``, ending with a plain cast;
+    lists, structs and maps get ``to_json`` there instead (it binds for every type)."""
+
+    def render(node: ir.Expr) -> str:
+        text = original(node)
+        rendered = _translate.render_expr(node)
+        tail = f" ELSE CAST({rendered} AS VARCHAR) END, '')"
+        if not text.endswith(tail):
+            return text
+        kind = f"typeof({rendered})"
+        composite = (
+            f" ELSE CASE WHEN {kind} LIKE '%[]' OR {kind} LIKE 'STRUCT(%' OR {kind} LIKE 'MAP(%'"
+            f" THEN CAST(to_json({rendered}) AS VARCHAR) ELSE CAST({rendered} AS VARCHAR) END END, '')"
+        )
+        return text[: -len(tail)] + composite
+
+    return render
+
+
 #: duckdb-kql attributes replaced by `install`: (module, attribute, original -> replacement).
 _WAVE_HINT = "not implemented in this wave"
 
@@ -2236,7 +2570,7 @@ def _unsupported(original: Callable[..., KqlUnsupportedError]) -> Callable[..., 
 
     def unsupported(node: Any, what: str | None = None) -> KqlUnsupportedError:
         error = original(node, what)
-        if not (error.hint or "").startswith(_WAVE_HINT):
+        if error.hint is None or not error.hint.startswith(_WAVE_HINT):
             return error
         near = error.hint[len(_WAVE_HINT) :].lstrip("; ")
         # A parameter or kind duckdb-kql does not know may be a typo Kusto refuses too.
@@ -2280,6 +2614,7 @@ PATCHES: list[tuple[Any, str, Callable[[Any], Any]]] = [
     (_lower, "_substitute_operator", _substitute_operator),
     (_lower, "_bind_stored_arguments", _bind_stored_arguments),
     (_translate, "to_sql", _emit),
+    (_translate, "render_kql_tostring", _kql_tostring),
     (_translate, "_TIMESPAN_RETURNING", lambda original: original | {TIMESPAN_DIV}),
     (_schema, "union_output_columns", _union_output_columns),
     (_schema, "match_wildcard", _match_wildcard),
