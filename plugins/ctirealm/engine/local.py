@@ -42,7 +42,7 @@ from .errors import (
     ResourceLimitExceeded,
 )
 from .guard import check_query_text, check_read_only
-from .result import QueryResult
+from .result import QueryResult, nested_json
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_ROWS = 100_000
@@ -517,7 +517,7 @@ class LocalEngine:
             elapsed = time.perf_counter() - started
         truncated = len(raw) > cap
         columns = [(d[0], kusto_type(d[1])) for d in description]
-        rows = _convert_rows(raw[:cap], columns)
+        rows = _convert_rows(raw[:cap], columns, [d[1] for d in description])
         return QueryResult(columns, rows, truncated=truncated, elapsed=elapsed, sql=sql)
 
     def _check_stopped(self) -> None:
@@ -746,13 +746,18 @@ def _semantic_error(kql: str, exc: duckdb.Error) -> EngineError:
     return KqlSemanticError(message)
 
 
-def _convert_rows(rows: list[tuple[Any, ...]], columns: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
-    """DuckDB rows -> result rows: dynamic text parsed, naive datetimes made UTC-aware.
+def _convert_rows(
+    rows: list[tuple[Any, ...]], columns: list[tuple[str, str]], types: Sequence[Any] = ()
+) -> list[tuple[Any, ...]]:
+    """DuckDB rows -> result rows: dynamic text parsed, naive datetimes made UTC-aware, and JSON
+    values inside lists, structs and maps parsed (``make_list`` of a dynamic column is a DuckDB
+    ``JSON[]``, whose elements arrive as their JSON text).
 
     Only the columns that need it are touched; rows of plain scalars pass as they are.
     """
+    nested = {i: decode for i, t in enumerate(types) if (decode := nested_json(t)) is not None}
     convert = [(i, kind) for i, (_, kind) in enumerate(columns) if kind in ("dynamic", "datetime")]
-    if not convert:
+    if not convert and not nested:
         return rows
     out = []
     for row in rows:
@@ -761,7 +766,9 @@ def _convert_rows(rows: list[tuple[Any, ...]], columns: list[tuple[str, str]]) -
             value = values[i]
             if value is None:
                 continue
-            if kind == "dynamic" and isinstance(value, str):
+            if i in nested:
+                values[i] = nested[i](value)
+            elif kind == "dynamic" and isinstance(value, str):
                 try:
                     values[i] = json.loads(value)
                 except json.JSONDecodeError:

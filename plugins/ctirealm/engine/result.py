@@ -1,8 +1,10 @@
-"""Query results: typed columns, rows, and the Kusto v1 REST JSON shape."""
+"""Query results: typed columns, rows, the Kusto v1 REST JSON shape, and the JSON values
+nested in DuckDB lists, structs and maps, parsed."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -83,3 +85,54 @@ class QueryResult:
 
     def to_json(self) -> str:
         return json.dumps(self.to_kusto_json(), ensure_ascii=False)
+
+
+def parse_nested_json(rows: list[Any], types: Sequence[Any]) -> list[Any]:
+    """*rows* with the JSON values nested in lists, structs and maps of *types* (DuckDB types)
+    parsed, as `LocalEngine` returns them; rows pass unchanged when no column nests JSON."""
+    nested = [(i, decode) for i, t in enumerate(types) if (decode := nested_json(t)) is not None]
+    if not nested:
+        return rows
+    out = []
+    for row in rows:
+        values = list(row)
+        for i, decode in nested:
+            if values[i] is not None:
+                values[i] = decode(values[i])
+        out.append(tuple(values))
+    return out
+
+
+def _json_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def nested_json(duck_type: Any) -> Callable[[Any], Any] | None:
+    """A function parsing the JSON values nested in a value of *duck_type* (a DuckDB type),
+    or None when the type nests none. A top-level JSON column is not nested."""
+    kind = getattr(duck_type, "id", None)
+    if kind not in ("list", "array", "struct", "map"):
+        return None
+    parts: list[tuple[str, Callable[[Any], Any] | None]] = []
+    for name, child in duck_type.children:
+        parts.append((name, _json_text if str(child) == "JSON" else nested_json(child)))
+    if all(decode is None for _, decode in parts):
+        return None
+    if kind in ("list", "array"):
+        element = parts[0][1]
+        assert element is not None
+        return lambda value: [None if v is None else element(v) for v in value]
+    if kind == "map":
+        key, item = parts[0][1] or (lambda v: v), parts[1][1] or (lambda v: v)
+        return lambda value: {key(k): None if v is None else item(v) for k, v in value.items()}
+    fields = {name: decode for name, decode in parts if decode is not None}
+
+    def struct(value: dict[str, Any]) -> dict[str, Any]:
+        return {k: fields[k](v) if k in fields and v is not None else v for k, v in value.items()}
+
+    return struct

@@ -56,7 +56,7 @@ from .errors import (
     to_kusto_error,
 )
 from .kusto import is_loopback
-from .result import NET_TYPES
+from .result import NET_TYPES, parse_nested_json
 
 DEFAULT_DATABASE = "ctirealm"
 _PY_TIMESPAN = re.compile(r"^(?:(-?\d+) days?, )?(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
@@ -334,6 +334,8 @@ def make_server(
                         )
                     )
                     rows = _fetch(rel, encoded)
+                    if not isinstance(rows, JsonRows):
+                        rows = parse_nested_json(rows, rel.types)
             except Exception as exc:
                 raise engine_error(csl, exc, timeout) from None
             if _SHOW_DATABASES.match(csl):
