@@ -45,6 +45,9 @@ def __getattr__(name: str) -> Any:
 class Engine(Protocol):
     """What scoring, tools and Sigma evaluation need from an engine."""
 
+    #: The most rows a query returns when it names no limit (scoring lifts it for one query).
+    max_rows: int
+
     def query(self, kql: str, *, limit: int | None = None, timeout: float | None = None) -> QueryResult: ...
 
     def tables(self) -> list[str]: ...

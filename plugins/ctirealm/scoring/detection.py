@@ -160,14 +160,12 @@ class _Expected:
 
 def _run_uncapped(engine: Engine, kql: str, timeout: float | None) -> Any:
     """Every row of *kql*: the engine's own row cap lifted for this one query."""
-    saved = getattr(engine, "max_rows", None)
-    if saved is None:
-        return engine.query(kql, timeout=timeout)
-    engine.max_rows = _UNCAPPED  # type: ignore[attr-defined]
+    saved = engine.max_rows
+    engine.max_rows = _UNCAPPED
     try:
         return engine.query(kql, limit=_UNCAPPED, timeout=timeout)
     finally:
-        engine.max_rows = saved  # type: ignore[attr-defined]
+        engine.max_rows = saved
 
 
 def evaluate(
