@@ -1,5 +1,6 @@
-"""What the MCP tests share: the stdio client script, and `OracleAgent`'s walk written as a plan
-for it (the same calls, the same answer)."""
+"""What the MCP and Inspect tests share: the stdio client script, and `OracleAgent`'s walk
+written as a plan (the same calls, the same answer) that the MCP client follows and the Inspect
+tests turn into model turns."""
 
 from __future__ import annotations
 

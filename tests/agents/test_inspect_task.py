@@ -20,6 +20,8 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.agents.mcp_helpers import oracle_steps
+
 pytest.importorskip("inspect_ai", reason="the inspect extra (inspect-ai) is not installed")
 
 from inspect_ai import eval as inspect_eval
@@ -109,36 +111,20 @@ def scripted(turns: list[Turn], seen: list[list[str]] | None = None) -> Any:
 
 
 def oracle_turns(case: Case, cases: CaseSet) -> list[Turn]:
-    """What `OracleAgent` does, as model turns: the same calls, words and answer."""
-    root = Path(case.path).resolve().parents[2]
-    counts = cases.tags()
-    turns: list[Turn] = [("list_cti_report_tags", {}, "")]
-    retrieved: set[str] = set()
-    for report_id in case.reports:
-        if report_id in retrieved:
-            continue
-        tag = min(cases.reports[report_id].tags, key=lambda t: (counts.get(t, 0), t))
-        retrieved |= {r.id for r in cases.reports.values() if tag in r.tags}
-        turns.append(("get_cti_reports_by_tag", {"tag": tag}, ""))
-    truth = case.ground_truth
-    said = (
-        f"The objective maps to ATT&CK {', '.join(truth.techniques)}; the evidence is in "
-        f"{', '.join(truth.tables)}."
-    )
-    for index, table in enumerate(truth.tables):
-        turns.append(("get_table_schema", {"table_name": table}, said if index == 0 else ""))
-        turns.append(("sample_table_data", {"table_name": table, "rows": 3}, ""))
-    kql = (root / str(case.solution.kql)).read_text(encoding="utf-8").strip()
-    sigma = (root / str(case.solution.sigma)).read_text(encoding="utf-8")
-    turns.append(("execute_kql_query", {"query": f"{truth.tables[0]} | summarize count()"}, ""))
-    turns.append(("execute_kql_query", {"query": kql}, ""))
-    turns.append(
-        (
-            "submit_detection",
-            {"sigma_rule": sigma, "kql_query": kql, "query_results": "ROWS"},
-            "Final query returns {rows} rows (first 10 shown).",
-        )
-    )
+    """What `OracleAgent` does, as model turns: the walk of `oracle_steps`, its words said with
+    the first schema call, and its answer submitted with the rows of its last query."""
+    *calls, submit = oracle_steps(case, cases)
+    answer = submit["submit"]
+    turns: list[Turn] = []
+    for step in calls:
+        first_schema = step["call"] == "get_table_schema" and all(t[0] != step["call"] for t in turns)
+        turns.append((step["call"], step.get("arguments", {}), answer["analysis"] if first_schema else ""))
+    arguments = {
+        "sigma_rule": answer["sigma_rule"],
+        "kql_query": answer["kql_query"],
+        "query_results": "ROWS",
+    }
+    turns.append(("submit_detection", arguments, "Final query returns {rows} rows (first 10 shown)."))
     return turns
 
 
