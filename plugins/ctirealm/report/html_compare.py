@@ -93,58 +93,8 @@ def _pair_section(pair: Any) -> Markup:
         class_="hint",
     )
     cp_rows = [(f"{checkpoint_code(n)} {checkpoint_label(n)}", pair.checkpoint_means[n]) for n in names]
-    cp_table = tag(
-        "table",
-        tag(
-            "thead",
-            tag(
-                "tr",
-                tag("th", "Checkpoint"),
-                tag("th", a.key, class_="num"),
-                tag("th", b.key, class_="num"),
-                tag("th", "Δ", class_="num"),
-            ),
-        ),
-        tag(
-            "tbody",
-            [
-                tag(
-                    "tr",
-                    tag("td", label),
-                    tag("td", fmt_score(x), class_="num"),
-                    tag("td", fmt_score(y), class_="num"),
-                    tag("td", _delta(None if x is None or y is None else y - x, 2), class_="num"),
-                )
-                for label, (x, y) in cp_rows
-            ],
-        ),
-    )
-    pl_table = tag(
-        "table",
-        tag(
-            "thead",
-            tag(
-                "tr",
-                tag("th", "Platform"),
-                tag("th", a.key, class_="num"),
-                tag("th", b.key, class_="num"),
-                tag("th", "Δ", class_="num"),
-            ),
-        ),
-        tag(
-            "tbody",
-            [
-                tag(
-                    "tr",
-                    tag("td", p),
-                    tag("td", fmt_score(x, 3), class_="num"),
-                    tag("td", fmt_score(y, 3), class_="num"),
-                    tag("td", _delta(None if x is None or y is None else y - x), class_="num"),
-                )
-                for p, (x, y) in pair.platform_means.items()
-            ],
-        ),
-    )
+    cp_table = _means_table("Checkpoint", cp_rows, a.key, b.key, digits=2)
+    pl_table = _means_table("Platform", list(pair.platform_means.items()), a.key, b.key, digits=3)
     sections = [
         tag(
             "div",
@@ -184,6 +134,30 @@ def _pair_section(pair: Any) -> Markup:
             )
         )
     return tag("section", tag("section", title, counts, class_="panel"), sections, id=f"pair-{b.key}")
+
+
+def _means_table(
+    heading: str, rows: list[tuple[str, tuple[float | None, float | None]]], a: str, b: str, *, digits: int
+) -> Markup:
+    """A table of means for two runs and their difference, one row per label."""
+    head = tag(
+        "tr",
+        tag("th", heading),
+        tag("th", a, class_="num"),
+        tag("th", b, class_="num"),
+        tag("th", "Δ", class_="num"),
+    )
+    body = [
+        tag(
+            "tr",
+            tag("td", label),
+            tag("td", fmt_score(x, digits), class_="num"),
+            tag("td", fmt_score(y, digits), class_="num"),
+            tag("td", _delta(None if x is None or y is None else y - x, digits), class_="num"),
+        )
+        for label, (x, y) in rows
+    ]
+    return tag("table", tag("thead", head), tag("tbody", body))
 
 
 def _delta_table(title: str, deltas: list[Any], names: list[str], a: str, b: str, empty: str) -> Markup:
