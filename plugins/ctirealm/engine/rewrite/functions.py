@@ -773,7 +773,7 @@ def _render_window(node: ir.FunctionCall) -> str:
 #: ``typeof(T)`` written as an argument (``extract_json(path, text, typeof(long))``).
 TYPE_LITERAL = "__ctirealm_typeof"
 #: Kusto scalar type -> the conversion function giving a value of that type.
-_CONVERSIONS = {
+CONVERSIONS = {
     "string": "tostring",
     "long": "tolong",
     "int": "toint",
@@ -805,7 +805,7 @@ def _type_argument(node: ir.Expr, function: str) -> str:
         isinstance(node, ir.FunctionCall)
         and node.name == TYPE_LITERAL
         and isinstance(node.args[0], ir.Literal)
-        and node.args[0].value in _CONVERSIONS
+        and node.args[0].value in CONVERSIONS
     ):
         return str(node.args[0].value)
     raise KqlUnsupportedError(f"function:{function}", hint="its last argument must be typeof(T)")
@@ -862,7 +862,7 @@ def _render_extract_json(node: ir.FunctionCall) -> str | None:
     if kind in ("string", "guid"):
         return value
     raw = ir.FunctionCall(RAW_SQL, (ir.Literal(value, "string"),))
-    converted = ir.FunctionCall(_CONVERSIONS[kind], (raw,))
+    converted = ir.FunctionCall(CONVERSIONS[kind], (raw,))
     return _translate.render_expr(converted)
 
 
@@ -879,7 +879,7 @@ def _render_extract_typed(node: ir.FunctionCall) -> str | None:
         return value
     # Kusto: "if the conversion fails, null"; an empty match converts to null as well.
     raw = ir.FunctionCall(RAW_SQL, (ir.Literal(f"NULLIF({value}, '')", "string"),))
-    return _translate.render_expr(ir.FunctionCall(_CONVERSIONS[kind], (raw,)))
+    return _translate.render_expr(ir.FunctionCall(CONVERSIONS[kind], (raw,)))
 
 
 #: A piece of SQL already rendered, passed through (internal; never parsed from a query).

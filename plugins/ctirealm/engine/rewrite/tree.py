@@ -42,6 +42,7 @@ from duckdb_kql import translate as _translate
 from duckdb_kql.errors import KqlError, KqlSchemaError, KqlUnsupportedError
 
 from .functions import (
+    CONVERSIONS,
     COUNT_OF,
     JOINABLE_STAR_OPS,
     MULTI_NAMES,
@@ -200,6 +201,15 @@ def _substitute_once(original: Callable[..., Any]) -> Callable[..., Any]:
         return original(node, scalars, memo)
 
     return substitute_once
+
+
+def _children(node: Any) -> list[Any]:
+    """The children `_rebuilt` visits: items of lists and tuples, fields of IR dataclasses."""
+    if isinstance(node, (list, tuple)):
+        return list(node)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return [getattr(node, f.name) for f in dataclasses.fields(node)]
+    return []
 
 
 def _rebuilt(node: Any, visit: Callable[[Any], Any]) -> Any:
@@ -594,24 +604,12 @@ class _Pivot(ir.Operator):
 
 #: The value of the data a declared ``pivot`` schema leaves out, per group (internal).
 _PIVOT_UNDECLARED = "__ctirealm_pivot_undeclared"
+
+
 #: A declared output column's type -> the conversion giving it (others are left as they are).
-_DECLARED_CONVERSIONS = {
-    "string": "tostring",
-    "long": "tolong",
-    "int": "toint",
-    "real": "todouble",
-    "double": "todouble",
-    "bool": "tobool",
-    "boolean": "tobool",
-    "datetime": "todatetime",
-    "date": "todatetime",
-    "timespan": "totimespan",
-    "time": "totimespan",
-}
-
-
 def _declared_as(expr: ir.Expr, kind: str) -> ir.Expr:
-    conversion = _DECLARED_CONVERSIONS.get(kind.lower())
+    """*expr* converted to a declared output column's type (the conversions of ``typeof(T)``)."""
+    conversion = CONVERSIONS.get(kind.lower())
     return ir.FunctionCall(conversion, (expr,)) if conversion else expr
 
 
@@ -2229,11 +2227,7 @@ def _has_window(node: Any) -> bool:
         return True
     if isinstance(node, ir.Query):
         return False
-    if isinstance(node, (list, tuple)):
-        return any(_has_window(n) for n in node)
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        return any(_has_window(getattr(node, f.name)) for f in dataclasses.fields(node))
-    return False
+    return any(_has_window(n) for n in _children(node))
 
 
 def _windowed(node: Any, keys: tuple[ir.SortKey, ...]) -> Any:
@@ -2367,11 +2361,7 @@ def _calls_aggregate(node: Any) -> bool:
         return True
     if isinstance(node, ir.Query):
         return False
-    if isinstance(node, (list, tuple)):
-        return any(_calls_aggregate(n) for n in node)
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        return any(_calls_aggregate(getattr(node, f.name)) for f in dataclasses.fields(node))
-    return False
+    return any(_calls_aggregate(n) for n in _children(node))
 
 
 def _computed_arg_extremes(node: Any) -> Any:
