@@ -29,8 +29,8 @@ import yaml
 from ..attack import load_attack
 from ..telemetry.attribution import tables_in
 from .checks import platform_data, relative
-from .content_items import RuleCollector, SentinelItem, rows_text
-from .content_rule import ContentCheckFailed, SentinelRule, attack_version, camel, is_blank, tactic_key
+from .content_items import RuleCollector, SentinelItem, unfilled
+from .content_rule import ContentCheckFailed, SentinelRule, attack_version, camel, tactic_key
 from .content_schedule import Schedule, strip_literals
 
 ITEMS = ("parse", "runs", "columns", "assets", "attack", "true_positives", "false_positives")
@@ -274,14 +274,7 @@ class DefenderItem(SentinelItem):
                 f"events in {relative(self.config, file.tests_folder())}/match/ and "
                 "none over the store)"
             )
-        empty = []
-        for kind, identifier, column in assets:
-            blank = [row for row in rows if is_blank(row.get(column))]
-            if blank:
-                empty.append(
-                    f"impacted asset {kind} {identifier}: column {column} is empty on "
-                    f"{len(blank)} of {len(rows)}, e.g. {rows_text(blank[:1], inline=True)}"
-                )
+        empty = unfilled(rows, [(f"impacted asset {kind} {ident}", col) for kind, ident, col in assets])
         if empty:
             raise ContentCheckFailed(
                 f"impacted assets without a value on {what} (the alert "

@@ -567,15 +567,9 @@ class SentinelItem(CheckItem):
         alerts = file.match_alerts()
         if not alerts:
             return  # true_positives reports it
-        empty = []
-        for kind, identifier, column in columns:
-            blank = [row for row in alerts if is_blank(row.get(column))]
-            if blank:
-                empty.append(
-                    f"entity {kind}, identifier {identifier}: column {column} is empty "
-                    f"on {len(blank)} of {len(alerts)}, e.g. "
-                    f"{rows_text(blank[:1], inline=True)}"
-                )
+        empty = unfilled(
+            alerts, [(f"entity {kind}, identifier {ident}", col) for kind, ident, col in columns]
+        )
         if empty:
             raise ContentCheckFailed(
                 "mapped columns without a value on the rows the must-match events raise "
@@ -770,6 +764,20 @@ def _workspace_function(error: object) -> str | None:
     """``_GetWatchlist``, ``imAuthentication``, ``_ASim_...``: functions a workspace defines."""
     match = re.search(r"unknown function '((?:_|im|ASim)\w*)'", str(error or ""))
     return match.group(1) if match else None
+
+
+def unfilled(rows: list[dict[str, Any]], mapped: list[tuple[str, str]]) -> list[str]:
+    """For each ``(what, column)`` mapped, a problem when *column* is blank on some of *rows*
+    (an alert that cannot name its entity), with an example row."""
+    problems = []
+    for what, column in mapped:
+        blank = [row for row in rows if is_blank(row.get(column))]
+        if blank:
+            problems.append(
+                f"{what}: column {column} is empty on {len(blank)} of {len(rows)}, "
+                f"e.g. {rows_text(blank[:1], inline=True)}"
+            )
+    return problems
 
 
 def rows_text(rows: list[dict[str, Any]], *, inline: bool = False, width: int = 160) -> str:
