@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugin.content_project import write_telemetry
+from tests.plugin.content_project import content_project, write_telemetry
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
     write_telemetry(pytester.path / "telemetry")
-    (pytester.path / "detections").mkdir()
-    pytester.makeini(f"""
-        [pytest]
-        testpaths = detections
-        addopts = --realm-cache-dir={store_cache} --realm-rows=0 -p no:cacheprovider
-    """)
-    return pytester
+    return content_project(pytester, store_cache)

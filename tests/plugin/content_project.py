@@ -126,3 +126,15 @@ def add_rule(
         tests.mkdir(exist_ok=True)
         (tests / "tests.yaml").write_text(settings)
     return path
+
+
+def content_project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
+    """*pytester* as a content repository: a ``detections/`` folder, the session's store cache,
+    and stores built without background rows (the telemetry is written by the caller)."""
+    (pytester.path / "detections").mkdir()
+    pytester.makeini(f"""
+        [pytest]
+        testpaths = detections
+        addopts = --realm-cache-dir={store_cache} --realm-rows=0 -p no:cacheprovider
+    """)
+    return pytester

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ctirealm.plugin.content_schedule import Schedule, binned, parse_duration, unbinnable
 from ctirealm.telemetry.schema import load_schemas
-from tests.plugin.content_project import MATCH_CSV, rule, write_telemetry
+from tests.plugin.content_project import MATCH_CSV, content_project, rule, write_telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -219,13 +219,7 @@ def project(pytester: pytest.Pytester, store_cache: Path) -> pytest.Pytester:
         )
         + "\n"
     )
-    (pytester.path / "detections").mkdir()
-    pytester.makeini(f"""
-        [pytest]
-        testpaths = detections
-        addopts = --realm-cache-dir={store_cache} --realm-rows=0 -p no:cacheprovider
-    """)
-    return pytester
+    return content_project(pytester, store_cache)
 
 
 def _rule(
